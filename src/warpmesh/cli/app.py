@@ -1,0 +1,87 @@
+"""Entry point of the ``warpmesh`` console script.
+
+Subcommands are registered by import path in :data:`COMMANDS` and imported only when invoked, so
+``warpmesh --help`` stays fast and a subcommand's heavy dependencies (wasmtime, SQLite drivers...)
+load only when needed.
+
+Every usage error (unknown option, bad value, missing argument) exits with status 2 and one line on
+stderr naming the problem and pointing at ``--help``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+from warpmesh import __version__
+
+#: name -> "module:attribute" of a click command or group. Keep sorted; one line per command.
+COMMANDS: dict[str, tuple[str, str]] = {
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is not None:
+            return cmd
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attr = target[0].split(":")
+        command = getattr(importlib.import_module(module_name), attr)
+        if not isinstance(command, click.Command):  # pragma: no cover - registry mistake
+            raise TypeError(f"{target[0]} is not a click command")
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # List lazily registered commands with their one-line help without importing them.
+        rows = [(name, help_text) for name, (_, help_text) in sorted(COMMANDS.items())]
+        rows += [(n, c.get_short_help_str()) for n, c in sorted(self.commands.items()) if n not in COMMANDS]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(sorted(rows))
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="warpmesh")
+def cli() -> None:
+    """warpmesh: leaderless distributed work (replicated queues, a hash ring, Raft, memoized workers)."""
+
+
+def _one_line(err: click.ClickException) -> str:
+    return " ".join(err.format_message().split())
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Run the CLI; usage errors print one line and exit 2, other click errors exit 1."""
+    try:
+        rv = cli.main(args=argv, prog_name="warpmesh", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("warpmesh: aborted", err=True)
+        sys.exit(130)
+    except click.UsageError as err:
+        where = err.ctx.command_path if err.ctx is not None else "warpmesh"
+        click.echo(f"{where}: error: {_one_line(err)} (see '{where} --help')", err=True)
+        sys.exit(2)
+    except click.ClickException as err:
+        click.echo(f"warpmesh: error: {_one_line(err)}", err=True)
+        sys.exit(err.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    # In non-standalone mode click returns ctx.exit()'s code instead of exiting.
+    if isinstance(rv, int) and rv != 0:
+        sys.exit(rv)
+    return rv
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,177 @@
+"""``Seam``: one peer's symmetric view of a mesh session, independent of the transport.
+
+A seam has an identity (``self_id``), an observable ``roster`` of live peers (self included), sends
+(``send_to``, ``broadcast``) and any number of *subscriptions* to incoming ``(sender, data)`` pairs.
+
+Unlike the reference (one shared 256-frame buffer that drops the oldest frame when any reader is
+slow), every subscriber has its own bounded queue and delivery *waits* for room: a slow reader slows
+the link down (TCP flow control does the rest) instead of losing frames. A subscriber that stops
+reading must close its subscription.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from typing import TypeAlias
+
+from warpmesh.aio.observable import Observable
+from warpmesh.aio.queue import ClosableQueue, QueueClosed
+
+PeerId: TypeAlias = str
+
+#: Frames buffered per subscriber before delivery waits. Deep enough to absorb a burst of deltas
+#: from a busy peer without stalling the link; shallow enough to bound memory per subscriber.
+DEFAULT_SUBSCRIPTION_SIZE = 4096
+
+
+class SeamClosed(Exception):
+    """The seam (or subscription) is closed."""
+
+
+class PeerUnreachable(Exception):
+    """``send_to`` named a peer that is not in the roster (not connected)."""
+
+    def __init__(self, peer: PeerId) -> None:
+        super().__init__(f"peer {peer!r} is not connected")
+        self.peer = peer
+
+
+class Subscription(AsyncIterator[tuple[PeerId, bytes]]):
+    """One subscriber's bounded, ordered stream of ``(sender, data)``; ends when closed."""
+
+    def __init__(self, hub: IncomingHub, maxsize: int) -> None:
+        self._hub = hub
+        self._queue: ClosableQueue[tuple[PeerId, bytes]] = ClosableQueue(maxsize)
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    @property
+    def closed(self) -> bool:
+        return self._queue.closed
+
+    async def get(self) -> tuple[PeerId, bytes]:
+        """Next ``(sender, data)``; raises :class:`SeamClosed` once closed and drained."""
+        try:
+            return await self._queue.get()
+        except QueueClosed:
+            raise SeamClosed from None
+
+    def get_nowait(self) -> tuple[PeerId, bytes] | None:
+        """Next item if one is buffered, else None. Raises :class:`SeamClosed` once closed and drained."""
+        try:
+            return self._queue.get_nowait()
+        except QueueClosed:
+            raise SeamClosed from None
+        except Exception:  # asyncio.QueueEmpty
+            return None
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> tuple[PeerId, bytes]:
+        try:
+            return await self._queue.get()
+        except QueueClosed:
+            raise StopAsyncIteration from None
+
+    def close(self) -> None:
+        """Stop receiving; buffered items can still be drained."""
+        self._queue.close()
+        self._hub._discard(self)
+
+
+class IncomingHub:
+    """Fans incoming frames out to every subscription, waiting for room in each (backpressure)."""
+
+    def __init__(self) -> None:
+        self._subs: list[Subscription] = []
+        self._closed = False
+        #: Frames that arrived while nobody was subscribed (counted, never silent).
+        self.unsubscribed_drops = 0
+        self.delivered = 0
+
+    def subscribe(self, maxsize: int = DEFAULT_SUBSCRIPTION_SIZE) -> Subscription:
+        sub = Subscription(self, maxsize)
+        if self._closed:
+            sub._queue.close()
+        else:
+            self._subs.append(sub)
+        return sub
+
+    def _discard(self, sub: Subscription) -> None:
+        if sub in self._subs:
+            self._subs.remove(sub)
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subs)
+
+    async def deliver(self, sender: PeerId, data: bytes) -> None:
+        """Hand ``(sender, data)`` to every subscriber, waiting while any of them is full."""
+        if not self._subs:
+            self.unsubscribed_drops += 1
+            return
+        item = (sender, data)
+        for sub in tuple(self._subs):
+            q = sub._queue
+            if q.closed:
+                continue
+            if not q.put_nowait(item):
+                try:
+                    await q.put(item)
+                except QueueClosed:
+                    continue
+        self.delivered += 1
+
+    def close(self) -> None:
+        self._closed = True
+        for sub in self._subs:
+            sub._queue.close()
+        self._subs.clear()
+
+
+class Seam(abc.ABC):
+    """One peer's view of a mesh session. Implementations: memory fabric, TCP mesh, mux channels."""
+
+    #: This peer's id, unique in the mesh.
+    self_id: PeerId
+    #: Live peers, self included. Transport-level: a peer is here while its link is up.
+    roster: Observable[frozenset[PeerId]]
+    #: Largest ``data`` accepted by ``send_to``/``broadcast``.
+    max_payload: int
+
+    @abc.abstractmethod
+    async def send_to(self, peer: PeerId, data: bytes) -> None:
+        """Send to one peer (waits while the link is congested). Raises :class:`PeerUnreachable`."""
+
+    async def broadcast(self, data: bytes) -> None:
+        """Send to every roster peer except self; best effort (unreachable peers are skipped)."""
+        for peer in sorted(self.roster.value):
+            if peer == self.self_id:
+                continue
+            try:
+                await self.send_to(peer, data)
+            except PeerUnreachable:
+                continue
+
+    @abc.abstractmethod
+    def subscribe(self, maxsize: int = DEFAULT_SUBSCRIPTION_SIZE) -> Subscription:
+        """A new, independent stream of incoming ``(sender, data)``."""
+
+    def incoming(self) -> Subscription:
+        """Shorthand for :meth:`subscribe` with the default queue size."""
+        return self.subscribe()
+
+    @property
+    @abc.abstractmethod
+    def closed(self) -> bool: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Leave the mesh; subscriptions end after their buffered frames."""
+
+    def peers(self) -> frozenset[PeerId]:
+        """The roster without self."""
+        return self.roster.value - {self.self_id}

@@ -1,0 +1,193 @@
+"""Frames: ``[version: u8][kind: u8][body: one msgpack object]``, length-prefixed on streams.
+
+Every protocol in warpmesh (the mesh handshake, anti-entropy, Raft, Warp) speaks in these frames,
+each with its own ``kind`` numbering. On a byte stream a frame travels as ``[length: u32 BE][frame]``.
+
+Hostile input never raises out of a receive loop: :func:`decode_frame` raises a :class:`FrameError`
+subclass that callers count and drop, and :class:`StreamDecoder` counts refusals itself. A length
+prefix over the limit cannot be resynchronised, so it poisons the stream (the caller must close the
+connection); an undecodable body inside a well-formed length is dropped and the stream goes on.
+
+Bytes after a body's first msgpack object are ignored (ormsgpack does not report how much it read);
+they cannot change what the body decodes to.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import ormsgpack
+
+from warpmesh import PROTOCOL_VERSION
+
+#: Default cap on one frame (16 MiB). Large enough for a chunk of a snapshot or a full CRDT state of
+#: ~100k small entries; small enough that a hostile length prefix cannot make us allocate gigabytes.
+DEFAULT_MAX_FRAME = 16 * 1024 * 1024
+
+_LENGTH = struct.Struct(">I")
+_HEADER = 2  # version byte + kind byte
+_PACK_OPTS = ormsgpack.OPT_NON_STR_KEYS
+_UNPACK_OPTS = ormsgpack.OPT_NON_STR_KEYS
+
+
+class FrameError(ValueError):
+    """A frame was refused. ``reason`` is a short stable label used for counting."""
+
+    reason = "invalid"
+
+
+class FrameTooLarge(FrameError):
+    """The frame (or its announced length) exceeds the configured limit."""
+
+    reason = "too_large"
+
+
+class FrameTruncated(FrameError):
+    """The frame ended before its header or announced length was complete."""
+
+    reason = "truncated"
+
+
+class FrameUndecodable(FrameError):
+    """The body is not valid msgpack (or not a type the protocol accepts)."""
+
+    reason = "undecodable"
+
+
+class UnsupportedVersion(FrameError):
+    """The frame carries a protocol version this build does not speak."""
+
+    reason = "unsupported_version"
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One decoded frame."""
+
+    kind: int
+    body: Any
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(slots=True)
+class FrameStats:
+    """Counts of accepted and refused frames, by refusal reason. Shared by a connection's decoders."""
+
+    accepted: int = 0
+    refused: Counter[str] = field(default_factory=Counter)
+
+    def refuse(self, err: FrameError) -> None:
+        self.refused[err.reason] += 1
+
+    @property
+    def refused_total(self) -> int:
+        return sum(self.refused.values())
+
+
+def pack(obj: Any) -> bytes:
+    """Encode ``obj`` as msgpack (non-string map keys allowed). Raises ``TypeError`` if not encodable."""
+    return ormsgpack.packb(obj, option=_PACK_OPTS)
+
+
+def unpack(data: bytes | bytearray | memoryview) -> Any:
+    """Decode one msgpack object. Raises :class:`FrameUndecodable` on malformed input."""
+    try:
+        return ormsgpack.unpackb(data, option=_UNPACK_OPTS)
+    except (ValueError, TypeError, ormsgpack.MsgpackDecodeError) as err:
+        raise FrameUndecodable(f"undecodable msgpack: {err}") from None
+
+
+def encode_frame(kind: int, body: Any, *, version: int = PROTOCOL_VERSION) -> bytes:
+    """Encode one frame (no length prefix). ``kind`` and ``version`` must fit in one byte."""
+    if not 0 <= kind <= 0xFF or not 0 <= version <= 0xFF:
+        raise ValueError(f"frame kind {kind} / version {version} must be in 0..255")
+    return bytes((version, kind)) + pack(body)
+
+
+def decode_frame(
+    data: bytes | bytearray | memoryview,
+    *,
+    max_size: int = DEFAULT_MAX_FRAME,
+    versions: frozenset[int] | tuple[int, ...] = (PROTOCOL_VERSION,),
+) -> Frame:
+    """Decode one frame; raise a :class:`FrameError` subclass if it must be refused."""
+    n = len(data)
+    if n > max_size:
+        raise FrameTooLarge(f"frame of {n} bytes exceeds the {max_size}-byte limit")
+    if n < _HEADER + 1:
+        raise FrameTruncated(f"frame of {n} bytes is shorter than header plus body")
+    version, kind = data[0], data[1]
+    if version not in versions:
+        raise UnsupportedVersion(f"protocol version {version} (this build speaks {sorted(versions)})")
+    return Frame(kind=kind, body=unpack(bytes(data[_HEADER:])), version=version)
+
+
+def length_prefixed(frame: bytes) -> bytes:
+    """Prefix an encoded frame with its u32 big-endian length, for byte streams."""
+    return _LENGTH.pack(len(frame)) + frame
+
+
+class StreamDecoder:
+    """Sans-I/O reassembly of length-prefixed frames from a byte stream.
+
+    ``feed(data)`` returns the frames completed so far and counts refusals in ``stats``. After an
+    oversize length prefix the stream cannot be resynchronised: ``broken`` is set, further input is
+    ignored, and the caller should close the connection. ``eof()`` counts a truncated tail.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_size: int = DEFAULT_MAX_FRAME,
+        versions: frozenset[int] | tuple[int, ...] = (PROTOCOL_VERSION,),
+        stats: FrameStats | None = None,
+    ) -> None:
+        self.max_size = max_size
+        self.versions = versions
+        self.stats = stats if stats is not None else FrameStats()
+        self.broken: FrameError | None = None
+        self._buf = bytearray()
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet part of a complete frame."""
+        return len(self._buf)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
+        if self.broken is not None:
+            return []
+        self._buf += data
+        out: list[Frame] = []
+        buf = self._buf
+        pos = 0
+        end = len(buf)
+        while end - pos >= _LENGTH.size:
+            (length,) = _LENGTH.unpack_from(buf, pos)
+            if length > self.max_size:
+                self.broken = FrameTooLarge(f"announced frame of {length} bytes exceeds {self.max_size}")
+                self.stats.refuse(self.broken)
+                del buf[:]
+                return out
+            if end - pos - _LENGTH.size < length:
+                break
+            start = pos + _LENGTH.size
+            pos = start + length
+            try:
+                # Copy out: a memoryview kept alive by an exception's traceback would pin ``buf``.
+                frame = decode_frame(bytes(buf[start:pos]), max_size=self.max_size, versions=self.versions)
+            except FrameError as err:
+                self.stats.refuse(err)
+                continue
+            self.stats.accepted += 1
+            out.append(frame)
+        del buf[:pos]
+        return out
+
+    def eof(self) -> None:
+        """The stream ended; a partial frame left in the buffer is counted as truncated."""
+        if self._buf and self.broken is None:
+            self.stats.refuse(FrameTruncated(f"stream ended inside a frame ({len(self._buf)} bytes)"))
+        self._buf.clear()
