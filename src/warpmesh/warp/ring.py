@@ -36,7 +36,7 @@ def task_position(task_id: str, seed: int = 0) -> int:
 class TaskRing:
     """An immutable ring over a set of peers."""
 
-    __slots__ = ("_peers", "_positions", "_owners", "seed", "vnodes")
+    __slots__ = ("_owners", "_peers", "_positions", "seed", "vnodes")
 
     def __init__(self, peers: Iterable[str], *, vnodes: int = DEFAULT_VNODES, seed: int = 0) -> None:
         if vnodes < 1:
