@@ -21,7 +21,7 @@ def ctx_of(ds: list[Dot]) -> DotContext:
     return c
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(ds=st.lists(dots, max_size=30), seed=st.integers(0, 2**32))
 def test_insertion_order_does_not_change_the_context(ds: list[Dot], seed: int) -> None:
     shuffled = list(ds)
@@ -31,7 +31,7 @@ def test_insertion_order_does_not_change_the_context(ds: list[Dot], seed: int) -
     assert pack(a.to_wire()) == pack(b.to_wire())
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(ds=st.lists(dots, max_size=30))
 def test_context_is_the_set_of_its_dots_and_compacted(ds: list[Dot]) -> None:
     c = ctx_of(ds)
@@ -53,7 +53,7 @@ def test_context_is_the_set_of_its_dots_and_compacted(ds: list[Dot]) -> None:
     assert c.to_wire() == before
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(x=st.lists(dots, max_size=25), y=st.lists(dots, max_size=25))
 def test_join_is_union(x: list[Dot], y: list[Dot]) -> None:
     a, b = ctx_of(x), ctx_of(y)
@@ -72,7 +72,7 @@ def test_next_dot_is_never_a_seen_dot(ds: list[Dot]) -> None:
         assert d == Dot(r, c.max_seq(r) + 1)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(ds=st.lists(dots, max_size=25))
 def test_wire_round_trip(ds: list[Dot]) -> None:
     c = ctx_of(ds)

@@ -1,9 +1,12 @@
 """Lattice and codec laws, property-tested for every CRDT type.
 
-Join is commutative, associative and idempotent; a mutator's delta joined into the prior state
-gives the mutated state; deltas join like the mutations they came from; the wire form round-trips
-and is canonical (equal states ⇔ equal digests); ``from_wire`` refuses garbage with
-``CrdtDecodeError`` only.
+Join is commutative, associative and idempotent with bottom as identity; a mutator's delta joined
+into the prior state gives the mutated state; deltas join like the mutations they came from; the
+wire form round-trips and is canonical (equal states ⇔ equal digests); copies are independent;
+``from_wire`` refuses garbage with ``CrdtDecodeError`` and nothing else.
+
+Each law family runs a modest number of examples in the default suite; ``./run soak`` runs the same
+checks with many more (the ``slow`` variants at the bottom).
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from warpmesh.wire import pack, unpack
 
 from .strategies import SPECS, TypeSpec, msgpack_values, states, universes
 
-LAWS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SOAK = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 per_type = pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
 
 
@@ -31,66 +35,44 @@ def joined(a: Crdt, *others: Crdt) -> Crdt:
     return out
 
 
-@per_type
-@LAWS
-@given(data=st.data())
-def test_join_is_commutative(spec: TypeSpec, data: st.DataObject) -> None:
-    a, b = data.draw(states(spec, 2))
-    assert joined(a, b) == joined(b, a)
-    assert encoded_bytes(joined(a, b)) == encoded_bytes(joined(b, a))
+# --- the checks ------------------------------------------------------------------------------------
 
 
-@per_type
-@LAWS
-@given(data=st.data())
-def test_join_is_associative(spec: TypeSpec, data: st.DataObject) -> None:
+def check_semilattice(spec: TypeSpec, data: st.DataObject) -> None:
     a, b, c = data.draw(states(spec, 3))
-    assert joined(joined(a, b), c) == joined(a, joined(b, c))
-
-
-@per_type
-@LAWS
-@given(data=st.data())
-def test_join_is_idempotent_and_bottom_is_identity(spec: TypeSpec, data: st.DataObject) -> None:
-    (a,) = data.draw(states(spec, 1))
-    assert joined(a, a) == a
+    # commutative (also byte-for-byte)
+    assert joined(a, b) == joined(b, a), "join is not commutative"
+    assert encoded_bytes(joined(a, b)) == encoded_bytes(joined(b, a))
+    # associative
+    assert joined(joined(a, b), c) == joined(a, joined(b, c)), "join is not associative"
+    # idempotent, also in place with itself
+    assert joined(a, a) == a, "join is not idempotent"
     same = a.copy()
-    same.join(same)  # joining with itself in place
+    same.join(same)
     assert same == a
-    assert joined(a, spec.bottom()) == a
-    assert joined(spec.bottom(), a) == a
+    # bottom is the identity, and only bottom is bottom
+    assert joined(a, spec.bottom()) == a and joined(spec.bottom(), a) == a
     assert spec.bottom().is_bottom()
     assert a.is_bottom() == (a == spec.bottom())
-
-
-@per_type
-@LAWS
-@given(data=st.data())
-def test_join_is_an_upper_bound(spec: TypeSpec, data: st.DataObject) -> None:
-    a, b = data.draw(states(spec, 2))
+    # an upper bound: x ≤ y ⇔ x ⊔ y == y
     ab = joined(a, b)
-    # x ≤ y ⇔ x ⊔ y == y
-    assert joined(a, ab) == ab
-    assert joined(b, ab) == ab
+    assert joined(a, ab) == ab and joined(b, ab) == ab
 
 
-@per_type
-@LAWS
-@given(data=st.data())
-def test_delta_joined_into_prior_state_gives_mutated_state(spec: TypeSpec, data: st.DataObject) -> None:
+def check_delta_laws(spec: TypeSpec, data: st.DataObject) -> None:
+    # 1. s_before ⊔ delta == s_after, for every mutation of a random history.
     u = data.draw(universes(spec))
     for before, delta, after in u.mutations:
         assert type(delta) is type(before)
-        assert joined(before, delta) == after, u.history
-
-
-@per_type
-@LAWS
-@given(data=st.data())
-def test_deltas_join_like_the_mutations(spec: TypeSpec, data: st.DataObject) -> None:
-    """Replicas that only mutate: each one's deltas, joined in any order with repeats, rebuild its
-    state; the join of all replicas' deltas equals the join of their states.
-    """
+        assert joined(before, delta) == after, ("delta law", u.history)
+    # 2. Delta groups: for consecutive mutations on s, s ⊔ (d1 ⊔ d2 ⊔ ...) == the mutated state.
+    (s,) = data.draw(states(spec, 1))
+    work, group = s.copy(), spec.bottom()
+    for step in data.draw(st.lists(spec.ops("a@1"), min_size=1, max_size=4)):
+        group.join(step.apply(work))
+    assert joined(s, group) == work, "delta group law"
+    # 3. Replicas that only mutate: their deltas, in any order with repeats, rebuild each state,
+    #    and the join of all deltas equals the join of all states.
     u = data.draw(universes(spec, exchange=False))
     rng = random.Random(data.draw(st.integers(0, 2**32)))
     every_delta = []
@@ -98,74 +80,13 @@ def test_deltas_join_like_the_mutations(spec: TypeSpec, data: st.DataObject) -> 
         shuffled = [d.copy() for d in ds] + [d.copy() for d in ds[: rng.randint(0, len(ds))]]
         rng.shuffle(shuffled)
         every_delta.extend(shuffled)
-        assert joined(spec.bottom(), *shuffled) == u.states[i], u.history
+        assert joined(spec.bottom(), *shuffled) == u.states[i], ("deltas rebuild the state", u.history)
     rng.shuffle(every_delta)
     assert joined(spec.bottom(), *every_delta) == joined(spec.bottom(), *u.states), u.history
 
 
-@per_type
-@LAWS
-@given(data=st.data())
-def test_delta_group_law(spec: TypeSpec, data: st.DataObject) -> None:
-    """For consecutive mutations m1, m2 on s: s ⊔ (d1 ⊔ d2) == m2(m1(s)) (delta groups, Almeida §4)."""
-    (s,) = data.draw(states(spec, 1))
-    steps = data.draw(st.lists(spec.ops("a@1"), min_size=1, max_size=4))
-    work = s.copy()
-    group = spec.bottom()
-    for step in steps:
-        group.join(step.apply(work))
-    assert joined(s, group) == work
-
-
-@per_type
-@LAWS
-@given(data=st.data())
-def test_decode_encode_round_trip_and_digest_is_equality(spec: TypeSpec, data: st.DataObject) -> None:
-    a, b = data.draw(states(spec, 2))
-    for x in (a, b):
-        back = decode(unpack(encoded_bytes(x)))
-        assert back == x
-        assert type(back) is type(x)
-        assert encoded_bytes(back) == encoded_bytes(x)
-        assert type(x).from_wire(x.to_wire()) == x
-    assert (a == b) == (digest(a) == digest(b))
-    assert len(digest(a)) == 16
-
-
-@per_type
-@LAWS
-@given(data=st.data())
-def test_copy_is_independent(spec: TypeSpec, data: st.DataObject) -> None:
-    a, b = data.draw(states(spec, 2))
-    frozen = encoded_bytes(a)
-    c = a.copy()
-    c.join(b)
-    for step in data.draw(st.lists(spec.ops("c@1"), max_size=3)):
-        step.apply(c)
-    assert encoded_bytes(a) == frozen
-    # ...and the other way round: mutating the original leaves an earlier copy alone.
-    c = a.copy()
-    frozen_c = encoded_bytes(c)
-    a.join(b)
-    for step in data.draw(st.lists(spec.ops("c@1"), max_size=3)):
-        step.apply(a)
-    assert encoded_bytes(c) == frozen_c
-
-
-@per_type
-@LAWS
-@given(data=st.data())
-def test_join_does_not_alias_the_argument(spec: TypeSpec, data: st.DataObject) -> None:
-    a, b = data.draw(states(spec, 2))
-    frozen_b = encoded_bytes(b)
-    a.join(b)
-    for step in data.draw(st.lists(spec.ops("c@1"), max_size=3)):
-        step.apply(a)
-    assert encoded_bytes(b) == frozen_b
-
-
 def _mutate_tree(v: Any, rng: random.Random, replacement: Any) -> Any:
-    """Replace one random node of a msgpack tree (lists only are descended)."""
+    """Replace one random node of a msgpack tree (only arrays are descended)."""
     if isinstance(v, list) and v and rng.random() < 0.8:
         i = rng.randrange(len(v))
         out = list(v)
@@ -174,24 +95,64 @@ def _mutate_tree(v: Any, rng: random.Random, replacement: Any) -> Any:
     return replacement
 
 
-@per_type
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=st.data(), junk=msgpack_values, seed=st.integers(0, 2**32))
-def test_from_wire_refuses_corrupted_encodings_with_crdt_decode_error(
-    spec: TypeSpec, data: st.DataObject, junk: Any, seed: int
-) -> None:
-    (a,) = data.draw(states(spec, 1))
-    wire = unpack(encoded_bytes(a))
-    bad = _mutate_tree(wire, random.Random(seed), junk)
+def check_codec_and_copies(spec: TypeSpec, data: st.DataObject) -> None:
+    a, b = data.draw(states(spec, 2))
+    # round trip, canonical bytes, digest ⇔ equality
+    for x in (a, b):
+        back = decode(unpack(encoded_bytes(x)))
+        assert back == x and type(back) is type(x)
+        assert encoded_bytes(back) == encoded_bytes(x)
+        assert type(x).from_wire(x.to_wire()) == x
+    assert (a == b) == (digest(a) == digest(b))
+    assert len(digest(a)) == 16
+    # copies are independent both ways, and join never aliases its argument
+    frozen_a, frozen_b = encoded_bytes(a), encoded_bytes(b)
+    c = a.copy()
+    c.join(b)
+    for step in data.draw(st.lists(spec.ops("c@1"), max_size=3)):
+        step.apply(c)
+    assert encoded_bytes(a) == frozen_a and encoded_bytes(b) == frozen_b
+    c = a.copy()
+    frozen_c = encoded_bytes(c)
+    a.join(b)
+    for step in data.draw(st.lists(spec.ops("c@1"), max_size=3)):
+        step.apply(a)
+    assert encoded_bytes(c) == frozen_c and encoded_bytes(b) == frozen_b
+    # a corrupted encoding is refused with CrdtDecodeError, or else is a fully valid state
+    wire = unpack(encoded_bytes(b))
+    junk = data.draw(msgpack_values)
+    bad = _mutate_tree(wire, random.Random(data.draw(st.integers(0, 2**32))), junk)
     try:
         x = decode(bad)
     except CrdtDecodeError:
         return
-    # Accepted: it must be a fully valid state that re-encodes canonically and obeys the laws.
     assert isinstance(x, Crdt)
-    again = decode(unpack(encoded_bytes(x)))
-    assert again == x
+    assert decode(unpack(encoded_bytes(x))) == x
     assert joined(x, x) == x
+
+
+# --- default suite ---------------------------------------------------------------------------------
+
+
+@per_type
+@FAST
+@given(data=st.data())
+def test_join_is_a_semilattice(spec: TypeSpec, data: st.DataObject) -> None:
+    check_semilattice(spec, data)
+
+
+@per_type
+@FAST
+@given(data=st.data())
+def test_deltas_join_like_the_mutations(spec: TypeSpec, data: st.DataObject) -> None:
+    check_delta_laws(spec, data)
+
+
+@per_type
+@FAST
+@given(data=st.data())
+def test_codec_round_trips_canonically_and_copies_are_independent(spec: TypeSpec, data: st.DataObject) -> None:
+    check_codec_and_copies(spec, data)
 
 
 @settings(max_examples=300, deadline=None)
@@ -205,7 +166,7 @@ def test_decode_of_random_msgpack_raises_only_crdt_decode_error(tag: int, body: 
         assert decode(unpack(encoded_bytes(x))) == x
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(body=msgpack_values)
 def test_every_from_wire_refuses_random_msgpack(body: Any) -> None:
     for cls in registered_types().values():
@@ -236,3 +197,37 @@ def test_type_tags_are_unique_and_pinned() -> None:
         8: "HyperLogLog",
     }
     assert pack(encode(registered_types()[3]())) == b"\x92\x03\x90"
+
+
+# --- soak (./run soak) -----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@per_type
+@SOAK
+@given(data=st.data())
+def test_soak_join_is_a_semilattice(spec: TypeSpec, data: st.DataObject) -> None:
+    check_semilattice(spec, data)
+
+
+@pytest.mark.slow
+@per_type
+@SOAK
+@given(data=st.data())
+def test_soak_deltas_join_like_the_mutations(spec: TypeSpec, data: st.DataObject) -> None:
+    check_delta_laws(spec, data)
+
+
+@pytest.mark.slow
+@per_type
+@SOAK
+@given(data=st.data())
+def test_soak_codec_round_trips_canonically_and_copies_are_independent(spec: TypeSpec, data: st.DataObject) -> None:
+    check_codec_and_copies(spec, data)
+
+
+@pytest.mark.slow
+@settings(max_examples=20_000, deadline=None)
+@given(tag=st.sampled_from(sorted(registered_types())) | st.integers(-5, 200), body=msgpack_values)
+def test_soak_decode_of_random_msgpack(tag: int, body: Any) -> None:
+    test_decode_of_random_msgpack_raises_only_crdt_decode_error.hypothesis.inner_test(tag, body)  # type: ignore[attr-defined]
