@@ -70,8 +70,11 @@ from warpmesh.net.secret import check_addresses, is_loopback
 from warpmesh.wire.frame import (
     DEFAULT_MAX_FRAME,
     Frame,
+    FrameError,
     FrameStats,
-    StreamDecoder,
+    FrameTooLarge,
+    FrameTruncated,
+    decode_frame,
     encode_frame,
     length_prefixed,
 )
@@ -239,6 +242,85 @@ class MeshStats:
             "dial_failures": self.dial_failures,
             "accepted": self.accepted,
         }
+
+
+_U32 = struct.Struct(">I")
+
+
+class LinkDecoder:
+    """:class:`~warpmesh.wire.frame.StreamDecoder` with a fast path for DATA frames.
+
+    Same contract (length prefixes, limit, poisoning on an oversize prefix, refusals counted in
+    ``stats``, ``eof()`` counts a truncated tail), and frames decode identically. The difference:
+    once ``data_kind`` is set, a DATA frame in the layout :class:`TcpMesh` writes (``bin32`` body
+    exactly filling the frame) comes out as the payload ``bytes`` itself, sliced straight from the
+    receive buffer: no msgpack call, no :class:`Frame`, one copy. Any other layout of the same kind
+    takes the general path and comes out as a :class:`Frame`.
+    """
+
+    __slots__ = ("_buf", "broken", "data_kind", "max_size", "stats", "versions")
+
+    def __init__(self, *, max_size: int = DEFAULT_MAX_FRAME,
+                 versions: frozenset[int] | tuple[int, ...] = (PROTOCOL_VERSION,),
+                 stats: FrameStats | None = None, data_kind: int | None = None) -> None:
+        self.max_size = max_size
+        self.versions = versions
+        self.stats = stats if stats is not None else FrameStats()
+        self.data_kind = data_kind
+        self.broken: FrameError | None = None
+        self._buf = bytearray()
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Frame | bytes]:
+        if self.broken is not None:
+            return []
+        buf = self._buf
+        buf += data
+        out: list[Frame | bytes] = []
+        pos = 0
+        end = len(buf)
+        max_size = self.max_size
+        versions = self.versions
+        stats = self.stats
+        data_kind = self.data_kind
+        accepted = 0
+        with memoryview(buf) as view:
+            while end - pos >= 4:
+                (length,) = _U32.unpack_from(buf, pos)
+                if length > max_size:
+                    self.broken = FrameTooLarge(f"announced frame of {length} bytes exceeds {max_size}")
+                    stats.refuse(self.broken)
+                    pos = end
+                    break
+                start = pos + 4
+                stop = start + length
+                if stop > end:
+                    break
+                pos = stop
+                if (data_kind is not None and length >= _DATA_OVERHEAD and buf[start + 1] == data_kind
+                        and buf[start + 2] == 0xC6 and buf[start] in versions
+                        and _U32.unpack_from(buf, start + 3)[0] == length - _DATA_OVERHEAD):
+                    out.append(bytes(view[start + _DATA_OVERHEAD:stop]))
+                    accepted += 1
+                    continue
+                try:
+                    frame = decode_frame(bytes(view[start:stop]), max_size=max_size, versions=versions)
+                except FrameError as err:
+                    stats.refuse(err)
+                    continue
+                accepted += 1
+                out.append(frame)
+        stats.accepted += accepted
+        del buf[:pos]
+        return out
+
+    def eof(self) -> None:
+        if self._buf and self.broken is None:
+            self.stats.refuse(FrameTruncated(f"stream ended inside a frame ({len(self._buf)} bytes)"))
+        self._buf.clear()
 
 
 def parse_address(text: str, *, what: str = "address") -> Address:
@@ -454,6 +536,8 @@ class TcpMesh(Seam):
         self.max_frame = max_frame
         self.max_payload = max_frame - _DATA_OVERHEAD
         self.config = config or TcpMeshConfig()
+        self._q_frames = self.config.send_queue_frames
+        self._q_bytes = self.config.send_queue_bytes
         self.rng = rng or random.Random()
         self._nonce_source = nonce_source
         self._advertise = advertise
@@ -518,8 +602,18 @@ class TcpMesh(Seam):
         conn = self._slots.get(peer)
         if conn is None or not conn.established:
             raise PeerUnreachable(peer)
+        frame = _DATA_HDR.pack(n + _DATA_OVERHEAD, conn.version, DATA, 0xC6, n) + data
+        q = conn.q
+        if len(q) < self._q_frames and conn.q_bytes < self._q_bytes and not conn.retiring:
+            # Fast path (the queue has room): append without a coroutine hop.
+            q.append(frame)
+            conn.q_bytes += len(frame)
+            wake = conn.wake
+            if wake is not None and not wake.done():
+                wake.set_result(None)
+            return
         try:
-            await conn.put(_DATA_HDR.pack(n + _DATA_OVERHEAD, conn.version, DATA, 0xC6, n) + data)
+            await conn.put(frame)
         except _LinkClosed:
             raise PeerUnreachable(peer) from None
 
@@ -775,7 +869,7 @@ class TcpMesh(Seam):
             self._close_conn(conn, "ended")
             self._conns.discard(conn)
 
-    async def _handshake(self, conn: _Conn) -> str | tuple[StreamDecoder, deque[Frame]]:
+    async def _handshake(self, conn: _Conn) -> str | tuple[LinkDecoder, deque[Frame | bytes]]:
         loop = conn.loop
         cfg = self.config
         assert self._advertised is not None
@@ -795,9 +889,9 @@ class TcpMesh(Seam):
             # The responder talks to strangers: buffer at most a small frame until they prove the
             # secret. The initiator may receive link frames right behind WELCOME, so it must accept
             # full-size frames (it dialled an address it chose).
-            decoder = StreamDecoder(max_size=HANDSHAKE_MAX_FRAME if inbound else self.max_frame,
-                                    versions=_ALL_VERSIONS, stats=self.stats.handshake_frames)
-            frames: deque[Frame] = deque()
+            decoder = LinkDecoder(max_size=HANDSHAKE_MAX_FRAME if inbound else self.max_frame,
+                                  versions=_ALL_VERSIONS, stats=self.stats.handshake_frames)
+            frames: deque[Frame | bytes] = deque()
             self._write_raw(conn, hs.data_to_send())
             while not hs.finished:
                 if not frames:
@@ -824,7 +918,9 @@ class TcpMesh(Seam):
                         hs.refuse(Refusal.PROTOCOL, f"malformed handshake: {err}")
                         break
                     continue
-                ev = hs.receive(frames.popleft())
+                item = frames.popleft()
+                assert isinstance(item, Frame)  # no data_kind yet: every item is a Frame
+                ev = hs.receive(item)
                 if isinstance(ev, AdmissionRequired):
                     try:
                         code, reason = await asyncio.wait_for(
@@ -848,6 +944,7 @@ class TcpMesh(Seam):
                     return "superseded"  # retired while waiting for WELCOME
                 decoder.max_size = self.max_frame
                 decoder.versions = (outcome.version,)
+                decoder.data_kind = DATA
                 return decoder, frames
             assert isinstance(outcome, Failed)
             self._on_refused(conn, hs, outcome)
@@ -963,7 +1060,7 @@ class TcpMesh(Seam):
                                         f"{old.initiator_id()} is kept")
 
     # -- serving a link -----------------------------------------------------------------------
-    async def _serve(self, conn: _Conn, decoder: StreamDecoder, frames: deque[Frame]) -> None:
+    async def _serve(self, conn: _Conn, decoder: LinkDecoder, frames: deque[Frame | bytes]) -> None:
         loop = conn.loop
         pid = conn.peer_id
         ps = self.stats.peer(pid)
@@ -1009,12 +1106,21 @@ class TcpMesh(Seam):
         finally:
             self._close_conn(conn, reason)
 
-    async def _process(self, conn: _Conn, frames: Iterable[Frame]) -> None:
+    async def _process(self, conn: _Conn, frames: Iterable[Frame | bytes]) -> None:
         hub = self.hub
         pid = conn.peer_id
         ps = conn.pstats
         assert ps is not None
         for f in frames:
+            if type(f) is bytes:  # a DATA payload from the decoder's fast path
+                ps.frames_in += 1
+                conn.reading_blocked = True
+                try:
+                    await hub.deliver(pid, f)
+                finally:
+                    conn.reading_blocked = False
+                continue
+            assert isinstance(f, Frame)
             kind = f.kind
             if kind == DATA:
                 body = f.body
@@ -1282,6 +1388,7 @@ __all__ = [
     "PONG",
     "ROSTER",
     "Address",
+    "LinkDecoder",
     "MeshStats",
     "PeerStats",
     "TcpMesh",
