@@ -1087,13 +1087,16 @@ class TcpMesh(Seam):
             while not conn.closed:
                 data = await reader.read(_READ_CHUNK)
                 if not data:
-                    decoder.eof()
+                    if not conn.closed:  # after our own abort a partial frame is not the peer's fault
+                        decoder.eof()
                     break
                 conn.last_rx = loop.time()
                 ps.bytes_in += len(data)
                 got = decoder.feed(data)
                 if got:
                     await self._process(conn, got)
+                    # Time spent waiting for a slow subscriber is not the peer's silence.
+                    conn.last_rx = loop.time()
                 if decoder.broken is not None:
                     reason = "oversize_frame"
                     log.warning("%s: closing link to %s: %s (a stream cannot resynchronise after a bad "
@@ -1104,6 +1107,11 @@ class TcpMesh(Seam):
             reason = "reset"
             log.debug("%s: link to %s failed: %s", self.self_id, conn.describe(), err)
         finally:
+            wt = conn.writer_task
+            if reason == "eof" and conn.retiring and wt is not None and not wt.done():
+                # The peer finished first; let our writer flush what is queued before closing.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait([wt], timeout=self.config.close_timeout)
             self._close_conn(conn, reason)
 
     async def _process(self, conn: _Conn, frames: Iterable[Frame | bytes]) -> None:
@@ -1228,11 +1236,10 @@ class TcpMesh(Seam):
         for fut in conn.pongs.values():
             if not fut.done():
                 fut.set_exception(_LinkClosed())
-        transport = conn.writer.transport
-        if reason in ("ended", "eof", "shutdown") and not conn.retiring:
-            conn.writer.close()
+        if reason in ("ended", "eof", "shutdown"):
+            conn.writer.close()  # flushes what the transport still buffers, then FIN
         else:
-            transport.abort()
+            conn.writer.transport.abort()  # a fault: drop everything, RST
         if conn.peer is not None and self._slots.get(conn.peer.node_id) is conn:
             del self._slots[conn.peer.node_id]
             if conn.established:
