@@ -193,7 +193,9 @@ def test_slow_subscriber_slows_the_sender_and_loses_nothing() -> None:
             await converged(ms)
             slow = b.subscribe(maxsize=4)
             payload = b"\xab" * 65536
-            total = 1500  # ~98 MB: far more than socket buffers and queues can hold
+            # ~52 MB: more than the largest socket buffers Linux autotunes to (32 MB rmem + 4 MB wmem
+            # by default) plus every queue; the stall usually starts after ~7 MB.
+            total = 800
             sent = 0
 
             async def produce() -> None:
@@ -290,5 +292,24 @@ def test_joining_yourself_is_harmless() -> None:
             assert a2.stats.refused_by_us.get("self_connection", 0) >= 1
         finally:
             await close_all([a, b, a2])
+
+    run(main())
+
+
+def test_eight_peers_joining_random_peers_form_one_full_mesh() -> None:
+    """Joins race with gossip from every side; the result is still one link per pair."""
+
+    async def main() -> None:
+        rng = random.Random(8)
+        ms = [await mesh("p0")]
+        for i in range(1, 8):
+            ms.append(await mesh(f"p{i}", [rng.choice(ms).address]))  # type: ignore[list-item]
+        try:
+            await converged(ms)
+            await asyncio.sleep(0.3)
+            _one_link_per_pair(ms)
+            assert sum(m.stats.reconnects for m in ms) == 0
+        finally:
+            await close_all(ms)
 
     run(main())

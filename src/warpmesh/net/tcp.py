@@ -129,6 +129,10 @@ class TcpMeshConfig:
     forget_after: float = 300.0
     #: Re-send the roster to every link this often (gossip also goes out on every roster change).
     gossip_interval: float = 10.0
+    #: When two peers learn of each other at once (gossip) or lose their link, both would dial and
+    #: one connection would be refused. The peer with the larger id waits this long first, so the
+    #: smaller one's dial usually arrives alone; if it never does, the larger id dials anyway.
+    dial_defer: float = 0.3
     #: Per-link send queue: ``send_to`` waits while this many frames or bytes are queued.
     send_queue_frames: int = 4096
     send_queue_bytes: int = 16 * 1024 * 1024
@@ -750,7 +754,8 @@ class TcpMesh(Seam):
         d = min(cfg.backoff_max, cfg.backoff_initial * cfg.backoff_multiplier ** min(attempt, 64))
         return d * (1.0 - cfg.backoff_jitter * self.rng.random())
 
-    def _target(self, addr: Address, *, seed: bool, peer_id: PeerId | None, now: float) -> _Target | None:
+    def _target(self, addr: Address, *, seed: bool, peer_id: PeerId | None, now: float,
+                defer: bool = False) -> _Target | None:
         if addr in self._self_addrs and not seed:
             return None
         t = self._targets.get(addr)
@@ -762,7 +767,7 @@ class TcpMesh(Seam):
                 t.peer_id = peer_id
             t.last_seen = max(t.last_seen, now)
         if t.task is None and not t.is_self and not self._closed:
-            t.task = self._spawn(self._connector(t))
+            t.task = self._spawn(self._connector(t, defer=defer))
         return t
 
     def _wanted(self, t: _Target) -> bool:
@@ -777,11 +782,11 @@ class TcpMesh(Seam):
         # A link exists; dial only if gossip announced a newer incarnation than the linked one.
         return conn.peer is not None and conn.peer.incarnation < t.known_inc
 
-    async def _connector(self, t: _Target) -> None:
+    async def _connector(self, t: _Target, *, defer: bool = False) -> None:
         """Keep a link to ``t``: dial with backoff while there is none."""
         loop = asyncio.get_running_loop()
         attempt = 0
-        delay_next = False
+        delay_next = defer  # learned from gossip: the peer may be dialling us right now
         try:
             while not self._closed and not t.forgotten and not t.is_self:
                 if not self._wanted(t):
@@ -791,7 +796,10 @@ class TcpMesh(Seam):
                     attempt = 0
                     continue
                 if delay_next or attempt:
-                    await asyncio.sleep(self._backoff(attempt))
+                    delay = self._backoff(attempt)
+                    if attempt == 0 and t.peer_id is not None and t.peer_id < self.self_id:
+                        delay += self.config.dial_defer  # let the smaller id dial first
+                    await asyncio.sleep(delay)
                     if not self._wanted(t):
                         continue
                 delay_next = False
@@ -1344,7 +1352,7 @@ class TcpMesh(Seam):
                     if t.peer_id == pid:
                         t.last_seen = now
                 continue
-            t = self._target((host, port), seed=False, peer_id=pid, now=now)
+            t = self._target((host, port), seed=False, peer_id=pid, now=now, defer=True)
             if t is not None:
                 t.known_inc = max(t.known_inc, inc)
                 t.last_seen = now
