@@ -186,7 +186,7 @@ def test_slow_subscriber_slows_the_sender_and_loses_nothing() -> None:
     waits: backpressure end to end, with every frame delivered once the subscriber catches up."""
 
     async def main() -> None:
-        cfg = dataclasses.replace(FAST, send_queue_frames=8, keepalive_timeout=3.0)
+        cfg = dataclasses.replace(FAST, send_queue_frames=8, keepalive_timeout=1.5)
         ms = await chain("ab", config=cfg)
         a, b = ms
         try:
