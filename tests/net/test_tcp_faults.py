@@ -8,8 +8,8 @@ import logging
 import struct
 
 import pytest
-from tcp_helpers import FAST, WAIT, RawPeer, chain, close_all, converged, eventually, mesh, run
 
+from tests.net.tcp_helpers import FAST, WAIT, RawPeer, chain, close_all, converged, eventually, mesh, run
 from warpmesh.net.tcp import DATA, PING, PONG, ROSTER
 from warpmesh.wire.frame import encode_frame, length_prefixed
 

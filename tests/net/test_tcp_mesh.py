@@ -7,8 +7,8 @@ import dataclasses
 import random
 
 import pytest
-from tcp_helpers import FAST, SECRET, WAIT, chain, close_all, converged, eventually, mesh, run
 
+from tests.net.tcp_helpers import FAST, SECRET, WAIT, chain, close_all, converged, eventually, mesh, run
 from warpmesh.net import MuxSeam, PeerUnreachable, SeamClosed
 from warpmesh.net.memory import PayloadTooLarge
 from warpmesh.net.secret import InsecureAddressError

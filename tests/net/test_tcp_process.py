@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tcp_helpers import run
+
+from tests.net.tcp_helpers import run
 
 PEER = Path(__file__).with_name("tcp_peer.py")
 WAIT = 30.0

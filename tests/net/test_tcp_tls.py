@@ -7,9 +7,9 @@ import logging
 from pathlib import Path
 
 import pytest
-import tls_certs
-from tcp_helpers import WAIT, close_all, converged, mesh, run
 
+from tests.net import tls_certs
+from tests.net.tcp_helpers import WAIT, close_all, converged, mesh, run
 from warpmesh.net.tls import mesh_tls
 
 TOOL = tls_certs.how()
