@@ -20,6 +20,9 @@ from warpmesh import __version__
 
 #: name -> "module:attribute" of a click command or group. Keep sorted; one line per command.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("warpmesh.cli.demo:demo", "N local peer processes share a pile of jobs; every answer is checked."),
+    "mesh-demo": ("warpmesh.cli.mesh_demo:mesh_demo", "Three local peers replicate CRDTs over TCP while one is killed."),
+    "node": ("warpmesh.cli.node:node", "Run one long-lived mesh peer (a Warp worker)."),
     "sim": ("warpmesh.cli.sim:sim", "Deterministic simulations over many seeds, with one-command replay."),
 }
 
