@@ -90,7 +90,10 @@ class DotContext:
         By the compaction invariant ``vv[r] + 1`` is never in the cloud, so the result is never a dot
         this context has seen.
         """
-        return Dot(replica, self._vv.get(replica, 0) + 1)
+        seq = self._vv.get(replica, 0) + 1
+        if seq > _SEQ_MAX:
+            raise OverflowError(f"replica {replica!r} has no dots left (64-bit sequence exhausted)")
+        return Dot(replica, seq)
 
     def iter_dots(self) -> Iterator[tuple[str, int]]:
         """Every dot covered, as ``(replica, seq)`` tuples (O(size)). Order unspecified."""
