@@ -20,6 +20,7 @@ from warpmesh import __version__
 
 #: name -> "module:attribute" of a click command or group. Keep sorted; one line per command.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "sim": ("warpmesh.cli.sim:sim", "Deterministic simulations over many seeds, with one-command replay."),
 }
 
 
