@@ -608,8 +608,8 @@ class TcpMesh(Seam):
             raise PeerUnreachable(peer)
         frame = _DATA_HDR.pack(n + _DATA_OVERHEAD, conn.version, DATA, 0xC6, n) + data
         q = conn.q
-        if len(q) < self._q_frames and conn.q_bytes < self._q_bytes and not conn.retiring:
-            # Fast path (the queue has room): append without a coroutine hop.
+        if len(q) < self._q_frames and conn.q_bytes < self._q_bytes and not conn.space and not conn.retiring:
+            # Fast path (room, and nobody waiting ahead of us): append without a coroutine hop.
             q.append(frame)
             conn.q_bytes += len(frame)
             wake = conn.wake
