@@ -451,3 +451,24 @@ def test_wildcard_listen_address_is_replaced_by_the_address_seen_on_the_wire() -
             await close_all([a, c])
 
     run(main())
+
+
+def test_without_a_secret_gossiped_non_loopback_addresses_are_not_dialled(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        a = await mesh("a", secret=None)
+        try:
+            raw = await RawPeer.connect(a, "g", secret=None)
+            await eventually(lambda: "g" in a.roster.value, what="admitted")
+            entry = {"peers": [["far", 1, "10.9.9.9", 7000], ["near", 1, "127.0.0.1", 1]]}
+            for _ in range(3):
+                raw.send(length_prefixed(encode_frame(ROSTER, entry)))
+            await eventually(lambda: ("127.0.0.1", 1) in a.known_peers(), what="loopback entry kept")
+            assert ("10.9.9.9", 7000) not in a.known_peers()
+            raw.close()
+        finally:
+            await a.close()
+
+    with caplog.at_level(logging.WARNING, logger="warpmesh.net.tcp"):
+        run(main())
+    assert caplog.text.count("not dialling far at 10.9.9.9:7000") == 1

@@ -566,6 +566,7 @@ class TcpMesh(Seam):
         self._gossip_scheduled = False
         self._ticker: asyncio.Task[None] | None = None
         self._self_addrs: set[Address] = set()
+        self._warned: set[Address] = set()
 
     # ------------------------------------------------------------------------------------------
     # Seam API
@@ -1342,6 +1343,9 @@ class TcpMesh(Seam):
             if host in _WILDCARDS:
                 continue  # the gossiping peer should have resolved it; do not guess
             if not self.secret and not is_loopback(host):
+                if (host, port) in self._warned:
+                    continue
+                self._warned.add((host, port))
                 log.warning("%s: not dialling %s at %s learned from %s: no cluster secret, so only loopback "
                             "addresses may be used", self.self_id, pid, format_address((host, port)),
                             conn.peer_id)
