@@ -135,7 +135,7 @@ class TcpMeshConfig:
     dial_defer: float = 0.3
     #: Per-link send queue: ``send_to`` waits while this many frames or bytes are queued.
     send_queue_frames: int = 4096
-    send_queue_bytes: int = 16 * 1024 * 1024
+    send_queue_bytes: int = 4 * 1024 * 1024
     #: Bytes coalesced into one ``write`` by a link's writer.
     write_batch_bytes: int = 256 * 1024
     #: Concurrent inbound connections still in the handshake; more are refused as overloaded.
