@@ -410,3 +410,65 @@ def test_mesh_keeps_serving_while_a_peer_flaps() -> None:
             await close_all(ms)
 
     run(main())
+
+
+def test_frame_over_the_receivers_limit_closes_the_link_and_it_reconnects() -> None:
+    """Peers with different max_frame: the receiver refuses the oversize frame, drops the link (the
+    stream cannot resynchronise), and the link comes back; later frames flow again."""
+
+    async def main() -> None:
+        a = await mesh("a", max_frame=1024 * 1024)
+        b = await mesh("b", [a.address], max_frame=64 * 1024)  # type: ignore[list-item]
+        try:
+            await converged([a, b])
+            sub = b.subscribe()
+            await a.send_to("b", b"x" * 100_000)  # fits a's limit, not b's
+            await eventually(lambda: b.stats.links_closed["oversize_frame"] == 1, what="oversize close")
+            await converged([a, b])
+            await eventually(lambda: b.stats.peers["a"].links >= 2, what="reconnect")
+            await a.send_to("b", b"small again")
+            assert await asyncio.wait_for(sub.get(), WAIT) == ("a", b"small again")
+            assert b.stats.frames_refused["too_large"] == 1
+        finally:
+            await close_all([a, b])
+
+    run(main())
+
+
+def test_wildcard_listen_address_is_replaced_by_the_address_seen_on_the_wire() -> None:
+    async def main() -> None:
+        a = await mesh("a")
+        c = await mesh("c", [a.address])  # type: ignore[list-item]
+        try:
+            await converged([a, c])
+            raw = await RawPeer.connect(a, "w", listen=("0.0.0.0", 4321))
+            await eventually(lambda: "w" in a.roster.value, what="admitted")
+            assert a.links()["w"]["listen"] == ("127.0.0.1", 4321)
+            # c hears of w through a's gossip with the resolved address and tries to dial it.
+            await eventually(lambda: c.known_peers().get(("127.0.0.1", 4321)) == "w", what="gossip")
+            raw.close()
+        finally:
+            await close_all([a, c])
+
+    run(main())
+
+
+def test_without_a_secret_gossiped_non_loopback_addresses_are_not_dialled(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        a = await mesh("a", secret=None)
+        try:
+            raw = await RawPeer.connect(a, "g", secret=None)
+            await eventually(lambda: "g" in a.roster.value, what="admitted")
+            entry = {"peers": [["far", 1, "10.9.9.9", 7000], ["near", 1, "127.0.0.1", 1]]}
+            for _ in range(3):
+                raw.send(length_prefixed(encode_frame(ROSTER, entry)))
+            await eventually(lambda: ("127.0.0.1", 1) in a.known_peers(), what="loopback entry kept")
+            assert ("10.9.9.9", 7000) not in a.known_peers()
+            raw.close()
+        finally:
+            await a.close()
+
+    with caplog.at_level(logging.WARNING, logger="warpmesh.net.tcp"):
+        run(main())
+    assert caplog.text.count("not dialling far at 10.9.9.9:7000") == 1

@@ -135,7 +135,7 @@ class TcpMeshConfig:
     dial_defer: float = 0.3
     #: Per-link send queue: ``send_to`` waits while this many frames or bytes are queued.
     send_queue_frames: int = 4096
-    send_queue_bytes: int = 16 * 1024 * 1024
+    send_queue_bytes: int = 4 * 1024 * 1024
     #: Bytes coalesced into one ``write`` by a link's writer.
     write_batch_bytes: int = 256 * 1024
     #: Concurrent inbound connections still in the handshake; more are refused as overloaded.
@@ -566,6 +566,7 @@ class TcpMesh(Seam):
         self._gossip_scheduled = False
         self._ticker: asyncio.Task[None] | None = None
         self._self_addrs: set[Address] = set()
+        self._warned: set[Address] = set()
 
     # ------------------------------------------------------------------------------------------
     # Seam API
@@ -608,8 +609,8 @@ class TcpMesh(Seam):
             raise PeerUnreachable(peer)
         frame = _DATA_HDR.pack(n + _DATA_OVERHEAD, conn.version, DATA, 0xC6, n) + data
         q = conn.q
-        if len(q) < self._q_frames and conn.q_bytes < self._q_bytes and not conn.retiring:
-            # Fast path (the queue has room): append without a coroutine hop.
+        if len(q) < self._q_frames and conn.q_bytes < self._q_bytes and not conn.space and not conn.retiring:
+            # Fast path (room, and nobody waiting ahead of us): append without a coroutine hop.
             q.append(frame)
             conn.q_bytes += len(frame)
             wake = conn.wake
@@ -1342,6 +1343,9 @@ class TcpMesh(Seam):
             if host in _WILDCARDS:
                 continue  # the gossiping peer should have resolved it; do not guess
             if not self.secret and not is_loopback(host):
+                if (host, port) in self._warned:
+                    continue
+                self._warned.add((host, port))
                 log.warning("%s: not dialling %s at %s learned from %s: no cluster secret, so only loopback "
                             "addresses may be used", self.self_id, pid, format_address((host, port)),
                             conn.peer_id)
