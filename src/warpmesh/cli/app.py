@@ -20,6 +20,7 @@ from warpmesh import __version__
 
 #: name -> "module:attribute" of a click command or group. Keep sorted; one line per command.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "engine": ("warpmesh.cli.engine:engine", "Deterministic graph-rewrite engine: replay Echo's DIND logs."),
 }
 
 
