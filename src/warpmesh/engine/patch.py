@@ -395,6 +395,7 @@ class TickApplier:
                 key = AttachmentKey(NODE, k[0], k[1], PLANE_ALPHA)
                 if tuple(key) not in suppressed_atts:
                     out.append(SetAttachment(key, after_v))
+        moved: set[tuple[bytes, bytes]] = set()
         for k, rec_b in self._edges.items():
             store = stores.get(k[0])
             if store is None:
@@ -406,6 +407,7 @@ class TickApplier:
             elif rec_a != rec_b:
                 if rec_b is not None and rec_b[1] != rec_a[1]:
                     out.append(DeleteEdge(k[0], rec_b[1], k[1]))
+                    moved.add(k)
                 out.append(UpsertEdge(k[0], rec_a))
         for k in set(self._beta) | set(self._edges):
             store = stores.get(k[0])
@@ -413,6 +415,11 @@ class TickApplier:
                 continue
             after_v = store.edge_attachments.get(k[1])
             before_v = self._beta.get(k, after_v)
+            if after_v is not None and k in moved:
+                # Deliberate deviation from Echo: the DeleteEdge emitted for a moved edge drops its beta
+                # attachment when the patch is replayed, so restate the (unchanged) value. Echo emits
+                # nothing here and its own playback loses the attachment; only this case differs.
+                before_v = None
             if after_v != before_v:
                 key = AttachmentKey(EDGE, k[0], k[1], PLANE_BETA)
                 if tuple(key) not in suppressed_atts:
