@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from warpmesh.engine import ShardExecutor
 from warpmesh.examples.dind.eintlog import SCHEMA_HASH, EintLog, EintLogError, read_eintlog
 from warpmesh.examples.dind.kernel import build_motion_demo_engine, state_hash, step
 
@@ -94,13 +95,15 @@ def replay_log(
     *,
     mode: str | None = None,
     workers: int = 1,
+    executor: ShardExecutor | None = None,
     log: EintLog | None = None,
     on_step: Callable[[int, bytes], None] | None = None,
 ) -> ReplayResult:
     """Replay one ``.eintlog`` and return the state hash after every recorded step.
 
     Raises :class:`~warpmesh.examples.dind.eintlog.EintLogError` for a corrupt log or a log of another
-    schema. ``on_step(index, hash)`` is called as each hash is recorded (progress display).
+    schema. ``on_step(index, hash)`` is called as each hash is recorded (progress display). ``workers``
+    and ``executor`` (e.g. a process pool) change how ticks execute, never the hashes.
     """
     p = Path(path)
     elog = log if log is not None else read_eintlog(p)
@@ -110,7 +113,7 @@ def replay_log(
     chosen = mode or mode_for(p)
     if chosen not in (DEFAULT, INGEST_ALL_FIRST):
         raise ValueError(f"unknown replay mode {chosen!r}")
-    engine = build_motion_demo_engine(profile, workers=workers)
+    engine = build_motion_demo_engine(profile, workers=workers, executor=executor)
     hashes = [state_hash(engine)]
 
     def record() -> None:

@@ -20,6 +20,7 @@ from warpmesh.engine import (
     NodeId,
     NodeRecord,
     RewriteRule,
+    ShardExecutor,
     TickDelta,
     make_edge_id,
     make_node_id,
@@ -340,7 +341,7 @@ def motion_execute(view: GraphView, scope: NodeId, delta: TickDelta) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- engine
-def build_motion_demo_engine(profile: str = "echo", workers: int = 1) -> Engine:
+def build_motion_demo_engine(profile: str = "echo", workers: int = 1, executor: ShardExecutor | None = None) -> Engine:
     """Echo's ``build_motion_demo_engine`` with the harness's ``dind_ops`` feature (``cmd/put_kv``) on.
 
     Rules are registered in Echo's order, so compact ids and the rule pack match. The ``seed`` profile
@@ -351,7 +352,8 @@ def build_motion_demo_engine(profile: str = "echo", workers: int = 1) -> Engine:
     store = GraphStore(b"")  # type: ignore[arg-type]  # Engine renames it to make_warp_id("root")
     store.insert_node(WORLD_ROOT, NodeRecord(WORLD_TYPE))
     seed = prof.name == "seed"
-    engine = Engine(store, WORLD_ROOT, profile=prof, workers=1 if seed else workers, footprint_guard=not seed)
+    engine = Engine(store, WORLD_ROOT, profile=prof, workers=1 if seed else workers, footprint_guard=not seed,
+                    executor=None if seed else executor)
     toast = (toast_footprint_seed, toast_execute_seed) if seed else (toast_footprint, toast_execute)
     rules = [
         RewriteRule("motion/update", motion_matches, motion_execute, motion_footprint, MOTION_RULE_ID),
