@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, NamedTuple, Protocol
 
+from blake3 import blake3
+
 from warpmesh.engine.attachment import AtomPayload, AttachmentKey, AttachmentValue, node_alpha
 from warpmesh.engine.errors import (
     DuplicateRuleId,
@@ -65,7 +67,6 @@ from warpmesh.engine.ident import (
     make_type_id,
     make_warp_id,
     pending_edge_id,
-    scope_hash,
 )
 from warpmesh.engine.ops import OpenPortal, SetAttachment, UpsertEdge, UpsertNode, WarpOp
 from warpmesh.engine.patch import STATUS_COMMITTED, SlotSet, TickPatch, apply_ops, slots_of
@@ -95,6 +96,7 @@ ExecuteFn = Callable[[GraphView, NodeId, Any], None]
 FootprintFn = Callable[[GraphView, NodeId], Footprint]
 
 _u64 = struct.Struct("<Q").pack
+_tnew = tuple.__new__  # builds named tuples without their Python-level __new__ (hot loops only)
 
 # Structural ids used by ingest_intent (reference §1, "Structural ids created by ingest_intent").
 SIM_NODE = make_node_id("sim")
@@ -176,6 +178,9 @@ class Disposition(IntEnum):
     FOOTPRINT_CONFLICT = 2
 
 
+_CODE = {Disposition.APPLIED: b"\x01", Disposition.FOOTPRINT_CONFLICT: b"\x02"}
+
+
 class ReceiptEntry(NamedTuple):
     """One drained candidate and what happened to it."""
 
@@ -204,7 +209,8 @@ class TickReceipt:
         if not self.entries:
             return digest_len0_u64()
         parts = [b"\x02\x00", _u64(len(self.entries))]
-        parts.extend(e[0] + e[2] + e[3][0] + e[3][1] + bytes((e[4],)) for e in self.entries)
+        for e in self.entries:
+            parts += (e[0], e[2], e[3][0], e[3][1], _CODE[e[4]])
         return hash_bytes(b"".join(parts))
 
     def rejected(self) -> list[tuple[ReceiptEntry, tuple[int, ...]]]:
@@ -312,6 +318,7 @@ class Engine:
         self._history: list[TickRecord] = []
         self._journal: list[WarpOp] = []
         self._last: Snapshot | None = None
+        self._views: dict[bytes, GraphView] = {}
 
     # ------------------------------------------------------------------ construction helpers
     @staticmethod
@@ -504,21 +511,26 @@ class Engine:
         ``descent_stack`` lists the portal slots traversed to reach ``warp``; they join the footprint's
         attachment reads, so a rewrite conflicts with anything re-pointing a portal it came through.
         """
-        pending = self._check_tx(tx)
+        pending = self._live.get(tx)
+        if pending is None:
+            raise UnknownTx(f"transaction {tx} is not open")
         ix = self._by_name.get(rule_name)
         if ix is None:
             raise UnknownRule(rule_name)
+        view = self._views.get(warp)
         store = self._state.stores.get(warp)
-        if store is None:
-            raise UnknownWarp(warp.hex())
+        if view is None or view._s is not store:
+            if store is None:
+                raise UnknownWarp(warp.hex())
+            view = self._views[warp] = GraphView(store)
         rule = self._rules[ix]
-        view = GraphView(store)
         if not rule.matcher(view, scope):
             return ApplyResult.NO_MATCH
         fp = rule.footprint(view, scope)
         for key in descent_stack:
-            fp.a_read.add(tuple(key))  # type: ignore[arg-type]
-        pending.enqueue(PendingRewrite(rule, ix, scope_hash(rule.rule_id, warp, scope), (warp, scope), fp))
+            fp.read_attachment(key)
+        sh = Hash(blake3(rule.rule_id + warp + scope).digest())  # scope_hash(), inlined: once per apply
+        pending.enqueue(PendingRewrite(rule, ix, sh, _tnew(NodeKey, (warp, scope)), fp))
         return ApplyResult.APPLIED
 
     def abort(self, tx: int) -> None:
@@ -543,7 +555,7 @@ class Engine:
         drained = pending.drain(self.radix_threshold)
 
         plan = [_u64(len(drained))]
-        plan.extend(pr.scope_hash + pr.rule.rule_id for pr in drained)
+        plan += [pr.scope_hash + pr.rule.rule_id for pr in drained]
         plan_digest = hash_bytes(b"".join(plan))
 
         active = ActiveFootprints()
@@ -565,12 +577,12 @@ class Engine:
                     raise InternalCorruption(f"{rule.name}: rejected but no admitted footprint conflicts")
                 blocked.append(blockers)
                 disp = Disposition.FOOTPRINT_CONFLICT
-            entries.append(ReceiptEntry(rule.rule_id, rule.name, pr.scope_hash, NodeKey(*pr.scope), disp))
+            entries.append(_tnew(ReceiptEntry, (rule.rule_id, rule.name, pr.scope_hash, pr.scope, disp)))
         receipt = TickReceipt(tx, tuple(entries), tuple(blocked))
         in_slots, out_slots = slots_of(pr.footprint for pr in accepted)
 
         rw = [_u64(len(accepted))]
-        rw.extend(pr.rule.rule_id + pr.scope_hash + pr.scope[0] + pr.scope[1] for pr in accepted)
+        rw += [pr.rule.rule_id + pr.scope_hash + pr.scope[0] + pr.scope[1] for pr in accepted]
         rewrites_digest = hash_bytes(b"".join(rw))
 
         merged = self._execute(accepted)

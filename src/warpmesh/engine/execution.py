@@ -15,7 +15,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from warpmesh.engine.attachment import AttachmentKey, AttachmentValue, node_alpha
+from warpmesh.engine.attachment import NODE, PLANE_ALPHA, AttachmentKey, AttachmentValue
 from warpmesh.engine.footprint import Footprint
 from warpmesh.engine.graph import EdgeRecord, GraphStore, GraphView, NodeRecord
 from warpmesh.engine.guard import GuardedView, check_write
@@ -29,6 +29,8 @@ from warpmesh.engine.ops import (
     UpsertNode,
     WarpOp,
 )
+
+_tnew = tuple.__new__  # builds named tuples without their Python-level __new__ (hot paths only)
 
 __all__ = [
     "ExecItem",
@@ -83,8 +85,9 @@ class TickDelta:
         if self._fp is not None:
             check_write(op, self._fp, self._warp, self._system)
         self.ops.append(op)
-        self.origins.append((self._match_ix, self._op_ix))
-        self._op_ix += 1
+        ix = self._op_ix
+        self.origins.append((self._match_ix, ix))
+        self._op_ix = ix + 1
 
     # Convenience constructors targeting the current rewrite's warp.
     def upsert_node(self, node: NodeId, ty: TypeId) -> None:
@@ -105,7 +108,7 @@ class TickDelta:
 
     def set_node_attachment(self, node: NodeId, value: AttachmentValue | None) -> None:
         """Set or clear ``node``'s alpha attachment."""
-        self.emit(SetAttachment(node_alpha(self._warp, node), value))
+        self.emit(_tnew(SetAttachment, (_tnew(AttachmentKey, (NODE, self._warp, node, PLANE_ALPHA)), value)))
 
     def set_attachment(self, key: AttachmentKey, value: AttachmentValue | None) -> None:
         """Set or clear any attachment slot."""
@@ -145,9 +148,19 @@ def assign_units(n_units: int, workers: int, claim_rng: random.Random | None = N
 def run_batch(batch: Sequence[ExecItem]) -> tuple[list[WarpOp], list[tuple[int, int]]]:
     """Run a sequence of rewrites into one fresh delta. Module-level so a process pool can call it."""
     delta = TickDelta()
+    plain: dict[int, GraphView] = {}
     for match_ix, executor, store, scope, fp, system in batch:
-        delta._begin(match_ix, store.warp_id, fp, system)
-        view = GraphView(store) if fp is None else GuardedView(store, fp)
+        delta._match_ix = match_ix
+        delta._op_ix = 0
+        delta._warp = store.warp_id
+        delta._fp = fp
+        delta._system = system
+        if fp is None:
+            view = plain.get(id(store))
+            if view is None:
+                view = plain[id(store)] = GraphView(store)
+        else:
+            view = GuardedView(store, fp)
         executor(view, scope, delta)
     return delta.ops, delta.origins
 

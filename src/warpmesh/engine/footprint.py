@@ -16,6 +16,8 @@ from warpmesh.engine.ident import EdgeId, NodeId, WarpId, pack_port_key
 
 __all__ = ["ActiveFootprints", "Footprint", "footprints_conflict"]
 
+_EMPTY: frozenset = frozenset()
+
 
 class Footprint:
     """The declared read/write sets of one rewrite, in warp ``warp`` unless an entry names another.
@@ -30,66 +32,86 @@ class Footprint:
 
     def __init__(self, warp: WarpId) -> None:
         self.warp = warp
-        self.n_read: set[tuple[bytes, bytes]] = set()
-        self.n_write: set[tuple[bytes, bytes]] = set()
-        self.e_read: set[tuple[bytes, bytes]] = set()
-        self.e_write: set[tuple[bytes, bytes]] = set()
-        self.a_read: set[tuple[int, bytes, bytes, int]] = set()
-        self.a_write: set[tuple[int, bytes, bytes, int]] = set()
-        self.b_in: set[tuple[bytes, int]] = set()
-        self.b_out: set[tuple[bytes, int]] = set()
+        # Every set starts as one shared empty frozenset and becomes a real set on first add: most
+        # footprints use two or three of the eight, and a tick builds thousands of footprints.
+        self.n_read: set[tuple[bytes, bytes]] | frozenset = _EMPTY
+        self.n_write: set[tuple[bytes, bytes]] | frozenset = _EMPTY
+        self.e_read: set[tuple[bytes, bytes]] | frozenset = _EMPTY
+        self.e_write: set[tuple[bytes, bytes]] | frozenset = _EMPTY
+        self.a_read: set[tuple[int, bytes, bytes, int]] | frozenset = _EMPTY
+        self.a_write: set[tuple[int, bytes, bytes, int]] | frozenset = _EMPTY
+        self.b_in: set[tuple[bytes, int]] | frozenset = _EMPTY
+        self.b_out: set[tuple[bytes, int]] | frozenset = _EMPTY
         #: Echo's O(1) prefilter; ignored by the scheduler exactly as Echo's default scheduler ignores it.
         self.factor_mask = 0
 
+    def _add(self, name: str, item: tuple) -> Footprint:
+        s = getattr(self, name)
+        if s is _EMPTY:
+            s = set()
+            setattr(self, name, s)
+        s.add(item)
+        return self
+
     def read_node(self, node: NodeId, warp: WarpId | None = None) -> Footprint:
         """Declare a node read."""
-        self.n_read.add((warp or self.warp, node))
+        s = self.n_read
+        if s is _EMPTY:
+            s = self.n_read = set()
+        s.add((warp or self.warp, node))
         return self
 
     def write_node(self, node: NodeId, warp: WarpId | None = None) -> Footprint:
         """Declare a node write (create, replace, delete)."""
-        self.n_write.add((warp or self.warp, node))
+        s = self.n_write
+        if s is _EMPTY:
+            s = self.n_write = set()
+        s.add((warp or self.warp, node))
         return self
 
     def read_edge(self, edge: EdgeId, warp: WarpId | None = None) -> Footprint:
         """Declare an edge read."""
-        self.e_read.add((warp or self.warp, edge))
-        return self
+        return self._add("e_read", (warp or self.warp, edge))
 
     def write_edge(self, edge: EdgeId, warp: WarpId | None = None) -> Footprint:
         """Declare an edge write."""
-        self.e_write.add((warp or self.warp, edge))
-        return self
+        return self._add("e_write", (warp or self.warp, edge))
 
     def read_alpha(self, node: NodeId, warp: WarpId | None = None) -> Footprint:
         """Declare a read of a node's alpha attachment."""
-        self.a_read.add((NODE, warp or self.warp, node, PLANE_ALPHA))
+        s = self.a_read
+        if s is _EMPTY:
+            s = self.a_read = set()
+        s.add((NODE, warp or self.warp, node, PLANE_ALPHA))
         return self
 
     def write_alpha(self, node: NodeId, warp: WarpId | None = None) -> Footprint:
         """Declare a write of a node's alpha attachment."""
-        self.a_write.add((NODE, warp or self.warp, node, PLANE_ALPHA))
+        s = self.a_write
+        if s is _EMPTY:
+            s = self.a_write = set()
+        s.add((NODE, warp or self.warp, node, PLANE_ALPHA))
         return self
 
     def read_beta(self, edge: EdgeId, warp: WarpId | None = None) -> Footprint:
         """Declare a read of an edge's beta attachment."""
-        self.a_read.add((EDGE, warp or self.warp, edge, PLANE_BETA))
-        return self
+        return self._add("a_read", (EDGE, warp or self.warp, edge, PLANE_BETA))
 
     def write_beta(self, edge: EdgeId, warp: WarpId | None = None) -> Footprint:
         """Declare a write of an edge's beta attachment."""
-        self.a_write.add((EDGE, warp or self.warp, edge, PLANE_BETA))
-        return self
+        return self._add("a_write", (EDGE, warp or self.warp, edge, PLANE_BETA))
+
+    def read_attachment(self, key: tuple[int, bytes, bytes, int]) -> Footprint:
+        """Declare a read of any attachment slot (an ``AttachmentKey``)."""
+        return self._add("a_read", tuple(key))
 
     def port_in(self, node: NodeId, port_id: int, warp: WarpId | None = None) -> Footprint:
         """Declare an input boundary port of ``node``."""
-        self.b_in.add((warp or self.warp, pack_port_key(node, port_id, True)))
-        return self
+        return self._add("b_in", (warp or self.warp, pack_port_key(node, port_id, True)))
 
     def port_out(self, node: NodeId, port_id: int, warp: WarpId | None = None) -> Footprint:
         """Declare an output boundary port of ``node``."""
-        self.b_out.add((warp or self.warp, pack_port_key(node, port_id, False)))
-        return self
+        return self._add("b_out", (warp or self.warp, pack_port_key(node, port_id, False)))
 
     def in_slots(self) -> set[tuple]:
         """Patch *in* slots: every declared read and write (reference §2.6 step 2)."""

@@ -47,6 +47,8 @@ class GraphStore:
         "_bucket_chunk",
         "_descend_edges",
         "_descend_nodes",
+        "_dirty_buckets",
+        "_dirty_nodes",
         "_from_order",
         "_from_order_new",
         "_from_order_removed",
@@ -54,6 +56,9 @@ class GraphStore:
         "_node_order",
         "_node_order_new",
         "_node_order_removed",
+        "_nodeset_version",
+        "_refresh_count",
+        "_topo_version",
         "edge_attachments",
         "edge_index",
         "edge_to_index",
@@ -76,9 +81,17 @@ class GraphStore:
         # Owners currently holding a Descend portal (reachability must follow them).
         self._descend_nodes: set[NodeId] = set()
         self._descend_edges: set[EdgeId] = set()
-        # Hashing caches (see module docstring).
+        # Hashing caches (see module docstring). Invariant: every node has a chunk or is in
+        # _dirty_nodes; every bucket owner has a chunk or is in _dirty_buckets.
         self._node_chunk: dict[NodeId, bytes] = {}
         self._bucket_chunk: dict[NodeId, bytes] = {}
+        self._dirty_nodes: set[NodeId] = set()
+        self._dirty_buckets: set[NodeId] = set()
+        # Bumped when reachability could change (edges added, removed or re-pointed; portals) and
+        # when the node set changes; the state root caches its traversal against them.
+        self._topo_version = 0
+        self._nodeset_version = 0
+        self._refresh_count = 0
         self._node_order: list[NodeId] | None = None
         self._node_order_new: list[NodeId] = []
         self._node_order_removed = False
@@ -120,6 +133,9 @@ class GraphStore:
         c._descend_edges = set(self._descend_edges)
         c._node_chunk = dict(self._node_chunk)
         c._bucket_chunk = dict(self._bucket_chunk)
+        c._dirty_nodes = set(self._dirty_nodes)
+        c._dirty_buckets = set(self._dirty_buckets)
+        c._refresh_count = self._refresh_count
         if self._node_order is not None and not self._node_order_new and not self._node_order_removed:
             c._node_order = list(self._node_order)
         if self._from_order is not None and not self._from_order_new and not self._from_order_removed:
@@ -132,10 +148,11 @@ class GraphStore:
         old = self.nodes.get(node_id)
         if old is None:
             self._node_order_new.append(node_id)
+            self._nodeset_version += 1
         elif old == record:
             return
         self.nodes[node_id] = record
-        self._node_chunk.pop(node_id, None)
+        self._dirty_nodes.add(node_id)
 
     def set_node_attachment(self, node_id: NodeId, value: AttachmentValue | None) -> None:
         """Set (or clear, with None) the alpha attachment of an existing node."""
@@ -144,14 +161,15 @@ class GraphStore:
         if value is None:
             if self.node_attachments.pop(node_id, None) is None:
                 return
-            self._descend_nodes.discard(node_id)
         else:
             self.node_attachments[node_id] = value
-            if type(value) is Descend:
-                self._descend_nodes.add(node_id)
-            else:
-                self._descend_nodes.discard(node_id)
-        self._node_chunk.pop(node_id, None)
+        self._dirty_nodes.add(node_id)
+        if type(value) is Descend:
+            self._descend_nodes.add(node_id)
+            self._topo_version += 1
+        elif node_id in self._descend_nodes:
+            self._descend_nodes.discard(node_id)
+            self._topo_version += 1
 
     def delete_node(self, node_id: NodeId) -> None:
         """Delete an isolated node and its alpha attachment (Echo HEAD: incident edges must go first)."""
@@ -159,11 +177,19 @@ class GraphStore:
             raise InvalidOperation(f"DeleteNode of missing node {node_id.hex()}")
         if self.edges_from.get(node_id) or self.edges_to.get(node_id):
             raise NodeNotIsolated(f"node {node_id.hex()} still has incident edges")
+        self._drop_node(node_id)
+
+    def _drop_node(self, node_id: NodeId) -> None:
+        """Remove a node and its alpha attachment without the isolation check (rollback uses it)."""
         del self.nodes[node_id]
         self.node_attachments.pop(node_id, None)
-        self._descend_nodes.discard(node_id)
+        if node_id in self._descend_nodes:
+            self._descend_nodes.discard(node_id)
+            self._topo_version += 1
         self._node_chunk.pop(node_id, None)
+        self._dirty_nodes.discard(node_id)
         self._node_order_removed = True
+        self._nodeset_version += 1
 
     def upsert_edge(self, record: EdgeRecord) -> None:
         """Insert or replace an edge by id, moving it between buckets if its source or target changed."""
@@ -178,6 +204,10 @@ class GraphStore:
                 self._remove_from_bucket(old_source, eid)
             if old.to != record.to:
                 self._remove_from_to_bucket(old.to, eid)
+            if old_source != source or old.to != record.to:
+                self._topo_version += 1
+        else:
+            self._topo_version += 1
         bucket = self.edges_from.get(source)
         if bucket is None:
             bucket = self.edges_from[source] = {}
@@ -186,7 +216,7 @@ class GraphStore:
         self.edges_to.setdefault(record.to, {})[eid] = None
         self.edge_index[eid] = source
         self.edge_to_index[eid] = record.to
-        self._bucket_chunk.pop(source, None)
+        self._dirty_buckets.add(source)
 
     def delete_edge(self, source: NodeId, edge_id: EdgeId) -> EdgeRecord:
         """Delete an edge whose source must be exactly ``source``; drops its beta attachment."""
@@ -199,6 +229,7 @@ class GraphStore:
         del self.edge_to_index[edge_id]
         self.edge_attachments.pop(edge_id, None)
         self._descend_edges.discard(edge_id)
+        self._topo_version += 1
         return record
 
     def set_edge_attachment(self, edge_id: EdgeId, value: AttachmentValue | None) -> None:
@@ -209,14 +240,15 @@ class GraphStore:
         if value is None:
             if self.edge_attachments.pop(edge_id, None) is None:
                 return
-            self._descend_edges.discard(edge_id)
         else:
             self.edge_attachments[edge_id] = value
-            if type(value) is Descend:
-                self._descend_edges.add(edge_id)
-            else:
-                self._descend_edges.discard(edge_id)
-        self._bucket_chunk.pop(source, None)
+        self._dirty_buckets.add(source)
+        if type(value) is Descend:
+            self._descend_edges.add(edge_id)
+            self._topo_version += 1
+        elif edge_id in self._descend_edges:
+            self._descend_edges.discard(edge_id)
+            self._topo_version += 1
 
     def _remove_from_bucket(self, source: NodeId, edge_id: EdgeId) -> None:
         bucket = self.edges_from[source]
@@ -225,7 +257,7 @@ class GraphStore:
             # Echo never keeps an empty bucket: a node without out-edges adds nothing to the hash.
             del self.edges_from[source]
             self._from_order_removed = True
-        self._bucket_chunk.pop(source, None)
+        self._dirty_buckets.add(source)
 
     def _remove_from_to_bucket(self, target: NodeId, edge_id: EdgeId) -> None:
         bucket = self.edges_to[target]
@@ -234,6 +266,17 @@ class GraphStore:
             del self.edges_to[target]
 
     # ------------------------------------------------------------------ canonical encoding
+    def drop_hash_caches(self) -> None:
+        """Forget every cached chunk and order (benchmarks use it to time a from-scratch hash)."""
+        self._node_chunk.clear()
+        self._bucket_chunk.clear()
+        self._dirty_nodes = set(self.nodes)
+        self._dirty_buckets = set(self.edges_from)
+        self._node_order = None
+        self._from_order = None
+        self._node_order_new = []
+        self._from_order_new = []
+
     def sorted_node_ids(self) -> list[NodeId]:
         """All node ids ascending (cached; new ids are merged in, which timsort does in linear time)."""
         order = self._node_order
@@ -264,27 +307,59 @@ class GraphStore:
         self._from_order_removed = False
         return order
 
+    def refresh_chunks(self) -> tuple[set[NodeId], set[NodeId]]:
+        """Re-encode the state-root chunks of every node and bucket changed since the last refresh.
+
+        Returns the refreshed node ids and bucket owners (callers holding ordered chunk lists patch
+        those positions); ``_refresh_count`` counts refreshes that changed anything.
+        """
+        dirty_nodes, dirty_buckets = self._dirty_nodes, self._dirty_buckets
+        if dirty_nodes or dirty_buckets:
+            self._refresh_count += 1
+        if dirty_nodes:
+            nodes = self.nodes
+            atts = self.node_attachments
+            chunks = self._node_chunk
+            for n in dirty_nodes:
+                rec = nodes.get(n)
+                if rec is None:
+                    chunks.pop(n, None)
+                    continue
+                a = atts.get(n)
+                if a is None:
+                    chunks[n] = n + rec[0] + b"\x00"
+                elif type(a) is AtomPayload:
+                    chunks[n] = b"".join((n, rec[0], b"\x01\x01", a[0], _u64(len(a[1])), a[1]))
+                else:
+                    chunks[n] = n + rec[0] + b"\x01\x02" + a[0]
+            self._dirty_nodes = set()
+        if self._dirty_buckets:
+            edges_from = self.edges_from
+            eatts = self.edge_attachments
+            bchunks = self._bucket_chunk
+            for src in dirty_buckets:
+                bucket = edges_from.get(src)
+                if not bucket:
+                    bchunks.pop(src, None)
+                    continue
+                parts = [src, _u64(len(bucket))]
+                for eid in sorted(bucket) if len(bucket) > 1 else bucket:
+                    rec = bucket[eid]
+                    a = eatts.get(eid)
+                    parts += (eid, rec[3], rec[2], b"\x00" if a is None else encode_opt_attachment_value(a))
+                bchunks[src] = b"".join(parts)
+            self._dirty_buckets = set()
+        return dirty_nodes, dirty_buckets
+
     def node_chunk(self, node_id: NodeId) -> bytes:
         """``node_id ‖ ty ‖ attval?(alpha)``: this node's part of the state root stream."""
-        chunk = self._node_chunk.get(node_id)
-        if chunk is None:
-            chunk = node_id + self.nodes[node_id][0] + encode_opt_attachment_value(self.node_attachments.get(node_id))
-            self._node_chunk[node_id] = chunk
-        return chunk
+        self.refresh_chunks()
+        return self._node_chunk[node_id]
 
     def bucket_chunk(self, source: NodeId) -> bytes:
         """``from ‖ u64le(n) ‖ (id ‖ ty ‖ to ‖ attval?(beta))*`` over the bucket sorted by edge id."""
-        chunk = self._bucket_chunk.get(source)
-        if chunk is None:
-            bucket = self.edges_from[source]
-            atts = self.edge_attachments
-            parts = [source, _u64(len(bucket))]
-            for eid in sorted(bucket):
-                rec = bucket[eid]
-                parts.append(eid + rec[3] + rec[2] + encode_opt_attachment_value(atts.get(eid)))
-            chunk = b"".join(parts)
-            self._bucket_chunk[source] = chunk
-        return chunk
+        self.refresh_chunks()
+        return self._bucket_chunk[source]
 
     def canonical_state_hash_bytes(self, prefix: bytes) -> bytes:
         """The byte stream of Echo's ``GraphStore::canonical_state_hash`` (reference §2.3).

@@ -41,7 +41,7 @@ class GuardedView(GraphView):
     __slots__ = ("_fp", "_w")
 
     def __init__(self, store: GraphStore, footprint: Footprint) -> None:
-        super().__init__(store)
+        self._s = store
         self._fp = footprint
         self._w = store.warp_id
 
@@ -133,7 +133,13 @@ def footprint_slice(store: GraphStore, fp: Footprint) -> GraphStore:
 def check_write(op: WarpOp, fp: Footprint, warp: bytes, system: bool) -> None:
     """Refuse ``op`` unless the footprint declares its targets (Echo's write rules, reference §5)."""
     t = type(op)
-    if t is UpsertNode or t is DeleteNode:
+    if t is SetAttachment:
+        key = op.key
+        if key[1] != warp:
+            raise CrossWarpEmission(f"attachment op into warp {key[1].hex()} from a rewrite in {warp.hex()}")
+        if key not in fp.a_write:
+            raise FootprintViolation(f"SetAttachment of undeclared slot {key[2].hex()}")
+    elif t is UpsertNode or t is DeleteNode:
         if op.warp_id != warp:
             raise CrossWarpEmission(f"op into warp {op.warp_id.hex()} from a rewrite in {warp.hex()}")
         if (warp, op.node) not in fp.n_write:
@@ -150,11 +156,6 @@ def check_write(op: WarpOp, fp: Footprint, warp: bytes, system: bool) -> None:
             raise FootprintViolation(f"{t.__name__} of undeclared edge {eid.hex()}")
         if t is DeleteEdge and (EDGE, warp, eid, PLANE_BETA) not in fp.a_write:
             raise FootprintViolation(f"DeleteEdge {eid.hex()} must declare its beta attachment written")
-    elif t is SetAttachment:
-        if op.key[1] != warp:
-            raise CrossWarpEmission(f"attachment op into warp {op.key[1].hex()} from a rewrite in {warp.hex()}")
-        if tuple(op.key) not in fp.a_write:
-            raise FootprintViolation(f"SetAttachment of undeclared slot {op.key[2].hex()}")
     elif t is OpenPortal or t is UpsertWarpInstance or t is DeleteWarpInstance:
         if not system:
             raise FootprintViolation(f"{t.__name__} is reserved for system rules")

@@ -54,6 +54,7 @@ __all__ = [
 ]
 
 _u64 = struct.Struct("<Q").pack
+_tnew = tuple.__new__  # builds named tuples without their Python-level __new__ (hot loops only)
 
 STATUS_COMMITTED = 1
 STATUS_ABORTED = 2
@@ -226,7 +227,21 @@ class TickApplier:
         """Apply one op (HEAD semantics of ``apply_to_state``)."""
         t = type(op)
         if t is SetAttachment:
-            self._set_attachment(op.key, op.value)
+            key, value = op
+            if key[0] == NODE and type(value) is not Descend:
+                # Fast path for the most common op: a node's atom.
+                store = self.state.stores.get(key[1])
+                if store is not None and key[3] == PLANE_ALPHA:
+                    k = (key[1], key[2])
+                    atts = store.node_attachments
+                    before = atts.get(key[2])
+                    if k not in self._alpha:
+                        self._alpha[k] = before
+                    store.set_node_attachment(key[2], value)
+                    if type(before) is Descend:
+                        self.portal_touched = True
+                    return
+            self._set_attachment(key, value)
         elif t is UpsertNode:
             store = self._store(op.warp_id)
             k = (op.warp_id, op.node)
@@ -384,17 +399,18 @@ class TickApplier:
                     out.append(DeleteNode(k[0], k[1]))
             elif rec_a != rec_b and k not in suppressed_nodes:
                 out.append(UpsertNode(k[0], k[1], rec_a))
-        alpha_keys = set(self._alpha) | set(self._nodes)
+        alpha = self._alpha
+        alpha_keys = alpha.keys() | self._nodes.keys() if self._nodes else alpha.keys()
         for k in alpha_keys:
-            store = stores.get(k[0])
-            if store is None or k[1] not in store.nodes:
+            w, n = k
+            store = stores.get(w)
+            if store is None or n not in store.nodes:
                 continue
-            after_v = store.node_attachments.get(k[1])
-            before_v = self._alpha.get(k, after_v)
-            if after_v != before_v:
-                key = AttachmentKey(NODE, k[0], k[1], PLANE_ALPHA)
-                if tuple(key) not in suppressed_atts:
-                    out.append(SetAttachment(key, after_v))
+            after_v = store.node_attachments.get(n)
+            if after_v != alpha.get(k, after_v):
+                key = _tnew(AttachmentKey, (NODE, w, n, PLANE_ALPHA))
+                if not suppressed_atts or key not in suppressed_atts:
+                    out.append(_tnew(SetAttachment, (key, after_v)))
         moved: set[tuple[bytes, bytes]] = set()
         for k, rec_b in self._edges.items():
             store = stores.get(k[0])
@@ -451,11 +467,7 @@ class TickApplier:
                 continue
             if rec is None:
                 if nid in store.nodes:
-                    store.node_attachments.pop(nid, None)
-                    store._descend_nodes.discard(nid)
-                    store._node_chunk.pop(nid, None)
-                    del store.nodes[nid]
-                    store._node_order_removed = True
+                    store._drop_node(nid)
             else:
                 store.insert_node(nid, rec)
         for (w, _eid), rec in self._edges.items():

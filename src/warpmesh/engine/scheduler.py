@@ -94,8 +94,9 @@ def radix_order(items: Sequence[PendingRewrite]) -> list[PendingRewrite]:
 
     Passes, least significant first: nonce (lo, hi), compact rule (lo, hi), then the scope hash as sixteen
     big-endian byte pairs from bytes 30..32 down to 0..2. The sort permutes an index array and reads each
-    pass's digits from precomputed columns. A pass whose digit is the same for every item is the identity
-    permutation of a stable sort, so it is skipped without changing the result.
+    pass's digits from precomputed columns. Two shortcuts leave the result unchanged: a pass whose digit
+    is the same for every item is the identity permutation of a stable sort, and passes below the
+    shortest most-significant digit prefix that is already unique cannot reorder anything.
     """
     n = len(items)
     if n < 2:
@@ -110,14 +111,22 @@ def radix_order(items: Sequence[PendingRewrite]) -> list[PendingRewrite]:
         [x >> 16 for x in rules],
     ]
     columns.extend(scope_cols[15 - k] for k in range(16))
+    # If the k most significant digits already tell every key apart, the less significant passes
+    # cannot change the final order (they only break ties), so only those k passes run. With random
+    # 256-bit scope hashes k is 2 or 3; adversarial collisions fall back to all 20 passes.
+    for k in range(1, len(columns) + 1):
+        if len(set(zip(*columns[-k:]))) == n:
+            columns = columns[-k:]
+            break
     perm = list(range(n))
     for col in columns:
         if min(col) == max(col):
             continue
-        counts = [0] * 65536
-        for digit, c in Counter(col).items():
-            counts[digit] = c
-        starts = [0, *accumulate(counts)]
+        # Counting pass over a sparse histogram: prefix sums over the digits present (at most n)
+        # instead of all 65,536 buckets, which would dominate for the batch sizes a tick sees.
+        counts = Counter(col)
+        digits = sorted(counts)
+        starts = dict(zip(digits, accumulate([0, *[counts[d] for d in digits[:-1]]])))
         out = [0] * n
         for i in perm:
             d = col[i]

@@ -31,11 +31,13 @@ class WarpInstance(NamedTuple):
 class WarpState:
     """All warp instances of an engine: ``instances`` metadata and their ``stores``."""
 
-    __slots__ = ("instances", "stores")
+    __slots__ = ("_plan", "instances", "stores")
 
     def __init__(self) -> None:
         self.stores: dict[WarpId, GraphStore] = {}
         self.instances: dict[WarpId, WarpInstance] = {}
+        # The state root's traversal, kept until topology, node sets or instances change.
+        self._plan: tuple[tuple, list[_Segment]] | None = None
 
     @classmethod
     def from_root_store(cls, store: GraphStore, root_node: NodeId) -> WarpState:
@@ -110,29 +112,87 @@ def reachable_nodes(state: WarpState, root_warp: WarpId, root_node: NodeId) -> d
     return reach
 
 
-def state_root_bytes(state: WarpState, root_warp: WarpId, root_node: NodeId, profile: HashProfile = ECHO) -> bytes:
-    """The canonical byte stream the state root hashes (exposed so benchmarks can time BLAKE3 alone)."""
+class _Segment:
+    """One reachable warp's part of the state-root stream, kept between hashes.
+
+    ``node_chunks``/``bucket_chunks`` are the store's chunks in canonical order; a hash patches only the
+    positions the store reports as refreshed (or regathers all of them if someone else refreshed the
+    store in between).
+    """
+
+    __slots__ = ("bucket_chunks", "bucket_pos", "header", "ids", "node_chunks", "node_pos", "owners",
+                 "refresh_count", "store")
+
+    def __init__(self, header: bytes, store: GraphStore, ids: list[NodeId], owners: list[NodeId]) -> None:
+        self.header = header
+        self.store = store
+        self.ids = ids
+        self.owners = owners
+        self.node_pos = {n: i for i, n in enumerate(ids)}
+        self.bucket_pos = {n: i for i, n in enumerate(owners)}
+        store.refresh_chunks()
+        self.node_chunks = list(map(store._node_chunk.__getitem__, ids))
+        self.bucket_chunks = list(map(store._bucket_chunk.__getitem__, owners))
+        self.refresh_count = store._refresh_count
+
+    def update(self) -> None:
+        store = self.store
+        if store._refresh_count != self.refresh_count:
+            self.node_chunks = list(map(store._node_chunk.__getitem__, self.ids))
+            self.bucket_chunks = list(map(store._bucket_chunk.__getitem__, self.owners))
+        nodes, buckets = store.refresh_chunks()
+        if nodes:
+            chunks, pos, out = store._node_chunk, self.node_pos, self.node_chunks
+            for n in nodes:
+                i = pos.get(n)
+                if i is not None:
+                    out[i] = chunks[n]
+        if buckets:
+            chunks, pos, out = store._bucket_chunk, self.bucket_pos, self.bucket_chunks
+            for n in buckets:
+                i = pos.get(n)
+                if i is not None:
+                    out[i] = chunks[n]
+        self.refresh_count = store._refresh_count
+
+
+def _root_plan(state: WarpState, root_warp: WarpId, root_node: NodeId) -> list[_Segment]:
+    """Per reachable warp, ascending, its :class:`_Segment`. Cached on the state until an edge, portal,
+    node set or instance changes (attachment and record changes only patch chunks)."""
+    key = (
+        root_warp,
+        root_node,
+        tuple((w, id(s), s._topo_version, s._nodeset_version) for w, s in state.stores.items()),
+        tuple(state.instances.items()),
+    )
+    cached = state._plan
+    if cached is not None and cached[0] == key:
+        return cached[1]
     reach = reachable_nodes(state, root_warp, root_node)
-    parts: list[bytes] = [profile.state_root_prefix, root_warp, root_node]
+    plan = []
     for warp in sorted(reach):
         inst = state.instances.get(warp)
         store = state.stores.get(warp)
         if inst is None or store is None:
             continue
         seen = reach[warp]
-        parts.append(inst.warp_id + inst.root_node + encode_opt_attachment_key(inst.parent))
-        ids = [n for n in store.sorted_node_ids() if n in seen]
-        chunks = store._node_chunk
-        for n in ids:
-            if n not in chunks:
-                store.node_chunk(n)
-        parts.extend(map(chunks.__getitem__, ids))
+        order = store.sorted_node_ids()
+        ids = order if len(seen) >= len(order) and seen.issuperset(order) else [n for n in order if n in seen]
         owners = [n for n in store.sorted_bucket_owners() if n in seen]
-        bchunks = store._bucket_chunk
-        for n in owners:
-            if n not in bchunks:
-                store.bucket_chunk(n)
-        parts.extend(map(bchunks.__getitem__, owners))
+        header = inst.warp_id + inst.root_node + encode_opt_attachment_key(inst.parent)
+        plan.append(_Segment(header, store, ids, owners))
+    state._plan = (key, plan)
+    return plan
+
+
+def state_root_bytes(state: WarpState, root_warp: WarpId, root_node: NodeId, profile: HashProfile = ECHO) -> bytes:
+    """The canonical byte stream the state root hashes (exposed so benchmarks can time BLAKE3 alone)."""
+    parts: list[bytes] = [profile.state_root_prefix, root_warp, root_node]
+    for seg in _root_plan(state, root_warp, root_node):
+        seg.update()
+        parts.append(seg.header)
+        parts += seg.node_chunks
+        parts += seg.bucket_chunks
     return b"".join(parts)
 
 
