@@ -21,16 +21,12 @@ import argparse
 import json
 import statistics
 import struct
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 from blake3 import blake3
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from warpmesh.engine import (  # noqa: E402
+from warpmesh.engine import (
     AtomPayload,
     EdgeRecord,
     Engine,
@@ -46,8 +42,8 @@ from warpmesh.engine import (  # noqa: E402
     make_node_id,
     make_type_id,
 )
-from warpmesh.engine.parallel import PoolExecutor  # noqa: E402
-from warpmesh.engine.state import state_root_bytes  # noqa: E402
+from warpmesh.engine.parallel import PoolExecutor
+from warpmesh.engine.state import state_root_bytes
 
 ECHO_REWRITES_PER_S = 300_000  # docs/notes/scheduler-radix-optimization: ~5,000 rewrites per 60 fps frame
 ECHO_STATE_ROOT_MS = {1_000: 0.85, 10_000: 11.9, 30_000: 42.8}  # docs/benchmarks/report-inline.html
