@@ -619,7 +619,7 @@ class IsolateHost:
             err = capi.func_call_unchecked(ctx, ctypes.addressof(ext) + capi.EXTERN_OF, ctypes.addressof(args), 1,
                                            ctypes.addressof(trap))
             if err or trap.value:
-                self._fail(job, loaded, limits, err, trap.value, during="execution")
+                self._fail(job, loaded, limits, err, trap.value, during="execution", inst=ctypes.addressof(inst))
             if job.failure is not None:
                 raise job.failure
             if job.out is None:
@@ -633,7 +633,7 @@ class IsolateHost:
             capi.store_delete(store)
 
     def _fail(self, job: _Job, loaded: LoadedModule, limits: Limits, err: int | None, trap: int | None,
-              during: str) -> None:
+              during: str, inst: int = 0) -> None:
         """Classify a wasmtime error or trap into a JobError and raise it."""
         if err:
             msg = capi.take_error(err)
@@ -663,6 +663,9 @@ class IsolateHost:
                            f"{during}: the guest ran past its {limits.deadline_s:g} s deadline")
         # Memory exhausted: the guest grew its memory to the cap and then trapped (typically an
         # allocator's abort after memory.grow returned -1).
+        if not job.memp and inst and capi.instance_export_get(job.ctx, inst, b"memory", 6,
+                                                              ctypes.addressof(job.mem)):
+            job.memp = ctypes.addressof(job.mem) + capi.EXTERN_OF
         if job.memp:
             size = capi.memory_data_size(job.ctx, job.memp)
             if size + PAGE > limits.memory_bytes and size > loaded.initial_pages * PAGE:
@@ -745,13 +748,16 @@ class IsolateHost:
 
 
 def _first_line(exc: object) -> str:
+    """The informative line of a wasmtime error or trap message (they carry backtraces)."""
     text = str(exc).strip()
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    head = lines[0] if lines else text
-    # wasmtime puts the useful part of a trap ("wasm trap: ...") on a later line after a backtrace.
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        return text[:500]
+    if "Caused by:" in lines:  # host traps: "error while executing at ... Caused by: <our message>"
+        i = lines.index("Caused by:")
+        if i + 1 < len(lines):
+            return lines[i + 1][:500]
     for ln in lines:
         if "wasm trap" in ln or "unknown import" in ln:
-            head = ln.strip()
-            break
-    return head[:500]
-
+            return ln[:500]
+    return lines[0][:500]
