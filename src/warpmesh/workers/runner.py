@@ -118,11 +118,13 @@ OpFunction = Callable[["JobContext"], Ref | bytes | str]
 class Flight:
     """One in-progress execution that identical concurrent requests wait on."""
 
-    __slots__ = ("desc", "done", "error", "key", "result")
+    __slots__ = ("desc", "done", "error", "key", "result", "waiters")
 
     def __init__(self, key: bytes, desc: str) -> None:
         self.key = key
         self.desc = desc
+        #: How many callers joined this flight instead of running the request themselves.
+        self.waiters = 0
         self.done = threading.Event()
         self.result: RunResult | None = None
         self.error: JobError | None = None
@@ -135,6 +137,11 @@ class _Flights:
         self.lock = threading.Lock()
         self.table: dict[bytes, Flight] = {}
         self.waits: dict[bytes, Counter[bytes]] = {}
+
+    def get(self, key: bytes) -> Flight | None:
+        """The flight running ``key``, if any."""
+        with self.lock:
+            return self.table.get(key)
 
     def describe(self, key: bytes) -> str:
         f = self.table.get(key)
@@ -154,6 +161,7 @@ class _Flights:
                 cycle = [*stack[start:], *path]
                 raise JobError(FailureKind.CYCLE, "requests wait on each other: "
                                + " -> ".join(self.describe(k) for k in cycle))
+            flight.waiters += 1
             return flight, False
 
     def _path_to(self, start: bytes, targets: set[bytes]) -> list[bytes] | None:
@@ -374,7 +382,8 @@ class Runner:
         self.fetch = fetch
         self.max_depth = max_depth
         self.trace = trace
-        self._flights = _Flights()
+        #: The single-flight table (``flights.get(key)`` shows a running request and its waiters).
+        self.flights = _Flights()
         self._ops: dict[str, OpFunction] = {}
         #: Number of jobs actually executed (not answered from memo or a shared flight).
         self.executions = 0
@@ -540,11 +549,11 @@ class Runner:
             chain = [*stack[start:], key]
             self._emit(req=key.hex(), parent=stack[-1].hex(), depth=len(stack), outcome="cycle")
             raise JobError(FailureKind.CYCLE, "request runs itself: " + " -> ".join(
-                self._flights.describe(k) if k != key else f"{desc}[{short(k)}]" for k in chain))
+                self.flights.describe(k) if k != key else f"{desc}[{short(k)}]" for k in chain))
         if len(stack) >= self.max_depth:
             raise JobError(FailureKind.DEPTH_EXCEEDED,
                            f"nested runs are {len(stack)} deep, the limit is {self.max_depth}")
-        flight, owner = self._flights.begin(key, desc, stack)
+        flight, owner = self.flights.begin(key, desc, stack)
         if not owner:
             flight.done.wait()
             self._emit(req=key.hex(), parent=stack[-1].hex() if stack else None, depth=len(stack),
@@ -558,7 +567,7 @@ class Runner:
         ref = self._lookup(key)
         if ref is not None:
             result = self._hit(key, ref, stack, t0)
-            self._flights.finish(flight, result, None)
+            self.flights.finish(flight, result, None)
             return result
         ctx = JobContext(self, prep.request, key, (*stack, key))
         try:
@@ -571,16 +580,16 @@ class Runner:
                 except Exception as exc:  # best-effort, like the lookup
                     log.warning("results publish failed (result not memoized): %s", exc)
         except JobError as exc:
-            self._flights.finish(flight, None, exc)
+            self.flights.finish(flight, None, exc)
             self._emit(req=key.hex(), parent=stack[-1].hex() if stack else None, depth=len(stack),
                        outcome="error", error=exc.kind.value, total_us=(time.perf_counter() - t0) * 1e6)
             raise
         except BaseException as exc:
             err = JobError(FailureKind.HOST_ERROR, f"{type(exc).__name__}: {exc}")
-            self._flights.finish(flight, None, err)
+            self.flights.finish(flight, None, err)
             log.exception("job %s failed inside the host", short(key))
             raise err from exc
-        self._flights.finish(flight, result, None)
+        self.flights.finish(flight, result, None)
         self._emit(req=key.hex(), parent=stack[-1].hex() if stack else None, depth=len(stack), outcome="run",
                    worker=desc, total_us=(time.perf_counter() - t0) * 1e6, **stats)
         return result
@@ -633,12 +642,12 @@ class Runner:
             keys = [reqs[i].key for i, _ in tasks]  # type: ignore[union-attr]
             parent = stack[-1] if stack else None
             if parent is not None:
-                self._flights.add_waits(parent, keys)
+                self.flights.add_waits(parent, keys)
             try:
                 self.pool.join_all([t for _, t in tasks])
             finally:
                 if parent is not None:
-                    self._flights.remove_waits(parent, keys)
+                    self.flights.remove_waits(parent, keys)
             for i, task in tasks:
                 if task.error is None:
                     results[i] = task.result
