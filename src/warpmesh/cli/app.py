@@ -20,6 +20,8 @@ from warpmesh import __version__
 
 #: name -> "module:attribute" of a click command or group. Keep sorted; one line per command.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "fold": ("warpmesh.cli.fold:fold", "Fold a directory with isolate workers (files and bytes per subtree)."),
+    "run": ("warpmesh.cli.run:run", "Run a WebAssembly module as a memoized, sandboxed job."),
 }
 
 

@@ -52,6 +52,24 @@ class FoldError(Exception):
     """The directory cannot be folded (unreadable entry, unsupported file type ...)."""
 
 
+def make_fixture_tree(root: str | os.PathLike[str], *, depth: int = 3, dirs: int = 3, files: int = 3) -> Path:
+    """Create the caos fold-bench fixture: ``files`` files and ``dirs`` subdirectories per directory,
+    ``depth`` levels below the root (3/3/3 gives 40 directories + 120 files = 160 nodes). Each file
+    holds its own relative path, so no two subtrees are alike (the memoization worst case)."""
+    root = Path(root)
+
+    def make(d: Path, rel: str, level: int) -> None:
+        d.mkdir(parents=True, exist_ok=True)
+        for f in range(files):
+            (d / f"file{f}.txt").write_text(f"{rel}/file{f}.txt\n")
+        if level < depth:
+            for k in range(dirs):
+                make(d / f"dir{k}", f"{rel}/dir{k}", level + 1)
+
+    make(root, ".", 0)
+    return root
+
+
 def _entry_kind(path: Path, st: os.stat_result) -> str:
     if stat_mod.S_ISLNK(st.st_mode):
         return "link"
