@@ -12,10 +12,12 @@ every read of a file-backed object re-hashes it, so a torn or tampered file is r
 :class:`CorruptObject` (naming the file and what to do) instead of being returned.
 
 Writes are idempotent (same bytes, same id) and safe from many threads and processes: files are
-written to a temporary name and renamed into place before their index row exists. Index writes are
-grouped into short transactions (committed by :meth:`Store.flush`, after ``COMMIT_EVERY_S`` or
-``COMMIT_EVERY_WRITES``, and on close): one commit per object would cost more than running the job.
-The runner flushes after every top-level run, so a result it returns is durable in the index.
+written to a temporary name and renamed into place before their index row exists. Index rows are
+written behind: they are visible to this process at once and reach SQLite in one batched transaction
+(by :meth:`Store.flush`, after ``COMMIT_EVERY_S`` or ``COMMIT_EVERY_WRITES``, and on close) -- one
+statement and commit per object would cost more than running the job. The runner flushes after every
+top-level run, so a result it returns is durable in the index. A crash loses only unflushed rows,
+i.e. cache entries that are recomputed on demand.
 
 Garbage collection keeps everything reachable from a pin and everything younger than a grace
 period (so objects written by a job still running are never collected), deletes the rest, and
@@ -130,9 +132,11 @@ class Store:
             raise StoreError(f"cannot create the store at {self.root}: {exc.strerror}; "
                              "pass --store DIR or set WARPMESH_STORE to a writable directory") from exc
         self._lock = threading.RLock()
-        self._tx_open = False
-        self._tx_since = 0.0
-        self._tx_writes = 0
+        # Write-behind rows (see the module doc): id -> objects row, key -> memo row, touched ids.
+        self._pend_obj: dict[bytes, tuple[bytes, int, int, bytes | None, float]] = {}
+        self._pend_memo: dict[bytes, tuple[bytes, int, bytes, float]] = {}
+        self._pend_touch: dict[bytes, float] = {}
+        self._pend_since = time.monotonic()
         try:
             self._db = sqlite3.connect(self.root / "index.sqlite", check_same_thread=False,
                                        isolation_level=None, timeout=30.0)
@@ -163,32 +167,38 @@ class Store:
             self.flush()
             self._db.close()
 
-    def flush(self) -> None:
-        """Commit pending index writes (objects, pins, memo entries) to disk."""
-        with self._lock:
-            if self._tx_open:
-                self._tx_open = False
-                self._db.execute("COMMIT")
-
-    def _write(self, sql: str, params: tuple[object, ...]) -> int:
-        # Called with the lock held.
-        now = time.monotonic()
-        if not self._tx_open:
-            self._db.execute("BEGIN")
-            self._tx_open = True
-            self._tx_since = now
-            self._tx_writes = 0
-        n = self._db.execute(sql, params).rowcount
-        self._tx_writes += 1
-        if self._tx_writes >= COMMIT_EVERY_WRITES or now - self._tx_since >= COMMIT_EVERY_S:
-            self.flush()
-        return n
-
     def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def flush(self) -> None:
+        """Write pending index rows (objects, memo entries) to SQLite in one transaction."""
+        with self._lock:
+            if not (self._pend_obj or self._pend_memo or self._pend_touch):
+                return
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany("INSERT INTO objects VALUES (?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE "
+                                     "SET created = excluded.created", list(self._pend_obj.values()))
+                self._db.executemany("INSERT OR REPLACE INTO memo VALUES (?, ?, ?, ?)", list(self._pend_memo.values()))
+                self._db.executemany("UPDATE objects SET created = ? WHERE id = ?",
+                                     [(t, oid) for oid, t in self._pend_touch.items()])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._pend_obj.clear()
+            self._pend_memo.clear()
+            self._pend_touch.clear()
+            self._pend_since = time.monotonic()
+
+    def _maybe_flush(self) -> None:
+        # Called with the lock held.
+        if len(self._pend_obj) + len(self._pend_memo) >= COMMIT_EVERY_WRITES or \
+                time.monotonic() - self._pend_since >= COMMIT_EVERY_S:
+            self.flush()
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -257,12 +267,10 @@ class Store:
             return True
         with self._lock:
             now = time.time()
-            touched = self._write("UPDATE objects SET created = ? WHERE id = ?", (now, oid))
-            if touched:
-                self._present[oid] = (hit[0], hit[1], now)
-                return True
-            self._present.pop(oid, None)
-            return False
+            self._pend_touch[oid] = now
+            self._present[oid] = (hit[0], hit[1], now)
+            self._maybe_flush()
+            return True
 
     def _put(self, oid: bytes, kind: Kind, data: bytes) -> None:
         if self._fresh(oid):
@@ -283,10 +291,9 @@ class Store:
                     raise
         with self._lock:
             now = time.time()
-            self._write("INSERT INTO objects VALUES (?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE "
-                        "SET created = excluded.created",
-                        (oid, int(kind), len(data), data if inline else None, now))
+            self._pend_obj[oid] = (oid, int(kind), len(data), data if inline else None, now)
             self._remember(oid, kind, len(data), now)
+            self._maybe_flush()
 
     def _remember(self, oid: bytes, kind: Kind, size: int, created: float) -> None:
         self._present[oid] = (kind, size, created)
@@ -307,6 +314,9 @@ class Store:
         if len(oid) != ID_LEN:
             return None
         with self._lock:
+            pend = self._pend_obj.get(oid)
+            if pend is not None:
+                return Kind(pend[1]), pend[2]
             row = self._db.execute("SELECT kind, size, created FROM objects WHERE id = ?",
                                    (oid,)).fetchone()
             if row is None:
@@ -326,7 +336,11 @@ class Store:
     def read(self, oid: bytes) -> tuple[Kind, bytes]:
         """The kind and stored bytes of an object."""
         with self._lock:
-            row = self._db.execute("SELECT kind, data FROM objects WHERE id = ?", (oid,)).fetchone()
+            pend = self._pend_obj.get(oid)
+            if pend is not None:
+                row = (pend[1], pend[3])
+            else:
+                row = self._db.execute("SELECT kind, data FROM objects WHERE id = ?", (oid,)).fetchone()
         if row is None:
             raise ObjectNotFound(f"object {short(oid)} is not in the store")
         kind = Kind(row[0])
@@ -372,16 +386,14 @@ class Store:
         if self.kind_of(ref.id) is not ref.kind:
             raise ObjectNotFound(f"cannot pin {ref}: not in the store")
         with self._lock:
-            self._write("INSERT OR REPLACE INTO pins VALUES (?, ?, ?, ?)",
-                        (name, int(ref.kind), ref.id, time.time()))
             self.flush()
+            self._db.execute("INSERT OR REPLACE INTO pins VALUES (?, ?, ?, ?)",
+                             (name, int(ref.kind), ref.id, time.time()))
 
     def unpin(self, name: str) -> bool:
         """Remove a pin; return whether it existed."""
         with self._lock:
-            removed = self._write("DELETE FROM pins WHERE name = ?", (name,)) > 0
-            self.flush()
-            return removed
+            return self._db.execute("DELETE FROM pins WHERE name = ?", (name,)).rowcount > 0
 
     def pins(self) -> dict[str, Ref]:
         with self._lock:
@@ -391,7 +403,11 @@ class Store:
     def memo_get(self, key: bytes) -> Ref | None:
         """The memoized result of request ``key``, if it and its object are here."""
         with self._lock:
-            row = self._db.execute("SELECT kind, id FROM memo WHERE key = ?", (key,)).fetchone()
+            pend = self._pend_memo.get(key)
+            if pend is not None:
+                row = (pend[1], pend[2])
+            else:
+                row = self._db.execute("SELECT kind, id FROM memo WHERE key = ?", (key,)).fetchone()
         if row is None:
             return None
         ref = Ref(Kind(row[0]), row[1])
@@ -399,15 +415,17 @@ class Store:
 
     def memo_put(self, key: bytes, ref: Ref) -> None:
         with self._lock:
-            self._write("INSERT OR REPLACE INTO memo VALUES (?, ?, ?, ?)",
-                        (key, int(ref.kind), ref.id, time.time()))
+            self._pend_memo[key] = (key, int(ref.kind), ref.id, time.time())
+            self._maybe_flush()
 
     def memo_count(self) -> int:
         with self._lock:
+            self.flush()
             return self._db.execute("SELECT count(*) FROM memo").fetchone()[0]
 
     def object_count(self) -> int:
         with self._lock:
+            self.flush()
             return self._db.execute("SELECT count(*) FROM objects").fetchone()[0]
 
     def gc(self, *, grace_seconds: float = 3600.0) -> GcReport:
