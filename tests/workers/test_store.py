@@ -191,3 +191,22 @@ def test_canonical_args_build_nested_trees() -> None:
     assert build_tree({"n": 5})[0] == build_tree({"n": "5"})[0]  # same bytes, same input
     with pytest.raises(CanonicalError):
         build_tree({"f": 0.1})
+
+
+def test_request_keys_are_the_canonical_tree_of_the_request() -> None:
+    from warpmesh.workers.request import JobRequest, Limits, OpWorker, WasmWorker
+    from warpmesh.workers.tree import make_tree
+
+    args, salt, module = blob_id(b"a"), blob_id(b"s"), blob_id(b"m")
+    for worker in (WasmWorker(module), OpWorker("count", "2")):
+        req = JobRequest(worker, EMPTY_TREE_ID, salt, Limits(fuel=7), "wasmtime-50")
+        key, pending = req.plan()
+        runtime = blob_id(req.runtime_text())
+        entries = {"args": Ref(Kind.TREE, EMPTY_TREE_ID), "salt": Ref(Kind.BLOB, salt),
+                   "runtime": Ref(Kind.BLOB, runtime)}
+        if isinstance(worker, WasmWorker):
+            entries["wasm"] = Ref(Kind.BLOB, module)
+        else:
+            entries["op"] = Ref(Kind.BLOB, blob_id(b"count@2"))
+        assert (key, pending[-1][2]) == make_tree(entries)
+        assert args != key

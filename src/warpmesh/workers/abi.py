@@ -19,7 +19,7 @@ from enum import IntEnum
 from typing import NamedTuple
 
 from warpmesh.workers.ids import ID_LEN, Kind, Ref
-from warpmesh.workers.tree import MAX_NAME, TreeEntry, TreeError, check_name
+from warpmesh.workers.tree import TreeEntry, TreeError, check_name
 
 IMPORT_MODULE = "warpmesh_abi_v1"
 ENTRY_EXPORT = "warpmesh_run"
@@ -133,21 +133,33 @@ class _Reader:
         count = self.u32(f"{what} count")
         if count > MAX_ITEMS:
             raise AbiError(f"{what}: {count} entries is over the limit of {MAX_ITEMS}")
+        buf = self.buf
+        pos = self.pos
+        size = len(buf)
+        unpack = _ENTRY.unpack_from
+        blob, tree = Kind.BLOB, Kind.TREE
         out = []
         for i in range(count):
-            self.need(_ENTRY.size, f"{what} entry {i}")
-            kind, name_len, oid, _size = _ENTRY.unpack_from(self.buf, self.pos)
-            self.pos += _ENTRY.size
-            if kind not in (1, 2):
-                raise AbiError(f"{what} entry {i}: kind must be 1 (blob) or 2 (tree), got {kind}")
-            if name_len > MAX_NAME:
-                raise AbiError(f"{what} entry {i}: name is {name_len} bytes, limit {MAX_NAME}")
-            raw = self.take(name_len, f"{what} entry {i} name")
+            if pos + 43 > size:
+                raise AbiError(f"request truncated: {what} entry {i} needs 43 bytes at offset {pos}")
+            kind, name_len, oid, _size = unpack(buf, pos)
+            pos += 43
+            end = pos + name_len
+            if end > size:
+                raise AbiError(f"request truncated: {what} entry {i} name needs {name_len} bytes at offset {pos}")
+            raw = buf[pos:end]
+            pos = end
             try:
                 check_name(raw)
             except TreeError as exc:
                 raise AbiError(f"{what} entry {i}: {exc}") from None
-            out.append(TreeEntry(raw.decode("utf-8"), Kind(kind), oid))
+            if kind == 1:
+                out.append(TreeEntry(raw.decode("utf-8"), blob, oid))
+            elif kind == 2:
+                out.append(TreeEntry(raw.decode("utf-8"), tree, oid))
+            else:
+                raise AbiError(f"{what} entry {i}: kind must be 1 (blob) or 2 (tree), got {kind}")
+        self.pos = pos
         return tuple(out)
 
     def end(self, what: str) -> None:

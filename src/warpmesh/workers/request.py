@@ -23,8 +23,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 
-from warpmesh.workers.ids import Kind, Ref, blob_id, short
-from warpmesh.workers.tree import TreeEntry, make_tree
+from warpmesh.workers.ids import Kind, Ref, blob_id, short, tree_id
 
 #: Version of the guest ABI (see docs/guest-abi.md). Part of every wasm request's runtime blob.
 ABI_VERSION = 1
@@ -100,6 +99,21 @@ def _blob_id_cached(data: bytes) -> bytes:
     return blob_id(data)
 
 
+def _entry_head(kind: Kind, name: str) -> bytes:
+    raw = name.encode("ascii")
+    return bytes([kind]) + len(raw).to_bytes(2, "big") + raw
+
+
+# Fixed pieces of the request tree's canonical encoding (tree.encode_tree: count u32 BE, then per
+# entry kind u8, name_len u16 BE, name, id). Sorted by name: args, op, runtime, salt, wasm.
+_REQ_COUNT = (4).to_bytes(4, "big")
+_REQ_ARGS = _entry_head(Kind.TREE, "args")
+_REQ_OP = _entry_head(Kind.BLOB, "op")
+_REQ_RUNTIME = _entry_head(Kind.BLOB, "runtime")
+_REQ_SALT = _entry_head(Kind.BLOB, "salt")
+_REQ_WASM = _entry_head(Kind.BLOB, "wasm")
+
+
 @dataclass(frozen=True, slots=True)
 class JobRequest:
     """One job: a worker, its args tree, a salt blob and the limits. ``key`` is its cache key."""
@@ -121,23 +135,23 @@ class JobRequest:
 
         The args tree, the salt blob and the module must already be stored.
         """
-        pending: list[tuple[Kind, bytes, bytes]] = []
         runtime = self.runtime_text()
         runtime_id = _blob_id_cached(runtime)
-        pending.append((Kind.BLOB, runtime_id, runtime))
-        entries = [
-            TreeEntry("args", Kind.TREE, self.args),
-            TreeEntry("salt", Kind.BLOB, self.salt),
-            TreeEntry("runtime", Kind.BLOB, runtime_id),
-        ]
+        pending: list[tuple[Kind, bytes, bytes]] = [(Kind.BLOB, runtime_id, runtime)]
         if isinstance(self.worker, OpWorker):
             spec = self.worker.spec.encode("utf-8")
             spec_id = _blob_id_cached(spec)
             pending.append((Kind.BLOB, spec_id, spec))
-            entries.append(TreeEntry("op", Kind.BLOB, spec_id))
+            last = _REQ_OP + spec_id
         else:
-            entries.append(TreeEntry("wasm", Kind.BLOB, self.worker.module))
-        key, data = make_tree(entries)
+            last = _REQ_WASM + self.worker.module
+        # The request tree's canonical encoding written out directly (its four names are fixed);
+        # byte-for-byte what encode_tree() gives for the same entries (a test checks this).
+        if isinstance(self.worker, OpWorker):
+            data = b"".join((_REQ_COUNT, _REQ_ARGS, self.args, last, _REQ_RUNTIME, runtime_id, _REQ_SALT, self.salt))
+        else:
+            data = b"".join((_REQ_COUNT, _REQ_ARGS, self.args, _REQ_RUNTIME, runtime_id, _REQ_SALT, self.salt, last))
+        key = tree_id(data)
         pending.append((Kind.TREE, key, data))
         return key, pending
 

@@ -385,6 +385,7 @@ class Runner:
         #: The single-flight table (``flights.get(key)`` shows a running request and its waiters).
         self.flights = _Flights()
         self._ops: dict[str, OpFunction] = {}
+        self._recent: dict[bytes, Ref] = {}  # results this runner produced (see _resolve)
         #: Number of jobs actually executed (not answered from memo or a shared flight).
         self.executions = 0
 
@@ -524,16 +525,16 @@ class Runner:
         return self.store.get_tree(oid)
 
     def _emit(self, **fields: Any) -> None:
-        if self.trace is not None:
-            try:
-                self.trace(fields)
-            except Exception:  # tracing must never fail a job
-                log.exception("trace callback failed")
+        try:
+            self.trace(fields)  # type: ignore[misc]
+        except Exception:  # tracing must never fail a job
+            log.exception("trace callback failed")
 
     def _hit(self, key: bytes, ref: Ref, stack: tuple[bytes, ...], t0: float) -> RunResult:
         st = self.store.stat(ref.id)
-        self._emit(req=key.hex(), parent=stack[-1].hex() if stack else None, depth=len(stack),
-                   outcome="hit", total_us=(time.perf_counter() - t0) * 1e6)
+        if self.trace is not None:
+            self._emit(req=key.hex(), parent=stack[-1].hex() if stack else None, depth=len(stack),
+                       outcome="hit", total_us=(time.perf_counter() - t0) * 1e6)
         return RunResult(key, ref, st[1] if st else 0, "memo")
 
     def _resolve(self, prep: _Prepared, stack: tuple[bytes, ...], looked_up: bool = False) -> RunResult:
@@ -547,7 +548,8 @@ class Runner:
         if key in stack:
             start = stack.index(key)
             chain = [*stack[start:], key]
-            self._emit(req=key.hex(), parent=stack[-1].hex(), depth=len(stack), outcome="cycle")
+            if self.trace is not None:
+                self._emit(req=key.hex(), parent=stack[-1].hex(), depth=len(stack), outcome="cycle")
             raise JobError(FailureKind.CYCLE, "request runs itself: " + " -> ".join(
                 self.flights.describe(k) if k != key else f"{desc}[{short(k)}]" for k in chain))
         if len(stack) >= self.max_depth:
@@ -556,15 +558,17 @@ class Runner:
         flight, owner = self.flights.begin(key, desc, stack)
         if not owner:
             flight.done.wait()
-            self._emit(req=key.hex(), parent=stack[-1].hex() if stack else None, depth=len(stack),
-                       outcome="flight-wait", total_us=(time.perf_counter() - t0) * 1e6)
+            if self.trace is not None:
+                self._emit(req=key.hex(), parent=stack[-1].hex() if stack else None, depth=len(stack),
+                           outcome="flight-wait", total_us=(time.perf_counter() - t0) * 1e6)
             if flight.error is not None:
                 raise flight.error
             assert flight.result is not None
             r = flight.result
             return RunResult(r.key, r.ref, r.size, "flight", r.clean)
-        # Another thread may have finished this very request between our lookup and begin().
-        ref = self._lookup(key)
+        # A flight of this process may have finished between our lookup and begin(): its result is
+        # in `_recent` (published before its flight left the table), so re-check there.
+        ref = self._recent.get(key)
         if ref is not None:
             result = self._hit(key, ref, stack, t0)
             self.flights.finish(flight, result, None)
@@ -575,14 +579,18 @@ class Runner:
             st = self.store.stat(ref.id)
             result = RunResult(key, ref, st[1] if st else 0, "run", ctx.clean)
             if ctx.clean:
+                if len(self._recent) >= 65536:
+                    self._recent.clear()
+                self._recent[key] = ref
                 try:
                     self.results.publish(key, ref)
                 except Exception as exc:  # best-effort, like the lookup
                     log.warning("results publish failed (result not memoized): %s", exc)
         except JobError as exc:
             self.flights.finish(flight, None, exc)
-            self._emit(req=key.hex(), parent=stack[-1].hex() if stack else None, depth=len(stack),
-                       outcome="error", error=exc.kind.value, total_us=(time.perf_counter() - t0) * 1e6)
+            if self.trace is not None:
+                self._emit(req=key.hex(), parent=stack[-1].hex() if stack else None, depth=len(stack),
+                           outcome="error", error=exc.kind.value, total_us=(time.perf_counter() - t0) * 1e6)
             raise
         except BaseException as exc:
             err = JobError(FailureKind.HOST_ERROR, f"{type(exc).__name__}: {exc}")
@@ -590,8 +598,9 @@ class Runner:
             log.exception("job %s failed inside the host", short(key))
             raise err from exc
         self.flights.finish(flight, result, None)
-        self._emit(req=key.hex(), parent=stack[-1].hex() if stack else None, depth=len(stack), outcome="run",
-                   worker=desc, total_us=(time.perf_counter() - t0) * 1e6, **stats)
+        if self.trace is not None:
+            self._emit(req=key.hex(), parent=stack[-1].hex() if stack else None, depth=len(stack),
+                       outcome="run", worker=desc, total_us=(time.perf_counter() - t0) * 1e6, **stats)
         return result
 
     def _execute(self, ctx: JobContext) -> tuple[Ref, dict[str, Any]]:
