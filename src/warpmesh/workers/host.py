@@ -120,7 +120,7 @@ class LoadedModule:
 class _Job:
     """State of one guest execution, reachable from host callbacks through a thread-local stack."""
 
-    __slots__ = ("armed_at", "budget", "ctx", "failure", "host", "logs", "mem", "memp", "out", "pending",
+    __slots__ = ("armed_at", "base", "budget", "ctx", "failure", "host", "logs", "mem", "memp", "out", "pending",
                  "services")
 
     def __init__(self, host: IsolateHost, services: GuestServices, ctx: int, budget: int) -> None:
@@ -129,6 +129,7 @@ class _Job:
         self.ctx = ctx
         self.mem = capi.ExternT()
         self.memp = 0  # address of the memory inside self.mem once looked up
+        self.base = 0  # its base address: fixed for the job's life (the engine never moves memories)
         self.pending = b""
         self.out: Ref | None = None
         self.failure: JobError | None = None
@@ -143,7 +144,9 @@ class _Job:
                     self.mem.kind != _EXTERN_MEMORY:
                 return 0, 0
             self.memp = ctypes.addressof(self.mem) + capi.EXTERN_OF
-        return capi.memory_data(self.ctx, self.memp) or 0, capi.memory_data_size(self.ctx, self.memp)
+            self.base = capi.memory_data(self.ctx, self.memp) or 0
+        # Growth changes the size, never the base (Config.memory_may_move is off).
+        return self.base, capi.memory_data_size(self.ctx, self.memp)
 
     def write(self, caller: int, ptr: int, data: bytes) -> bool:
         base, size = self.memory(caller)
@@ -398,6 +401,8 @@ class IsolateHost:
         wcfg.cranelift_nan_canonicalization = True
         wcfg.wasm_relaxed_simd_deterministic = True
         wcfg.wasm_threads = False
+        # Linear memories never move when they grow, so a job can cache its memory's base address.
+        wcfg.memory_may_move = False
         if cfg.pooling:
             capi.configure_pooling(wcfg, instances=cfg.max_instances, max_memory=cfg.max_memory_bytes)
         self.engine = wasmtime.Engine(wcfg)
@@ -406,7 +411,7 @@ class IsolateHost:
         #: Part of every wasm request's key ("wasmtime-50"): fuel accounting is engine-specific.
         self.engine_tag = f"wasmtime-{version.split('.')[0]}"
         self.fingerprint = blake3.blake3(
-            f"{version} fuel epoch nan-canon relaxed-det no-threads pooling={cfg.pooling} "
+            f"{version} fuel epoch nan-canon relaxed-det no-threads fixed-memory pooling={cfg.pooling} "
             f"{cfg.max_memory_bytes}".encode()).hexdigest()[:16]
         self._linker = wasmtime.Linker(self.engine)
         self._functypes = []

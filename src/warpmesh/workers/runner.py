@@ -42,7 +42,7 @@ from warpmesh.workers.errors import FailureKind, JobError
 from warpmesh.workers.host import HostConfig, IsolateHost
 from warpmesh.workers.ids import ID_LEN, Kind, Ref, blob_id, short
 from warpmesh.workers.request import JobRequest, Limits, OpWorker, WasmWorker, Worker
-from warpmesh.workers.scheduler import Pool, Task
+from warpmesh.workers.scheduler import Latch, Pool, Task
 from warpmesh.workers.store import CorruptObject, ObjectNotFound, Store, StoreError
 from warpmesh.workers.tree import EMPTY_TREE_ID, TreeEntry
 
@@ -77,6 +77,10 @@ class ResultsBackend(Protocol):
 
     def lookup(self, key: bytes) -> Ref | None: ...
 
+    def lookup_many(self, keys: list[bytes]) -> dict[bytes, Ref]:
+        """The results known for some of ``keys`` (a batch of :meth:`lookup`)."""
+        ...
+
     def publish(self, key: bytes, ref: Ref) -> None: ...
 
 
@@ -96,6 +100,22 @@ class LocalResults:
         if ref is not None:
             self._remember(key, ref)
         return ref
+
+    def lookup_many(self, keys: list[bytes]) -> dict[bytes, Ref]:
+        found: dict[bytes, Ref] = {}
+        rest = []
+        for k in keys:
+            ref = self._cache.get(k)
+            if ref is not None and self.store.kind_of(ref.id) is ref.kind:
+                found[k] = ref
+            else:
+                rest.append(k)
+        if rest:
+            more = self.store.memo_get_many(rest)
+            for k, ref in more.items():
+                self._remember(k, ref)
+            found.update(more)
+        return found
 
     def publish(self, key: bytes, ref: Ref) -> None:
         self.store.memo_put(key, ref)
@@ -125,7 +145,7 @@ class Flight:
         self.desc = desc
         #: How many callers joined this flight instead of running the request themselves.
         self.waiters = 0
-        self.done = threading.Event()
+        self.done = Latch()
         self.result: RunResult | None = None
         self.error: JobError | None = None
 
@@ -633,15 +653,27 @@ class Runner:
         raise JobError(FailureKind.OP_FAILED, f"op {worker.spec} returned {type(out).__name__}; "
                        "return a Ref, bytes or str")
 
+    def _lookup_many(self, keys: list[bytes]) -> dict[bytes, Ref]:
+        try:
+            many = getattr(self.results, "lookup_many", None)
+            found = many(keys) if many is not None else {
+                k: r for k in keys if (r := self.results.lookup(k)) is not None}
+        except Exception as exc:  # best-effort: a failed lookup is a miss
+            log.warning("results lookup failed (treated as a miss): %s", exc)
+            return {}
+        return {k: r for k, r in found.items()
+                if self.store.kind_of(r.id) is r.kind or self._fetch_into_store(r)}
+
     def _resolve_many(self, reqs: list[_Prepared | JobError], stack: tuple[bytes, ...]
                       ) -> list[RunResult | JobError]:
         results: list[RunResult | JobError | None] = [None] * len(reqs)
         tasks: list[tuple[int, Task]] = []
+        hits = self._lookup_many([p.key for p in reqs if not isinstance(p, JobError)])
         for i, prep in enumerate(reqs):
             if isinstance(prep, JobError):
                 results[i] = prep
                 continue
-            ref = self._lookup(prep.key)
+            ref = hits.get(prep.key)
             if ref is not None:  # answer hits here, without a task
                 st = self.store.stat(ref.id)
                 results[i] = RunResult(prep.key, ref, st[1] if st else 0, "memo")

@@ -27,6 +27,33 @@ from typing import Any
 THREAD_STACK_BYTES = 64 * 1024 * 1024
 
 
+class Latch:
+    """A one-shot completion signal, cheaper than ``threading.Event`` (one lock, no condition)."""
+
+    __slots__ = ("_lock", "_set")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._set = False
+
+    def set(self) -> None:
+        if not self._set:
+            self._set = True
+            self._lock.release()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._set:
+            return True
+        if self._lock.acquire(timeout=-1 if timeout is None else timeout):
+            self._lock.release()
+            return True
+        return False
+
+    def is_set(self) -> bool:
+        return self._set
+
+
 class Task:
     """A unit of work that exactly one thread runs (whoever claims it first)."""
 
@@ -37,7 +64,7 @@ class Task:
         self.claimed = False
         self.result: Any = None
         self.error: BaseException | None = None
-        self._done = threading.Event()
+        self._done = Latch()
 
     def run(self) -> None:
         try:

@@ -52,6 +52,9 @@ TOUCH_INTERVAL = 60.0
 COMMIT_EVERY_S = 0.2
 COMMIT_EVERY_WRITES = 4096
 
+#: Objects up to this many bytes are kept in an in-memory cache once written or read.
+SMALL_CACHE_MAX = 4096
+
 #: Objects up to this many bytes are stored inline in the SQLite index instead of as files.
 DEFAULT_INLINE_MAX = 16 * 1024
 
@@ -122,7 +125,7 @@ class Store:
     """A content-addressed store of blobs and trees (thread-safe; several processes may share it)."""
 
     def __init__(self, root: str | os.PathLike[str], *, inline_max: int = DEFAULT_INLINE_MAX,
-                 cache_entries: int = 4096) -> None:
+                 cache_entries: int = 65536) -> None:
         self.root = Path(root)
         self.inline_max = inline_max
         self._objects_dir = self.root / "objects"
@@ -156,6 +159,8 @@ class Store:
         # id -> (kind, size) of objects known to be present; trees decoded recently.
         self._present: OrderedDict[bytes, tuple[Kind, int, float]] = OrderedDict()
         self._trees: OrderedDict[bytes, tuple[TreeEntry, ...]] = OrderedDict()
+        # Recently written or read small objects (job results are mostly tiny and read by parents).
+        self._small: OrderedDict[bytes, tuple[Kind, bytes]] = OrderedDict()
         self._cache_entries = cache_entries
         self.put_tree(())  # the empty tree is always present
 
@@ -211,7 +216,9 @@ class Store:
 
     def put_tree(self, entries: Iterable[TreeEntry] | Mapping[str, Ref]) -> bytes:
         """Store a tree built from ``entries`` (any order); every entry must already be present."""
-        if isinstance(entries, Mapping):
+        if isinstance(entries, tuple | list):
+            norm = entries
+        elif isinstance(entries, Mapping):
             norm = [TreeEntry(name, ref.kind, ref.id) for name, ref in entries.items()]
         else:
             norm = list(entries)
@@ -293,12 +300,20 @@ class Store:
             now = time.time()
             self._pend_obj[oid] = (oid, int(kind), len(data), data if inline else None, now)
             self._remember(oid, kind, len(data), now)
+            if len(data) <= SMALL_CACHE_MAX:
+                self._cache_small(oid, kind, data)
             self._maybe_flush()
 
     def _remember(self, oid: bytes, kind: Kind, size: int, created: float) -> None:
         self._present[oid] = (kind, size, created)
         if len(self._present) > self._cache_entries:
             self._present.popitem(last=False)
+
+    def _cache_small(self, oid: bytes, kind: Kind, data: bytes) -> None:
+        # Called with the lock held.
+        self._small[oid] = (kind, data)
+        if len(self._small) > self._cache_entries // 8:
+            self._small.popitem(last=False)
 
     def _path(self, oid: bytes) -> Path:
         h = oid.hex()
@@ -335,6 +350,9 @@ class Store:
 
     def read(self, oid: bytes) -> tuple[Kind, bytes]:
         """The kind and stored bytes of an object."""
+        hit = self._small.get(oid)
+        if hit is not None:
+            return hit
         with self._lock:
             pend = self._pend_obj.get(oid)
             if pend is not None:
@@ -355,7 +373,11 @@ class Store:
         if object_id(kind, data) != oid:
             raise CorruptObject(f"object {oid.hex()} is corrupt ({path if row[1] is None else 'index row'}"
                                 " does not hash to its id); delete it and re-run the job that made it")
-        return kind, bytes(data)
+        data = bytes(data)
+        if len(data) <= SMALL_CACHE_MAX:
+            with self._lock:
+                self._cache_small(oid, kind, data)
+        return kind, data
 
     def get_blob(self, oid: bytes) -> bytes:
         """The bytes of a blob."""
@@ -413,6 +435,25 @@ class Store:
         ref = Ref(Kind(row[0]), row[1])
         return ref if self.kind_of(ref.id) is ref.kind else None
 
+    def memo_get_many(self, keys: list[bytes]) -> dict[bytes, Ref]:
+        """Memoized results for those of ``keys`` that have one (one query per 500 keys)."""
+        found: dict[bytes, Ref] = {}
+        with self._lock:
+            rest = []
+            for k in keys:
+                pend = self._pend_memo.get(k)
+                if pend is not None:
+                    found[k] = Ref(Kind(pend[1]), pend[2])
+                else:
+                    rest.append(k)
+            for i in range(0, len(rest), 500):
+                chunk = rest[i : i + 500]
+                rows = self._db.execute(f"SELECT key, kind, id FROM memo WHERE key IN ({','.join('?' * len(chunk))})",
+                                        chunk).fetchall()
+                for key, kind, oid in rows:
+                    found[key] = Ref(Kind(kind), oid)
+        return {k: r for k, r in found.items() if self.kind_of(r.id) is r.kind}
+
     def memo_put(self, key: bytes, ref: Ref) -> None:
         with self._lock:
             self._pend_memo[key] = (key, int(ref.kind), ref.id, time.time())
@@ -469,6 +510,7 @@ class Store:
             for oid, _, _ in doomed:
                 self._present.pop(oid, None)
                 self._trees.pop(oid, None)
+                self._small.pop(oid, None)
             total = self._db.execute("SELECT count(*) FROM objects").fetchone()[0]
         for oid, _, is_file in doomed:
             if is_file:
