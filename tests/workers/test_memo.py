@@ -172,3 +172,63 @@ def test_cross_thread_waits_cycle_fails_instead_of_deadlocking(runner: Runner) -
                 errors.append(exc)
     assert errors and all(e.kind is FailureKind.CYCLE for e in errors)
     assert any("wait on each other" in str(e) and "op:x@1" in str(e) and "op:y@1" in str(e) for e in errors)
+
+
+def test_missing_module_is_fetched_and_verified_before_use(tmp_path: Path, host: IsolateHost) -> None:
+    from warpmesh.workers import Kind, Ref, blob_id
+
+    from .conftest import wat
+
+    wasm = wat(r"""(module
+      (import "warpmesh_abi_v1" "call" (func $call (param i32 i32 i32) (result i32)))
+      (memory (export "memory") 1) (data (i32.const 0) "\03peer")
+      (func (export "warpmesh_run") (drop (call $call (i32.const 8) (i32.const 0) (i32.const 5)))))""")
+    mid = blob_id(wasm)
+    asked: list[Ref] = []
+    tampered = bytearray(wasm)
+    tampered[-1] ^= 0xFF
+
+    with Store(tmp_path / "bad") as store, Runner(store, host, fetch=lambda ref: asked.append(ref) or bytes(tampered)) as r:
+        with pytest.raises(JobError) as info:
+            r.run(mid)
+        assert info.value.kind is FailureKind.WORKER_NOT_FOUND
+        assert asked == [Ref(Kind.BLOB, mid)] and not store.has(mid)  # refused before anything used it
+    with Store(tmp_path / "good") as store, Runner(store, host, fetch=lambda ref: wasm) as r:
+        res = r.run(mid)
+        assert store.get_blob(res.ref.id) == b"peer" and store.get_blob(mid) == wasm
+
+
+class _Board:
+    """A stand-in for a shared results board: a dict other runners can see."""
+
+    def __init__(self) -> None:
+        self.entries: dict[bytes, object] = {}
+
+    def lookup(self, key: bytes):  # type: ignore[no-untyped-def]
+        return self.entries.get(key)
+
+    def lookup_many(self, keys: list[bytes]):  # type: ignore[no-untyped-def]
+        return {k: self.entries[k] for k in keys if k in self.entries}
+
+    def publish(self, key: bytes, ref) -> None:  # type: ignore[no-untyped-def]
+        self.entries[key] = ref
+
+
+def test_a_shared_results_backend_makes_a_result_a_hit_elsewhere(tmp_path: Path, host: IsolateHost) -> None:
+    board = _Board()
+    objects: dict[bytes, bytes] = {}
+    calls = []
+
+    def op(ctx: JobContext) -> str:
+        calls.append(1)
+        return "computed once"
+
+    with Store(tmp_path / "a") as sa, Runner(sa, host, results=board) as a:
+        a.register_op("op", op)
+        first = a.run("op", {"x": "1"})
+        objects[first.ref.id] = sa.get_blob(first.ref.id)
+    with Store(tmp_path / "b") as sb, Runner(sb, host, results=board, fetch=lambda ref: objects.get(ref.id)) as b:
+        b.register_op("op", op)
+        again = b.run("op", {"x": "1"})
+        assert again.source == "memo" and sb.get_blob(again.ref.id) == b"computed once"
+    assert len(calls) == 1

@@ -82,7 +82,7 @@ class HostConfig:
     #: Use wasmtime's pooling allocator (instantiation about 2x faster).
     pooling: bool = True
     #: Pool size: most instances alive at once (running or suspended in a nested run).
-    max_instances: int = 1000
+    max_instances: int = 512
     #: Largest per-job memory cap this host accepts (bytes); also the pool's slot size.
     max_memory_bytes: int = 1024 * 1024 * 1024
     #: Epoch tick for wall-clock deadlines (seconds).

@@ -284,7 +284,7 @@ class JobContext:
 
     def _arg_entries(self) -> tuple[TreeEntry, ...]:
         if self._args is None:
-            self._args = self.runner.store.get_tree(self.request.args)
+            self._args = self.runner._get_tree(self.request.args)
         return self._args
 
     def _sized(self, entries: tuple[TreeEntry, ...]) -> list[SizedEntry]:
