@@ -429,6 +429,9 @@ class IsolateHost:
         self._lock = threading.Lock()
         self._epoch = 0
         self._ticker: threading.Thread | None = None
+        self._ticker_idle = False
+        self._wakeup = threading.Event()
+        self._running: dict[int, _Job] = {}  # jobs executing right now (the ticker runs while any do)
         self._closed = threading.Event()
         self.compiles = 0  # modules compiled from wasm (not loaded from an artifact) by this host
 
@@ -437,6 +440,7 @@ class IsolateHost:
     def close(self) -> None:
         """Stop the epoch ticker. Running jobs finish; the host must not be used afterwards."""
         self._closed.set()
+        self._wakeup.set()
         if self._ticker is not None:
             self._ticker.join(timeout=1.0)
 
@@ -450,8 +454,18 @@ class IsolateHost:
                 self._ticker = t
 
     def _tick(self) -> None:
+        # Advance the engine epoch every tick while jobs run; when none do, poll slowly (a job that
+        # starts meanwhile wakes the ticker, see execute()).
         tick = self.config.epoch_tick_s
-        while not self._closed.wait(tick):
+        while not self._closed.is_set():
+            if not self._running:
+                self._ticker_idle = True
+                self._wakeup.wait(0.05)
+                self._wakeup.clear()
+                self._ticker_idle = False
+                continue
+            if self._closed.wait(tick):
+                return
             self._epoch += 1
             capi.increment_epoch(self._engine_ptr)
 
@@ -602,6 +616,9 @@ class IsolateHost:
         if stack is None:
             stack = _tls.stack = []
         stack.append(job)
+        self._running[id(job)] = job
+        if self._ticker_idle:
+            self._wakeup.set()
         inst = capi.InstanceT()
         ext = capi.ExternT()
         trap = ctypes.c_void_p()
@@ -635,6 +652,7 @@ class IsolateHost:
             return job.out, ExecStats(fuel_used, (t_inst - t0) * 1e6, (t1 - t0) * 1e6)
         finally:
             stack.pop()
+            del self._running[id(job)]
             capi.store_delete(store)
 
     def _fail(self, job: _Job, loaded: LoadedModule, limits: Limits, err: int | None, trap: int | None,
