@@ -92,7 +92,7 @@ def bench_job_overhead(tmp: Path) -> None:
     lim = Limits()
 
     def ours() -> None:
-        host.execute(loaded, ctx_job, lim)
+        host.execute(loaded, ctx_job, lim, measure=False)
 
     # Floor B: all C API (store_new + pre_instantiate + call_unchecked) on our engine, empty guest.
     nop_id = store.put_blob(bytes(wasmtime.wat2wasm(NOP)))
@@ -111,6 +111,30 @@ def bench_job_overhead(tmp: Path) -> None:
                                  ctypes.addressof(trap))
         capi.store_delete(st)
 
+    # For context: the same trivial job through wasmtime-py's high-level API (Func calls, a Python
+    # host function with access_caller), which is what a straightforward host would do.
+    naive_linker = wasmtime.Linker(engine)
+    outs: list[bytes] = []
+
+    def naive_call(caller: wasmtime.Caller, op: int, ptr: int, length: int) -> int:
+        mem = caller["memory"]
+        assert isinstance(mem, wasmtime.Memory)
+        outs.append(bytes(mem.read(caller, ptr, ptr + length)))
+        return 0
+
+    i32 = wasmtime.ValType.i32()
+    naive_linker.define_func("warpmesh_abi_v1", "call", wasmtime.FuncType([i32, i32, i32], [i32]), naive_call,
+                             access_caller=True)
+    naive_pre = naive_linker.instantiate_pre(wasmtime.Module(engine, TRIVIAL))
+
+    def naive() -> None:
+        st = wasmtime.Store(engine)
+        inst = naive_pre.instantiate(st)
+        run = inst.exports(st)["warpmesh_run"]
+        assert isinstance(run, wasmtime.Func)
+        run(st)
+        outs.clear()
+
     # Full runner miss: a distinct request each time (hash, memo lookup, single-flight, publish).
     counter = [0]
 
@@ -127,6 +151,7 @@ def bench_job_overhead(tmp: Path) -> None:
         o.append(per_call_us(ours, n, 1)[0])
         b.append(per_call_us(floor_capi, n, 1)[0])
     fa, fo, fb = statistics.median(a), statistics.median(o), statistics.median(b)
+    naive_us, _ = per_call_us(naive, max(n // 4, 100), reps)
     miss, _ = per_call_us(runner_miss, max(n // 10, 100), reps)
     store.flush()
     hit, _ = per_call_us(lambda: runner.run(mid, {"x": "1"}), n, reps)
@@ -134,6 +159,7 @@ def bench_job_overhead(tmp: Path) -> None:
          ratio=round(fo / fa, 3), target_ratio_max=2.0, met=fo <= 2 * fa,
          floor_def="wasmtime-py Store + InstancePre.instantiate + one raw call, default engine",
          strict_floor_capi_us=round(fb, 2), ratio_vs_strict_floor=round(fo / fb, 3),
+         naive_wasmtime_py_us=round(naive_us, 2),
          runner_miss_us=round(miss, 1), runner_hit_us=round(hit, 1), n=n, reps=reps)
     runner.close()
     store.close()

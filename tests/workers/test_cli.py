@@ -89,3 +89,13 @@ def test_fold_counts_and_hits_on_rerun(tmp_path: Path, capsys: pytest.CaptureFix
     code, out, _ = run_cli(capsys, "fold", str(tree), "--store", store, "--json")
     doc = json.loads(out)
     assert doc["hit"] and doc["files"] == total.files and doc["bytes"] == total.bytes
+
+
+def test_trace_writes_one_json_line_per_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tree = make_fixture_tree(tmp_path / "tree", depth=1, dirs=2, files=2)
+    trace = tmp_path / "trace.jsonl"
+    code, _, _ = run_cli(capsys, "fold", str(tree), "--store", str(tmp_path / "s"), "--trace", str(trace))
+    lines = [json.loads(x) for x in trace.read_text().splitlines()]
+    # 3 fold frames (root + 2 dirs) and 9 visitor runs (6 files + 3 directories)
+    assert code == 0 and sum(x["outcome"] == "run" for x in lines) == 12
+    assert all(len(x["req"]) == 64 for x in lines)

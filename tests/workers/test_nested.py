@@ -73,3 +73,11 @@ def test_parent_waiting_on_children_holds_no_slot(store: Store, host: IsolateHos
         runner.register_op("level", level)
         assert runner.store.get_blob(runner.run("level", {"n": "10"}).ref.id) == b"0" + b"+" * 10
     assert seen == [0] * 11
+
+
+def test_the_top_level_api_is_refused_inside_a_job(runner: Runner) -> None:
+    runner.register_op("leaf", lambda ctx: "x")
+    runner.register_op("bad", lambda ctx: ctx.runner.run("leaf").ref)
+    with pytest.raises(JobError) as info:
+        runner.run("bad")
+    assert info.value.kind is FailureKind.OP_FAILED and "ctx.run" in str(info.value)

@@ -18,8 +18,8 @@ from warpmesh.cli._workers_common import job_failed, limits, open_runner, store_
 @click.option("--visitor", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="A visitor module to use instead of the bundled filecount.wasm.")
 @store_options
-def fold(directory: Path, as_json: bool, visitor: Path | None, store_dir: Path | None, salt: str, fuel: int,
-         memory_mib: int, deadline: float) -> None:
+def fold(directory: Path, as_json: bool, visitor: Path | None, store_dir: Path | None, trace_path: Path | None,
+         salt: str, fuel: int, memory_mib: int, deadline: float) -> None:
     """Fold DIRECTORY bottom-up with isolates: one fold frame per directory, children through one
     run_many, the visitor (default: count files and bytes) per node. Every subtree is memoized, so
     a rerun after a change only recomputes the path from the change to the root."""
@@ -27,7 +27,7 @@ def fold(directory: Path, as_json: bool, visitor: Path | None, store_dir: Path |
     from warpmesh.workers.fold import Counts, FoldError, import_dir, install_fold, wasm_fold
     from warpmesh.workers.guests import GuestNotFound
 
-    runner, host = open_runner(store_dir)
+    runner, host = open_runner(store_dir, trace_path)
     try:
         t0 = time.perf_counter()
         try:

@@ -68,8 +68,8 @@ def describe_value(store: Any, ref: Any) -> dict[str, Any]:
               help="An argument: a string, or @PATH for a file's bytes or a directory's tree. Repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 @store_options
-def run(module: str, args: tuple[str, ...], as_json: bool, store_dir: Path | None, salt: str, fuel: int,
-        memory_mib: int, deadline: float) -> None:
+def run(module: str, args: tuple[str, ...], as_json: bool, store_dir: Path | None, trace_path: Path | None,
+        salt: str, fuel: int, memory_mib: int, deadline: float) -> None:
     """Run MODULE (a .wasm or .wat file) as a memoized, sandboxed job and print its result.
 
     The result hash is the id of the output object; the key is the request's hash (module, args,
@@ -78,7 +78,7 @@ def run(module: str, args: tuple[str, ...], as_json: bool, store_dir: Path | Non
     from warpmesh.workers import JobError
 
     wasm = _module_bytes(module)
-    runner, host = open_runner(store_dir)
+    runner, host = open_runner(store_dir, trace_path)
     try:
         parsed = dict(_parse_arg(a, runner.store) for a in args)
         mid = runner.put_module(wasm)

@@ -594,10 +594,12 @@ class IsolateHost:
 
     # -- jobs --------------------------------------------------------------------------------------
 
-    def execute(self, loaded: LoadedModule, services: GuestServices, limits: Limits) -> tuple[Ref, ExecStats]:
+    def execute(self, loaded: LoadedModule, services: GuestServices, limits: Limits, *,
+                measure: bool = True) -> tuple[Ref, ExecStats | None]:
         """Run one job: fresh store and instance, call ``warpmesh_run``, enforce exactly one ``out``.
 
-        Returns the output ref; raises :class:`JobError` for every kind of failure.
+        Returns the output ref (and measurements if ``measure``); raises :class:`JobError` for every
+        kind of failure.
         """
         if limits.memory_bytes > self.config.max_memory_bytes:
             raise JobError(FailureKind.BAD_REQUEST,
@@ -607,7 +609,7 @@ class IsolateHost:
             raise JobError(FailureKind.HOST_ERROR, "the isolate host is closed")
         if self._ticker is None:
             self._ensure_ticker()
-        t0 = time.perf_counter()
+        t0 = time.perf_counter() if measure else 0.0
         store = capi.store_new(self._engine_ptr, None, None)
         ctx = capi.store_context(store)
         budget = int(limits.deadline_s / self.config.epoch_tick_s) + 1
@@ -632,7 +634,8 @@ class IsolateHost:
             job.armed_at = self._epoch
             capi.set_epoch_deadline(ctx, budget)
             err = capi.pre_instantiate(loaded.pre_ptr, ctx, ctypes.addressof(inst), ctypes.addressof(trap))
-            t_inst = time.perf_counter()
+            if measure:
+                t_inst = time.perf_counter()
             if err or trap.value:
                 self._fail(job, loaded, limits, err, trap.value, during="instantiation")
             if not capi.instance_export_get(ctx, ctypes.addressof(inst), b"warpmesh_run", 12,
@@ -646,6 +649,8 @@ class IsolateHost:
                 raise job.failure
             if job.out is None:
                 raise JobError(FailureKind.MISSING_OUT, "the guest returned without calling out")
+            if not measure:
+                return job.out, None
             left = capi.get_fuel_left(ctx)
             fuel_used = limits.fuel - left if left is not None else -1
             t1 = time.perf_counter()

@@ -487,6 +487,7 @@ class Runner:
 
     def run_request(self, request: JobRequest) -> RunResult:
         """Run one prepared request (see :meth:`request`); its result is durable when this returns."""
+        self._check_not_nested()
         try:
             return self._resolve(self._prepare(request), ())
         finally:
@@ -494,6 +495,7 @@ class Runner:
 
     def run_many(self, requests: Sequence[JobRequest]) -> list[RunResult | JobError]:
         """Run top-level requests in parallel; results in order, one error per failed element."""
+        self._check_not_nested()
         reqs: list[_Prepared | JobError] = []
         for r in requests:
             try:
@@ -504,6 +506,13 @@ class Runner:
             return self._resolve_many(reqs, ())
         finally:
             self.store.flush()
+
+    def _check_not_nested(self) -> None:
+        # A job calling the top-level API would keep its slot while waiting (and escape cycle
+        # detection): nested runs must go through the job's context.
+        if self.pool.nesting() > 0:
+            raise RuntimeError("Runner.run called from inside a running job; use ctx.run / ctx.run_many "
+                               "of the job's JobContext for nested runs")
 
     async def run_async(self, request: JobRequest) -> RunResult:
         """:meth:`run_request` from asyncio, on a worker thread."""
@@ -633,7 +642,9 @@ class Runner:
                                f"module {short(mid)} is not in the store; store it first (Runner.put_module, "
                                "or 'warpmesh run MODULE.wasm')")
             loaded = self.host.load(mid, lambda: self.store.get_blob(mid))
-            ref, stats = self.host.execute(loaded, ctx, ctx.request.limits)
+            ref, stats = self.host.execute(loaded, ctx, ctx.request.limits, measure=self.trace is not None)
+            if stats is None:
+                return ref, {}
             return ref, {"fuel": stats.fuel_used, "instantiate_us": round(stats.instantiate_us, 1),
                          "guest_us": round(stats.total_us, 1)}
         fn = self._ops.get(worker.spec)

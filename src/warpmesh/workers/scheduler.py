@@ -104,6 +104,10 @@ class Pool:
     def _nesting(self) -> int:
         return getattr(self._local, "nesting", 0)
 
+    def nesting(self) -> int:
+        """How many jobs the calling thread is executing (nested by helping); 0 outside any job."""
+        return self._nesting()
+
     def run_inline(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` on this thread holding one slot (the way a job executes)."""
         self.slots.acquire()
