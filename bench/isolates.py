@@ -268,7 +268,7 @@ def bench_fold(tmp: Path) -> None:
          target_ratio_min=50, met=s / w >= 50, nodes=160, files=120, jobs=200,
          peer_def="one `python -I -S` process per visitor (160), 16 wide", wasm_runs_ms=[round(x, 1) for x in wasm_ms],
          peer_runs_ms=[round(x) for x in sub_ms], plain_python_fold_ms=round(statistics.median(py_ms), 2),
-         import_ms=round(import_ms, 2))
+         import_ms=round(import_ms, 2), ratio_including_import=round(s / (w + import_ms), 1))
 
     note("memoized rerun")
     warm = []
