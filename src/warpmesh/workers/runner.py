@@ -406,8 +406,13 @@ class Runner:
         self.flights = _Flights()
         self._ops: dict[str, OpFunction] = {}
         self._recent: dict[bytes, Ref] = {}  # results this runner produced (see _resolve)
-        #: Number of jobs actually executed (not answered from memo or a shared flight).
-        self.executions = 0
+        self._executions = 0
+        self._count_lock = threading.Lock()
+
+    @property
+    def executions(self) -> int:
+        """Number of jobs this runner actually executed (not answered from memo or a shared flight)."""
+        return self._executions
 
     def close(self) -> None:
         """Stop pool threads (and the host, if this runner created it)."""
@@ -633,7 +638,8 @@ class Runner:
         return result
 
     def _execute(self, ctx: JobContext) -> tuple[Ref, dict[str, Any]]:
-        self.executions += 1
+        with self._count_lock:
+            self._executions += 1
         worker = ctx.request.worker
         if isinstance(worker, WasmWorker):
             mid = worker.module

@@ -18,6 +18,7 @@ when none is idle, so deep chains spread over threads instead of overflowing one
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -168,7 +169,8 @@ class Pool:
         self._threads += 1
         old = threading.stack_size()
         try:
-            threading.stack_size(THREAD_STACK_BYTES)
+            with contextlib.suppress(ValueError, RuntimeError):  # platform refuses: keep its default
+                threading.stack_size(THREAD_STACK_BYTES)
             t = threading.Thread(target=self._worker, name="warpmesh-worker", daemon=True)
         finally:
             threading.stack_size(old)
