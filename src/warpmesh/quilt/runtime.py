@@ -53,6 +53,7 @@ class Quilter(Generic[S]):
         self._tasks: list[asyncio.Task[None]] = []
         self._sub: Subscription | None = None
         self._closed = False
+        self._ack_waiters: list[tuple[int, bool, asyncio.Future[None]]] = []
         self.send_failures = 0
 
     @property
@@ -99,9 +100,47 @@ class Quilter(Generic[S]):
 
         return await asyncio.wait_for(_wait(), timeout) if timeout is not None else await _wait()
 
+    async def replicated(self, seq: int | None = None, timeout: float | None = None, *,
+                         majority: bool = False) -> bool:
+        """Wait until a live peer - or, with ``majority``, enough peers for a majority of the roster
+        counting us - holds our batches up to ``seq`` (default: everything mutated so far).
+
+        Returns False on timeout; True at once when no peer is connected. The roster is read at
+        every check, so a peer leaving can complete the wait.
+        """
+        core = self.core
+        if seq is None:
+            seq = core.pending_seq if core.has_pending_delta else core.seq
+        if self._ack_satisfied(seq, majority):
+            return True
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._ack_waiters.append((seq, majority, fut))
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._ack_waiters = [w for w in self._ack_waiters if w[2] is not fut]
+
+    def _ack_satisfied(self, seq: int, majority: bool) -> bool:
+        core = self.core
+        if not core.peers:
+            return True
+        if seq > core.seq:
+            return False
+        need = core.majority_others() if majority else 1
+        return core.acked_count(seq) >= need
+
+    def _release_ack_waiters(self) -> None:
+        for seq, majority, fut in self._ack_waiters:
+            if not fut.done() and self._ack_satisfied(seq, majority):
+                fut.set_result(None)
+
     # -- tasks ------------------------------------------------------------------------------
     def _after_input(self) -> None:
         self.changes.set(self.core.version)
+        self._release_ack_waiters()
         if self.core.outbox or self.core.has_pending:
             self._wake.set()
 

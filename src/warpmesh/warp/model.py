@@ -94,5 +94,20 @@ class TaskFailed(Exception):
     """A task's run ended in a terminal failure (the error travelled on the results board)."""
 
 
+class NotReplicated(Exception):
+    """``enqueue`` could not confirm that another peer holds the task.
+
+    The task *is* queued on this peer and will replicate (and run) once peers are reachable, but
+    it would not survive this peer crashing before then. Retry through another peer if it must.
+    """
+
+    def __init__(self, task_id: str, run: str, reason: str) -> None:
+        super().__init__(f"task {task_id!r} (run {run}) is queued only on this peer: {reason}; "
+                         "it replicates once a peer is reachable - retry through another peer if it "
+                         "must survive this one")
+        self.task_id = task_id
+        self.run = run
+
+
 class TransientError(Exception):
     """Raise from an op to request a retry (with backoff, up to the configured attempt limit)."""
