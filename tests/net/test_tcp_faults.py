@@ -192,7 +192,9 @@ def test_restarted_peer_with_higher_incarnation_is_readmitted() -> None:
             b2 = await mesh("b", [a.address], incarnation=2, listen=("127.0.0.1", port))  # type: ignore[list-item]
             ms[1] = b2
             await converged(ms)
-            assert a.links()["b"]["incarnation"] == 2 and c.links()["b"]["incarnation"] == 2
+            # The roster can be full again before a and c notice the crash; wait for the new links.
+            await eventually(lambda: a.links().get("b", {}).get("incarnation") == 2
+                             and c.links().get("b", {}).get("incarnation") == 2, what="b#2 linked")
             sub = b2.subscribe()
             await c.send_to("b", b"welcome back")
             assert await asyncio.wait_for(sub.get(), WAIT) == ("c", b"welcome back")
@@ -424,8 +426,9 @@ def test_frame_over_the_receivers_limit_closes_the_link_and_it_reconnects() -> N
             sub = b.subscribe()
             await a.send_to("b", b"x" * 100_000)  # fits a's limit, not b's
             await eventually(lambda: b.stats.links_closed["oversize_frame"] == 1, what="oversize close")
-            await converged([a, b])
-            await eventually(lambda: b.stats.peers["a"].links >= 2, what="reconnect")
+            # Both ends must be on the new link (the initiator is linked only once WELCOME arrives).
+            await eventually(lambda: a.stats.peers["b"].links >= 2 and b.stats.peers["a"].links >= 2
+                             and "b" in a.links(), what="reconnect")
             await a.send_to("b", b"small again")
             assert await asyncio.wait_for(sub.get(), WAIT) == ("a", b"small again")
             assert b.stats.frames_refused["too_large"] == 1
