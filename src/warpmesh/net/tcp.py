@@ -787,7 +787,6 @@ class TcpMesh(Seam):
 
     async def _connector(self, t: _Target, *, defer: bool = False) -> None:
         """Keep a link to ``t``: dial with backoff while there is none."""
-        loop = asyncio.get_running_loop()
         attempt = 0
         delay_next = defer  # learned from gossip: the peer may be dialling us right now
         try:
@@ -806,7 +805,7 @@ class TcpMesh(Seam):
                     if not self._wanted(t):
                         continue
                 delay_next = False
-                outcome = await self._dial(t, loop)
+                outcome = await self._dial(t)
                 if outcome in ("established", Refusal.DUPLICATE_LINK.value):
                     # A link existed (or another one won the race): redial only after it goes away.
                     attempt = 0
@@ -820,7 +819,7 @@ class TcpMesh(Seam):
         finally:
             t.task = None
 
-    async def _dial(self, t: _Target, loop: asyncio.AbstractEventLoop) -> str:
+    async def _dial(self, t: _Target) -> str:
         host, port = t.addr
         self.stats.dials += 1
         t.dialing = True
