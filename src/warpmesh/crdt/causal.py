@@ -90,7 +90,10 @@ class DotContext:
         By the compaction invariant ``vv[r] + 1`` is never in the cloud, so the result is never a dot
         this context has seen.
         """
-        return Dot(replica, self._vv.get(replica, 0) + 1)
+        seq = self._vv.get(replica, 0) + 1
+        if seq > _SEQ_MAX:
+            raise OverflowError(f"replica {replica!r} has no dots left (64-bit sequence exhausted)")
+        return Dot(replica, seq)
 
     def iter_dots(self) -> Iterator[tuple[str, int]]:
         """Every dot covered, as ``(replica, seq)`` tuples (O(size)). Order unspecified."""
@@ -366,14 +369,22 @@ class DotStore(Generic[V]):
     def to_wire(self, key_wire: Callable[[Hashable], Any], value_wire: Callable[[V], Any] | None) -> list[Any]:
         """``[ctx, [[key, [[ri, seq(, value)], ...]], ...]]`` with keys and dots in canonical order."""
         ctx_rows, table = self.ctx.wire_table()
+        names = [row[0] for row in ctx_rows]
         entries = []
+        store = self.store
         for k in self.sorted_keys():
-            contribs = self.store[k]
-            dots = sorted(((table[d[0]], d[1], d) for d in contribs), key=lambda t: (t[0], t[1]))
-            if value_wire is None:
-                items = [[ri, s] for ri, s, _ in dots]
+            contribs = store[k]
+            if len(contribs) == 1:  # the common case: skip the sort
+                for d, v in contribs.items():
+                    item = [table[d[0]], d[1]]
+                    if value_wire is not None:
+                        item.append(value_wire(v))
+                    items = [item]
             else:
-                items = [[ri, s, value_wire(contribs[d])] for ri, s, d in dots]
+                items = sorted([table[d[0]], d[1]] for d in contribs)
+                if value_wire is not None:
+                    for item in items:
+                        item.append(value_wire(contribs[(names[item[0]], item[1])]))  # type: ignore[index]
             entries.append([key_wire(k), items])
         return [ctx_rows, entries]
 

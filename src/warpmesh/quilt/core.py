@@ -19,9 +19,11 @@ Protocol (frames on one channel; each node's *stream* is its replica id, which c
     Every ``anti_entropy_interval`` to one random peer: the digest of the canonical state and of
     the sender's *frontier* (how far it has received every stream). Equal state digests: settled
     (this round costs ~50 bytes). Different states with equal frontiers mean real divergence, so the
-    two exchange full states; with different frontiers deltas are merely in flight, and only a
-    mismatch that persists for ``mismatch_rounds`` rounds (or an empty receiver) triggers the
-    exchange, so a busy mesh does not ship its whole state every round.
+    two exchange full states. With different frontiers deltas are merely in flight: only a mismatch
+    that persists for ``mismatch_rounds`` rounds while neither frontier moves (or an empty
+    receiver) triggers the exchange, so a busy mesh never ships its whole state to repair what the
+    delta path is already delivering. A sender whose state changed since its previous round sends
+    an empty state digest (computing it would be wasted work): that round only reveals a lost tail.
 ``STATE [stream, seq, want_reply, transfer, part, parts, chunk]``
     Full state, chunked to ``state_chunk_bytes``; always correct to join. ``want_reply`` asks the
     receiver to answer with its own state if it differs.
@@ -166,8 +168,13 @@ class QuilterCore(Generic[S]):
         self._transfers: dict[tuple[str, int], _Transfer] = {}
         self._transfer_seq = 0
         self._mismatch: Counter[str] = Counter()
+        self._mismatch_frontiers: dict[str, tuple[bytes, bytes]] = {}
+        self._version_at_round = -1
         self._next_ae = now + self.rng.uniform(0.5, 1.0) * self.config.anti_entropy_interval
         self._digest_cache: tuple[int, bytes] | None = None
+        #: Called after every remote join with the joined delta, or None after a full state
+        #: (anything may have changed). Lets applications react to just the keys a delta touched.
+        self.listener: Callable[[S | None], None] | None = None
 
     # -- observation ------------------------------------------------------------------------
     @property
@@ -315,6 +322,8 @@ class QuilterCore(Generic[S]):
         self.state.join(delta)  # type: ignore[attr-defined]
         self.version += 1
         self.stats["deltas_in"] += 1
+        if self.listener is not None:
+            self.listener(delta)
         r = self._track(stream, sender, seq, now)
         if seq > r.upto:
             r.extra.add(seq)
@@ -362,21 +371,31 @@ class QuilterCore(Generic[S]):
     def _on_digest(self, sender: str, body: list[Any], now: float) -> None:
         stream, seq = self._stream_and_seq(body)
         theirs, their_frontier = body[2], body[3]
-        if not isinstance(theirs, bytes) or not isinstance(their_frontier, bytes):
+        if not isinstance(theirs, bytes) or not isinstance(their_frontier, bytes) or len(theirs) > 64:
             raise ValueError("bad digest")
         if stream != self.stream and seq > 0:
             r = self._track(stream, sender, seq + 1, now)
             if seq > r.upto:  # the sender's tail never reached us
                 self._request_resend(r, stream, r.upto + 1, seq, now)
+        if not theirs:
+            return  # the sender is busy; this round only checked its tail
         if theirs == self.state_digest():
             self._mismatch.pop(sender, None)
+            self._mismatch_frontiers.pop(sender, None)
             self.stats["digest_match"] += 1
             return
-        self._mismatch[sender] += 1
-        diverged = their_frontier == self.frontier_digest()
+        mine = self.frontier_digest()
+        frontiers = (their_frontier, mine)
+        if self._mismatch_frontiers.get(sender) == frontiers:
+            self._mismatch[sender] += 1  # nothing moved since the last mismatch: suspicious
+        else:
+            self._mismatch[sender] = 1
+            self._mismatch_frontiers[sender] = frontiers
+        diverged = their_frontier == mine
         empty = self.state.is_bottom()  # type: ignore[attr-defined]
         if diverged or empty or self._mismatch[sender] >= self.config.mismatch_rounds:
             self._mismatch.pop(sender, None)
+            self._mismatch_frontiers.pop(sender, None)
             self._send_state(sender, want_reply=True)
 
     def _on_state(self, sender: str, body: list[Any], now: float) -> None:
@@ -410,6 +429,8 @@ class QuilterCore(Generic[S]):
         self.state.join(received)  # type: ignore[attr-defined]
         self.version += 1
         self.stats["states_in"] += 1
+        if self.listener is not None:
+            self.listener(None)
         if stream != self.stream and t.seq > 0:
             r = self._track(stream, sender, t.seq + 1, now)
             if t.seq > r.upto:
@@ -427,7 +448,9 @@ class QuilterCore(Generic[S]):
         if now >= self._next_ae:
             self._next_ae = now + self.rng.uniform(0.75, 1.25) * cfg.anti_entropy_interval
             if self._peers:
-                self._send_digest(self.rng.choice(sorted(self._peers)))
+                quiet = self.version == self._version_at_round
+                self._version_at_round = self.version
+                self._send_digest(self.rng.choice(sorted(self._peers)), with_state=quiet)
         if self._buffer:
             for peer in sorted(self._peers):
                 acked = self._acked.get(peer, 0)
@@ -467,8 +490,9 @@ class QuilterCore(Generic[S]):
         self.stats[f"out_{what}"] += 1
         self.stats[f"bytes_{what}"] += len(frame)
 
-    def _send_digest(self, peer: str) -> None:
-        body = [self.stream, self._seq, self.state_digest(), self.frontier_digest()]
+    def _send_digest(self, peer: str, *, with_state: bool = True) -> None:
+        state = self.state_digest() if with_state else b""
+        body = [self.stream, self._seq, state, self.frontier_digest()]
         self._send(peer, encode_frame(QuiltKind.DIGEST, body), "digest")
 
     def _send_state(self, peer: str, *, want_reply: bool) -> None:
