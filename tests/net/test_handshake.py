@@ -362,7 +362,7 @@ _bodies = st.recursive(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(role=st.sampled_from(list(Role)), kinds=st.lists(st.integers(0, 8), min_size=1, max_size=5),
        bodies=st.lists(_bodies, min_size=5, max_size=5))
 def test_hostile_frames_never_raise_out_of_the_machine(role: Role, kinds: list[int], bodies: list[Any]) -> None:
