@@ -116,9 +116,10 @@ class DotContext:
         check_replica(r)
         if type(s) is not int or not 1 <= s <= _SEQ_MAX:
             raise ValueError(f"dot sequence numbers start at 1, got {s!r}")
-        return self._add(r, s)
+        return self._add(dot if type(dot) is Dot else Dot(r, s))  # type: ignore[arg-type]
 
-    def _add(self, r: str, s: int) -> bool:
+    def _add(self, d: Dot) -> bool:
+        r, s = d
         v = self._vv.get(r, 0)
         if s <= v:
             return False
@@ -135,9 +136,9 @@ class DotContext:
             if s != self._vv[r]:
                 self._vv[r] = s  # cloud dots moved into vv: size unchanged
             return True
-        if (r, s) in cloud:
+        if d in cloud:
             return False
-        cloud.add(Dot(r, s))
+        cloud.add(d)
         self._size += 1
         return True
 
@@ -173,14 +174,14 @@ class DotContext:
             if n > vv.get(r, 0):
                 self._raise_vv(r, n)
         for d in other._cloud:
-            self._add(d[0], d[1])
+            self._add(d)
 
     def compact(self) -> None:
         """Restore the canonical form. The form is maintained by every update, so this only checks it."""
         for d in [d for d in self._cloud if d[1] <= self._vv.get(d[0], 0) + 1]:
             self._cloud.discard(d)
             self._size -= 1
-            self._add(d[0], d[1])
+            self._add(d)
 
     def copy(self) -> DotContext:
         c = DotContext.__new__(DotContext)
@@ -246,7 +247,7 @@ class DotContext:
             if n:
                 ctx._raise_vv(r, n)
             for s in seqs:
-                ctx._add(r, s)
+                ctx._add(Dot(r, s))
             names.append(r)
         return ctx, names
 
