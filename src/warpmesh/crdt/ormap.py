@@ -170,7 +170,7 @@ class ORMap(Crdt, Generic[V]):
 
     def keys(self) -> list[Any]:
         """Keys in canonical order (by msgpack bytes)."""
-        return [key_element(k) for k in self._ds.sorted_keys()]
+        return [k if type(k) is str else key_element(k) for k in self._ds.sorted_keys()]
 
     def items(self) -> list[tuple[Any, V]]:
         """``(key, joined value)`` pairs in canonical key order."""

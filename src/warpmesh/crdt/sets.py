@@ -184,14 +184,14 @@ class ORSet(Crdt):
 
     def __iter__(self) -> Iterator[Any]:
         """Elements in canonical order (by msgpack bytes)."""
-        return iter([key_element(k) for k in self._ds.sorted_keys()])
+        return iter([k if type(k) is str else key_element(k) for k in self._ds.sorted_keys()])
 
     def __len__(self) -> int:
         return len(self._ds.store)
 
     @property
     def elements(self) -> frozenset[Any]:
-        return frozenset(key_element(k) for k in self._ds.store)
+        return frozenset(k if type(k) is str else key_element(k) for k in self._ds.store)
 
     def dots(self, e: Any) -> frozenset[Dot]:
         """The live dots of ``e`` (more than one after concurrent adds)."""
