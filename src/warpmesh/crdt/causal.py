@@ -17,7 +17,7 @@ from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from warpmesh.crdt.base import CrdtDecodeError, check_replica, sort_bytes, w_int, w_list, w_replica
+from warpmesh.crdt.base import CrdtDecodeError, check_replica, gc_paused, sort_bytes, w_int, w_list, w_replica
 from warpmesh.wire.frame import pack
 
 __all__ = ["Dot", "DotContext", "DotStore"]
@@ -316,6 +316,11 @@ class DotStore(Generic[V]):
     # --- lattice ---------------------------------------------------------------------------------
 
     def join(self, other: DotStore[V], join_value: Callable[[V, V], V], copy_value: Callable[[V], V]) -> None:
+        """In-place causal join (see :meth:`_join`)."""
+        with gc_paused(len(other.store)):
+            self._join(other, join_value, copy_value)
+
+    def _join(self, other: DotStore[V], join_value: Callable[[V, V], V], copy_value: Callable[[V], V]) -> None:
         """In-place causal join (the DotMap join of Almeida et al. §5.2, lifted over keys).
 
         A dot survives if both sides hold it under the same key, or one side holds it and the other
@@ -348,6 +353,10 @@ class DotStore(Generic[V]):
         s_ctx.join(o_ctx)
 
     def copy(self, copy_value: Callable[[V], V]) -> DotStore[V]:
+        with gc_paused(len(self.store)):
+            return self._copy(copy_value)
+
+    def _copy(self, copy_value: Callable[[V], V]) -> DotStore[V]:
         c: DotStore[V] = DotStore.__new__(DotStore)
         c.store = {k: {d: copy_value(v) for d, v in contribs.items()} for k, contribs in self.store.items()}
         c.index = dict(self.index)
@@ -369,6 +378,10 @@ class DotStore(Generic[V]):
 
     def to_wire(self, key_wire: Callable[[Hashable], Any], value_wire: Callable[[V], Any] | None) -> list[Any]:
         """``[ctx, [[key, [[ri, seq(, value)], ...]], ...]]`` with keys and dots in canonical order."""
+        with gc_paused(len(self.store)):
+            return self._to_wire(key_wire, value_wire)
+
+    def _to_wire(self, key_wire: Callable[[Hashable], Any], value_wire: Callable[[V], Any] | None) -> list[Any]:
         ctx_rows, table = self.ctx.wire_table()
         names = [row[0] for row in ctx_rows]
         entries = []
@@ -398,6 +411,18 @@ class DotStore(Generic[V]):
         what: str,
     ) -> DotStore[V]:
         """Validate and build. ``value_from_wire`` None means dots carry no value (stored as None)."""
+        size = len(data[1]) if type(data) is list and len(data) == 2 and type(data[1]) is list else 0
+        with gc_paused(size):
+            return cls._from_wire(data, key_from_wire, value_from_wire, what)
+
+    @classmethod
+    def _from_wire(
+        cls,
+        data: Any,
+        key_from_wire: Callable[[Any], tuple[Hashable, Any]],
+        value_from_wire: Callable[[Any], V] | None,
+        what: str,
+    ) -> DotStore[V]:
         top = w_list(data, what, 2)
         ctx, names = DotContext.from_wire_table(top[0])
         ds: DotStore[V] = cls()
