@@ -142,3 +142,15 @@ def test_bulk_operations_restore_the_garbage_collector() -> None:
             assert gc.isenabled() == enabled
         finally:
             gc.enable()
+
+
+def test_key_order_is_patched_not_re_sorted_after_a_few_changes() -> None:
+    def cost(n: int) -> int:
+        m, _ = busy_board(n)
+        m.keys()  # establish the order
+        m.update("me@1", "zz-new", lambda r: r.set("me@1", 1))
+        m.remove("task-3")
+        return lines_executed(m._ds.sorted_keys)
+
+    small, large = cost(100), cost(20_000)
+    assert large <= small + 60, (small, large)  # O(k log n), not O(n log n)

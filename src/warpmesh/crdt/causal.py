@@ -13,6 +13,7 @@ so every boot must use a fresh id (:func:`warpmesh.crdt.base.replica_id`).
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, Generic, NamedTuple, TypeVar
@@ -271,21 +272,49 @@ class DotStore(Generic[V]):
     empty dict. The index lets a small delta retire dots in O(delta) instead of scanning the store.
     """
 
-    __slots__ = ("_sorted", "ctx", "index", "store")
+    __slots__ = ("_added", "_removed", "_sorted", "ctx", "index", "store")
 
     def __init__(self) -> None:
         self.store: dict[Hashable, dict[Dot, V]] = {}
         self.index: dict[Dot, Hashable] = {}
         self.ctx = DotContext()
-        self._sorted: list[Hashable] | None = None  # cached canonical key order
+        # Canonical key order, maintained lazily: keys added / removed since the list was last
+        # brought up to date are patched in with binary search when someone asks for the order.
+        self._sorted: list[Hashable] | None = None
+        self._added: set[Hashable] = set()
+        self._removed: set[Hashable] = set()
 
-    # --- primitive edits (keep index and key cache in step) ---------------------------------------
+    # --- primitive edits (keep index and key order in step) ----------------------------------------
+
+    def _key_added(self, key: Hashable) -> None:
+        if self._sorted is not None:
+            if key in self._removed:
+                self._removed.discard(key)
+            else:
+                self._added.add(key)
+                self._check_backlog()
+
+    def _key_removed(self, key: Hashable) -> None:
+        if self._sorted is not None:
+            if key in self._added:
+                self._added.discard(key)
+            else:
+                self._removed.add(key)
+                self._check_backlog()
+
+    def _check_backlog(self) -> None:
+        # Past this many pending edits a fresh sort is cheaper than patching one by one.
+        sorted_ = self._sorted
+        if sorted_ is not None and len(self._added) + len(self._removed) > max(64, len(sorted_) >> 3):
+            self._sorted = None
+            self._added.clear()
+            self._removed.clear()
 
     def add_dot(self, key: Hashable, dot: Dot, value: V) -> None:
         contribs = self.store.get(key)
         if contribs is None:
             contribs = self.store[key] = {}
-            self._sorted = None
+            self._key_added(key)
         contribs[dot] = value
         self.index[dot] = key
 
@@ -295,23 +324,37 @@ class DotStore(Generic[V]):
         del contribs[dot]  # type: ignore[arg-type]
         if not contribs:
             del self.store[key]
-            self._sorted = None
+            self._key_removed(key)
 
     def remove_key(self, key: Hashable) -> dict[Dot, V]:
         contribs = self.store.pop(key, None)
         if contribs is None:
             return {}
-        self._sorted = None
+        self._key_removed(key)
         index = self.index
         for d in contribs:
             del index[d]
         return contribs
 
     def sorted_keys(self) -> list[Hashable]:
-        """Keys in canonical order (by the elements' msgpack bytes); cached between key changes."""
-        if self._sorted is None:
-            self._sorted = sorted(self.store, key=sort_bytes)
-        return self._sorted
+        """Keys in canonical order (by the elements' msgpack bytes).
+
+        O(n log n) the first time; afterwards O(k log n) for k keys added or removed since (plus
+        the list moves), so listing the keys of a large, busy map stays cheap.
+        """
+        order = self._sorted
+        if order is None:
+            order = self._sorted = sorted(self.store, key=sort_bytes)
+            return order
+        if self._removed:
+            for k in self._removed:
+                del order[bisect_left(order, sort_bytes(k), key=sort_bytes)]
+            self._removed.clear()
+        if self._added:
+            for k in self._added:
+                insort(order, k, key=sort_bytes)
+            self._added.clear()
+        return order
 
     # --- lattice ---------------------------------------------------------------------------------
 
@@ -361,7 +404,9 @@ class DotStore(Generic[V]):
         c.store = {k: {d: copy_value(v) for d, v in contribs.items()} for k, contribs in self.store.items()}
         c.index = dict(self.index)
         c.ctx = self.ctx.copy()
-        c._sorted = self._sorted
+        c._sorted = None if self._sorted is None else list(self._sorted)
+        c._added = set(self._added)
+        c._removed = set(self._removed)
         return c
 
     def is_bottom(self) -> bool:
