@@ -1,5 +1,8 @@
 """Per-operation cost of the replicated types as the state grows from 100 to 100,000 keys.
 
+Operations run in batches of ``--ops`` (fresh keys, removed again afterwards), so a state of n keys
+briefly holds up to n + ops keys while a put batch runs; remove-delta batches take min(n, ops) keys.
+
 Prints one JSON line per (operation, size): our median µs/op beside the peer's, measured in the same
 run, and the ratio. The point is the shape: put, remove and joining a one-mutation delta must stay
 flat as the state grows (they are O(1) / O(delta)), while a full-state encode is O(n log n).
@@ -89,7 +92,7 @@ def ours_board(n: int, ops: int, repeats: int) -> dict[str, float]:
     def join_remove_deltas() -> float:
         victims = peer.keys()[:ops]
         deltas = [peer.remove(k) for k in victims]
-        t = per_op(lambda: [local.join(d) for d in deltas], ops)
+        t = per_op(lambda: [local.join(d) for d in deltas], len(deltas))
         for k in victims:  # restore the size for the next repeat
             local.join(peer.update(PEER, k, lambda r: r.set(PEER, 0)))
         return t
@@ -199,7 +202,7 @@ def peer_board(n: int, ops: int, repeats: int) -> dict[str, float]:
             sv = remote.get_state()
             del rm[k]
             updates.append(remote.get_update(sv))
-        t = per_op(lambda: [doc.apply_update(u) for u in updates], ops)
+        t = per_op(lambda: [doc.apply_update(u) for u in updates], len(updates))
         for k in victims:
             sv = remote.get_state()
             rm[k] = 0
