@@ -21,6 +21,7 @@ from warpmesh.engine.attachment import (
     NODE,
     PLANE_ALPHA,
     PLANE_BETA,
+    AtomPayload,
     AttachmentKey,
     AttachmentValue,
     Descend,
@@ -76,8 +77,8 @@ class SlotSet(NamedTuple):
     def of(cls, nodes: Iterable = (), edges: Iterable = (), attachments: Iterable = (),
            ports: Iterable = ()) -> SlotSet:
         """Canonicalise: sort and deduplicate each kind."""
-        return cls(tuple(sorted(set(nodes))), tuple(sorted(set(edges))), tuple(sorted(set(attachments))),
-                   tuple(sorted(set(ports))))
+        return cls(*(tuple(sorted(x if isinstance(x, set | frozenset) else set(x)))
+                     for x in (nodes, edges, attachments, ports)))
 
     def size(self) -> int:
         """Number of slots."""
@@ -174,7 +175,7 @@ class TickPatch:
                 self.in_slots.encode(profile),
                 self.out_slots.encode(profile),
                 _u64(len(ops)),
-                *[op.encode() for op in ops],
+                *_encode_ops(ops),
             )
         )
         return Hash(blake3(data).digest())
@@ -182,6 +183,23 @@ class TickPatch:
     def apply_to(self, state: WarpState) -> None:
         """Apply the ops to ``state``; on failure the state is restored and the error re-raised."""
         apply_ops(state, self.ops)
+
+
+_SET_ATT_PREFIX = {(NODE, PLANE_ALPHA): b"\x07\x01\x01", (EDGE, PLANE_BETA): b"\x07\x02\x02"}
+
+
+def _encode_ops(ops: Iterable[WarpOp]) -> list[bytes]:
+    """Digest encodings of ``ops``; the common ``SetAttachment`` of an atom is encoded inline."""
+    out: list[bytes] = []
+    for op in ops:
+        if type(op) is SetAttachment:
+            key, value = op
+            prefix = _SET_ATT_PREFIX.get((key[0], key[3]))
+            if prefix is not None and type(value) is AtomPayload:
+                out += (prefix, key[1], key[2], b"\x01\x01", value[0], _u64(len(value[1])), value[1])
+                continue
+        out.append(op.encode())
+    return out
 
 
 def apply_ops(state: WarpState, ops: Iterable[WarpOp]) -> TickApplier:
