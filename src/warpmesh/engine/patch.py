@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
+from operator import methodcaller
 from typing import Any, NamedTuple
 
 from blake3 import blake3
@@ -502,5 +503,4 @@ class TickApplier:
                 store.set_edge_attachment(eid, value)
 
 
-def _sort_key(op: WarpOp) -> bytes:
-    return op.sort_key()
+_sort_key = methodcaller("sort_key")
