@@ -36,6 +36,7 @@ from warpmesh.engine.errors import (
 from warpmesh.engine.execution import (
     ExecItem,
     MergeFailure,
+    TickDelta,
     assign_units,
     merge_deltas,
     partition_units,
@@ -92,7 +93,7 @@ __all__ = [
 ]
 
 MatchFn = Callable[[GraphView, NodeId], bool]
-ExecuteFn = Callable[[GraphView, NodeId, Any], None]
+ExecuteFn = Callable[[GraphView, NodeId, TickDelta], None]
 FootprintFn = Callable[[GraphView, NodeId], Footprint]
 
 _u64 = struct.Struct("<Q").pack
