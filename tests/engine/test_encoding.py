@@ -88,3 +88,19 @@ def test_patch_canonicalises_last_wins() -> None:
     b = SetAttachment(node_alpha(W, N), AtomPayload(T, b"2"))
     patch = TickPatch.new(0, Z, 1, ops=[b, UpsertNode(W, N, NodeRecord(T)), a])
     assert patch.ops == (UpsertNode(W, N, NodeRecord(T)), a)
+
+
+def test_slots_follow_reference_rules() -> None:
+    """n_read→in; n_write→in+out; same for edges and attachments; b_in→in; b_out→in+out."""
+    from warpmesh.engine import Footprint
+    from warpmesh.engine.patch import slots_of
+
+    a = Footprint(W).read_node(N).write_node(F).read_edge(E).write_alpha(N).port_in(N, 1)
+    b = Footprint(W).write_node(N).write_edge(E).read_beta(E).port_out(F, 2).read_node(F)
+    ins, outs = slots_of([a, b])
+    assert ins.nodes == ((W, N), (W, F)) and outs.nodes == ((W, N), (W, F))
+    assert ins.edges == ((W, E),) and outs.edges == ((W, E),)
+    assert ins.attachments == ((1, W, N, 1), (2, W, E, 2)) and outs.attachments == ((1, W, N, 1),)
+    assert len(ins.ports) == 2 and len(outs.ports) == 1 and outs.ports[0] in ins.ports
+    only_reads = slots_of([Footprint(W).read_node(N).read_alpha(N)])
+    assert only_reads[1] == SlotSet() and only_reads[0].nodes == ((W, N),)

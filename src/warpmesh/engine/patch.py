@@ -134,7 +134,15 @@ def slots_of(footprints: Iterable[Any]) -> tuple[SlotSet, SlotSet]:
             bi |= fp.b_in
         if fp.b_out:
             bo |= fp.b_out
-    return (SlotSet.of(nr | nw, er | ew, ar | aw, bi | bo), SlotSet.of(nw, ew, aw, bo))
+    ins = SlotSet.of(nr | nw, er | ew, ar | aw, bi | bo)
+    # out ⊆ in: filter the sorted in-lists instead of sorting again.
+    outs = SlotSet(
+        tuple(x for x in ins.nodes if x in nw) if len(nw) != len(ins.nodes) else ins.nodes,
+        tuple(x for x in ins.edges if x in ew) if len(ew) != len(ins.edges) else ins.edges,
+        tuple(x for x in ins.attachments if x in aw) if len(aw) != len(ins.attachments) else ins.attachments,
+        tuple(x for x in ins.ports if x in bo) if len(bo) != len(ins.ports) else ins.ports,
+    )
+    return ins, outs
 
 
 def canonical_ops(ops: Iterable[WarpOp]) -> list[WarpOp]:
