@@ -131,8 +131,10 @@ class _Segment:
         self.store = store
         self.ids = ids
         self.owners = owners
-        self.node_pos = {n: i for i, n in enumerate(ids)}
-        self.bucket_pos = {n: i for i, n in enumerate(owners)}
+        # Positions are built on the first patch: a segment rebuilt because the topology changed often
+        # never needs them.
+        self.node_pos: dict[NodeId, int] | None = None
+        self.bucket_pos: dict[NodeId, int] | None = None
         store.refresh_chunks()
         self._regather()
 
@@ -151,12 +153,17 @@ class _Segment:
             self._regather()
             return
         nodes, buckets = store.refresh_chunks()
-        if nodes and _patch(nodes, store._node_chunk, self.node_pos, self.node_chunks, self.node_buf,
-                            self.node_off):
-            self.node_buf, self.node_off = _concat(self.node_chunks)
-        if buckets and _patch(buckets, store._bucket_chunk, self.bucket_pos, self.bucket_chunks,
-                              self.bucket_buf, self.bucket_off):
-            self.bucket_buf, self.bucket_off = _concat(self.bucket_chunks)
+        if nodes:
+            if self.node_pos is None:
+                self.node_pos = dict(zip(self.ids, range(len(self.ids))))
+            if _patch(nodes, store._node_chunk, self.node_pos, self.node_chunks, self.node_buf, self.node_off):
+                self.node_buf, self.node_off = _concat(self.node_chunks)
+        if buckets:
+            if self.bucket_pos is None:
+                self.bucket_pos = dict(zip(self.owners, range(len(self.owners))))
+            if _patch(buckets, store._bucket_chunk, self.bucket_pos, self.bucket_chunks, self.bucket_buf,
+                      self.bucket_off):
+                self.bucket_buf, self.bucket_off = _concat(self.bucket_chunks)
         self.refresh_count = store._refresh_count
 
 
