@@ -194,6 +194,10 @@ class WarpNode:
         self.self_id: PeerId = seam.self_id
         self.role = role
         self.registry = OpRegistry()
+        if registry is None and executor is None:
+            from warpmesh.warp.ops import default_registry
+
+            registry = default_registry  # every @warp_op of this process
         if registry is not None:
             self.registry.update(registry)
         if executor is not None:
