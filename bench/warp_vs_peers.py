@@ -150,7 +150,9 @@ class WarpCluster:
                 break
             if time.perf_counter() - t0 > timeout:
                 raise RuntimeError(f"only {st['warp']['results'] - base} of {len(items)} answers after {timeout:.0f} s")
-            await asyncio.sleep(0.02)
+            # A status round trip costs peer 1 ~2 ms at 10k results: polling every 50 ms keeps that
+            # under ~4% of its time and the clock's granularity under 2% of the shortest batch.
+            await asyncio.sleep(0.05)
         seconds = time.perf_counter() - t0
         return seconds, {"task_ids": [it["task"] for it in items], "status": st}
 
