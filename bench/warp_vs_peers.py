@@ -222,7 +222,7 @@ def dask_client() -> Iterator[Any]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                           dashboard_address=None, silence_logs=logging.ERROR)
+                                           dashboard_address=None, silence_logs=logging.CRITICAL)
         client = distributed.Client(cluster)
     try:
         client.submit(collatz_steps, 1, pure=False).result()  # warm-up: workers up and connected
