@@ -1,0 +1,406 @@
+"""Isolate workers on the mesh: modules by hash from peers (verified first), a mesh-wide memo.
+
+Peers are WarpNodes with a WorkerMesh each, on the memory fabric under virtual time; the jobs run
+for real (wasmtime) on runner threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.warp.harness import FAST
+from warpmesh.crdt import LWWRegister
+from warpmesh.net.memory import LinkFaults, MemoryFabric
+from warpmesh.quilt import QuilterConfig
+from warpmesh.sim import run_virtual
+from warpmesh.warp import OpRegistry, WarpNode
+from warpmesh.wire.frame import pack
+from warpmesh.workers import IsolateHost, Kind, Ref, Store, blob_id
+from warpmesh.workers.fold import import_dir, make_fixture_tree, python_fold
+from warpmesh.workers.guests import guest_bytes
+from warpmesh.workers.mesh import (
+    CHUNK,
+    GET,
+    MEMO_TAG,
+    OBJECTS_TAG,
+    WASM_RUN_OP,
+    MemoEntry,
+    MeshConfig,
+    ProtocolError,
+    WorkerMesh,
+    decode_message,
+    parse_task,
+    wasm_task,
+)
+
+from .conftest import wat_file
+
+MESH_FAST = MeshConfig(
+    request_timeout=0.5, standby_retry=1.0,
+    quilter=QuilterConfig(anti_entropy_interval=0.2, resend_after=0.1, evict_after=10.0),
+)
+
+
+def u32(n: int) -> bytes:
+    return struct.pack("<I", n)
+
+
+def chain_args(n: int, w: int, i: int = 0) -> dict[str, Any]:
+    return {"n": u32(n), "w": u32(w), "i": u32(i)}  # i as the guest encodes a child index
+
+
+def chain_nodes(n: int, w: int) -> int:
+    """What chain(n, w) outputs: the node count of a w-ary tree of depth n."""
+    return sum(w**k for k in range(n + 1))
+
+
+def chain_requests(n: int, w: int) -> int:
+    """Distinct requests of chain(n, w): identical subtrees (same n, same child index) are one."""
+    return 1 + n * w
+
+
+@dataclass
+class Peer:
+    name: str
+    node: WarpNode
+    wm: WorkerMesh
+    store: Store
+
+
+class Cluster:
+    """WarpNodes with a WorkerMesh each, on one memory fabric (one shared isolate host)."""
+
+    def __init__(self, tmp: Path, host: IsolateHost, fabric: MemoryFabric) -> None:
+        self.tmp = tmp
+        self.host = host
+        self.fabric = fabric
+        self.peers: dict[str, Peer] = {}
+
+    async def add(self, name: str, config: MeshConfig = MESH_FAST) -> Peer:
+        seam = self.fabric.join(name)
+        node = WarpNode(seam, registry=OpRegistry(), config=FAST)
+        store = Store(self.tmp / name)
+        wm = WorkerMesh.for_node(node, store, host=self.host, parallelism=2, config=config)
+        await wm.start()
+        await node.start()
+        self.peers[name] = Peer(name, node, wm, store)
+        return self.peers[name]
+
+    def __getitem__(self, name: str) -> Peer:
+        return self.peers[name]
+
+    async def close(self) -> None:
+        for p in self.peers.values():
+            await p.node.close()
+            await p.wm.close()
+        await self.fabric.close()
+        for p in self.peers.values():
+            p.store.close()
+        # Nothing any of them started is left running.
+        assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+
+
+async def cluster(tmp: Path, host: IsolateHost, names: str, *, max_payload: int | None = None,
+                  config: MeshConfig = MESH_FAST) -> Cluster:
+    kw = {} if max_payload is None else {"max_payload": max_payload}
+    c = Cluster(tmp, host, MemoryFabric(seed=7, faults=LinkFaults(delay=0.002), **kw))
+    for n in names:
+        await c.add(n, config)
+    await asyncio.sleep(1.0)
+    return c
+
+
+@pytest.fixture(scope="module")
+def chain_wasm() -> bytes:
+    return wat_file("chain")
+
+
+def test_a_module_is_fetched_from_its_only_holder_verified_and_then_held(
+        tmp_path: Path, host: IsolateHost, chain_wasm: bytes) -> None:
+    async def main() -> None:
+        c = await cluster(tmp_path, host, "AB")
+        a, b = c["A"], c["B"]
+        mid = a.wm.put_module(chain_wasm)
+        assert not b.store.has(mid)
+        await b.node.enqueue("t1", WASM_RUN_OP, wasm_task(mid, chain_args(2, 2)), pin="B")
+        res = await b.node.result("t1", timeout=30)
+        assert res.ok, res.error
+        assert res.value["value"] == u32(chain_nodes(2, 2)) and res.value["by"] == "B"
+        assert res.value["source"] == "run" and res.value["clean"] is True
+        assert b.store.get_blob(mid) == chain_wasm  # verified and stored
+        assert b.wm.stats["outcome_ok"] == 1 and b.wm.stats["outcome_bad"] == 0
+        assert a.wm.stats["served_objects"] == 1
+        assert b.wm.runner.executions == chain_requests(2, 2)
+        # B now holds the module and says so: a third peer could fetch it from either.
+        await asyncio.sleep(1.0)
+        assert a.wm.manifest.holders(Ref(Kind.BLOB, mid)) == ["B"]
+        await c.close()
+
+    run_virtual(main())
+
+
+def test_a_tampering_holder_is_refused_and_every_waiter_gets_the_honest_bytes(
+        tmp_path: Path, host: IsolateHost, chain_wasm: bytes) -> None:
+    async def main() -> None:
+        c = await cluster(tmp_path, host, "ATB")
+        a, t, b = c["A"], c["T"], c["B"]
+        mid = a.wm.put_module(chain_wasm)
+        t.wm.put_module(chain_wasm)
+        original = t.wm.exchange._serve_read
+
+        def tampered(ref: Ref) -> bytes | None:
+            data = original(ref)
+            return None if data is None else data[:-1] + bytes([data[-1] ^ 1])
+
+        t.wm.exchange._serve_read = tampered  # type: ignore[method-assign]
+        await asyncio.sleep(1.0)
+        ref = Ref(Kind.BLOB, mid)
+        assert b.wm.exchange.candidates(ref) and set(b.wm.exchange.candidates(ref)) == {"A", "T"}
+        b.wm.exchange.hint(mid, "T")  # make sure the tampering peer is asked first
+        tasks = [f"job-{i}" for i in range(6)]
+        for i, task in enumerate(tasks):
+            await b.node.enqueue(task, WASM_RUN_OP, wasm_task(mid, chain_args(1, 2, i)), pin="B")
+        for task in tasks:
+            res = await b.node.result(task, timeout=30)
+            assert res.ok, res.error
+            assert res.value["value"] == u32(chain_nodes(1, 2))
+        assert b.store.get_blob(mid) == chain_wasm
+        assert b.wm.stats["fetches"] == 1  # single flight: one fetch for six jobs
+        assert b.wm.stats["outcome_bad"] == 1 and b.wm.stats["outcome_ok"] == 1
+        assert b.wm.exchange.suspects["T"] == 1
+        assert b.node.local_stats["failures"] == 0
+        # From now on the tampering peer is asked last.
+        b.wm.exchange.hint(mid, "T")
+        assert b.wm.exchange.candidates(ref)[-1] == "T"
+        await c.close()
+
+    run_virtual(main())
+
+
+def test_many_jobs_needing_one_module_fetch_it_once(tmp_path: Path, host: IsolateHost, chain_wasm: bytes) -> None:
+    async def main() -> None:
+        c = await cluster(tmp_path, host, "AB")
+        a, b = c["A"], c["B"]
+        mid = a.wm.put_module(chain_wasm)
+        await asyncio.sleep(0.5)
+        tasks = [f"job-{i}" for i in range(12)]
+        for i, task in enumerate(tasks):
+            b.node.enqueue_local(task, WASM_RUN_OP, wasm_task(mid, chain_args(0, 1, i)))
+        for task in tasks:
+            assert (await b.node.result(task, timeout=30)).ok
+        assert a.wm.stats["served_requests"] == 1
+        assert b.wm.stats["fetches"] == 1 and b.wm.stats["fetches_joined"] >= 1
+        await c.close()
+
+    run_virtual(main())
+
+
+def test_no_holder_means_standby_and_the_job_runs_once_a_holder_appears(
+        tmp_path: Path, host: IsolateHost, chain_wasm: bytes) -> None:
+    async def main() -> None:
+        # A long retry period: only the manifest wake-up can bring the job back quickly.
+        config = replace(MESH_FAST, standby_retry=600.0)
+        c = await cluster(tmp_path, host, "AB", config=config)
+        a, b = c["A"], c["B"]
+        mid = blob_id(chain_wasm)
+        await b.node.enqueue("t1", WASM_RUN_OP, wasm_task(mid, chain_args(1, 3)), pin="B")
+        await asyncio.sleep(5.0)
+        assert "t1" not in b.node.results  # neither answered nor failed
+        assert b.wm.stats["standbys"] == 1 and b.wm.stats["fetches_no_holder"] == 1
+        assert b.node.local_stats["failures"] == 0 and b.node.queue_depth == 1
+        t0 = asyncio.get_running_loop().time()
+        a.wm.put_module(chain_wasm)  # a holder appears
+        res = await b.node.result("t1", timeout=30)
+        assert res.ok and res.value["value"] == u32(chain_nodes(1, 3))
+        assert asyncio.get_running_loop().time() - t0 < 60  # woken by the manifest, not the retry timer
+        await c.close()
+
+    run_virtual(main())
+
+
+def test_a_result_computed_on_one_peer_is_a_hit_on_another_nested_runs_included(
+        tmp_path: Path, host: IsolateHost, chain_wasm: bytes) -> None:
+    async def main() -> None:
+        c = await cluster(tmp_path, host, "AB")
+        a, b = c["A"], c["B"]
+        mid = a.wm.put_module(chain_wasm)
+        await a.node.enqueue("first", WASM_RUN_OP, wasm_task(mid, chain_args(2, 2)), pin="A")
+        first = await a.node.result("first", timeout=30)
+        assert first.ok and first.value["source"] == "run"
+        assert a.wm.runner.executions == chain_requests(2, 2)
+        # Every clean result (5 of them, nested ones included) reaches B's memo board.
+        for _ in range(100):
+            if b.wm.results.entries() >= chain_requests(2, 2):
+                break
+            await asyncio.sleep(0.1)
+        assert b.wm.results.entries() == chain_requests(2, 2)
+        await b.node.enqueue("again", WASM_RUN_OP, wasm_task(mid, chain_args(2, 2)), pin="B")
+        again = await b.node.result("again", timeout=30)
+        assert again.ok and again.value["source"] == "memo"
+        assert again.value["key"] == first.value["key"] and again.value["result"] == first.value["result"]
+        assert b.wm.runner.executions == 0  # the guest ran once, mesh-wide
+        # A larger request whose first child is A's whole run: B executes only its root and the
+        # second child; every grandchild is a hit on A's nested results.
+        await b.node.enqueue("bigger", WASM_RUN_OP, wasm_task(mid, chain_args(3, 2, 9)), pin="B")
+        bigger = await b.node.result("bigger", timeout=30)
+        assert bigger.ok and bigger.value["value"] == u32(chain_nodes(3, 2))
+        assert b.wm.runner.executions == 2
+        assert a.wm.runner.executions == chain_requests(2, 2)
+        await c.close()
+
+    run_virtual(main())
+
+
+def test_a_memo_entry_with_forged_inline_bytes_is_ignored(
+        tmp_path: Path, host: IsolateHost, chain_wasm: bytes) -> None:
+    async def main() -> None:
+        c = await cluster(tmp_path, host, "AB")
+        a, b = c["A"], c["B"]
+        mid = a.wm.put_module(chain_wasm)
+        # A publishes a wrong answer for the request, with bytes that do not match the ref it names.
+        key = a.wm.runner.request(mid, chain_args(1, 1)).key
+        forged = MemoEntry(Ref(Kind.BLOB, blob_id(u32(99))), 4, "A", u32(42)).to_wire()
+        r = a.wm.replica
+        a.wm.results.board.mutate(lambda m: m.update(r, key, lambda reg: reg.set(r, forged)))
+        await asyncio.sleep(1.0)
+        await b.node.enqueue("t", WASM_RUN_OP, wasm_task(mid, chain_args(1, 1)), pin="B")
+        res = await b.node.result("t", timeout=30)
+        assert res.ok and res.value["value"] == u32(2) and res.value["source"] == "run"
+        assert b.wm.stats["bad_inline_results"] >= 1
+        await c.close()
+
+    run_virtual(main())
+
+
+def test_a_module_that_does_not_compile_fails_terminally(tmp_path: Path, host: IsolateHost) -> None:
+    async def main() -> None:
+        c = await cluster(tmp_path, host, "AB")
+        a, b = c["A"], c["B"]
+        mid = a.wm.put_module(b"\x00asm\x01\x00\x00\x00 this is not a module")
+        await b.node.enqueue("t", WASM_RUN_OP, wasm_task(mid, {}), pin="B")
+        res = await b.node.result("t", timeout=30)
+        assert not res.ok and "module_rejected" in (res.error or "") and res.attempts == 1
+        await c.close()
+
+    run_virtual(main())
+
+
+def _with_custom_section(wasm: bytes, payload_len: int) -> bytes:
+    """``wasm`` plus a custom section (ignored by engines) that makes it ``payload_len`` bytes longer."""
+    name = b"padding"
+    body = bytes([len(name)]) + name + bytes(i % 251 for i in range(payload_len))
+    size, leb = len(body), bytearray()
+    while True:
+        byte, size = size & 0x7F, size >> 7
+        leb.append(byte | (0x80 if size else 0))
+        if not size:
+            break
+    return wasm + b"\x00" + bytes(leb) + body
+
+
+def test_a_module_larger_than_a_frame_is_pulled_in_ranges(tmp_path: Path, host: IsolateHost, chain_wasm: bytes) -> None:
+    async def main() -> None:
+        c = await cluster(tmp_path, host, "AB", max_payload=16 * 1024)
+        a, b = c["A"], c["B"]
+        big = _with_custom_section(chain_wasm, 200_000)
+        mid = a.wm.put_module(big)
+        await b.node.enqueue("t", WASM_RUN_OP, wasm_task(mid, chain_args(1, 2)), pin="B")
+        res = await b.node.result("t", timeout=60)
+        assert res.ok, res.error
+        assert b.store.get_blob(mid) == big
+        assert a.wm.stats["served_requests"] >= len(big) // (16 * 1024)  # one GET, then the ranges
+        await c.close()
+
+    run_virtual(main())
+
+
+def test_fold_over_a_shared_tree_on_another_peer(tmp_path: Path, host: IsolateHost) -> None:
+    async def main() -> None:
+        c = await cluster(tmp_path, host, "AB")
+        a, b = c["A"], c["B"]
+        src = make_fixture_tree(tmp_path / "fixture", depth=2, dirs=2, files=3)
+        tree = import_dir(a.store, src)
+        fold_id = a.wm.put_module(guest_bytes("fold"))
+        post_id = a.wm.put_module(guest_bytes("filecount"))
+        a.wm.share(tree)
+        task = wasm_task(fold_id, refs={"in": tree, "post": Ref(Kind.BLOB, post_id)})
+        await b.node.enqueue("fold", WASM_RUN_OP, task, pin="B")
+        res = await b.node.result("fold", timeout=60)
+        assert res.ok, res.error
+        files, size = struct.unpack("<QQ", res.value["value"])
+        expected = python_fold(src).total
+        assert (files, size) == (expected.files, expected.bytes)
+        # The tree's closure came in a few batched requests, not one per object.
+        objects = b.wm.stats["fetched_objects"]
+        assert objects >= 20 and a.wm.stats["served_requests"] <= 10
+        await c.close()
+
+    run_virtual(main())
+
+
+# -- pure parts ------------------------------------------------------------------------------------
+
+
+def test_the_objects_protocol_refuses_malformed_frames() -> None:
+    rid = bytes(32)
+    assert decode_message(pack([GET, 5, 1000, [[1, rid]]]), 8) == [GET, 5, 1000, [Ref(Kind.BLOB, rid)]]
+    assert decode_message(pack([CHUNK, 5, 10, 0, b"abc"]), 8)[4] == b"abc"
+    bad = [b"", b"\xc1", pack("x"), pack([GET]), pack([GET, 1, 10, []]), pack([GET, 1, 10, [[3, rid]]]),
+           pack([GET, 1, 10, [[1, b"short"]]]), pack([GET, 1, 10, [[1, rid]] * 9]), pack([9, 1]),
+           pack([CHUNK, 1, -2, 0, b""]), pack([GET, True, 10, [[1, rid]]])]
+    for frame in bad:
+        with pytest.raises(ProtocolError):
+            decode_message(frame, 8)
+
+
+def test_garbage_on_the_objects_channel_is_counted_not_fatal(tmp_path: Path, host: IsolateHost,
+                                                             chain_wasm: bytes) -> None:
+    async def main() -> None:
+        c = await cluster(tmp_path, host, "AB")
+        a, b = c["A"], c["B"]
+        for junk in (b"\x00garbage", pack([GET, 1, 10, [[7, b"x"]]]), pack([CHUNK, 999, 3, 0, b"abc"])):
+            await b.node.mux.channel(OBJECTS_TAG).send_to("A", junk)
+        await b.node.mux.channel(MEMO_TAG).send_to("A", b"\xffnot a quilt frame")
+        await asyncio.sleep(0.5)
+        assert a.wm.stats["malformed"] == 2 and a.wm.stats["stray_replies"] == 1
+        mid = a.wm.put_module(chain_wasm)  # A still serves
+        await b.node.enqueue("t", WASM_RUN_OP, wasm_task(mid, chain_args(0, 1)), pin="B")
+        assert (await b.node.result("t", timeout=30)).ok
+        await c.close()
+
+    run_virtual(main())
+
+
+def test_wasm_task_round_trips_and_parse_task_names_what_is_wrong() -> None:
+    mid = blob_id(b"m")
+    tree = Ref(Kind.TREE, blob_id(b"t"))
+    wire = wasm_task(mid.hex(), {"n": 3}, refs={"in": tree}, salt="s")
+    task = parse_task(wire)
+    assert task.module == mid and task.args == {"n": 3} and task.refs == {"in": tree} and task.salt == "s"
+    cases: list[tuple[Any, str]] = [
+        (None, "must be a map"),
+        ({"module": "zz"}, "32-byte id"),
+        ({"module": mid, "bogus": 1}, "unknown fields"),
+        ({"module": mid, "args": {"x": 1}, "refs": {"x": [1, mid]}}, "both inline and by reference"),
+        ({"module": mid, "refs": {"x": [3, mid]}}, "kind must be 1"),
+        ({"module": mid, "limits": [0, 65536, 1.0]}, "fuel"),
+        ({"module": mid, "salt": 5}, "salt"),
+    ]
+    for bad, why in cases:
+        with pytest.raises(ValueError, match=why):
+            parse_task(bad)
+
+
+def test_memo_entries_from_the_wire_are_validated() -> None:
+    good = MemoEntry(Ref(Kind.TREE, bytes(32)), 7, "A", None)
+    assert MemoEntry.from_register(LWWRegister(1, "A@1", good.to_wire())) == good
+    for junk in (b"x", pack([1, bytes(32), -1, "A", None]), pack([1, b"short", 1, "A", None]),
+                 pack([1, bytes(32), 1, 5, None]), pack([1, bytes(32), 1, "A", 5])):
+        assert MemoEntry.from_register(LWWRegister(1, "A@1", junk)) is None
+    assert MemoEntry.from_register(None) is None
