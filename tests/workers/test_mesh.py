@@ -41,6 +41,11 @@ from warpmesh.workers.mesh import (
 
 from .conftest import wat_file
 
+#: Virtual seconds to wait for a job's answer. Generous on purpose: virtual time keeps running while a
+#: runner thread executes a guest (the loop jumps from timer to timer meanwhile), so a slow, loaded
+#: machine stretches a job over many virtual seconds. Only a broken test ever waits this long.
+WAIT = 3600.0
+
 MESH_FAST = MeshConfig(
     request_timeout=0.5, standby_retry=1.0,
     quilter=QuilterConfig(anti_entropy_interval=0.2, resend_after=0.1, evict_after=10.0),
@@ -129,7 +134,7 @@ def test_a_module_is_fetched_from_its_only_holder_verified_and_then_held(
         mid = a.wm.put_module(chain_wasm)
         assert not b.store.has(mid)
         await b.node.enqueue("t1", WASM_RUN_OP, wasm_task(mid, chain_args(2, 2)), pin="B")
-        res = await b.node.result("t1", timeout=30)
+        res = await b.node.result("t1", timeout=WAIT)
         assert res.ok, res.error
         assert res.value["value"] == u32(chain_nodes(2, 2)) and res.value["by"] == "B"
         assert res.value["source"] == "run" and res.value["clean"] is True
@@ -167,7 +172,7 @@ def test_a_tampering_holder_is_refused_and_every_waiter_gets_the_honest_bytes(
         for i, task in enumerate(tasks):
             await b.node.enqueue(task, WASM_RUN_OP, wasm_task(mid, chain_args(1, 2, i)), pin="B")
         for task in tasks:
-            res = await b.node.result(task, timeout=30)
+            res = await b.node.result(task, timeout=WAIT)
             assert res.ok, res.error
             assert res.value["value"] == u32(chain_nodes(1, 2))
         assert b.store.get_blob(mid) == chain_wasm
@@ -193,7 +198,7 @@ def test_many_jobs_needing_one_module_fetch_it_once(tmp_path: Path, host: Isolat
         for i, task in enumerate(tasks):
             b.node.enqueue_local(task, WASM_RUN_OP, wasm_task(mid, chain_args(0, 1, i)))
         for task in tasks:
-            assert (await b.node.result(task, timeout=30)).ok
+            assert (await b.node.result(task, timeout=WAIT)).ok
         assert a.wm.stats["served_requests"] == 1
         assert b.wm.stats["fetches"] == 1 and b.wm.stats["fetches_joined"] >= 1
         await c.close()
@@ -214,11 +219,16 @@ def test_no_holder_means_standby_and_the_job_runs_once_a_holder_appears(
         assert "t1" not in b.node.results  # neither answered nor failed
         assert b.wm.stats["standbys"] == 1 and b.wm.stats["fetches_no_holder"] == 1
         assert b.node.local_stats["failures"] == 0 and b.node.queue_depth == 1
-        t0 = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
         a.wm.put_module(chain_wasm)  # a holder appears
-        res = await b.node.result("t1", timeout=30)
+        # B is woken by the manifest (not by the 600 s retry timer) and fetches at once; no thread
+        # is involved up to here, so virtual time measures this exactly.
+        while b.wm.stats["outcome_ok"] == 0:
+            await asyncio.sleep(0.01)
+        assert loop.time() - t0 < 5.0
+        res = await b.node.result("t1", timeout=WAIT)
         assert res.ok and res.value["value"] == u32(chain_nodes(1, 3))
-        assert asyncio.get_running_loop().time() - t0 < 60  # woken by the manifest, not the retry timer
         await c.close()
 
     run_virtual(main())
@@ -231,7 +241,7 @@ def test_a_result_computed_on_one_peer_is_a_hit_on_another_nested_runs_included(
         a, b = c["A"], c["B"]
         mid = a.wm.put_module(chain_wasm)
         await a.node.enqueue("first", WASM_RUN_OP, wasm_task(mid, chain_args(2, 2)), pin="A")
-        first = await a.node.result("first", timeout=30)
+        first = await a.node.result("first", timeout=WAIT)
         assert first.ok and first.value["source"] == "run"
         assert a.wm.runner.executions == chain_requests(2, 2)
         # Every clean result (5 of them, nested ones included) reaches B's memo board.
@@ -241,14 +251,14 @@ def test_a_result_computed_on_one_peer_is_a_hit_on_another_nested_runs_included(
             await asyncio.sleep(0.1)
         assert b.wm.results.entries() == chain_requests(2, 2)
         await b.node.enqueue("again", WASM_RUN_OP, wasm_task(mid, chain_args(2, 2)), pin="B")
-        again = await b.node.result("again", timeout=30)
+        again = await b.node.result("again", timeout=WAIT)
         assert again.ok and again.value["source"] == "memo"
         assert again.value["key"] == first.value["key"] and again.value["result"] == first.value["result"]
         assert b.wm.runner.executions == 0  # the guest ran once, mesh-wide
         # A larger request whose first child is A's whole run: B executes only its root and the
         # second child; every grandchild is a hit on A's nested results.
         await b.node.enqueue("bigger", WASM_RUN_OP, wasm_task(mid, chain_args(3, 2, 9)), pin="B")
-        bigger = await b.node.result("bigger", timeout=30)
+        bigger = await b.node.result("bigger", timeout=WAIT)
         assert bigger.ok and bigger.value["value"] == u32(chain_nodes(3, 2))
         assert b.wm.runner.executions == 2
         assert a.wm.runner.executions == chain_requests(2, 2)
@@ -270,7 +280,7 @@ def test_a_memo_entry_with_forged_inline_bytes_is_ignored(
         a.wm.results.board.mutate(lambda m: m.update(r, key, lambda reg: reg.set(r, forged)))
         await asyncio.sleep(1.0)
         await b.node.enqueue("t", WASM_RUN_OP, wasm_task(mid, chain_args(1, 1)), pin="B")
-        res = await b.node.result("t", timeout=30)
+        res = await b.node.result("t", timeout=WAIT)
         assert res.ok and res.value["value"] == u32(2) and res.value["source"] == "run"
         assert b.wm.stats["bad_inline_results"] >= 1
         await c.close()
@@ -284,7 +294,7 @@ def test_a_module_that_does_not_compile_fails_terminally(tmp_path: Path, host: I
         a, b = c["A"], c["B"]
         mid = a.wm.put_module(b"\x00asm\x01\x00\x00\x00 this is not a module")
         await b.node.enqueue("t", WASM_RUN_OP, wasm_task(mid, {}), pin="B")
-        res = await b.node.result("t", timeout=30)
+        res = await b.node.result("t", timeout=WAIT)
         assert not res.ok and "module_rejected" in (res.error or "") and res.attempts == 1
         await c.close()
 
@@ -311,7 +321,7 @@ def test_a_module_larger_than_a_frame_is_pulled_in_ranges(tmp_path: Path, host: 
         big = _with_custom_section(chain_wasm, 200_000)
         mid = a.wm.put_module(big)
         await b.node.enqueue("t", WASM_RUN_OP, wasm_task(mid, chain_args(1, 2)), pin="B")
-        res = await b.node.result("t", timeout=60)
+        res = await b.node.result("t", timeout=WAIT)
         assert res.ok, res.error
         assert b.store.get_blob(mid) == big
         assert a.wm.stats["served_requests"] >= len(big) // (16 * 1024)  # one GET, then the ranges
@@ -331,7 +341,7 @@ def test_fold_over_a_shared_tree_on_another_peer(tmp_path: Path, host: IsolateHo
         a.wm.share(tree)
         task = wasm_task(fold_id, refs={"in": tree, "post": Ref(Kind.BLOB, post_id)})
         await b.node.enqueue("fold", WASM_RUN_OP, task, pin="B")
-        res = await b.node.result("fold", timeout=60)
+        res = await b.node.result("fold", timeout=WAIT)
         assert res.ok, res.error
         files, size = struct.unpack("<QQ", res.value["value"])
         expected = python_fold(src).total
@@ -342,6 +352,89 @@ def test_fold_over_a_shared_tree_on_another_peer(tmp_path: Path, host: IsolateHo
         await c.close()
 
     run_virtual(main())
+
+
+def test_a_holder_that_does_not_answer_times_out_and_the_next_one_serves(
+        tmp_path: Path, host: IsolateHost, chain_wasm: bytes) -> None:
+    async def main() -> None:
+        c = await cluster(tmp_path, host, "ASB")
+        a, s, b = c["A"], c["S"], c["B"]
+        mid = a.wm.put_module(chain_wasm)
+        s.wm.put_module(chain_wasm)
+        await asyncio.sleep(0.5)
+        c.fabric.partition({"B"}, {"S"}, one_way=True)  # B's requests to S vanish
+        b.wm.exchange.hint(mid, "S")  # and S is asked first
+        t0 = asyncio.get_running_loop().time()
+        await b.node.enqueue("t", WASM_RUN_OP, wasm_task(mid, chain_args(1, 2)), pin="B")
+        res = await b.node.result("t", timeout=WAIT)
+        assert res.ok
+        assert b.wm.stats["outcome_unreachable"] == 1 and b.wm.stats["outcome_ok"] == 1
+        assert a.wm.stats["served_requests"] == 1 and s.wm.stats["served_requests"] == 0
+        assert asyncio.get_running_loop().time() - t0 >= MESH_FAST.request_timeout
+        c.fabric.heal()
+        await c.close()
+
+    run_virtual(main())
+
+
+def test_a_result_too_large_to_inline_is_fetched_from_its_publisher(
+        tmp_path: Path, host: IsolateHost, chain_wasm: bytes) -> None:
+    async def main() -> None:
+        # No inline results: every board hit goes through the runner's fetch seam (a runner thread
+        # waiting on the event loop) to the peer that published it.
+        c = await cluster(tmp_path, host, "AB", config=replace(MESH_FAST, inline_result_bytes=0))
+        a, b = c["A"], c["B"]
+        mid = a.wm.put_module(chain_wasm)
+        await a.node.enqueue("first", WASM_RUN_OP, wasm_task(mid, chain_args(1, 2)), pin="A")
+        first = await a.node.result("first", timeout=WAIT)
+        assert first.ok
+        await asyncio.sleep(1.0)
+        b.wm.put_module(chain_wasm)  # B has the module, not the result
+        assert not b.store.has(bytes.fromhex(first.value["result"]))
+        res = await b.wm.run(mid, chain_args(1, 2))
+        assert res.source == "memo" and res.ref.id.hex() == first.value["result"]
+        assert b.store.get_blob(res.ref.id) == u32(chain_nodes(1, 2))
+        assert b.wm.runner.executions == 0 and b.wm.stats["outcome_ok"] == 1
+        await c.close()
+
+    run_virtual(main())
+
+
+def test_over_real_tcp_sockets(tmp_path: Path, host: IsolateHost, chain_wasm: bytes) -> None:
+    """Two peers on loopback TCP: the module crosses the wire, and the result is a hit back home."""
+    from tests.net.tcp_helpers import chain, close_all, converged, run
+    from warpmesh.net.mux import MuxSeam
+
+    async def main() -> None:
+        ms = await chain("ab")
+        await converged(ms)
+        stores = [Store(tmp_path / m.self_id) for m in ms]
+        wms = [await WorkerMesh(MuxSeam(m), st, host=host, parallelism=2, config=MESH_FAST).start()
+               for m, st in zip(ms, stores, strict=True)]
+        try:
+            a, b = wms
+            mid = a.put_module(chain_wasm)
+            for _ in range(200):
+                if a.manifest.key(Ref(Kind.BLOB, mid)) in b.manifest.board.state:
+                    break
+                await asyncio.sleep(0.05)
+            res = await b.run(mid, chain_args(2, 3))
+            assert res.source == "run" and b.store.get_blob(res.ref.id) == u32(chain_nodes(2, 3))
+            assert b.stats["outcome_ok"] == 1 and b.store.get_blob(mid) == chain_wasm
+            for _ in range(200):
+                if a.results.entries() >= chain_requests(2, 3):
+                    break
+                await asyncio.sleep(0.05)
+            again = await a.run(mid, chain_args(2, 3))
+            assert again.source == "memo" and again.ref == res.ref and a.runner.executions == 0
+        finally:
+            for wm in wms:
+                await wm.close()
+            await close_all(ms)
+            for st in stores:
+                st.close()
+
+    run(main())
 
 
 # -- pure parts ------------------------------------------------------------------------------------
@@ -371,7 +464,7 @@ def test_garbage_on_the_objects_channel_is_counted_not_fatal(tmp_path: Path, hos
         assert a.wm.stats["malformed"] == 2 and a.wm.stats["stray_replies"] == 1
         mid = a.wm.put_module(chain_wasm)  # A still serves
         await b.node.enqueue("t", WASM_RUN_OP, wasm_task(mid, chain_args(0, 1)), pin="B")
-        assert (await b.node.result("t", timeout=30)).ok
+        assert (await b.node.result("t", timeout=WAIT)).ok
         await c.close()
 
     run_virtual(main())

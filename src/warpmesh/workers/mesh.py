@@ -140,8 +140,8 @@ class MeshConfig:
                      "max_running"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
-        if self.chunk_bytes < 1024:
-            raise ValueError("chunk_bytes must be at least 1 KiB")
+        if self.chunk_bytes < _MIN_PAYLOAD // 2:
+            raise ValueError(f"chunk_bytes must be at least {_MIN_PAYLOAD // 2} bytes")
 
 
 # -- the objects protocol (pure) ------------------------------------------------------------------
@@ -336,7 +336,8 @@ class ObjectExchange:
         self._stats_lock = threading.Lock()
         #: Peers whose answers failed verification, with how often (tried last from then on).
         self.suspects: Counter[PeerId] = Counter()
-        self._req_ids = itertools.count(1)
+        # Random start: a late reply to a previous incarnation's request cannot match a new one.
+        self._req_ids = itertools.count(rng.getrandbits(48) + 1)
         self._pending: dict[int, tuple[PeerId, asyncio.Future[list[Any]]]] = {}
         self._flights: dict[bytes, asyncio.Task[bool]] = {}
         self._hints: OrderedDict[bytes, PeerId] = OrderedDict()
@@ -706,8 +707,11 @@ class ObjectExchange:
             _, _, total, at, piece = reply
             if total < 0:
                 raise _Bad(Outcome.MISSING, f"holder lacks {r}")
-            if total != size or at != offset or not piece or offset + len(piece) > size:
-                raise _Bad(Outcome.BAD, f"{r}: inconsistent range reply (size {total}, offset {at})")
+            if total != size or at != offset or offset + len(piece) > size \
+                    or len(piece) < min(size - offset, _MIN_PAYLOAD // 2):
+                # (A holder dribbling out tiny pieces would make a large fetch take forever.)
+                raise _Bad(Outcome.BAD, f"{r}: inconsistent range reply (size {total}, offset {at}, "
+                                        f"{len(piece)} bytes)")
             buf[offset: offset + len(piece)] = piece
             offset += len(piece)
         return bytes(buf)
@@ -737,7 +741,6 @@ class MeshResults:
         self.board: Quilter[ORMap] = Quilter(channel, ORMap(LWWRegister), stream=replica, config=config.quilter,
                                              rng=random.Random(rng.getrandbits(32)))
         self.board.core.listener = self._on_delta
-        self._roster = channel.roster
         self._mirror: dict[bytes, MemoEntry] = {}
         self._lock = threading.Lock()
         self._published: OrderedDict[bytes, None] = OrderedDict()
@@ -819,8 +822,10 @@ class MeshResults:
             return
         with self._lock:
             cur = self._mirror.get(key)
-        if cur is not None and cur.ref == entry.ref and (cur.by == self.peer or cur.by in self._roster.value):
-            return  # already answered on the board by a live peer
+        if cur == entry:
+            return  # our own entry is already there
+        # Otherwise publish, even over an equal answer from another peer: we just computed it, so that
+        # entry did not help us (its publisher may have left or dropped the object).
         wire, r = entry.to_wire(), self.replica
         self.board.mutate(lambda m: m.update(r, key, lambda reg: reg.set(r, wire)))
         with self._lock:
