@@ -24,20 +24,8 @@ from warpmesh.wire.frame import pack
 from warpmesh.workers import IsolateHost, Kind, Ref, Store, blob_id
 from warpmesh.workers.fold import import_dir, make_fixture_tree, python_fold
 from warpmesh.workers.guests import guest_bytes
-from warpmesh.workers.mesh import (
-    CHUNK,
-    GET,
-    MEMO_TAG,
-    OBJECTS_TAG,
-    WASM_RUN_OP,
-    MemoEntry,
-    MeshConfig,
-    ProtocolError,
-    WorkerMesh,
-    decode_message,
-    parse_task,
-    wasm_task,
-)
+from warpmesh.workers.mesh import MEMO_TAG, OBJECTS_TAG, WASM_RUN_OP, MeshConfig, WorkerMesh, wasm_task
+from warpmesh.workers.meshwire import CHUNK, GET, MemoEntry, ProtocolError, decode_message, parse_task
 
 from .conftest import wat_file
 

@@ -18,16 +18,11 @@ memo       0x32  Quilter ``ORMap[request key, LWWRegister[entry]]``: memoized re
                  the result's ref and size, the publishing peer, and the bytes of small blobs
 =========  ====  =================================================================================
 
-The objects protocol (msgpack lists; ``req`` is chosen by the requester and echoed back)::
-
-    GET    [1, req, max_bytes, [[kind, id], ...]]  -> OBJS  [2, req, [[size, data | nil], ...]]
-    RANGE  [3, req, kind, id, offset, max_bytes]    -> CHUNK [4, req, size, offset, data]
-
-``size`` is -1 for an object the holder does not have. ``data`` is nil for an object that did not
-fit in the reply: the requester asks again, or pulls it in ranges when it is larger than one frame.
-A requester fetches a root and its whole closure (a tree's descendants) from one holder, verifying
-each object's hash the moment its last byte arrives; blobs are stored once verified, trees once
-verified *and* their children are stored (the store only ever holds complete trees).
+A requester fetches a root and its whole closure (a tree's descendants) from one holder, in
+batched GETs and, for objects larger than a frame, ranged pulls (the protocol is in
+:mod:`warpmesh.workers.meshwire`). Each object's hash is verified the moment its last byte arrives;
+blobs are stored once verified, trees once verified *and* their children are stored (the store only
+ever holds complete trees).
 
 Improvements over the reference (kuilt's ``BobbinExchange``, report §7 item 15), each tested:
 
@@ -54,7 +49,7 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from warpmesh.crdt import LWWRegister, ORMap, ORSet, replica_id
 from warpmesh.net.mux import MuxSeam
@@ -62,10 +57,25 @@ from warpmesh.net.seam import PeerId, PeerUnreachable, Seam, SeamClosed, Subscri
 from warpmesh.quilt import Quilter, QuilterConfig
 from warpmesh.warp.model import Standby, TransientError
 from warpmesh.warp.ops import OpRegistry
-from warpmesh.wire.frame import FrameError, pack, unpack
+from warpmesh.wire.frame import pack
 from warpmesh.workers.errors import FailureKind, JobError
 from warpmesh.workers.host import IsolateHost
 from warpmesh.workers.ids import ID_LEN, Kind, Ref, object_id, short
+from warpmesh.workers.meshwire import (
+    CHUNK,
+    ENTRY_OVERHEAD,
+    FRAME_OVERHEAD,
+    GET,
+    MIN_PAYLOAD,
+    OBJS,
+    RANGE,
+    MemoEntry,
+    ProtocolError,
+    WasmTask,
+    decode_message,
+    parse_task,
+    wasm_task,
+)
 from warpmesh.workers.request import Limits, WasmWorker
 from warpmesh.workers.runner import LocalResults, Runner, RunResult
 from warpmesh.workers.store import CorruptObject, Store, StoreError
@@ -81,12 +91,22 @@ MANIFEST_TAG, OBJECTS_TAG, MEMO_TAG = 0x30, 0x31, 0x32
 #: The Warp op name under which :class:`WorkerMesh` runs wasm jobs.
 WASM_RUN_OP = "wasm.run"
 
-GET, OBJS, RANGE, CHUNK = 1, 2, 3, 4
-
-# Bytes reserved per reply for msgpack framing (list headers, ints) and per object entry.
-_FRAME_OVERHEAD = 64
-_ENTRY_OVERHEAD = 16
-_MIN_PAYLOAD = 8 * 1024
+__all__ = [
+    "MANIFEST_TAG",
+    "MEMO_TAG",
+    "OBJECTS_TAG",
+    "WASM_RUN_OP",
+    "Manifest",
+    "MemoEntry",
+    "MeshConfig",
+    "MeshResults",
+    "ObjectExchange",
+    "Outcome",
+    "WasmTask",
+    "WorkerMesh",
+    "parse_task",
+    "wasm_task",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +130,8 @@ class MeshConfig:
     #: Incoming requests queued for serving; beyond this they are dropped (the requester times out
     #: and asks another holder).
     max_queued_requests: int = 256
+    #: Requests served concurrently (a reply waiting on one congested link does not hold up others).
+    serve_concurrency: int = 4
     #: Recently served large objects kept in memory, so ranged reads do not re-read and re-hash
     #: the object for every range.
     serve_cache_bytes: int = 64 * 1024 * 1024
@@ -136,96 +158,12 @@ class MeshConfig:
         if not self.request_timeout > 0 or not self.standby_retry >= 0 or not self.thread_wait > 0:
             raise ValueError("request_timeout and thread_wait must be positive, standby_retry >= 0")
         for name in ("max_holders_tried", "chunk_bytes", "batch_objects", "max_object_bytes", "max_fetch_bytes",
-                     "max_closure_objects", "max_queued_requests", "max_advertised", "max_published",
+                     "max_closure_objects", "max_queued_requests", "serve_concurrency", "max_advertised", "max_published",
                      "max_running"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
-        if self.chunk_bytes < _MIN_PAYLOAD // 2:
-            raise ValueError(f"chunk_bytes must be at least {_MIN_PAYLOAD // 2} bytes")
-
-
-# -- the objects protocol (pure) ------------------------------------------------------------------
-
-
-class ProtocolError(ValueError):
-    """A malformed objects-protocol frame."""
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _ref_of(kind: Any, oid: Any) -> Ref:
-    if not _is_int(kind) or kind not in (1, 2) or not isinstance(oid, bytes) or len(oid) != ID_LEN:
-        raise ProtocolError("bad object ref")
-    return Ref(Kind(kind), oid)
-
-
-def decode_message(data: bytes, max_batch: int) -> list[Any]:
-    """Decode and validate one objects-protocol frame; raises :class:`ProtocolError`."""
-    try:
-        msg = unpack(data)
-    except FrameError as exc:
-        raise ProtocolError(f"undecodable frame: {exc}") from None
-    if not isinstance(msg, list) or len(msg) < 2 or not _is_int(msg[0]) or not _is_int(msg[1]) or msg[1] < 0:
-        raise ProtocolError("frame is not [type, req, ...]")
-    typ = msg[0]
-    if typ == GET:
-        if len(msg) != 4 or not _is_int(msg[2]) or msg[2] < 0 or not isinstance(msg[3], list) \
-                or not 0 < len(msg[3]) <= max_batch:
-            raise ProtocolError("bad GET")
-        items = []
-        for it in msg[3]:
-            if not isinstance(it, list) or len(it) != 2:
-                raise ProtocolError("bad GET item")
-            items.append(_ref_of(it[0], it[1]))
-        return [GET, msg[1], msg[2], items]
-    if typ == OBJS:
-        if len(msg) != 3 or not isinstance(msg[2], list):
-            raise ProtocolError("bad OBJS")
-        out = []
-        for it in msg[2]:
-            if not isinstance(it, list) or len(it) != 2 or not _is_int(it[0]) or it[0] < -1 \
-                    or not (it[1] is None or isinstance(it[1], bytes)):
-                raise ProtocolError("bad OBJS item")
-            out.append((it[0], it[1]))
-        return [OBJS, msg[1], out]
-    if typ == RANGE:
-        if len(msg) != 6 or not _is_int(msg[4]) or msg[4] < 0 or not _is_int(msg[5]) or msg[5] < 1:
-            raise ProtocolError("bad RANGE")
-        return [RANGE, msg[1], _ref_of(msg[2], msg[3]), msg[4], msg[5]]
-    if typ == CHUNK:
-        if len(msg) != 5 or not _is_int(msg[2]) or msg[2] < -1 or not _is_int(msg[3]) or msg[3] < 0 \
-                or not isinstance(msg[4], bytes):
-            raise ProtocolError("bad CHUNK")
-        return [CHUNK, msg[1], msg[2], msg[3], msg[4]]
-    raise ProtocolError(f"unknown frame type {typ}")
-
-
-class MemoEntry(NamedTuple):
-    """One memo-board entry: the result, who published it, and the bytes of a small blob result."""
-
-    ref: Ref
-    size: int
-    by: PeerId
-    inline: bytes | None
-
-    def to_wire(self) -> bytes:
-        return pack([int(self.ref.kind), self.ref.id, self.size, self.by, self.inline])
-
-    @classmethod
-    def from_register(cls, reg: LWWRegister | None) -> MemoEntry | None:
-        """Decode a board value; ``None`` for anything malformed (a hostile or buggy writer)."""
-        if reg is None or reg.is_bottom() or not isinstance(reg.value, bytes):
-            return None
-        try:
-            w = unpack(reg.value)
-            if not isinstance(w, list) or len(w) != 5 or not _is_int(w[2]) or w[2] < 0 \
-                    or not isinstance(w[3], str) or not (w[4] is None or isinstance(w[4], bytes)):
-                return None
-            return cls(_ref_of(w[0], w[1]), w[2], w[3], w[4])
-        except (FrameError, ProtocolError):
-            return None
+        if self.chunk_bytes < MIN_PAYLOAD // 2:
+            raise ValueError(f"chunk_bytes must be at least {MIN_PAYLOAD // 2} bytes")
 
 
 # -- the manifest ------------------------------------------------------------------------------------
@@ -321,9 +259,9 @@ class ObjectExchange:
 
     def __init__(self, channel: Seam, store: Store, manifest: Manifest, *, config: MeshConfig,
                  rng: random.Random) -> None:
-        if channel.max_payload < _MIN_PAYLOAD:
+        if channel.max_payload < MIN_PAYLOAD:
             raise ValueError(f"the seam's frame limit ({channel.max_payload} bytes) is too small for the "
-                             f"objects protocol; it needs at least {_MIN_PAYLOAD}")
+                             f"objects protocol; it needs at least {MIN_PAYLOAD}")
         self.channel = channel
         self.peer = channel.self_id
         self.store = store
@@ -331,7 +269,7 @@ class ObjectExchange:
         self.config = config
         self.rng = rng
         #: Largest reply payload we accept (told to the holder) and send.
-        self.frame_budget = channel.max_payload - _FRAME_OVERHEAD
+        self.frame_budget = channel.max_payload - FRAME_OVERHEAD
         self.stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()
         #: Peers whose answers failed verification, with how often (tried last from then on).
@@ -357,10 +295,9 @@ class ObjectExchange:
         loop = asyncio.get_running_loop()
         self._queue = asyncio.Queue(self.config.max_queued_requests)
         self._sub = self.channel.subscribe()
-        self._tasks = [
-            loop.create_task(self._receive(self._sub), name=f"objects-recv-{self.peer}"),
-            loop.create_task(self._serve(self._queue), name=f"objects-serve-{self.peer}"),
-        ]
+        self._tasks = [loop.create_task(self._receive(self._sub), name=f"objects-recv-{self.peer}")]
+        self._tasks += [loop.create_task(self._serve(self._queue), name=f"objects-serve-{self.peer}-{i}")
+                        for i in range(self.config.serve_concurrency)]
 
     async def close(self) -> None:
         if self._closed:
@@ -443,7 +380,7 @@ class ObjectExchange:
     def _answer(self, msg: list[Any]) -> list[Any]:
         if msg[0] == GET:
             _, req, max_bytes, refs = msg
-            budget = min(max_bytes, self.frame_budget) - _ENTRY_OVERHEAD * len(refs)
+            budget = min(max_bytes, self.frame_budget) - ENTRY_OVERHEAD * len(refs)
             out: list[list[Any]] = []
             for ref in refs:
                 size = self._serve_size(ref)
@@ -608,7 +545,7 @@ class ObjectExchange:
         seen: set[bytes] = set()
         retried: set[bytes] = set()
         # An object that fits a GET reply even when the reply lists a full batch.
-        fits = self.frame_budget - _ENTRY_OVERHEAD * cfg.batch_objects
+        fits = self.frame_budget - ENTRY_OVERHEAD * cfg.batch_objects
         total = count = 0
         while todo:
             batch: list[Ref] = []
@@ -708,7 +645,7 @@ class ObjectExchange:
             if total < 0:
                 raise _Bad(Outcome.MISSING, f"holder lacks {r}")
             if total != size or at != offset or offset + len(piece) > size \
-                    or len(piece) < min(size - offset, _MIN_PAYLOAD // 2):
+                    or len(piece) < min(size - offset, MIN_PAYLOAD // 2):
                 # (A holder dribbling out tiny pieces would make a large fetch take forever.)
                 raise _Bad(Outcome.BAD, f"{r}: inconsistent range reply (size {total}, offset {at}, "
                                         f"{len(piece)} bytes)")
@@ -872,93 +809,6 @@ class MeshResults:
             return len(self._mirror)
 
 
-# -- jobs -----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class WasmTask:
-    """A parsed ``wasm.run`` job: the module, inline args, args by reference, salt and limits."""
-
-    module: bytes
-    args: Mapping[str, Any]
-    refs: Mapping[str, Ref]
-    salt: bytes | str
-    limits: Limits
-
-
-def _id_of(value: Any, what: str) -> bytes:
-    if isinstance(value, bytes) and len(value) == ID_LEN:
-        return value
-    if isinstance(value, str):
-        try:
-            raw = bytes.fromhex(value)
-        except ValueError:
-            raw = b""
-        if len(raw) == ID_LEN:
-            return raw
-    raise ValueError(f"{what} must be a {ID_LEN}-byte id (bytes or {2 * ID_LEN} hex digits), got {value!r:.80}")
-
-
-def wasm_task(module: bytes | str, args: Mapping[str, Any] | None = None, *,
-              refs: Mapping[str, Ref] | None = None, salt: bytes | str = b"",
-              limits: Limits | None = None) -> dict[str, Any]:
-    """The args of a ``wasm.run`` Warp job (what to pass to ``WarpNode.enqueue``).
-
-    ``args`` are inline canonical values (bytes, str, int, nested mappings); ``refs`` name stored
-    objects by reference (the executing peer fetches what it lacks: share them first with
-    :meth:`WorkerMesh.share`). A name may appear in only one of the two.
-    """
-    wire: dict[str, Any] = {"module": _id_of(module, "module")}
-    if args:
-        wire["args"] = dict(args)
-    if refs:
-        wire["refs"] = {name: [int(r.kind), r.id] for name, r in refs.items()}
-    if salt:
-        wire["salt"] = salt
-    if limits is not None and limits != Limits():
-        wire["limits"] = [limits.fuel, limits.memory_bytes, limits.deadline_s]
-    parse_task(wire)  # fail at the caller, not on a remote peer
-    return wire
-
-
-def parse_task(wire: Any) -> WasmTask:
-    """Validate the args of a ``wasm.run`` job; raises ``ValueError`` naming what is wrong."""
-    if not isinstance(wire, dict):
-        raise ValueError("wasm.run args must be a map with at least 'module'")
-    unknown = set(wire) - {"module", "args", "refs", "salt", "limits"}
-    if unknown:
-        raise ValueError(f"wasm.run args: unknown fields {sorted(map(str, unknown))}")
-    module = _id_of(wire.get("module"), "module")
-    args = wire.get("args") or {}
-    if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
-        raise ValueError("wasm.run 'args' must be a map with string names")
-    refs: dict[str, Ref] = {}
-    raw_refs = wire.get("refs") or {}
-    if not isinstance(raw_refs, dict):
-        raise ValueError("wasm.run 'refs' must be a map of name -> [kind, id]")
-    for name, value in raw_refs.items():
-        if not isinstance(name, str) or not isinstance(value, list | tuple) or len(value) != 2:
-            raise ValueError(f"wasm.run refs entry {name!r} must be [kind, id]")
-        try:
-            refs[name] = _ref_of(value[0], value[1])
-        except ProtocolError:
-            raise ValueError(f"wasm.run refs entry {name!r}: kind must be 1 (blob) or 2 (tree) and the id "
-                             f"{ID_LEN} bytes") from None
-    both = set(args) & set(refs)
-    if both:
-        raise ValueError(f"wasm.run: {sorted(both)} given both inline and by reference")
-    salt = wire.get("salt", b"")
-    if not isinstance(salt, bytes | str):
-        raise ValueError("wasm.run 'salt' must be bytes or str")
-    limits = Limits()
-    if wire.get("limits") is not None:
-        lim = wire["limits"]
-        if not isinstance(lim, list | tuple) or len(lim) != 3:
-            raise ValueError("wasm.run 'limits' must be [fuel, memory_bytes, deadline_s]")
-        limits = Limits(fuel=lim[0], memory_bytes=lim[1], deadline_s=float(lim[2]))
-    return WasmTask(module, args, refs, salt, limits)
-
-
 # -- the whole thing ------------------------------------------------------------------------------
 
 
@@ -1102,6 +952,9 @@ class WorkerMesh:
         except (concurrent.futures.CancelledError, Exception):
             return None
         if not ok:
+            # If a holder shows up later, stood-by jobs that needed this (a nested module) retry then.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._stand_by_for, ref)
             return None
         try:
             return self.store.read(ref.id)[1]
@@ -1152,11 +1005,16 @@ class WorkerMesh:
                 raise TransientError(f"the worker mesh of {self.peer} is closing") from err
             raise
 
+    def _stand_by_for(self, ref: Ref) -> None:
+        if len(self._standing_by) >= 4096:  # bounded: at worst a spurious early wake-up
+            self._standing_by.clear()
+        self._standing_by.add(ref)
+
     async def _ensure(self, ref: Ref, what: str) -> None:
         if self.store.kind_of(ref.id) is ref.kind:
             return
         if not await self.exchange.fetch(ref):
-            self._standing_by.add(ref)
+            self._stand_by_for(ref)
             self.exchange.count("standbys")
             raise Standby(f"{what} is not held by any reachable peer (share it from a peer that has it: "
                           "WorkerMesh.put_module / share)", retry_after=self.config.standby_retry)
