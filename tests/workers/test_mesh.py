@@ -302,9 +302,12 @@ def _with_custom_section(wasm: bytes, payload_len: int) -> bytes:
     return wasm + b"\x00" + bytes(leb) + body
 
 
-def test_a_module_larger_than_a_frame_is_pulled_in_ranges(tmp_path: Path, host: IsolateHost, chain_wasm: bytes) -> None:
+@pytest.mark.parametrize("serve_cache", [MESH_FAST.serve_cache_bytes, 64 * 1024], ids=["cached", "from-file"])
+def test_a_module_larger_than_a_frame_is_pulled_in_ranges(tmp_path: Path, host: IsolateHost, chain_wasm: bytes,
+                                                         serve_cache: int) -> None:
     async def main() -> None:
-        c = await cluster(tmp_path, host, "AB", max_payload=16 * 1024)
+        config = replace(MESH_FAST, serve_cache_bytes=serve_cache)
+        c = await cluster(tmp_path, host, "AB", max_payload=16 * 1024, config=config)
         a, b = c["A"], c["B"]
         big = _with_custom_section(chain_wasm, 200_000)
         mid = a.wm.put_module(big)
@@ -313,6 +316,36 @@ def test_a_module_larger_than_a_frame_is_pulled_in_ranges(tmp_path: Path, host: 
         assert res.ok, res.error
         assert b.store.get_blob(mid) == big
         assert a.wm.stats["served_requests"] >= len(big) // (16 * 1024)  # one GET, then the ranges
+        await c.close()
+
+    run_virtual(main())
+
+
+def test_a_tampered_range_fails_the_whole_object_and_the_next_holder_serves(
+        tmp_path: Path, host: IsolateHost, chain_wasm: bytes) -> None:
+    async def main() -> None:
+        c = await cluster(tmp_path, host, "ATB", max_payload=16 * 1024)
+        a, t, b = c["A"], c["T"], c["B"]
+        big = _with_custom_section(chain_wasm, 100_000)
+        mid = a.wm.put_module(big)
+        t.wm.put_module(big)
+        original = t.wm.exchange._serve_range
+
+        def tampered(ref: Ref, offset: int, n: int) -> tuple[int, bytes] | None:
+            got = original(ref, offset, n)
+            if got is None or offset < 50_000 or offset - n >= 50_000:
+                return got
+            size, data = got  # one range, somewhere in the middle, has one bit flipped
+            return size, data[:10] + bytes([data[10] ^ 4]) + data[11:]
+
+        t.wm.exchange._serve_range = tampered  # type: ignore[method-assign]
+        await asyncio.sleep(1.0)
+        b.wm.exchange.hint(mid, "T")
+        await b.node.enqueue("t", WASM_RUN_OP, wasm_task(mid, chain_args(1, 2)), pin="B")
+        res = await b.node.result("t", timeout=WAIT)
+        assert res.ok, res.error
+        assert b.store.get_blob(mid) == big
+        assert b.wm.stats["outcome_bad"] == 1 and b.wm.stats["outcome_ok"] == 1
         await c.close()
 
     run_virtual(main())

@@ -119,6 +119,8 @@ class MeshConfig:
     max_holders_tried: int = 8
     #: Largest range pulled per request (also bounded by the seam's frame limit).
     chunk_bytes: int = 1024 * 1024
+    #: Ranged requests in flight while pulling one large object.
+    range_window: int = 4
     #: Objects asked for per GET.
     batch_objects: int = 256
     #: Largest single object accepted from a peer.
@@ -132,8 +134,8 @@ class MeshConfig:
     max_queued_requests: int = 256
     #: Requests served concurrently (a reply waiting on one congested link does not hold up others).
     serve_concurrency: int = 4
-    #: Recently served large objects kept in memory, so ranged reads do not re-read and re-hash
-    #: the object for every range.
+    #: Recently served objects kept in memory, so ranged reads do not re-read and re-hash the
+    #: object for every range (larger objects are verified once, then served from their file).
     serve_cache_bytes: int = 64 * 1024 * 1024
     #: Shared roots this peer lists in the manifest; the oldest are retracted beyond this.
     max_advertised: int = 10_000
@@ -158,7 +160,7 @@ class MeshConfig:
         if not self.request_timeout > 0 or not self.standby_retry >= 0 or not self.thread_wait > 0:
             raise ValueError("request_timeout and thread_wait must be positive, standby_retry >= 0")
         for name in ("max_holders_tried", "chunk_bytes", "batch_objects", "max_object_bytes", "max_fetch_bytes",
-                     "max_closure_objects", "max_queued_requests", "serve_concurrency", "max_advertised", "max_published",
+                     "max_closure_objects", "range_window", "max_queued_requests", "serve_concurrency", "serve_cache_bytes", "max_advertised", "max_published",
                      "max_running"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
@@ -282,6 +284,7 @@ class ObjectExchange:
         self._hints_lock = threading.Lock()
         self._serve_cache: OrderedDict[bytes, bytes] = OrderedDict()
         self._serve_cache_size = 0
+        self._verified_large: OrderedDict[bytes, None] = OrderedDict()
         self._queue: asyncio.Queue[tuple[PeerId, list[Any]]] | None = None
         self._sub: Subscription | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -400,14 +403,14 @@ class ObjectExchange:
             self.count("served_requests")
             return [OBJS, req, out]
         _, req, ref, offset, max_bytes = msg
-        data = self._serve_read(ref)
         self.count("served_requests")
-        if data is None:
-            return [CHUNK, req, -1, offset, b""]
         n = max(0, min(max_bytes, self.frame_budget, self.config.chunk_bytes))
-        piece = data[offset: offset + n]
+        got = self._serve_range(ref, offset, n)
+        if got is None:
+            return [CHUNK, req, -1, offset, b""]
+        size, piece = got
         self.count("served_bytes", len(piece))
-        return [CHUNK, req, len(data), offset, piece]
+        return [CHUNK, req, size, offset, piece]
 
     def _serve_size(self, ref: Ref) -> int | None:
         """The size of an object we can serve, or None (retracting a stale manifest entry)."""
@@ -419,6 +422,34 @@ class ObjectExchange:
                 self.manifest.retract(ref)
             return None
         return st[1]
+
+    def _serve_range(self, ref: Ref, offset: int, n: int) -> tuple[int, bytes] | None:
+        """(size, bytes [offset, offset + n)) of an object we serve, or None."""
+        hit = self._serve_cache.get(ref.id)
+        if hit is None:
+            size = self._serve_size(ref)
+            if size is None:
+                return None
+            if size <= self.config.serve_cache_bytes:
+                hit = self._serve_read(ref)  # verified, and cached for the ranges that follow
+                if hit is None:
+                    return None
+            else:
+                if ref.id not in self._verified_large:
+                    if self._serve_read(ref) is None:  # one full verification, then plain reads
+                        return None
+                    self._verified_large[ref.id] = None
+                    while len(self._verified_large) > 64:
+                        self._verified_large.popitem(last=False)
+                try:
+                    return size, self.store.read_range(ref.id, offset, n)
+                except (StoreError, OSError) as exc:
+                    log.warning("%s: cannot serve %s: %s", self.peer, ref, exc)
+                    self._verified_large.pop(ref.id, None)
+                    return None
+        else:
+            self._serve_cache.move_to_end(ref.id)
+        return len(hit), hit[offset: offset + n]
 
     def _serve_read(self, ref: Ref) -> bytes | None:
         """The bytes of an object we serve (the store re-verifies file-backed objects on read)."""
@@ -433,7 +464,7 @@ class ObjectExchange:
             return None
         if kind is not ref.kind:
             return None
-        if len(data) > self.store.inline_max and len(data) <= self.config.serve_cache_bytes // 4:
+        if self.store.inline_max < len(data) <= self.config.serve_cache_bytes:
             self._serve_cache[ref.id] = data
             self._serve_cache_size += len(data)
             while self._serve_cache_size > self.config.serve_cache_bytes:
@@ -634,24 +665,59 @@ class ObjectExchange:
             stack.extend((e.id, False) for e in entries if e.kind is Kind.TREE and e.id not in done)
 
     async def _pull_ranges(self, peer: PeerId, r: Ref, size: int) -> bytes:
-        """Pull a large object range by range (one request in flight)."""
+        """Pull a large object in ranges, ``range_window`` requests in flight.
+
+        The first reply fixes the piece size (the holder may serve smaller pieces than we accept);
+        every later piece must be exactly that long, so the ranges tile the object.
+        """
         buf = bytearray(size)
-        offset = 0
-        while offset < size:
-            reply = await self._request(peer, [RANGE, 0, int(r.kind), r.id, offset, self.frame_budget])
-            if reply[0] != CHUNK:
-                raise _Bad(Outcome.BAD, "reply does not match the request")
-            _, _, total, at, piece = reply
-            if total < 0:
-                raise _Bad(Outcome.MISSING, f"holder lacks {r}")
-            if total != size or at != offset or offset + len(piece) > size \
-                    or len(piece) < min(size - offset, MIN_PAYLOAD // 2):
-                # (A holder dribbling out tiny pieces would make a large fetch take forever.)
-                raise _Bad(Outcome.BAD, f"{r}: inconsistent range reply (size {total}, offset {at}, "
-                                        f"{len(piece)} bytes)")
-            buf[offset: offset + len(piece)] = piece
-            offset += len(piece)
+        first = await self._range(peer, r, size, 0, min(self.frame_budget, self.config.chunk_bytes))
+        piece = len(first)
+        if piece < min(size, MIN_PAYLOAD // 2):
+            # (A holder dribbling out tiny pieces would make a large fetch take forever.)
+            raise _Bad(Outcome.BAD, f"{r}: the holder serves {piece}-byte ranges")
+        buf[:piece] = first
+
+        async def one(offset: int) -> None:
+            data = await self._range(peer, r, size, offset, piece)
+            if len(data) != min(piece, size - offset):
+                raise _Bad(Outcome.BAD, f"{r}: a {len(data)}-byte range at {offset}, expected "
+                                        f"{min(piece, size - offset)}")
+            buf[offset: offset + len(data)] = data
+
+        offsets = iter(range(piece, size, piece))
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                while len(running) < self.config.range_window:
+                    offset = next(offsets, None)
+                    if offset is None:
+                        break
+                    running.add(asyncio.ensure_future(one(offset)))
+                if not running:
+                    break
+                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for t in done:
+                    t.result()  # the first bad piece ends the attempt
+        finally:
+            for t in running:
+                t.cancel()
+            for t in running:
+                with contextlib.suppress(asyncio.CancelledError, _Bad):
+                    await t
         return bytes(buf)
+
+    async def _range(self, peer: PeerId, r: Ref, size: int, offset: int, max_bytes: int) -> bytes:
+        reply = await self._request(peer, [RANGE, 0, int(r.kind), r.id, offset, max_bytes])
+        if reply[0] != CHUNK:
+            raise _Bad(Outcome.BAD, "reply does not match the request")
+        _, _, total, at, data = reply
+        if total < 0:
+            raise _Bad(Outcome.MISSING, f"holder lacks {r}")
+        if total != size or at != offset or not data or len(data) > max_bytes or offset + len(data) > size:
+            raise _Bad(Outcome.BAD, f"{r}: inconsistent range reply (size {total}, offset {at}, "
+                                    f"{len(data)} bytes)")
+        return data
 
 
 # -- the memo board --------------------------------------------------------------------------------
