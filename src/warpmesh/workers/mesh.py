@@ -117,7 +117,7 @@ class MeshConfig:
     request_timeout: float = 5.0
     #: Holders tried per fetch before giving up (a job then stands by and tries again later).
     max_holders_tried: int = 8
-    #: Largest range pulled per request (also bounded by the seam's frame limit).
+    #: Largest reply (a GET's objects, or one range), also bounded by the seam's frame limit.
     chunk_bytes: int = 1024 * 1024
     #: Ranged requests in flight while pulling one large object.
     range_window: int = 4
@@ -270,8 +270,9 @@ class ObjectExchange:
         self.manifest = manifest
         self.config = config
         self.rng = rng
-        #: Largest reply payload we accept (told to the holder) and send.
-        self.frame_budget = channel.max_payload - FRAME_OVERHEAD
+        #: Largest reply payload we accept (told to the holder) and send: a frame of the seam, at most
+        #: ``chunk_bytes``, so one transfer never holds a link for long (heartbeats share it).
+        self.frame_budget = min(channel.max_payload - FRAME_OVERHEAD, config.chunk_bytes)
         self.stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()
         #: Peers whose answers failed verification, with how often (tried last from then on).
@@ -404,7 +405,7 @@ class ObjectExchange:
             return [OBJS, req, out]
         _, req, ref, offset, max_bytes = msg
         self.count("served_requests")
-        n = max(0, min(max_bytes, self.frame_budget, self.config.chunk_bytes))
+        n = max(0, min(max_bytes, self.frame_budget))
         got = self._serve_range(ref, offset, n)
         if got is None:
             return [CHUNK, req, -1, offset, b""]
@@ -671,7 +672,7 @@ class ObjectExchange:
         every later piece must be exactly that long, so the ranges tile the object.
         """
         buf = bytearray(size)
-        first = await self._range(peer, r, size, 0, min(self.frame_budget, self.config.chunk_bytes))
+        first = await self._range(peer, r, size, 0, self.frame_budget)
         piece = len(first)
         if piece < min(size, MIN_PAYLOAD // 2):
             # (A holder dribbling out tiny pieces would make a large fetch take forever.)
@@ -929,6 +930,9 @@ class WorkerMesh:
     @classmethod
     def for_node(cls, node: WarpNode, store: Store, **kwargs: Any) -> WorkerMesh:
         """A worker mesh on ``node``'s mux, with ``wasm.run`` registered on it (before ``node.start()``)."""
+        if getattr(node, "_started", False):
+            raise RuntimeError("WorkerMesh.for_node must be called before node.start(): the node "
+                               "announces its ops to the mesh when it starts")
         kwargs.setdefault("replica", node.replica)
         kwargs.setdefault("rng", random.Random(node.rng.getrandbits(32)))
         wm = cls(node.mux, store, **kwargs)
@@ -1067,8 +1071,9 @@ class WorkerMesh:
                 raise Standby(str(err), retry_after=self.config.standby_retry) from err
             raise
         except RuntimeError as err:
-            if self._closed:  # the executor refused the job: we are closing
-                raise TransientError(f"the worker mesh of {self.peer} is closing") from err
+            if self._closed:  # the executor refused the job: we are closing; not the job's fault
+                raise Standby(f"the worker mesh of {self.peer} is closing",
+                              retry_after=self.config.standby_retry) from err
             raise
 
     def _stand_by_for(self, ref: Ref) -> None:
