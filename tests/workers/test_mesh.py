@@ -21,7 +21,7 @@ from warpmesh.quilt import QuilterConfig
 from warpmesh.sim import run_virtual
 from warpmesh.warp import OpRegistry, WarpNode
 from warpmesh.wire.frame import pack
-from warpmesh.workers import IsolateHost, Kind, Ref, Store, blob_id
+from warpmesh.workers import IsolateHost, Kind, Ref, Store, StoreError, blob_id
 from warpmesh.workers.fold import import_dir, make_fixture_tree, python_fold
 from warpmesh.workers.guests import guest_bytes
 from warpmesh.workers.mesh import MEMO_TAG, OBJECTS_TAG, WASM_RUN_OP, MeshConfig, WorkerMesh, wasm_task
@@ -456,6 +456,44 @@ def test_over_real_tcp_sockets(tmp_path: Path, host: IsolateHost, chain_wasm: by
                 st.close()
 
     run(main())
+
+
+def test_a_holder_that_lost_the_object_says_so_retracts_and_the_next_holder_serves(
+        tmp_path: Path, host: IsolateHost, chain_wasm: bytes) -> None:
+    async def main() -> None:
+        c = await cluster(tmp_path, host, "AGB")
+        a, g, b = c["A"], c["G"], c["B"]
+        mid = a.wm.put_module(chain_wasm)
+        g.wm.put_module(chain_wasm)
+        g.store.gc(grace_seconds=-1)  # G garbage-collects the module but still advertises it
+        assert not g.store.has(mid)
+        await asyncio.sleep(1.0)
+        ref = Ref(Kind.BLOB, mid)
+        assert b.wm.manifest.holders(ref) == ["A", "G"]
+        b.wm.exchange.hint(mid, "G")
+        assert await b.wm.fetch(ref)
+        assert b.wm.stats["outcome_missing"] == 1 and b.wm.stats["outcome_ok"] == 1
+        await asyncio.sleep(1.0)
+        assert "G" not in a.wm.manifest.holders(ref)  # G retracted itself everywhere
+        await c.close()
+
+    run_virtual(main())
+
+
+def test_each_peer_advertises_a_bounded_number_of_roots(tmp_path: Path, host: IsolateHost) -> None:
+    async def main() -> None:
+        c = await cluster(tmp_path, host, "AB", config=replace(MESH_FAST, max_advertised=2))
+        a, b = c["A"], c["B"]
+        refs = [Ref(Kind.BLOB, a.store.put_blob(f"object {i}".encode())) for i in range(3)]
+        for r in refs:
+            a.wm.share(r)
+        await asyncio.sleep(1.0)
+        assert [b.wm.manifest.holders(r) for r in refs] == [[], ["A"], ["A"]]  # the oldest is retracted
+        with pytest.raises(StoreError):
+            a.wm.share(Ref(Kind.BLOB, blob_id(b"not stored")))
+        await c.close()
+
+    run_virtual(main())
 
 
 # -- pure parts ------------------------------------------------------------------------------------
