@@ -496,6 +496,41 @@ def test_each_peer_advertises_a_bounded_number_of_roots(tmp_path: Path, host: Is
     run_virtual(main())
 
 
+def test_the_registry_form_on_a_shared_mux(tmp_path: Path, host: IsolateHost, chain_wasm: bytes) -> None:
+    """Without for_node: the WorkerMesh's registry on a WarpNode that shares its MuxSeam."""
+    from warpmesh.net.mux import MuxSeam
+
+    async def main() -> None:
+        fabric = MemoryFabric(seed=3, faults=LinkFaults(delay=0.002))
+        peers = []
+        for name in "AB":
+            mux = MuxSeam(fabric.join(name))
+            store = Store(tmp_path / name)
+            wm = WorkerMesh(mux, store, host=host, parallelism=2, config=MESH_FAST)
+            node = WarpNode(mux.parent, registry=wm.registry, mux=mux, config=FAST)
+            wm.bind(node)
+            await wm.start()
+            await node.start()
+            peers.append((node, wm, store))
+        await asyncio.sleep(1.0)
+        (na, wa, _), (_, wb, _) = peers
+        mid = wa.put_module(chain_wasm)
+        await na.enqueue("t", WASM_RUN_OP, wasm_task(mid, chain_args(1, 2)), pin="B")
+        res = await na.result("t", timeout=WAIT)
+        assert res.ok and res.value["by"] == "B" and wb.stats["outcome_ok"] == 1
+        with Store(tmp_path / "late") as late, pytest.raises(RuntimeError, match=r"before node\.start"):
+            WorkerMesh.for_node(na, late)
+        for node, wm, store in peers:
+            await node.close()
+            await wm.close()
+            await node.mux.close()
+            store.close()
+        await fabric.close()
+        assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+
+    run_virtual(main())
+
+
 # -- pure parts ------------------------------------------------------------------------------------
 
 
