@@ -53,7 +53,7 @@ from warpmesh.net.mux import MuxSeam
 from warpmesh.net.seam import PeerId, Seam
 from warpmesh.quilt import Quilter, QuilterConfig
 from warpmesh.warp.claim import ClaimStrategy, ClaimView, Decision, decide, winner
-from warpmesh.warp.model import EXECUTOR_OP, NotReplicated, OpResult, TaskDescriptor, TransientError
+from warpmesh.warp.model import EXECUTOR_OP, NotReplicated, OpResult, Standby, TaskDescriptor, TransientError
 from warpmesh.warp.ops import OpRegistry, OpSpec
 from warpmesh.warp.ring import DEFAULT_VNODES, TaskRing
 from warpmesh.wire.frame import FrameUndecodable, pack, unpack
@@ -245,6 +245,7 @@ class WarpNode:
         self._view_changed_at = float("-inf")
         self._claimed: dict[str, str] = {}  # task -> run claimed here (settling, queued or running)
         self._standby: dict[str, str] = {}  # task -> run this peer stood down from
+        self._deferred: dict[str, tuple[str, float]] = {}  # task -> (run, until): the op raised Standby
         self._executed: OrderedDict[str, str] = OrderedDict()  # task -> run executed here (recent)
         self._written: dict[str, tuple[str, float]] = {}  # task -> (run, when) of results written here
         self._member_cache: tuple[int, dict[str, dict[str, Any]]] = (-1, {})
@@ -620,6 +621,9 @@ class WarpNode:
                eligible: frozenset[str] | None) -> None:
         if self._claimed.get(task_id) == desc.run or self._standby.get(task_id) == desc.run:
             return
+        deferred = self._deferred.get(task_id)
+        if deferred is not None and deferred[0] == desc.run and self.now() < deferred[1]:
+            return
         if self._result_run(task_id) == desc.run:
             self._cleanup_done(task_id, desc)
             return
@@ -761,6 +765,9 @@ class WarpNode:
             attempts += 1
             try:
                 value = spec.fn(desc.args)
+            except Standby as err:
+                self._defer(task_id, desc, err)
+                return
             except Exception as err:
                 if self._retryable(err, spec) and attempts < self.config.max_attempts:
                     self._count("retries")
@@ -787,6 +794,9 @@ class WarpNode:
                         value = await asyncio.get_running_loop().run_in_executor(pool, spec.fn, desc.args)
                 except asyncio.CancelledError:
                     raise
+                except Standby as err:
+                    self._defer(task_id, desc, err)
+                    return
                 except Exception as err:
                     if self._retryable(err, spec) and attempts < self.config.max_attempts:
                         self._count("retries")
@@ -804,6 +814,20 @@ class WarpNode:
             self._active.discard(key)
             self._running -= 1
             self._sem.release()
+
+    def _defer(self, task_id: str, desc: TaskDescriptor, err: Standby) -> None:
+        """The op cannot run this task here yet: release the claim, no result, no attempt used."""
+        if self._claimed.get(task_id) == desc.run:
+            self._claimed.pop(task_id, None)
+        self._deferred[task_id] = (desc.run, self.now() + err.retry_after)
+        log.info("%s: standing by on task %r for %.3gs: %s", self.self_id, task_id, err.retry_after, err)
+
+    def wake_standby(self) -> None:
+        """Consider every task an op stood by on (:class:`Standby`) again now, e.g. because the
+        dependency it was missing has appeared."""
+        if self._deferred and not self._closed:
+            self._deferred.clear()
+            self._claim_all()
 
     @staticmethod
     def _retryable(err: Exception, spec: OpSpec) -> bool:
@@ -878,6 +902,8 @@ class WarpNode:
                     self._claimed.pop(task_id, None)
             for task_id in [t for t in self._standby if t not in queued]:
                 self._standby.pop(task_id, None)
+            for task_id in [t for t in self._deferred if t not in queued]:
+                self._deferred.pop(task_id, None)
             self._claim_all()
             ttl = self.config.result_ttl
             if ttl is not None:
