@@ -167,6 +167,7 @@ class QuilterCore(Generic[S]):
         self._confirmed: dict[str, int] = {}  # acked for real: the peer holds our batches up to here
         self._last_resend: dict[str, float] = {}
         self._resend_backoff: dict[str, tuple[int, float]] = {}  # peer -> (its ack then, next wait)
+        self._state_sent: dict[str, tuple[float, int, float]] = {}  # peer -> (when, its ack then, gap)
         self._recv: dict[str, _RecvStream] = {}
         self._owed_acks: dict[str, set[str]] = {}  # peer -> streams to ack
         self._transfers: dict[tuple[str, int], _Transfer] = {}
@@ -392,13 +393,13 @@ class QuilterCore(Generic[S]):
         hi = body[2]
         if stream != self.stream:
             # We restarted since; the asker gets everything of ours through a full state.
-            self._send_state(sender, want_reply=False)
+            self._send_state(sender, want_reply=False, now=now)
             return
         if not isinstance(hi, int) or hi < lo or hi - lo >= self.config.max_resend_batches:
             raise ValueError("bad resend range")
         hi = min(hi, self._seq)
         if any(s not in self._buffer for s in range(max(lo, 1), hi + 1)):
-            self._send_state(sender, want_reply=False)
+            self._send_state(sender, want_reply=False, now=now)
             return
         for s in range(max(lo, 1), hi + 1):
             self._send(sender, self._buffer[s].frame, "resend")
@@ -432,7 +433,7 @@ class QuilterCore(Generic[S]):
         if diverged or empty or self._mismatch[sender] >= self.config.mismatch_rounds:
             self._mismatch.pop(sender, None)
             self._mismatch_frontiers.pop(sender, None)
-            self._send_state(sender, want_reply=True)
+            self._send_state(sender, want_reply=True, now=now)
 
     def _on_state(self, sender: str, body: list[Any], now: float) -> None:
         stream, seq = self._stream_and_seq(body)
@@ -510,7 +511,7 @@ class QuilterCore(Generic[S]):
                 self._last_resend[peer] = now
                 self._resend_backoff[peer] = (acked, min(wait * 2, cfg.max_resend_backoff))
                 if len(overdue) > cfg.max_resend_batches or (acked + 1) not in self._buffer:
-                    self._send_state(peer, want_reply=False)
+                    self._send_state(peer, want_reply=False, now=now)
                     self._acked[peer] = self._seq  # the state covers them; do not resend again
                 else:
                     for s in overdue:
@@ -522,6 +523,7 @@ class QuilterCore(Generic[S]):
                 self._confirmed.pop(peer, None)
                 self._last_resend.pop(peer, None)
                 self._resend_backoff.pop(peer, None)
+                self._state_sent.pop(peer, None)
                 self._mismatch.pop(peer, None)
                 for key in [k for k in self._transfers if k[0] == peer]:
                     del self._transfers[key]
@@ -545,7 +547,18 @@ class QuilterCore(Generic[S]):
         body = [self.stream, self._seq, state, self.frontier_digest()]
         self._send(peer, encode_frame(QuiltKind.DIGEST, body), "digest")
 
-    def _send_state(self, peer: str, *, want_reply: bool) -> None:
+    def _send_state(self, peer: str, *, want_reply: bool, now: float | None = None) -> None:
+        # Full states are the expensive repair: to a peer that shows no sign of receiving them
+        # (no ack progress since the last one, e.g. behind a one-way partition), send them at an
+        # exponentially growing interval instead of every round.
+        if now is not None:
+            last = self._state_sent.get(peer)
+            confirmed = self._confirmed.get(peer, 0)
+            if last is not None and last[1] == confirmed and now - last[0] < last[2]:
+                self.stats["states_deferred"] += 1
+                return
+            gap = self.config.anti_entropy_interval if last is None or last[1] != confirmed else last[2] * 2
+            self._state_sent[peer] = (now, confirmed, min(gap, self.config.max_resend_backoff * 3))
         data = pack(self.codec.encode(self.state))
         size = self.config.state_chunk_bytes
         parts = max(1, -(-len(data) // size))
