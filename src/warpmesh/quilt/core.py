@@ -26,7 +26,13 @@ Protocol (frames on one channel; each node's *stream* is its replica id, which c
     an empty state digest (computing it would be wasted work): that round only reveals a lost tail.
 ``STATE [stream, seq, want_reply, transfer, part, parts, chunk]``
     Full state, chunked to ``state_chunk_bytes``; always correct to join. ``want_reply`` asks the
-    receiver to answer with its own state if it differs.
+    receiver to answer with its own state if it differs, or else with a DIGEST (now equal to the
+    sender's), so the sender learns that it holds everything the receiver has.
+
+Sync hooks (for short-lived readers such as ``warpmesh results``): :meth:`QuilterCore.request_sync`
+sends our state to one peer with ``want_reply``; :meth:`QuilterCore.synced_at` tells when we last
+knew we held all of a peer's state (its full state joined, or its state digest equal to ours or to
+a state we sent it); :meth:`QuilterCore.unacked` counts our batches a peer has not acknowledged.
 
 Deltas are joined whenever they arrive, in any order and any number of times (joins are
 idempotent and commutative); sequence numbers only drive acks, resends and buffer GC. A receiver
@@ -172,6 +178,8 @@ class QuilterCore(Generic[S]):
         self._version_at_round = -1
         self._next_ae = now + self.rng.uniform(0.5, 1.0) * self.config.anti_entropy_interval
         self._digest_cache: tuple[int, bytes] | None = None
+        self._synced: dict[str, float] = {}  # peer -> when we last knew we held all of its state
+        self._sync_sent: dict[str, list[bytes]] = {}  # peer -> digests of states sent by request_sync
         #: Called after every remote join with the joined delta, or None after a full state
         #: (anything may have changed). Lets applications react to just the keys a delta touched.
         self.listener: Callable[[S | None], None] | None = None
@@ -203,6 +211,19 @@ class QuilterCore(Generic[S]):
 
     def frontier_digest(self) -> bytes:
         return _short_digest(pack(sorted(self.frontier().items())))[:8]
+
+    def synced_at(self, peer: str) -> float | None:
+        """When we last knew we held every update ``peer`` held (None: not known yet).
+
+        Set when a full state from ``peer`` has been joined, or when ``peer``'s state digest equals
+        ours or that of a state we sent it with :meth:`request_sync` (our state only grows, so we
+        still hold it). It never goes back: later updates of ``peer`` arrive as deltas.
+        """
+        return self._synced.get(peer)
+
+    def unacked(self, peer: str) -> int:
+        """Batches of our stream ``peer`` has not acknowledged, counting unflushed mutations as one."""
+        return self._seq - self._acked.get(peer, 0) + (0 if self._pending is None else 1)
 
     def take_outbox(self) -> list[Outgoing]:
         out, self.outbox = self.outbox, []
@@ -248,6 +269,20 @@ class QuilterCore(Generic[S]):
                     r = self._recv.get(stream)
                     if r is not None:
                         self._send(peer, encode_frame(QuiltKind.ACK, [stream, r.upto]), "ack")
+
+    def request_sync(self, peer: str) -> None:
+        """Ask ``peer`` for everything it holds: send it our state with ``want_reply``.
+
+        It answers with its own state if, after joining ours, it holds more, else with its (now equal)
+        digest; either sets :meth:`synced_at`. Frames may be lost: repeat until it is set.
+        """
+        sent = self._sync_sent.setdefault(peer, [])
+        digest = self.state_digest()
+        if digest not in sent:
+            sent.append(digest)
+            del sent[:-4]  # a few recent requests are enough to recognise a late answer
+        self.stats["sync_requests"] += 1
+        self._send_state(peer, want_reply=True)
 
     # -- membership -------------------------------------------------------------------------
     def roster_changed(self, roster: frozenset[str] | set[str], now: float) -> None:
@@ -379,7 +414,8 @@ class QuilterCore(Generic[S]):
                 self._request_resend(r, stream, r.upto + 1, seq, now)
         if not theirs:
             return  # the sender is busy; this round only checked its tail
-        if theirs == self.state_digest():
+        if theirs == self.state_digest() or theirs in self._sync_sent.get(sender, ()):
+            self._synced[sender] = now
             self._mismatch.pop(sender, None)
             self._mismatch_frontiers.pop(sender, None)
             self.stats["digest_match"] += 1
@@ -436,9 +472,14 @@ class QuilterCore(Generic[S]):
             if t.seq > r.upto:
                 r.upto = t.seq
                 r.extra = {s for s in r.extra if s > t.seq}
-        if t.want_reply and self.codec.digest(received) != self.state_digest():
-            self._send_state(sender, want_reply=False)
-        elif before != self.state_digest():
+        self._synced[sender] = now
+        after = self.state_digest()
+        if t.want_reply:
+            if self.codec.digest(received) != after:
+                self._send_state(sender, want_reply=False)
+            else:
+                self._send_digest(sender)  # "I hold exactly what you sent": lets a requester stop asking
+        if before != after:
             self.stats["states_useful"] += 1
 
     # -- timers -----------------------------------------------------------------------------
@@ -473,6 +514,8 @@ class QuilterCore(Generic[S]):
                 self._acked.pop(peer, None)
                 self._last_resend.pop(peer, None)
                 self._mismatch.pop(peer, None)
+                self._synced.pop(peer, None)
+                self._sync_sent.pop(peer, None)
                 for key in [k for k in self._transfers if k[0] == peer]:
                     del self._transfers[key]
         for stream, r in list(self._recv.items()):

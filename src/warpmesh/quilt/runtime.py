@@ -5,6 +5,10 @@
 the mutation locally at once and wakes a single sender task, which coalesces everything mutated
 meanwhile into one delta frame. When the network is slower than the mutations, the pending delta
 simply grows by joining, so memory stays bounded by the size of the state.
+
+Two waits serve short-lived clients (``warpmesh submit``/``results``/``status``):
+:meth:`Quilter.sync_with` returns once this replica holds everything one peer held, and
+:meth:`Quilter.wait_delivered` once a peer has acknowledged every local mutation.
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ class Quilter(Generic[S]):
         )
         #: The state's version; bumps on every local or remote change. Await it to react to changes.
         self.changes: Observable[int] = Observable(0)
+        # Bumped after every flush and every batch of received frames (acks and digests change no state).
+        self._progress: Observable[int] = Observable(0)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._sub: Subscription | None = None
@@ -99,6 +105,50 @@ class Quilter(Generic[S]):
 
         return await asyncio.wait_for(_wait(), timeout) if timeout is not None else await _wait()
 
+    def request_sync(self, peer: str) -> None:
+        """Send our state to ``peer`` asking for its own (see :meth:`QuilterCore.request_sync`)."""
+        self.core.request_sync(peer)
+        self._wake.set()
+
+    async def sync_with(self, peer: str, *, timeout: float | None = None, retry_every: float = 2.0) -> None:
+        """Wait until this replica holds every update ``peer`` held when it answered.
+
+        Sends :meth:`request_sync` and waits for the answer (``peer``'s full state, or a digest
+        proving we already hold it), asking again every ``retry_every`` seconds in case a frame
+        was lost. Raises :class:`TimeoutError` after ``timeout``.
+        """
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(timeout):
+            while True:
+                asked = loop.time()
+                self.request_sync(peer)
+                expired = False
+
+                def expire() -> None:
+                    nonlocal expired
+                    expired = True
+                    self._progress.set(self._progress.value + 1)
+
+                # One timer per round (no nested wait_for: its float remainders can spin a virtual clock).
+                handle = loop.call_later(retry_every, expire)
+                try:
+                    while (self.core.synced_at(peer) or float("-inf")) < asked and not expired:
+                        await self._progress.changed()
+                finally:
+                    handle.cancel()
+                if not expired:
+                    return
+
+    async def wait_delivered(self, peer: str, *, timeout: float | None = None) -> None:
+        """Wait until ``peer`` has acknowledged every mutation made here so far.
+
+        Unacknowledged batches are resent by the usual timers. Raises :class:`TimeoutError`.
+        """
+
+        async with asyncio.timeout(timeout):
+            while self.core.unacked(peer) > 0:
+                await self._progress.changed()
+
     # -- tasks ------------------------------------------------------------------------------
     def _after_input(self) -> None:
         self.changes.set(self.core.version)
@@ -125,6 +175,7 @@ class Quilter(Generic[S]):
                     break
                 core.receive(item[0], item[1], now)
             self._after_input()
+            self._progress.set(self._progress.value + 1)
 
     async def _pump(self) -> None:
         loop = asyncio.get_running_loop()
@@ -138,6 +189,7 @@ class Quilter(Generic[S]):
             else:
                 await asyncio.sleep(0)  # let the rest of this loop iteration's mutations join in
             core.flush(loop.time())
+            self._progress.set(self._progress.value + 1)
             for peer, frame in core.take_outbox():
                 try:
                     if peer is None:
