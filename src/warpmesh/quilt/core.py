@@ -24,10 +24,13 @@ Protocol (frames on one channel; each node's *stream* is its replica id, which c
     receiver) triggers the exchange, so a busy mesh never ships its whole state to repair what the
     delta path is already delivering. A sender whose state changed since its previous round sends
     an empty state digest (computing it would be wasted work): that round only reveals a lost tail.
-``STATE [stream, seq, want_reply, transfer, part, parts, chunk]``
+``STATE [stream, seq, want_reply, transfer, part, parts, chunk, sync?]``
     Full state, chunked to ``state_chunk_bytes``; always correct to join. ``want_reply`` asks the
-    receiver to answer with its own state if it differs, or else with a DIGEST (now equal to the
-    sender's), so the sender learns that it holds everything the receiver has.
+    receiver to answer with its own state if it differs. The optional ``sync`` flag (sent by
+    :meth:`QuilterCore.request_sync`; older peers ignore it) asks for an answer even when it does
+    not differ: then a DIGEST (now equal to the sender's), so the sender learns that it holds
+    everything the receiver has. Anti-entropy exchanges never set it: an unasked-for digest answer
+    to a busy peer whose state moved on meanwhile would start another exchange.
 
 Sync hooks (for short-lived readers such as ``warpmesh results``): :meth:`QuilterCore.request_sync`
 sends our state to one peer with ``want_reply``; :meth:`QuilterCore.synced_at` tells when we last
@@ -128,6 +131,7 @@ class _Transfer:
     want_reply: bool
     chunks: dict[int, bytes]
     size: int = 0
+    sync: bool = False
 
 
 Outgoing = tuple[str | None, bytes]  # (peer, frame); peer None = broadcast
@@ -282,7 +286,7 @@ class QuilterCore(Generic[S]):
             sent.append(digest)
             del sent[:-4]  # a few recent requests are enough to recognise a late answer
         self.stats["sync_requests"] += 1
-        self._send_state(peer, want_reply=True)
+        self._send_state(peer, want_reply=True, sync=True)
 
     # -- membership -------------------------------------------------------------------------
     def roster_changed(self, roster: frozenset[str] | set[str], now: float) -> None:
@@ -437,6 +441,7 @@ class QuilterCore(Generic[S]):
     def _on_state(self, sender: str, body: list[Any], now: float) -> None:
         stream, seq = self._stream_and_seq(body)
         want_reply, transfer, part, parts, chunk = body[2], body[3], body[4], body[5], body[6]
+        sync = len(body) > 7 and body[7] is True
         if not (isinstance(want_reply, bool) and isinstance(transfer, int) and isinstance(part, int)
                 and isinstance(parts, int) and isinstance(chunk, bytes) and 0 <= part < parts):
             raise ValueError("bad state chunk header")
@@ -448,7 +453,7 @@ class QuilterCore(Generic[S]):
             # One transfer per sender at a time: a newer one supersedes an abandoned older one.
             for old in [k for k in self._transfers if k[0] == sender]:
                 del self._transfers[old]
-            t = self._transfers[key] = _Transfer(parts, seq, want_reply, {})
+            t = self._transfers[key] = _Transfer(parts, seq, want_reply, {}, sync=sync)
         if t.parts != parts or part in t.chunks:
             return
         t.chunks[part] = chunk
@@ -474,11 +479,11 @@ class QuilterCore(Generic[S]):
                 r.extra = {s for s in r.extra if s > t.seq}
         self._synced[sender] = now
         after = self.state_digest()
-        if t.want_reply:
-            if self.codec.digest(received) != after:
-                self._send_state(sender, want_reply=False)
-            else:
-                self._send_digest(sender)  # "I hold exactly what you sent": lets a requester stop asking
+        if t.want_reply and self.codec.digest(received) != after:
+            self._send_state(sender, want_reply=False)
+            return
+        if t.sync:
+            self._send_digest(sender)  # "I hold exactly what you sent": the requester can stop asking
         if before != after:
             self.stats["states_useful"] += 1
 
@@ -538,13 +543,15 @@ class QuilterCore(Generic[S]):
         body = [self.stream, self._seq, state, self.frontier_digest()]
         self._send(peer, encode_frame(QuiltKind.DIGEST, body), "digest")
 
-    def _send_state(self, peer: str, *, want_reply: bool) -> None:
+    def _send_state(self, peer: str, *, want_reply: bool, sync: bool = False) -> None:
         data = pack(self.codec.encode(self.state))
         size = self.config.state_chunk_bytes
         parts = max(1, -(-len(data) // size))
         self._transfer_seq += 1
         for i in range(parts):
             body = [self.stream, self._seq, want_reply, self._transfer_seq, i, parts, data[i * size:(i + 1) * size]]
+            if sync:
+                body.append(True)
             self._send(peer, encode_frame(QuiltKind.STATE, body), "state")
         self.stats["states_out"] += 1
 

@@ -418,6 +418,17 @@ class WarpNode:
             await asyncio.gather(*(q.sync_with(peer) for q in self._boards))
         self._refresh_membership()
 
+    def queued(self) -> Iterator[tuple[str, TaskDescriptor]]:
+        """Every task on the shared queue with its descriptor (waiting, settling or running)."""
+        for task_id in list(self.queue.state.keys()):
+            desc = self._descriptor(task_id)
+            if desc is not None:
+                yield task_id, desc
+
+    def claimants(self, run: str) -> frozenset[str]:
+        """Peers that noted a claim on ``run`` on the intents board (``ClaimStrategy.INTENT``)."""
+        return self._claimants(run)
+
     def member_info(self) -> dict[str, dict[str, Any]]:
         """Each node's newest entry on the members board: ``role``, ``ops`` and ``view``."""
         return dict(self._member_info())
