@@ -283,6 +283,11 @@ def test_submit_results_and_status_end_to_end(mesh: Mesh, tmp_path: Path) -> Non
     out = cli(mesh, "submit", "--to", a, "t.fail", "--args-json", '{"task": "cli-fail"}')
     assert out.returncode == 1 and "boom: cli-fail" in out.stderr
 
+    # A misspelt op is refused before anything is enqueued (status below sees an empty queue).
+    out = cli(mesh, "submit", "--to", b, "t.sqaure", "3")
+    assert out.returncode == 1 and len(out.stderr.strip().splitlines()) == 1
+    assert "no live worker serves op 't.sqaure'" in out.stderr and "t.square" in out.stderr
+
     out = cli(mesh, "status", "--to", c, "--json")
     assert out.returncode == 0, out.stderr
     st = json.loads(out.stdout)
