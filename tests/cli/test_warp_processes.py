@@ -326,6 +326,42 @@ def test_submit_refused_by_a_mesh_with_another_secret_is_one_clear_line(mesh: Me
     assert len(lines) == 1 and "bad_secret" in lines[0] and "secret" in lines[0], out.stderr
 
 
+def test_submit_over_mutual_tls_with_a_secret_file(tmp_path: Path) -> None:
+    from tests.net import tls_certs
+
+    if tls_certs.how() is None:
+        pytest.skip("neither the cryptography package nor the openssl command can make test certificates")
+    ca = tls_certs.make_ca(tmp_path)
+    node_cert, node_key = tls_certs.make_node(tmp_path, ca, "n1")
+    cli_cert, cli_key = tls_certs.make_node(tmp_path, ca, "cli")
+    secret = tmp_path / "cluster.secret"
+    secret.write_text("a cluster secret of some length\n")
+    secret.chmod(0o600)
+    lt = LoopThread()
+    m = Mesh(lt, tmp_path)
+    security = ["--secret-file", str(secret), "--tls-ca", str(ca[0])]
+
+    async def start() -> None:
+        proc = NodeProcess("n1", NodeProcess.command("n1", "127.0.0.1:0", [], "--ops", OPS, *security,
+                                                     "--tls-cert", str(node_cert), "--tls-key", str(node_key)),
+                           env=m.env("n1"))
+        m.nodes["n1"] = await proc.start(timeout=60)
+
+    try:
+        lt.run(start())
+        out = cli(m, "submit", "--to", m.addr("n1"), *security, "--tls-cert", str(cli_cert),
+                  "--tls-key", str(cli_key), "t.square", "9")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == "81\n"
+        # Plain TCP to a TLS mesh: the connection opens, the mesh handshake never completes.
+        out = cli(m, "status", "--to", m.addr("n1"), "--secret-file", str(secret), "--connect-timeout", "3")
+        assert out.returncode == 1
+        assert "handshake does not complete" in out.stderr and "--tls-*" in out.stderr, out.stderr
+    finally:
+        lt.run(m.stop())
+        lt.close()
+
+
 # -- failover: a SIGKILLed owner, a pin waiting for its node, a returning peer -----------------------
 def test_survivors_pick_up_a_sigkilled_owners_tasks_and_a_returning_peer_gets_its_share(tmp_path: Path) -> None:
     lt = LoopThread()

@@ -361,9 +361,13 @@ class MeshClient:
                     raise ClientError(probed)
                 reachable = True
             if loop.time() >= deadline:
+                if not reachable:
+                    probed = await _probe(self.to, 5.0)
+                    if probed is not None:
+                        raise ClientError(probed)
                 hint = ("the TCP connection opens but the mesh handshake does not complete; check that "
-                        "the --tls-* options and the secret match the mesh's") if reachable else (
-                        "the peer may be overloaded or shutting down")
+                        "the --tls-* options and the secret match the mesh's, and that the peer is not "
+                        "overloaded")
                 raise ClientError(f"no link to {_fmt(self.to)} within {self.connect_timeout:g} s: {hint} "
                                   "(or raise --connect-timeout)")
             await asyncio.sleep(0.05)
