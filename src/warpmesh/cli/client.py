@@ -315,11 +315,11 @@ class MeshClient:
         except (ValueError, InsecureAddressError) as err:
             raise ClientError(str(err)) from None
         try:
-            await self.mesh.start()
-        except OSError as err:
-            raise ClientError(f"cannot listen on {_fmt(listen)}: {err.strerror or err}; pick another "
-                              "--listen address") from None
-        try:
+            try:
+                await self.mesh.start()
+            except OSError as err:
+                raise ClientError(f"cannot listen on {_fmt(listen)}: {err.strerror or err}; pick another "
+                                  "--listen address") from None
             self.entry = await self._linked()
             self.warp = WarpNode(self.mesh, registry=OpRegistry(), role="client", incarnation=inc)
             await self.warp.start()
