@@ -93,25 +93,23 @@ def test_sync_with_asks_again_after_a_lost_request_and_times_out_while_cut_off()
     run_virtual(main())
 
 
-def test_wait_delivered_returns_once_the_peer_acknowledged_every_mutation() -> None:
+def test_replicated_can_wait_for_a_given_number_of_peers() -> None:
     async def main() -> None:
         fabric = MemoryFabric(seed=4, faults=LinkFaults(delay=0.01))
         a = await _join(fabric, "a")
         b = await _join(fabric, "b", seed=4)
+        c = await _join(fabric, "c", seed=5)
         await asyncio.sleep(0.1)
-        fabric.partition({"a"}, {"b"})
-        for i in range(10):
-            a.mutate(lambda s, i=i: s.put(f"k{i}", i))
-        assert a.core.unacked("b") == 1  # not flushed yet: counted as one
-        with pytest.raises(TimeoutError):
-            await a.wait_delivered("b", timeout=0.5)
-        assert a.core.unacked("b") >= 1
+        fabric.partition({"a"}, {"c"})
+        a.mutate(lambda s: s.put("k", 1))
+        assert await a.replicated(timeout=1.0)  # one peer (b) holds it
+        assert await a.replicated(timeout=1.0, majority=True)  # a and b: a majority of three
+        assert not await a.replicated(timeout=1.0, count=2)  # c is cut off
         fabric.heal()
-        await a.wait_delivered("b", timeout=5.0)  # the unacked batch is resent
-        assert a.core.unacked("b") == 0
-        assert b.state.items == {f"k{i}": i for i in range(10)}
-        await a.close()
-        await b.close()
+        assert await a.replicated(timeout=5.0, count=2)  # the unacked batch is resent to c
+        assert c.state.items == {"k": 1} and b.state.items == {"k": 1}
+        for q in (a, b, c):
+            await q.close()
         await fabric.close()
 
     run_virtual(main())

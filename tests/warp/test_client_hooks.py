@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
+import pytest
+
 from warpmesh.quilt import QuilterConfig
 from warpmesh.sim import run_virtual
 from warpmesh.warp import OpRegistry
@@ -75,6 +77,27 @@ def test_result_listener_sees_remote_answers_and_can_be_removed() -> None:
         await client.enqueue("after", "echo", {"task": "after"})
         await client.result("after", timeout=10)
         assert seen == []
+        await mesh.close()
+
+    run_virtual(main())
+
+
+def test_a_client_does_not_count_itself_towards_the_majority_holding_its_tasks() -> None:
+    async def main() -> None:
+        from warpmesh.warp import NotReplicated
+
+        mesh = await make_mesh(["w1", "w2"])
+        client = await mesh.add("cli", role="client", registry=OpRegistry())
+        worker = mesh.nodes["w1"]
+        await asyncio.sleep(0.5)
+        assert worker.holders_needed() == 1  # w1 and one other peer: two of three
+        assert client.holders_needed() == 2  # the client leaves soon: both workers must hold it
+        mesh.fabric.partition({"cli"}, {"w2"}, one_way=True)  # w2 never hears the client
+        with pytest.raises(NotReplicated):
+            await client.enqueue("held-by-one", "echo", {"task": "held-by-one"})
+        mesh.fabric.heal()
+        await client.enqueue("held-by-two", "echo", {"task": "held-by-two"})
+        await client.result("held-by-two", timeout=10)
         await mesh.close()
 
     run_virtual(main())

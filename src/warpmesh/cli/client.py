@@ -396,11 +396,12 @@ class MeshClient:
                 return False
             await asyncio.sleep(0.05)
 
-    async def delivered(self, board: Any, what: str) -> None:
-        try:
-            await board.wait_delivered(self.entry, timeout=self.connect_timeout)
-        except TimeoutError:
-            raise ClientError(f"{self.entry} did not acknowledge {what} within {self.connect_timeout:g} s") from None
+    async def replicated(self, board: Any, what: str) -> None:
+        """Wait until a majority of the other peers hold every change made on ``board`` so far."""
+        need = self.warp.holders_needed()
+        if not await board.replicated(timeout=self.connect_timeout, count=need):
+            raise ClientError(f"no majority of the mesh ({need} peer(s) besides this client) acknowledged "
+                              f"{what} within {self.connect_timeout:g} s")
 
 
 def client_options(f: Any) -> Any:
@@ -492,7 +493,7 @@ async def submit_jobs(client: MeshClient, jobs: list[Job], *, wait: bool, timeou
                 if wait:
                     pending[job.task] = run
             try:
-                await client.delivered(warp.queue, "the submitted jobs")
+                await client.replicated(warp.queue, "the submitted jobs")
             except ClientError as err:
                 sent = len(runs) - outcome.acknowledged
                 raise ClientError(
@@ -701,7 +702,7 @@ def results(tasks: tuple[str, ...], as_json: bool, ack: bool, to: tuple[str, int
             if ack and answered:
                 for t in answered:
                     warp.ack(t)
-                await client.delivered(warp.results_board, "the acknowledgements")
+                await client.replicated(warp.results_board, "the acknowledgements")
                 if not as_json:
                     _note(f"acknowledged {len(answered)} answer(s)")
             return 0 if len(answered) == len(rows) or not tasks else 1

@@ -35,7 +35,7 @@ Protocol (frames on one channel; each node's *stream* is its replica id, which c
 Sync hooks (for short-lived readers such as ``warpmesh results``): :meth:`QuilterCore.request_sync`
 sends our state to one peer with ``want_reply``; :meth:`QuilterCore.synced_at` tells when we last
 knew we held all of a peer's state (its full state joined, or its state digest equal to ours or to
-a state we sent it); :meth:`QuilterCore.unacked` counts our batches a peer has not acknowledged.
+a state we sent it).
 
 Deltas are joined whenever they arrive, in any order and any number of times (joins are
 idempotent and commutative); sequence numbers only drive acks, resends and buffer GC. A receiver
@@ -99,6 +99,8 @@ class QuilterConfig:
     state_chunk_bytes: int = 1024 * 1024
     max_state_bytes: int = 512 * 1024 * 1024
     max_resend_batches: int = 256
+    #: Ceiling of the exponential backoff between resends to a peer that does not ack.
+    max_resend_backoff: float = 10.0
 
     def __post_init__(self) -> None:
         if self.anti_entropy_interval <= 0 or self.resend_after <= 0 or self.evict_after <= 0:
@@ -171,8 +173,10 @@ class QuilterCore(Generic[S]):
         self._buffer_bytes = 0
         self._peers: dict[str, float] = {}  # live peer -> when it joined
         self._departed: dict[str, float] = {}  # peer -> when it left the roster
-        self._acked: dict[str, int] = {}
+        self._acked: dict[str, int] = {}  # for buffer GC: acked, or assumed covered by a full state
+        self._confirmed: dict[str, int] = {}  # acked for real: the peer holds our batches up to here
         self._last_resend: dict[str, float] = {}
+        self._resend_backoff: dict[str, tuple[int, float]] = {}  # peer -> (its ack then, next wait)
         self._recv: dict[str, _RecvStream] = {}
         self._owed_acks: dict[str, set[str]] = {}  # peer -> streams to ack
         self._transfers: dict[tuple[str, int], _Transfer] = {}
@@ -193,6 +197,31 @@ class QuilterCore(Generic[S]):
     def seq(self) -> int:
         """Sequence number of the last batch this node sent on its stream."""
         return self._seq
+
+    @property
+    def pending_seq(self) -> int:
+        """The sequence number the batch holding the current pending mutations will carry."""
+        return self._seq + 1
+
+    def acked_count(self, seq: int) -> int:
+        """How many live peers have acknowledged our batches up to ``seq`` (real acks only)."""
+        return sum(1 for p in self._peers if self._confirmed.get(p, 0) >= seq)
+
+    def majority_others(self) -> int:
+        """Peers besides us that must hold a batch for a majority of the roster (us included) to."""
+        return (len(self._peers) + 1) // 2
+
+    def acked_by_any(self, seq: int) -> bool:
+        """Whether some live peer holds our batches up to ``seq`` (trivially true when alone).
+
+        Once true, a mutation survives this node crashing: that peer has it and anti-entropy
+        spreads it from there.
+        """
+        if not self._peers:
+            return True
+        # Only real acks count here: ``_acked`` also holds assumptions made for buffer GC (a peer
+        # that joins is assumed to catch up through a full state), which prove nothing.
+        return any(self._confirmed.get(p, 0) >= seq for p in self._peers)
 
     @property
     def buffered_batches(self) -> int:
@@ -225,10 +254,6 @@ class QuilterCore(Generic[S]):
         """
         return self._synced.get(peer)
 
-    def unacked(self, peer: str) -> int:
-        """Batches of our stream ``peer`` has not acknowledged, counting unflushed mutations as one."""
-        return self._seq - self._acked.get(peer, 0) + (0 if self._pending is None else 1)
-
     def take_outbox(self) -> list[Outgoing]:
         out, self.outbox = self.outbox, []
         return out
@@ -251,6 +276,11 @@ class QuilterCore(Generic[S]):
             self._pending = delta.copy()  # type: ignore[attr-defined]
         else:
             self._pending.join(delta)  # type: ignore[attr-defined]
+
+    @property
+    def has_pending_delta(self) -> bool:
+        """Local mutations not yet flushed into a batch."""
+        return self._pending is not None
 
     @property
     def has_pending(self) -> bool:
@@ -386,6 +416,8 @@ class QuilterCore(Generic[S]):
             return  # an ack for a previous incarnation of ours
         if upto > self._seq:
             raise ValueError("ack beyond our last batch")
+        if upto > self._confirmed.get(sender, 0):
+            self._confirmed[sender] = upto
         if upto > self._acked.get(sender, 0):
             self._acked[sender] = upto
             self._gc_buffer()
@@ -477,6 +509,8 @@ class QuilterCore(Generic[S]):
             if t.seq > r.upto:
                 r.upto = t.seq
                 r.extra = {s for s in r.extra if s > t.seq}
+            # We now hold everything the sender had sent: say so, so it can count on us.
+            self._owed_acks.setdefault(sender, set()).add(stream)
         self._synced[sender] = now
         after = self.state_digest()
         if t.want_reply and self.codec.digest(received) != after:
@@ -500,13 +534,23 @@ class QuilterCore(Generic[S]):
         if self._buffer:
             for peer in sorted(self._peers):
                 acked = self._acked.get(peer, 0)
-                if acked >= self._seq or now - self._last_resend.get(peer, float("-inf")) < cfg.resend_after:
+                if acked >= self._seq:
+                    self._resend_backoff.pop(peer, None)
+                    continue
+                # A peer that does not ack (partitioned, stalled) gets exponentially rarer resends,
+                # not a retransmission storm; any ack progress resets the backoff.
+                backoff = self._resend_backoff.get(peer)
+                if backoff is not None and backoff[0] != acked:
+                    backoff = None
+                wait = cfg.resend_after if backoff is None else backoff[1]
+                if now - self._last_resend.get(peer, float("-inf")) < wait:
                     continue
                 overdue = [s for s in range(acked + 1, self._seq + 1)
                            if s in self._buffer and now - self._buffer[s].sent_at >= cfg.resend_after]
                 if not overdue:
                     continue
                 self._last_resend[peer] = now
+                self._resend_backoff[peer] = (acked, min(wait * 2, cfg.max_resend_backoff))
                 if len(overdue) > cfg.max_resend_batches or (acked + 1) not in self._buffer:
                     self._send_state(peer, want_reply=False)
                     self._acked[peer] = self._seq  # the state covers them; do not resend again
@@ -517,7 +561,9 @@ class QuilterCore(Generic[S]):
             if now - left >= cfg.evict_after:
                 del self._departed[peer]
                 self._acked.pop(peer, None)
+                self._confirmed.pop(peer, None)
                 self._last_resend.pop(peer, None)
+                self._resend_backoff.pop(peer, None)
                 self._mismatch.pop(peer, None)
                 self._synced.pop(peer, None)
                 self._sync_sent.pop(peer, None)

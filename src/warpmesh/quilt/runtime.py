@@ -6,9 +6,8 @@ the mutation locally at once and wakes a single sender task, which coalesces eve
 meanwhile into one delta frame. When the network is slower than the mutations, the pending delta
 simply grows by joining, so memory stays bounded by the size of the state.
 
-Two waits serve short-lived clients (``warpmesh submit``/``results``/``status``):
-:meth:`Quilter.sync_with` returns once this replica holds everything one peer held, and
-:meth:`Quilter.wait_delivered` once a peer has acknowledged every local mutation.
+Short-lived clients (``warpmesh results``/``status``) use :meth:`Quilter.sync_with`, which returns
+once this replica holds everything one peer held.
 """
 
 from __future__ import annotations
@@ -53,12 +52,13 @@ class Quilter(Generic[S]):
         )
         #: The state's version; bumps on every local or remote change. Await it to react to changes.
         self.changes: Observable[int] = Observable(0)
-        # Bumped after every flush and every batch of received frames (acks and digests change no state).
+        # Bumped after every batch of received frames (digests change no state, so `changes` misses them).
         self._progress: Observable[int] = Observable(0)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._sub: Subscription | None = None
         self._closed = False
+        self._ack_waiters: list[tuple[int, bool, int | None, asyncio.Future[None]]] = []
         self.send_failures = 0
 
     @property
@@ -139,19 +139,48 @@ class Quilter(Generic[S]):
                 if not expired:
                     return
 
-    async def wait_delivered(self, peer: str, *, timeout: float | None = None) -> None:
-        """Wait until ``peer`` has acknowledged every mutation made here so far.
+    async def replicated(self, seq: int | None = None, timeout: float | None = None, *,
+                         majority: bool = False, count: int | None = None) -> bool:
+        """Wait until a live peer - or, with ``majority``, enough peers for a majority of the roster
+        counting us, or with ``count``, that many peers - holds our batches up to ``seq`` (default:
+        everything mutated so far).
 
-        Unacknowledged batches are resent by the usual timers. Raises :class:`TimeoutError`.
+        Returns False on timeout; True at once when no peer is connected. The roster is read at
+        every check, so a peer leaving can complete the wait.
         """
+        core = self.core
+        if seq is None:
+            seq = core.pending_seq if core.has_pending_delta else core.seq
+        if self._ack_satisfied(seq, majority, count):
+            return True
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._ack_waiters.append((seq, majority, count, fut))
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._ack_waiters = [w for w in self._ack_waiters if w[3] is not fut]
 
-        async with asyncio.timeout(timeout):
-            while self.core.unacked(peer) > 0:
-                await self._progress.changed()
+    def _ack_satisfied(self, seq: int, majority: bool, count: int | None = None) -> bool:
+        core = self.core
+        if not core.peers:
+            return True
+        if seq > core.seq:
+            return False
+        need = count if count is not None else core.majority_others() if majority else 1
+        return core.acked_count(seq) >= need
+
+    def _release_ack_waiters(self) -> None:
+        for seq, majority, count, fut in self._ack_waiters:
+            if not fut.done() and self._ack_satisfied(seq, majority, count):
+                fut.set_result(None)
 
     # -- tasks ------------------------------------------------------------------------------
     def _after_input(self) -> None:
         self.changes.set(self.core.version)
+        self._release_ack_waiters()
         if self.core.outbox or self.core.has_pending:
             self._wake.set()
 
@@ -189,7 +218,6 @@ class Quilter(Generic[S]):
             else:
                 await asyncio.sleep(0)  # let the rest of this loop iteration's mutations join in
             core.flush(loop.time())
-            self._progress.set(self._progress.value + 1)
             for peer, frame in core.take_outbox():
                 try:
                     if peer is None:
