@@ -24,9 +24,18 @@ Protocol (frames on one channel; each node's *stream* is its replica id, which c
     receiver) triggers the exchange, so a busy mesh never ships its whole state to repair what the
     delta path is already delivering. A sender whose state changed since its previous round sends
     an empty state digest (computing it would be wasted work): that round only reveals a lost tail.
-``STATE [stream, seq, want_reply, transfer, part, parts, chunk]``
+``STATE [stream, seq, want_reply, transfer, part, parts, chunk, sync?]``
     Full state, chunked to ``state_chunk_bytes``; always correct to join. ``want_reply`` asks the
-    receiver to answer with its own state if it differs.
+    receiver to answer with its own state if it differs. The optional ``sync`` flag (sent by
+    :meth:`QuilterCore.request_sync`; older peers ignore it) asks for an answer even when it does
+    not differ: then a DIGEST (now equal to the sender's), so the sender learns that it holds
+    everything the receiver has. Anti-entropy exchanges never set it: an unasked-for digest answer
+    to a busy peer whose state moved on meanwhile would start another exchange.
+
+Sync hooks (for short-lived readers such as ``warpmesh results``): :meth:`QuilterCore.request_sync`
+sends our state to one peer with ``want_reply``; :meth:`QuilterCore.synced_at` tells when we last
+knew we held all of a peer's state (its full state joined, or its state digest equal to ours or to
+a state we sent it).
 
 Deltas are joined whenever they arrive, in any order and any number of times (joins are
 idempotent and commutative); sequence numbers only drive acks, resends and buffer GC. A receiver
@@ -124,6 +133,7 @@ class _Transfer:
     want_reply: bool
     chunks: dict[int, bytes]
     size: int = 0
+    sync: bool = False
 
 
 Outgoing = tuple[str | None, bytes]  # (peer, frame); peer None = broadcast
@@ -177,6 +187,8 @@ class QuilterCore(Generic[S]):
         self._version_at_round = -1
         self._next_ae = now + self.rng.uniform(0.5, 1.0) * self.config.anti_entropy_interval
         self._digest_cache: tuple[int, bytes] | None = None
+        self._synced: dict[str, float] = {}  # peer -> when we last knew we held all of its state
+        self._sync_sent: dict[str, list[bytes]] = {}  # peer -> digests of states sent by request_sync
         #: Called after every remote join with the joined delta, or None after a full state
         #: (anything may have changed). Lets applications react to just the keys a delta touched.
         self.listener: Callable[[S | None], None] | None = None
@@ -234,6 +246,15 @@ class QuilterCore(Generic[S]):
     def frontier_digest(self) -> bytes:
         return _short_digest(pack(sorted(self.frontier().items())))[:8]
 
+    def synced_at(self, peer: str) -> float | None:
+        """When we last knew we held every update ``peer`` held (None: not known yet).
+
+        Set when a full state from ``peer`` has been joined, or when ``peer``'s state digest equals
+        ours or that of a state we sent it with :meth:`request_sync` (our state only grows, so we
+        still hold it). It never goes back: later updates of ``peer`` arrive as deltas.
+        """
+        return self._synced.get(peer)
+
     def take_outbox(self) -> list[Outgoing]:
         out, self.outbox = self.outbox, []
         return out
@@ -283,6 +304,20 @@ class QuilterCore(Generic[S]):
                     r = self._recv.get(stream)
                     if r is not None:
                         self._send(peer, encode_frame(QuiltKind.ACK, [stream, r.upto]), "ack")
+
+    def request_sync(self, peer: str) -> None:
+        """Ask ``peer`` for everything it holds: send it our state with ``want_reply``.
+
+        It answers with its own state if, after joining ours, it holds more, else with its (now equal)
+        digest; either sets :meth:`synced_at`. Frames may be lost: repeat until it is set.
+        """
+        sent = self._sync_sent.setdefault(peer, [])
+        digest = self.state_digest()
+        if digest not in sent:
+            sent.append(digest)
+            del sent[:-4]  # a few recent requests are enough to recognise a late answer
+        self.stats["sync_requests"] += 1
+        self._send_state(peer, want_reply=True, sync=True)
 
     # -- membership -------------------------------------------------------------------------
     def roster_changed(self, roster: frozenset[str] | set[str], now: float) -> None:
@@ -416,7 +451,8 @@ class QuilterCore(Generic[S]):
                 self._request_resend(r, stream, r.upto + 1, seq, now)
         if not theirs:
             return  # the sender is busy; this round only checked its tail
-        if theirs == self.state_digest():
+        if theirs == self.state_digest() or theirs in self._sync_sent.get(sender, ()):
+            self._synced[sender] = now
             self._mismatch.pop(sender, None)
             self._mismatch_frontiers.pop(sender, None)
             self.stats["digest_match"] += 1
@@ -438,6 +474,7 @@ class QuilterCore(Generic[S]):
     def _on_state(self, sender: str, body: list[Any], now: float) -> None:
         stream, seq = self._stream_and_seq(body)
         want_reply, transfer, part, parts, chunk = body[2], body[3], body[4], body[5], body[6]
+        sync = len(body) > 7 and body[7] is True
         if not (isinstance(want_reply, bool) and isinstance(transfer, int) and isinstance(part, int)
                 and isinstance(parts, int) and isinstance(chunk, bytes) and 0 <= part < parts):
             raise ValueError("bad state chunk header")
@@ -449,7 +486,7 @@ class QuilterCore(Generic[S]):
             # One transfer per sender at a time: a newer one supersedes an abandoned older one.
             for old in [k for k in self._transfers if k[0] == sender]:
                 del self._transfers[old]
-            t = self._transfers[key] = _Transfer(parts, seq, want_reply, {})
+            t = self._transfers[key] = _Transfer(parts, seq, want_reply, {}, sync=sync)
         if t.parts != parts or part in t.chunks:
             return
         t.chunks[part] = chunk
@@ -475,9 +512,14 @@ class QuilterCore(Generic[S]):
                 r.extra = {s for s in r.extra if s > t.seq}
             # We now hold everything the sender had sent: say so, so it can count on us.
             self._owed_acks.setdefault(sender, set()).add(stream)
-        if t.want_reply and self.codec.digest(received) != self.state_digest():
+        self._synced[sender] = now
+        after = self.state_digest()
+        if t.want_reply and self.codec.digest(received) != after:
             self._send_state(sender, want_reply=False)
-        elif before != self.state_digest():
+            return
+        if t.sync:
+            self._send_digest(sender)  # "I hold exactly what you sent": the requester can stop asking
+        if before != after:
             self.stats["states_useful"] += 1
 
     # -- timers -----------------------------------------------------------------------------
@@ -525,6 +567,8 @@ class QuilterCore(Generic[S]):
                 self._resend_backoff.pop(peer, None)
                 self._state_sent.pop(peer, None)
                 self._mismatch.pop(peer, None)
+                self._synced.pop(peer, None)
+                self._sync_sent.pop(peer, None)
                 for key in [k for k in self._transfers if k[0] == peer]:
                     del self._transfers[key]
         for stream, r in list(self._recv.items()):
@@ -547,7 +591,7 @@ class QuilterCore(Generic[S]):
         body = [self.stream, self._seq, state, self.frontier_digest()]
         self._send(peer, encode_frame(QuiltKind.DIGEST, body), "digest")
 
-    def _send_state(self, peer: str, *, want_reply: bool, now: float | None = None) -> None:
+    def _send_state(self, peer: str, *, want_reply: bool, now: float | None = None, sync: bool = False) -> None:
         # Full states are the expensive repair: to a peer that shows no sign of receiving them
         # (no ack progress since the last one, e.g. behind a one-way partition), send them at an
         # exponentially growing interval instead of every round.
@@ -565,6 +609,8 @@ class QuilterCore(Generic[S]):
         self._transfer_seq += 1
         for i in range(parts):
             body = [self.stream, self._seq, want_reply, self._transfer_seq, i, parts, data[i * size:(i + 1) * size]]
+            if sync:
+                body.append(True)
             self._send(peer, encode_frame(QuiltKind.STATE, body), "state")
         self.stats["states_out"] += 1
 

@@ -249,6 +249,7 @@ class WarpNode:
         self._executed: OrderedDict[str, str] = OrderedDict()  # task -> run executed here (recent)
         self._written: dict[str, tuple[str, float]] = {}  # task -> (run, when) of results written here
         self._member_cache: tuple[int, dict[str, dict[str, Any]]] = (-1, {})
+        self._result_listeners: list[Callable[[list[str]], None]] = []
         self._pending_counts: dict[str, int] = {}
         self._to_consider: dict[str, None] = {}  # insertion-ordered set
         self._ready: deque[tuple[str, TaskDescriptor]] = deque()
@@ -289,6 +290,9 @@ class WarpNode:
             loop.create_task(self._housekeeping(), name=f"warp-housekeeping-{self.self_id}"),
             loop.create_task(self._dequeuer(), name=f"warp-dequeue-{self.self_id}"),
         ]
+        if self.role == "client":
+            self._tasks.append(loop.create_task(self._introduce_to_new_peers(),
+                                                name=f"warp-introduce-{self.self_id}"))
         self._refresh_membership(force_publish=True)
         if any(spec.mode == "process" for spec in self._specs()):
             self._pool_for("process")  # start worker processes now, not on the first job
@@ -313,6 +317,9 @@ class WarpNode:
         self._closed = False
         self._flush_counts()  # hand the last increments to the counters board before it flushes
         self._closed = True
+        if self.role == "client" and self.replica in self.members.state:
+            # A client leaves no trace on the members board (each CLI call is a new client).
+            self.members.mutate(lambda m: m.remove(self.replica))
         # A graceful leave hands its state over: give every board a moment to replicate.
         for q in self._boards:
             with contextlib.suppress(Exception):
@@ -351,14 +358,23 @@ class WarpNode:
         run = self.enqueue_nowait(task_id, op, args, pin=pin, run=run)
         if not self.queue.core.peers:
             return run  # a mesh of one: nothing to replicate to
-        need = self.queue.core.majority_others()
+        need = self.holders_needed()
         reachable = len(self.liveness.live.value - {self.self_id})
         if reachable < need:
             raise NotReplicated(task_id, run, f"only {reachable} other peer(s) reachable, a majority needs {need}")
-        if not await self.queue.replicated(timeout=self.config.replicate_timeout, majority=True):
+        if not await self.queue.replicated(timeout=self.config.replicate_timeout, count=need):
             raise NotReplicated(task_id, run,
                                 f"no majority acknowledged it within {self.config.replicate_timeout} s")
         return run
+
+    def holders_needed(self) -> int:
+        """Other peers that must hold a mutation of ours before it counts as replicated.
+
+        A worker counts itself towards a majority of the mesh; a client does not, since it leaves
+        soon after (``warpmesh submit``): it needs a majority of the other peers.
+        """
+        core = self.queue.core
+        return core.majority_others() if self.role == "worker" else len(core.peers) // 2 + 1
 
     def enqueue_nowait(self, task_id: str, op: str | None = None, args: Any = None, *,
                        pin: PeerId | None = None, run: str | None = None) -> str:
@@ -422,6 +438,53 @@ class WarpNode:
         """Acknowledge (remove) a task's answer from the board on every peer."""
         self.results_board.mutate(lambda m: m.remove(task_id))
         self._written.pop(task_id, None)
+
+    def add_result_listener(self, fn: Callable[[list[str]], None]) -> Callable[[], None]:
+        """Call ``fn(task_ids)`` whenever answers for ``task_ids`` arrive from other peers.
+
+        Called on the event loop, synchronously, right after the board changed (keep it cheap;
+        ``task_ids`` may include tasks whose answer was removed). Returns a function that removes
+        the listener. Used by ``warpmesh submit --wait`` to follow many tasks at O(1) per answer.
+        """
+        self._result_listeners.append(fn)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._result_listeners.remove(fn)
+
+        return remove
+
+    async def sync_from(self, peer: PeerId, timeout: float | None = None) -> None:
+        """Wait until every board here holds everything ``peer``'s boards held when it answered.
+
+        A peer that just joined (``warpmesh results``/``status``) calls this before reading, so it
+        never reports a half-received board. Pulls each board's state from ``peer`` at once (see
+        :meth:`~warpmesh.quilt.Quilter.sync_with`) instead of waiting for anti-entropy rounds.
+        Raises :class:`TimeoutError`.
+        """
+        async with asyncio.timeout(timeout):
+            await asyncio.gather(*(q.sync_with(peer) for q in self._boards))
+        self._refresh_membership()
+
+    def queued(self) -> Iterator[tuple[str, TaskDescriptor]]:
+        """Every task on the shared queue with its descriptor (waiting, settling or running)."""
+        for task_id in list(self.queue.state.keys()):
+            desc = self._descriptor(task_id)
+            if desc is not None:
+                yield task_id, desc
+
+    def claimants(self, run: str) -> frozenset[str]:
+        """Peers that noted a claim on ``run`` on the intents board (``ClaimStrategy.INTENT``)."""
+        return self._claimants(run)
+
+    def member_info(self) -> dict[str, dict[str, Any]]:
+        """Each node's newest entry on the members board: ``role``, ``ops`` and ``view``."""
+        return dict(self._member_info())
+
+    @property
+    def view(self) -> str:
+        """Digest of this peer's worker set, as published in its ``view`` on the members board."""
+        return self._view
 
     def counter(self, name: str) -> int:
         """A mesh-wide counter (every peer's increments that have reached this peer)."""
@@ -551,6 +614,17 @@ class WarpNode:
             if entry is None or (entry.get("role") == "worker" and entry.get("view") != self._view):
                 return True
         return False
+
+    async def _introduce_to_new_peers(self) -> None:
+        # A client's entry (role "client") was published before most links were up, and a board
+        # replicates earlier batches to a newcomer only through anti-entropy rounds. Until a worker
+        # has the entry it counts the client as a possible worker and settles every claim, so
+        # exchange the (small) members board with each new peer at once.
+        known: frozenset[PeerId] = frozenset({self.self_id})
+        async for roster in self.seam.roster.updates():
+            for peer in sorted(roster - known):
+                self.members.request_sync(peer)
+            known = frozenset(roster)
 
     async def _watch_membership(self) -> None:
         # The roster source and the failure detector both change who is live.
@@ -696,6 +770,8 @@ class WarpNode:
             if self._claimed.get(task_id) == run and (task_id, run) not in self._active:
                 # Settling or queued here but answered elsewhere: the dispatcher will skip it.
                 self._claimed.pop(task_id, None)
+        for fn in list(self._result_listeners):
+            fn(keys)
 
     def _cleanup_done(self, task_id: str, desc: TaskDescriptor) -> None:
         """An answered task still queued (its runner crashed between the two writes): dequeue it.
