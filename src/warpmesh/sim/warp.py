@@ -263,8 +263,11 @@ def run_warp(
             report.failures.append(f"{steady_dups} duplicate executions at steady membership")
         if len(boards) != 1:
             report.failures.append("live peers' results boards differ after quiescence")
-        if any(node.queue_depth for node in mesh.nodes.values()):
-            report.failures.append("a queue still holds tasks after quiescence")
+        stuck_queued = sorted({t for node in mesh.nodes.values() for t in node.queue.state.keys()})
+        if stuck_queued:
+            holders = {n: sorted(node.queue.state.keys())[:3] for n, node in sorted(mesh.nodes.items())
+                       if node.queue_depth}
+            report.failures.append(f"{len(stuck_queued)} task(s) still queued after quiescence, e.g. {holders}")
         trace = blake3.blake3()
         for e in log:
             trace.update(f"{e.peer}/{e.task}/{e.phase};".encode())

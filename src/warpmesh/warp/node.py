@@ -256,6 +256,7 @@ class WarpNode:
         self._ready_event = asyncio.Event()
         self._dequeues: list[tuple[int, str, str]] = []  # (results seq, task, run) awaiting replication
         self._dequeue_event = asyncio.Event()
+        self._dequeuing: set[tuple[str, str]] = set()
         self._run_seq = 0
         self._running = 0
         self._active: set[tuple[str, str]] = set()  # (task, run) executing off the loop right now
@@ -693,13 +694,14 @@ class WarpNode:
 
     def _claim(self, task_id: str, desc: TaskDescriptor, view: ClaimView,
                eligible: frozenset[str] | None) -> None:
+        if self._result_run(task_id) == desc.run:
+            # Answered already (whatever we thought of the task before): only cleanup remains.
+            self._cleanup_done(task_id, desc)
+            return
         if self._claimed.get(task_id) == desc.run or self._standby.get(task_id) == desc.run:
             return
         deferred = self._deferred.get(task_id)
         if deferred is not None and deferred[0] == desc.run and self.now() < deferred[1]:
-            return
-        if self._result_run(task_id) == desc.run:
-            self._cleanup_done(task_id, desc)
             return
         strategy = view.strategy
         claimants = self._claimants(desc.run) if strategy is ClaimStrategy.INTENT else frozenset()
@@ -776,14 +778,14 @@ class WarpNode:
     def _cleanup_done(self, task_id: str, desc: TaskDescriptor) -> None:
         """An answered task still queued (its runner crashed between the two writes): dequeue it.
 
-        Only for answers another peer wrote: those already live on two peers (it and us). Our own
-        answers leave the queue through the dequeuer, once a peer has acknowledged them.
+        Not for answers this incarnation wrote and is still dequeuing (they leave once a majority
+        holds them). Any other answer we hold came from a peer, so it lives on two peers at least;
+        an answer written by an earlier incarnation of this node is cleaned up here too.
         """
         if self._ring.owner(task_id) != self.self_id and desc.pin != self.self_id:
             return
-        res = self.results.get(task_id)
-        if res is None or res.by == self.self_id:
-            return
+        if (task_id, desc.run) in self._dequeuing:
+            return  # our own answer: the dequeuer removes it once a majority holds it
         self._remove_from_queue(task_id, desc.run)
 
     def _remove_from_queue(self, task_id: str, run: str) -> None:
@@ -931,6 +933,7 @@ class WarpNode:
             # The task leaves the queue only once a majority holds its answer: the two are on
             # different boards, and crashes between them must never lose the task.
             self._dequeues.append((self.results_board.core.pending_seq, task_id, desc.run))
+            self._dequeuing.add((task_id, desc.run))
             self._dequeue_event.set()
             return
         self._remove_from_queue(task_id, desc.run)
@@ -944,6 +947,7 @@ class WarpNode:
             batch, self._dequeues = self._dequeues, []
             await self.results_board.replicated(max(seq for seq, _, _ in batch), majority=True)
             for _, task_id, run in batch:
+                self._dequeuing.discard((task_id, run))
                 if self._result_run(task_id) == run:
                     self._remove_from_queue(task_id, run)
 
