@@ -117,6 +117,17 @@ class FailureDetector:
             return self._move(peer, p, PeerHealth.RECOVERED, now)
         return None
 
+    def pause(self, seconds: float) -> None:
+        """This node itself was stalled for ``seconds`` (GC, a long task, a suspended VM).
+
+        Peers' frames may be sitting unread in our own buffers, so the stall is not counted against
+        them: their silence clocks are moved forward by the pause (never past their real state).
+        """
+        if seconds <= 0:
+            return
+        for p in self._peers.values():
+            p.last_heard += seconds
+
     def tick(self, now: float) -> list[LivenessEvent]:
         """Apply timeouts; returns transitions in peer order."""
         cfg = self.config

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from warpmesh.aio.observable import Observable
 from warpmesh.aio.queue import ClosableQueue, QueueClosed
@@ -47,15 +48,19 @@ class Liveness:
         self._tasks: list[asyncio.Task[None]] = []
         self._wake: asyncio.Event | None = None
         self.heartbeats_sent = 0
+        #: Times this node noticed it had been stalled (and excused its peers' silence).
+        self.stalls = 0
+        self._removers: list[Any] = []
 
     async def start(self) -> Liveness:
         loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
-        raw = self._seam.subscribe()
-        pings = self._channel.subscribe()  # consume heartbeats so the mux does not count them unrouted
+        # Every inbound frame on the seam is a sign of life, observed inline (no queue, no task).
+        self._removers = [
+            self._seam.add_handler(self._on_frame),
+            self._channel.add_handler(lambda _sender, _data: None),  # heartbeats need no reply
+        ]
         self._tasks = [
-            loop.create_task(self._observe(raw), name=f"liveness-observe-{self.self_id}"),
-            loop.create_task(self._drain(pings), name=f"liveness-pings-{self.self_id}"),
             loop.create_task(self._beat(), name=f"liveness-beat-{self.self_id}"),
             loop.create_task(self._watch_roster(), name=f"liveness-roster-{self.self_id}"),
         ]
@@ -110,22 +115,24 @@ class Liveness:
         alive = self.detector.alive()
         self.live.set(frozenset(p for p in roster if p == self.self_id or p in alive))
 
-    async def _observe(self, sub: AsyncIterator[tuple[PeerId, bytes]]) -> None:
-        loop = asyncio.get_running_loop()
-        async for sender, _ in sub:
-            ev = self.detector.heard(sender, loop.time())
-            if ev is not None:
-                self._emit([ev])
-
-    async def _drain(self, sub: AsyncIterator[tuple[PeerId, bytes]]) -> None:
-        async for _ in sub:
-            pass
+    def _on_frame(self, sender: PeerId, _data: bytes) -> None:
+        ev = self.detector.heard(sender, asyncio.get_running_loop().time())
+        if ev is not None:
+            self._emit([ev])
 
     async def _beat(self) -> None:
         loop = asyncio.get_running_loop()
         interval = self.config.interval
+        last = loop.time()
         while True:
-            self._emit(self.detector.tick(loop.time()))
+            now = loop.time()
+            # A beat that wakes late means this node was stalled; do not blame peers for it.
+            stalled = now - last - interval
+            if stalled > interval:
+                self.detector.pause(stalled)
+                self.stalls += 1
+            last = now
+            self._emit(self.detector.tick(now))
             try:
                 await self._channel.broadcast(_PING)
             except SeamClosed:
@@ -150,6 +157,9 @@ class Liveness:
             self._publish()
 
     async def close(self) -> None:
+        for remove in self._removers:
+            remove()
+        self._removers.clear()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

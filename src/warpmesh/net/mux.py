@@ -1,23 +1,22 @@
 """``MuxSeam``: independent logical channels over one seam, tagged with one leading byte.
 
 Each channel is itself a :class:`~warpmesh.net.seam.Seam` with the parent's identity and roster.
-One pump task reads the parent once and routes each frame by its tag into the channel's own
+A handler on the parent routes each frame by its tag into the channel's own
 :class:`~warpmesh.net.seam.IncomingHub`, so every subscriber keeps its own bounded queue. Frames with
 an unknown tag, or for a channel nobody subscribes to, are counted in ``unrouted``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections import Counter
+from collections.abc import Awaitable, Callable
 
 from warpmesh.net.seam import (
     DEFAULT_SUBSCRIPTION_SIZE,
+    Handler,
     IncomingHub,
     PeerId,
     Seam,
-    SeamClosed,
     Subscription,
 )
 
@@ -42,8 +41,13 @@ class ChannelSeam(Seam):
 
     def subscribe(self, maxsize: int = DEFAULT_SUBSCRIPTION_SIZE) -> Subscription:
         sub = self.hub.subscribe(maxsize)
-        self._mux._ensure_pump()
+        self._mux._ensure_routing()
         return sub
+
+    def add_handler(self, handler: Handler) -> Callable[[], None]:
+        remove = self.hub.add_handler(handler)
+        self._mux._ensure_routing()
+        return remove
 
     @property
     def closed(self) -> bool:
@@ -56,13 +60,17 @@ class ChannelSeam(Seam):
 
 
 class MuxSeam:
-    """Multiplex 1-byte-tagged channels over ``parent``. Create channels before traffic arrives."""
+    """Multiplex 1-byte-tagged channels over ``parent``. Create channels before traffic arrives.
+
+    Routing runs as a handler inside the parent's delivery (no task, no queue of its own); each
+    channel then hands the frame to its own handlers and bounded subscriptions, so backpressure
+    from a full channel subscriber still reaches the link.
+    """
 
     def __init__(self, parent: Seam) -> None:
         self.parent = parent
         self._channels: dict[int, ChannelSeam] = {}
-        self._pump: asyncio.Task[None] | None = None
-        self._sub: Subscription | None = None
+        self._remove_route: Callable[[], None] | None = None
         self.closed = False
         #: Frames dropped because no channel (or no subscriber) claimed them, by tag.
         self.unrouted: Counter[int] = Counter()
@@ -76,38 +84,25 @@ class MuxSeam:
             ch = self._channels[tag] = ChannelSeam(self, tag)
         return ch
 
-    def _ensure_pump(self) -> None:
-        if self._pump is None and not self.closed:
-            self._sub = self.parent.subscribe()
-            self._pump = asyncio.get_running_loop().create_task(self._run(self._sub))
+    def _ensure_routing(self) -> None:
+        if self._remove_route is None and not self.closed:
+            self._remove_route = self.parent.add_handler(self._route)
 
-    async def _run(self, sub: Subscription) -> None:
-        try:
-            while True:
-                try:
-                    sender, data = await sub.get()
-                except SeamClosed:
-                    break
-                if not data:
-                    self.unrouted[-1] += 1
-                    continue
-                ch = self._channels.get(data[0])
-                if ch is None or ch.hub.subscribers == 0:
-                    self.unrouted[data[0]] += 1
-                    continue
-                await ch.hub.deliver(sender, data[1:])
-        finally:
-            for ch in list(self._channels.values()):
-                ch.hub.close()
+    def _route(self, sender: PeerId, data: bytes) -> Awaitable[None] | None:
+        if not data:
+            self.unrouted[-1] += 1
+            return None
+        ch = self._channels.get(data[0])
+        if ch is None or ch.hub.subscribers == 0:
+            self.unrouted[data[0]] += 1
+            return None
+        return ch.hub.deliver(sender, data[1:])
 
     async def close(self) -> None:
         """Stop routing and end every channel's subscriptions (the parent seam stays open)."""
         self.closed = True
-        if self._sub is not None:
-            self._sub.close()
-        if self._pump is not None:
-            self._pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pump
+        if self._remove_route is not None:
+            self._remove_route()
+            self._remove_route = None
         for ch in list(self._channels.values()):
             ch.hub.close()

@@ -184,6 +184,7 @@ class QuilterCore(Generic[S]):
         self._transfer_seq = 0
         self._mismatch: Counter[str] = Counter()
         self._mismatch_frontiers: dict[str, tuple[bytes, bytes]] = {}
+        self._bootstrap_at = float("-inf")
         self._version_at_round = -1
         self._next_ae = now + self.rng.uniform(0.5, 1.0) * self.config.anti_entropy_interval
         self._digest_cache: tuple[int, bytes] | None = None
@@ -465,7 +466,11 @@ class QuilterCore(Generic[S]):
             self._mismatch[sender] = 1
             self._mismatch_frontiers[sender] = frontiers
         diverged = their_frontier == mine
-        empty = self.state.is_bottom()  # type: ignore[attr-defined]
+        # An empty node (just joined or restarted) asks for a full state at once - but from one
+        # peer per round: every peer greets a newcomer with a digest, and one state is enough.
+        empty = self.state.is_bottom() and now - self._bootstrap_at >= self.config.anti_entropy_interval  # type: ignore[attr-defined]
+        if empty:
+            self._bootstrap_at = now
         if diverged or empty or self._mismatch[sender] >= self.config.mismatch_rounds:
             self._mismatch.pop(sender, None)
             self._mismatch_frontiers.pop(sender, None)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from warpmesh.aio.observable import Observable
-from warpmesh.net.seam import PeerUnreachable, Seam, SeamClosed, Subscription
+from warpmesh.net.seam import PeerUnreachable, Seam, SeamClosed
 from warpmesh.quilt.core import QuilterConfig, QuilterCore, StateCodec
 
 S = TypeVar("S")
@@ -56,7 +56,7 @@ class Quilter(Generic[S]):
         self._progress: Observable[int] = Observable(0)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._sub: Subscription | None = None
+        self._remove_handler: Callable[[], None] | None = None
         self._closed = False
         self._ack_waiters: list[tuple[int, bool, int | None, asyncio.Future[None]]] = []
         self.send_failures = 0
@@ -68,11 +68,11 @@ class Quilter(Generic[S]):
 
     async def start(self) -> Quilter[S]:
         loop = asyncio.get_running_loop()
-        self._sub = self.seam.subscribe()
+        # Frames are handled inline as they are delivered: no queue, no task per frame.
+        self._remove_handler = self.seam.add_handler(self._on_frame)
         self.core.roster_changed(self.seam.roster.value, loop.time())
         name = f"{self.seam.self_id}/{self.core.stream}"
         self._tasks = [
-            loop.create_task(self._receive(self._sub), name=f"quilt-recv-{name}"),
             loop.create_task(self._pump(), name=f"quilt-send-{name}"),
             loop.create_task(self._timers(), name=f"quilt-timer-{name}"),
             loop.create_task(self._roster(), name=f"quilt-roster-{name}"),
@@ -184,27 +184,12 @@ class Quilter(Generic[S]):
         if self.core.outbox or self.core.has_pending:
             self._wake.set()
 
-    async def _receive(self, sub: Subscription) -> None:
-        loop = asyncio.get_running_loop()
-        core = self.core
-        while True:
-            try:
-                sender, data = await sub.get()
-            except SeamClosed:
-                return
-            now = loop.time()
-            core.receive(sender, data, now)
-            # Drain whatever else is already queued before waking the sender: acks coalesce.
-            for _ in range(256):
-                try:
-                    item = sub.get_nowait()
-                except SeamClosed:
-                    break
-                if item is None:
-                    break
-                core.receive(item[0], item[1], now)
-            self._after_input()
-            self._progress.set(self._progress.value + 1)
+    def _on_frame(self, sender: str, data: bytes) -> None:
+        if self._closed:
+            return
+        self.core.receive(sender, data, asyncio.get_running_loop().time())
+        self._after_input()
+        self._progress.set(self._progress.value + 1)
 
     async def _pump(self) -> None:
         loop = asyncio.get_running_loop()
@@ -261,8 +246,9 @@ class Quilter(Generic[S]):
                         await self.seam.broadcast(frame)
                     else:
                         await self.seam.send_to(peer, frame)
-        if self._sub is not None:
-            self._sub.close()
+        if self._remove_handler is not None:
+            self._remove_handler()
+            self._remove_handler = None
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
