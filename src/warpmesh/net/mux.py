@@ -96,7 +96,7 @@ class MuxSeam:
         if ch is None or ch.hub.subscribers == 0:
             self.unrouted[data[0]] += 1
             return None
-        return ch.hub.deliver(sender, data[1:])
+        return ch.hub.deliver_nowait(sender, data[1:])
 
     async def close(self) -> None:
         """Stop routing and end every channel's subscriptions (the parent seam stays open)."""

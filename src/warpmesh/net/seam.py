@@ -135,23 +135,62 @@ class IncomingHub:
 
     async def deliver(self, sender: PeerId, data: bytes) -> None:
         """Hand ``(sender, data)`` to every handler and subscriber, waiting while any is full."""
-        if self._handlers:
-            for handler in tuple(self._handlers):
+        pending = self.deliver_nowait(sender, data)
+        if pending is not None:
+            await pending
+
+    def deliver_nowait(self, sender: PeerId, data: bytes) -> Awaitable[None] | None:
+        """Deliver at once where nothing has to wait; else return an awaitable that finishes it.
+
+        The caller must await that before delivering the next frame of the same link, so frames
+        stay in order and backpressure reaches the link.
+        """
+        handlers = self._handlers
+        for i in range(len(handlers)):
+            pending = self._call(handlers[i], sender, data)
+            if pending is not None:
+                return self._finish(pending, tuple(handlers[i + 1:]), 0, sender, data)
+        subs = self._subs
+        if not subs:
+            if handlers:
+                self.delivered += 1
+            else:
+                self.unsubscribed_drops += 1
+            return None
+        item = (sender, data)
+        for j in range(len(subs)):
+            q = subs[j]._queue
+            if not q.closed and not q.put_nowait(item):
+                return self._finish(None, (), j, sender, data)
+        self.delivered += 1
+        return None
+
+    def _call(self, handler: Handler, sender: PeerId, data: bytes) -> Awaitable[None] | None:
+        try:
+            return handler(sender, data)
+        except Exception:
+            self.handler_errors += 1
+            log.exception("frame handler %r failed on a frame from %s", handler, sender)
+            return None
+
+    async def _finish(self, pending: Awaitable[None] | None, handlers: tuple[Handler, ...], first_sub: int,
+                      sender: PeerId, data: bytes) -> None:
+        try:
+            if pending is not None:
+                await pending
+        except Exception:
+            self.handler_errors += 1
+            log.exception("frame handler failed on a frame from %s", sender)
+        for handler in handlers:
+            more = self._call(handler, sender, data)
+            if more is not None:
                 try:
-                    pending = handler(sender, data)
-                    if pending is not None:
-                        await pending
+                    await more
                 except Exception:
                     self.handler_errors += 1
                     log.exception("frame handler %r failed on a frame from %s", handler, sender)
-            if not self._subs:
-                self.delivered += 1
-                return
-        elif not self._subs:
-            self.unsubscribed_drops += 1
-            return
         item = (sender, data)
-        for sub in tuple(self._subs):
+        for sub in tuple(self._subs)[first_sub:]:
             q = sub._queue
             if q.closed:
                 continue
