@@ -214,6 +214,8 @@ class RaftCore:
         self.votes: dict[NodeId, bool] = {}
         self.election_round = 0
         self.prs: dict[NodeId, Progress] = {}
+        #: Removed nodes still being told about their removal: node -> index of that config.
+        self.retiring: dict[NodeId, int] = {}
         self.noop_index = 0
         self.uncommitted_bytes = 0
         self.uncommitted_keys: dict[tuple[str, int], int] = {}
@@ -846,6 +848,8 @@ class RaftCore:
             return
         size = len(pr.snap.data)
         off = min(max(m.next_offset, 0), size)  # a malformed ack never escapes the snapshot bounds
+        if off >= size and not m.done:
+            off = 0  # "have it all" without "done" is inconsistent: start over
         if m.done:
             pr.maybe_update(m.index)
             pr.become_probe()
@@ -930,6 +934,7 @@ class RaftCore:
 
     def _leader_teardown(self) -> None:
         self.prs = {}
+        self.retiring = {}
         self.heartbeat_deadline = self.check_quorum_deadline = _INF
         self.uncommitted_keys.clear()
         self.uncommitted_bytes = 0
@@ -1002,15 +1007,21 @@ class RaftCore:
 
     def _check_quorum(self) -> bool:
         active = {self.id}
-        for peer, pr in self.prs.items():
+        for peer, pr in list(self.prs.items()):
             if pr.recent_active:
                 active.add(peer)
+            elif peer in self.retiring and self.log.commit >= self.retiring[peer]:
+                self._retire(peer)  # silent removed node: stop trying
             pr.recent_active = False
         m = self.membership
         if not m.is_voter(self.id):
             # A leader outside the voter set (removed, managing the hand-off) counts only others.
             active.discard(self.id)
         return m.has_quorum(active)
+
+    def _retire(self, peer: NodeId) -> None:
+        self.retiring.pop(peer, None)
+        self.prs.pop(peer, None)
 
     def _set_leader(self, leader: NodeId | None) -> None:
         if leader == self.leader:
@@ -1060,11 +1071,12 @@ class RaftCore:
         commit = self.log.commit
         replicate = ProgressState.REPLICATE
         prs = self.prs
-        for peer in sorted(prs) if len(prs) > 1 else prs:
+        retiring = self.retiring
+        for peer in sorted(prs) if len(prs) > 1 else list(prs):
             pr = prs[peer]
             # Fast path: an up-to-date follower that already knows the commit index.
             if pr.state == replicate and pr.next > last and pr.commit_sent >= (
-                    pr.match if pr.match < commit else commit):
+                    pr.match if pr.match < commit else commit) and peer not in retiring:
                 continue
             self._send_appends(peer, pr)
 
@@ -1103,6 +1115,11 @@ class RaftCore:
             pr.sent(end, nbytes)
             if pr.state == ProgressState.PROBE:
                 break
+        if peer in self.retiring:
+            at = self.retiring[peer]
+            if log.commit >= at and pr.commit_sent >= at:
+                self._retire(peer)  # it knows it was removed
+                return
         if not sent_commit:
             safe = min(pr.match, log.commit)
             if safe > pr.commit_sent:
@@ -1281,8 +1298,13 @@ class RaftCore:
                 if peer != self.id and peer not in self.prs:
                     self.prs[peer] = Progress(last + 1)
             for peer in list(self.prs):
-                if peer not in m.members:
-                    del self.prs[peer]
+                if peer not in m.members and peer not in self.retiring:
+                    # Keep replicating to a removed node until it has learned that the config
+                    # removing it committed, so it knows to stop (and refuses proposals).
+                    self.retiring[peer] = self.log.last_index()
+            for peer in list(self.retiring):
+                if peer in m.members:
+                    del self.retiring[peer]
         else:
             was = self.role
             if self.role in (Role.PRE_CANDIDATE, Role.CANDIDATE) and not self.is_voter():

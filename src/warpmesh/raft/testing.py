@@ -228,7 +228,11 @@ class ScriptedCluster:
         with ``wait_commit``, until its no-op committed)."""
         core = self.nodes[nid].c
         for n in self.live():
-            n.c.quiet_until = min(n.c.quiet_until, self.now)  # as if the cluster had been up a while
+            # As if the cluster had been up a while and the old leader had gone quiet long ago:
+            # neither the restart quiet period nor leader stickiness holds this election back.
+            n.c.quiet_until = min(n.c.quiet_until, self.now)
+            if n.c.role != Role.LEADER:
+                n.c.leader_contact = float("-inf")
         core.election_deadline = self.now
         core.tick(self.now)
         self.pump(nid)
