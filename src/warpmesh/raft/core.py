@@ -490,6 +490,14 @@ class RaftCore:
             self.remote_reads[rid] = [None, 0.0]
             self._send_remote_read(rid)
 
+    def abandon_read(self, rid: int) -> None:
+        """Forget a read the caller gave up on."""
+        self.remote_reads.pop(rid, None)
+        for coll in (self.reads, self.reads_waiting_noop):
+            for r in list(coll):
+                if r.id == rid and r.origin is None:
+                    coll.remove(r)
+
     def change_membership(self, req_id: Any, voters: set[NodeId] | frozenset[NodeId],
                           learners: set[NodeId] | frozenset[NodeId] = frozenset(),
                           now: float | None = None) -> None:
