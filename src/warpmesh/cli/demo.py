@@ -1,0 +1,167 @@
+"""``warpmesh demo``: N local peer processes share a pile of jobs, nobody in charge.
+
+Starts ``--peers`` ``warpmesh node`` processes on loopback serving ``warpmesh.warp.demo_ops``,
+enqueues ``--jobs`` jobs through one peer (each computes a known function of its argument), shows
+live progress per peer, optionally SIGKILLs one peer mid-run, then checks every answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+import click
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from warpmesh.cli.procs import NodeProcess, NodeProcessError
+from warpmesh.warp.demo_ops import collatz_steps
+
+OPS_MODULE = "warpmesh.warp.demo_ops"
+
+
+def _peer_table(statuses: dict[str, dict[str, Any] | None], killed: set[str]) -> Table:
+    table = Table(box=None, pad_edge=False)
+    for col in ("peer", "state", "ran", "queue", "results", "live workers"):
+        table.add_column(col, justify="right" if col in ("ran", "queue", "results") else "left")
+    for name, st in statuses.items():
+        if name in killed:
+            table.add_row(name, "[red]killed[/red]", "", "", "", "")
+            continue
+        if st is None:
+            table.add_row(name, "starting", "", "", "", "")
+            continue
+        w = st["warp"]
+        table.add_row(name, "[green]up[/green]", str(st.get("ran_here", 0)), str(w["queue_depth"]),
+                      str(w["results"]), str(len(w["live_workers"])))
+    return table
+
+
+async def run_demo(console: Console | None, *, peers: int, jobs: int, kill_one: bool,
+                   timeout: float) -> dict[str, Any]:
+    names = [f"peer-{i + 1}" for i in range(peers)]
+    procs: dict[str, NodeProcess] = {}
+    killed: set[str] = set()
+    statuses: dict[str, dict[str, Any] | None] = dict.fromkeys(names)
+    progress = Progress(TextColumn("[bold]jobs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    bar = progress.add_task("jobs", total=jobs)
+    live = Live(Group(progress, _peer_table(statuses, killed)), console=console, refresh_per_second=8,
+                transient=False) if console is not None else None
+    try:
+        if live is not None:
+            live.start()
+        first = await NodeProcess(names[0], NodeProcess.command(
+            names[0], "127.0.0.1:0", [], "--ops", OPS_MODULE)).start()
+        procs[names[0]] = first
+        assert first.address is not None
+        rest = [NodeProcess(n, NodeProcess.command(n, "127.0.0.1:0", [first.address], "--ops", OPS_MODULE))
+                for n in names[1:]]
+        for p in await asyncio.gather(*(p.start() for p in rest)):
+            procs[p.node_id] = p
+
+        views: dict[str, list[str]] = {}
+
+        async def mesh_formed() -> None:
+            while True:
+                for p in procs.values():
+                    views[p.node_id] = (await p.status())["warp"]["live_workers"]
+                if all(len(v) == peers for v in views.values()):
+                    return
+                await asyncio.sleep(0.1)
+
+        try:
+            await asyncio.wait_for(mesh_formed(), min(timeout, 60.0))
+        except TimeoutError:
+            seen = "; ".join(f"{n} sees {', '.join(v)}" for n, v in sorted(views.items()))
+            raise NodeProcessError(f"the {peers} peers did not all see each other within 60 s ({seen})") from None
+        args = {f"job-{i}": i + 1 for i in range(jobs)}
+        started = time.perf_counter()
+        items = [{"task": t, "op": "demo.collatz", "args": a} for t, a in args.items()]
+        for chunk in range(0, len(items), 5000):
+            await first.call({"cmd": "enqueue_many", "items": items[chunk:chunk + 5000]}, timeout=60)
+        victim = names[-1] if kill_one and peers > 1 else None
+        done = 0
+        deadline = started + timeout
+        while True:
+            for name, p in procs.items():
+                if name in killed:
+                    continue
+                st = await p.status()
+                by_peer = st["warp"].get("executions_by_peer", {})
+                st["ran_here"] = by_peer.get(name, 0)
+                statuses[name] = st
+            survivor = next(s for n, s in statuses.items() if n not in killed and s is not None)
+            done = survivor["warp"]["results"]
+            progress.update(bar, completed=done)
+            if live is not None:
+                live.update(Group(progress, _peer_table(statuses, killed)))
+            if victim is not None and victim not in killed and done >= jobs * 0.1:
+                procs[victim].kill()
+                killed.add(victim)
+            if done >= jobs:
+                break
+            if time.perf_counter() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        seconds = time.perf_counter() - started
+        survivors = [n for n in names if n not in killed]
+        answer = await procs[survivors[0]].call({"cmd": "results"}, timeout=60)
+        results = answer["results"]
+        final = await procs[survivors[0]].status()
+        wrong = [t for t, r in results.items() if t in args and (not r["ok"] or r["value"] != collatz_steps(args[t]))]
+        lost = [t for t in args if t not in results]
+        counters = final["warp"]["counters"]
+        by_peer = final["warp"].get("executions_by_peer", {})
+        return {
+            "peers": peers,
+            "jobs": jobs,
+            "completed": len(results),
+            "lost": len(lost),
+            "wrong": len(wrong),
+            "duplicates": counters["duplicates"],
+            "executions": counters["executions"],
+            "failovers": counters["failovers"],
+            "killed": sorted(killed),
+            "executions_by_peer": by_peer,
+            "seconds": round(seconds, 3),
+            "jobs_per_s": round(len(results) / seconds, 1) if seconds > 0 else None,
+        }
+    finally:
+        if live is not None:
+            live.stop()
+        await asyncio.gather(*(p.stop() for p in procs.values()), return_exceptions=True)
+
+
+@click.command()
+@click.option("--peers", type=click.IntRange(min=1, max=32), default=4, show_default=True,
+              help="Peer processes to start on loopback.")
+@click.option("--jobs", type=click.IntRange(min=1, max=1_000_000), default=2000, show_default=True)
+@click.option("--kill-one", is_flag=True, help="SIGKILL one peer when 10% of the jobs are done.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=300.0, show_default=True,
+              help="Give up waiting for answers after this many seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON line with the summary.")
+def demo(peers: int, jobs: int, kill_one: bool, timeout: float, as_json: bool) -> None:
+    """Share a pile of jobs among local peer processes with no scheduler, and check every answer."""
+    console = None if as_json else Console()
+    try:
+        summary = asyncio.run(run_demo(console, peers=peers, jobs=jobs, kill_one=kill_one, timeout=timeout))
+    except NodeProcessError as err:
+        raise click.ClickException(str(err)) from None
+    if as_json:
+        print(json.dumps(summary, sort_keys=True))
+    else:
+        assert console is not None
+        ok = summary["lost"] == 0 and summary["wrong"] == 0
+        colour = "green" if ok else "red"
+        console.print(
+            f"[{colour}]{summary['completed']}/{summary['jobs']} jobs answered[/{colour}], "
+            f"lost {summary['lost']}, wrong {summary['wrong']}, duplicates {summary['duplicates']}, "
+            f"failovers {summary['failovers']}; {summary['seconds']} s, {summary['jobs_per_s']} jobs/s"
+            + (f"; killed {', '.join(summary['killed'])}" if summary["killed"] else ""))
+        console.print("executions by peer: " + ", ".join(f"{p} {n}" for p, n in sorted(summary["executions_by_peer"].items())))
+    sys.exit(0 if summary["lost"] == 0 and summary["wrong"] == 0 else 1)

@@ -1,0 +1,233 @@
+"""``warpmesh node``: one long-lived mesh peer - a Warp worker plus two demo CRDT boards.
+
+The peer joins the TCP mesh, runs a :class:`~warpmesh.warp.WarpNode` with the ops of the
+``--ops`` modules, and replicates two small demo boards (an ORSet ``tags`` and an ORMap ``kv``) so
+the mesh can be exercised without any ops at all.
+
+With ``--control stdio`` it reads JSON commands on stdin, one per line, and writes JSON events on
+stdout (used by ``warpmesh mesh-demo``, ``warpmesh demo`` and the process tests)::
+
+    {"cmd": "add", "elem": "x"}          {"cmd": "remove", "elem": "x"}
+    {"cmd": "put", "key": "k", "value": 1}   {"cmd": "del", "key": "k"}
+    {"cmd": "enqueue", "task": "t1", "op": "demo.square", "args": 7}
+    {"cmd": "enqueue_many", "items": [{"task": "t1", "op": "demo.collatz", "args": 7}, ...]}
+    {"cmd": "status"}    {"cmd": "results"}    {"cmd": "quit"}
+
+Every command is answered by an event line; ``status`` events carry the roster, the board digests
+and contents, and the Warp status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from warpmesh.cli.common import (
+    _addr_callback,
+    load_mesh_security,
+    mesh_options,
+    run_until_signal,
+    setup_logging,
+)
+
+TAGS_TAG, KV_TAG = 0x11, 0x12
+
+
+class DemoBoards:
+    """The ``tags`` ORSet and ``kv`` ORMap every ``warpmesh node`` replicates."""
+
+    def __init__(self, mux: Any, replica: str) -> None:
+        from warpmesh.crdt import LWWRegister, ORMap, ORSet
+        from warpmesh.quilt import Quilter
+
+        self.replica = replica
+        self.tags: Quilter[ORSet] = Quilter(mux.channel(TAGS_TAG), ORSet(), stream=replica)
+        self.kv: Quilter[ORMap] = Quilter(mux.channel(KV_TAG), ORMap(LWWRegister), stream=replica)
+
+    async def start(self) -> None:
+        await self.tags.start()
+        await self.kv.start()
+
+    async def close(self) -> None:
+        await self.tags.close()
+        await self.kv.close()
+
+    def snapshot(self) -> dict[str, Any]:
+        from warpmesh.crdt import digest
+
+        kv = self.kv.state
+        return {
+            "tags": sorted(self.tags.state.elements, key=repr),
+            "kv": {str(k): kv.get(k).value for k in kv.keys()},  # type: ignore[union-attr]
+            "tags_digest": digest(self.tags.state).hex(),
+            "kv_digest": digest(kv).hex(),
+        }
+
+
+def _emit(event: str, **fields: Any) -> None:
+    sys.stdout.write(json.dumps({"event": event, **fields}, sort_keys=True, default=str) + "\n")
+    sys.stdout.flush()
+
+
+@click.command()
+@click.option("--id", "node_id", required=True, help="This peer's id, unique in the mesh.")
+@click.option("--listen", required=True, callback=_addr_callback, metavar="HOST:PORT",
+              help="Address to listen on (port 0 picks a free port).")
+@click.option("--join", multiple=True, callback=_addr_callback, metavar="HOST:PORT",
+              help="A peer to join through (repeatable); the rest of the roster is learned from it.")
+@click.option("--ops", "ops_modules", multiple=True, metavar="MODULE",
+              help="Import MODULE and serve its @warp_op ops (repeatable), e.g. --ops mypkg.jobs.")
+@click.option("--role", type=click.Choice(["worker", "client"]), default="worker", show_default=True,
+              help="Workers run tasks; clients only enqueue and read.")
+@click.option("--strategy", type=click.Choice(["intent", "ring"]), default="intent", show_default=True,
+              help="Claim strategy: 'intent' (dibs, settles contested claims) or 'ring'.")
+@click.option("--control", type=click.Choice(["none", "stdio"]), default="none", show_default=True,
+              help="'stdio': read JSON commands on stdin, write JSON events on stdout.")
+@click.option("--status-every", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Also print a status event every N seconds (0: only when asked).")
+@click.option("--incarnation", type=click.IntRange(min=0), default=None,
+              help="This boot's incarnation (default: microseconds since the epoch).")
+@mesh_options
+def node(node_id: str, listen: tuple[str, int], join: list[tuple[str, int]], ops_modules: tuple[str, ...],
+         role: str, strategy: str, control: str, status_every: float, incarnation: int | None,
+         log_level: str, secret_file: Path | None, tls_cert: Path | None, tls_key: Path | None,
+         tls_ca: Path | None) -> None:
+    """Run one long-lived mesh peer (a Warp worker) until interrupted."""
+    setup_logging(log_level)
+    secret, tls = load_mesh_security(secret_file, tls_cert, tls_key, tls_ca)
+    from warpmesh.warp import ClaimStrategy, OpRegistry, load_ops_module
+
+    registry = OpRegistry()
+    for module in ops_modules:
+        try:
+            registry.update(load_ops_module(module))
+        except ImportError as err:
+            raise click.BadParameter(f"cannot import {module!r}: {err}", param_hint="--ops") from None
+        except ValueError as err:
+            raise click.ClickException(f"--ops {module}: {err}") from None
+
+    async def main(stop: asyncio.Event) -> None:
+        from warpmesh.crdt import replica_id
+        from warpmesh.net.mux import MuxSeam
+        from warpmesh.net.secret import InsecureAddressError
+        from warpmesh.net.tcp import TcpMesh, boot_incarnation
+        from warpmesh.warp import WarpNode
+
+        inc = incarnation if incarnation is not None else boot_incarnation()
+        try:
+            mesh = TcpMesh(node_id, listen=listen, join=join, secret=secret, incarnation=inc, tls=tls)
+        except (ValueError, InsecureAddressError) as err:
+            raise click.ClickException(str(err)) from None
+        try:
+            await mesh.start()
+        except OSError as err:
+            raise click.ClickException(f"cannot listen on {listen[0]}:{listen[1]}: {err.strerror or err}") from None
+        mux = MuxSeam(mesh)
+        boards = DemoBoards(mux, replica_id(node_id, inc))
+        warp = WarpNode(mesh, registry=registry, strategy=ClaimStrategy(strategy), role=role,
+                        incarnation=inc, mux=mux)
+        await boards.start()
+        await warp.start()
+        assert mesh.address is not None
+        _emit("ready", node=node_id, address=f"{mesh.address[0]}:{mesh.address[1]}", incarnation=inc,
+              ops=registry.names(), role=role)
+
+        def status() -> None:
+            _emit("status", node=node_id, roster=sorted(mesh.roster.value), **boards.snapshot(),
+                  warp=warp.status(), mesh=mesh.stats.as_dict())
+
+        tasks: list[asyncio.Task[Any]] = []
+        if control == "stdio":
+            tasks.append(asyncio.create_task(_control(boards, warp, status, stop)))
+        if status_every > 0:
+            async def ticker() -> None:
+                while True:
+                    await asyncio.sleep(status_every)
+                    status()
+
+            tasks.append(asyncio.create_task(ticker()))
+        try:
+            await stop.wait()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await warp.close()
+            await boards.close()
+            await mux.close()
+            await mesh.close()
+            _emit("stopped", node=node_id)
+
+    run_until_signal(main)
+
+
+async def _control(boards: DemoBoards, warp: Any, status: Any, stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=16 * 1024 * 1024)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while True:
+        line = await reader.readline()
+        if not line:
+            stop.set()
+            return
+        try:
+            cmd = json.loads(line)
+            if not isinstance(cmd, dict):
+                raise ValueError("a command must be a JSON object")
+            what = cmd.get("cmd")
+            if what in ("add", "remove", "put", "del"):
+                _mutate_boards(boards, what, cmd)
+            elif what == "enqueue":
+                run = warp.enqueue_nowait(str(cmd["task"]), cmd.get("op"), cmd.get("args"), pin=cmd.get("pin"))
+                _emit("enqueued", task=cmd["task"], run=run)
+                continue
+            elif what == "enqueue_many":
+                for item in cmd["items"]:
+                    warp.enqueue_nowait(str(item["task"]), item.get("op"), item.get("args"))
+                _emit("enqueued", count=len(cmd["items"]))
+                continue
+            elif what == "status":
+                status()
+                continue
+            elif what == "results":
+                _emit("results", results={t: {"ok": res.ok, "value": res.value, "error": res.error,
+                                              "by": res.by, "run": res.run}
+                                          for t, res in warp.results.items()})
+                continue
+            elif what == "quit":
+                stop.set()
+                return
+            else:
+                raise ValueError(f"unknown command {what!r}")
+            _emit("ok", cmd=what)
+        except (ValueError, KeyError, TypeError) as err:
+            _emit("error", error=f"{type(err).__name__}: {err}", line=line.decode(errors="replace").strip())
+
+
+def _mutate_boards(boards: DemoBoards, what: str, cmd: dict[str, Any]) -> None:
+    r = boards.replica
+    if what == "add":
+        elem = _hashable(cmd["elem"])
+        boards.tags.mutate(lambda s: s.add(r, elem))
+    elif what == "remove":
+        elem = _hashable(cmd["elem"])
+        boards.tags.mutate(lambda s: s.remove(elem))
+    elif what == "put":
+        key, value = str(cmd["key"]), _hashable(cmd["value"])
+        boards.kv.mutate(lambda m: m.update(r, key, lambda cur: cur.set(r, value)))
+    else:
+        key = str(cmd["key"])
+        boards.kv.mutate(lambda m: m.remove(key))
+
+
+def _hashable(value: Any) -> Any:
+    """JSON lists become tuples so they can be set elements and register values."""
+    if isinstance(value, list):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, dict):
+        raise TypeError("objects cannot be board elements or values")
+    return value

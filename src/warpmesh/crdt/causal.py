@@ -1,0 +1,424 @@
+"""The causal core: dots, dot contexts, and the dot store shared by ORSet, ORMap and MVRegister.
+
+A *dot* ``(replica, seq)`` names one event: the ``seq``-th dot that ``replica`` minted. A
+:class:`DotContext` is the set of dots a state has seen, kept canonical as a version vector (every
+dot ``(r, 1..vv[r])``) plus a *cloud* of the dots seen out of order. Causal CRDTs pair a store of live
+dots with the context; a dot in the context but not in the store was removed (Almeida et al. 2018,
+§5 "causal CRDTs"; kuilt ``Dot``/``DotContext``/``DotMap``).
+
+The replica identity rule follows from ``next_dot``: a replica mints ``vv[r] + 1``. A replica that
+restarted under the same id with an empty context would mint dots its earlier life already minted,
+so every boot must use a fresh id (:func:`warpmesh.crdt.base.replica_id`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from types import MappingProxyType
+from typing import Any, Generic, NamedTuple, TypeVar
+
+from warpmesh.crdt.base import CrdtDecodeError, check_replica, sort_bytes, w_int, w_list, w_replica
+from warpmesh.wire.frame import pack
+
+__all__ = ["Dot", "DotContext", "DotStore"]
+
+_SEQ_MAX = (1 << 64) - 1
+
+
+class Dot(NamedTuple):
+    """One event: the ``seq``-th (from 1) dot minted by ``replica``."""
+
+    replica: str
+    seq: int
+
+
+class DotContext:
+    """The set of dots a state has seen: a version vector plus a cloud, compacted and canonical.
+
+    Invariant (which makes equality and the wire form canonical): every cloud dot ``(r, s)`` has
+    ``s > vv[r] + 1``; no ``vv`` entry is 0. Adding dots in any order yields the same representation.
+    """
+
+    __slots__ = ("_cloud", "_size", "_vv")
+
+    def __init__(self, vv: Mapping[str, int] | None = None, cloud: Iterable[Dot] = ()) -> None:
+        self._vv: dict[str, int] = {}
+        self._cloud: set[Dot] = set()
+        self._size = 0  # number of dots covered: sum(vv) + len(cloud)
+        if vv:
+            for r, n in vv.items():
+                check_replica(r)
+                if type(n) is not int or n < 0 or n > _SEQ_MAX:
+                    raise ValueError(f"version vector entry for {r!r} must be an int >= 0, got {n!r}")
+                if n:
+                    self._raise_vv(r, n)
+        for d in cloud:
+            self.add(d)
+
+    # --- queries ---------------------------------------------------------------------------------
+
+    @property
+    def vv(self) -> Mapping[str, int]:
+        """The version vector (read-only view): ``vv[r] = n`` covers dots ``(r, 1..n)``."""
+        return MappingProxyType(self._vv)
+
+    @property
+    def cloud(self) -> frozenset[Dot]:
+        """The dots seen beyond the version vector (a snapshot)."""
+        return frozenset(self._cloud)
+
+    def contains(self, dot: tuple[str, int]) -> bool:
+        """Whether ``dot`` has been seen."""
+        return dot[1] <= self._vv.get(dot[0], 0) or dot in self._cloud
+
+    __contains__ = contains
+
+    def size(self) -> int:
+        """How many dots the context covers (O(1))."""
+        return self._size
+
+    def is_empty(self) -> bool:
+        return self._size == 0
+
+    def max_seq(self, replica: str) -> int:
+        """The contiguous high-water mark ``vv[replica]`` (0 if unseen)."""
+        return self._vv.get(replica, 0)
+
+    def next_dot(self, replica: str) -> Dot:
+        """The next dot ``replica`` mints: ``(replica, vv[replica] + 1)``. Does not add it.
+
+        By the compaction invariant ``vv[r] + 1`` is never in the cloud, so the result is never a dot
+        this context has seen.
+        """
+        seq = self._vv.get(replica, 0) + 1
+        if seq > _SEQ_MAX:
+            raise OverflowError(f"replica {replica!r} has no dots left (64-bit sequence exhausted)")
+        return Dot(replica, seq)
+
+    def iter_dots(self) -> Iterator[tuple[str, int]]:
+        """Every dot covered, as ``(replica, seq)`` tuples (O(size)). Order unspecified."""
+        for r, n in self._vv.items():
+            for s in range(1, n + 1):
+                yield (r, s)
+        yield from self._cloud
+
+    def replicas(self) -> set[str]:
+        """Every replica that has a dot in this context."""
+        out = set(self._vv)
+        out.update(d[0] for d in self._cloud)
+        return out
+
+    # --- updates ---------------------------------------------------------------------------------
+
+    def add(self, dot: tuple[str, int]) -> bool:
+        """Record ``dot`` as seen; True if it was new."""
+        r, s = dot
+        check_replica(r)
+        if type(s) is not int or not 1 <= s <= _SEQ_MAX:
+            raise ValueError(f"dot sequence numbers start at 1, got {s!r}")
+        return self._add(r, s)
+
+    def _add(self, r: str, s: int) -> bool:
+        v = self._vv.get(r, 0)
+        if s <= v:
+            return False
+        cloud = self._cloud
+        if s == v + 1:
+            # Extend the contiguous prefix and absorb any cloud dots that now continue it.
+            self._vv[r] = s
+            self._size += 1
+            nxt = (r, s + 1)
+            while nxt in cloud:
+                cloud.remove(nxt)  # type: ignore[arg-type]
+                s += 1
+                nxt = (r, s + 1)
+            if s != self._vv[r]:
+                self._vv[r] = s  # cloud dots moved into vv: size unchanged
+            return True
+        if (r, s) in cloud:
+            return False
+        cloud.add(Dot(r, s))
+        self._size += 1
+        return True
+
+    def _raise_vv(self, r: str, n: int) -> None:
+        """Cover ``(r, 1..n)`` (n > vv[r]), then restore the compaction invariant for ``r``."""
+        old = self._vv.get(r, 0)
+        cloud = self._cloud
+        if cloud:
+            # Drop cloud dots now covered by the vector: probe the range or scan, whichever is smaller.
+            if n - old <= len(cloud):
+                for s in range(old + 1, n + 1):
+                    if (r, s) in cloud:
+                        cloud.remove((r, s))  # type: ignore[arg-type]
+                        self._size -= 1
+            else:
+                covered = [d for d in cloud if d[0] == r and d[1] <= n]
+                for d in covered:
+                    cloud.remove(d)
+                self._size -= len(covered)
+            while (r, n + 1) in cloud:
+                cloud.remove((r, n + 1))  # type: ignore[arg-type]
+                self._size -= 1
+                n += 1
+        self._size += n - old
+        self._vv[r] = n
+
+    def join(self, other: DotContext) -> None:
+        """Union with ``other`` (in place); cost O(|other.vv| + |other.cloud|) amortized."""
+        if other is self:
+            return
+        vv = self._vv
+        for r, n in other._vv.items():
+            if n > vv.get(r, 0):
+                self._raise_vv(r, n)
+        for d in other._cloud:
+            self._add(d[0], d[1])
+
+    def compact(self) -> None:
+        """Restore the canonical form. The form is maintained by every update, so this only checks it."""
+        for d in [d for d in self._cloud if d[1] <= self._vv.get(d[0], 0) + 1]:
+            self._cloud.discard(d)
+            self._size -= 1
+            self._add(d[0], d[1])
+
+    def copy(self) -> DotContext:
+        c = DotContext.__new__(DotContext)
+        c._vv = dict(self._vv)
+        c._cloud = set(self._cloud)
+        c._size = self._size
+        return c
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DotContext):
+            return NotImplemented
+        return self._vv == other._vv and self._cloud == other._cloud
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        cloud = sorted(self._cloud)
+        return f"DotContext(vv={dict(sorted(self._vv.items()))!r}, cloud={cloud!r})"
+
+    # --- wire ------------------------------------------------------------------------------------
+    #
+    # [[replica, vv_max, [cloud seqs ascending]], ...] sorted by the replica's msgpack bytes. Causal
+    # types refer to a dot's replica by its index in this list (a store dot is always in the context).
+
+    def wire_table(self) -> tuple[list[Any], dict[str, int]]:
+        """The canonical wire form and the replica → index map that stores use for their dots."""
+        per: dict[str, list[int]] = {}
+        for r, s in self._cloud:
+            per.setdefault(r, []).append(s)
+        names = set(self._vv)
+        names.update(per)
+        ordered = sorted(names, key=pack)
+        rows = [[r, self._vv.get(r, 0), sorted(per.get(r, ()))] for r in ordered]
+        return rows, {r: i for i, r in enumerate(ordered)}
+
+    def to_wire(self) -> list[Any]:
+        return self.wire_table()[0]
+
+    @classmethod
+    def from_wire_table(cls, data: Any) -> tuple[DotContext, list[str]]:
+        """Decode the wire form; also return the replica names by index. Raises CrdtDecodeError."""
+        rows = w_list(data, "dot context")
+        ctx = cls()
+        names: list[str] = []
+        seen: set[str] = set()
+        for row in rows:
+            row = w_list(row, "dot context entry", 3)
+            r = w_replica(row[0])
+            if r in seen:
+                raise CrdtDecodeError(f"replica {r!r} appears twice in a dot context")
+            seen.add(r)
+            n = w_int(row[1], "version vector entry", 0, _SEQ_MAX)
+            seqs = w_list(row[2], "cloud")
+            if n == 0 and not seqs:
+                raise CrdtDecodeError(f"dot context entry for {r!r} is empty")
+            prev = n + 1
+            for s in seqs:
+                # Canonical: strictly ascending and never contiguous with the vector.
+                w_int(s, "cloud sequence number", 1, _SEQ_MAX)
+                if s <= prev:
+                    raise CrdtDecodeError(f"cloud of {r!r} is not canonical (ascending, beyond vv + 1)")
+                prev = s
+            if n:
+                ctx._raise_vv(r, n)
+            for s in seqs:
+                ctx._add(r, s)
+            names.append(r)
+        return ctx, names
+
+    @classmethod
+    def from_wire(cls, data: Any) -> DotContext:
+        return cls.from_wire_table(data)[0]
+
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+#: Marks "no value" in dot → key lookups (keys may legitimately be any hashable, including None).
+_MISSING: Any = object()
+
+
+class DotStore(Generic[V]):
+    """A causal map ``key → {dot: value}`` with its context and a ``dot → key`` index.
+
+    The common kernel of ORSet (values None), ORMap (values are CRDTs) and MVRegister (one key).
+    Invariants: every store dot is in ``ctx``; a dot lives under at most one key; no key maps to an
+    empty dict. The index lets a small delta retire dots in O(delta) instead of scanning the store.
+    """
+
+    __slots__ = ("_sorted", "ctx", "index", "store")
+
+    def __init__(self) -> None:
+        self.store: dict[Hashable, dict[Dot, V]] = {}
+        self.index: dict[Dot, Hashable] = {}
+        self.ctx = DotContext()
+        self._sorted: list[Hashable] | None = None  # cached canonical key order
+
+    # --- primitive edits (keep index and key cache in step) ---------------------------------------
+
+    def add_dot(self, key: Hashable, dot: Dot, value: V) -> None:
+        contribs = self.store.get(key)
+        if contribs is None:
+            contribs = self.store[key] = {}
+            self._sorted = None
+        contribs[dot] = value
+        self.index[dot] = key
+
+    def remove_dot(self, dot: tuple[str, int]) -> None:
+        key = self.index.pop(dot)  # type: ignore[call-overload]
+        contribs = self.store[key]
+        del contribs[dot]  # type: ignore[arg-type]
+        if not contribs:
+            del self.store[key]
+            self._sorted = None
+
+    def remove_key(self, key: Hashable) -> dict[Dot, V]:
+        contribs = self.store.pop(key, None)
+        if contribs is None:
+            return {}
+        self._sorted = None
+        index = self.index
+        for d in contribs:
+            del index[d]
+        return contribs
+
+    def sorted_keys(self) -> list[Hashable]:
+        """Keys in canonical order (by the elements' msgpack bytes); cached between key changes."""
+        if self._sorted is None:
+            self._sorted = sorted(self.store, key=sort_bytes)
+        return self._sorted
+
+    # --- lattice ---------------------------------------------------------------------------------
+
+    def join(self, other: DotStore[V], join_value: Callable[[V, V], V], copy_value: Callable[[V], V]) -> None:
+        """In-place causal join (the DotMap join of Almeida et al. §5.2, lifted over keys).
+
+        A dot survives if both sides hold it under the same key, or one side holds it and the other
+        has not seen it. Cost: O(|other.store| + min(|other.ctx|, |self.store dots|)) plus the context
+        join, so a k-dot delta costs O(k) whatever the size of this state.
+        """
+        if other is self:
+            return
+        s_index, o_index, o_ctx, s_ctx = self.index, other.index, other.ctx, self.ctx
+        # 1. Retire our dots that the other side has seen but does not hold under the same key.
+        if o_ctx.size() <= len(s_index):
+            doomed = [d for d in o_ctx.iter_dots() if d in s_index]
+        else:
+            doomed = [d for d in s_index if o_ctx.contains(d)]
+        for d in doomed:
+            if o_index.get(d, _MISSING) != s_index[d]:  # type: ignore[call-overload]
+                self.remove_dot(d)
+        # 2. Adopt the other side's dots we have never seen; join values held under a common dot.
+        store = self.store
+        for key, contribs in other.store.items():
+            mine = store.get(key)
+            for d, v in contribs.items():
+                if mine is not None and d in mine:
+                    mine[d] = join_value(mine[d], v)
+                elif not s_ctx.contains(d):
+                    self.add_dot(key, d, copy_value(v))
+                    if mine is None:
+                        mine = store[key]
+        # 3. Everything either side has seen.
+        s_ctx.join(o_ctx)
+
+    def copy(self, copy_value: Callable[[V], V]) -> DotStore[V]:
+        c: DotStore[V] = DotStore.__new__(DotStore)
+        c.store = {k: {d: copy_value(v) for d, v in contribs.items()} for k, contribs in self.store.items()}
+        c.index = dict(self.index)
+        c.ctx = self.ctx.copy()
+        c._sorted = self._sorted
+        return c
+
+    def is_bottom(self) -> bool:
+        return not self.store and self.ctx.is_empty()
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DotStore):
+            return NotImplemented
+        return self.store == other.store and self.ctx == other.ctx
+
+    __hash__ = None  # type: ignore[assignment]
+
+    # --- wire ------------------------------------------------------------------------------------
+
+    def to_wire(self, key_wire: Callable[[Hashable], Any], value_wire: Callable[[V], Any] | None) -> list[Any]:
+        """``[ctx, [[key, [[ri, seq(, value)], ...]], ...]]`` with keys and dots in canonical order."""
+        ctx_rows, table = self.ctx.wire_table()
+        names = [row[0] for row in ctx_rows]
+        entries = []
+        store = self.store
+        for k in self.sorted_keys():
+            contribs = store[k]
+            if len(contribs) == 1:  # the common case: skip the sort
+                for d, v in contribs.items():
+                    item = [table[d[0]], d[1]]
+                    if value_wire is not None:
+                        item.append(value_wire(v))
+                    items = [item]
+            else:
+                items = sorted([table[d[0]], d[1]] for d in contribs)
+                if value_wire is not None:
+                    for item in items:
+                        item.append(value_wire(contribs[(names[item[0]], item[1])]))  # type: ignore[index]
+            entries.append([key_wire(k), items])
+        return [ctx_rows, entries]
+
+    @classmethod
+    def from_wire(
+        cls,
+        data: Any,
+        key_from_wire: Callable[[Any], tuple[Hashable, Any]],
+        value_from_wire: Callable[[Any], V] | None,
+        what: str,
+    ) -> DotStore[V]:
+        """Validate and build. ``value_from_wire`` None means dots carry no value (stored as None)."""
+        top = w_list(data, what, 2)
+        ctx, names = DotContext.from_wire_table(top[0])
+        ds: DotStore[V] = cls()
+        ds.ctx = ctx
+        width = 2 if value_from_wire is None else 3
+        for entry in w_list(top[1], f"{what} entries"):
+            entry = w_list(entry, f"{what} entry", 2)
+            key, _ = key_from_wire(entry[0])
+            if key in ds.store:
+                raise CrdtDecodeError(f"{what} key appears twice")
+            items = w_list(entry[1], f"{what} dots")
+            if not items:
+                raise CrdtDecodeError(f"{what} key has no dots")
+            for item in items:
+                item = w_list(item, f"{what} dot", width)
+                ri = w_int(item[0], "replica index", 0, len(names) - 1)
+                s = w_int(item[1], "dot sequence number", 1, _SEQ_MAX)
+                dot = Dot(names[ri], s)
+                if dot in ds.index:
+                    raise CrdtDecodeError(f"dot {dot} appears twice in one {what}")
+                if not ctx.contains(dot):
+                    raise CrdtDecodeError(f"{what} holds dot {dot} that its own context has not seen")
+                value: Any = None if value_from_wire is None else value_from_wire(item[2])
+                ds.add_dot(key, dot, value)
+        return ds

@@ -1,0 +1,201 @@
+"""Executing admitted rewrites over 256 virtual shards, and the canonical merge (reference §5).
+
+Admitted rewrites are grouped into work units, one per non-empty ``(warp, shard_of(scope))`` in that
+order. Workers claim units; each worker collects its ops in one :class:`TickDelta`, tagging every op with
+its origin ``(match_ix, op_ix)``: the rewrite's index in canonical order and the op's index within that
+rewrite. Which worker ran what, and in which order, is invisible after :func:`merge_deltas`: it sorts all
+ops by ``(op key, origin)``, keeps one copy of identical ops under a key, and refuses divergent ones.
+
+Every executor reads the pre-tick graph: nothing is applied until the merge is done.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from warpmesh.engine.attachment import NODE, PLANE_ALPHA, AttachmentKey, AttachmentValue
+from warpmesh.engine.footprint import Footprint
+from warpmesh.engine.graph import EdgeRecord, GraphStore, GraphView, NodeRecord
+from warpmesh.engine.guard import GuardedView, check_write
+from warpmesh.engine.ident import NUM_SHARDS, EdgeId, NodeId, TypeId, WarpId
+from warpmesh.engine.ops import (
+    DeleteEdge,
+    DeleteNode,
+    OpenPortal,
+    SetAttachment,
+    UpsertEdge,
+    UpsertNode,
+    WarpOp,
+)
+
+_tnew = tuple.__new__  # builds named tuples without their Python-level __new__ (hot paths only)
+
+__all__ = [
+    "ExecItem",
+    "MergeFailure",
+    "TickDelta",
+    "assign_units",
+    "merge_deltas",
+    "partition_units",
+    "run_batch",
+]
+
+ExecItem = tuple[int, Callable[..., Any], GraphStore, bytes, Footprint | None, bool]
+"""``(match_ix, executor, store_or_slice, scope_local_id, footprint_for_guard_or_None, system_rule)``."""
+
+
+class TickDelta:
+    """The op sink executors write into; one per worker per tick.
+
+    ``len(delta)`` is the number of ops this worker's delta holds so far, across every rewrite it ran. It
+    depends on how rewrites were spread over workers, so a deterministic rule must not read it; Echo's
+    seed-era DIND ``toast`` rule did, which is why the seed profile is replayed with one worker.
+    """
+
+    __slots__ = ("_fp", "_match_ix", "_op_ix", "_system", "_warp", "ops", "origins")
+
+    def __init__(self) -> None:
+        self.ops: list[WarpOp] = []
+        self.origins: list[tuple[int, int]] = []
+        self._match_ix = 0
+        self._op_ix = 0
+        self._warp: WarpId = WarpId(b"")
+        self._fp: Footprint | None = None
+        self._system = False
+
+    def _begin(self, match_ix: int, warp: WarpId, fp: Footprint | None, system: bool) -> None:
+        self._match_ix = match_ix
+        self._op_ix = 0
+        self._warp = warp
+        self._fp = fp
+        self._system = system
+
+    def __len__(self) -> int:
+        return len(self.ops)
+
+    @property
+    def warp_id(self) -> WarpId:
+        """The warp of the rewrite currently executing (default target of the helpers)."""
+        return self._warp
+
+    def emit(self, op: WarpOp) -> None:
+        """Record one op (checked against the footprint when the guard is on)."""
+        if self._fp is not None:
+            check_write(op, self._fp, self._warp, self._system)
+        self.ops.append(op)
+        ix = self._op_ix
+        self.origins.append((self._match_ix, ix))
+        self._op_ix = ix + 1
+
+    # Convenience constructors targeting the current rewrite's warp.
+    def upsert_node(self, node: NodeId, ty: TypeId) -> None:
+        """Create or replace ``node`` with type ``ty``."""
+        self.emit(UpsertNode(self._warp, node, NodeRecord(ty)))
+
+    def delete_node(self, node: NodeId) -> None:
+        """Delete an isolated ``node``."""
+        self.emit(DeleteNode(self._warp, node))
+
+    def upsert_edge(self, edge: EdgeId, from_: NodeId, to: NodeId, ty: TypeId) -> None:
+        """Create or replace the edge ``edge``: ``from_ → to`` of type ``ty``."""
+        self.emit(UpsertEdge(self._warp, EdgeRecord(edge, from_, to, ty)))
+
+    def delete_edge(self, from_: NodeId, edge: EdgeId) -> None:
+        """Delete ``edge`` (whose source is ``from_``)."""
+        self.emit(DeleteEdge(self._warp, from_, edge))
+
+    def set_node_attachment(self, node: NodeId, value: AttachmentValue | None) -> None:
+        """Set or clear ``node``'s alpha attachment."""
+        self.emit(_tnew(SetAttachment, (_tnew(AttachmentKey, (NODE, self._warp, node, PLANE_ALPHA)), value)))
+
+    def set_attachment(self, key: AttachmentKey, value: AttachmentValue | None) -> None:
+        """Set or clear any attachment slot."""
+        self.emit(SetAttachment(key, value))
+
+    def open_portal(self, key: AttachmentKey, child_warp: WarpId, child_root: NodeId,
+                    init_root: NodeRecord | None) -> None:
+        """System rules only: create (``init_root``) or adopt a child instance behind slot ``key``."""
+        self.emit(OpenPortal(key, child_warp, child_root, init_root))
+
+
+def partition_units(items: Sequence[tuple[int, bytes, bytes]]) -> list[list[int]]:
+    """Group ``(match_ix, warp, scope)`` into units per ``(warp, shard)``, in that order.
+
+    Returns the units as lists of match indices, each in canonical order.
+    """
+    units: dict[tuple[bytes, int], list[int]] = {}
+    for match_ix, warp, scope in items:
+        units.setdefault((warp, scope[0]), []).append(match_ix)  # scope[0] == shard_of(scope)
+    return [units[k] for k in sorted(units)]
+
+
+def assign_units(n_units: int, workers: int, claim_rng: random.Random | None = None) -> list[list[int]]:
+    """Which units each worker runs, in claim order.
+
+    Echo's workers race on an atomic counter, so the assignment is arbitrary; round-robin here, or a
+    seeded random claim sequence when ``claim_rng`` is given (tests use it to stand in for the race).
+    The worker count is clamped to 1..256 and capped at the number of units.
+    """
+    w = max(1, min(workers, NUM_SHARDS, n_units or 1))
+    plan: list[list[int]] = [[] for _ in range(w)]
+    for u in range(n_units):
+        plan[claim_rng.randrange(w) if claim_rng is not None else u % w].append(u)
+    return plan
+
+
+def run_batch(batch: Sequence[ExecItem]) -> tuple[list[WarpOp], list[tuple[int, int]]]:
+    """Run a sequence of rewrites into one fresh delta. Module-level so a process pool can call it."""
+    delta = TickDelta()
+    plain: dict[int, GraphView] = {}
+    for match_ix, executor, store, scope, fp, system in batch:
+        delta._match_ix = match_ix
+        delta._op_ix = 0
+        delta._warp = store.warp_id
+        delta._fp = fp
+        delta._system = system
+        if fp is None:
+            view = plain.get(id(store))
+            if view is None:
+                view = plain[id(store)] = GraphView(store)
+        else:
+            view = GuardedView(store, fp)
+        executor(view, scope, delta)
+    return delta.ops, delta.origins
+
+
+class MergeFailure(Exception):
+    """Internal: divergent ops under one key (the engine turns it into ``MergeConflict``)."""
+
+    def __init__(self, key: bytes, writers: list[tuple[tuple[int, int], WarpOp]]) -> None:
+        super().__init__(key)
+        self.key = key
+        self.writers = writers
+
+
+def merge_deltas(deltas: Sequence[tuple[Sequence[WarpOp], Sequence[tuple[int, int]]]]) -> list[WarpOp]:
+    """The canonical merge: ops sorted by key; identical duplicates kept once; divergent ones refused."""
+    flat: list[tuple[bytes, tuple[int, int], WarpOp]] = []
+    for ops, origins in deltas:
+        flat.extend(zip([op.sort_key() for op in ops], origins, ops))
+    flat.sort(key=_key_origin)
+    out: list[WarpOp] = []
+    n = len(flat)
+    i = 0
+    while i < n:
+        key, _, op = flat[i]
+        j = i + 1
+        while j < n and flat[j][0] == key:
+            j += 1
+        if j - i > 1:
+            group = flat[i:j]
+            if any(g[2] != op for g in group[1:]):
+                raise MergeFailure(key, [(g[1], g[2]) for g in group])
+        out.append(op)
+        i = j
+    return out
+
+
+def _key_origin(t: tuple[bytes, tuple[int, int], WarpOp]) -> tuple[bytes, tuple[int, int]]:
+    return t[0], t[1]

@@ -1,0 +1,488 @@
+"""Tick patches: slots, ops, the patch digest, and applying ops with an undo log (reference §2.5–§2.6).
+
+A patch records what a tick did: the *in* slots it read, the *out* slots it wrote (both derived from the
+declared footprints of the accepted rewrites) and the ops that changed the state. Echo derives the ops by
+diffing the whole state before and after the tick; :class:`TickApplier` gets the identical list by
+diffing only the keys the tick touched (it remembers each key's value before its first change), which
+is the same diff because untouched keys cannot differ. The same memory undoes a tick that fails halfway.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from blake3 import blake3
+
+from warpmesh.engine.attachment import (
+    EDGE,
+    NODE,
+    PLANE_ALPHA,
+    PLANE_BETA,
+    AttachmentKey,
+    AttachmentValue,
+    Descend,
+)
+from warpmesh.engine.errors import InvalidOperation
+from warpmesh.engine.graph import EdgeRecord, GraphStore, NodeRecord
+from warpmesh.engine.hashing import ECHO, HashProfile
+from warpmesh.engine.ident import Hash, WarpId
+from warpmesh.engine.ops import (
+    DeleteEdge,
+    DeleteNode,
+    DeleteWarpInstance,
+    OpenPortal,
+    SetAttachment,
+    UpsertEdge,
+    UpsertNode,
+    UpsertWarpInstance,
+    WarpOp,
+)
+from warpmesh.engine.state import WarpInstance, WarpState
+
+__all__ = [
+    "STATUS_ABORTED",
+    "STATUS_COMMITTED",
+    "SlotSet",
+    "TickApplier",
+    "TickPatch",
+    "apply_ops",
+    "canonical_ops",
+    "slots_of",
+]
+
+_u64 = struct.Struct("<Q").pack
+_tnew = tuple.__new__  # builds named tuples without their Python-level __new__ (hot loops only)
+
+STATUS_COMMITTED = 1
+STATUS_ABORTED = 2
+
+
+class SlotSet(NamedTuple):
+    """The slots of one side (in or out) of a patch, each kind sorted and unique.
+
+    ``nodes``/``edges`` hold ``(warp, id)``, ``attachments`` hold ``(owner, warp, id, plane)`` and ``ports``
+    hold ``(warp, port_key)``. Kinds appear in Echo's ``SlotId`` tag order: node, edge, attachment, port.
+    """
+
+    nodes: tuple[tuple[bytes, bytes], ...] = ()
+    edges: tuple[tuple[bytes, bytes], ...] = ()
+    attachments: tuple[tuple[int, bytes, bytes, int], ...] = ()
+    ports: tuple[tuple[bytes, int], ...] = ()
+
+    @classmethod
+    def of(cls, nodes: Iterable = (), edges: Iterable = (), attachments: Iterable = (),
+           ports: Iterable = ()) -> SlotSet:
+        """Canonicalise: sort and deduplicate each kind."""
+        return cls(tuple(sorted(set(nodes))), tuple(sorted(set(edges))), tuple(sorted(set(attachments))),
+                   tuple(sorted(set(ports))))
+
+    def size(self) -> int:
+        """Number of slots."""
+        return len(self.nodes) + len(self.edges) + len(self.attachments) + len(self.ports)
+
+    def encode(self, profile: HashProfile) -> bytes:
+        """``u64le(n) ‖ slots…`` with Node ``01‖warp‖id``, Edge ``02‖warp‖id``, Attachment ``03‖attkey``,
+        Port ``04‖[warp]‖u64le(key)`` (the warp only in the echo profile)."""
+        if profile.port_slot_has_warp:
+            ports = [b"\x04" + w + _u64(p) for w, p in self.ports]
+        else:
+            # The seed revision keyed ports by the bare u64, so ports differing only by warp merge.
+            ports = [b"\x04" + _u64(p) for p in sorted({p for _, p in self.ports})]
+        n = len(self.nodes) + len(self.edges) + len(self.attachments) + len(ports)
+        return b"".join(
+            (
+                _u64(n),
+                *[b"\x01" + w + i for w, i in self.nodes],
+                *[b"\x02" + w + i for w, i in self.edges],
+                *[b"\x03" + bytes((o, pl)) + w + i for o, w, i, pl in self.attachments],
+                *ports,
+            )
+        )
+
+
+EMPTY_SLOTS = SlotSet()
+
+
+def slots_of(footprints: Iterable[Any]) -> tuple[SlotSet, SlotSet]:
+    """In and out slots of the admitted footprints (reference §2.6 step 2).
+
+    n_read→in; n_write→in+out; likewise edges and attachments; b_in→in; b_out→in+out.
+    """
+    nr: set = set()
+    nw: set = set()
+    er: set = set()
+    ew: set = set()
+    ar: set = set()
+    aw: set = set()
+    bi: set = set()
+    bo: set = set()
+    for fp in footprints:
+        nr |= fp.n_read
+        nw |= fp.n_write
+        if fp.e_read:
+            er |= fp.e_read
+        if fp.e_write:
+            ew |= fp.e_write
+        ar |= fp.a_read
+        aw |= fp.a_write
+        if fp.b_in:
+            bi |= fp.b_in
+        if fp.b_out:
+            bo |= fp.b_out
+    return (SlotSet.of(nr | nw, er | ew, ar | aw, bi | bo), SlotSet.of(nw, ew, aw, bo))
+
+
+def canonical_ops(ops: Iterable[WarpOp]) -> list[WarpOp]:
+    """Sort ops by key; for equal keys the last one wins (Echo's ``WarpTickPatchV1::new``)."""
+    by_key: dict[bytes, WarpOp] = {}
+    for op in ops:
+        by_key[op.sort_key()] = op
+    return [by_key[k] for k in sorted(by_key)]
+
+
+@dataclass(frozen=True, slots=True)
+class TickPatch:
+    """One tick's patch (Echo ``WarpTickPatchV1``). :meth:`new` canonicalises arbitrary input."""
+
+    policy_id: int
+    rule_pack_id: bytes
+    status: int
+    in_slots: SlotSet
+    out_slots: SlotSet
+    ops: tuple[WarpOp, ...]
+
+    @classmethod
+    def new(cls, policy_id: int, rule_pack_id: bytes, status: int, in_slots: SlotSet = EMPTY_SLOTS,
+            out_slots: SlotSet = EMPTY_SLOTS, ops: Iterable[WarpOp] = ()) -> TickPatch:
+        """Canonicalise: slots sorted and deduplicated, ops sorted by key with last-wins on equal keys."""
+        return cls(policy_id, rule_pack_id, status, SlotSet.of(*in_slots), SlotSet.of(*out_slots),
+                   tuple(canonical_ops(ops)))
+
+    def digest(self, profile: HashProfile = ECHO) -> Hash:
+        """``compute_patch_digest_v2``: prefix ‖ u16le(2) ‖ u32le(policy) ‖ rule_pack ‖ status ‖ in ‖ out ‖ ops."""
+        ops = self.ops
+        data = b"".join(
+            (
+                profile.patch_digest_prefix,
+                b"\x02\x00",
+                struct.pack("<I", self.policy_id),
+                self.rule_pack_id,
+                bytes((self.status,)),
+                self.in_slots.encode(profile),
+                self.out_slots.encode(profile),
+                _u64(len(ops)),
+                *[op.encode() for op in ops],
+            )
+        )
+        return Hash(blake3(data).digest())
+
+    def apply_to(self, state: WarpState) -> None:
+        """Apply the ops to ``state``; on failure the state is restored and the error re-raised."""
+        apply_ops(state, self.ops)
+
+
+def apply_ops(state: WarpState, ops: Iterable[WarpOp]) -> TickApplier:
+    """Apply ops with undo tracking; roll back and re-raise if any op fails."""
+    applier = TickApplier(state)
+    try:
+        for op in ops:
+            applier.apply(op)
+        if applier.portal_touched:
+            applier.check_portal_invariants()
+    except BaseException:
+        applier.rollback()
+        raise
+    return applier
+
+
+class TickApplier:
+    """Applies ops to a :class:`WarpState`, remembering each touched key's value before the tick.
+
+    After the ops ran, :meth:`effective_ops` is Echo's ``diff_state(before, after)`` and :meth:`rollback`
+    restores ``before`` exactly.
+    """
+
+    __slots__ = ("_alpha", "_beta", "_edges", "_instances", "_nodes", "portal_touched", "state")
+
+    def __init__(self, state: WarpState) -> None:
+        self.state = state
+        self._nodes: dict[tuple[bytes, bytes], NodeRecord | None] = {}
+        self._alpha: dict[tuple[bytes, bytes], AttachmentValue | None] = {}
+        self._edges: dict[tuple[bytes, bytes], EdgeRecord | None] = {}
+        self._beta: dict[tuple[bytes, bytes], AttachmentValue | None] = {}
+        self._instances: dict[bytes, tuple[WarpInstance | None, GraphStore | None]] = {}
+        self.portal_touched = False
+
+    # ------------------------------------------------------------------ apply
+    def _store(self, warp: WarpId) -> GraphStore:
+        store = self.state.stores.get(warp)
+        if store is None:
+            raise InvalidOperation(f"op targets unknown warp {warp.hex()}")
+        return store
+
+    def apply(self, op: WarpOp) -> None:
+        """Apply one op (HEAD semantics of ``apply_to_state``)."""
+        t = type(op)
+        if t is SetAttachment:
+            key, value = op
+            if key[0] == NODE and type(value) is not Descend:
+                # Fast path for the most common op: a node's atom.
+                store = self.state.stores.get(key[1])
+                if store is not None and key[3] == PLANE_ALPHA:
+                    k = (key[1], key[2])
+                    atts = store.node_attachments
+                    before = atts.get(key[2])
+                    if k not in self._alpha:
+                        self._alpha[k] = before
+                    store.set_node_attachment(key[2], value)
+                    if type(before) is Descend:
+                        self.portal_touched = True
+                    return
+            self._set_attachment(key, value)
+        elif t is UpsertNode:
+            store = self._store(op.warp_id)
+            k = (op.warp_id, op.node)
+            if k not in self._nodes:
+                self._nodes[k] = store.nodes.get(op.node)
+            store.insert_node(op.node, op.record)
+        elif t is UpsertEdge:
+            store = self._store(op.warp_id)
+            rec = op.record
+            k = (op.warp_id, rec[0])
+            if k not in self._edges:
+                self._edges[k] = store.edge(rec[0])
+            store.upsert_edge(rec)
+        elif t is DeleteEdge:
+            store = self._store(op.warp_id)
+            k = (op.warp_id, op.edge_id)
+            if k not in self._edges:
+                self._edges[k] = store.edge(op.edge_id)
+            if k not in self._beta:
+                self._beta[k] = store.edge_attachments.get(op.edge_id)
+            store.delete_edge(op.from_, op.edge_id)
+        elif t is DeleteNode:
+            store = self._store(op.warp_id)
+            k = (op.warp_id, op.node)
+            if k not in self._nodes:
+                self._nodes[k] = store.nodes.get(op.node)
+            if k not in self._alpha:
+                self._alpha[k] = store.node_attachments.get(op.node)
+            store.delete_node(op.node)
+        elif t is OpenPortal:
+            self._open_portal(op)
+        elif t is UpsertWarpInstance:
+            self._track_instance(op.warp_id)
+            self.portal_touched = True
+            st = self.state
+            if op.warp_id not in st.stores:
+                st.stores[op.warp_id] = GraphStore(op.warp_id)
+            st.instances[op.warp_id] = WarpInstance(op.warp_id, op.root_node, op.parent)
+        elif t is DeleteWarpInstance:
+            st = self.state
+            if op.warp_id not in st.instances:
+                raise InvalidOperation(f"DeleteWarpInstance of unknown warp {op.warp_id.hex()}")
+            self._track_instance(op.warp_id)
+            self.portal_touched = True
+            del st.instances[op.warp_id]
+            st.stores.pop(op.warp_id, None)
+        else:  # pragma: no cover - the union is closed
+            raise InvalidOperation(f"unknown op {op!r}")
+
+    def _track_instance(self, warp: bytes) -> None:
+        if warp not in self._instances:
+            st = self.state
+            self._instances[warp] = (st.instances.get(warp), st.stores.get(warp))
+
+    def _set_attachment(self, key: AttachmentKey, value: AttachmentValue | None) -> None:
+        owner, warp, local, plane = key
+        store = self._store(warp)
+        k = (warp, local)
+        if owner == NODE and plane == PLANE_ALPHA:
+            if k not in self._alpha:
+                self._alpha[k] = store.node_attachments.get(local)
+            before = store.node_attachments.get(local)
+            store.set_node_attachment(local, value)
+        elif owner == EDGE and plane == PLANE_BETA:
+            if k not in self._beta:
+                self._beta[k] = store.edge_attachments.get(local)
+            before = store.edge_attachments.get(local)
+            store.set_edge_attachment(local, value)
+        else:
+            raise InvalidOperation(f"invalid attachment plane {plane} for owner kind {owner}")
+        if type(value) is Descend or type(before) is Descend:
+            self.portal_touched = True
+
+    def _open_portal(self, op: OpenPortal) -> None:
+        st = self.state
+        self.portal_touched = True
+        self._track_instance(op.child_warp)
+        existing = st.instances.get(op.child_warp)
+        if op.init_root is None:
+            if existing is None:
+                raise InvalidOperation(f"OpenPortal(RequireExisting) into unknown warp {op.child_warp.hex()}")
+            if existing.root_node != op.child_root:
+                raise InvalidOperation(f"OpenPortal root mismatch for warp {op.child_warp.hex()}")
+            st.instances[op.child_warp] = WarpInstance(op.child_warp, op.child_root, op.key)
+        else:
+            if existing is not None and (existing.root_node != op.child_root or existing.parent != op.key):
+                raise InvalidOperation(f"OpenPortal(Empty) over a different instance {op.child_warp.hex()}")
+            if existing is None:
+                st.instances[op.child_warp] = WarpInstance(op.child_warp, op.child_root, op.key)
+                st.stores[op.child_warp] = GraphStore(op.child_warp)
+            store = st.stores[op.child_warp]
+            k = (op.child_warp, op.child_root)
+            if k not in self._nodes:
+                self._nodes[k] = store.nodes.get(op.child_root)
+            store.insert_node(op.child_root, op.init_root)
+        self._set_attachment(op.key, Descend(op.child_warp))
+
+    def check_portal_invariants(self) -> None:
+        """No orphan instance (parent slot must hold ``Descend(it)``) and no dangling portal."""
+        st = self.state
+        for warp, inst in st.instances.items():
+            p = inst.parent
+            if p is None:
+                continue
+            store = st.stores.get(p[1])
+            holder = None
+            if store is not None:
+                holder = (store.node_attachments if p[0] == NODE else store.edge_attachments).get(p[2])
+            if holder != Descend(warp):
+                raise InvalidOperation(f"orphan warp instance {warp.hex()}: its parent slot no longer descends")
+        for store in st.stores.values():
+            for nid in store._descend_nodes:
+                if store.node_attachments[nid][0] not in st.instances:
+                    raise InvalidOperation(f"dangling portal on node {nid.hex()}")
+            for eid in store._descend_edges:
+                if store.edge_attachments[eid][0] not in st.instances:
+                    raise InvalidOperation(f"dangling portal on edge {eid.hex()}")
+
+    # ------------------------------------------------------------------ diff / undo
+    def effective_ops(self) -> list[WarpOp]:
+        """Echo's ``diff_state(before, after)``, computed over the touched keys, sorted by op key."""
+        st = self.state
+        out: list[WarpOp] = []
+        suppressed_nodes: set[tuple[bytes, bytes]] = set()
+        suppressed_atts: set[tuple] = set()
+        for warp in sorted(self._instances):
+            before = self._instances[warp][0]
+            after = st.instances.get(warp)
+            if after is None:
+                if before is not None:
+                    out.append(DeleteWarpInstance(WarpId(warp)))
+                continue
+            if before is None and after.parent is not None:
+                p = after.parent
+                pstore = st.stores.get(p[1])
+                holder = None
+                if pstore is not None:
+                    holder = (pstore.node_attachments if p[0] == NODE else pstore.edge_attachments).get(p[2])
+                root_rec = st.stores[warp].nodes.get(after.root_node)
+                if holder == Descend(warp) and root_rec is not None:
+                    out.append(OpenPortal(p, after.warp_id, after.root_node, root_rec))
+                    suppressed_nodes.add((warp, after.root_node))
+                    suppressed_atts.add(tuple(p))
+                    continue
+            if before != after:
+                out.append(UpsertWarpInstance(after.warp_id, after.root_node, after.parent))
+        stores = st.stores
+        for k, rec_b in self._nodes.items():
+            store = stores.get(k[0])
+            if store is None:
+                continue
+            rec_a = store.nodes.get(k[1])
+            if rec_a is None:
+                if rec_b is not None:
+                    out.append(DeleteNode(k[0], k[1]))
+            elif rec_a != rec_b and k not in suppressed_nodes:
+                out.append(UpsertNode(k[0], k[1], rec_a))
+        alpha = self._alpha
+        alpha_keys = alpha.keys() | self._nodes.keys() if self._nodes else alpha.keys()
+        for k in alpha_keys:
+            w, n = k
+            store = stores.get(w)
+            if store is None or n not in store.nodes:
+                continue
+            after_v = store.node_attachments.get(n)
+            if after_v != alpha.get(k, after_v):
+                key = _tnew(AttachmentKey, (NODE, w, n, PLANE_ALPHA))
+                if not suppressed_atts or key not in suppressed_atts:
+                    out.append(_tnew(SetAttachment, (key, after_v)))
+        moved: set[tuple[bytes, bytes]] = set()
+        for k, rec_b in self._edges.items():
+            store = stores.get(k[0])
+            if store is None:
+                continue
+            rec_a = store.edge(k[1])
+            if rec_a is None:
+                if rec_b is not None:
+                    out.append(DeleteEdge(k[0], rec_b[1], k[1]))
+            elif rec_a != rec_b:
+                if rec_b is not None and rec_b[1] != rec_a[1]:
+                    out.append(DeleteEdge(k[0], rec_b[1], k[1]))
+                    moved.add(k)
+                out.append(UpsertEdge(k[0], rec_a))
+        for k in set(self._beta) | set(self._edges):
+            store = stores.get(k[0])
+            if store is None or k[1] not in store.edge_index:
+                continue
+            after_v = store.edge_attachments.get(k[1])
+            before_v = self._beta.get(k, after_v)
+            if after_v is not None and k in moved:
+                # Deliberate deviation from Echo: the DeleteEdge emitted for a moved edge drops its beta
+                # attachment when the patch is replayed, so restate the (unchanged) value. Echo emits
+                # nothing here and its own playback loses the attachment; only this case differs.
+                before_v = None
+            if after_v != before_v:
+                key = AttachmentKey(EDGE, k[0], k[1], PLANE_BETA)
+                if tuple(key) not in suppressed_atts:
+                    out.append(SetAttachment(key, after_v))
+        out.sort(key=_sort_key)
+        return out
+
+    def rollback(self) -> None:
+        """Restore every touched key to its value before the first op."""
+        st = self.state
+        created = [w for w, (inst, _) in self._instances.items() if inst is None]
+        for w in created:
+            st.instances.pop(w, None)
+            st.stores.pop(w, None)
+        for w, (inst, store) in self._instances.items():
+            if inst is not None:
+                st.instances[w] = inst
+                if store is not None:
+                    st.stores[w] = store
+        stores = st.stores
+        # Edges created this tick go first (a created node is removed below without isolation checks).
+        for (w, eid), rec in self._edges.items():
+            store = stores.get(w)
+            if rec is None and store is not None and eid in store.edge_index:
+                store.delete_edge(store.edge_index[eid], eid)
+        for (w, nid), rec in self._nodes.items():
+            store = stores.get(w)
+            if store is None:
+                continue
+            if rec is None:
+                if nid in store.nodes:
+                    store._drop_node(nid)
+            else:
+                store.insert_node(nid, rec)
+        for (w, _eid), rec in self._edges.items():
+            store = stores.get(w)
+            if store is not None and rec is not None:
+                store.upsert_edge(rec)
+        for (w, nid), value in self._alpha.items():
+            store = stores.get(w)
+            if store is not None and nid in store.nodes:
+                store.set_node_attachment(nid, value)
+        for (w, eid), value in self._beta.items():
+            store = stores.get(w)
+            if store is not None and eid in store.edge_index:
+                store.set_edge_attachment(eid, value)
+
+
+def _sort_key(op: WarpOp) -> bytes:
+    return op.sort_key()

@@ -1,0 +1,201 @@
+"""The multi-instance state (``WarpState``) and its state root (Echo ``snapshot.rs``, reference §2.2).
+
+A ``WarpState`` holds one :class:`~warpmesh.engine.graph.GraphStore` per warp instance plus each
+instance's metadata: its root node and the attachment slot (its *parent*) whose ``Descend`` portal leads
+into it. The state root hashes only what is reachable from the engine's root node, following edges and
+portals, so unreachable garbage never changes the hash.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from blake3 import blake3
+
+from warpmesh.engine.attachment import AttachmentKey, encode_opt_attachment_key
+from warpmesh.engine.graph import GraphStore
+from warpmesh.engine.hashing import ECHO, HashProfile
+from warpmesh.engine.ident import Hash, NodeId, WarpId
+
+__all__ = ["WarpInstance", "WarpState", "compute_state_root", "reachable_nodes", "state_root_bytes"]
+
+
+class WarpInstance(NamedTuple):
+    """Metadata of one warp instance: its id, root node and parent portal slot (None for the root warp)."""
+
+    warp_id: WarpId
+    root_node: NodeId
+    parent: AttachmentKey | None
+
+
+class WarpState:
+    """All warp instances of an engine: ``instances`` metadata and their ``stores``."""
+
+    __slots__ = ("_plan", "instances", "stores")
+
+    def __init__(self) -> None:
+        self.stores: dict[WarpId, GraphStore] = {}
+        self.instances: dict[WarpId, WarpInstance] = {}
+        # The state root's traversal, kept until topology, node sets or instances change.
+        self._plan: tuple[tuple, list[_Segment]] | None = None
+
+    @classmethod
+    def from_root_store(cls, store: GraphStore, root_node: NodeId) -> WarpState:
+        """A state whose only instance is ``store`` (keeping its warp id) rooted at ``root_node``."""
+        state = cls()
+        state.stores[store.warp_id] = store
+        state.instances[store.warp_id] = WarpInstance(store.warp_id, root_node, None)
+        return state
+
+    def store(self, warp_id: WarpId) -> GraphStore | None:
+        """The store of ``warp_id``, or None."""
+        return self.stores.get(warp_id)
+
+    def clone(self) -> WarpState:
+        """An independent deep copy of every store."""
+        c = WarpState()
+        c.stores = {w: s.clone() for w, s in self.stores.items()}
+        c.instances = dict(self.instances)
+        return c
+
+
+def reachable_nodes(state: WarpState, root_warp: WarpId, root_node: NodeId) -> dict[WarpId, set[NodeId]]:
+    """Node ids reachable from the root per warp, following out-edges and ``Descend`` portals.
+
+    The sets may name ids without a record (an edge may point at a missing node); callers intersect with
+    the store. The root warp is always present.
+    """
+    reach: dict[WarpId, set[NodeId]] = {root_warp: set()}
+    work: list[tuple[WarpId, NodeId]] = [(root_warp, root_node)]
+    stores = state.stores
+    instances = state.instances
+    while work:
+        warp, start = work.pop()
+        seen = reach.setdefault(warp, set())
+        if start in seen:
+            continue
+        seen.add(start)
+        store = stores.get(warp)
+        if store is None:
+            continue
+        edges_from = store.edges_from
+        d_nodes = store._descend_nodes
+        d_edges = store._descend_edges
+        atts = store.node_attachments
+        eatts = store.edge_attachments
+        stack = [start]
+        pop = stack.pop
+        push = stack.append
+        add = seen.add
+        while stack:
+            cur = pop()
+            if d_nodes and cur in d_nodes:
+                child = atts[cur][0]
+                inst = instances.get(child)
+                if inst is not None:
+                    reach.setdefault(child, set())
+                    work.append((child, inst.root_node))
+            bucket = edges_from.get(cur)
+            if bucket is None:
+                continue
+            for rec in bucket.values():
+                t = rec[2]
+                if t not in seen:
+                    add(t)
+                    push(t)
+                if d_edges and rec[0] in d_edges:
+                    child = eatts[rec[0]][0]
+                    inst = instances.get(child)
+                    if inst is not None:
+                        reach.setdefault(child, set())
+                        work.append((child, inst.root_node))
+    return reach
+
+
+class _Segment:
+    """One reachable warp's part of the state-root stream, kept between hashes.
+
+    ``node_chunks``/``bucket_chunks`` are the store's chunks in canonical order; a hash patches only the
+    positions the store reports as refreshed (or regathers all of them if someone else refreshed the
+    store in between).
+    """
+
+    __slots__ = ("bucket_chunks", "bucket_pos", "header", "ids", "node_chunks", "node_pos", "owners",
+                 "refresh_count", "store")
+
+    def __init__(self, header: bytes, store: GraphStore, ids: list[NodeId], owners: list[NodeId]) -> None:
+        self.header = header
+        self.store = store
+        self.ids = ids
+        self.owners = owners
+        self.node_pos = {n: i for i, n in enumerate(ids)}
+        self.bucket_pos = {n: i for i, n in enumerate(owners)}
+        store.refresh_chunks()
+        self.node_chunks = list(map(store._node_chunk.__getitem__, ids))
+        self.bucket_chunks = list(map(store._bucket_chunk.__getitem__, owners))
+        self.refresh_count = store._refresh_count
+
+    def update(self) -> None:
+        store = self.store
+        if store._refresh_count != self.refresh_count:
+            self.node_chunks = list(map(store._node_chunk.__getitem__, self.ids))
+            self.bucket_chunks = list(map(store._bucket_chunk.__getitem__, self.owners))
+        nodes, buckets = store.refresh_chunks()
+        if nodes:
+            chunks, pos, out = store._node_chunk, self.node_pos, self.node_chunks
+            for n in nodes:
+                i = pos.get(n)
+                if i is not None:
+                    out[i] = chunks[n]
+        if buckets:
+            chunks, pos, out = store._bucket_chunk, self.bucket_pos, self.bucket_chunks
+            for n in buckets:
+                i = pos.get(n)
+                if i is not None:
+                    out[i] = chunks[n]
+        self.refresh_count = store._refresh_count
+
+
+def _root_plan(state: WarpState, root_warp: WarpId, root_node: NodeId) -> list[_Segment]:
+    """Per reachable warp, ascending, its :class:`_Segment`. Cached on the state until an edge, portal,
+    node set or instance changes (attachment and record changes only patch chunks)."""
+    key = (
+        root_warp,
+        root_node,
+        tuple((w, id(s), s._topo_version, s._nodeset_version) for w, s in state.stores.items()),
+        tuple(state.instances.items()),
+    )
+    cached = state._plan
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    reach = reachable_nodes(state, root_warp, root_node)
+    plan = []
+    for warp in sorted(reach):
+        inst = state.instances.get(warp)
+        store = state.stores.get(warp)
+        if inst is None or store is None:
+            continue
+        seen = reach[warp]
+        order = store.sorted_node_ids()
+        ids = order if len(seen) >= len(order) and seen.issuperset(order) else [n for n in order if n in seen]
+        owners = [n for n in store.sorted_bucket_owners() if n in seen]
+        header = inst.warp_id + inst.root_node + encode_opt_attachment_key(inst.parent)
+        plan.append(_Segment(header, store, ids, owners))
+    state._plan = (key, plan)
+    return plan
+
+
+def state_root_bytes(state: WarpState, root_warp: WarpId, root_node: NodeId, profile: HashProfile = ECHO) -> bytes:
+    """The canonical byte stream the state root hashes (exposed so benchmarks can time BLAKE3 alone)."""
+    parts: list[bytes] = [profile.state_root_prefix, root_warp, root_node]
+    for seg in _root_plan(state, root_warp, root_node):
+        seg.update()
+        parts.append(seg.header)
+        parts += seg.node_chunks
+        parts += seg.bucket_chunks
+    return b"".join(parts)
+
+
+def compute_state_root(state: WarpState, root_warp: WarpId, root_node: NodeId, profile: HashProfile = ECHO) -> Hash:
+    """Echo's ``compute_state_root(state, root)``: BLAKE3 of :func:`state_root_bytes`."""
+    return Hash(blake3(state_root_bytes(state, root_warp, root_node, profile)).digest())

@@ -1,0 +1,160 @@
+"""Asyncio runtime of the failure detector: heartbeats out, every inbound frame counted as alive.
+
+``Liveness(mux)`` sends a tiny heartbeat on mux channel :data:`HEARTBEAT_TAG` to every roster peer
+each ``interval`` and watches *all* inbound traffic on the parent seam, so a busy peer never needs a
+heartbeat to stay alive. It publishes:
+
+* ``live``: the peers work may be routed to (self, plus roster peers that are Healthy or Recovered);
+* ``health``: every tracked peer's :class:`~warpmesh.liveness.core.PeerHealth`;
+* :meth:`events`: a stream of :class:`~warpmesh.liveness.core.LivenessEvent`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from warpmesh.aio.observable import Observable
+from warpmesh.aio.queue import ClosableQueue, QueueClosed
+from warpmesh.liveness.core import FailureDetector, HeartbeatConfig, LivenessEvent, PeerHealth
+from warpmesh.net.mux import MuxSeam
+from warpmesh.net.seam import PeerId, SeamClosed
+from warpmesh.wire.frame import encode_frame
+
+log = logging.getLogger("warpmesh.liveness")
+
+#: Mux channel carrying heartbeats (see docs/architecture.md for the tag map).
+HEARTBEAT_TAG = 0x10
+_PING = encode_frame(1, None)
+_EVENT_QUEUE = 1024
+
+
+class Liveness:
+    """Heartbeat failure detection over a :class:`~warpmesh.net.mux.MuxSeam`."""
+
+    def __init__(self, mux: MuxSeam, config: HeartbeatConfig | None = None) -> None:
+        self.config = config or HeartbeatConfig()
+        self.detector = FailureDetector(self.config)
+        self._mux = mux
+        self._seam = mux.parent
+        self._channel = mux.channel(HEARTBEAT_TAG)
+        self.self_id: PeerId = self._seam.self_id
+        self.live: Observable[frozenset[PeerId]] = Observable(frozenset({self.self_id}))
+        self.health: Observable[dict[PeerId, PeerHealth]] = Observable({})
+        self._listeners: list[ClosableQueue[LivenessEvent]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wake: asyncio.Event | None = None
+        self.heartbeats_sent = 0
+
+    async def start(self) -> Liveness:
+        loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        raw = self._seam.subscribe()
+        pings = self._channel.subscribe()  # consume heartbeats so the mux does not count them unrouted
+        self._tasks = [
+            loop.create_task(self._observe(raw), name=f"liveness-observe-{self.self_id}"),
+            loop.create_task(self._drain(pings), name=f"liveness-pings-{self.self_id}"),
+            loop.create_task(self._beat(), name=f"liveness-beat-{self.self_id}"),
+            loop.create_task(self._watch_roster(), name=f"liveness-roster-{self.self_id}"),
+        ]
+        return self
+
+    async def __aenter__(self) -> Liveness:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def events(self) -> AsyncIterator[LivenessEvent]:
+        """A new stream of every transition from now on (bounded; a reader must keep up or close)."""
+        q: ClosableQueue[LivenessEvent] = ClosableQueue(_EVENT_QUEUE)
+        self._listeners.append(q)
+
+        async def gen() -> AsyncIterator[LivenessEvent]:
+            try:
+                while True:
+                    try:
+                        yield await q.get()
+                    except QueueClosed:
+                        return
+            finally:
+                q.close()
+                if q in self._listeners:
+                    self._listeners.remove(q)
+
+        return gen()
+
+    def state(self, peer: PeerId) -> PeerHealth | None:
+        return self.detector.state(peer)
+
+    # -- internals --------------------------------------------------------------------------
+    def _emit(self, events: list[LivenessEvent]) -> None:
+        if not events:
+            return
+        for ev in events:
+            level = logging.INFO if ev.new.alive else logging.WARNING
+            log.log(level, "%s: peer %s %s -> %s", self.self_id, ev.peer,
+                    ev.old.value if ev.old else "-", ev.new.value)
+            for q in list(self._listeners):
+                if not q.closed and not q.put_nowait(ev):
+                    # A listener that stopped reading loses events, loudly: liveness must not stall.
+                    log.error("%s: liveness listener is not reading; closing it", self.self_id)
+                    q.close()
+        self._publish()
+
+    def _publish(self) -> None:
+        self.health.set(self.detector.states())
+        roster = self._seam.roster.value
+        alive = self.detector.alive()
+        self.live.set(frozenset(p for p in roster if p == self.self_id or p in alive))
+
+    async def _observe(self, sub: AsyncIterator[tuple[PeerId, bytes]]) -> None:
+        loop = asyncio.get_running_loop()
+        async for sender, _ in sub:
+            ev = self.detector.heard(sender, loop.time())
+            if ev is not None:
+                self._emit([ev])
+
+    async def _drain(self, sub: AsyncIterator[tuple[PeerId, bytes]]) -> None:
+        async for _ in sub:
+            pass
+
+    async def _beat(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self.config.interval
+        while True:
+            self._emit(self.detector.tick(loop.time()))
+            try:
+                await self._channel.broadcast(_PING)
+            except SeamClosed:
+                return
+            self.heartbeats_sent += 1
+            await asyncio.sleep(interval)
+
+    async def _watch_roster(self) -> None:
+        loop = asyncio.get_running_loop()
+        async for roster in self._seam.roster.updates():
+            now = loop.time()
+            events: list[LivenessEvent] = []
+            for peer in sorted(roster):
+                if peer != self.self_id:
+                    ev = self.detector.track(peer, now)
+                    if ev is not None:
+                        events.append(ev)
+            for peer in self.detector.tracked():
+                if peer not in roster:
+                    self.detector.untrack(peer)
+            self._emit(events)
+            self._publish()
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, SeamClosed):
+                await task
+        self._tasks.clear()
+        for q in self._listeners:
+            q.close()

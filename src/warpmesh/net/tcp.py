@@ -1,0 +1,1419 @@
+"""``TcpMesh``: the real transport, a full mesh of authenticated TCP (optionally TLS) links.
+
+One :class:`TcpMesh` is one peer's :class:`~warpmesh.net.seam.Seam`. Every pair of live peers shares
+exactly one link; everything above (``MuxSeam``, anti-entropy, liveness, Raft) runs unchanged on this
+or on :class:`~warpmesh.net.memory.MemoryFabric`.
+
+Link life cycle (``docs/mesh.md`` has the full protocol):
+
+1. **Dial or accept.** A peer dials its ``join`` seeds and every peer it learns about from roster
+   gossip. A connector task per target address keeps trying with exponential backoff and jitter
+   while there is no link to that target's peer.
+2. **Handshake** (:mod:`warpmesh.net.handshake`): ids, incarnations, versions, listen addresses and a
+   mutual HMAC proof of the cluster secret. Then the host *admits* the peer: a peer using our id, a
+   stale incarnation, or a second link between the same two processes is refused with a reason.
+   When both sides dial at once, the link dialled by the smaller id wins on both sides. A link
+   whose peer restarted (a higher incarnation arrives) is probed and replaced if it does not answer.
+3. **Serve.** ``[u32 length][frame]`` in both directions: DATA (seam payloads), PING/PONG
+   (keepalive when idle, and probes), ROSTER (gossip: every live peer's id, incarnation and listen
+   address), BYE (graceful close). Writes go through a bounded per-link queue that one writer task
+   drains, coalescing queued frames into one ``write`` and one ``drain``. Reads deliver into the
+   :class:`~warpmesh.net.seam.IncomingHub`, waiting while a subscriber is full: a slow reader slows
+   the TCP stream (the kernel's flow control pushes back to the sender), nothing is dropped.
+4. **Close.** EOF, a reset, a keepalive timeout or an oversize length prefix (the stream cannot be
+   resynchronised) closes the link; the roster drops the peer and the connector redials. A link
+   replaced by a better one is *retired*: its queued frames are flushed and it is read to EOF.
+
+Hostile bytes never raise out of a read loop: oversize, truncated, undecodable frames and unknown
+kinds are refused and counted in :attr:`TcpMesh.stats`. Logging goes to ``warpmesh.net.tcp``;
+refusals are logged at WARNING with their reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import ssl
+import struct
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from warpmesh import PROTOCOL_VERSION
+from warpmesh.aio.observable import Observable
+from warpmesh.net.handshake import (
+    REFUSE,
+    AdmissionRequired,
+    Established,
+    Failed,
+    Handshake,
+    PeerInfo,
+    Refusal,
+    Role,
+)
+from warpmesh.net.memory import PayloadTooLarge
+from warpmesh.net.seam import (
+    DEFAULT_SUBSCRIPTION_SIZE,
+    IncomingHub,
+    PeerId,
+    PeerUnreachable,
+    Seam,
+    SeamClosed,
+    Subscription,
+)
+from warpmesh.net.secret import check_addresses, is_loopback
+from warpmesh.wire.frame import (
+    DEFAULT_MAX_FRAME,
+    Frame,
+    FrameError,
+    FrameStats,
+    FrameTooLarge,
+    FrameTruncated,
+    decode_frame,
+    encode_frame,
+    length_prefixed,
+)
+
+log = logging.getLogger("warpmesh.net.tcp")
+
+Address = tuple[str, int]
+
+# Link frame kinds (the handshake owns 0x01-0x0F, see warpmesh.net.handshake).
+DATA = 0x10  #: body: bin, one seam payload
+PING = 0x11  #: body: int; answered by PONG with the same int
+PONG = 0x12
+ROSTER = 0x13  #: body: {"peers": [[id, incarnation, host, port], ...]} (the sender's live links + itself)
+BYE = 0x14  #: body: {"code", "reason"}; the sender sends nothing after it
+
+#: A DATA frame is ``[u32 len][version][kind][0xc6 bin32][u32 n][payload]``: always bin32, so the
+#: header is a constant 11 bytes and encoding a payload costs one concatenation.
+_DATA_HDR = struct.Struct(">IBBBI")
+_DATA_OVERHEAD = 2 + 5  # frame header + msgpack bin32 header (the length prefix is not in the limit)
+#: Before a peer is authenticated we buffer at most this much of one frame (handshake frames are tiny).
+HANDSHAKE_MAX_FRAME = 64 * 1024
+_ALL_VERSIONS = frozenset(range(256))
+_WILDCARDS = frozenset({"", "0.0.0.0", "::", "*"})
+#: Entries accepted in one ROSTER frame (a larger mesh needs a different membership design anyway).
+MAX_ROSTER = 4096
+_READ_CHUNK = 256 * 1024
+
+#: Refusal codes that are routine (races, our own address, shutdown): logged at DEBUG, not WARNING.
+_QUIET = frozenset({Refusal.DUPLICATE_LINK.value, Refusal.SELF.value, Refusal.SHUTTING_DOWN.value})
+
+
+@dataclass(frozen=True, slots=True)
+class TcpMeshConfig:
+    """Timeouts, backoff and buffer sizes. Times in seconds; defaults suit a LAN."""
+
+    connect_timeout: float = 5.0
+    #: From TCP connect to WELCOME, including TLS and the admission probe.
+    handshake_timeout: float = 10.0
+    #: Send a PING on a link that sent nothing for this long.
+    keepalive_interval: float = 2.0
+    #: Close a link that received nothing for this long (a silently dead TCP connection).
+    keepalive_timeout: float = 10.0
+    #: How long a link suspected dead (its peer reconnected) has to answer a PING before replacement.
+    probe_timeout: float = 2.0
+    backoff_initial: float = 0.1
+    backoff_max: float = 15.0
+    backoff_multiplier: float = 2.0
+    #: Each delay is drawn uniformly from ``[d * (1 - jitter), d]`` so peers do not redial in lockstep.
+    backoff_jitter: float = 0.5
+    #: Stop dialling a peer learned from gossip after it was unreachable and unmentioned this long.
+    #: ``--join`` seeds are never forgotten.
+    forget_after: float = 300.0
+    #: Re-send the roster to every link this often (gossip also goes out on every roster change).
+    gossip_interval: float = 10.0
+    #: When two peers learn of each other at once (gossip) or lose their link, both would dial and
+    #: one connection would be refused. The peer with the larger id waits this long first, so the
+    #: smaller one's dial usually arrives alone; if it never does, the larger id dials anyway.
+    dial_defer: float = 0.3
+    #: Per-link send queue: ``send_to`` waits while this many frames or bytes are queued.
+    send_queue_frames: int = 4096
+    send_queue_bytes: int = 4 * 1024 * 1024
+    #: Bytes coalesced into one ``write`` by a link's writer.
+    write_batch_bytes: int = 256 * 1024
+    #: Concurrent inbound connections still in the handshake; more are refused as overloaded.
+    max_pending_handshakes: int = 64
+    #: ``close()`` waits this long for queued frames to flush.
+    close_timeout: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name in ("connect_timeout", "handshake_timeout", "keepalive_interval", "keepalive_timeout",
+                     "probe_timeout", "backoff_initial", "backoff_max", "forget_after", "gossip_interval",
+                     "close_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0")
+        if self.keepalive_timeout <= self.keepalive_interval:
+            raise ValueError("keepalive_timeout must exceed keepalive_interval")
+        if self.backoff_multiplier < 1 or not 0 <= self.backoff_jitter <= 1:
+            raise ValueError("backoff_multiplier must be >= 1 and backoff_jitter within [0, 1]")
+        if min(self.send_queue_frames, self.send_queue_bytes, self.write_batch_bytes,
+               self.max_pending_handshakes) < 1:
+            raise ValueError("queue and batch sizes must be >= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """TLS for the mesh: ``server`` wraps accepted connections, ``client`` wraps dialled ones.
+
+    See :mod:`warpmesh.net.tls` to build both from a cluster CA. ``server_hostname`` is the name the
+    client checks in the server's certificate (when the client context has ``check_hostname``); by
+    default the dialled host.
+    """
+
+    server: ssl.SSLContext
+    client: ssl.SSLContext
+    server_hostname: str | None = None
+
+
+@dataclass(slots=True)
+class PeerStats:
+    """Counters of one peer's links (summed over reconnections)."""
+
+    frames_in: int = 0
+    bytes_in: int = 0
+    frames_out: int = 0
+    bytes_out: int = 0
+    #: Links established with this peer; every one after the first is a reconnect.
+    links: int = 0
+    #: DATA frames accepted by ``send_to`` but still queued when the link died.
+    frames_lost: int = 0
+    #: Frames refused on this peer's links, by reason (see :class:`~warpmesh.wire.frame.FrameError`).
+    frames: FrameStats = field(default_factory=FrameStats)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"frames_in": self.frames_in, "bytes_in": self.bytes_in, "frames_out": self.frames_out,
+                "bytes_out": self.bytes_out, "links": self.links, "frames_lost": self.frames_lost,
+                "frames_refused": dict(self.frames.refused)}
+
+
+@dataclass(slots=True)
+class MeshStats:
+    """Observability counters of a :class:`TcpMesh`."""
+
+    peers: dict[PeerId, PeerStats] = field(default_factory=dict)
+    #: Handshakes we refused, by code (bad_secret, version, duplicate_id, ...).
+    refused_by_us: Counter[str] = field(default_factory=Counter)
+    #: Handshakes the other side refused, by code.
+    refused_by_peer: Counter[str] = field(default_factory=Counter)
+    #: Frames refused before the peer was authenticated, by reason.
+    handshake_frames: FrameStats = field(default_factory=FrameStats)
+    #: Links closed, by reason (eof, reset, keepalive_timeout, oversize_frame, replaced, ...).
+    links_closed: Counter[str] = field(default_factory=Counter)
+    dials: int = 0
+    dial_failures: int = 0
+    accepted: int = 0
+
+    def peer(self, peer: PeerId) -> PeerStats:
+        ps = self.peers.get(peer)
+        if ps is None:
+            ps = self.peers[peer] = PeerStats()
+        return ps
+
+    @property
+    def reconnects(self) -> int:
+        """Links established to a peer that had a link before."""
+        return sum(max(0, p.links - 1) for p in self.peers.values())
+
+    @property
+    def refusals(self) -> Counter[str]:
+        """All handshake refusals (ours and the peers'), by code."""
+        return self.refused_by_us + self.refused_by_peer
+
+    @property
+    def frames_refused(self) -> Counter[str]:
+        """Every refused frame, by reason, over all connections."""
+        total = Counter(self.handshake_frames.refused)
+        for p in self.peers.values():
+            total.update(p.frames.refused)
+        return total
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "peers": {k: v.as_dict() for k, v in sorted(self.peers.items())},
+            "refused_by_us": dict(self.refused_by_us),
+            "refused_by_peer": dict(self.refused_by_peer),
+            "frames_refused": dict(self.frames_refused),
+            "links_closed": dict(self.links_closed),
+            "reconnects": self.reconnects,
+            "dials": self.dials,
+            "dial_failures": self.dial_failures,
+            "accepted": self.accepted,
+        }
+
+
+_U32 = struct.Struct(">I")
+
+
+class LinkDecoder:
+    """:class:`~warpmesh.wire.frame.StreamDecoder` with a fast path for DATA frames.
+
+    Same contract (length prefixes, limit, poisoning on an oversize prefix, refusals counted in
+    ``stats``, ``eof()`` counts a truncated tail), and frames decode identically. The difference:
+    once ``data_kind`` is set, a DATA frame in the layout :class:`TcpMesh` writes (``bin32`` body
+    exactly filling the frame) comes out as the payload ``bytes`` itself, sliced straight from the
+    receive buffer: no msgpack call, no :class:`Frame`, one copy. Any other layout of the same kind
+    takes the general path and comes out as a :class:`Frame`.
+    """
+
+    __slots__ = ("_buf", "broken", "data_kind", "max_size", "stats", "versions")
+
+    def __init__(self, *, max_size: int = DEFAULT_MAX_FRAME,
+                 versions: frozenset[int] | tuple[int, ...] = (PROTOCOL_VERSION,),
+                 stats: FrameStats | None = None, data_kind: int | None = None) -> None:
+        self.max_size = max_size
+        self.versions = versions
+        self.stats = stats if stats is not None else FrameStats()
+        self.data_kind = data_kind
+        self.broken: FrameError | None = None
+        self._buf = bytearray()
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Frame | bytes]:
+        if self.broken is not None:
+            return []
+        buf = self._buf
+        buf += data
+        out: list[Frame | bytes] = []
+        pos = 0
+        end = len(buf)
+        max_size = self.max_size
+        versions = self.versions
+        stats = self.stats
+        data_kind = self.data_kind
+        accepted = 0
+        with memoryview(buf) as view:
+            while end - pos >= 4:
+                (length,) = _U32.unpack_from(buf, pos)
+                if length > max_size:
+                    self.broken = FrameTooLarge(f"announced frame of {length} bytes exceeds {max_size}")
+                    stats.refuse(self.broken)
+                    pos = end
+                    break
+                start = pos + 4
+                stop = start + length
+                if stop > end:
+                    break
+                pos = stop
+                if (data_kind is not None and length >= _DATA_OVERHEAD and buf[start + 1] == data_kind
+                        and buf[start + 2] == 0xC6 and buf[start] in versions
+                        and _U32.unpack_from(buf, start + 3)[0] == length - _DATA_OVERHEAD):
+                    out.append(bytes(view[start + _DATA_OVERHEAD:stop]))
+                    accepted += 1
+                    continue
+                try:
+                    frame = decode_frame(bytes(view[start:stop]), max_size=max_size, versions=versions)
+                except FrameError as err:
+                    stats.refuse(err)
+                    continue
+                accepted += 1
+                out.append(frame)
+        stats.accepted += accepted
+        del buf[:pos]
+        return out
+
+    def eof(self) -> None:
+        if self._buf and self.broken is None:
+            self.stats.refuse(FrameTruncated(f"stream ended inside a frame ({len(self._buf)} bytes)"))
+        self._buf.clear()
+
+
+def parse_address(text: str, *, what: str = "address") -> Address:
+    """``HOST:PORT`` or ``[IPv6]:PORT`` -> ``(host, port)``. Raises ``ValueError`` naming the problem."""
+    s = text.strip()
+    if s.startswith("["):
+        host, sep, rest = s[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise ValueError(f"{what} {text!r} must look like [IPv6]:PORT")
+        port_s = rest[1:]
+    else:
+        host, sep, port_s = s.rpartition(":")
+        if not sep:
+            raise ValueError(f"{what} {text!r} must look like HOST:PORT (e.g. 127.0.0.1:7000)")
+        if ":" in host:
+            raise ValueError(f"{what} {text!r}: write IPv6 addresses as [ADDR]:PORT")
+    if not port_s.isdigit() or not 0 <= int(port_s) <= 0xFFFF:
+        raise ValueError(f"{what} {text!r}: port must be a number in 0..65535")
+    return (host, int(port_s))
+
+
+def format_address(addr: Address) -> str:
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class _LinkClosed(Exception):
+    pass
+
+
+class _Target:
+    """An address we keep a link to: a ``--join`` seed or a peer learned from gossip or a handshake."""
+
+    __slots__ = ("addr", "dialing", "forgotten", "is_self", "known_inc", "last_seen", "last_warned",
+                 "peer_id", "seed", "task")
+
+    def __init__(self, addr: Address, *, seed: bool, peer_id: PeerId | None, now: float) -> None:
+        self.addr = addr
+        self.seed = seed
+        self.peer_id = peer_id
+        self.known_inc = -1
+        self.last_seen = now
+        self.dialing = False
+        self.is_self = False
+        self.forgotten = False
+        self.last_warned: str | None = None
+        self.task: asyncio.Task[None] | None = None
+
+
+class _Conn:
+    """One TCP connection: handshake, then (if admitted) a link with a send queue and a writer."""
+
+    __slots__ = (
+        "closed", "ctl", "established", "initiator", "last_rx", "last_tx", "listen", "loop", "mesh",
+        "peer", "ping_seq", "pongs", "pstats", "q", "q_bytes", "reader", "reading_blocked", "remote",
+        "retiring", "send_bye", "space", "target", "task", "version", "wake", "writer", "writer_task",
+    )
+
+    def __init__(self, mesh: TcpMesh, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
+                 initiator: bool, target: _Target | None) -> None:
+        self.mesh = mesh
+        self.loop = asyncio.get_running_loop()
+        self.reader = reader
+        self.writer = writer
+        self.initiator = initiator
+        self.target = target
+        peername = writer.get_extra_info("peername")
+        self.remote: Address | None = (str(peername[0]), int(peername[1])) if peername else None
+        self.peer: PeerInfo | None = None
+        self.listen: Address | None = None
+        self.version = PROTOCOL_VERSION
+        self.established = False
+        self.retiring = False
+        self.send_bye: dict[str, str] | None = None
+        self.closed = False
+        self.reading_blocked = False
+        self.pstats: PeerStats | None = None
+        self.q: deque[bytes] = deque()
+        self.q_bytes = 0
+        self.ctl: deque[bytes] = deque()
+        self.space: deque[asyncio.Future[None]] = deque()
+        self.wake: asyncio.Future[None] | None = None
+        self.writer_task: asyncio.Task[None] | None = None
+        self.task: asyncio.Task[Any] | None = None
+        self.last_rx = self.last_tx = self.loop.time()
+        self.ping_seq = 0
+        self.pongs: dict[int, asyncio.Future[None]] = {}
+
+    @property
+    def peer_id(self) -> PeerId:
+        assert self.peer is not None
+        return self.peer.node_id
+
+    def initiator_id(self) -> PeerId:
+        return self.mesh.self_id if self.initiator else self.peer_id
+
+    def describe(self) -> str:
+        who = self.peer.node_id if self.peer else "?"
+        where = format_address(self.remote) if self.remote else "?"
+        return f"{who}@{where} ({'dialled' if self.initiator else 'accepted'})"
+
+    # -- sending ------------------------------------------------------------------------
+    def _kick(self) -> None:
+        w = self.wake
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def put(self, frame: bytes) -> None:
+        """Queue a DATA frame, waiting while the queue is full (at least one frame always fits)."""
+        cfg = self.mesh.config
+        while self.q and (len(self.q) >= cfg.send_queue_frames or self.q_bytes >= cfg.send_queue_bytes):
+            if self.closed or self.retiring:
+                raise _LinkClosed
+            fut = self.loop.create_future()
+            self.space.append(fut)
+            try:
+                await fut
+            except asyncio.CancelledError:
+                fut.cancel()
+                self._release_space()
+                raise
+        if self.closed or self.retiring:
+            raise _LinkClosed
+        self.q.append(frame)
+        self.q_bytes += len(frame)
+        self._kick()
+
+    def _release_space(self) -> None:
+        cfg = self.mesh.config
+        space = self.space
+        while space and (self.closed or self.retiring or (len(self.q) < cfg.send_queue_frames
+                                                          and self.q_bytes < cfg.send_queue_bytes)):
+            fut = space.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                if not (self.closed or self.retiring):
+                    return
+
+    def send_ctl(self, kind: int, body: Any) -> None:
+        """Queue a control frame; it is written ahead of queued DATA frames."""
+        if self.closed:
+            return
+        self.ctl.append(length_prefixed(encode_frame(kind, body, version=self.version)))
+        self._kick()
+
+    async def probe(self, timeout: float) -> bool:
+        """True if the peer answers a PING within ``timeout`` (or is visibly sending to us)."""
+        if self.closed:
+            return False
+        if self.reading_blocked and self.loop.time() - self.last_rx < self.mesh.config.keepalive_timeout:
+            return True  # we are not reading because our subscriber is slow, and it did talk recently
+        self.ping_seq += 1
+        n = self.ping_seq
+        fut = self.pongs[n] = self.loop.create_future()
+        self.send_ctl(PING, n)
+        try:
+            await asyncio.wait_for(fut, timeout)
+            return not self.closed
+        except (TimeoutError, _LinkClosed):
+            return False
+        finally:
+            self.pongs.pop(n, None)
+
+
+class TcpMesh(Seam):
+    """A peer of a TCP mesh. ``await start()`` to listen and join; ``await close()`` to leave.
+
+    Parameters:
+        node_id: this peer's id, unique in the mesh.
+        listen: ``(host, port)`` to listen on; port 0 picks a free port (see :attr:`address`).
+        join: seed addresses; joining through any one live peer learns the whole roster.
+        secret: the cluster secret (:func:`warpmesh.net.secret.load_secret`); without one only
+            loopback addresses may be listened on or dialled.
+        incarnation: this boot's incarnation, higher than any earlier boot of ``node_id`` (a
+            restarted peer replaces its predecessor's links by having a higher one); see
+            :func:`boot_incarnation`.
+        tls: optional TLS contexts; the handshake still runs inside TLS.
+        max_frame: largest frame accepted or sent (payload limit is 7 bytes less).
+        advertise: the address other peers should dial (default: the bound listen address; a
+            wildcard host is replaced by the address each peer sees us connect from).
+        config: timeouts, backoff and buffer sizes.
+        rng: randomness for backoff jitter (seed it for reproducible tests).
+        nonce_source: ``n -> n random bytes`` for handshake nonces (default ``os.urandom``).
+    """
+
+    def __init__(
+        self,
+        node_id: PeerId,
+        *,
+        listen: Address = ("127.0.0.1", 0),
+        join: Iterable[Address] = (),
+        secret: bytes | None = None,
+        incarnation: int,
+        tls: TlsConfig | None = None,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        advertise: Address | None = None,
+        config: TcpMeshConfig | None = None,
+        rng: random.Random | None = None,
+        nonce_source: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        if not isinstance(node_id, str) or not node_id or len(node_id.encode()) > 255:
+            raise ValueError("node_id must be a non-empty string of at most 255 UTF-8 bytes")
+        if type(incarnation) is not int or not 0 <= incarnation < 1 << 63:
+            raise ValueError("incarnation must be an integer in [0, 2^63)")
+        if max_frame < 1024:
+            raise ValueError("max_frame must be at least 1024 bytes")
+        self.self_id = node_id
+        self.incarnation = incarnation
+        self.listen = (listen[0], int(listen[1]))
+        self.join = [(h, int(p)) for h, p in join]
+        self.secret = secret or None
+        self.tls = tls
+        self.max_frame = max_frame
+        self.max_payload = max_frame - _DATA_OVERHEAD
+        self.config = config or TcpMeshConfig()
+        self._q_frames = self.config.send_queue_frames
+        self._q_bytes = self.config.send_queue_bytes
+        self.rng = rng or random.Random()
+        self._nonce_source = nonce_source
+        self._advertise = advertise
+        check_addresses(self.secret, listen=[self.listen[0]],
+                        dial=[h for h, _ in self.join] + ([advertise[0]] if advertise else []))
+        self.roster: Observable[frozenset[PeerId]] = Observable(frozenset({node_id}))
+        self.hub = IncomingHub()
+        self.stats = MeshStats()
+        #: The bound listen address (after :meth:`start`).
+        self.address: Address | None = None
+        self._advertised: Address | None = None
+        self._server: asyncio.Server | None = None
+        self._started = False
+        self._closed = False
+        self._slots: dict[PeerId, _Conn] = {}
+        self._conns: set[_Conn] = set()
+        self._targets: dict[Address, _Target] = {}
+        self._locks: dict[PeerId, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._changes: Observable[int] = Observable(0)
+        self._pending_handshakes = 0
+        self._gossip_scheduled = False
+        self._ticker: asyncio.Task[None] | None = None
+        self._self_addrs: set[Address] = set()
+        self._warned: set[Address] = set()
+
+    # ------------------------------------------------------------------------------------------
+    # Seam API
+    # ------------------------------------------------------------------------------------------
+    async def start(self) -> TcpMesh:
+        """Listen and start dialling the seeds. Returns self (``mesh = await TcpMesh(...).start()``)."""
+        if self._started:
+            raise RuntimeError("TcpMesh.start() called twice")
+        self._started = True
+        host, port = self.listen
+        self._server = await asyncio.start_server(
+            self._on_accept, host or None, port, reuse_address=True,
+            ssl=self.tls.server if self.tls else None,
+            ssl_handshake_timeout=self.config.handshake_timeout if self.tls else None,
+        )
+        sock = self._server.sockets[0].getsockname()
+        self.address = (str(sock[0]), int(sock[1]))
+        adv = self._advertise or (host if host not in _WILDCARDS else "", self.address[1])
+        self._advertised = (adv[0], int(adv[1]))
+        self._self_addrs = {self.address, self._advertised}
+        log.info("%s listening on %s (incarnation %d, tls=%s)", self.self_id, format_address(self.address),
+                 self.incarnation, "on" if self.tls else "off")
+        loop = asyncio.get_running_loop()
+        for addr in self.join:
+            self._target(addr, seed=True, peer_id=None, now=loop.time())
+        self._ticker = self._spawn(self._tick())
+        return self
+
+    async def send_to(self, peer: PeerId, data: bytes) -> None:
+        if self._closed:
+            raise SeamClosed(f"{self.self_id} is closed")
+        n = len(data)
+        if n > self.max_payload:
+            raise PayloadTooLarge(f"{n} bytes exceeds the {self.max_payload}-byte limit")
+        if peer == self.self_id:
+            await self.hub.deliver(peer, bytes(data))
+            return
+        conn = self._slots.get(peer)
+        if conn is None or not conn.established:
+            raise PeerUnreachable(peer)
+        frame = _DATA_HDR.pack(n + _DATA_OVERHEAD, conn.version, DATA, 0xC6, n) + data
+        q = conn.q
+        if len(q) < self._q_frames and conn.q_bytes < self._q_bytes and not conn.space and not conn.retiring:
+            # Fast path (room, and nobody waiting ahead of us): append without a coroutine hop.
+            q.append(frame)
+            conn.q_bytes += len(frame)
+            wake = conn.wake
+            if wake is not None and not wake.done():
+                wake.set_result(None)
+            return
+        try:
+            await conn.put(frame)
+        except _LinkClosed:
+            raise PeerUnreachable(peer) from None
+
+    async def broadcast(self, data: bytes) -> None:
+        """Send to every linked peer (encoded once); peers whose link closes meanwhile are skipped."""
+        if self._closed:
+            raise SeamClosed(f"{self.self_id} is closed")
+        n = len(data)
+        if n > self.max_payload:
+            raise PayloadTooLarge(f"{n} bytes exceeds the {self.max_payload}-byte limit")
+        frame = _DATA_HDR.pack(n + _DATA_OVERHEAD, PROTOCOL_VERSION, DATA, 0xC6, n) + data
+        for peer in sorted(self._slots):
+            conn = self._slots.get(peer)
+            if conn is None or not conn.established:
+                continue
+            try:
+                await conn.put(frame)
+            except _LinkClosed:
+                continue
+
+    def subscribe(self, maxsize: int = DEFAULT_SUBSCRIPTION_SIZE) -> Subscription:
+        return self.hub.subscribe(maxsize)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def close(self) -> None:
+        """Leave the mesh: say BYE on every link, flush queues briefly, close everything."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._conns):
+            if conn.established and not conn.closed:
+                self._retire(conn, bye={"code": "leaving", "reason": f"{self.self_id} is shutting down"})
+            else:
+                self._close_conn(conn, "shutdown")
+        self._changed()  # idle connectors see the mesh closed and return
+        # Retired links flush, say BYE and half-close; each peer answers by closing its end, so the
+        # link's task ends on EOF. Closing a socket with unread input would send RST and could make
+        # the peer discard our last frames, hence the wait.
+        serving = [c.task for c in self._conns if c.task is not None and not c.task.done()]
+        if serving:
+            await asyncio.wait(serving, timeout=self.config.close_timeout)
+        for conn in list(self._conns):
+            self._close_conn(conn, "shutdown")
+        tasks = [t for t in self._tasks if not t.done()]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), self.config.close_timeout)
+        self.hub.close()
+        self.roster.set(frozenset({self.self_id}))
+        log.info("%s closed", self.self_id)
+
+    async def abort(self) -> None:
+        """Stop at once without BYE or flushing, as a crashed process would (for fault injection)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._conns):
+            self._close_conn(conn, "aborted")
+        tasks = [t for t in self._tasks if not t.done()]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self.hub.close()
+        self.roster.set(frozenset({self.self_id}))
+
+    async def __aenter__(self) -> TcpMesh:
+        if not self._started:
+            await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------------------------------
+    # Introspection and fault injection
+    # ------------------------------------------------------------------------------------------
+    def links(self) -> dict[PeerId, dict[str, Any]]:
+        """Established links: peer -> incarnation, listen address, direction, queued frames."""
+        return {
+            pid: {"incarnation": c.peer.incarnation if c.peer else None,
+                  "listen": c.listen, "dialled": c.initiator, "queued": len(c.q)}
+            for pid, c in sorted(self._slots.items()) if c.established
+        }
+
+    def known_peers(self) -> dict[Address, PeerId | None]:
+        """Addresses this peer keeps (or tries to keep) a link to, with the peer id if known."""
+        return {addr: t.peer_id for addr, t in sorted(self._targets.items()) if not t.is_self}
+
+    def drop_link(self, peer: PeerId) -> bool:
+        """Abort the TCP connection to ``peer`` abruptly (as a network fault would); it reconnects."""
+        conn = self._slots.get(peer)
+        if conn is None:
+            return False
+        self._close_conn(conn, "dropped")
+        return True
+
+    # ------------------------------------------------------------------------------------------
+    # Internals: tasks, targets, connectors
+    # ------------------------------------------------------------------------------------------
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _changed(self) -> None:
+        self._changes.set(self._changes.value + 1)
+
+    def _publish_roster(self) -> None:
+        live = {pid for pid, c in self._slots.items() if c.established}
+        before = self.roster.value
+        self.roster.set(frozenset(live | {self.self_id}))
+        if self.roster.value != before:
+            log.info("%s roster: %s", self.self_id, sorted(self.roster.value))
+            self._schedule_gossip()
+        self._changed()
+
+    def _backoff(self, attempt: int) -> float:
+        cfg = self.config
+        d = min(cfg.backoff_max, cfg.backoff_initial * cfg.backoff_multiplier ** min(attempt, 64))
+        return d * (1.0 - cfg.backoff_jitter * self.rng.random())
+
+    def _target(self, addr: Address, *, seed: bool, peer_id: PeerId | None, now: float,
+                defer: bool = False) -> _Target | None:
+        if addr in self._self_addrs and not seed:
+            return None
+        t = self._targets.get(addr)
+        if t is None:
+            t = self._targets[addr] = _Target(addr, seed=seed, peer_id=peer_id, now=now)
+        else:
+            t.seed = t.seed or seed
+            if peer_id is not None:
+                t.peer_id = peer_id
+            t.last_seen = max(t.last_seen, now)
+        if t.task is None and not t.is_self and not self._closed:
+            t.task = self._spawn(self._connector(t, defer=defer))
+        return t
+
+    def _wanted(self, t: _Target) -> bool:
+        """Should the connector for ``t`` dial now?"""
+        if self._closed or t.is_self or t.forgotten:
+            return False
+        if t.peer_id is None:
+            return True
+        conn = self._slots.get(t.peer_id)
+        if conn is None:
+            return True
+        # A link exists; dial only if gossip announced a newer incarnation than the linked one.
+        return conn.peer is not None and conn.peer.incarnation < t.known_inc
+
+    async def _connector(self, t: _Target, *, defer: bool = False) -> None:
+        """Keep a link to ``t``: dial with backoff while there is none."""
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        delay_next = defer  # learned from gossip: the peer may be dialling us right now
+        try:
+            while not self._closed and not t.forgotten and not t.is_self:
+                if not self._wanted(t):
+                    version = self._changes.version
+                    await self._changes.changed(version)
+                    delay_next = True  # a link just went away: both ends redial, so spread them out
+                    attempt = 0
+                    continue
+                if delay_next or attempt:
+                    delay = self._backoff(attempt)
+                    if attempt == 0 and t.peer_id is not None and t.peer_id < self.self_id:
+                        delay += self.config.dial_defer  # let the smaller id dial first
+                    await asyncio.sleep(delay)
+                    if not self._wanted(t):
+                        continue
+                delay_next = False
+                outcome = await self._dial(t, loop)
+                if outcome in ("established", Refusal.DUPLICATE_LINK.value):
+                    # A link existed (or another one won the race): redial only after it goes away.
+                    attempt = 0
+                    delay_next = True
+                elif outcome == Refusal.SELF.value:
+                    t.is_self = True
+                    self._self_addrs.add(t.addr)
+                    return
+                else:
+                    attempt += 1
+        finally:
+            t.task = None
+
+    async def _dial(self, t: _Target, loop: asyncio.AbstractEventLoop) -> str:
+        host, port = t.addr
+        self.stats.dials += 1
+        t.dialing = True
+        try:
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(
+                        host, port,
+                        ssl=self.tls.client if self.tls else None,
+                        server_hostname=(self.tls.server_hostname or host) if self.tls else None,
+                        ssl_handshake_timeout=self.config.handshake_timeout if self.tls else None,
+                    ),
+                    self.config.connect_timeout + (self.config.handshake_timeout if self.tls else 0.0),
+                )
+            except (OSError, TimeoutError, ssl.SSLError) as err:
+                self.stats.dial_failures += 1
+                msg = f"{type(err).__name__}: {err}"
+                if t.last_warned != msg:
+                    t.last_warned = msg
+                    log.log(logging.INFO if t.seed else logging.DEBUG, "%s cannot reach %s: %s", self.self_id,
+                            format_address(t.addr), msg)
+                return "unreachable"
+            return await self._run_conn(reader, writer, initiator=True, target=t)
+        finally:
+            t.dialing = False
+
+    def _on_accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # A plain callback, not a coroutine: asyncio (3.11) logs an error when the task it creates for
+        # a coroutine callback is cancelled, so the connection runs in a task we own instead.
+        self.stats.accepted += 1
+        if self._closed:
+            writer.close()
+            return
+        self._spawn(self._run_conn(reader, writer, initiator=False, target=None))
+
+    # ------------------------------------------------------------------------------------------
+    # Internals: one connection
+    # ------------------------------------------------------------------------------------------
+    async def _run_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
+                        initiator: bool, target: _Target | None) -> str:
+        """Handshake, then serve the link until it closes. Returns "established" or a refusal code."""
+        conn = _Conn(self, reader, writer, initiator=initiator, target=target)
+        conn.task = asyncio.current_task()
+        self._conns.add(conn)
+        try:
+            result = await self._handshake(conn)
+            if not isinstance(result, tuple):
+                return result
+            await self._serve(conn, *result)
+            return "established"
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug must not take the whole mesh down; log it loudly and drop the link
+            log.exception("%s: unexpected error on connection %s", self.self_id, conn.describe())
+            return "error"
+        finally:
+            self._close_conn(conn, "ended")
+            self._conns.discard(conn)
+
+    async def _handshake(self, conn: _Conn) -> str | tuple[LinkDecoder, deque[Frame | bytes]]:
+        loop = conn.loop
+        cfg = self.config
+        assert self._advertised is not None
+        inbound = not conn.initiator
+        if inbound:
+            if self._pending_handshakes >= cfg.max_pending_handshakes:
+                self._refuse_raw(conn, Refusal.OVERLOADED, f"{self.self_id} has too many pending handshakes")
+                return Refusal.OVERLOADED.value
+            self._pending_handshakes += 1
+        try:
+            hs = Handshake(
+                Role.INITIATOR if conn.initiator else Role.RESPONDER,
+                PeerInfo(self.self_id, self.incarnation, self._advertised, (PROTOCOL_VERSION,)),
+                secret=self.secret, nonce_source=self._nonce_source, timeout=cfg.handshake_timeout,
+            )
+            hs.start(loop.time())
+            # The responder talks to strangers: buffer at most a small frame until they prove the
+            # secret. The initiator may receive link frames right behind WELCOME, so it must accept
+            # full-size frames (it dialled an address it chose).
+            decoder = LinkDecoder(max_size=HANDSHAKE_MAX_FRAME if inbound else self.max_frame,
+                                  versions=_ALL_VERSIONS, stats=self.stats.handshake_frames)
+            frames: deque[Frame | bytes] = deque()
+            self._write_raw(conn, hs.data_to_send())
+            while not hs.finished:
+                if not frames:
+                    remaining = hs.deadline - loop.time()
+                    try:
+                        if remaining <= 0:
+                            raise TimeoutError
+                        data = await asyncio.wait_for(conn.reader.read(_READ_CHUNK), remaining)
+                    except TimeoutError:
+                        hs.expire(hs.deadline)
+                        break
+                    except (ConnectionError, OSError, ssl.SSLError) as err:
+                        log.debug("%s: connection %s failed during handshake: %s", self.self_id,
+                                  conn.describe(), err)
+                        return "reset"
+                    if not data:
+                        decoder.eof()
+                        log.debug("%s: %s closed during the handshake", self.self_id, conn.describe())
+                        return "eof"
+                    refused_before = decoder.stats.refused_total
+                    frames.extend(decoder.feed(data))
+                    if decoder.broken is not None or decoder.stats.refused_total != refused_before:
+                        err = decoder.broken or "an undecodable frame"
+                        hs.refuse(Refusal.PROTOCOL, f"malformed handshake: {err}")
+                        break
+                    continue
+                item = frames.popleft()
+                assert isinstance(item, Frame)  # no data_kind yet: every item is a Frame
+                ev = hs.receive(item)
+                if isinstance(ev, AdmissionRequired):
+                    try:
+                        code, reason = await asyncio.wait_for(
+                            self._admit(conn, ev.peer), max(0.0, hs.deadline - loop.time()))
+                    except TimeoutError:
+                        hs.expire(hs.deadline)
+                        break
+                    if hs.finished:  # pragma: no cover - defensive
+                        break
+                    if code is None:
+                        hs.accept()
+                    else:
+                        hs.refuse(code, reason)
+                self._write_raw(conn, hs.data_to_send())
+            self._write_raw(conn, hs.data_to_send())
+            outcome = hs.outcome
+            if isinstance(outcome, Established):
+                if conn.target is not None:
+                    conn.target.dialing = False
+                if self._slots.get(outcome.peer.node_id) is not conn or self._closed:
+                    return "superseded"  # retired while waiting for WELCOME
+                decoder.max_size = self.max_frame
+                decoder.versions = (outcome.version,)
+                decoder.data_kind = DATA
+                return decoder, frames
+            assert isinstance(outcome, Failed)
+            self._on_refused(conn, hs, outcome)
+            if conn.peer is not None and self._slots.get(conn.peer.node_id) is conn:
+                del self._slots[conn.peer.node_id]  # admitted as initiator, then refused by the peer
+                self._changed()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.writer.drain(), 1.0)
+            return outcome.code
+        finally:
+            if inbound:
+                self._pending_handshakes -= 1
+
+    def _write_raw(self, conn: _Conn, data: bytes) -> None:
+        if data and not conn.writer.is_closing():
+            conn.writer.write(data)
+
+    def _refuse_raw(self, conn: _Conn, code: Refusal, reason: str) -> None:
+        self.stats.refused_by_us[code.value] += 1
+        log.warning("%s refused %s: %s", self.self_id, conn.describe(), reason)
+        self._write_raw(conn, length_prefixed(encode_frame(REFUSE, {"code": code.value, "reason": reason})))
+
+    def _on_refused(self, conn: _Conn, hs: Handshake, outcome: Failed) -> None:
+        peer = hs.peer.node_id if hs.peer else "?"
+        where = format_address(conn.remote) if conn.remote else "?"
+        level = logging.DEBUG if outcome.code in _QUIET else logging.WARNING
+        if outcome.by_peer:
+            self.stats.refused_by_peer[outcome.code] += 1
+            log.log(level, "%s was refused by %s at %s [%s]: %s", self.self_id, peer, where, outcome.code,
+                    outcome.reason)
+        else:
+            self.stats.refused_by_us[outcome.code] += 1
+            log.log(level, "%s refused %s at %s [%s]: %s", self.self_id, peer, where, outcome.code,
+                    outcome.reason)
+
+    # -- admission ----------------------------------------------------------------------------
+    async def _admit(self, conn: _Conn, peer: PeerInfo) -> tuple[Refusal | None, str]:
+        """Host policy after the peer proved the secret: ids, incarnations, one link per pair."""
+        if self._closed:
+            return Refusal.SHUTTING_DOWN, f"{self.self_id} is shutting down"
+        pid = peer.node_id
+        conn.peer = peer  # authenticated: from here on the connection is known by the peer's id
+        if pid == self.self_id:
+            if peer.incarnation == self.incarnation:
+                return Refusal.SELF, f"{self.self_id} connected to itself"
+            return Refusal.DUPLICATE_ID, (
+                f"node id {pid!r} is already in use by a live node (incarnations {peer.incarnation} and "
+                f"{self.incarnation}); give every node a unique --id")
+        lock = self._locks.get(pid)
+        if lock is None:
+            lock = self._locks[pid] = asyncio.Lock()
+        async with lock:
+            if self._closed:
+                return Refusal.SHUTTING_DOWN, f"{self.self_id} is shutting down"
+            old = self._slots.get(pid)
+            if old is not None and old is not conn:
+                code, reason = await self._resolve(conn, old, peer)
+                if code is not None:
+                    return code, reason
+            elif old is None and not conn.initiator and self.self_id < pid and self._dialing(pid):
+                return Refusal.DUPLICATE_LINK, (f"{self.self_id} is dialling {pid} itself; the link dialled "
+                                                f"by {self.self_id} wins")
+            if conn.closed:
+                return Refusal.PROTOCOL, "connection closed during admission"
+            listen = peer.listen
+            if listen is not None and listen[0] in _WILDCARDS and conn.remote is not None:
+                listen = (conn.remote[0], listen[1])
+            conn.listen = listen
+            self._slots[pid] = conn
+            self._changed()
+            return None, ""
+
+    def _dialing(self, pid: PeerId) -> bool:
+        return any(t.dialing and t.peer_id == pid for t in self._targets.values())
+
+    async def _resolve(self, new: _Conn, old: _Conn, peer: PeerInfo) -> tuple[Refusal | None, str]:
+        """Two connections to the same id: keep one, deterministically on both sides."""
+        pid = peer.node_id
+        assert old.peer is not None
+        old_inc = old.peer.incarnation
+        if peer.incarnation < old_inc:
+            return Refusal.STALE_INCARNATION, (
+                f"{pid!r} incarnation {peer.incarnation} is older than the connected incarnation {old_inc}")
+        if old.established:
+            if not await old.probe(self.config.probe_timeout):
+                log.info("%s: link to %s did not answer a probe; replacing it with %s", self.self_id,
+                         old.describe(), new.describe())
+                self._close_conn(old, "replaced_dead")
+                return None, ""
+            if self._slots.get(pid) is not old:  # it went away while we probed
+                return None, ""
+        if peer.incarnation > old_inc:
+            if not old.established:
+                self._close_conn(old, "replaced_restarted")
+                return None, ""
+            return Refusal.DUPLICATE_ID, (
+                f"node id {pid!r} is already connected (incarnation {old_inc}) and answers pings; two live "
+                f"nodes share the id {pid!r}: give every node a unique --id")
+        # Same process, two connections (simultaneous dials). Keep the one dialled by the smaller id;
+        # if both were dialled by the same side, it gave up on the old one: keep the new one.
+        preferred = min(self.self_id, pid)
+        if new.initiator_id() == old.initiator_id() and old.established:
+            self._retire(old, bye={"code": Refusal.DUPLICATE_LINK.value, "reason": "replaced by a newer link"})
+            return None, ""
+        if new.initiator_id() == preferred and old.initiator_id() != preferred:
+            if old.established:
+                self._retire(old, bye={"code": Refusal.DUPLICATE_LINK.value,
+                                       "reason": f"the link dialled by {preferred} wins"})
+            else:
+                self._close_conn(old, "duplicate_link")
+            return None, ""
+        return Refusal.DUPLICATE_LINK, (f"{self.self_id} already has a link to {pid}; the link dialled by "
+                                        f"{old.initiator_id()} is kept")
+
+    # -- serving a link -----------------------------------------------------------------------
+    async def _serve(self, conn: _Conn, decoder: LinkDecoder, frames: deque[Frame | bytes]) -> None:
+        loop = conn.loop
+        pid = conn.peer_id
+        ps = self.stats.peer(pid)
+        conn.pstats = ps
+        decoder.stats = ps.frames
+        conn.established = True
+        conn.last_rx = conn.last_tx = loop.time()
+        ps.links += 1
+        assert conn.peer is not None
+        if ps.links > 1:
+            log.info("%s reconnected to %s (incarnation %d, link #%d)", self.self_id, conn.describe(),
+                     conn.peer.incarnation, ps.links)
+        else:
+            log.info("%s linked to %s (incarnation %d)", self.self_id, conn.describe(), conn.peer.incarnation)
+        self._note_linked(conn)
+        conn.writer_task = self._spawn(self._writer(conn))
+        self._publish_roster()
+        self._send_roster(conn)
+        reason = "eof"
+        try:
+            if frames:
+                await self._process(conn, frames)
+            reader = conn.reader
+            while not conn.closed:
+                data = await reader.read(_READ_CHUNK)
+                if not data:
+                    if not conn.closed:  # after our own abort a partial frame is not the peer's fault
+                        decoder.eof()
+                    break
+                conn.last_rx = loop.time()
+                ps.bytes_in += len(data)
+                got = decoder.feed(data)
+                if got:
+                    await self._process(conn, got)
+                    # Time spent waiting for a slow subscriber is not the peer's silence.
+                    conn.last_rx = loop.time()
+                if decoder.broken is not None:
+                    reason = "oversize_frame"
+                    log.warning("%s: closing link to %s: %s (a stream cannot resynchronise after a bad "
+                                "length prefix; it will reconnect)", self.self_id, conn.describe(),
+                                decoder.broken)
+                    break
+        except (ConnectionError, OSError, ssl.SSLError) as err:
+            reason = "reset"
+            log.debug("%s: link to %s failed: %s", self.self_id, conn.describe(), err)
+        finally:
+            wt = conn.writer_task
+            if reason == "eof" and conn.retiring and wt is not None and not wt.done():
+                # The peer finished first; let our writer flush what is queued before closing.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait([wt], timeout=self.config.close_timeout)
+            self._close_conn(conn, reason)
+
+    async def _process(self, conn: _Conn, frames: Iterable[Frame | bytes]) -> None:
+        hub = self.hub
+        pid = conn.peer_id
+        ps = conn.pstats
+        assert ps is not None
+        for f in frames:
+            if type(f) is bytes:  # a DATA payload from the decoder's fast path
+                ps.frames_in += 1
+                conn.reading_blocked = True
+                try:
+                    await hub.deliver(pid, f)
+                finally:
+                    conn.reading_blocked = False
+                continue
+            assert isinstance(f, Frame)
+            kind = f.kind
+            if kind == DATA:
+                body = f.body
+                if type(body) is not bytes:
+                    ps.frames.refused["bad_body"] += 1
+                    continue
+                ps.frames_in += 1
+                conn.reading_blocked = True
+                try:
+                    await hub.deliver(pid, body)
+                finally:
+                    conn.reading_blocked = False
+            elif kind == PING:
+                conn.send_ctl(PONG, f.body if type(f.body) is int else 0)
+            elif kind == PONG:
+                fut = conn.pongs.get(f.body) if type(f.body) is int else None
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
+            elif kind == ROSTER:
+                self._on_roster(conn, f.body)
+            elif kind == BYE:
+                self._on_bye(conn, f.body)
+            else:
+                ps.frames.refused["unknown_kind"] += 1
+
+    async def _writer(self, conn: _Conn) -> None:
+        """Drain the link's queues: control frames first, then DATA, coalesced into one write."""
+        loop = conn.loop
+        w = conn.writer
+        ps = conn.pstats
+        assert ps is not None
+        batch = self.config.write_batch_bytes
+        try:
+            while True:
+                if not conn.ctl and not conn.q:
+                    if conn.retiring or conn.closed:
+                        break
+                    conn.wake = loop.create_future()
+                    await conn.wake
+                    conn.wake = None
+                    continue
+                parts: list[bytes] = []
+                ctl = conn.ctl
+                while ctl:
+                    parts.append(ctl.popleft())
+                q = conn.q
+                size = 0
+                nframes = 0
+                while q and size < batch:
+                    f = q.popleft()
+                    parts.append(f)
+                    size += len(f)
+                    nframes += 1
+                conn.q_bytes -= size
+                if conn.space:
+                    conn._release_space()
+                buf = parts[0] if len(parts) == 1 else b"".join(parts)
+                if conn.closed:
+                    break
+                w.write(buf)
+                ps.frames_out += nframes
+                ps.bytes_out += len(buf)
+                conn.last_tx = loop.time()
+                await w.drain()
+            if conn.retiring and not conn.closed:
+                if conn.send_bye is not None:
+                    w.write(length_prefixed(encode_frame(BYE, conn.send_bye, version=conn.version)))
+                    await w.drain()
+                if w.can_write_eof():
+                    w.write_eof()
+                else:
+                    w.close()
+        except (ConnectionError, OSError, RuntimeError, ssl.SSLError) as err:
+            log.debug("%s: write to %s failed: %s", self.self_id, conn.describe(), err)
+            self._close_conn(conn, "reset")
+
+    def _retire(self, conn: _Conn, *, bye: dict[str, str] | None) -> None:
+        """Take ``conn`` out of service gracefully: flush its queue, say BYE, read it to EOF."""
+        if conn.closed or conn.retiring:
+            return
+        conn.retiring = True
+        conn.send_bye = bye
+        if conn.peer is not None and self._slots.get(conn.peer.node_id) is conn:
+            del self._slots[conn.peer.node_id]
+            self._note_unlinked(conn)
+        conn._release_space()
+        conn._kick()
+        self._publish_roster()
+
+    def _close_conn(self, conn: _Conn, reason: str) -> None:
+        """Close ``conn`` now (idempotent): drop it from the roster, wake everyone waiting on it."""
+        if conn.closed:
+            return
+        conn.closed = True
+        if conn.established:
+            self.stats.links_closed[reason] += 1
+            if conn.pstats is not None and conn.q:
+                conn.pstats.frames_lost += len(conn.q)
+            if reason not in ("ended", "shutdown"):
+                log.info("%s: link to %s closed (%s)", self.self_id, conn.describe(), reason)
+        conn.q.clear()
+        conn.q_bytes = 0
+        conn._release_space()
+        conn._kick()
+        for fut in conn.pongs.values():
+            if not fut.done():
+                fut.set_exception(_LinkClosed())
+        if reason in ("ended", "eof", "shutdown"):
+            conn.writer.close()  # flushes what the transport still buffers, then FIN
+        else:
+            conn.writer.transport.abort()  # a fault: drop everything, RST
+        if conn.peer is not None and self._slots.get(conn.peer.node_id) is conn:
+            del self._slots[conn.peer.node_id]
+            if conn.established:
+                self._note_unlinked(conn)
+            self._publish_roster()
+
+    def _note_linked(self, conn: _Conn) -> None:
+        now = conn.loop.time()
+        assert conn.peer is not None
+        pid = conn.peer_id
+        if conn.target is not None:
+            conn.target.peer_id = pid
+            conn.target.last_warned = None
+        if conn.listen is not None:
+            t = self._target(conn.listen, seed=False, peer_id=pid, now=now)
+            if t is not None:
+                t.known_inc = max(t.known_inc, conn.peer.incarnation)
+        # Addresses this id used before (a restart on a new port) are stale unless they are seeds.
+        for addr, t in list(self._targets.items()):
+            if t.peer_id == pid and not t.seed and addr != conn.listen and t is not conn.target:
+                self._forget(t)
+            elif t.peer_id == pid:
+                t.last_seen = now
+
+    def _note_unlinked(self, conn: _Conn) -> None:
+        now = conn.loop.time()
+        for t in self._targets.values():
+            if t.peer_id == conn.peer_id:
+                t.last_seen = now
+
+    def _forget(self, t: _Target) -> None:
+        t.forgotten = True
+        self._targets.pop(t.addr, None)
+        if t.task is not None:
+            t.task.cancel()
+
+    def _on_bye(self, conn: _Conn, body: Any) -> None:
+        code = body.get("code") if isinstance(body, dict) else None
+        log.info("%s: %s said BYE (%s)", self.self_id, conn.describe(), code)
+        if code == "leaving" and conn.peer is not None:
+            for t in list(self._targets.values()):
+                if t.peer_id == conn.peer_id and not t.seed:
+                    self._forget(t)
+        self._retire(conn, bye=None)
+
+    # -- roster gossip ------------------------------------------------------------------------
+    def _roster_entries(self) -> list[list[Any]]:
+        assert self._advertised is not None
+        out: list[list[Any]] = [[self.self_id, self.incarnation, self._advertised[0], self._advertised[1]]]
+        for pid, c in sorted(self._slots.items()):
+            if c.established and c.listen is not None and c.peer is not None:
+                out.append([pid, c.peer.incarnation, c.listen[0], c.listen[1]])
+        return out
+
+    def _send_roster(self, conn: _Conn) -> None:
+        conn.send_ctl(ROSTER, {"peers": self._roster_entries()})
+
+    def _schedule_gossip(self) -> None:
+        if self._gossip_scheduled or self._closed:
+            return
+        self._gossip_scheduled = True
+        asyncio.get_running_loop().call_soon(self._gossip_now)
+
+    def _gossip_now(self) -> None:
+        self._gossip_scheduled = False
+        if self._closed:
+            return
+        body = {"peers": self._roster_entries()}
+        for c in list(self._slots.values()):
+            if c.established:
+                c.send_ctl(ROSTER, body)
+
+    def _on_roster(self, conn: _Conn, body: Any) -> None:
+        ps = conn.pstats
+        assert ps is not None
+        entries = body.get("peers") if isinstance(body, dict) else None
+        if not isinstance(entries, list) or len(entries) > MAX_ROSTER:
+            ps.frames.refused["bad_roster"] += 1
+            return
+        now = conn.loop.time()
+        for e in entries:
+            if not (isinstance(e, list) and len(e) == 4 and isinstance(e[0], str) and 0 < len(e[0]) <= 255
+                    and type(e[1]) is int and e[1] >= 0 and isinstance(e[2], str) and type(e[3]) is int
+                    and 0 < e[3] <= 0xFFFF):
+                ps.frames.refused["bad_roster"] += 1
+                continue
+            pid, inc, host, port = e
+            if pid == self.self_id:
+                continue
+            if pid == conn.peer_id:
+                continue  # we know the sender from its own handshake
+            if host in _WILDCARDS:
+                continue  # the gossiping peer should have resolved it; do not guess
+            if not self.secret and not is_loopback(host):
+                if (host, port) in self._warned:
+                    continue
+                self._warned.add((host, port))
+                log.warning("%s: not dialling %s at %s learned from %s: no cluster secret, so only loopback "
+                            "addresses may be used", self.self_id, pid, format_address((host, port)),
+                            conn.peer_id)
+                continue
+            cur = self._slots.get(pid)
+            if cur is not None and cur.peer is not None and cur.peer.incarnation >= inc:
+                for t in self._targets.values():
+                    if t.peer_id == pid:
+                        t.last_seen = now
+                continue
+            t = self._target((host, port), seed=False, peer_id=pid, now=now, defer=True)
+            if t is not None:
+                t.known_inc = max(t.known_inc, inc)
+                t.last_seen = now
+        self._changed()
+
+    # -- periodic work ------------------------------------------------------------------------
+    async def _tick(self) -> None:
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        period = min(cfg.keepalive_interval, cfg.probe_timeout) / 2
+        last_gossip = loop.time()
+        while not self._closed:
+            await asyncio.sleep(period)
+            now = loop.time()
+            for conn in list(self._conns):
+                if not conn.established or conn.closed:
+                    continue
+                if now - conn.last_rx > cfg.keepalive_timeout and not conn.reading_blocked:
+                    log.warning("%s: no frame from %s for %.1f s; closing the link", self.self_id,
+                                conn.describe(), now - conn.last_rx)
+                    self._close_conn(conn, "keepalive_timeout")
+                elif now - conn.last_tx >= cfg.keepalive_interval and not conn.retiring:
+                    conn.send_ctl(PING, 0)
+            if now - last_gossip >= cfg.gossip_interval:
+                last_gossip = now
+                self._gossip_now()
+            for t in list(self._targets.values()):
+                if (not t.seed and not t.dialing and (t.peer_id is None or t.peer_id not in self._slots)
+                        and now - t.last_seen > cfg.forget_after):
+                    log.info("%s: forgetting %s at %s (unreachable for %.0f s)", self.self_id, t.peer_id,
+                             format_address(t.addr), now - t.last_seen)
+                    self._forget(t)
+
+
+def boot_incarnation() -> int:
+    """A fresh incarnation for this boot: microseconds since the epoch.
+
+    Higher on every restart as long as the wall clock does not step back; a node that persists a boot
+    counter can pass that instead.
+    """
+    return time.time_ns() // 1000
+
+
+__all__ = [
+    "BYE",
+    "DATA",
+    "PING",
+    "PONG",
+    "ROSTER",
+    "Address",
+    "LinkDecoder",
+    "MeshStats",
+    "PeerStats",
+    "TcpMesh",
+    "TcpMeshConfig",
+    "TlsConfig",
+    "boot_incarnation",
+    "format_address",
+    "parse_address",
+]

@@ -1,0 +1,518 @@
+"""Quilter core: delta-state anti-entropy as a pure state machine (bytes and time in, frames out).
+
+One :class:`QuilterCore` replicates one lattice state (a CRDT) among the peers of a channel. It is
+sans-I/O in the h11 sense: the runtime feeds it local mutations, received frames, roster changes and
+the clock, and sends whatever it leaves in :attr:`QuilterCore.outbox`.
+
+Protocol (frames on one channel; each node's *stream* is its replica id, which changes on restart):
+
+``DELTA [stream, seq, delta]``
+    Local mutations are joined into one pending delta and broadcast as one batch per flush
+    (coalescing). Batches are numbered per stream and kept until every live peer acks them.
+``ACK [stream, upto]``
+    Cumulative: the receiver has every batch of ``stream`` up to ``upto`` (coalesced per flush).
+``RESEND [stream, from, to]``
+    Gap detection: a receiver that sees ``seq`` beyond ``upto + 1`` (or learns the stream's tail
+    from a digest) asks the origin for the gap. If the origin no longer holds it, it sends its full
+    state instead. The origin also resends unacked batches on its own after ``resend_after``.
+``DIGEST [stream, seq, state_digest, frontier_digest]``
+    Every ``anti_entropy_interval`` to one random peer: the digest of the canonical state and of
+    the sender's *frontier* (how far it has received every stream). Equal state digests: settled
+    (this round costs ~50 bytes). Different states with equal frontiers mean real divergence, so the
+    two exchange full states. With different frontiers deltas are merely in flight: only a mismatch
+    that persists for ``mismatch_rounds`` rounds while neither frontier moves (or an empty
+    receiver) triggers the exchange, so a busy mesh never ships its whole state to repair what the
+    delta path is already delivering. A sender whose state changed since its previous round sends
+    an empty state digest (computing it would be wasted work): that round only reveals a lost tail.
+``STATE [stream, seq, want_reply, transfer, part, parts, chunk]``
+    Full state, chunked to ``state_chunk_bytes``; always correct to join. ``want_reply`` asks the
+    receiver to answer with its own state if it differs.
+
+Deltas are joined whenever they arrive, in any order and any number of times (joins are
+idempotent and commutative); sequence numbers only drive acks, resends and buffer GC. A receiver
+starts tracking a stream at the first batch it sees: earlier history reaches it through a full
+state. Hostile or malformed frames are refused and counted, never raised.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, Generic, Protocol, TypeVar
+
+import blake3
+
+from warpmesh.wire.frame import FrameError, decode_frame, encode_frame, pack, unpack
+
+S = TypeVar("S")
+
+
+class Lattice(Protocol):
+    """What the Quilter needs from a replicated state (every ``warpmesh.crdt`` type has it)."""
+
+    def join(self, other: Any) -> None: ...
+    def copy(self) -> Any: ...
+    def is_bottom(self) -> bool: ...
+
+
+class StateCodec(Protocol[S]):
+    """Canonical encoding of states and deltas (see :mod:`warpmesh.quilt.codec` for CRDTs)."""
+
+    def encode(self, state: S) -> Any: ...
+    def decode(self, wire: Any) -> S: ...
+    def digest(self, state: S) -> bytes: ...
+
+
+class QuiltKind(IntEnum):
+    DELTA = 1
+    ACK = 2
+    RESEND = 3
+    DIGEST = 4
+    STATE = 5
+
+
+@dataclass(frozen=True, slots=True)
+class QuilterConfig:
+    """Anti-entropy timing and limits (seconds, bytes).
+
+    The reference defaults to a one-minute anti-entropy interval; a settled round here costs about
+    50 bytes, so one second is affordable and makes repair after loss prompt.
+    """
+
+    anti_entropy_interval: float = 1.0
+    resend_after: float = 0.5
+    evict_after: float = 60.0
+    mismatch_rounds: int = 3
+    max_buffer_bytes: int = 8 * 1024 * 1024
+    state_chunk_bytes: int = 1024 * 1024
+    max_state_bytes: int = 512 * 1024 * 1024
+    max_resend_batches: int = 256
+
+    def __post_init__(self) -> None:
+        if self.anti_entropy_interval <= 0 or self.resend_after <= 0 or self.evict_after <= 0:
+            raise ValueError("intervals must be positive")
+        if self.state_chunk_bytes < 1024:
+            raise ValueError("state_chunk_bytes must be at least 1 KiB")
+
+
+@dataclass(slots=True)
+class _RecvStream:
+    """What we have received of one remote stream."""
+
+    peer: str
+    upto: int
+    extra: set[int]
+    last_heard: float
+    last_resend_request: float = float("-inf")
+
+
+@dataclass(slots=True)
+class _Batch:
+    frame: bytes
+    sent_at: float
+
+
+@dataclass(slots=True)
+class _Transfer:
+    parts: int
+    seq: int
+    want_reply: bool
+    chunks: dict[int, bytes]
+    size: int = 0
+
+
+Outgoing = tuple[str | None, bytes]  # (peer, frame); peer None = broadcast
+
+
+def _short_digest(data: bytes) -> bytes:
+    return blake3.blake3(data).digest(16)
+
+
+class QuilterCore(Generic[S]):
+    """Replicates one state among the peers of a channel. See the module docstring for the protocol."""
+
+    def __init__(
+        self,
+        self_id: str,
+        stream: str,
+        state: S,
+        codec: StateCodec[S],
+        *,
+        config: QuilterConfig | None = None,
+        rng: random.Random | None = None,
+        now: float = 0.0,
+    ) -> None:
+        self.self_id = self_id
+        self.stream = stream
+        self.state = state
+        self.codec = codec
+        self.config = config or QuilterConfig()
+        self.rng = rng or random.Random(0)
+        self.version = 0
+        self.outbox: list[Outgoing] = []
+        self.stats: Counter[str] = Counter()
+        self._state_type = type(state)
+        self._pending: S | None = None
+        self._seq = 0
+        self._buffer: dict[int, _Batch] = {}
+        self._buffer_bytes = 0
+        self._peers: dict[str, float] = {}  # live peer -> when it joined
+        self._departed: dict[str, float] = {}  # peer -> when it left the roster
+        self._acked: dict[str, int] = {}
+        self._last_resend: dict[str, float] = {}
+        self._recv: dict[str, _RecvStream] = {}
+        self._owed_acks: dict[str, set[str]] = {}  # peer -> streams to ack
+        self._transfers: dict[tuple[str, int], _Transfer] = {}
+        self._transfer_seq = 0
+        self._mismatch: Counter[str] = Counter()
+        self._mismatch_frontiers: dict[str, tuple[bytes, bytes]] = {}
+        self._version_at_round = -1
+        self._next_ae = now + self.rng.uniform(0.5, 1.0) * self.config.anti_entropy_interval
+        self._digest_cache: tuple[int, bytes] | None = None
+        #: Called after every remote join with the joined delta, or None after a full state
+        #: (anything may have changed). Lets applications react to just the keys a delta touched.
+        self.listener: Callable[[S | None], None] | None = None
+
+    # -- observation ------------------------------------------------------------------------
+    @property
+    def seq(self) -> int:
+        """Sequence number of the last batch this node sent on its stream."""
+        return self._seq
+
+    @property
+    def buffered_batches(self) -> int:
+        return len(self._buffer)
+
+    @property
+    def peers(self) -> list[str]:
+        return sorted(self._peers)
+
+    def state_digest(self) -> bytes:
+        if self._digest_cache is None or self._digest_cache[0] != self.version:
+            self._digest_cache = (self.version, self.codec.digest(self.state))
+        return self._digest_cache[1]
+
+    def frontier(self) -> dict[str, int]:
+        """How far this node has received every stream it knows, its own included."""
+        f = {s: r.upto for s, r in self._recv.items()}
+        f[self.stream] = self._seq
+        return f
+
+    def frontier_digest(self) -> bytes:
+        return _short_digest(pack(sorted(self.frontier().items())))[:8]
+
+    def take_outbox(self) -> list[Outgoing]:
+        out, self.outbox = self.outbox, []
+        return out
+
+    # -- local mutations --------------------------------------------------------------------
+    def mutate(self, fn: Callable[[S], S]) -> S:
+        """Apply ``fn(state) -> delta`` (a CRDT mutator) and queue the delta for the next flush."""
+        delta = fn(self.state)
+        self._queue_delta(delta)
+        return delta
+
+    def apply_local(self, delta: S) -> None:
+        """Join a delta produced elsewhere into the state and queue it for replication."""
+        self.state.join(delta)  # type: ignore[attr-defined]
+        self._queue_delta(delta)
+
+    def _queue_delta(self, delta: S) -> None:
+        self.version += 1
+        if self._pending is None:
+            self._pending = delta.copy()  # type: ignore[attr-defined]
+        else:
+            self._pending.join(delta)  # type: ignore[attr-defined]
+
+    @property
+    def has_pending(self) -> bool:
+        return self._pending is not None or bool(self._owed_acks)
+
+    def flush(self, now: float) -> None:
+        """Broadcast the coalesced pending delta as one batch and send owed acks."""
+        pending, self._pending = self._pending, None
+        if pending is not None and not pending.is_bottom():  # type: ignore[attr-defined]
+            self._seq += 1
+            frame = encode_frame(QuiltKind.DELTA, [self.stream, self._seq, self.codec.encode(pending)])
+            self._buffer[self._seq] = _Batch(frame, now)
+            self._buffer_bytes += len(frame)
+            self._send(None, frame, "delta")
+            self._gc_buffer()
+        if self._owed_acks:
+            owed, self._owed_acks = self._owed_acks, {}
+            for peer in sorted(owed):
+                for stream in sorted(owed[peer]):
+                    r = self._recv.get(stream)
+                    if r is not None:
+                        self._send(peer, encode_frame(QuiltKind.ACK, [stream, r.upto]), "ack")
+
+    # -- membership -------------------------------------------------------------------------
+    def roster_changed(self, roster: frozenset[str] | set[str], now: float) -> None:
+        """The channel's live peers changed (self may be included; it is ignored)."""
+        peers = set(roster) - {self.self_id}
+        for peer in sorted(peers - set(self._peers)):
+            self._peers[peer] = now
+            self._departed.pop(peer, None)
+            # Batches sent before it joined reach it through a full state, not resends.
+            self._acked[peer] = max(self._acked.get(peer, 0), self._seq)
+            # First contact: tell it our digest now instead of waiting for a random round.
+            self._send_digest(peer)
+        for peer in sorted(set(self._peers) - peers):
+            del self._peers[peer]
+            self._departed[peer] = now
+        self._gc_buffer()
+
+    # -- receiving --------------------------------------------------------------------------
+    def receive(self, sender: str, data: bytes, now: float) -> None:
+        """Handle one frame from ``sender``. Malformed frames are counted in ``stats`` and dropped."""
+        try:
+            frame = decode_frame(data)
+            body = frame.body
+            kind = frame.kind
+            if not isinstance(body, list):
+                raise FrameError("body must be an array")
+            if kind == QuiltKind.DELTA:
+                self._on_delta(sender, body, now)
+            elif kind == QuiltKind.ACK:
+                self._on_ack(sender, body)
+            elif kind == QuiltKind.RESEND:
+                self._on_resend(sender, body, now)
+            elif kind == QuiltKind.DIGEST:
+                self._on_digest(sender, body, now)
+            elif kind == QuiltKind.STATE:
+                self._on_state(sender, body, now)
+            else:
+                raise FrameError(f"unknown quilt frame kind {kind}")
+        except (FrameError, ValueError, TypeError, KeyError, IndexError) as err:
+            self.stats["refused"] += 1
+            self.stats[f"refused_{type(err).__name__}"] += 1
+            return
+        self.stats["frames_in"] += 1
+
+    def _decode_state(self, wire: Any) -> S:
+        value = self.codec.decode(wire)
+        if type(value) is not self._state_type:
+            raise TypeError(f"expected {self._state_type.__name__}, got {type(value).__name__}")
+        return value
+
+    @staticmethod
+    def _stream_and_seq(body: list[Any]) -> tuple[str, int]:
+        stream, seq = body[0], body[1]
+        if not isinstance(stream, str) or not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+            raise ValueError("bad stream id or sequence number")
+        return stream, seq
+
+    def _track(self, stream: str, sender: str, first_seq: int, now: float) -> _RecvStream:
+        r = self._recv.get(stream)
+        if r is None:
+            r = self._recv[stream] = _RecvStream(sender, max(0, first_seq - 1), set(), now)
+        else:
+            r.peer = sender
+            r.last_heard = now
+        return r
+
+    def _on_delta(self, sender: str, body: list[Any], now: float) -> None:
+        stream, seq = self._stream_and_seq(body)
+        if stream == self.stream or seq == 0:
+            raise ValueError("delta on our own stream or with sequence 0")
+        delta = self._decode_state(body[2])
+        self.state.join(delta)  # type: ignore[attr-defined]
+        self.version += 1
+        self.stats["deltas_in"] += 1
+        if self.listener is not None:
+            self.listener(delta)
+        r = self._track(stream, sender, seq, now)
+        if seq > r.upto:
+            r.extra.add(seq)
+            while r.upto + 1 in r.extra:
+                r.upto += 1
+                r.extra.discard(r.upto)
+            if r.extra:
+                self._request_resend(r, stream, r.upto + 1, min(r.extra) - 1, now)
+        self._owed_acks.setdefault(sender, set()).add(stream)
+
+    def _request_resend(self, r: _RecvStream, stream: str, lo: int, hi: int, now: float) -> None:
+        if hi < lo or now - r.last_resend_request < self.config.resend_after:
+            return
+        r.last_resend_request = now
+        hi = min(hi, lo + self.config.max_resend_batches - 1)
+        self._send(r.peer, encode_frame(QuiltKind.RESEND, [stream, lo, hi]), "resend_request")
+
+    def _on_ack(self, sender: str, body: list[Any]) -> None:
+        stream, upto = self._stream_and_seq(body)
+        if stream != self.stream:
+            return  # an ack for a previous incarnation of ours
+        if upto > self._seq:
+            raise ValueError("ack beyond our last batch")
+        if upto > self._acked.get(sender, 0):
+            self._acked[sender] = upto
+            self._gc_buffer()
+
+    def _on_resend(self, sender: str, body: list[Any], now: float) -> None:
+        stream, lo = self._stream_and_seq(body)
+        hi = body[2]
+        if stream != self.stream:
+            # We restarted since; the asker gets everything of ours through a full state.
+            self._send_state(sender, want_reply=False)
+            return
+        if not isinstance(hi, int) or hi < lo or hi - lo >= self.config.max_resend_batches:
+            raise ValueError("bad resend range")
+        hi = min(hi, self._seq)
+        if any(s not in self._buffer for s in range(max(lo, 1), hi + 1)):
+            self._send_state(sender, want_reply=False)
+            return
+        for s in range(max(lo, 1), hi + 1):
+            self._send(sender, self._buffer[s].frame, "resend")
+        self._last_resend[sender] = now
+
+    def _on_digest(self, sender: str, body: list[Any], now: float) -> None:
+        stream, seq = self._stream_and_seq(body)
+        theirs, their_frontier = body[2], body[3]
+        if not isinstance(theirs, bytes) or not isinstance(their_frontier, bytes) or len(theirs) > 64:
+            raise ValueError("bad digest")
+        if stream != self.stream and seq > 0:
+            r = self._track(stream, sender, seq + 1, now)
+            if seq > r.upto:  # the sender's tail never reached us
+                self._request_resend(r, stream, r.upto + 1, seq, now)
+        if not theirs:
+            return  # the sender is busy; this round only checked its tail
+        if theirs == self.state_digest():
+            self._mismatch.pop(sender, None)
+            self._mismatch_frontiers.pop(sender, None)
+            self.stats["digest_match"] += 1
+            return
+        mine = self.frontier_digest()
+        frontiers = (their_frontier, mine)
+        if self._mismatch_frontiers.get(sender) == frontiers:
+            self._mismatch[sender] += 1  # nothing moved since the last mismatch: suspicious
+        else:
+            self._mismatch[sender] = 1
+            self._mismatch_frontiers[sender] = frontiers
+        diverged = their_frontier == mine
+        empty = self.state.is_bottom()  # type: ignore[attr-defined]
+        if diverged or empty or self._mismatch[sender] >= self.config.mismatch_rounds:
+            self._mismatch.pop(sender, None)
+            self._mismatch_frontiers.pop(sender, None)
+            self._send_state(sender, want_reply=True)
+
+    def _on_state(self, sender: str, body: list[Any], now: float) -> None:
+        stream, seq = self._stream_and_seq(body)
+        want_reply, transfer, part, parts, chunk = body[2], body[3], body[4], body[5], body[6]
+        if not (isinstance(want_reply, bool) and isinstance(transfer, int) and isinstance(part, int)
+                and isinstance(parts, int) and isinstance(chunk, bytes) and 0 <= part < parts):
+            raise ValueError("bad state chunk header")
+        key = (sender, transfer)
+        t = self._transfers.get(key)
+        if t is None:
+            if parts * self.config.state_chunk_bytes > self.config.max_state_bytes:
+                raise ValueError("announced state exceeds max_state_bytes")
+            # One transfer per sender at a time: a newer one supersedes an abandoned older one.
+            for old in [k for k in self._transfers if k[0] == sender]:
+                del self._transfers[old]
+            t = self._transfers[key] = _Transfer(parts, seq, want_reply, {})
+        if t.parts != parts or part in t.chunks:
+            return
+        t.chunks[part] = chunk
+        t.size += len(chunk)
+        if t.size > self.config.max_state_bytes:
+            del self._transfers[key]
+            raise ValueError("state transfer exceeds max_state_bytes")
+        if len(t.chunks) < parts:
+            return
+        del self._transfers[key]
+        wire = unpack(b"".join(t.chunks[i] for i in range(parts)))
+        received = self._decode_state(wire)
+        before = self.state_digest()
+        self.state.join(received)  # type: ignore[attr-defined]
+        self.version += 1
+        self.stats["states_in"] += 1
+        if self.listener is not None:
+            self.listener(None)
+        if stream != self.stream and t.seq > 0:
+            r = self._track(stream, sender, t.seq + 1, now)
+            if t.seq > r.upto:
+                r.upto = t.seq
+                r.extra = {s for s in r.extra if s > t.seq}
+        if t.want_reply and self.codec.digest(received) != self.state_digest():
+            self._send_state(sender, want_reply=False)
+        elif before != self.state_digest():
+            self.stats["states_useful"] += 1
+
+    # -- timers -----------------------------------------------------------------------------
+    def tick(self, now: float) -> None:
+        """Periodic work: anti-entropy digest, resends of unacked batches, eviction."""
+        cfg = self.config
+        if now >= self._next_ae:
+            self._next_ae = now + self.rng.uniform(0.75, 1.25) * cfg.anti_entropy_interval
+            if self._peers:
+                quiet = self.version == self._version_at_round
+                self._version_at_round = self.version
+                self._send_digest(self.rng.choice(sorted(self._peers)), with_state=quiet)
+        if self._buffer:
+            for peer in sorted(self._peers):
+                acked = self._acked.get(peer, 0)
+                if acked >= self._seq or now - self._last_resend.get(peer, float("-inf")) < cfg.resend_after:
+                    continue
+                overdue = [s for s in range(acked + 1, self._seq + 1)
+                           if s in self._buffer and now - self._buffer[s].sent_at >= cfg.resend_after]
+                if not overdue:
+                    continue
+                self._last_resend[peer] = now
+                if len(overdue) > cfg.max_resend_batches or (acked + 1) not in self._buffer:
+                    self._send_state(peer, want_reply=False)
+                    self._acked[peer] = self._seq  # the state covers them; do not resend again
+                else:
+                    for s in overdue:
+                        self._send(peer, self._buffer[s].frame, "resend")
+        for peer, left in list(self._departed.items()):
+            if now - left >= cfg.evict_after:
+                del self._departed[peer]
+                self._acked.pop(peer, None)
+                self._last_resend.pop(peer, None)
+                self._mismatch.pop(peer, None)
+                for key in [k for k in self._transfers if k[0] == peer]:
+                    del self._transfers[key]
+        for stream, r in list(self._recv.items()):
+            if r.peer not in self._peers and now - r.last_heard >= cfg.evict_after:
+                del self._recv[stream]
+        self._gc_buffer()
+
+    def next_deadline(self) -> float:
+        """When :meth:`tick` next has timed work (the anti-entropy round)."""
+        return self._next_ae
+
+    # -- sending ----------------------------------------------------------------------------
+    def _send(self, peer: str | None, frame: bytes, what: str) -> None:
+        self.outbox.append((peer, frame))
+        self.stats[f"out_{what}"] += 1
+        self.stats[f"bytes_{what}"] += len(frame)
+
+    def _send_digest(self, peer: str, *, with_state: bool = True) -> None:
+        state = self.state_digest() if with_state else b""
+        body = [self.stream, self._seq, state, self.frontier_digest()]
+        self._send(peer, encode_frame(QuiltKind.DIGEST, body), "digest")
+
+    def _send_state(self, peer: str, *, want_reply: bool) -> None:
+        data = pack(self.codec.encode(self.state))
+        size = self.config.state_chunk_bytes
+        parts = max(1, -(-len(data) // size))
+        self._transfer_seq += 1
+        for i in range(parts):
+            body = [self.stream, self._seq, want_reply, self._transfer_seq, i, parts, data[i * size:(i + 1) * size]]
+            self._send(peer, encode_frame(QuiltKind.STATE, body), "state")
+        self.stats["states_out"] += 1
+
+    def _gc_buffer(self) -> None:
+        if not self._buffer:
+            return
+        floor = min((self._acked.get(p, 0) for p in self._peers), default=self._seq)
+        for s in [s for s in self._buffer if s <= floor]:
+            self._buffer_bytes -= len(self._buffer.pop(s).frame)
+        # A peer that never acks must not grow memory without bound: it will get a full state.
+        while self._buffer_bytes > self.config.max_buffer_bytes and self._buffer:
+            oldest = min(self._buffer)
+            self._buffer_bytes -= len(self._buffer.pop(oldest).frame)
+            self.stats["buffer_overflow"] += 1

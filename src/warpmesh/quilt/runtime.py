@@ -1,0 +1,191 @@
+"""Quilter runtime: binds a :class:`~warpmesh.quilt.core.QuilterCore` to a seam with asyncio.
+
+``Quilter(seam, state, stream=replica_id)`` replicates ``state`` with every peer on ``seam``
+(normally one :class:`~warpmesh.net.mux.MuxSeam` channel). ``mutate(fn)`` is synchronous: it applies
+the mutation locally at once and wakes a single sender task, which coalesces everything mutated
+meanwhile into one delta frame. When the network is slower than the mutations, the pending delta
+simply grows by joining, so memory stays bounded by the size of the state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from warpmesh.aio.observable import Observable
+from warpmesh.net.seam import PeerUnreachable, Seam, SeamClosed, Subscription
+from warpmesh.quilt.core import QuilterConfig, QuilterCore, StateCodec
+
+S = TypeVar("S")
+log = logging.getLogger("warpmesh.quilt")
+
+
+class Quilter(Generic[S]):
+    """Replicate one CRDT state over a seam by delta anti-entropy."""
+
+    def __init__(
+        self,
+        seam: Seam,
+        state: S,
+        *,
+        stream: str,
+        codec: StateCodec[S] | None = None,
+        config: QuilterConfig | None = None,
+        rng: random.Random | None = None,
+        coalesce_delay: float = 0.0,
+    ) -> None:
+        if codec is None:
+            from warpmesh.quilt.codec import CRDT_CODEC
+
+            codec = CRDT_CODEC  # type: ignore[assignment]
+        self.seam = seam
+        self.coalesce_delay = coalesce_delay
+        self.core: QuilterCore[S] = QuilterCore(
+            seam.self_id, stream, state, codec, config=config, rng=rng  # type: ignore[arg-type]
+        )
+        #: The state's version; bumps on every local or remote change. Await it to react to changes.
+        self.changes: Observable[int] = Observable(0)
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._sub: Subscription | None = None
+        self._closed = False
+        self.send_failures = 0
+
+    @property
+    def state(self) -> S:
+        """The local replica (read it; change it only through :meth:`mutate`)."""
+        return self.core.state
+
+    async def start(self) -> Quilter[S]:
+        loop = asyncio.get_running_loop()
+        self._sub = self.seam.subscribe()
+        self.core.roster_changed(self.seam.roster.value, loop.time())
+        name = f"{self.seam.self_id}/{self.core.stream}"
+        self._tasks = [
+            loop.create_task(self._receive(self._sub), name=f"quilt-recv-{name}"),
+            loop.create_task(self._pump(), name=f"quilt-send-{name}"),
+            loop.create_task(self._timers(), name=f"quilt-timer-{name}"),
+            loop.create_task(self._roster(), name=f"quilt-roster-{name}"),
+        ]
+        self._wake.set()
+        return self
+
+    async def __aenter__(self) -> Quilter[S]:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def mutate(self, fn: Callable[[S], S]) -> S:
+        """Apply ``fn(state) -> delta`` now; the delta is replicated by the sender task."""
+        if self._closed:
+            raise SeamClosed("quilter is closed")
+        delta = self.core.mutate(fn)
+        self.changes.set(self.core.version)
+        self._wake.set()
+        return delta
+
+    async def wait_for(self, predicate: Callable[[S], bool], timeout: float | None = None) -> S:
+        """Wait until ``predicate(state)`` holds (checked after every change)."""
+
+        async def _wait() -> S:
+            while not predicate(self.core.state):
+                await self.changes.changed()
+            return self.core.state
+
+        return await asyncio.wait_for(_wait(), timeout) if timeout is not None else await _wait()
+
+    # -- tasks ------------------------------------------------------------------------------
+    def _after_input(self) -> None:
+        self.changes.set(self.core.version)
+        if self.core.outbox or self.core.has_pending:
+            self._wake.set()
+
+    async def _receive(self, sub: Subscription) -> None:
+        loop = asyncio.get_running_loop()
+        core = self.core
+        while True:
+            try:
+                sender, data = await sub.get()
+            except SeamClosed:
+                return
+            now = loop.time()
+            core.receive(sender, data, now)
+            # Drain whatever else is already queued before waking the sender: acks coalesce.
+            for _ in range(256):
+                try:
+                    item = sub.get_nowait()
+                except SeamClosed:
+                    break
+                if item is None:
+                    break
+                core.receive(item[0], item[1], now)
+            self._after_input()
+
+    async def _pump(self) -> None:
+        loop = asyncio.get_running_loop()
+        core = self.core
+        seam = self.seam
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self.coalesce_delay > 0:
+                await asyncio.sleep(self.coalesce_delay)
+            else:
+                await asyncio.sleep(0)  # let the rest of this loop iteration's mutations join in
+            core.flush(loop.time())
+            for peer, frame in core.take_outbox():
+                try:
+                    if peer is None:
+                        await seam.broadcast(frame)
+                    else:
+                        await seam.send_to(peer, frame)
+                except PeerUnreachable:
+                    self.send_failures += 1
+                except SeamClosed:
+                    return
+                except ValueError as err:  # payload too large for the transport
+                    self.send_failures += 1
+                    log.error("%s: cannot send a %d-byte quilt frame: %s", seam.self_id, len(frame), err)
+
+    async def _timers(self) -> None:
+        loop = asyncio.get_running_loop()
+        core = self.core
+        step = min(core.config.resend_after, core.config.anti_entropy_interval) / 2
+        while True:
+            now = loop.time()
+            core.tick(now)
+            self._after_input()
+            await asyncio.sleep(max(0.0, min(core.next_deadline() - now, step)) or step)
+
+    async def _roster(self) -> None:
+        loop = asyncio.get_running_loop()
+        async for roster in self.seam.roster.updates():
+            self.core.roster_changed(roster, loop.time())
+            self._after_input()
+
+    async def close(self) -> None:
+        """Stop replicating (pending local mutations not yet sent are flushed best-effort first)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.core.has_pending and not self.seam.closed:
+            self.core.flush(asyncio.get_running_loop().time())
+            for peer, frame in self.core.take_outbox():
+                with contextlib.suppress(PeerUnreachable, SeamClosed, ValueError):
+                    if peer is None:
+                        await self.seam.broadcast(frame)
+                    else:
+                        await self.seam.send_to(peer, frame)
+        if self._sub is not None:
+            self._sub.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, SeamClosed):
+                await task
+        self._tasks.clear()

@@ -1,0 +1,48 @@
+"""Isolate workers: memoized, content-addressed jobs in WebAssembly sandboxes.
+
+* :class:`Store` -- the local content-addressed store (BLAKE3 ids, canonical trees, files + SQLite,
+  pins, garbage collection, the memo table).
+* :class:`Runner` -- memoized, single-flight, cycle-checked execution of :class:`JobRequest` s,
+  nested to any depth through ``run`` / ``run_many``.
+* :class:`IsolateHost` -- runs guest modules under the guest ABI v1 (docs/guest-abi.md) with a
+  memory cap, fuel and a deadline.
+* :mod:`warpmesh.workers.fold` -- the recursive directory fold, as isolates and in plain Python.
+
+See docs/workers.md.
+"""
+
+from warpmesh.workers.canonical import CanonicalError
+from warpmesh.workers.errors import FailureKind, JobError
+from warpmesh.workers.host import HostConfig, IsolateHost
+from warpmesh.workers.ids import Kind, Ref, blob_id, tree_id
+from warpmesh.workers.request import JobRequest, Limits, OpWorker, WasmWorker
+from warpmesh.workers.runner import JobContext, LocalResults, ResultsBackend, Runner, RunResult
+from warpmesh.workers.store import CorruptObject, ObjectNotFound, Store, StoreError, default_store_dir
+from warpmesh.workers.tree import TreeEntry
+
+__all__ = [
+    "CanonicalError",
+    "CorruptObject",
+    "FailureKind",
+    "HostConfig",
+    "IsolateHost",
+    "JobContext",
+    "JobError",
+    "JobRequest",
+    "Kind",
+    "Limits",
+    "LocalResults",
+    "ObjectNotFound",
+    "OpWorker",
+    "Ref",
+    "ResultsBackend",
+    "RunResult",
+    "Runner",
+    "Store",
+    "StoreError",
+    "TreeEntry",
+    "WasmWorker",
+    "blob_id",
+    "default_store_dir",
+    "tree_id",
+]

@@ -1,0 +1,250 @@
+"""ORMap semantics: per-replica contributions, add-wins keys, value types; kuilt ``ResultsTest`` and the
+intent register ported."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from warpmesh.crdt import (
+    CrdtDecodeError,
+    Dot,
+    GCounter,
+    GSet,
+    HyperLogLog,
+    IncompatibleJoin,
+    LWWRegister,
+    ORMap,
+    ORSet,
+    decode,
+    encode,
+    encoded_bytes,
+)
+from warpmesh.wire import pack, unpack
+
+A, B, C = "a@1", "b@1", "c@1"
+
+
+def put_result(board: ORMap[LWWRegister], replica: str, task: str, result: object) -> ORMap[LWWRegister]:
+    """How Warp writes a result: an LWW write one Lamport step past what the board shows."""
+    return board.update(replica, task, lambda reg: reg.set(replica, result))
+
+
+def sync(*maps: ORMap) -> None:
+    total = ORMap(maps[0].value_type)
+    for m in maps:
+        total.join(m)
+    for m in maps:
+        m.join(total)
+
+
+def test_contributions_from_several_replicas_are_kept_and_read_as_their_join() -> None:
+    a, b = ORMap(GSet), ORMap(GSet)
+    da = a.update(A, "task", lambda g: g.add(A))
+    db = b.update(B, "task", lambda g: g.add(B))
+    a.join(db)
+    b.join(da)
+    assert a == b
+    assert a.get("task") == GSet([A, B])
+    assert set(a.contributions("task")) == {Dot(A, 1), Dot(B, 1)}
+
+
+def test_put_supersedes_only_the_putting_replicas_own_contributions() -> None:
+    m = ORMap(GCounter)
+    m.update(A, "k", lambda c: c.inc(A, 2))
+    other = ORMap(GCounter)
+    m.join(other.update(B, "k", lambda c: c.inc(B, 5)))
+    d = m.update(A, "k", lambda c: c.inc(A, 1))
+    assert set(m.contributions("k")) == {Dot(A, 2), Dot(B, 1)}
+    assert m.get("k") == GCounter({A: 3, B: 5})
+    # The delta retires A's old dot only, and its value already includes A's previous contribution.
+    assert set(d.context.iter_dots()) == {(A, 1), (A, 2)}
+    assert d.contributions("k") == {Dot(A, 2): GCounter({A: 3})}
+
+
+def test_put_value_joins_with_own_previous_contribution() -> None:
+    m = ORMap(GSet)
+    m.put(A, "k", GSet(["x"]))
+    d = m.put(A, "k", GSet(["y"]))
+    assert m.get("k") == GSet(["x", "y"]) and d.get("k") == GSet(["x", "y"])
+
+
+def test_remove_retires_observed_contributions_and_absent_remove_is_identity() -> None:
+    a, b = ORMap(LWWRegister), ORMap(LWWRegister)
+    b.join(put_result(a, A, "t", "r"))
+    rm = b.remove("t")
+    a.join(rm)
+    assert "t" not in a and a == b
+    before = a.copy()
+    assert a.remove("nope").is_bottom() and a == before
+
+
+def test_remove_and_concurrent_put_the_put_wins_with_only_its_contribution() -> None:
+    a, b = ORMap(LWWRegister), ORMap(LWWRegister)
+    b.join(put_result(a, A, "t", "v1"))
+    rm = b.remove("t")
+    put = put_result(a, A, "t", "v2")  # concurrent with the remove
+    a.join(rm)
+    b.join(put)
+    assert a == b and a.get("t").value == "v2"
+    assert set(a.contributions("t")) == {Dot(A, 2)}
+
+
+def test_get_returns_a_copy() -> None:
+    m = ORMap(GSet)
+    m.update(A, "k", lambda g: g.add("x"))
+    got = m.get("k")
+    got.add("y")
+    assert m.get("k") == GSet(["x"])
+    assert m.get("absent") is None and m.get([1]) is None
+
+
+def test_keys_items_values_in_canonical_order() -> None:
+    a, b = ORMap(GCounter), ORMap(GCounter)
+    keys = ["b", "a", 2, b"k", ("t", 1)]
+    for k in keys:
+        a.update(A, k, lambda c: c.inc(A))
+    for k in reversed(keys):
+        b.update(A, k, lambda c: c.inc(A))
+    assert a.keys() == b.keys() and len(a) == 5
+    assert [k for k, _ in a.items()] == a.keys() == list(a)
+    assert all(v == GCounter({A: 1}) for v in a.values())
+    assert a.keys() == sorted(keys, key=pack)
+
+
+def test_value_type_is_enforced() -> None:
+    m = ORMap(LWWRegister)
+    with pytest.raises(TypeError):
+        m.put(A, "k", GSet())
+    with pytest.raises(TypeError):
+        ORMap(int)  # type: ignore[type-var]
+    with pytest.raises(TypeError):
+        ORMap(ORMap)  # type: ignore[type-var]
+    with pytest.raises(IncompatibleJoin):
+        m.join(ORMap(GSet))  # type: ignore[arg-type]
+    with pytest.raises(IncompatibleJoin):
+        m.join(ORSet())  # type: ignore[arg-type]
+
+
+def test_from_wire_checks_every_value_tag_against_the_value_type() -> None:
+    m = ORMap(LWWRegister)
+    put_result(m, A, "t", "r")
+    wire = unpack(encoded_bytes(m))
+    wire[1][2][0][1][0][2] = encode(GSet(["x"]))  # a GSet smuggled into an LWW map
+    with pytest.raises(CrdtDecodeError):
+        decode(wire)
+    wire = unpack(encoded_bytes(m))
+    wire[1][0] = 99  # unknown value type
+    with pytest.raises(CrdtDecodeError):
+        decode(wire)
+    wire = unpack(encoded_bytes(m))
+    wire[1][0] = ORMap.TYPE_TAG
+    with pytest.raises(CrdtDecodeError):
+        decode(wire)
+
+
+def test_an_empty_map_still_knows_its_value_type_on_the_wire() -> None:
+    back = decode(encode(ORMap(HyperLogLog)))
+    assert isinstance(back, ORMap) and back.value_type is HyperLogLog and back.is_bottom()
+
+
+def test_incompatible_hll_precisions_are_refused_before_anything_changes() -> None:
+    m = ORMap(HyperLogLog)
+    m.update(A, "src", lambda h: h.add("doc"))
+    before = encoded_bytes(m)
+    with pytest.raises(IncompatibleJoin):
+        m.put(B, "src", HyperLogLog(10))
+    hostile = ORMap(HyperLogLog)
+    hostile.put(B, "src", HyperLogLog(10))
+    hostile.put(B, "other", HyperLogLog(14))
+    with pytest.raises(IncompatibleJoin):
+        m.join(hostile)
+    assert encoded_bytes(m) == before
+    # ...and a decoded map whose contributions at one key cannot be joined is refused outright.
+    ctx = [[A, 1, []], [B, 1, []]]
+    p14, p10 = [HyperLogLog.TYPE_TAG, [14, [0, 1]]], [HyperLogLog.TYPE_TAG, [10, [0, 1]]]
+    ok = [ORMap.TYPE_TAG, [HyperLogLog.TYPE_TAG, ctx, [["src", [[0, 1, p14], [1, 1, p14]]]]]]
+    assert decode(ok).get("src") == decode(p14)
+    bad = [ORMap.TYPE_TAG, [HyperLogLog.TYPE_TAG, ctx, [["src", [[0, 1, p14], [1, 1, p10]]]]]]
+    with pytest.raises(CrdtDecodeError):
+        decode(bad)
+
+
+# --- ResultsTest (kuilt-warp, ORMap<TaskId, LWWRegister<result>> board): ported scenarios -------------
+
+
+def test_results_one_entry_per_task_even_if_two_peers_ran_it() -> None:
+    a, b = ORMap(LWWRegister), ORMap(LWWRegister)
+    put_result(a, A, "t1", "r-from-a")
+    put_result(b, B, "t1", "r-from-b")
+    sync(a, b)
+    assert a.keys() == ["t1"] and len(a.contributions("t1")) == 2
+    assert a.get("t1") == b.get("t1")
+
+
+def test_results_tie_breaks_on_replica_id() -> None:
+    a, b = ORMap(LWWRegister), ORMap(LWWRegister)
+    put_result(a, A, "t1", "ra")
+    put_result(b, B, "t1", "rb")
+    sync(a, b)
+    assert a.get("t1").value == "rb" and a.get("t1").replica == B
+
+
+def test_results_later_write_that_saw_the_first_wins() -> None:
+    a, b = ORMap(LWWRegister), ORMap(LWWRegister)
+    b.join(put_result(b, B, "t1", "rb"))
+    a.join(b)
+    put_result(a, A, "t1", "ra-newer")  # timestamp 2 > 1, despite the smaller replica id
+    sync(a, b)
+    assert a.get("t1").value == "ra-newer"
+
+
+def test_results_identical_duplicate_results_converge_to_one_value() -> None:
+    a, b = ORMap(LWWRegister), ORMap(LWWRegister)
+    put_result(a, A, "t1", b"\x00bytes")
+    put_result(b, B, "t1", b"\x00bytes")
+    sync(a, b)
+    assert a.get("t1").value == b"\x00bytes" and a == b
+
+
+def test_results_merge_commutative_idempotent_three_way() -> None:
+    boards = [ORMap(LWWRegister) for _ in range(3)]
+    for i, (board, r) in enumerate(zip(boards, (A, B, C))):
+        for t in range(5):
+            put_result(board, r, f"t{(t + i) % 6}", f"{r}:{t}")
+    boards[2].join(boards[0])
+    boards[2].remove("t1")
+    merged = []
+    for order in itertools.permutations(boards):
+        m = ORMap(LWWRegister)
+        for board in order + order[:1]:
+            m.join(board)
+        merged.append(m)
+    assert all(m == merged[0] for m in merged)
+    assert "t0" in merged[0]
+
+
+def test_results_many_tasks_partition_and_heal() -> None:
+    a, b = ORMap(LWWRegister), ORMap(LWWRegister)
+    for t in range(100):
+        put_result(a if t % 2 else b, A if t % 2 else B, f"t{t}", t)
+    sync(a, b)
+    assert len(a) == 100 and a == b
+    assert [a.get(f"t{t}").value for t in range(100)] == list(range(100))
+
+
+# --- the intent register: ORMap<TaskId, GSet<PeerId>> -------------------------------------------------
+
+
+def test_intent_register_claimants_accumulate_and_completion_clears_the_entry() -> None:
+    peers = {A: ORMap(GSet), B: ORMap(GSet), C: ORMap(GSet)}
+    deltas = [m.put(r, "t1", GSet([r.split("@")[0]])) for r, m in peers.items() if r != C]
+    for m in peers.values():
+        for d in deltas:
+            m.join(d)
+    assert all(m.get("t1") == GSet(["a", "b"]) for m in peers.values())
+    rm = peers[A].remove("t1")
+    for m in peers.values():
+        m.join(rm)
+    assert all("t1" not in m for m in peers.values())

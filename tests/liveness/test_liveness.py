@@ -1,0 +1,131 @@
+"""Failure detector: transitions on silence and speech; a Lost peer that returns is readmitted."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from warpmesh.liveness import FailureDetector, HeartbeatConfig, Liveness, PeerHealth
+from warpmesh.net import MuxSeam
+from warpmesh.net.memory import MemoryFabric
+from warpmesh.sim import run_virtual
+
+CFG = HeartbeatConfig(interval=0.1, timeout=0.5, lost_after=2.0)
+
+
+def test_silence_makes_a_peer_unresponsive_then_lost() -> None:
+    d = FailureDetector(CFG)
+    d.track("b", 0.0)
+    assert d.tick(0.4) == []
+    [ev] = d.tick(0.6)
+    assert (ev.peer, ev.old, ev.new) == ("b", PeerHealth.HEALTHY, PeerHealth.UNRESPONSIVE)
+    assert d.alive() == frozenset()
+    [ev] = d.tick(2.1)
+    assert ev.new is PeerHealth.LOST
+
+
+def test_any_frame_keeps_a_peer_healthy() -> None:
+    d = FailureDetector(CFG)
+    d.track("b", 0.0)
+    for t in range(1, 50):
+        d.heard("b", t * 0.3)
+        assert d.tick(t * 0.3 + 0.1) == []
+    assert d.state("b") is PeerHealth.HEALTHY
+
+
+def test_lost_peer_is_readmitted_when_it_speaks_again() -> None:
+    # The reference stops the detector after Lost, so a returning peer stays excluded forever.
+    d = FailureDetector(CFG)
+    d.track("b", 0.0)
+    d.tick(1.0)
+    d.tick(3.0)
+    assert d.state("b") is PeerHealth.LOST
+    ev = d.heard("b", 10.0)
+    assert ev is not None and (ev.old, ev.new) == (PeerHealth.LOST, PeerHealth.RECOVERED)
+    assert "b" in d.alive()
+    d.heard("b", 10.4)
+    [ev] = d.tick(10.6)
+    assert ev.new is PeerHealth.HEALTHY
+
+
+def test_recovered_peer_that_goes_silent_again_is_unresponsive() -> None:
+    d = FailureDetector(CFG)
+    d.track("b", 0.0)
+    d.tick(0.6)
+    d.heard("b", 0.7)
+    assert d.state("b") is PeerHealth.RECOVERED
+    [ev] = d.tick(1.3)
+    assert (ev.old, ev.new) == (PeerHealth.RECOVERED, PeerHealth.UNRESPONSIVE)
+
+
+def test_next_deadline_and_untrack() -> None:
+    d = FailureDetector(CFG)
+    assert d.next_deadline(0.0) is None
+    d.track("b", 1.0)
+    assert d.next_deadline(1.0) == pytest.approx(1.5)
+    d.untrack("b")
+    assert d.tracked() == [] and d.heard("b", 2.0) is None
+
+
+def test_config_is_validated() -> None:
+    with pytest.raises(ValueError):
+        HeartbeatConfig(interval=1.0, timeout=0.5)
+    with pytest.raises(ValueError):
+        HeartbeatConfig(interval=0.1, timeout=1.0, lost_after=0.5)
+
+
+def test_runtime_detects_partition_and_readmits_after_heal() -> None:
+    async def main() -> None:
+        fabric = MemoryFabric(seed=3)
+        nodes = {}
+        for name in ("a", "b", "c"):
+            seam = fabric.join(name)
+            nodes[name] = await Liveness(MuxSeam(seam), CFG).start()
+        await asyncio.sleep(1.0)
+        assert nodes["a"].live.value == {"a", "b", "c"}
+        events = nodes["a"].events()
+
+        fabric.isolate("c")
+        await nodes["a"].live.wait_for(lambda live: live == {"a", "b"}, timeout=2.0)
+        assert nodes["c"].live.value == {"c"}
+        await asyncio.sleep(3.0)
+        assert nodes["a"].state("c") is PeerHealth.LOST
+
+        fabric.heal()
+        await nodes["a"].live.wait_for(lambda live: live == {"a", "b", "c"}, timeout=2.0)
+        seen = []
+        while len(seen) < 3:
+            ev = await events.__anext__()
+            if ev.peer == "c":
+                seen.append(ev.new)
+        assert seen == [PeerHealth.UNRESPONSIVE, PeerHealth.LOST, PeerHealth.RECOVERED]
+        await asyncio.sleep(1.0)
+        assert nodes["a"].state("c") is PeerHealth.HEALTHY
+        for n in nodes.values():
+            await n.close()
+        await fabric.close()
+
+    run_virtual(main())
+
+
+def test_runtime_follows_roster_on_crash_and_restart() -> None:
+    async def main() -> None:
+        fabric = MemoryFabric(seed=4)
+        a = await Liveness(MuxSeam(fabric.join("a")), CFG).start()
+        b = await Liveness(MuxSeam(fabric.join("b")), CFG).start()
+        await asyncio.sleep(0.5)
+        assert a.live.value == {"a", "b"}
+        await b.close()
+        fabric.crash("b")
+        await asyncio.sleep(0.01)
+        assert a.live.value == {"a"} and a.state("b") is None
+        b2 = await Liveness(MuxSeam(fabric.join("b")), CFG).start()
+        await a.live.wait_for(lambda live: live == {"a", "b"}, timeout=1.0)
+        await asyncio.sleep(1.0)
+        assert a.state("b") is PeerHealth.HEALTHY and b2.live.value == {"a", "b"}
+        await a.close()
+        await b2.close()
+        await fabric.close()
+
+    run_virtual(main())

@@ -1,0 +1,393 @@
+"""WarpNode scenarios (kuilt-warp §5.1-5.2, ported), plus what the reference lacks."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from warpmesh.net.memory import MemoryFabric
+from warpmesh.sim import run_virtual
+from warpmesh.warp import ClaimStrategy, OpRegistry, TransientError, WarpNode
+
+from .harness import FAST, ExecLog, make_mesh, recording_registry
+
+STRATEGIES = [ClaimStrategy.INTENT, ClaimStrategy.RING]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_three_node_mesh_converges_enqueued_tasks_onto_every_results_board(strategy: ClaimStrategy) -> None:
+    async def main() -> None:
+        mesh = await make_mesh(["peer-1", "peer-2", "peer-3"], strategy=strategy)
+        tasks = [f"conv-task-{i}" for i in range(9)]
+        for i, t in enumerate(tasks):
+            await mesh.nodes[f"peer-{i % 3 + 1}"].enqueue(t, "echo", {"task": t})
+        await mesh.await_results(tasks)
+        for node in mesh.nodes.values():
+            assert node.results.task_ids == set(tasks)
+            assert all(node.results[t].value == f"result-{t}" for t in tasks)
+        assert sorted(t for _, t in mesh.log.runs) == sorted(tasks)
+        await mesh.close()
+
+    run_virtual(main())
+
+
+def test_seed_example_executor_api() -> None:
+    """The help page's form: give each peer an executor, enqueue task ids, boards converge."""
+
+    async def main() -> None:
+        fabric = MemoryFabric(seed=1)
+        nodes = []
+        for name in ("A", "B"):
+            node = WarpNode(fabric.join(name), executor=lambda task_id: f"result-{task_id}", config=FAST)
+            nodes.append(await node.start())
+        await asyncio.sleep(1.0)
+        tasks = [f"conv-task-{i}" for i in range(1, 9)]
+        for t in tasks:
+            await nodes[0].enqueue(t)
+        for node in nodes:
+            for t in tasks:
+                assert (await node.result(t, timeout=10)).value == f"result-{t}"
+        assert nodes[0].results.task_ids == nodes[1].results.task_ids == set(tasks)
+        for node in nodes:
+            await node.close()
+        await fabric.close()
+
+    run_virtual(main())
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_ring_owner_executes_its_task_exactly_once_after_roster_settles(strategy: ClaimStrategy) -> None:
+    async def main() -> None:
+        mesh = await make_mesh(["a", "b", "c", "d"], strategy=strategy)
+        tasks = [f"t{i}" for i in range(40)]
+        for t in tasks:
+            await mesh.nodes["a"].enqueue(t, "echo", {"task": t})
+        await mesh.await_results(tasks)
+        ring = mesh.nodes["a"].ring
+        for t in tasks:
+            assert mesh.log.executed_by(t) == [ring.owner(t)]
+        assert all(n.counter("duplicates") == 0 for n in mesh.nodes.values())
+        await mesh.close()
+
+    run_virtual(main())
+
+
+def test_survivor_picks_up_tasks_when_owner_is_partitioned() -> None:
+    async def main() -> None:
+        mesh = await make_mesh(["a", "b", "c"])
+        ring = mesh.nodes["a"].ring
+        tasks = [f"p{i}" for i in range(30)]
+        owned_by_b = [t for t in tasks if ring.owner(t) == "b"]
+        assert owned_by_b
+        mesh.fabric.isolate("b")
+        await asyncio.sleep(1.0)  # b becomes Unresponsive to a and c
+        for t in tasks:
+            await mesh.nodes["a"].enqueue(t, "echo", {"task": t})
+        for t in tasks:
+            await mesh.nodes["a"].result(t, timeout=10)
+            await mesh.nodes["c"].result(t, timeout=10)
+        for t in owned_by_b:
+            assert "b" not in mesh.log.executed_by(t)
+        assert mesh.nodes["a"].counter("failovers") >= len(owned_by_b) > 0
+        mesh.fabric.heal()
+        await mesh.nodes["b"].result(tasks[0], timeout=10)  # b catches up once the partition heals
+        await mesh.close()
+
+    run_virtual(main())
+
+
+def test_returning_peer_gets_its_share_back() -> None:
+    async def main() -> None:
+        mesh = await make_mesh(["a", "b", "c"])
+        mesh.fabric.isolate("c")
+        await asyncio.sleep(1.0)
+        assert "c" not in mesh.nodes["a"].workers
+        mesh.fabric.heal()
+        await mesh.nodes["a"].liveness.live.wait_for(lambda live: "c" in live, timeout=5)
+        await asyncio.sleep(1.0)
+        assert "c" in mesh.nodes["a"].workers
+        tasks = [f"r{i}" for i in range(30)]
+        for t in tasks:
+            await mesh.nodes["a"].enqueue(t, "echo", {"task": t})
+        await mesh.await_results(tasks)
+        assert any(peer == "c" for peer, _ in mesh.log.runs)
+        await mesh.close()
+
+    run_virtual(main())
+
+
+def test_crashed_owner_tasks_run_on_successor() -> None:
+    async def main() -> None:
+        mesh = await make_mesh(["a", "b", "c"])
+        await mesh.crash("c")
+        tasks = [f"x{i}" for i in range(30)]
+        for t in tasks:
+            await mesh.nodes["a"].enqueue(t, "echo", {"task": t})
+        await mesh.await_results(tasks)
+        assert {p for p, _ in mesh.log.runs} <= {"a", "b"}
+        assert sorted(mesh.log.per_task().values()) == [1] * 30
+        await mesh.close()
+
+    run_virtual(main())
+
+
+async def _contested_pair(strategy: ClaimStrategy) -> tuple[ExecLog, WarpNode, WarpNode, MemoryFabric, str]:
+    """peer-1 sees a self-only roster, peer-2 the full one (cf. WarpContestedSettleTest): both claim."""
+    from dataclasses import replace
+
+    from warpmesh.aio import Observable
+    from warpmesh.warp import TaskRing
+
+    fabric = MemoryFabric(seed=4)
+    log = ExecLog()
+    cfg = replace(FAST, strategy=strategy)
+    solo, full = Observable(frozenset({"peer-1"})), Observable(frozenset({"peer-1", "peer-2"}))
+    p1 = await WarpNode(fabric.join("peer-1"), registry=recording_registry(log, "peer-1", delay=0.5), config=cfg,
+                        roster=solo).start()
+    p2 = await WarpNode(fabric.join("peer-2"), registry=recording_registry(log, "peer-2", delay=0.5), config=cfg,
+                        roster=full).start()
+    await asyncio.sleep(1.0)
+    ring = TaskRing(["peer-1", "peer-2"])
+    task = next(t for t in (f"contested-{i}" for i in range(100)) if ring.owner(t) == "peer-2")
+    return log, p1, p2, fabric, task
+
+
+def test_contested_claim_settles_to_one_winner_and_the_loser_stands_down() -> None:
+    async def main() -> None:
+        log, p1, p2, fabric, task = await _contested_pair(ClaimStrategy.INTENT)
+        p2.enqueue_nowait(task, "echo", {"task": task})
+        for node in (p1, p2):
+            await node.result(task, timeout=10)
+        await asyncio.sleep(2.0)
+        # Both claimed; the ring owner among the claimants (peer-2), not the lowest id, ran it.
+        assert log.executed_by(task) == ["peer-2"]
+        assert p1.results[task] == p2.results[task]
+        assert p1.counter("duplicates") == 0
+        assert not p1._claimed and not p1._standby  # the loser's bookkeeping is gone with the task
+        for n in (p1, p2):
+            await n.close()
+        await fabric.close()
+
+    run_virtual(main())
+
+
+def test_without_intents_a_contested_task_runs_twice_and_the_duplicate_is_counted_once() -> None:
+    async def main() -> None:
+        log, p1, p2, fabric, task = await _contested_pair(ClaimStrategy.RING)
+        p2.enqueue_nowait(task, "echo", {"task": task})
+        for node in (p1, p2):
+            await node.result(task, timeout=10)
+        await asyncio.sleep(2.0)
+        assert sorted(log.executed_by(task)) == ["peer-1", "peer-2"]
+        assert p1.results[task] == p2.results[task]  # the board still holds one answer
+        assert p1.counter("duplicates") == p2.counter("duplicates") == 1
+        for n in (p1, p2):
+            await n.close()
+        await fabric.close()
+
+    run_virtual(main())
+
+
+def test_pinned_task_runs_only_on_its_pin_and_waits_while_the_pin_is_absent() -> None:
+    async def main() -> None:
+        mesh = await make_mesh(["a", "b", "c"])
+        ring = mesh.nodes["a"].ring
+        task = next(t for t in (f"pin{i}" for i in range(100)) if ring.owner(t) != "c")
+        await mesh.nodes["a"].enqueue(task, "echo", {"task": task}, pin="c")
+        await mesh.nodes["a"].result(task, timeout=10)
+        assert mesh.log.executed_by(task) == ["c"]
+
+        await mesh.crash("c")
+        await mesh.nodes["a"].enqueue("later", "echo", {"task": "later"}, pin="c")
+        await asyncio.sleep(3.0)
+        assert mesh.log.executed_by("later") == []  # never re-homed
+        await mesh.add("c")
+        await mesh.nodes["a"].result("later", timeout=10)
+        assert mesh.log.executed_by("later") == ["c"]
+
+        run = mesh.nodes["b"].enqueue_local("local", "echo", {"task": "local"})
+        assert (await mesh.nodes["a"].result("local", timeout=10, run=run)).by == "b"
+        await mesh.close()
+
+    run_virtual(main())
+
+
+def test_terminal_failure_converges_as_a_failure_result_and_node_survives() -> None:
+    async def main() -> None:
+        fabric = MemoryFabric(seed=5)
+        calls: list[str] = []
+        nodes = []
+        for name in ("a", "b"):
+            reg = OpRegistry()
+
+            def boom(args: Any, name: str = name) -> Any:
+                calls.append(name)
+                raise RuntimeError(f"bad input {args}")
+
+            reg.register("boom", boom, mode="inline")
+            reg.register("ok", lambda args: args * 2, mode="inline")
+            nodes.append(await WarpNode(fabric.join(name), registry=reg, config=FAST).start())
+        await asyncio.sleep(1.0)
+        await nodes[0].enqueue("bad", "boom", 7)
+        for node in nodes:
+            res = await node.result("bad", timeout=10)
+            assert not res.ok and "RuntimeError: bad input 7" in (res.error or "")
+        assert len(calls) == 1  # terminal: never retried
+        await nodes[1].enqueue("good", "ok", 21)  # the node that raised still serves
+        assert (await nodes[0].result("good", timeout=10)).value == 42
+        assert nodes[0].counter("failures") == 1
+        for node in nodes:
+            await node.close()
+        await fabric.close()
+
+    run_virtual(main())
+
+
+def test_transient_failures_retry_with_backoff_up_to_the_limit() -> None:
+    async def main() -> None:
+        fabric = MemoryFabric(seed=6)
+        attempts: dict[str, int] = {}
+        reg = OpRegistry()
+
+        async def flaky(args: Any) -> Any:
+            attempts[args["task"]] = attempts.get(args["task"], 0) + 1
+            if attempts[args["task"]] < args["fail_times"] + 1:
+                raise TransientError("try again")
+            return "done"
+
+        reg.register("flaky", flaky)
+        node = await WarpNode(fabric.join("solo"), registry=reg, config=FAST).start()
+        await asyncio.sleep(0.5)
+        await node.enqueue("twice", "flaky", {"task": "twice", "fail_times": 2})
+        await node.enqueue("never", "flaky", {"task": "never", "fail_times": 99})
+        ok = await node.result("twice", timeout=10)
+        assert ok.ok and ok.attempts == 3
+        bad = await node.result("never", timeout=10)
+        assert not bad.ok and bad.attempts == FAST.max_attempts
+        assert node.counter("retries") == 2 + (FAST.max_attempts - 1)
+        await node.close()
+        await fabric.close()
+
+    run_virtual(main())
+
+
+def test_reenqueued_task_runs_again_and_replaces_the_answer() -> None:
+    async def main() -> None:
+        mesh = await make_mesh(["a", "b"])
+        await mesh.nodes["a"].enqueue("again", "echo", {"task": "again", "v": 1})
+        first = await mesh.nodes["b"].result("again", timeout=10)
+        run2 = await mesh.nodes["b"].enqueue("again", "echo", {"task": "again", "v": 2})
+        second = await mesh.nodes["a"].result("again", timeout=10, run=run2)
+        assert second.run == run2 != first.run
+        assert mesh.log.executed_by("again") and len(mesh.log.executed_by("again")) == 2
+        await asyncio.sleep(1.0)
+        assert mesh.nodes["a"].results["again"].run == run2
+        await mesh.close()
+
+    run_virtual(main())
+
+
+def test_results_can_be_acknowledged_and_expire_and_bookkeeping_is_pruned() -> None:
+    async def main() -> None:
+        from dataclasses import replace
+
+        mesh = await make_mesh(["a", "b"], config=replace(FAST, result_ttl=5.0))
+        tasks = [f"e{i}" for i in range(20)]
+        for t in tasks:
+            await mesh.nodes["a"].enqueue(t, "echo", {"task": t})
+        await mesh.await_results(tasks)
+        mesh.nodes["b"].ack("e0")
+        await asyncio.sleep(1.0)
+        assert "e0" not in mesh.nodes["a"].results
+        await asyncio.sleep(6.0)
+        for node in mesh.nodes.values():
+            assert len(node.results) == 0  # expired everywhere
+            assert node.queue_depth == 0
+            assert not node._claimed and not node._standby
+        await mesh.close()
+
+    run_virtual(main())
+
+
+def test_mesh_wide_counters_are_visible_from_any_peer() -> None:
+    async def main() -> None:
+        mesh = await make_mesh(["a", "b", "c"])
+        tasks = [f"c{i}" for i in range(30)]
+        for t in tasks:
+            await mesh.nodes["a"].enqueue(t, "echo", {"task": t})
+        await mesh.await_results(tasks)
+        await asyncio.sleep(1.0)
+        for node in mesh.nodes.values():
+            assert node.counter("executions") == 30
+            assert sum(node.counters_by_peer("executions").values()) == 30
+            assert node.counter("enqueued") == 30
+        await mesh.close()
+
+    run_virtual(main())
+
+
+def test_deferred_task_is_picked_up_by_the_periodic_reclaim_without_a_nudge() -> None:
+    """An owner that lacks the op stands by; once a peer that has it joins, it runs - no new enqueue."""
+
+    async def main() -> None:
+        fabric = MemoryFabric(seed=8)
+        log = ExecLog()
+        bare = await WarpNode(fabric.join("bare"), registry=OpRegistry(), config=FAST).start()
+        await asyncio.sleep(0.5)
+        await bare.enqueue("waiting", "echo", {"task": "waiting"})
+        await asyncio.sleep(2.0)
+        assert "waiting" not in bare.results
+        able = await WarpNode(fabric.join("able"), registry=recording_registry(log, "able"), config=FAST).start()
+        await bare.result("waiting", timeout=10)
+        assert log.executed_by("waiting") == ["able"]
+        await bare.close()
+        await able.close()
+        await fabric.close()
+
+    run_virtual(main())
+
+
+def test_injected_roster_source_drives_the_ring() -> None:
+    async def main() -> None:
+        from warpmesh.aio import Observable
+
+        fabric = MemoryFabric(seed=9)
+        log = ExecLog()
+        roster = Observable(frozenset({"A"}))
+        a = await WarpNode(fabric.join("A"), registry=recording_registry(log, "A"), config=FAST, roster=roster).start()
+        b = await WarpNode(fabric.join("B"), registry=recording_registry(log, "B"), config=FAST, roster=roster).start()
+        await asyncio.sleep(1.0)
+        for i in range(4):
+            await a.enqueue(f"solo{i}", "echo", {"task": f"solo{i}"})
+        await a.wait_idle([f"solo{i}" for i in range(4)], timeout=10)
+        assert {p for p, _ in log.runs} == {"A"}
+        roster.set(frozenset({"A", "B"}))
+        await asyncio.sleep(1.0)
+        for i in range(20):
+            await a.enqueue(f"duo{i}", "echo", {"task": f"duo{i}"})
+        await a.wait_idle([f"duo{i}" for i in range(20)], timeout=10)
+        assert {p for p, t in log.runs if t.startswith("duo")} == {"A", "B"}
+        await a.close()
+        await b.close()
+        await fabric.close()
+
+    run_virtual(main())
+
+
+def test_client_role_enqueues_but_never_runs() -> None:
+    async def main() -> None:
+        mesh = await make_mesh(["w1", "w2"])
+        client = await mesh.add("cli", role="client")
+        await asyncio.sleep(1.0)
+        assert "cli" not in mesh.nodes["w1"].workers
+        tasks = [f"k{i}" for i in range(20)]
+        for t in tasks:
+            await client.enqueue(t, "echo", {"task": t})
+        for t in tasks:
+            await client.result(t, timeout=10)
+        assert {p for p, _ in mesh.log.runs} <= {"w1", "w2"}
+        await mesh.close()
+
+    run_virtual(main())

@@ -1,0 +1,83 @@
+"""Nested runs: run_many fan-out keeps order, deep chains never deadlock, depth is bounded."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from warpmesh.workers import FailureKind, IsolateHost, JobError, Runner, Store
+
+from .conftest import wat_file
+
+
+def chain_args(n: int, w: int) -> dict[str, bytes]:
+    return {"n": struct.pack("<I", n), "w": struct.pack("<I", w), "i": b"top"}
+
+
+def count(runner: Runner, n: int, w: int, salt: str = "") -> int:
+    mid = runner.put_module(wat_file("chain"))
+    res = runner.run(mid, chain_args(n, w), salt=salt)
+    return struct.unpack("<I", runner.store.get_blob(res.ref.id))[0]
+
+
+@pytest.mark.parametrize("parallelism, inline_limit", [(1, 24), (2, 24), (1, 4), (2, 2)])
+def test_depth_32_chain_completes(store: Store, host: IsolateHost, parallelism: int, inline_limit: int) -> None:
+    # With inline_limit below the depth, threads stop helping and hand children to (extra) pool
+    # threads: the chain must still complete with one slot.
+    with Runner(store, host, parallelism=parallelism, inline_limit=inline_limit) as runner:
+        assert count(runner, 32, 1) == 33
+        assert runner.executions == 33
+
+
+def test_wide_and_deep_tree(runner: Runner) -> None:
+    # 1 + 3 + 9 + 27 + 81 nodes; identical subtrees under different parents share one execution
+    assert count(runner, 4, 3) == 121
+
+
+def test_depth_limit_is_a_clean_failure(store: Store, host: IsolateHost) -> None:
+    with Runner(store, host, max_depth=8) as runner:
+        with pytest.raises(JobError) as info:
+            count(runner, 20, 1)
+        assert info.value.kind is FailureKind.TRAP  # the chain guest traps when a child fails
+        assert count(runner, 5, 1, salt="ok") == 6  # and the runner keeps serving
+
+
+def test_run_many_from_python_keeps_order(runner: Runner) -> None:
+    runner.register_op("echo", lambda ctx: ctx.arg_bytes("v"))
+    runner.register_op("boom", lambda ctx: 1 / 0)
+
+    def fan(ctx):  # type: ignore[no-untyped-def]
+        items = [("echo", {"v": str(i)}) if i % 5 else ("boom", {"v": str(i)}) for i in range(40)]
+        results = ctx.run_many(items)
+        return ",".join("E" if isinstance(r, JobError) else ctx.runner.store.get_blob(r.ref.id).decode()
+                        for r in results)
+
+    runner.register_op("fan", fan)
+    out = runner.store.get_blob(runner.run("fan").ref.id).decode().split(",")
+    assert out == ["E" if i % 5 == 0 else str(i) for i in range(40)]
+
+
+def test_parent_waiting_on_children_holds_no_slot(store: Store, host: IsolateHost) -> None:
+    # One slot, and every level waits on a child: impossible if waiting parents kept their slot.
+    seen = []
+
+    def level(ctx):  # type: ignore[no-untyped-def]
+        n = int(ctx.arg_bytes("n"))
+        seen.append(ctx.runner.pool.slots._value)  # free slots while this level runs
+        if n == 0:
+            return "0"
+        return ctx.runner.store.get_blob(ctx.run("level", {"n": str(n - 1)}).ref.id) + b"+"
+
+    with Runner(store, host, parallelism=1) as runner:
+        runner.register_op("level", level)
+        assert runner.store.get_blob(runner.run("level", {"n": "10"}).ref.id) == b"0" + b"+" * 10
+    assert seen == [0] * 11
+
+
+def test_the_top_level_api_is_refused_inside_a_job(runner: Runner) -> None:
+    runner.register_op("leaf", lambda ctx: "x")
+    runner.register_op("bad", lambda ctx: ctx.runner.run("leaf").ref)
+    with pytest.raises(JobError) as info:
+        runner.run("bad")
+    assert info.value.kind is FailureKind.OP_FAILED and "ctx.run" in str(info.value)
