@@ -105,3 +105,9 @@ def sim_crdt(seed: int | None, seeds: int, start: int, as_json: bool, fail_fast:
                         partitions=not no_partitions, max_drop=max_drop)
 
     sys.exit(run_sweep("crdt", run, _seed_range(seed, seeds, start), as_json=as_json, fail_fast=fail_fast))
+
+
+# The Raft workload's command lives with the Raft area (warpmesh.cli.sim_raft).
+from warpmesh.cli.sim_raft import sim_raft  # noqa: E402
+
+sim.add_command(sim_raft)

@@ -74,6 +74,14 @@ class SessionTable:
             return Verdict.DUPLICATE, s.results[key.seq]
         return Verdict.APPLY, None
 
+    def peek(self, client: str, seq: int) -> tuple[bool, Any]:
+        """``(True, result)`` if ``(client, seq)`` was applied and its result is still held. Read-only:
+        unlike :meth:`check` it changes nothing (safe to call outside the apply order)."""
+        s = self._sessions.get(client)
+        if s is None or seq not in s.results:
+            return False, None
+        return True, s.results[seq]
+
     def record(self, key: DedupKey, result: Any) -> None:
         """Remember ``result`` for ``key`` (call after applying an ``APPLY`` verdict)."""
         s = self._sessions.get(key.client)

@@ -41,6 +41,7 @@ from warpmesh.raft.messages import Message, decode, encode
 from warpmesh.raft.sessions import SessionTable, Verdict
 from warpmesh.raft.storage import InMemoryRaftStorage, StorageBatch
 from warpmesh.raft.types import DedupKey, Entry, EntryKind, Role, Snapshot
+from warpmesh.sim.harness import SimReport, replay_command
 from warpmesh.wire.frame import pack, unpack
 
 
@@ -64,21 +65,25 @@ class RaftSimOptions:
     lease: bool | None = None
     codec: bool | None = None
 
-    def replay_command(self) -> str:
-        """The one command that replays this run exactly."""
-        parts = [f"warpmesh sim raft --seed {self.seed}"]
+    def params(self) -> dict[str, Any]:
+        """The non-default options, as ``warpmesh sim raft`` flags (``no_x`` for a disabled x)."""
+        out: dict[str, Any] = {}
         defaults = RaftSimOptions()
         for f in fields(self):
             if f.name == "seed":
                 continue
             v = getattr(self, f.name)
-            if v != getattr(defaults, f.name):
-                flag = "--" + f.name.replace("_", "-")
-                if isinstance(v, bool):
-                    parts.append(flag if v else f"--no-{f.name.replace('_', '-')}")
-                else:
-                    parts.append(f"{flag} {v}")
-        return " ".join(parts)
+            if v == getattr(defaults, f.name):
+                continue
+            if isinstance(v, bool):
+                out[f.name if v else f"no_{f.name}"] = True
+            else:
+                out[f.name] = v
+        return out
+
+    def replay_command(self) -> str:
+        """The one command that replays this run exactly."""
+        return replay_command("raft", self.seed, self.params())
 
 
 @dataclass
@@ -90,6 +95,10 @@ class RaftSimResult:
     @property
     def ok(self) -> bool:
         return not self.violations
+
+    def to_sim_report(self) -> SimReport:
+        return SimReport("raft", self.options.seed, self.options.params(), list(self.violations),
+                         dict(sorted(self.stats.items())))
 
     def report(self) -> str:
         if self.ok:
