@@ -142,6 +142,29 @@ class KVClient:
                              None if new is None else _b(new))
         return bool(r[0]), (None if r[1] is None else bytes(r[1]))
 
+    async def replica_state(self, node: str, *, timeout: float = 2.0) -> tuple[int, str, int] | None:
+        """``(applied index, state digest, key count)`` of one replica (None if it did not answer):
+        replicas that applied the same index must report the same digest."""
+        if self._channel is None:
+            await self.connect()
+        r = await self._attempt(node, "state", None, None, None, 0, 0, timeout)
+        if r is None or r[1] != P.OK:
+            return None
+        return int(r[2][0]), str(r[2][1]), int(r[2][2])
+
+    async def get_from(self, node: str, key: str, *, timeout: float = 2.0) -> tuple[bytes | None, int] | None:
+        """One replica's local (possibly stale) value of ``key``; None if it did not answer."""
+        if self._channel is None:
+            await self.connect()
+        r = await self._attempt(node, "sget", key, None, None, 0, 0, timeout)
+        if r is None or r[1] != P.OK:
+            return None
+        return (None if r[2][0] is None else bytes(r[2][0])), int(r[2][1])
+
+    @property
+    def servers(self) -> list[str]:
+        return list(self._servers)
+
     # -- machinery ------------------------------------------------------------------------------
     def _targets(self) -> list[str]:
         if self._channel is None:

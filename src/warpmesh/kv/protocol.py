@@ -30,7 +30,7 @@ RETRY = 1
 ERROR = 2
 EXPIRED = 3
 
-OPS = frozenset({"get", "sget", "put", "del", "cas", "hello"})
+OPS = frozenset({"get", "sget", "put", "del", "cas", "hello", "state"})
 WRITE_OPS = frozenset({"put", "del", "cas"})
 
 
@@ -56,7 +56,7 @@ def decode_request(data: bytes) -> list[Any]:
     rid, op, key, _a, _b, client, seq, floor = b
     if type(rid) is not int or op not in OPS:
         raise BadFrame("bad request id or op")
-    if op != "hello" and (not isinstance(key, str) or not key):
+    if op not in ("hello", "state") and (not isinstance(key, str) or not key):
         raise BadFrame("a request needs a non-empty string key")
     if op in WRITE_OPS and (not isinstance(client, str) or not client or len(client) > 256
                             or type(seq) is not int or seq < 1 or type(floor) is not int or floor < 0):
