@@ -96,6 +96,9 @@ def serve(node_id: str, listen: str, peers: str, data_dir: Path, snapshot_every:
             loop.add_signal_handler(sig, stop.set)
         node = await open_kv_node(node_id, listen=listen_addr, peers=members, data_dir=data_dir,
                                   secret=secret, config=cfg, snapshot_every=snapshot_every)
+        from warpmesh.raft.runtime import tune_gc_for_server
+
+        tune_gc_for_server()  # a dedicated server process: see the function's docstring
         addr = node.mesh.address
         print(json.dumps({"event": "ready", "id": node_id, "address": f"{addr[0]}:{addr[1]}",
                           "data": str(data_dir)}), flush=True)

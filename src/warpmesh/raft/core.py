@@ -83,6 +83,7 @@ from warpmesh.raft.types import (
 )
 
 _INF = float("inf")
+_new_entry = tuple.__new__
 
 
 class Completion(NamedTuple):
@@ -344,9 +345,13 @@ class RaftCore:
             rd.committed = log.slice(log.applied + 1, hi + 1)
             log.applied = hi
             removed_check = False
+            pending = self.pending
             for e in rd.committed:
                 if e.client is not None:
-                    self._note_committed_key((e.client, e.seq), e.index)
+                    if pending:
+                        p = pending.pop((e.client, e.seq), None)
+                        if p is not None:
+                            self._resolve_pending(p, e.index)
                 elif e.kind == EntryKind.CONFIG:
                     removed_check = True
             if (removed_check or rd.install is not None) and self.pending:
@@ -365,6 +370,19 @@ class RaftCore:
                 or rd.completions):
             return None
         return rd
+
+    def take_early(self) -> list[Message]:
+        """Only the messages that need no durable write first (a leader's appends and heartbeats,
+        forwards, read traffic). A host with a write in flight calls this to keep replication going
+        meanwhile; everything else waits for the next :meth:`ready`."""
+        if self.role == Role.LEADER:
+            self._flush_leader()
+        if self.forward_queue:
+            self._flush_forwards()
+        if self._read_out or self._read_req_out:
+            self._flush_read_responses()
+        out, self._early = self._early, []
+        return out
 
     def advance(self, rd: Ready, now: float | None = None) -> None:
         """The host finished ``rd``: its writes are durable. May make more work (a leader commit)."""
@@ -982,6 +1000,12 @@ class RaftCore:
         self.check_quorum_deadline = self.now + self.cfg.election_timeout_min
         self.uncommitted_bytes = 0
         self.uncommitted_keys = {}
+        # Keys committed recently (only leaders answer forwards, so only they keep this map).
+        rc = self.recent_committed = OrderedDict()
+        lo = max(self.log.offset, self.log.commit - self.cfg.recent_keys + 1)
+        for e in self.log.slice(lo, self.log.commit + 1):
+            if e.client is not None:
+                rc[(e.client, e.seq)] = e.index
         for e in self.log.slice(self.log.commit + 1, last + 1):
             if e.client is not None:
                 self.uncommitted_keys[(e.client, e.seq)] = e.index
@@ -1234,19 +1258,12 @@ class RaftCore:
                 or not self.membership.is_voter(self.id):
             self._on_config_committed()
 
-    def _note_committed_key(self, k: tuple[str, int], index: int) -> None:
-        rc = self.recent_committed
-        rc[k] = index
-        if len(rc) > self.cfg.recent_keys:
-            rc.popitem(last=False)
-        p = self.pending.pop(k, None)
-        if p is not None:
-            self._resolve_pending(p, index)
-
     def _removed(self) -> bool:
         """True when the latest committed configuration does not include this node at all."""
-        return self.id not in self.membership.members and not self._config_uncommitted() \
-            and bool(self.membership.all_voters)
+        m = self.membership
+        if self.role == Role.LEADER or self.id in m.voters:
+            return False
+        return self.id not in m.members and not self._config_uncommitted() and bool(m.all_voters)
 
     def _fail_pending_if_removed(self) -> None:
         if not self._removed():
@@ -1417,9 +1434,10 @@ class RaftCore:
             if self.transfer is not None:
                 p.sent_to = None  # held until the transfer ends
                 return
+            # No retry timer while we lead: our own log keeps the entry, and stepping down
+            # re-schedules every pending proposal (_leader_teardown).
+            p.sent_to = self.id
             if k in self.uncommitted_keys:
-                p.sent_to = self.id
-                self._schedule_retry(p, retry)
                 return
             done = self.recent_committed.get(k)
             if done is not None:
@@ -1427,8 +1445,6 @@ class RaftCore:
                 self._resolve_pending(p, done)
                 return
             self._leader_append(p.data, p.key)
-            p.sent_to = self.id
-            self._schedule_retry(p, retry)
         elif self.leader is not None:
             p.sent_to = self.leader
             self.forward_queue.append(k)
@@ -1438,14 +1454,17 @@ class RaftCore:
             self._schedule_retry(p, retry)
 
     def _leader_append(self, data: bytes, key: DedupKey | None) -> int:
-        idx = self.log.last_index() + 1
+        log = self.log
+        idx = log.last_index() + 1
         if key is None:
-            e = Entry(idx, self.term, EntryKind.NORMAL, data)
+            e = _new_entry(Entry, (idx, self.term, 0, data, None, 0, 0))
+            self.uncommitted_bytes += len(data) + 24
         else:
-            e = Entry(idx, self.term, EntryKind.NORMAL, data, key.client, key.seq, key.floor)
-            self.uncommitted_keys[(key.client, key.seq)] = idx
-        self.log.append([e])
-        self.uncommitted_bytes += e.size
+            client = key[0]
+            e = _new_entry(Entry, (idx, self.term, 0, data, client, key[1], key[2]))
+            self.uncommitted_keys[(client, key[1])] = idx
+            self.uncommitted_bytes += len(data) + len(client) + 24
+        log.entries.append(e)
         return idx
 
     def _flush_forwards(self) -> None:

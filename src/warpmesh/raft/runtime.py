@@ -50,6 +50,25 @@ OUTBOX_FRAMES = 2048
 FRAME_OVERHEAD = 4096
 
 
+def tune_gc_for_server(gen0: int = 50_000) -> None:
+    """Make CPython's cyclic GC cheaper for a long-running Raft server process.
+
+    A node keeps tens of thousands of log entries and per-request objects alive; with the default
+    thresholds (700, 10, 10) the collector runs hundreds of times a second under load and each full
+    collection walks the whole log, pausing the event loop for tens of milliseconds (measured:
+    ~20% of a loaded leader's time). This freezes everything allocated at start-up (never
+    collected, never walked) and collects the youngest generation every ``gen0`` allocations
+    instead of 700. Raft's own objects hold no reference cycles, so nothing leaks in between.
+    Call it once in a dedicated server process (``warpmesh kv serve`` does); a library embedding
+    RaftNode in a larger application should leave GC policy to that application.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(gen0, 20, 20)
+
+
 @dataclass(frozen=True, slots=True)
 class CommittedEntry:
     """An application command, committed at ``index``."""
@@ -153,6 +172,8 @@ class RaftNode:
         self._room.set()
         self._cursors: dict[int, int] = {}
         self.max_apply_lag = 200_000
+        self._writing = False
+        self._early_scheduled = False
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> RaftNode:
@@ -225,6 +246,20 @@ class RaftNode:
 
     def _kick(self) -> None:
         self._wake.set()
+        if self._writing and not self._early_scheduled:
+            # A write is in flight: replicate new entries now instead of after it (the leader's
+            # disk write and the followers' run in parallel, thesis §10.2.1). call_soon batches
+            # every proposal of this loop iteration into one append per follower.
+            self._early_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_early)
+
+    def _flush_early(self) -> None:
+        self._early_scheduled = False
+        core = self.core
+        if core is None or self._closed:
+            return
+        for m in core.take_early():
+            self._send(m.to, encode(m))
 
     def _notify(self) -> None:
         """Wake every committed-stream reader (new entries, an install, or close)."""
@@ -241,11 +276,12 @@ class RaftNode:
         On timeout the outcome is unknown (it may still commit)."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        await self._wait_room(deadline)
+        if not self._room.is_set() or self._cursors:
+            await self._wait_room(deadline)
         while True:
             core = self._core()
             try:
-                k = core.propose(bytes(command), loop.time(), key)
+                k = core.propose(command if type(command) is bytes else bytes(command), loop.time(), key)
                 break
             except Busy:
                 self.stats["propose_busy"] += 1
@@ -514,7 +550,11 @@ class RaftNode:
         if rd.must_persist:
             batch = StorageBatch(rd.snapshot, rd.log_reset, rd.compact_through, rd.entries, rd.hard_state)
             if self._executor is not None:
-                await loop.run_in_executor(self._executor, self.storage.write, batch)
+                self._writing = True
+                try:
+                    await loop.run_in_executor(self._executor, self.storage.write, batch)
+                finally:
+                    self._writing = False
             else:
                 self.storage.write(batch)
             self.stats["writes"] += 1
@@ -572,4 +612,4 @@ class RaftNode:
                 return
             core.step(m, loop.time())
             self.stats["received"] += 1
-            self._wake.set()
+            self._kick()

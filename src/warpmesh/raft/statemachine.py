@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import random
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
@@ -62,6 +64,10 @@ class ReplicatedStateMachine:
         self._outstanding: dict[int, None] = {}
         self._waiters: dict[tuple[str, int], list[asyncio.Future[Any]]] = {}
         self._task: asyncio.Task[None] | None = None
+        #: (index, tiebreak, future): resolved once ``applied`` reaches index. A heap, so a burst of
+        #: concurrent callers costs O(log n) each instead of waking every waiter on every entry.
+        self._index_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._tiebreak = itertools.count()
         self._last_snapshot = 0
         self.failed: BaseException | None = None
 
@@ -113,7 +119,8 @@ class ReplicatedStateMachine:
             idx, _ = await self.node.propose(command, key=key, timeout=timeout)
             # The key committed at idx (possibly an earlier copy: then no new entry reaches the
             # apply loop, and the answer is the cached result once idx has been applied here).
-            await self.applied.wait_for(lambda v: v >= idx, timeout)
+            if not fut.done():
+                await self.wait_applied(idx, timeout=timeout)
             if not fut.done():
                 found, result = self.sessions.peek(key.client, key.seq)
                 if found:
@@ -141,8 +148,28 @@ class ReplicatedStateMachine:
 
     async def read(self, query: Callable[[Any], T], *, timeout: float | None = None) -> T:
         """Linearizable read: the result reflects every write acknowledged before the call."""
-        await self.node.await_read(self.applied, timeout=timeout)
+        idx = await self.node.read_index(timeout=timeout)
+        await self.wait_applied(idx, timeout=timeout)
         return query(self.sm)
+
+    async def wait_applied(self, index: int, *, timeout: float | None = None) -> None:
+        """Wait until this replica has applied ``index``."""
+        if self.applied.value >= index:
+            return
+        fut = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._index_waiters, (index, next(self._tiebreak), fut))
+        if timeout is None:
+            await fut
+        else:
+            await asyncio.wait_for(fut, timeout)
+
+    def _set_applied(self, index: int) -> None:
+        self.applied.set(index)
+        w = self._index_waiters
+        while w and w[0][0] <= index:
+            f = heapq.heappop(w)[2]
+            if not f.done():
+                f.set_result(None)
 
     # -- the apply loop ---------------------------------------------------------------------------
     def _install(self, data: bytes, index: int) -> None:
@@ -150,7 +177,7 @@ class ReplicatedStateMachine:
         self.sm.restore(sm_bytes)
         self.sessions = SessionTable.from_obj(sessions)
         self._last_snapshot = index
-        self.applied.set(index)
+        self._set_applied(index)
 
     async def _run(self, start: int) -> None:
         try:
@@ -167,7 +194,7 @@ class ReplicatedStateMachine:
                             self._waiters.pop((client, seq), None)
                     continue
                 elif isinstance(item, CommittedInternal):
-                    self.applied.set(item.index)
+                    self._set_applied(item.index)
                 if self.snapshot_every and item.index - self._last_snapshot >= self.snapshot_every:
                     self._snapshot(item.index)
         except RaftClosed:
@@ -199,7 +226,7 @@ class ReplicatedStateMachine:
                                        "not applied (start a new session)")
             else:
                 result = cached
-        self.applied.set(e.index)
+        self._set_applied(e.index)
         if e.key is not None:
             futs = self._waiters.pop((e.key.client, e.key.seq), None)
             if futs:

@@ -261,7 +261,7 @@ class SqliteRaftStorage(RaftStorage):
     """
 
     def __init__(self, path: str | os.PathLike[str], *, node_id: str | None = None,
-                 synchronous: str = "FULL", check: bool = True) -> None:
+                 synchronous: str = "FULL", check: bool = True, background_checkpoint: bool = True) -> None:
         self.path = Path(path)
         if synchronous not in ("FULL", "EXTRA", "NORMAL", "OFF"):
             raise ValueError("synchronous must be FULL, EXTRA, NORMAL or OFF")
@@ -284,6 +284,18 @@ class SqliteRaftStorage(RaftStorage):
             ) from None
         self._hs = self._read_hard_state()
         self._last = self._read_last_index()
+        # Checkpoints (copying the WAL into the main file, with an fsync of it) can take hundreds of
+        # milliseconds on a slow disk; run them on a thread with its own connection, off the write
+        # path, instead of inside whichever commit crosses SQLite's auto-checkpoint threshold.
+        self._ckpt_stop = threading.Event()
+        self._ckpt_wake = threading.Event()
+        self._ckpt_thread: threading.Thread | None = None
+        self._since_ckpt = 0
+        if background_checkpoint:
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
+            self._ckpt_thread = threading.Thread(target=self._checkpointer, daemon=True,
+                                                 name=f"raft-checkpoint-{self.path.name}")
+            self._ckpt_thread.start()
 
     def describe(self) -> str:
         return str(self.path)
@@ -430,6 +442,11 @@ class SqliteRaftStorage(RaftStorage):
                 raise
             if hs is not None:
                 self._hs = hs
+            if self._ckpt_thread is not None:
+                self._since_ckpt += sum(len(e.data) + 64 for e in ents) + 256
+                if self._since_ckpt >= self.CHECKPOINT_BYTES:
+                    self._since_ckpt = 0
+                    self._ckpt_wake.set()
             if ents:
                 self._last = ents[-1].index
             elif batch.log_reset or batch.snapshot is not None:
@@ -439,13 +456,40 @@ class SqliteRaftStorage(RaftStorage):
         if self._closed:
             raise ValueError(f"{self.path}: storage is closed")
 
+    #: Bytes written since the last checkpoint that wake the checkpointer early.
+    CHECKPOINT_BYTES = 16 * 1024 * 1024
+
+    def _checkpointer(self) -> None:
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error:
+            return
+        try:
+            while not self._ckpt_stop.is_set():
+                self._ckpt_wake.wait(1.0)
+                self._ckpt_wake.clear()
+                if self._ckpt_stop.is_set():
+                    break
+                with contextlib.suppress(sqlite3.Error):
+                    # PASSIVE never blocks the writer; the writer never waits for it either.
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            db.close()
+
     def checkpoint(self) -> None:
-        """Fold the WAL into the main file (SQLite also does this automatically every ~1000 pages)."""
+        """Fold the WAL into the main file now and truncate it."""
         with self._lock:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
+        if self._ckpt_thread is not None:
+            self._ckpt_stop.set()
+            self._ckpt_wake.set()
+            self._ckpt_thread.join(timeout=10)
+            self._ckpt_thread = None
         with self._lock:
             if not self._closed:
                 self._closed = True
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 self._db.close()
