@@ -10,6 +10,10 @@ returns; PySyncObj: the ``@replicated`` call's callback fires).
   vote is fsynced (WAL, ``synchronous=FULL``, group commit) before it is acknowledged.
 * PySyncObj: its defaults (``SyncObjConf()``): in-memory journal, nothing fsynced.
 
+Both systems' node processes get the same GC policy (``tune_gc_for_server``, what ``warpmesh kv
+serve`` uses; ``BENCH_NO_GC_TUNING=1`` turns it off for both), so the comparison is of the Raft
+implementations, not of garbage-collector settings.
+
 Figures (JSON lines; medians over ``--repeats`` fresh clusters):
 
 * ``throughput``: committed writes/s, and p50/p99 latency of those writes;
@@ -140,6 +144,8 @@ def run_pysyncobj_node(nid: str, ports: dict[str, int]) -> None:
 
     addrs = {k: f"127.0.0.1:{p}" for k, p in ports.items()}
     obj = Counter(addrs[nid], [a for k, a in sorted(addrs.items()) if k != nid])
+    if os.environ.get("BENCH_NO_GC_TUNING") is None:
+        tune_gc()  # the same GC policy in both systems' processes: compare Raft, not GC settings
     emit("ready")
 
     async def main() -> None:

@@ -314,3 +314,35 @@ def test_on_a_real_loop_with_sqlite(tmp_path: Path) -> None:
             await fabric.close()
 
     asyncio.run(main())
+
+
+def test_a_cancelled_or_timed_out_call_is_forgotten_and_does_not_hang_others() -> None:
+    async def body(c: Cluster) -> None:
+        ld = await c.leader()
+        f = next(n for n in c.nodes.values() if n is not ld)
+        c.fabric.isolate(f.id)
+        task = asyncio.create_task(f.propose(b"cancel-me"))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert f.core is not None and not f.core.pending  # abandoned in the core too
+        with pytest.raises(TimeoutError):
+            await f.read_index(timeout=0.2)
+        assert not f.core.remote_reads
+        c.fabric.heal()
+        assert (await f.propose(b"after", timeout=5))[0] > 0
+
+    sim(body)
+
+
+def test_the_same_dedup_key_proposed_twice_concurrently_shares_one_outcome() -> None:
+    async def body(c: Cluster) -> None:
+        ld = await c.leader()
+        key = DedupKey("c", 1, 1)
+        a, b = await asyncio.gather(ld.propose(b"x", key=key, timeout=5), ld.propose(b"x", key=key, timeout=5))
+        assert a == b
+        entries = [e for e in ld.core.log.entries if e.client == "c"]  # type: ignore[union-attr]
+        assert len(entries) == 1
+
+    sim(body)
