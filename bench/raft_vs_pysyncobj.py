@@ -98,7 +98,8 @@ def run_warpmesh_node(nid: str, ports: dict[str, int], data: str) -> None:
                              incarnation=boot_incarnation()).start()
         node = await RaftNode(nid, SeamRaftTransport.over(mesh),
                               SqliteRaftStorage(Path(data) / f"{nid}.sqlite", node_id=nid),
-                              voters=sorted(ports)).start()
+                              voters=sorted(ports),
+                              offload_io=os.environ.get("BENCH_OFFLOAD", "1") == "1").start()
         if os.environ.get("BENCH_NO_GC_TUNING") is None:
             tune_gc()
         emit("ready")

@@ -9,6 +9,7 @@ else.
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 
 import pytest
@@ -179,3 +180,87 @@ def test_hostile_message_storm_never_breaks_safety() -> None:
     logs = [n.commands() for n in c.live()]
     assert all(x == logs[0] for x in logs) and len(logs[0]) >= 25
     assert ld.c.role is not None
+
+
+@settings(max_examples=int(os.environ.get("WARPMESH_FUZZ_EXAMPLES", "150")), deadline=None)
+@given(st.data())
+def test_any_well_formed_message_in_any_state_never_raises(data: st.DataObject) -> None:
+    """A single core fed arbitrary (valid-typed) messages, ticks and API calls: no exception."""
+    from warpmesh.raft.config import RaftConfig
+    from warpmesh.raft.core import RaftCore
+
+    cfg = RaftConfig(election_timeout_min=0.1, election_timeout_max=0.2, heartbeat_interval=0.02,
+                     snapshot_chunk_bytes=8, max_pending_reads=5)
+    core = RaftCore("n1", bootstrap=Membership.of(["n1", "n2", "n3"]), now=0.0, rng=random.Random(0),
+                    config=cfg)
+    peers = st.sampled_from(["n2", "n3", "n9"])
+    small = st.integers(0, 12)
+    terms = st.integers(0, 8)
+    mem = st.sampled_from([Membership.of(["n1", "n2", "n3"]), Membership.of(["n2"]), MEM])
+
+    @st.composite
+    def entries(draw, prev: int, term: int):  # type: ignore[no-untyped-def]
+        n = draw(st.integers(0, 4))
+        t0 = draw(st.integers(0, term))
+        return [Entry(prev + i + 1, t0, draw(st.sampled_from([0, 1])), b"x") for i in range(n)]
+
+    now = 0.0
+    for _ in range(data.draw(st.integers(1, 60))):
+        now += data.draw(st.floats(0, 0.3))
+        kind = data.draw(st.integers(0, 16))
+        f = data.draw(peers)
+        t = data.draw(terms)
+        if kind == 0:
+            prev = data.draw(small)
+            m = AppendEntries(f, "n1", t, prev, min(t, data.draw(terms)), data.draw(small),
+                              data.draw(entries(prev, t)))
+        elif kind == 1:
+            m = AppendResponse(f, "n1", t, data.draw(small), data.draw(st.booleans()), data.draw(small),
+                               data.draw(terms))
+        elif kind == 2:
+            m = Heartbeat(f, "n1", t, data.draw(small), data.draw(small))
+        elif kind == 3:
+            m = HeartbeatResponse(f, "n1", t, data.draw(small))
+        elif kind == 4:
+            m = VoteRequest(f, "n1", t, data.draw(small), data.draw(terms), data.draw(st.booleans()),
+                            data.draw(st.booleans()), data.draw(small))
+        elif kind == 5:
+            m = VoteResponse(f, "n1", t, data.draw(st.booleans()), data.draw(st.booleans()), data.draw(small))
+        elif kind == 6:
+            m = TimeoutNow(f, "n1", t)
+        elif kind == 7:
+            size = data.draw(st.integers(1, 20))
+            off = data.draw(st.integers(0, size))
+            m = SnapshotChunk(f, "n1", t, data.draw(st.integers(1, 12)), data.draw(st.integers(0, t)),
+                              data.draw(mem), size, off, b"z" * data.draw(st.integers(0, size - off)))
+        elif kind == 8:
+            m = SnapshotResponse(f, "n1", t, data.draw(small), data.draw(st.integers(0, 100)),
+                                 data.draw(st.booleans()))
+        elif kind == 9:
+            m = Forward(f, "n1", t, [(b"c", "cl", data.draw(st.integers(1, 5)), 1)])
+        elif kind == 10:
+            m = ForwardResponse(f, "n1", t, [("cl", data.draw(small), data.draw(st.integers(0, 2)),
+                                              data.draw(small))])
+        elif kind == 11:
+            m = ReadRequest(f, "n1", t, data.draw(st.lists(small, max_size=8)))
+        elif kind == 12:
+            m = ReadResponse(f, "n1", t, [(data.draw(small), data.draw(st.integers(-1, 12)))])
+        elif kind == 13:
+            core.tick(now)
+            m = None
+        elif kind == 14:
+            with contextlib.suppress(Exception):
+                core.propose(b"p", now)
+            m = None
+        elif kind == 15:
+            core.read_index(data.draw(small), now)
+            m = None
+        else:
+            core.change_membership("m", {"n1", data.draw(peers)}, (), now)
+            core.transfer_leadership("t", data.draw(peers), now)
+            m = None
+        if m is not None:
+            core.step(m, now)
+        rd = core.ready()
+        if rd is not None:
+            core.advance(rd, now)

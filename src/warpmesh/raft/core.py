@@ -1498,9 +1498,11 @@ class RaftCore:
             self._on_forward_response(m)
         elif isinstance(m, ReadRequest):
             for rid in m.ids:
-                if self.role == Role.LEADER:
+                if self.role == Role.LEADER and (len(self.reads) + len(self.reads_waiting_noop)
+                                                 < self.cfg.max_pending_reads):
                     self._leader_read(rid, m.frm)
                 else:
+                    # Not the leader, or too many reads queued: "ask again" (bounded memory).
                     self._read_out.setdefault(m.frm, []).append((rid, -1))
         elif isinstance(m, ReadResponse):
             for rid, index in m.results:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import os
 import random
 from collections import Counter, deque
@@ -42,6 +43,8 @@ from warpmesh.raft.storage import RaftStorage, SqliteRaftStorage, StorageBatch
 from warpmesh.raft.transport import RaftTransport
 from warpmesh.raft.types import DedupKey, EntryKind, Role, Snapshot
 from warpmesh.wire.frame import FrameError
+
+log = logging.getLogger("warpmesh.raft")
 
 #: Frames queued per peer before new ones are dropped (Raft repairs the loss). Deep enough for a
 #: full pipelining window plus heartbeats and snapshot chunks.
@@ -610,6 +613,11 @@ class RaftNode:
             core = self.core
             if core is None or self._closed:
                 return
-            core.step(m, loop.time())
+            try:
+                core.step(m, loop.time())
+            except Exception:  # a bug, not the peer's fault: keep serving, but loudly
+                self.stats["step_errors"] += 1
+                log.exception("raft %s: stepping %s from %s failed", self.id, type(m).__name__, sender)
+                continue
             self.stats["received"] += 1
             self._kick()
