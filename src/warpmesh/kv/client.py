@@ -20,6 +20,7 @@ from typing import Any
 from warpmesh.kv import protocol as P
 from warpmesh.net.mux import MuxSeam
 from warpmesh.net.seam import PeerUnreachable, Seam, SeamClosed
+from warpmesh.raft.runtime import wait_future
 from warpmesh.wire.frame import FrameError
 
 
@@ -214,7 +215,7 @@ class KVClient:
         try:
             await self._channel.send_to(target, P.encode_request(
                 rid, op, key, a, b, self.client_id if seq else None, seq, floor))
-            return await asyncio.wait_for(fut, timeout)
+            return await wait_future(fut, timeout)
         except (TimeoutError, PeerUnreachable, SeamClosed):
             return None
         finally:

@@ -53,6 +53,24 @@ OUTBOX_FRAMES = 2048
 FRAME_OVERHEAD = 4096
 
 
+def _expire(fut: asyncio.Future[Any]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError("timed out"))
+
+
+async def wait_future(fut: asyncio.Future[Any], timeout: float | None) -> Any:
+    """``await fut`` with a timeout, for a future owned by the caller alone. Unlike
+    ``asyncio.wait_for`` it creates no task (one timer handle instead): on the hot path of every
+    proposal and request that halves the event loop's work."""
+    if timeout is None:
+        return await fut
+    handle = asyncio.get_running_loop().call_later(max(0.0, timeout), _expire, fut)
+    try:
+        return await fut
+    finally:
+        handle.cancel()
+
+
 def tune_gc_for_server(gen0: int = 50_000) -> None:
     """Make CPython's cyclic GC cheaper for a long-running Raft server process.
 
@@ -468,8 +486,7 @@ class RaftNode:
     async def _await(self, fut: asyncio.Future[Any], deadline: float | None) -> Any:
         if deadline is None:
             return await fut
-        remaining = deadline - asyncio.get_running_loop().time()
-        return await asyncio.wait_for(fut, max(0.0, remaining))
+        return await wait_future(fut, deadline - asyncio.get_running_loop().time())
 
     async def _sleep_until_progress(self, deadline: float | None) -> None:
         loop = asyncio.get_running_loop()

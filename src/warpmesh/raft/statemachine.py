@@ -25,7 +25,13 @@ from typing import Any, Protocol, TypeVar
 
 from warpmesh.aio.observable import Observable
 from warpmesh.raft.errors import RaftClosed, SessionExpired
-from warpmesh.raft.runtime import CommittedEntry, CommittedInstall, CommittedInternal, RaftNode
+from warpmesh.raft.runtime import (
+    CommittedEntry,
+    CommittedInstall,
+    CommittedInternal,
+    RaftNode,
+    wait_future,
+)
 from warpmesh.raft.sessions import SessionTable, Verdict
 from warpmesh.raft.types import DedupKey
 from warpmesh.wire.frame import pack, unpack
@@ -125,9 +131,7 @@ class ReplicatedStateMachine:
                 found, result = self.sessions.peek(key.client, key.seq)
                 if found:
                     return result
-                if timeout is None:
-                    return await fut
-                return await asyncio.wait_for(fut, timeout)
+                return await wait_future(fut, timeout)
             return fut.result()
         except BaseException:
             if own and not fut.done():
@@ -158,10 +162,7 @@ class ReplicatedStateMachine:
             return
         fut = asyncio.get_running_loop().create_future()
         heapq.heappush(self._index_waiters, (index, next(self._tiebreak), fut))
-        if timeout is None:
-            await fut
-        else:
-            await asyncio.wait_for(fut, timeout)
+        await wait_future(fut, timeout)
 
     def _set_applied(self, index: int) -> None:
         self.applied.set(index)
