@@ -7,7 +7,7 @@ import pytest
 
 from warpmesh.sim.kv import run_kv
 
-CHUNKS = 6
+CHUNKS = 10
 PER_CHUNK = 10
 
 

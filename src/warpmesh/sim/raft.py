@@ -172,6 +172,9 @@ class SimNode:
         self.snap_every = 0
         self.last_snap = 0
         self.failed: set[DedupKey] = set()
+        #: This node's clock: ``offset + rate * real time``. Rates differ between nodes (drift).
+        self.rate = 1.0
+        self.offset = 0.0
 
     def completion_failed(self, key: DedupKey) -> bool:
         return key in self.failed
@@ -209,9 +212,14 @@ class RaftSim:
         initial = Membership.of(ids[:self.n_nodes])
         empty = Membership(frozenset())
         self.nodes: dict[str, SimNode] = {}
+        # Clock drift: with lease reads on, every clock's rate stays within the configured bound
+        # (the lease's safety argument); without, clocks drift more (nothing may depend on them).
+        drift = self.cfg.lease_drift if self.lease else 0.2
         for i, nid in enumerate(ids):
             node = self.nodes[nid] = SimNode(nid, initial if i < self.n_nodes else empty)
             node.snap_every = rng.choice((0, 5, 20, 100)) if opts.snapshots else 0
+            node.rate = rng.uniform(1 - drift, 1 + drift)
+            node.offset = rng.uniform(0, 1000)
         self.now = 0.0
         self._heap: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
         self._seq = 0
@@ -247,6 +255,10 @@ class RaftSim:
         self.now = t_end
 
     # -- nodes --------------------------------------------------------------------------------
+    def local(self, node: SimNode) -> float:
+        """The node's clock reading now."""
+        return node.offset + node.rate * self.now
+
     def start(self, nid: str) -> None:
         node = self.nodes[nid]
         node.incarnation += 1
@@ -257,7 +269,7 @@ class RaftSim:
             self._check_state(node, st.snapshot.index)
         node.last_snap = node.app.index
         node.core = RaftCore(
-            nid, bootstrap=node.bootstrap, now=self.now,
+            nid, bootstrap=node.bootstrap, now=self.local(node),
             rng=random.Random(self.rng.getrandbits(64)), config=self.cfg,
             hard_state=st.hard_state, entries=st.entries, snapshot=st.snapshot,
         )
@@ -328,10 +340,10 @@ class RaftSim:
             self._apply(node, e)
         for c in rd.completions:
             self._completion(node, c)
-        core.advance(rd, self.now)
+        core.advance(rd, self.local(node))
         if node.snap_every and node.app.index - node.last_snap >= node.snap_every:
             node.last_snap = node.app.index
-            core.publish_snapshot(node.app.index, node.app.snapshot(), self.now)
+            core.publish_snapshot(node.app.index, node.app.snapshot(), self.local(node))
 
     def _install(self, node: SimNode, snap: Snapshot) -> None:
         node.app.restore(snap.data)
@@ -392,13 +404,14 @@ class RaftSim:
         d = node.core.next_deadline()
         if d < node.tick_at:
             node.tick_at = d
-            self.at(max(d, self.now), self._tick, node, node.incarnation, d)
+            real = (d - node.offset) / node.rate if d != float("inf") else d
+            self.at(max(real, self.now), self._tick, node, node.incarnation, d)
 
     def _tick(self, node: SimNode, incarnation: int, d: float) -> None:
         if node.incarnation != incarnation or node.core is None or d != node.tick_at:
             return
         node.tick_at = float("inf")
-        node.core.tick(self.now)
+        node.core.tick(max(self.local(node), d))  # never short of the deadline by rounding
         self.pump(node)
 
     # -- network ------------------------------------------------------------------------------
@@ -435,7 +448,7 @@ class RaftSim:
         else:
             m = payload
         try:
-            node.core.step(m, self.now)
+            node.core.step(m, self.local(node))
         except AssertionError as err:
             self._violate(f"{to}: internal assertion while stepping {type(m).__name__}: {err}")
             return
@@ -513,9 +526,9 @@ class RaftSim:
                     seq = self.client_seq
                     self.client_pending[seq] = data
                     self.client_floor = min(self.client_pending)
-                core.propose(data, self.now, DedupKey("client", seq, self.client_floor))
+                core.propose(data, self.local(node), DedupKey("client", seq, self.client_floor))
             else:
-                core.propose(data, self.now)
+                core.propose(data, self.local(node))
             self.stats["proposed"] += 1
         except RaftError:
             self.stats["propose_refused"] += 1
@@ -528,7 +541,7 @@ class RaftSim:
         node = self.rng.choice(live)
         self.read_seq += 1
         self.reads[(node.id, self.read_seq)] = self.max_acked_index
-        node.core.read_index(self.read_seq, self.now)  # type: ignore[union-attr]
+        node.core.read_index(self.read_seq, self.local(node))  # type: ignore[union-attr]
         self.pump(node)
 
     def _chaos(self) -> None:
@@ -573,7 +586,7 @@ class RaftSim:
                 if rng.random() < 0.3 and learners:
                     learners.discard(rng.choice(sorted(learners)))
                 self.stats["membership_requested"] += 1
-                ld.core.change_membership(("m", self.now), voters, learners, self.now)
+                ld.core.change_membership(("m", self.now), voters, learners, self.local(ld))
                 self.pump(ld)
         elif r < 0.5 and opts.transfers:
             ld = self.leader()
@@ -581,7 +594,7 @@ class RaftSim:
                 others = sorted(ld.core.membership.voters - {ld.id})
                 if others:
                     self.stats["transfer_requested"] += 1
-                    ld.core.transfer_leadership(("t", self.now), rng.choice(others), self.now)
+                    ld.core.transfer_leadership(("t", self.now), rng.choice(others), self.local(ld))
                     self.pump(ld)
         self.at(self.now + rng.uniform(0.02, 0.15), self._chaos)
 
@@ -630,7 +643,7 @@ class RaftSim:
                 continue
             if probe_key is None:
                 probe_node = ld
-                probe_key = ld.core.propose(b"final", self.now)
+                probe_key = ld.core.propose(b"final", self.local(ld))
                 self.pump(ld)
                 continue
             if (probe_key.client, probe_key.seq) not in self.acked:
