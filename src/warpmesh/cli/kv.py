@@ -77,8 +77,6 @@ def serve(node_id: str, listen: str, peers: str, data_dir: Path, snapshot_every:
     if node_id not in members:
         raise click.BadParameter(f"--peers must include this node ({node_id}=HOST:PORT)", param_hint="--peers")
     secret, tls = load_mesh_security(secret_file, tls_cert, tls_key, tls_ca)
-    if tls is not None:
-        raise click.UsageError("TLS is not supported by 'kv serve' yet; use --secret-file")
     from warpmesh.raft.config import RaftConfig
     from warpmesh.raft.errors import CorruptState
 
@@ -95,7 +93,7 @@ def serve(node_id: str, listen: str, peers: str, data_dir: Path, snapshot_every:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         node = await open_kv_node(node_id, listen=listen_addr, peers=members, data_dir=data_dir,
-                                  secret=secret, config=cfg, snapshot_every=snapshot_every)
+                                  secret=secret, config=cfg, snapshot_every=snapshot_every, tls=tls)
         from warpmesh.raft.runtime import tune_gc_for_server
 
         tune_gc_for_server()  # a dedicated server process: see the function's docstring
@@ -116,6 +114,12 @@ def serve(node_id: str, listen: str, peers: str, data_dir: Path, snapshot_every:
 
 
 def _client_options(f: Any) -> Any:
+    f = click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="CA certificate of the cluster (when the servers use TLS).")(f)
+    f = click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="This client's TLS private key (PEM).")(f)
+    f = click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="This client's TLS certificate (PEM, signed by the cluster CA).")(f)
     f = click.option("--timeout", type=click.FloatRange(0.1), default=10.0, show_default=True,
                      help="Give up after this many seconds.")(f)
     f = click.option("--secret-file", type=click.Path(dir_okay=False, path_type=Path),
@@ -125,17 +129,18 @@ def _client_options(f: Any) -> Any:
     return f
 
 
-def _run_client(servers: str, secret_file: Path | None, timeout: float, op: Any) -> Any:
+def _run_client(servers: str, secret_file: Path | None, timeout: float, op: Any,
+                tls_files: tuple[Path | None, Path | None, Path | None] = (None, None, None)) -> Any:
     from warpmesh.kv.client import KVClient, KVError, parse_addresses
 
-    secret, _ = load_mesh_security(secret_file, None, None, None)
+    secret, tls = load_mesh_security(secret_file, *tls_files)
     try:
         addrs = parse_addresses([s for s in servers.split(",") if s.strip()])
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--servers") from None
 
     async def main() -> Any:
-        async with KVClient(addrs, secret=secret, timeout=timeout) as client:
+        async with KVClient(addrs, secret=secret, timeout=timeout, tls=tls) as client:
             return await op(client)
 
     try:
@@ -150,9 +155,11 @@ def _run_client(servers: str, secret_file: Path | None, timeout: float, op: Any)
 @click.argument("key")
 @click.option("--stale", is_flag=True, help="Read one node's local copy (faster, may be stale).")
 @_client_options
-def get(key: str, stale: bool, servers: str, secret_file: Path | None, timeout: float) -> None:
+def get(key: str, stale: bool, servers: str, secret_file: Path | None, timeout: float,
+        tls_cert: Path | None, tls_key: Path | None, tls_ca: Path | None) -> None:
     """Print KEY's value (exit status 1 and nothing printed if it is absent)."""
-    value = _run_client(servers, secret_file, timeout, lambda c: c.get(key, stale=stale))
+    value = _run_client(servers, secret_file, timeout, lambda c: c.get(key, stale=stale),
+                        (tls_cert, tls_key, tls_ca))
     if value is None:
         click.echo(f"{key}: not found", err=True)
         sys.exit(1)
@@ -163,9 +170,11 @@ def get(key: str, stale: bool, servers: str, secret_file: Path | None, timeout: 
 @click.argument("key")
 @click.argument("value")
 @_client_options
-def put(key: str, value: str, servers: str, secret_file: Path | None, timeout: float) -> None:
+def put(key: str, value: str, servers: str, secret_file: Path | None, timeout: float,
+        tls_cert: Path | None, tls_key: Path | None, tls_ca: Path | None) -> None:
     """Set KEY to VALUE; prints the new revision."""
-    click.echo(_run_client(servers, secret_file, timeout, lambda c: c.put(key, value)))
+    click.echo(_run_client(servers, secret_file, timeout, lambda c: c.put(key, value),
+                           (tls_cert, tls_key, tls_ca)))
 
 
 @kv.command()
@@ -176,10 +185,12 @@ def put(key: str, value: str, servers: str, secret_file: Path | None, timeout: f
 @click.option("--delete", "delete_", is_flag=True, help="Delete KEY instead of setting NEW.")
 @_client_options
 def cas(key: str, expected: str, new: str, absent: bool, delete_: bool, servers: str,
-        secret_file: Path | None, timeout: float) -> None:
+        secret_file: Path | None, timeout: float, tls_cert: Path | None, tls_key: Path | None,
+        tls_ca: Path | None) -> None:
     """Set KEY to NEW only if it currently holds EXPECTED. Exit status 1 if it did not."""
     ok, now = _run_client(servers, secret_file, timeout,
-                          lambda c: c.cas(key, None if absent else expected, None if delete_ else new))
+                          lambda c: c.cas(key, None if absent else expected, None if delete_ else new),
+                          (tls_cert, tls_key, tls_ca))
     shown = "(absent)" if now is None else now.decode(errors="replace")
     click.echo(f"{'swapped' if ok else 'not swapped'}: {key} = {shown}")
     if not ok:
@@ -189,9 +200,10 @@ def cas(key: str, expected: str, new: str, absent: bool, delete_: bool, servers:
 @kv.command()
 @click.argument("key")
 @_client_options
-def delete(key: str, servers: str, secret_file: Path | None, timeout: float) -> None:
+def delete(key: str, servers: str, secret_file: Path | None, timeout: float, tls_cert: Path | None,
+           tls_key: Path | None, tls_ca: Path | None) -> None:
     """Delete KEY (exit status 1 if it did not exist)."""
-    if not _run_client(servers, secret_file, timeout, lambda c: c.delete(key)):
+    if not _run_client(servers, secret_file, timeout, lambda c: c.delete(key), (tls_cert, tls_key, tls_ca)):
         click.echo(f"{key}: not found", err=True)
         sys.exit(1)
 

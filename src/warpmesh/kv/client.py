@@ -58,9 +58,10 @@ class KVClient:
     def __init__(self, addresses: Iterable[str | tuple[str, int]] = (), *, secret: bytes | None = None,
                  timeout: float = 30.0, attempt_timeout: float = 1.0, client_id: str | None = None,
                  seam: Seam | None = None, listen: tuple[str, int] = ("127.0.0.1", 0),
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, tls: Any = None) -> None:
         self.addresses = parse_addresses(addresses) if seam is None else []
         self.secret = secret
+        self.tls = tls
         self.timeout = timeout
         self.attempt_timeout = attempt_timeout
         self._rng = random.Random(seed if seed is not None else int.from_bytes(os.urandom(8), "big"))
@@ -94,7 +95,7 @@ class KVClient:
             from warpmesh.net.tcp import TcpMesh, boot_incarnation
 
             self._mesh = seam = TcpMesh(self.client_id, listen=self._listen, join=self.addresses,
-                                        secret=self.secret, incarnation=boot_incarnation())
+                                        secret=self.secret, incarnation=boot_incarnation(), tls=self.tls)
             await self._mesh.start()
         self._mux = MuxSeam(seam)
         self._channel = self._mux.channel(P.KV_CHANNEL)

@@ -145,7 +145,7 @@ class KVNode:
 async def open_kv_node(node_id: str, *, listen: tuple[str, int], peers: dict[str, tuple[str, int]],
                        data_dir: str | Path, secret: bytes | None = None,
                        config: RaftConfig | None = None, snapshot_every: int = 10_000,
-                       storage: RaftStorage | None = None) -> KVNode:
+                       storage: RaftStorage | None = None, tls: Any = None) -> KVNode:
     """Start one replica: TCP mesh on ``listen`` joining ``peers`` (every member, ``id -> address``,
     self included), SQLite storage in ``data_dir``, Raft on channel 0x20, clients on 0x21."""
     from warpmesh.net.tcp import TcpMesh, boot_incarnation
@@ -157,7 +157,7 @@ async def open_kv_node(node_id: str, *, listen: tuple[str, int], peers: dict[str
     data.mkdir(parents=True, exist_ok=True)
     store = storage or SqliteRaftStorage(data / "raft.sqlite", node_id=node_id)
     mesh = TcpMesh(node_id, listen=listen, join=[a for p, a in sorted(peers.items()) if p != node_id],
-                   secret=secret, incarnation=boot_incarnation())
+                   secret=secret, incarnation=boot_incarnation(), tls=tls)
     try:
         await mesh.start()
         mux = MuxSeam(mesh)

@@ -359,10 +359,15 @@ class RaftNode:
         loop = asyncio.get_running_loop()
         self._rid += 1
         rid = ("m", self._rid)
-        fut = self._future(("membership", rid))
+        fk = ("membership", rid)
+        fut = self._future(fk)
         self._core().change_membership(rid, set(voters), set(learners), loop.time())
         self._kick()
-        return await self._await(fut, None if timeout is None else loop.time() + timeout)
+        try:
+            return await self._await(fut, None if timeout is None else loop.time() + timeout)
+        except BaseException:
+            self._drop_future(fk, fut)
+            raise
 
     async def transfer_leadership(self, target: str, *, timeout: float | None = None) -> None:
         """Hand leadership to ``target`` (leader only). Raises :class:`TransferFailed` on timeout,
@@ -370,10 +375,15 @@ class RaftNode:
         loop = asyncio.get_running_loop()
         self._rid += 1
         rid = ("t", self._rid)
-        fut = self._future(("transfer", rid))
+        fk = ("transfer", rid)
+        fut = self._future(fk)
         self._core().transfer_leadership(rid, target, loop.time())
         self._kick()
-        await self._await(fut, None if timeout is None else loop.time() + timeout)
+        try:
+            await self._await(fut, None if timeout is None else loop.time() + timeout)
+        except BaseException:
+            self._drop_future(fk, fut)
+            raise
 
     def cancel_transfer(self) -> None:
         self._core().cancel_transfer(asyncio.get_running_loop().time())
