@@ -389,3 +389,44 @@ def test_a_removed_node_refuses_new_proposals() -> None:
         assert "removed" in str(err)
     else:
         raise AssertionError("a removed node accepted a proposal")
+
+
+def _lease_scenario(lease_drift: float) -> tuple[int, int | None]:
+    """n1 leads with a clock running at half speed; n2 and n3 run at 1.5x. n1 is cut off, the
+    others elect a new leader and commit a write; then n1 is asked for a read index."""
+    cfg = RaftConfig(election_timeout_min=0.1, election_timeout_max=0.2, heartbeat_interval=0.02,
+                     lease_read=True, lease_drift=lease_drift)
+    c = ScriptedCluster(3, config=cfg)
+    c.rates = {"n1": 0.5, "n2": 1.5, "n3": 1.5}
+    c.elect("n1")
+    c.run(0.05)
+    c.isolate("n1")
+    new = c.wait_leader(timeout=2.0) if c.leader() is not c["n1"] else None
+    deadline = c.now + 1.0
+    while new is None or new.id == "n1":
+        c.run(0.002)
+        ld = [n for n in c.live() if n.id != "n1" and n.c.role == Role.LEADER]
+        new = ld[0] if ld and ld[0].c.commit >= ld[0].c.noop_index else None
+        assert c.now < deadline
+    key = c.propose(new.id, b"acknowledged")
+    c.run(0.004)
+    widx = new.completion("propose", key).value[0]  # type: ignore[union-attr]
+    c["n1"].c.read_index(99, c.t("n1"))
+    c.pump("n1")
+    done = c["n1"].completion("read", 99)
+    return widx, (None if done is None else done.value)
+
+
+def test_lease_reads_are_stale_when_clocks_drift_beyond_the_stated_bound() -> None:
+    """The bound is not decorative: claim no drift while clocks differ 3x, and the old leader
+    answers a read from its lease after a newer write was acknowledged elsewhere."""
+    widx, ridx = _lease_scenario(lease_drift=0.0)
+    assert ridx is not None and ridx < widx
+
+
+def test_lease_reads_stay_linearizable_within_the_stated_bound() -> None:
+    """The same clocks with lease_drift=0.5 (rates within 1 +/- 0.5): the old leader's lease has run
+    out before anyone else can lead, so it cannot answer alone (and a partitioned leader never
+    confirms a round)."""
+    widx, ridx = _lease_scenario(lease_drift=0.5)
+    assert ridx is None or ridx >= widx

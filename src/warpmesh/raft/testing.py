@@ -70,6 +70,8 @@ class ScriptedCluster:
                                         heartbeat_interval=0.02)
         self.rng = random.Random(seed)
         self.now = 0.0
+        #: Clock rate per node (default 1.0): a node's clock reads ``rate * now``.
+        self.rates: dict[str, float] = {}
         self.codec = codec
         self.nodes: dict[str, ClusterNode] = {}
         self.queue: deque[Message] = deque()
@@ -86,6 +88,10 @@ class ScriptedCluster:
     def __getitem__(self, nid: str) -> ClusterNode:
         return self.nodes[nid]
 
+    def t(self, nid: str) -> float:
+        """Node ``nid``'s clock reading (its rate times the cluster's time)."""
+        return self.now * self.rates.get(nid, 1.0)
+
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self, nid: str, *, client_id: str | None = None) -> RaftCore:
         node = self.nodes[nid]
@@ -93,7 +99,7 @@ class ScriptedCluster:
         # The application restarts from scratch too: it replays from the snapshot (if any).
         node.applied = []
         node.installs = [st.snapshot] if st.snapshot is not None else []
-        node.core = RaftCore(nid, bootstrap=node.bootstrap, now=self.now, rng=random.Random(
+        node.core = RaftCore(nid, bootstrap=node.bootstrap, now=self.t(nid), rng=random.Random(
             self.rng.getrandbits(64)), config=self.cfg, hard_state=st.hard_state, entries=st.entries,
             snapshot=st.snapshot, client_id=client_id)
         self.pump(nid)
@@ -159,7 +165,7 @@ class ScriptedCluster:
                 assert prev == e, f"state-machine safety: {nid} committed {e}, others {prev}"
                 node.applied.append(e)
             node.completions.extend(rd.completions)
-            core.advance(rd, self.now)
+            core.advance(rd, self.t(nid))
 
     def _check_leader(self, nid: str, core: RaftCore) -> None:
         if core.role == Role.LEADER:
@@ -186,14 +192,14 @@ class ScriptedCluster:
                 if self.codec:
                     m = decode(encode(m), m.frm, m.to)
                 self.delivered.append(m)
-                node.core.step(m, self.now)
+                node.core.step(m, self.t(m.to))
                 self.pump(m.to)
         return n
 
     def tick(self) -> None:
         for nid, node in self.nodes.items():
-            if node.core is not None and node.core.next_deadline() <= self.now:
-                node.core.tick(self.now)
+            if node.core is not None and node.core.next_deadline() <= self.t(nid):
+                node.core.tick(self.t(nid))
                 self.pump(nid)
 
     def run(self, seconds: float, step: float = 0.002) -> None:
@@ -230,11 +236,11 @@ class ScriptedCluster:
         for n in self.live():
             # As if the cluster had been up a while and the old leader had gone quiet long ago:
             # neither the restart quiet period nor leader stickiness holds this election back.
-            n.c.quiet_until = min(n.c.quiet_until, self.now)
+            n.c.quiet_until = min(n.c.quiet_until, self.t(n.id))
             if n.c.role != Role.LEADER:
                 n.c.leader_contact = float("-inf")
-        core.election_deadline = self.now
-        core.tick(self.now)
+        core.election_deadline = self.t(nid)
+        core.tick(self.t(nid))
         self.pump(nid)
         self.deliver()
         self.run_until(lambda: self.nodes[nid].core is not None and self.nodes[nid].c.role == Role.LEADER
@@ -251,7 +257,7 @@ class ScriptedCluster:
         return ld
 
     def propose(self, nid: str, data: bytes, key: DedupKey | None = None) -> DedupKey:
-        k = self.nodes[nid].c.propose(data, self.now, key)
+        k = self.nodes[nid].c.propose(data, self.t(nid), key)
         self.pump(nid)
         self.deliver()
         return k
