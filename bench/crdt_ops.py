@@ -1,5 +1,8 @@
 """Per-operation cost of the replicated types as the state grows from 100 to 100,000 keys.
 
+Operations run in batches of ``--ops`` (fresh keys, removed again afterwards), so a state of n keys
+briefly holds up to n + ops keys while a put batch runs; remove-delta batches take min(n, ops) keys.
+
 Prints one JSON line per (operation, size): our median µs/op beside the peer's, measured in the same
 run, and the ratio. The point is the shape: put, remove and joining a one-mutation delta must stay
 flat as the state grows (they are O(1) / O(delta)), while a full-state encode is O(n log n).
@@ -80,21 +83,29 @@ def ours_board(n: int, ops: int, repeats: int) -> dict[str, float]:
     out["ormap_remove"] = statistics.median(s[1] for s in samples) * 1e6
 
     def join_put_deltas() -> float:
-        deltas = [peer.update(PEER, k, lambda r: r.set(PEER, "result")) for k in fresh_keys()]
-        return per_op(lambda: [local.join(d) for d in deltas], ops)
+        keys = fresh_keys()
+        deltas = [peer.update(PEER, k, lambda r: r.set(PEER, "result")) for k in keys]
+        t = per_op(lambda: [local.join(d) for d in deltas], ops)
+        local.join(peer.remove_all(keys))  # back to n keys for the next sample (untimed)
+        return t
 
     def join_remove_deltas() -> float:
         victims = peer.keys()[:ops]
         deltas = [peer.remove(k) for k in victims]
-        t = per_op(lambda: [local.join(d) for d in deltas], ops)
+        t = per_op(lambda: [local.join(d) for d in deltas], len(deltas))
         for k in victims:  # restore the size for the next repeat
             local.join(peer.update(PEER, k, lambda r: r.set(PEER, 0)))
         return t
 
     out["ormap_join_put_delta"] = median_us(join_put_deltas, repeats)
     out["ormap_join_remove_delta"] = median_us(join_remove_deltas, repeats)
-    out["ormap_encode_full_state_ms"] = median_us(lambda: per_op(lambda: encoded_bytes(local), 1), 3) / 1000
-    out["ormap_digest_full_state_ms"] = median_us(lambda: per_op(lambda: digest(local), 1), 3) / 1000
+    calls = max(1, 20_000 // n)  # several calls per sample for small states, so one sample is not noise
+    out["ormap_encode_full_state_ms"] = (
+        median_us(lambda: per_op(lambda: [encoded_bytes(local) for _ in range(calls)], calls), repeats) / 1000
+    )
+    out["ormap_digest_full_state_ms"] = (
+        median_us(lambda: per_op(lambda: [digest(local) for _ in range(calls)], calls), repeats) / 1000
+    )
     return out
 
 
@@ -124,8 +135,11 @@ def ours_queue(n: int, ops: int, repeats: int) -> dict[str, float]:
 
     def join_add_deltas() -> float:
         counter[0] += 1
-        deltas = [peer.add(PEER, f"p{counter[0]}-{i}") for i in range(ops)]
-        return per_op(lambda: [q.join(d) for d in deltas], ops)
+        keys = [f"p{counter[0]}-{i}" for i in range(ops)]
+        deltas = [peer.add(PEER, k) for k in keys]
+        t = per_op(lambda: [q.join(d) for d in deltas], ops)
+        q.join(peer.remove_all(keys))  # back to n elements (untimed)
+        return t
 
     out["orset_join_add_delta"] = median_us(join_add_deltas, repeats)
     return out
@@ -166,12 +180,19 @@ def peer_board(n: int, ops: int, repeats: int) -> dict[str, float]:
 
     def join_put_deltas() -> float:
         round_[0] += 1
+        keys = [f"peer-{round_[0]}-{i}" for i in range(ops)]
         updates = []
-        for i in range(ops):
+        for k in keys:
             sv = remote.get_state()
-            rm[f"peer-{round_[0]}-{i}"] = "result"
+            rm[k] = "result"
             updates.append(remote.get_update(sv))
-        return per_op(lambda: [doc.apply_update(u) for u in updates], ops)
+        t = per_op(lambda: [doc.apply_update(u) for u in updates], ops)
+        sv = remote.get_state()
+        with remote.transaction():
+            for k in keys:
+                del rm[k]
+        doc.apply_update(remote.get_update(sv))  # back to n keys (untimed)
+        return t
 
     def join_remove_deltas() -> float:
         round_[0] += 1
@@ -181,7 +202,7 @@ def peer_board(n: int, ops: int, repeats: int) -> dict[str, float]:
             sv = remote.get_state()
             del rm[k]
             updates.append(remote.get_update(sv))
-        t = per_op(lambda: [doc.apply_update(u) for u in updates], ops)
+        t = per_op(lambda: [doc.apply_update(u) for u in updates], len(updates))
         for k in victims:
             sv = remote.get_state()
             rm[k] = 0
@@ -190,7 +211,10 @@ def peer_board(n: int, ops: int, repeats: int) -> dict[str, float]:
 
     out["ormap_join_put_delta"] = median_us(join_put_deltas, repeats)
     out["ormap_join_remove_delta"] = median_us(join_remove_deltas, repeats)
-    out["ormap_encode_full_state_ms"] = median_us(lambda: per_op(doc.get_update, 1), 3) / 1000
+    calls = max(1, 20_000 // n)
+    out["ormap_encode_full_state_ms"] = (
+        median_us(lambda: per_op(lambda: [doc.get_update() for _ in range(calls)], calls), repeats) / 1000
+    )
     return out
 
 

@@ -11,12 +11,19 @@
    one OS process per visitor (``python -I -S``, the caos container analogue), run 16 wide so the
    baseline gets the parallelism it can use. Target: >= 50x faster.
 3. ``memo_rerun``: the same fold again (a top-level memo hit). Target: <= 5 ms (caos: 4-5 ms).
+4. ``mesh_memo_hit``: two peers on loopback TCP (``warpmesh.workers.mesh``). Peer A folds the
+   fixture; peer B then asks for the same fold and gets it from the mesh-wide memo board (a remote
+   hit), beside A asking again (a local hit through the same path).
+5. ``mesh_fetch``: B fetches a blob A shared (1 MiB: one request; 32 MiB: ranged pulls), verified
+   and stored, beside the transport floor: the same bytes streamed A -> B on a raw channel of the
+   same mesh in frames of the same size, no verification, no store.
 
-Usage: python bench/isolates.py [--quick]
+Usage: python bench/isolates.py [--quick] [--mesh-only]
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import json
 import statistics
@@ -292,11 +299,123 @@ def bench_fold(tmp: Path) -> None:
     host.close()
 
 
+def bench_mesh(tmp: Path) -> None:
+    asyncio.run(_bench_mesh(tmp))
+
+
+async def _bench_mesh(tmp: Path) -> None:
+    from warpmesh.net.mux import MuxSeam
+    from warpmesh.net.tcp import TcpMesh
+    from warpmesh.workers import Ref
+    from warpmesh.workers.guests import guest_bytes
+    from warpmesh.workers.mesh import WorkerMesh
+    from warpmesh.workers.request import WasmWorker
+
+    note("mesh: two peers on loopback TCP")
+    ta = await TcpMesh("a", listen=("127.0.0.1", 0), incarnation=1).start()
+    tb = await TcpMesh("b", listen=("127.0.0.1", 0), join=[ta.address], incarnation=1).start()  # type: ignore[list-item]
+    await tb.roster.wait_for(lambda r: r == {"a", "b"}, timeout=30)
+    await ta.roster.wait_for(lambda r: r == {"a", "b"}, timeout=30)
+    mux_a, mux_b = MuxSeam(ta), MuxSeam(tb)
+    raw_a, raw_b = mux_a.channel(0x3F), mux_b.channel(0x3F)  # the transport floor's channel
+    sub_a, sub_b = raw_a.subscribe(), raw_b.subscribe()
+    host = IsolateHost(HostConfig(artifact_dir=tmp / "mesh-compiled"))
+    sa, sb = Store(tmp / "mesh-a"), Store(tmp / "mesh-b")
+    wa = await WorkerMesh(mux_a, sa, host=host).start()
+    wb = await WorkerMesh(mux_b, sb, host=host).start()
+
+    async def until(pred, what: str) -> None:  # type: ignore[no-untyped-def]
+        for _ in range(4000):
+            if pred():
+                return
+            await asyncio.sleep(0.005)
+        raise RuntimeError(f"mesh bench: timed out waiting for {what}")
+
+    tree_dir = make_fixture_tree(tmp / "mesh-tree")
+    expected = python_fold(tree_dir).total
+    tree = import_dir(sa, tree_dir)
+    fold_id = wa.put_module(guest_bytes("fold"))
+    post_id = wa.put_module(guest_bytes("filecount"))
+    wa.share(tree)
+    refs = {"in": tree, "post": Ref(Kind.BLOB, post_id)}
+    await wa.run(fold_id, refs=refs, salt="warm")  # compiles both modules
+    await until(lambda: wb.manifest.holders(tree) == ["a"], "the manifest")
+    t = time.perf_counter()
+    first = await wb.run(fold_id, refs=refs, salt="warm")  # fetches modules + the tree's closure
+    first_ms = (time.perf_counter() - t) * 1e3
+    assert Counts.from_blob(sb.get_blob(first.ref.id)) == expected
+    remote, local = [], []
+    for i in range(5 if QUICK else 15):
+        salt = f"mesh-{i}"
+        await wa.run(fold_id, refs=refs, salt=salt)  # A computes it
+        key = wb.runner.request(WasmWorker(fold_id), refs, salt=salt).key
+        await until(lambda k=key: wb.results.lookup(k) is not None, "the memo board")
+        t = time.perf_counter()
+        rb = await wb.run(fold_id, refs=refs, salt=salt)
+        remote.append((time.perf_counter() - t) * 1e3)
+        t = time.perf_counter()
+        ra = await wa.run(fold_id, refs=refs, salt=salt)
+        local.append((time.perf_counter() - t) * 1e3)
+        assert rb.source == ra.source == "memo" and rb.ref == ra.ref
+    assert wb.runner.executions == 0 or first.source == "memo"
+    r, loc = statistics.median(remote), statistics.median(local)
+    emit(bench="isolates", figure="mesh_memo_hit_ms", ours=round(r, 3), floor=round(loc, 3),
+         ratio=round(r / loc, 2), floor_def="the same request answered from the local memo, same path",
+         first_contact_ms=round(first_ms, 1), first_contact_def="B's first fold: fetch fold.wasm, "
+         "filecount.wasm and the 160-node tree's closure from A, then a memo hit", guest_runs_on_b=wb.runner.executions)
+
+    frame = 1024 * 1024
+
+    async def serve_raw(data: bytes) -> None:
+        await sub_a.get()  # B's request
+        for off in range(0, len(data), frame):
+            await raw_a.send_to("b", data[off: off + frame])
+
+    scratch = Store(tmp / "mesh-scratch")
+    for size in (1024 * 1024, 32 * 1024 * 1024):
+        ours, floor, store_ms = [], [], []
+        for i in range(3 if QUICK else 7):
+            data = i.to_bytes(4, "big") + bytes(size - 4)
+            ref = Ref(Kind.BLOB, sa.put_blob(data))
+            wa.share(ref)
+            await until(lambda ref=ref: wb.manifest.holders(ref) == ["a"], "the manifest")
+            t = time.perf_counter()
+            assert await wb.fetch(ref)
+            ours.append((time.perf_counter() - t) * 1e3)
+            server = asyncio.create_task(serve_raw(data))
+            t = time.perf_counter()
+            await raw_b.send_to("a", b"go")
+            got = 0
+            while got < size:
+                got += len((await sub_b.get())[1])
+            floor.append((time.perf_counter() - t) * 1e3)
+            await server
+            t = time.perf_counter()  # what storing a verified object costs on this disk, for context
+            scratch.put_verified(ref, data)
+            store_ms.append((time.perf_counter() - t) * 1e3)
+        o, f = statistics.median(ours), statistics.median(floor)
+        emit(bench="isolates", figure="mesh_fetch_ms", bytes=size, ours=round(o, 2), floor=round(f, 2),
+             ratio=round(o / f, 2), ours_mib_s=round(size / 2**20 / (o / 1e3), 1),
+             floor_def="the same bytes streamed on a raw channel of the same TCP mesh, 1 MiB frames, "
+                       "no verification or store",
+             store_put_verified_ms=round(statistics.median(store_ms), 2))
+    await wb.close()
+    await wa.close()
+    for m in (tb, ta):
+        await m.close()
+    sa.close()
+    sb.close()
+    scratch.close()
+    host.close()
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="warpmesh-bench-") as d:
         tmp = Path(d)
-        bench_job_overhead(tmp)
-        bench_fold(tmp)
+        if "--mesh-only" not in sys.argv:
+            bench_job_overhead(tmp)
+            bench_fold(tmp)
+        bench_mesh(tmp)
     _ = Kind  # re-exported for readers of this file: results are blobs
 
 

@@ -10,7 +10,12 @@ The package is layered (see ``docs/architecture.md``): pure, deterministic cores
 and disks; the simulator (``warpmesh.sim``) drives the same runtimes under a virtual clock.
 """
 
+import logging as _logging
+
 __version__ = "0.1.0"
+
+# A library logs; the application decides where logs go (no last-resort printing to stderr).
+_logging.getLogger("warpmesh").addHandler(_logging.NullHandler())
 
 #: Wire protocol version carried in every frame's first byte and in the mesh handshake.
 PROTOCOL_VERSION = 1

@@ -6,6 +6,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from warpmesh.crdt import (
     CrdtDecodeError,
@@ -248,3 +250,36 @@ def test_intent_register_claimants_accumulate_and_completion_clears_the_entry() 
     for m in peers.values():
         m.join(rm)
     assert all("t1" not in m for m in peers.values())
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(st.sampled_from(["put", "remove", "keys", "copy", "join"]), st.integers(0, 120)), max_size=80
+    )
+)
+def test_key_order_stays_canonical_through_any_mix_of_edits(ops: list[tuple[str, int]]) -> None:
+    m: ORMap[GCounter] = ORMap(GCounter)
+    other: ORMap[GCounter] = ORMap(GCounter)
+    for i in range(100):
+        m.update(A, f"k{i}", lambda c: c.inc(A))
+    for op, i in ops:
+        key = f"k{i}" if i % 3 else i  # mixed str and int keys
+        if op == "put":
+            m.update(A, key, lambda c: c.inc(A))
+        elif op == "remove":
+            m.remove(key)
+        elif op == "keys":
+            assert m.keys() == sorted(m.keys(), key=pack)
+        elif op == "copy":
+            had = "after-copy" in m
+            snapshot = m.copy()
+            m.update(A, "after-copy", lambda c: c.inc(A))
+            assert ("after-copy" in snapshot.keys()) == had  # the copy's key order is its own
+            if i % 2:
+                m = snapshot
+        else:
+            other.update(B, key, lambda c: c.inc(B))
+            m.join(other)
+        expected = sorted((k for k in m._ds.store), key=lambda k: k if type(k) is bytes else pack(k))
+        assert m._ds.sorted_keys() == expected

@@ -120,3 +120,37 @@ def test_gset_join_of_a_delta_is_flat() -> None:
         return lines_executed(lambda: g.join(GSet(["new"])))
 
     assert cost(20_000) == cost(100)
+
+
+def test_bulk_operations_restore_the_garbage_collector() -> None:
+    import gc
+
+    from warpmesh.crdt import CrdtDecodeError, decode, encode
+
+    big = ORSet()
+    for i in range(3000):
+        big.add("a@1", f"t{i}")
+    wire = encode(big)
+    bad = [wire[0], [wire[1][0], [*wire[1][1], ["dup", [[0, 5]]], ["dup", [[0, 6]]]]]]
+    assert gc.isenabled()
+    for enabled in (True, False):
+        (gc.enable if enabled else gc.disable)()
+        try:
+            assert decode(wire) == big and big.copy() == big
+            with pytest.raises(CrdtDecodeError):
+                decode(bad)
+            assert gc.isenabled() == enabled
+        finally:
+            gc.enable()
+
+
+def test_key_order_is_patched_not_re_sorted_after_a_few_changes() -> None:
+    def cost(n: int) -> int:
+        m, _ = busy_board(n)
+        m.keys()  # establish the order
+        m.update("me@1", "zz-new", lambda r: r.set("me@1", 1))
+        m.remove("task-3")
+        return lines_executed(m._ds.sorted_keys)
+
+    small, large = cost(100), cost(20_000)
+    assert large <= small + 60, (small, large)  # O(k log n), not O(n log n)

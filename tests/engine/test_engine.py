@@ -427,3 +427,28 @@ def test_counter_state_is_visible_to_readers() -> None:
         engine.commit(tx)
     assert engine.node_attachment(entity(0)) == AtomPayload(COUNTER, (3).to_bytes(8, "little"))
     assert engine.view().node(ROOT) is not None
+
+
+def test_commit_restores_the_callers_gc_state() -> None:
+    import gc
+
+    engine = make_engine(3)
+    assert gc.isenabled()
+    engine.commit(engine.begin())
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        engine.commit(engine.begin())
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    tx = engine.begin()
+    engine.register_rule("boom", is_entity, _boom, lambda v, s: Footprint(v.warp_id).read_node(s))
+    engine.apply(tx, "boom", entity(0))
+    with pytest.raises(RuntimeError, match="boom"):
+        engine.commit(tx)
+    assert gc.isenabled()
+
+
+def _boom(view: GraphView, scope: bytes, delta: object) -> None:
+    raise RuntimeError("boom")

@@ -192,10 +192,12 @@ def test_replayed_challenge_fails_against_a_fresh_initiator_nonce() -> None:
         (HELLO, "inc", 8),
         (HELLO, "listen", ["10.0.0.66", 7001]),
         (HELLO, "nonce", b"\x02" * 32),
+        (HELLO, "max_frame", 4096),
         (CHALLENGE, "id", "mallory"),
         (CHALLENGE, "inc", 10),
         (CHALLENGE, "listen", ["10.0.0.66", 7002]),
         (CHALLENGE, "nonce", b"\x03" * 32),
+        (CHALLENGE, "max_frame", 4096),
         (PROOF, "mac", b"\x04" * 32),
     ],
 )
@@ -302,6 +304,8 @@ def test_timeout_while_waiting_for_welcome() -> None:
         Frame(HELLO, {"id": "a", "inc": 1, "versions": [1], "nonce": b"\x00" * 32, "listen": ["h"]}),
         Frame(HELLO, {"id": "a", "inc": 1, "versions": [1], "nonce": b"\x00" * 32,
                       "listen": ["h", 70000]}),
+        Frame(HELLO, {"id": "a", "inc": 1, "versions": [1], "nonce": b"\x00" * 32, "max_frame": 10}),
+        Frame(HELLO, {"id": "a", "inc": 1, "versions": [1], "nonce": b"\x00" * 32, "max_frame": "big"}),
     ],
 )
 def test_malformed_or_unexpected_frames_are_refused_as_protocol_errors(frame: Frame) -> None:
@@ -358,7 +362,7 @@ _bodies = st.recursive(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(role=st.sampled_from(list(Role)), kinds=st.lists(st.integers(0, 8), min_size=1, max_size=5),
        bodies=st.lists(_bodies, min_size=5, max_size=5))
 def test_hostile_frames_never_raise_out_of_the_machine(role: Role, kinds: list[int], bodies: list[Any]) -> None:
@@ -371,3 +375,11 @@ def test_hostile_frames_never_raise_out_of_the_machine(role: Role, kinds: list[i
             pytest.fail("a peer without the secret was admitted")
     # Whatever happened, the machine is in a defined state and its output is decodable.
     frames(hs.data_to_send())
+
+
+def test_frame_limits_are_exchanged() -> None:
+    i = make(Role.INITIATOR, PeerInfo("a", 1, None, max_frame=1 << 20))
+    r = make(Role.RESPONDER, PeerInfo("b", 1, None, max_frame=1 << 16), seed=2)
+    run_to_end(i, r)
+    assert isinstance(i.outcome, Established) and i.outcome.peer.max_frame == 1 << 16
+    assert isinstance(r.outcome, Established) and r.outcome.peer.max_frame == 1 << 20

@@ -42,7 +42,7 @@ def _normalise(items: list[Any]) -> list[tuple[int, Any, int]]:
     return out
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(frames=st.lists(_frames, max_size=12), cuts=st.lists(st.integers(0, 4000), max_size=8),
        tail=st.binary(max_size=10))
 def test_link_decoder_matches_stream_decoder(frames: list[bytes], cuts: list[int], tail: bytes) -> None:

@@ -58,6 +58,16 @@ def recording_registry(log: ExecLog, peer: str, fn: Callable[[Any], Any] | None 
     return reg
 
 
+async def eventually(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
+    """Poll ``predicate`` on virtual time (counters and boards converge; they are never instant)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"{what} did not hold within {timeout} s")
+        await asyncio.sleep(0.05)
+
+
 class Mesh:
     def __init__(self, fabric: MemoryFabric, log: ExecLog, config: WarpConfig) -> None:
         self.fabric = fabric

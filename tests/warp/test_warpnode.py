@@ -11,7 +11,7 @@ from warpmesh.net.memory import MemoryFabric
 from warpmesh.sim import run_virtual
 from warpmesh.warp import ClaimStrategy, OpRegistry, TransientError, WarpNode
 
-from .harness import FAST, ExecLog, make_mesh, recording_registry
+from .harness import FAST, ExecLog, eventually, make_mesh, recording_registry
 
 STRATEGIES = [ClaimStrategy.INTENT, ClaimStrategy.RING]
 
@@ -90,7 +90,7 @@ def test_survivor_picks_up_tasks_when_owner_is_partitioned() -> None:
             await mesh.nodes["c"].result(t, timeout=10)
         for t in owned_by_b:
             assert "b" not in mesh.log.executed_by(t)
-        assert mesh.nodes["a"].counter("failovers") >= len(owned_by_b) > 0
+        await eventually(lambda: mesh.nodes["a"].counter("failovers") >= len(owned_by_b) > 0, what="failovers")
         mesh.fabric.heal()
         await mesh.nodes["b"].result(tasks[0], timeout=10)  # b catches up once the partition heals
         await mesh.close()
@@ -182,7 +182,7 @@ def test_without_intents_a_contested_task_runs_twice_and_the_duplicate_is_counte
         await asyncio.sleep(2.0)
         assert sorted(log.executed_by(task)) == ["peer-1", "peer-2"]
         assert p1.results[task] == p2.results[task]  # the board still holds one answer
-        assert p1.counter("duplicates") == p2.counter("duplicates") == 1
+        await eventually(lambda: p1.counter("duplicates") == p2.counter("duplicates") == 1, what="duplicates")
         for n in (p1, p2):
             await n.close()
         await fabric.close()
@@ -237,7 +237,7 @@ def test_terminal_failure_converges_as_a_failure_result_and_node_survives() -> N
         assert len(calls) == 1  # terminal: never retried
         await nodes[1].enqueue("good", "ok", 21)  # the node that raised still serves
         assert (await nodes[0].result("good", timeout=10)).value == 42
-        assert nodes[0].counter("failures") == 1
+        await eventually(lambda: nodes[0].counter("failures") == 1, what="failures counter")
         for node in nodes:
             await node.close()
         await fabric.close()
@@ -266,7 +266,7 @@ def test_transient_failures_retry_with_backoff_up_to_the_limit() -> None:
         assert ok.ok and ok.attempts == 3
         bad = await node.result("never", timeout=10)
         assert not bad.ok and bad.attempts == FAST.max_attempts
-        assert node.counter("retries") == 2 + (FAST.max_attempts - 1)
+        await eventually(lambda: node.counter("retries") == 2 + (FAST.max_attempts - 1), what="retries")
         await node.close()
         await fabric.close()
 
@@ -388,6 +388,46 @@ def test_client_role_enqueues_but_never_runs() -> None:
         for t in tasks:
             await client.result(t, timeout=10)
         assert {p for p, _ in mesh.log.runs} <= {"w1", "w2"}
+        await mesh.close()
+
+    run_virtual(main())
+
+
+def test_enqueue_raises_not_replicated_when_isolated_and_a_retry_with_the_same_run_runs_once() -> None:
+    async def main() -> None:
+        from warpmesh.warp import NotReplicated
+
+        mesh = await make_mesh(["a", "b", "c"])
+        mesh.fabric.isolate("a")
+        await eventually(lambda: mesh.nodes["a"].liveness.live.value == {"a"}, what="a isolated")
+        try:
+            await mesh.nodes["a"].enqueue("retry-me", "echo", {"task": "retry-me"})
+        except NotReplicated as err:
+            run = err.run
+            assert "queued only on this peer" in str(err)
+        else:
+            raise AssertionError("an isolated peer cannot confirm replication")
+        assert mesh.nodes["a"].queue_depth == 1  # still queued locally
+        assert await mesh.nodes["b"].enqueue("retry-me", "echo", {"task": "retry-me"}, run=run) == run
+        await mesh.nodes["b"].result("retry-me", timeout=10, run=run)
+        mesh.fabric.heal()
+        await mesh.nodes["a"].result("retry-me", timeout=10, run=run)
+        await asyncio.sleep(2.0)
+        # Each side of the partition may run it once (availability); the shared run token means
+        # one answer for one run, and no third execution after the heal.
+        assert 1 <= len(mesh.log.executed_by("retry-me")) <= 2
+        answers = {n.results["retry-me"] for n in mesh.nodes.values()}
+        assert len(answers) == 1 and answers.pop().run == run
+        await mesh.close()
+
+    run_virtual(main())
+
+
+def test_enqueue_on_a_mesh_of_one_returns_at_once() -> None:
+    async def main() -> None:
+        mesh = await make_mesh(["solo"])
+        run = await mesh.nodes["solo"].enqueue("t", "echo", {"task": "t"})
+        assert (await mesh.nodes["solo"].result("t", timeout=5)).run == run
         await mesh.close()
 
     run_virtual(main())

@@ -105,6 +105,19 @@ def test_a_corrupt_file_is_detected(store: Store) -> None:
     assert "missing" in str(info.value)
 
 
+def test_read_range_reads_pieces_of_inline_and_file_objects(store: Store) -> None:
+    small = store.put_blob(b"0123456789")
+    big_data = bytes(range(256)) * 400
+    big = store.put_blob(big_data)
+    assert store.read_range(small, 2, 3) == b"234"
+    assert store.read_range(big, 1000, 5000) == big_data[1000:6000]
+    assert store.read_range(big, len(big_data) - 10, 100) == big_data[-10:]
+    with pytest.raises(ObjectNotFound):
+        store.read_range(blob_id(b"absent"), 0, 1)
+    with pytest.raises(ValueError):
+        store.read_range(big, -1, 1)
+
+
 def test_trees_need_their_entries(store: Store) -> None:
     with pytest.raises(ObjectNotFound):
         store.put_tree({"x": Ref(Kind.BLOB, blob_id(b"not stored"))})

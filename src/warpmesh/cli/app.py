@@ -26,8 +26,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "kv": ("warpmesh.cli.kv:kv", "A replicated key-value store on Raft: serve, get, put, cas, up."),
     "mesh-demo": ("warpmesh.cli.mesh_demo:mesh_demo", "Three local peers replicate CRDTs over TCP while one is killed."),
     "node": ("warpmesh.cli.node:node", "Run one long-lived mesh peer (a Warp worker)."),
+    "results": ("warpmesh.cli.client:results", "Print (and optionally acknowledge) answers from a running mesh."),
     "run": ("warpmesh.cli.run:run", "Run a WebAssembly module as a memoized, sandboxed job."),
     "sim": ("warpmesh.cli.sim:sim", "Deterministic simulations over many seeds, with one-command replay."),
+    "status": ("warpmesh.cli.client:status", "Show a running mesh: peers, ring shares, queue, counters."),
+    "submit": ("warpmesh.cli.client:submit", "Submit jobs to a running mesh and wait for their answers."),
 }
 
 

@@ -16,7 +16,7 @@ def engine() -> None:
     """Deterministic graph-rewrite engine (hash-compatible with Echo's warp-core)."""
 
 
-@engine.command("replay")
+@engine.command("replay", short_help="Replay an Echo DIND log; print the state hash after each step.")
 @click.argument("log", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--expect", "expect", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Echo's LOG.hashes.json: exit 0 only if every step's hash matches.")

@@ -13,11 +13,12 @@ so every boot must use a fresh id (:func:`warpmesh.crdt.base.replica_id`).
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from warpmesh.crdt.base import CrdtDecodeError, check_replica, sort_bytes, w_int, w_list, w_replica
+from warpmesh.crdt.base import CrdtDecodeError, check_replica, gc_paused, sort_bytes, w_int, w_list, w_replica
 from warpmesh.wire.frame import pack
 
 __all__ = ["Dot", "DotContext", "DotStore"]
@@ -116,9 +117,10 @@ class DotContext:
         check_replica(r)
         if type(s) is not int or not 1 <= s <= _SEQ_MAX:
             raise ValueError(f"dot sequence numbers start at 1, got {s!r}")
-        return self._add(r, s)
+        return self._add(dot if type(dot) is Dot else Dot(r, s))  # type: ignore[arg-type]
 
-    def _add(self, r: str, s: int) -> bool:
+    def _add(self, d: Dot) -> bool:
+        r, s = d
         v = self._vv.get(r, 0)
         if s <= v:
             return False
@@ -135,9 +137,9 @@ class DotContext:
             if s != self._vv[r]:
                 self._vv[r] = s  # cloud dots moved into vv: size unchanged
             return True
-        if (r, s) in cloud:
+        if d in cloud:
             return False
-        cloud.add(Dot(r, s))
+        cloud.add(d)
         self._size += 1
         return True
 
@@ -173,14 +175,14 @@ class DotContext:
             if n > vv.get(r, 0):
                 self._raise_vv(r, n)
         for d in other._cloud:
-            self._add(d[0], d[1])
+            self._add(d)
 
     def compact(self) -> None:
         """Restore the canonical form. The form is maintained by every update, so this only checks it."""
         for d in [d for d in self._cloud if d[1] <= self._vv.get(d[0], 0) + 1]:
             self._cloud.discard(d)
             self._size -= 1
-            self._add(d[0], d[1])
+            self._add(d)
 
     def copy(self) -> DotContext:
         c = DotContext.__new__(DotContext)
@@ -246,7 +248,7 @@ class DotContext:
             if n:
                 ctx._raise_vv(r, n)
             for s in seqs:
-                ctx._add(r, s)
+                ctx._add(Dot(r, s))
             names.append(r)
         return ctx, names
 
@@ -270,21 +272,49 @@ class DotStore(Generic[V]):
     empty dict. The index lets a small delta retire dots in O(delta) instead of scanning the store.
     """
 
-    __slots__ = ("_sorted", "ctx", "index", "store")
+    __slots__ = ("_added", "_removed", "_sorted", "ctx", "index", "store")
 
     def __init__(self) -> None:
         self.store: dict[Hashable, dict[Dot, V]] = {}
         self.index: dict[Dot, Hashable] = {}
         self.ctx = DotContext()
-        self._sorted: list[Hashable] | None = None  # cached canonical key order
+        # Canonical key order, maintained lazily: keys added / removed since the list was last
+        # brought up to date are patched in with binary search when someone asks for the order.
+        self._sorted: list[Hashable] | None = None
+        self._added: set[Hashable] = set()
+        self._removed: set[Hashable] = set()
 
-    # --- primitive edits (keep index and key cache in step) ---------------------------------------
+    # --- primitive edits (keep index and key order in step) ----------------------------------------
+
+    def _key_added(self, key: Hashable) -> None:
+        if self._sorted is not None:
+            if key in self._removed:
+                self._removed.discard(key)
+            else:
+                self._added.add(key)
+                self._check_backlog()
+
+    def _key_removed(self, key: Hashable) -> None:
+        if self._sorted is not None:
+            if key in self._added:
+                self._added.discard(key)
+            else:
+                self._removed.add(key)
+                self._check_backlog()
+
+    def _check_backlog(self) -> None:
+        # Past this many pending edits a fresh sort is cheaper than patching one by one.
+        sorted_ = self._sorted
+        if sorted_ is not None and len(self._added) + len(self._removed) > max(64, len(sorted_) >> 3):
+            self._sorted = None
+            self._added.clear()
+            self._removed.clear()
 
     def add_dot(self, key: Hashable, dot: Dot, value: V) -> None:
         contribs = self.store.get(key)
         if contribs is None:
             contribs = self.store[key] = {}
-            self._sorted = None
+            self._key_added(key)
         contribs[dot] = value
         self.index[dot] = key
 
@@ -294,27 +324,46 @@ class DotStore(Generic[V]):
         del contribs[dot]  # type: ignore[arg-type]
         if not contribs:
             del self.store[key]
-            self._sorted = None
+            self._key_removed(key)
 
     def remove_key(self, key: Hashable) -> dict[Dot, V]:
         contribs = self.store.pop(key, None)
         if contribs is None:
             return {}
-        self._sorted = None
+        self._key_removed(key)
         index = self.index
         for d in contribs:
             del index[d]
         return contribs
 
     def sorted_keys(self) -> list[Hashable]:
-        """Keys in canonical order (by the elements' msgpack bytes); cached between key changes."""
-        if self._sorted is None:
-            self._sorted = sorted(self.store, key=sort_bytes)
-        return self._sorted
+        """Keys in canonical order (by the elements' msgpack bytes).
+
+        O(n log n) the first time; afterwards O(k log n) for k keys added or removed since (plus
+        the list moves), so listing the keys of a large, busy map stays cheap.
+        """
+        order = self._sorted
+        if order is None:
+            order = self._sorted = sorted(self.store, key=sort_bytes)
+            return order
+        if self._removed:
+            for k in self._removed:
+                del order[bisect_left(order, sort_bytes(k), key=sort_bytes)]
+            self._removed.clear()
+        if self._added:
+            for k in self._added:
+                insort(order, k, key=sort_bytes)
+            self._added.clear()
+        return order
 
     # --- lattice ---------------------------------------------------------------------------------
 
     def join(self, other: DotStore[V], join_value: Callable[[V, V], V], copy_value: Callable[[V], V]) -> None:
+        """In-place causal join (see :meth:`_join`)."""
+        with gc_paused(len(other.store)):
+            self._join(other, join_value, copy_value)
+
+    def _join(self, other: DotStore[V], join_value: Callable[[V, V], V], copy_value: Callable[[V], V]) -> None:
         """In-place causal join (the DotMap join of Almeida et al. §5.2, lifted over keys).
 
         A dot survives if both sides hold it under the same key, or one side holds it and the other
@@ -347,11 +396,17 @@ class DotStore(Generic[V]):
         s_ctx.join(o_ctx)
 
     def copy(self, copy_value: Callable[[V], V]) -> DotStore[V]:
+        with gc_paused(len(self.store)):
+            return self._copy(copy_value)
+
+    def _copy(self, copy_value: Callable[[V], V]) -> DotStore[V]:
         c: DotStore[V] = DotStore.__new__(DotStore)
         c.store = {k: {d: copy_value(v) for d, v in contribs.items()} for k, contribs in self.store.items()}
         c.index = dict(self.index)
         c.ctx = self.ctx.copy()
-        c._sorted = self._sorted
+        c._sorted = None if self._sorted is None else list(self._sorted)
+        c._added = set(self._added)
+        c._removed = set(self._removed)
         return c
 
     def is_bottom(self) -> bool:
@@ -368,6 +423,10 @@ class DotStore(Generic[V]):
 
     def to_wire(self, key_wire: Callable[[Hashable], Any], value_wire: Callable[[V], Any] | None) -> list[Any]:
         """``[ctx, [[key, [[ri, seq(, value)], ...]], ...]]`` with keys and dots in canonical order."""
+        with gc_paused(len(self.store)):
+            return self._to_wire(key_wire, value_wire)
+
+    def _to_wire(self, key_wire: Callable[[Hashable], Any], value_wire: Callable[[V], Any] | None) -> list[Any]:
         ctx_rows, table = self.ctx.wire_table()
         names = [row[0] for row in ctx_rows]
         entries = []
@@ -397,6 +456,18 @@ class DotStore(Generic[V]):
         what: str,
     ) -> DotStore[V]:
         """Validate and build. ``value_from_wire`` None means dots carry no value (stored as None)."""
+        size = len(data[1]) if type(data) is list and len(data) == 2 and type(data[1]) is list else 0
+        with gc_paused(size):
+            return cls._from_wire(data, key_from_wire, value_from_wire, what)
+
+    @classmethod
+    def _from_wire(
+        cls,
+        data: Any,
+        key_from_wire: Callable[[Any], tuple[Hashable, Any]],
+        value_from_wire: Callable[[Any], V] | None,
+        what: str,
+    ) -> DotStore[V]:
         top = w_list(data, what, 2)
         ctx, names = DotContext.from_wire_table(top[0])
         ds: DotStore[V] = cls()

@@ -108,10 +108,10 @@ class ORMap(Crdt, Generic[V]):
         delta: DotStore[V] = DotStore()
         for d in own:
             ds.remove_dot(d)
-            delta.ctx._add(d[0], d[1])
-        ds.ctx._add(dot[0], dot[1])
+            delta.ctx._add(d)
+        ds.ctx._add(dot)
         ds.add_dot(k, dot, new_val)
-        delta.ctx._add(dot[0], dot[1])
+        delta.ctx._add(dot)
         delta.add_dot(k, dot, new_val.copy())
         return ORMap._wrap(self._vt, delta)
 
@@ -129,7 +129,7 @@ class ORMap(Crdt, Generic[V]):
         k = element_key(key)
         delta: DotStore[V] = DotStore()
         for d in self._ds.remove_key(k):
-            delta.ctx._add(d[0], d[1])
+            delta.ctx._add(d)
         return ORMap._wrap(self._vt, delta)
 
     def remove_all(self, keys: Iterable[Any]) -> ORMap[V]:
@@ -138,7 +138,7 @@ class ORMap(Crdt, Generic[V]):
         delta: DotStore[V] = DotStore()
         for k in ks:
             for d in self._ds.remove_key(k):
-                delta.ctx._add(d[0], d[1])
+                delta.ctx._add(d)
         return ORMap._wrap(self._vt, delta)
 
     # --- queries ---------------------------------------------------------------------------------
@@ -170,7 +170,7 @@ class ORMap(Crdt, Generic[V]):
 
     def keys(self) -> list[Any]:
         """Keys in canonical order (by msgpack bytes)."""
-        return [key_element(k) for k in self._ds.sorted_keys()]
+        return [k if type(k) is str else key_element(k) for k in self._ds.sorted_keys()]
 
     def items(self) -> list[tuple[Any, V]]:
         """``(key, joined value)`` pairs in canonical key order."""

@@ -172,10 +172,10 @@ class MVRegister(Crdt):
         dot = ds.ctx.next_dot(replica)
         delta: DotStore[tuple[Hashable, Any]] = DotStore()
         for d in ds.remove_key(_ONLY):
-            delta.ctx._add(d[0], d[1])
-        ds.ctx._add(dot[0], dot[1])
+            delta.ctx._add(d)
+        ds.ctx._add(dot)
         ds.add_dot(_ONLY, dot, kv)
-        delta.ctx._add(dot[0], dot[1])
+        delta.ctx._add(dot)
         delta.add_dot(_ONLY, dot, kv)
         return MVRegister._wrap(delta)
 

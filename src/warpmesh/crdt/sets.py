@@ -150,10 +150,10 @@ class ORSet(Crdt):
         if old:
             for d in list(old):
                 ds.remove_dot(d)
-                delta.ctx._add(d[0], d[1])
-        ds.ctx._add(dot[0], dot[1])
+                delta.ctx._add(d)
+        ds.ctx._add(dot)
         ds.add_dot(k, dot, None)
-        delta.ctx._add(dot[0], dot[1])
+        delta.ctx._add(dot)
         delta.add_dot(k, dot, None)
         return ORSet._wrap(delta)
 
@@ -162,7 +162,7 @@ class ORSet(Crdt):
         k = element_key(e)
         delta = DotStore()
         for d in self._ds.remove_key(k):
-            delta.ctx._add(d[0], d[1])
+            delta.ctx._add(d)
         return ORSet._wrap(delta)
 
     def remove_all(self, elements: Iterable[Any]) -> ORSet:
@@ -171,7 +171,7 @@ class ORSet(Crdt):
         delta = DotStore()
         for k in keys:
             for d in self._ds.remove_key(k):
-                delta.ctx._add(d[0], d[1])
+                delta.ctx._add(d)
         return ORSet._wrap(delta)
 
     # --- queries ---------------------------------------------------------------------------------
@@ -184,14 +184,14 @@ class ORSet(Crdt):
 
     def __iter__(self) -> Iterator[Any]:
         """Elements in canonical order (by msgpack bytes)."""
-        return iter([key_element(k) for k in self._ds.sorted_keys()])
+        return iter([k if type(k) is str else key_element(k) for k in self._ds.sorted_keys()])
 
     def __len__(self) -> int:
         return len(self._ds.store)
 
     @property
     def elements(self) -> frozenset[Any]:
-        return frozenset(key_element(k) for k in self._ds.store)
+        return frozenset(k if type(k) is str else key_element(k) for k in self._ds.store)
 
     def dots(self, e: Any) -> frozenset[Dot]:
         """The live dots of ``e`` (more than one after concurrent adds)."""

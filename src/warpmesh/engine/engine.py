@@ -12,6 +12,7 @@ only and loses them).
 
 from __future__ import annotations
 
+import gc
 import random
 import struct
 from collections.abc import Callable, Iterable, Sequence
@@ -36,6 +37,7 @@ from warpmesh.engine.errors import (
 from warpmesh.engine.execution import (
     ExecItem,
     MergeFailure,
+    TickDelta,
     assign_units,
     merge_deltas,
     partition_units,
@@ -92,7 +94,7 @@ __all__ = [
 ]
 
 MatchFn = Callable[[GraphView, NodeId], bool]
-ExecuteFn = Callable[[GraphView, NodeId, Any], None]
+ExecuteFn = Callable[[GraphView, NodeId, TickDelta], None]
 FootprintFn = Callable[[GraphView, NodeId], Footprint]
 
 _u64 = struct.Struct("<Q").pack
@@ -551,6 +553,19 @@ class Engine:
         """
         pending = self._check_tx(tx)
         del self._live[tx]
+        # A tick allocates tens of thousands of short-lived containers (footprint sets, ops, receipt
+        # entries); generational collections triggered by them would walk the whole graph's records and
+        # cost up to half the commit. The engine creates no reference cycles, so the cyclic collector
+        # is paused for the tick and restored (to whatever state the caller had) afterwards.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._commit(tx, pending)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+
+    def _commit(self, tx: int, pending: PendingTx) -> tuple[Snapshot, TickReceipt, TickPatch]:
         pack = self.rule_pack_id
         drained = pending.drain(self.radix_threshold)
 

@@ -175,11 +175,14 @@ class MergeFailure(Exception):
 
 
 def merge_deltas(deltas: Sequence[tuple[Sequence[WarpOp], Sequence[tuple[int, int]]]]) -> list[WarpOp]:
-    """The canonical merge: ops sorted by key; identical duplicates kept once; divergent ones refused."""
+    """The canonical merge: ops sorted by key; identical duplicates kept once; divergent ones refused.
+
+    Origins must be unique (the engine numbers them per rewrite and op), so sorting never compares ops.
+    """
     flat: list[tuple[bytes, tuple[int, int], WarpOp]] = []
     for ops, origins in deltas:
         flat.extend(zip([op.sort_key() for op in ops], origins, ops))
-    flat.sort(key=_key_origin)
+    flat.sort()  # by (key, origin); origins are unique, so ops themselves are never compared
     out: list[WarpOp] = []
     n = len(flat)
     i = 0
@@ -196,6 +199,3 @@ def merge_deltas(deltas: Sequence[tuple[Sequence[WarpOp], Sequence[tuple[int, in
         i = j
     return out
 
-
-def _key_origin(t: tuple[bytes, tuple[int, int], WarpOp]) -> tuple[bytes, tuple[int, int]]:
-    return t[0], t[1]

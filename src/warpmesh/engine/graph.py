@@ -23,6 +23,7 @@ from warpmesh.engine.ident import EdgeId, NodeId, TypeId, WarpId
 __all__ = ["EdgeRecord", "GraphStore", "GraphView", "NodeRecord"]
 
 _u64 = struct.Struct("<Q").pack
+_ONE = _u64(1)
 
 
 class NodeRecord(NamedTuple):
@@ -320,6 +321,7 @@ class GraphStore:
             nodes = self.nodes
             atts = self.node_attachments
             chunks = self._node_chunk
+            join = b"".join
             for n in dirty_nodes:
                 rec = nodes.get(n)
                 if rec is None:
@@ -329,25 +331,33 @@ class GraphStore:
                 if a is None:
                     chunks[n] = n + rec[0] + b"\x00"
                 elif type(a) is AtomPayload:
-                    chunks[n] = b"".join((n, rec[0], b"\x01\x01", a[0], _u64(len(a[1])), a[1]))
+                    d = a[1]
+                    chunks[n] = join((n, rec[0], b"\x01\x01", a[0], _u64(len(d)), d))
                 else:
                     chunks[n] = n + rec[0] + b"\x01\x02" + a[0]
             self._dirty_nodes = set()
-        if self._dirty_buckets:
+        if dirty_buckets:
             edges_from = self.edges_from
             eatts = self.edge_attachments
             bchunks = self._bucket_chunk
+            join = b"".join
+            enc = encode_opt_attachment_value
             for src in dirty_buckets:
                 bucket = edges_from.get(src)
                 if not bucket:
                     bchunks.pop(src, None)
                     continue
+                if len(bucket) == 1:
+                    for eid, rec in bucket.items():
+                        a = eatts.get(eid)
+                        bchunks[src] = join((src, _ONE, eid, rec[3], rec[2], b"\x00" if a is None else enc(a)))
+                    continue
                 parts = [src, _u64(len(bucket))]
-                for eid in sorted(bucket) if len(bucket) > 1 else bucket:
+                for eid in sorted(bucket):
                     rec = bucket[eid]
                     a = eatts.get(eid)
-                    parts += (eid, rec[3], rec[2], b"\x00" if a is None else encode_opt_attachment_value(a))
-                bchunks[src] = b"".join(parts)
+                    parts += (eid, rec[3], rec[2], b"\x00" if a is None else enc(a))
+                bchunks[src] = join(parts)
             self._dirty_buckets = set()
         return dirty_nodes, dirty_buckets
 

@@ -52,17 +52,17 @@ class GuardedView(GraphView):
 
     def node(self, node_id: NodeId) -> NodeRecord | None:
         self._node_ok(node_id)
-        return super().node(node_id)
+        return self._s.nodes.get(node_id)
 
     def has_node(self, node_id: NodeId) -> bool:
         self._node_ok(node_id)
-        return super().has_node(node_id)
+        return node_id in self._s.nodes
 
     def node_attachment(self, node_id: NodeId) -> AttachmentValue | None:
         k = (NODE, self._w, node_id, PLANE_ALPHA)
         if k not in self._fp.a_read and k not in self._fp.a_write:
             raise FootprintViolation(f"read of undeclared alpha attachment of {node_id.hex()}")
-        return super().node_attachment(node_id)
+        return self._s.node_attachments.get(node_id)
 
     def edge(self, edge_id: EdgeId) -> EdgeRecord | None:
         k = (self._w, edge_id)
@@ -74,7 +74,7 @@ class GuardedView(GraphView):
         k = (EDGE, self._w, edge_id, PLANE_BETA)
         if k not in self._fp.a_read and k not in self._fp.a_write:
             raise FootprintViolation(f"read of undeclared beta attachment of {edge_id.hex()}")
-        return super().edge_attachment(edge_id)
+        return self._s.edge_attachments.get(edge_id)
 
     def edges_from(self, node_id: NodeId) -> Iterator[EdgeRecord]:
         self._node_ok(node_id)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
+from operator import methodcaller
 from typing import Any, NamedTuple
 
 from blake3 import blake3
@@ -21,6 +22,7 @@ from warpmesh.engine.attachment import (
     NODE,
     PLANE_ALPHA,
     PLANE_BETA,
+    AtomPayload,
     AttachmentKey,
     AttachmentValue,
     Descend,
@@ -76,8 +78,8 @@ class SlotSet(NamedTuple):
     def of(cls, nodes: Iterable = (), edges: Iterable = (), attachments: Iterable = (),
            ports: Iterable = ()) -> SlotSet:
         """Canonicalise: sort and deduplicate each kind."""
-        return cls(tuple(sorted(set(nodes))), tuple(sorted(set(edges))), tuple(sorted(set(attachments))),
-                   tuple(sorted(set(ports))))
+        return cls(*(tuple(sorted(x if isinstance(x, set | frozenset) else set(x)))
+                     for x in (nodes, edges, attachments, ports)))
 
     def size(self) -> int:
         """Number of slots."""
@@ -132,7 +134,15 @@ def slots_of(footprints: Iterable[Any]) -> tuple[SlotSet, SlotSet]:
             bi |= fp.b_in
         if fp.b_out:
             bo |= fp.b_out
-    return (SlotSet.of(nr | nw, er | ew, ar | aw, bi | bo), SlotSet.of(nw, ew, aw, bo))
+    ins = SlotSet.of(nr | nw, er | ew, ar | aw, bi | bo)
+    # out ⊆ in: filter the sorted in-lists instead of sorting again.
+    outs = SlotSet(
+        tuple(x for x in ins.nodes if x in nw) if len(nw) != len(ins.nodes) else ins.nodes,
+        tuple(x for x in ins.edges if x in ew) if len(ew) != len(ins.edges) else ins.edges,
+        tuple(x for x in ins.attachments if x in aw) if len(aw) != len(ins.attachments) else ins.attachments,
+        tuple(x for x in ins.ports if x in bo) if len(bo) != len(ins.ports) else ins.ports,
+    )
+    return ins, outs
 
 
 def canonical_ops(ops: Iterable[WarpOp]) -> list[WarpOp]:
@@ -174,7 +184,7 @@ class TickPatch:
                 self.in_slots.encode(profile),
                 self.out_slots.encode(profile),
                 _u64(len(ops)),
-                *[op.encode() for op in ops],
+                *_encode_ops(ops),
             )
         )
         return Hash(blake3(data).digest())
@@ -182,6 +192,23 @@ class TickPatch:
     def apply_to(self, state: WarpState) -> None:
         """Apply the ops to ``state``; on failure the state is restored and the error re-raised."""
         apply_ops(state, self.ops)
+
+
+_SET_ATT_PREFIX = {(NODE, PLANE_ALPHA): b"\x07\x01\x01", (EDGE, PLANE_BETA): b"\x07\x02\x02"}
+
+
+def _encode_ops(ops: Iterable[WarpOp]) -> list[bytes]:
+    """Digest encodings of ``ops``; the common ``SetAttachment`` of an atom is encoded inline."""
+    out: list[bytes] = []
+    for op in ops:
+        if type(op) is SetAttachment:
+            key, value = op
+            prefix = _SET_ATT_PREFIX.get((key[0], key[3]))
+            if prefix is not None and type(value) is AtomPayload:
+                out += (prefix, key[1], key[2], b"\x01\x01", value[0], _u64(len(value[1])), value[1])
+                continue
+        out.append(op.encode())
+    return out
 
 
 def apply_ops(state: WarpState, ops: Iterable[WarpOp]) -> TickApplier:
@@ -484,5 +511,4 @@ class TickApplier:
                 store.set_edge_attachment(eid, value)
 
 
-def _sort_key(op: WarpOp) -> bytes:
-    return op.sort_key()
+_sort_key = methodcaller("sort_key")

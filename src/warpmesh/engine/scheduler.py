@@ -24,7 +24,7 @@ __all__ = ["SMALL_SORT_THRESHOLD", "PendingRewrite", "PendingTx", "radix_order",
 #: Echo's ``SMALL_SORT_THRESHOLD``: at most this many candidates are drained with a comparison sort.
 SMALL_SORT_THRESHOLD = 1024
 
-_be16x16 = struct.Struct(">16H").unpack
+_be16 = struct.Struct(">H").unpack_from
 _sort_key = attrgetter("scope_hash", "compact", "nonce")
 
 
@@ -101,23 +101,25 @@ def radix_order(items: Sequence[PendingRewrite]) -> list[PendingRewrite]:
     n = len(items)
     if n < 2:
         return list(items)
-    scope_cols = list(zip(*[_be16x16(pr.scope_hash) for pr in items]))  # 16 columns, pair 0 first
-    nonces = [pr.nonce for pr in items]
-    rules = [pr.compact for pr in items]
-    columns: list[Sequence[int]] = [
-        [x & 0xFFFF for x in nonces],
-        [x >> 16 for x in nonces],
-        [x & 0xFFFF for x in rules],
-        [x >> 16 for x in rules],
-    ]
-    columns.extend(scope_cols[15 - k] for k in range(16))
-    # If the k most significant digits already tell every key apart, the less significant passes
+    hashes = [pr.scope_hash for pr in items]
+    # If the k most significant scope digits already tell every key apart, the less significant passes
     # cannot change the final order (they only break ties), so only those k passes run. With random
-    # 256-bit scope hashes k is 2 or 3; adversarial collisions fall back to all 20 passes.
-    for k in range(1, len(columns) + 1):
-        if len(set(zip(*columns[-k:]))) == n:
-            columns = columns[-k:]
+    # 256-bit scope hashes k is 2 or 3; colliding hashes fall back to all 20 passes.
+    columns: list[Sequence[int]] = []
+    for k in range(1, 17):
+        if len({h[: 2 * k] for h in hashes}) == n:
+            columns = [[_be16(h, 2 * j)[0] for h in hashes] for j in range(k - 1, -1, -1)]
             break
+    else:
+        nonces = [pr.nonce for pr in items]
+        rules = [pr.compact for pr in items]
+        columns = [
+            [x & 0xFFFF for x in nonces],
+            [x >> 16 for x in nonces],
+            [x & 0xFFFF for x in rules],
+            [x >> 16 for x in rules],
+        ]
+        columns += [[_be16(h, 2 * j)[0] for h in hashes] for j in range(15, -1, -1)]
     perm = list(range(n))
     for col in columns:
         if min(col) == max(col):

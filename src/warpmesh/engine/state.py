@@ -8,6 +8,7 @@ portals, so unreachable garbage never changes the hash.
 
 from __future__ import annotations
 
+from itertools import accumulate
 from typing import NamedTuple
 
 from blake3 import blake3
@@ -115,45 +116,78 @@ def reachable_nodes(state: WarpState, root_warp: WarpId, root_node: NodeId) -> d
 class _Segment:
     """One reachable warp's part of the state-root stream, kept between hashes.
 
-    ``node_chunks``/``bucket_chunks`` are the store's chunks in canonical order; a hash patches only the
-    positions the store reports as refreshed (or regathers all of them if someone else refreshed the
-    store in between).
+    ``node_chunks``/``bucket_chunks`` are the store's chunks in canonical order and ``node_buf`` /
+    ``bucket_buf`` their concatenation. A hash patches only the positions the store reports as
+    refreshed: a chunk that kept its length (an attachment rewritten in place, the common case) is
+    overwritten inside the buffer, anything else rebuilds that buffer. If the store was refreshed by
+    someone else in between, everything is regathered.
     """
 
-    __slots__ = ("bucket_chunks", "bucket_pos", "header", "ids", "node_chunks", "node_pos", "owners",
-                 "refresh_count", "store")
+    __slots__ = ("bucket_buf", "bucket_chunks", "bucket_off", "bucket_pos", "header", "ids", "node_buf",
+                 "node_chunks", "node_off", "node_pos", "owners", "refresh_count", "store")
 
     def __init__(self, header: bytes, store: GraphStore, ids: list[NodeId], owners: list[NodeId]) -> None:
         self.header = header
         self.store = store
         self.ids = ids
         self.owners = owners
-        self.node_pos = {n: i for i, n in enumerate(ids)}
-        self.bucket_pos = {n: i for i, n in enumerate(owners)}
+        # Positions are built on the first patch: a segment rebuilt because the topology changed often
+        # never needs them.
+        self.node_pos: dict[NodeId, int] | None = None
+        self.bucket_pos: dict[NodeId, int] | None = None
         store.refresh_chunks()
-        self.node_chunks = list(map(store._node_chunk.__getitem__, ids))
-        self.bucket_chunks = list(map(store._bucket_chunk.__getitem__, owners))
+        self._regather()
+
+    def _regather(self) -> None:
+        store = self.store
+        self.node_chunks = list(map(store._node_chunk.__getitem__, self.ids))
+        self.bucket_chunks = list(map(store._bucket_chunk.__getitem__, self.owners))
+        self.node_buf, self.node_off = _concat(self.node_chunks)
+        self.bucket_buf, self.bucket_off = _concat(self.bucket_chunks)
         self.refresh_count = store._refresh_count
 
     def update(self) -> None:
         store = self.store
         if store._refresh_count != self.refresh_count:
-            self.node_chunks = list(map(store._node_chunk.__getitem__, self.ids))
-            self.bucket_chunks = list(map(store._bucket_chunk.__getitem__, self.owners))
+            store.refresh_chunks()
+            self._regather()
+            return
         nodes, buckets = store.refresh_chunks()
         if nodes:
-            chunks, pos, out = store._node_chunk, self.node_pos, self.node_chunks
-            for n in nodes:
-                i = pos.get(n)
-                if i is not None:
-                    out[i] = chunks[n]
+            if self.node_pos is None:
+                self.node_pos = dict(zip(self.ids, range(len(self.ids))))
+            if _patch(nodes, store._node_chunk, self.node_pos, self.node_chunks, self.node_buf, self.node_off):
+                self.node_buf, self.node_off = _concat(self.node_chunks)
         if buckets:
-            chunks, pos, out = store._bucket_chunk, self.bucket_pos, self.bucket_chunks
-            for n in buckets:
-                i = pos.get(n)
-                if i is not None:
-                    out[i] = chunks[n]
+            if self.bucket_pos is None:
+                self.bucket_pos = dict(zip(self.owners, range(len(self.owners))))
+            if _patch(buckets, store._bucket_chunk, self.bucket_pos, self.bucket_chunks, self.bucket_buf,
+                      self.bucket_off):
+                self.bucket_buf, self.bucket_off = _concat(self.bucket_chunks)
         self.refresh_count = store._refresh_count
+
+
+def _concat(chunks: list[bytes]) -> tuple[bytearray, list[int]]:
+    return bytearray(b"".join(chunks)), [0, *accumulate(map(len, chunks))]
+
+
+def _patch(changed: set[NodeId], chunks: dict[NodeId, bytes], pos: dict[NodeId, int], out: list[bytes],
+           buf: bytearray, off: list[int]) -> bool:
+    """Write changed chunks into ``out`` and, where lengths allow, into ``buf``; True if ``buf`` needs a rebuild."""
+    rebuild = False
+    for n in changed:
+        i = pos.get(n)
+        if i is None:
+            continue
+        c = chunks[n]
+        if not rebuild:
+            if len(c) == len(out[i]):
+                o = off[i]
+                buf[o:o + len(c)] = c
+            else:
+                rebuild = True
+        out[i] = c
+    return rebuild
 
 
 def _root_plan(state: WarpState, root_warp: WarpId, root_node: NodeId) -> list[_Segment]:
@@ -187,15 +221,19 @@ def _root_plan(state: WarpState, root_warp: WarpId, root_node: NodeId) -> list[_
 
 def state_root_bytes(state: WarpState, root_warp: WarpId, root_node: NodeId, profile: HashProfile = ECHO) -> bytes:
     """The canonical byte stream the state root hashes (exposed so benchmarks can time BLAKE3 alone)."""
-    parts: list[bytes] = [profile.state_root_prefix, root_warp, root_node]
+    parts: list[bytes | bytearray] = [profile.state_root_prefix, root_warp, root_node]
     for seg in _root_plan(state, root_warp, root_node):
         seg.update()
-        parts.append(seg.header)
-        parts += seg.node_chunks
-        parts += seg.bucket_chunks
+        parts += (seg.header, seg.node_buf, seg.bucket_buf)
     return b"".join(parts)
 
 
 def compute_state_root(state: WarpState, root_warp: WarpId, root_node: NodeId, profile: HashProfile = ECHO) -> Hash:
-    """Echo's ``compute_state_root(state, root)``: BLAKE3 of :func:`state_root_bytes`."""
-    return Hash(blake3(state_root_bytes(state, root_warp, root_node, profile)).digest())
+    """Echo's ``compute_state_root(state, root)``: BLAKE3 of :func:`state_root_bytes`, fed piecewise."""
+    h = blake3(profile.state_root_prefix + root_warp + root_node)
+    for seg in _root_plan(state, root_warp, root_node):
+        seg.update()
+        h.update(seg.header)
+        h.update(seg.node_buf)
+        h.update(seg.bucket_buf)
+    return Hash(h.digest())

@@ -5,9 +5,10 @@ side's node id, per-boot incarnation, supported protocol versions and advertised
 proves knowledge of a shared cluster secret by **mutual HMAC-SHA256 challenge-response**::
 
     initiator (dialer)                                     responder (listener)
-    HELLO     {id, inc, listen, versions, nonce_i}   -->
+    HELLO     {id, inc, listen, versions,
+               max_frame, nonce_i}                   -->
                                                      <--   CHALLENGE {id, inc, listen, version,
-                                                                      nonce_r, mac_r}
+                                                                      max_frame, nonce_r, mac_r}
     (check mac_r, then ask the host to admit the responder)
     PROOF     {mac_i}                                -->
                                                            (check mac_i, then ask the host to admit)
@@ -15,13 +16,15 @@ proves knowledge of a shared cluster secret by **mutual HMAC-SHA256 challenge-re
 
     mac_r = HMAC(secret, transcript("responder->initiator"))
     mac_i = HMAC(secret, transcript("initiator->responder"))
-    transcript(direction) = msgpack([LABEL, direction, version, id_i, inc_i, listen_i, nonce_i,
-                                     id_r, inc_r, listen_r, nonce_r])
+    transcript(direction) = msgpack([LABEL, direction, version,
+                                     id_i, inc_i, listen_i, max_frame_i, nonce_i,
+                                     id_r, inc_r, listen_r, max_frame_r, nonce_r])
 
 Either side may answer any step with ``REFUSE {code, reason}`` and close. Properties:
 
 * Both MACs bind both fresh nonces, so a recorded CHALLENGE or PROOF is useless in another session
-  (replay), and both ids, incarnations and listen addresses, so none can be altered in transit.
+  (replay), and both ids, incarnations, listen addresses and frame limits, so none can be altered in
+  transit.
 * The direction label makes the two MACs of one session different: a responder's MAC can never be
   reflected back as an initiator's proof.
 * The initiator proves itself only *after* checking the responder's MAC, so a listener without the
@@ -49,7 +52,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from warpmesh import PROTOCOL_VERSION
-from warpmesh.wire.frame import Frame, encode_frame, length_prefixed, pack
+from warpmesh.wire.frame import DEFAULT_MAX_FRAME, Frame, encode_frame, length_prefixed, pack
 
 # Frame kinds of the mesh link protocol that belong to the handshake. Link-level kinds (data, ping,
 # roster gossip) are numbered from 0x10 in :mod:`warpmesh.net.tcp`.
@@ -71,6 +74,9 @@ MAX_ID_BYTES = 255
 MAX_VERSIONS = 16
 #: Default time allowed from connection to WELCOME (also covers the host's admission check).
 DEFAULT_TIMEOUT = 10.0
+#: Bounds of an advertised frame limit (the length prefix is a u32).
+MIN_FRAME_LIMIT = 1024
+MAX_FRAME_LIMIT = 2**32 - 1
 
 Address = tuple[str, int]
 
@@ -114,6 +120,8 @@ class PeerInfo:
     incarnation: int
     listen: Address | None
     versions: tuple[int, ...] = (PROTOCOL_VERSION,)
+    #: Largest frame this side accepts; the other side must not send more.
+    max_frame: int = DEFAULT_MAX_FRAME
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +181,14 @@ def _valid_int(raw: Any, what: str) -> int:
     return raw
 
 
+def _valid_max_frame(raw: Any) -> int:
+    if raw is None:
+        return DEFAULT_MAX_FRAME  # a peer that does not say accepts the default
+    if type(raw) is not int or not MIN_FRAME_LIMIT <= raw <= MAX_FRAME_LIMIT:
+        raise ValueError(f"max_frame must be an integer in [{MIN_FRAME_LIMIT}, {MAX_FRAME_LIMIT}]")
+    return raw
+
+
 def _valid_bytes(raw: Any, n: int, what: str) -> bytes:
     if not isinstance(raw, bytes) or len(raw) != n:
         raise ValueError(f"{what} must be {n} bytes")
@@ -185,8 +201,10 @@ def transcript(
     """The bytes each MAC covers: both ids, incarnations, addresses, both nonces, version, direction."""
     return pack([
         LABEL, direction, version,
-        initiator.node_id, initiator.incarnation, _encode_listen(initiator.listen), nonce_i,
-        responder.node_id, responder.incarnation, _encode_listen(responder.listen), nonce_r,
+        initiator.node_id, initiator.incarnation, _encode_listen(initiator.listen), initiator.max_frame,
+        nonce_i,
+        responder.node_id, responder.incarnation, _encode_listen(responder.listen), responder.max_frame,
+        nonce_r,
     ])
 
 
@@ -249,6 +267,7 @@ class Handshake:
                 "inc": self.local.incarnation,
                 "listen": _encode_listen(self.local.listen),
                 "versions": list(self.local.versions),
+                "max_frame": self.local.max_frame,
                 "nonce": self._nonce_local,
             })
             self.state = State.WAIT_CHALLENGE
@@ -355,6 +374,7 @@ class Handshake:
             incarnation=_valid_int(body["inc"], "incarnation"),
             listen=_decode_listen(body.get("listen")),
             versions=tuple(versions),
+            max_frame=_valid_max_frame(body.get("max_frame")),
         )
         self._nonce_peer = _valid_bytes(body["nonce"], NONCE_BYTES, "nonce")
         version = self._negotiate(peer.versions)
@@ -369,6 +389,7 @@ class Handshake:
             "inc": self.local.incarnation,
             "listen": _encode_listen(self.local.listen),
             "version": version,
+            "max_frame": self.local.max_frame,
             "nonce": self._nonce_local,
             "mac": self._mac(TO_INITIATOR),
         })
@@ -386,6 +407,7 @@ class Handshake:
             incarnation=_valid_int(body["inc"], "incarnation"),
             listen=_decode_listen(body.get("listen")),
             versions=(version,),
+            max_frame=_valid_max_frame(body.get("max_frame")),
         )
         self._nonce_peer = _valid_bytes(body["nonce"], NONCE_BYTES, "nonce")
         mac = _valid_bytes(body["mac"], MAC_BYTES, "mac")

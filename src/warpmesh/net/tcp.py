@@ -133,9 +133,11 @@ class TcpMeshConfig:
     #: one connection would be refused. The peer with the larger id waits this long first, so the
     #: smaller one's dial usually arrives alone; if it never does, the larger id dials anyway.
     dial_defer: float = 0.3
-    #: Per-link send queue: ``send_to`` waits while this many frames or bytes are queued.
+    #: Per-link send queue: ``send_to`` waits while this many frames or bytes are queued (one frame
+    #: always fits an empty queue). Small on purpose: the kernel's socket buffer is the real buffer,
+    #: and a queue that fits in cache measured 1.2-1.6x faster for 16 KiB payloads than a 4 MiB one.
     send_queue_frames: int = 4096
-    send_queue_bytes: int = 4 * 1024 * 1024
+    send_queue_bytes: int = 256 * 1024
     #: Bytes coalesced into one ``write`` by a link's writer.
     write_batch_bytes: int = 256 * 1024
     #: Concurrent inbound connections still in the handshake; more are refused as overloaded.
@@ -184,12 +186,15 @@ class PeerStats:
     links: int = 0
     #: DATA frames accepted by ``send_to`` but still queued when the link died.
     frames_lost: int = 0
+    #: Broadcasts not sent to this peer because they exceed the frame limit it advertised.
+    oversize_skipped: int = 0
     #: Frames refused on this peer's links, by reason (see :class:`~warpmesh.wire.frame.FrameError`).
     frames: FrameStats = field(default_factory=FrameStats)
 
     def as_dict(self) -> dict[str, Any]:
         return {"frames_in": self.frames_in, "bytes_in": self.bytes_in, "frames_out": self.frames_out,
                 "bytes_out": self.bytes_out, "links": self.links, "frames_lost": self.frames_lost,
+                "oversize_skipped": self.oversize_skipped,
                 "frames_refused": dict(self.frames.refused)}
 
 
@@ -378,9 +383,10 @@ class _Conn:
     """One TCP connection: handshake, then (if admitted) a link with a send queue and a writer."""
 
     __slots__ = (
-        "closed", "ctl", "established", "initiator", "last_rx", "last_tx", "listen", "loop", "mesh",
-        "peer", "ping_seq", "pongs", "pstats", "q", "q_bytes", "reader", "reading_blocked", "remote",
-        "retiring", "send_bye", "space", "target", "task", "version", "wake", "writer", "writer_task",
+        "closed", "ctl", "established", "initiator", "last_rx", "last_tx", "listen", "loop", "max_data",
+        "mesh", "peer", "ping_seq", "pongs", "pstats", "q", "q_bytes", "reader", "reading_blocked",
+        "remote", "retiring", "send_bye", "space", "target", "task", "version", "wake", "writer",
+        "writer_task",
     )
 
     def __init__(self, mesh: TcpMesh, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
@@ -396,6 +402,8 @@ class _Conn:
         self.peer: PeerInfo | None = None
         self.listen: Address | None = None
         self.version = PROTOCOL_VERSION
+        #: Largest DATA payload this link may carry: both ends' frame limits, less the header.
+        self.max_data = mesh.max_payload
         self.established = False
         self.retiring = False
         self.send_bye: dict[str, str] | None = None
@@ -607,6 +615,8 @@ class TcpMesh(Seam):
         conn = self._slots.get(peer)
         if conn is None or not conn.established:
             raise PeerUnreachable(peer)
+        if n > conn.max_data:
+            raise PayloadTooLarge(f"{n} bytes exceeds the {conn.max_data}-byte limit of {peer!r}")
         frame = _DATA_HDR.pack(n + _DATA_OVERHEAD, conn.version, DATA, 0xC6, n) + data
         q = conn.q
         if len(q) < self._q_frames and conn.q_bytes < self._q_bytes and not conn.space and not conn.retiring:
@@ -633,6 +643,10 @@ class TcpMesh(Seam):
         for peer in sorted(self._slots):
             conn = self._slots.get(peer)
             if conn is None or not conn.established:
+                continue
+            if n > conn.max_data:  # this peer accepts smaller frames: skip it, counted
+                if conn.pstats is not None:
+                    conn.pstats.oversize_skipped += 1
                 continue
             try:
                 await conn.put(frame)
@@ -785,7 +799,6 @@ class TcpMesh(Seam):
 
     async def _connector(self, t: _Target, *, defer: bool = False) -> None:
         """Keep a link to ``t``: dial with backoff while there is none."""
-        loop = asyncio.get_running_loop()
         attempt = 0
         delay_next = defer  # learned from gossip: the peer may be dialling us right now
         try:
@@ -804,7 +817,7 @@ class TcpMesh(Seam):
                     if not self._wanted(t):
                         continue
                 delay_next = False
-                outcome = await self._dial(t, loop)
+                outcome = await self._dial(t)
                 if outcome in ("established", Refusal.DUPLICATE_LINK.value):
                     # A link existed (or another one won the race): redial only after it goes away.
                     attempt = 0
@@ -818,7 +831,7 @@ class TcpMesh(Seam):
         finally:
             t.task = None
 
-    async def _dial(self, t: _Target, loop: asyncio.AbstractEventLoop) -> str:
+    async def _dial(self, t: _Target) -> str:
         host, port = t.addr
         self.stats.dials += 1
         t.dialing = True
@@ -891,7 +904,7 @@ class TcpMesh(Seam):
         try:
             hs = Handshake(
                 Role.INITIATOR if conn.initiator else Role.RESPONDER,
-                PeerInfo(self.self_id, self.incarnation, self._advertised, (PROTOCOL_VERSION,)),
+                PeerInfo(self.self_id, self.incarnation, self._advertised, (PROTOCOL_VERSION,), self.max_frame),
                 secret=self.secret, nonce_source=self._nonce_source, timeout=cfg.handshake_timeout,
             )
             hs.start(loop.time())
@@ -1075,6 +1088,8 @@ class TcpMesh(Seam):
         ps = self.stats.peer(pid)
         conn.pstats = ps
         decoder.stats = ps.frames
+        assert conn.peer is not None
+        conn.max_data = min(self.max_frame, conn.peer.max_frame) - _DATA_OVERHEAD
         conn.established = True
         conn.last_rx = conn.last_tx = loop.time()
         ps.links += 1
@@ -1194,12 +1209,18 @@ class TcpMesh(Seam):
                 conn.q_bytes -= size
                 if conn.space:
                     conn._release_space()
-                buf = parts[0] if len(parts) == 1 else b"".join(parts)
                 if conn.closed:
                     break
-                w.write(buf)
+                if len(parts) == 1:
+                    w.write(parts[0])
+                    nbytes = len(parts[0])
+                else:
+                    # One system call for the whole batch (3.12+ transports scatter-gather it with
+                    # sendmsg; 3.11 joins the parts once).
+                    w.writelines(parts)
+                    nbytes = sum(map(len, parts))
                 ps.frames_out += nframes
-                ps.bytes_out += len(buf)
+                ps.bytes_out += nbytes
                 conn.last_tx = loop.time()
                 await w.drain()
             if conn.retiring and not conn.closed:

@@ -24,9 +24,18 @@ Protocol (frames on one channel; each node's *stream* is its replica id, which c
     receiver) triggers the exchange, so a busy mesh never ships its whole state to repair what the
     delta path is already delivering. A sender whose state changed since its previous round sends
     an empty state digest (computing it would be wasted work): that round only reveals a lost tail.
-``STATE [stream, seq, want_reply, transfer, part, parts, chunk]``
+``STATE [stream, seq, want_reply, transfer, part, parts, chunk, sync?]``
     Full state, chunked to ``state_chunk_bytes``; always correct to join. ``want_reply`` asks the
-    receiver to answer with its own state if it differs.
+    receiver to answer with its own state if it differs. The optional ``sync`` flag (sent by
+    :meth:`QuilterCore.request_sync`; older peers ignore it) asks for an answer even when it does
+    not differ: then a DIGEST (now equal to the sender's), so the sender learns that it holds
+    everything the receiver has. Anti-entropy exchanges never set it: an unasked-for digest answer
+    to a busy peer whose state moved on meanwhile would start another exchange.
+
+Sync hooks (for short-lived readers such as ``warpmesh results``): :meth:`QuilterCore.request_sync`
+sends our state to one peer with ``want_reply``; :meth:`QuilterCore.synced_at` tells when we last
+knew we held all of a peer's state (its full state joined, or its state digest equal to ours or to
+a state we sent it).
 
 Deltas are joined whenever they arrive, in any order and any number of times (joins are
 idempotent and commutative); sequence numbers only drive acks, resends and buffer GC. A receiver
@@ -90,6 +99,8 @@ class QuilterConfig:
     state_chunk_bytes: int = 1024 * 1024
     max_state_bytes: int = 512 * 1024 * 1024
     max_resend_batches: int = 256
+    #: Ceiling of the exponential backoff between resends to a peer that does not ack.
+    max_resend_backoff: float = 10.0
 
     def __post_init__(self) -> None:
         if self.anti_entropy_interval <= 0 or self.resend_after <= 0 or self.evict_after <= 0:
@@ -122,6 +133,7 @@ class _Transfer:
     want_reply: bool
     chunks: dict[int, bytes]
     size: int = 0
+    sync: bool = False
 
 
 Outgoing = tuple[str | None, bytes]  # (peer, frame); peer None = broadcast
@@ -161,8 +173,11 @@ class QuilterCore(Generic[S]):
         self._buffer_bytes = 0
         self._peers: dict[str, float] = {}  # live peer -> when it joined
         self._departed: dict[str, float] = {}  # peer -> when it left the roster
-        self._acked: dict[str, int] = {}
+        self._acked: dict[str, int] = {}  # for buffer GC: acked, or assumed covered by a full state
+        self._confirmed: dict[str, int] = {}  # acked for real: the peer holds our batches up to here
         self._last_resend: dict[str, float] = {}
+        self._resend_backoff: dict[str, tuple[int, float]] = {}  # peer -> (its ack then, next wait)
+        self._state_sent: dict[str, tuple[float, int, float]] = {}  # peer -> (when, its ack then, gap)
         self._recv: dict[str, _RecvStream] = {}
         self._owed_acks: dict[str, set[str]] = {}  # peer -> streams to ack
         self._transfers: dict[tuple[str, int], _Transfer] = {}
@@ -172,6 +187,8 @@ class QuilterCore(Generic[S]):
         self._version_at_round = -1
         self._next_ae = now + self.rng.uniform(0.5, 1.0) * self.config.anti_entropy_interval
         self._digest_cache: tuple[int, bytes] | None = None
+        self._synced: dict[str, float] = {}  # peer -> when we last knew we held all of its state
+        self._sync_sent: dict[str, list[bytes]] = {}  # peer -> digests of states sent by request_sync
         #: Called after every remote join with the joined delta, or None after a full state
         #: (anything may have changed). Lets applications react to just the keys a delta touched.
         self.listener: Callable[[S | None], None] | None = None
@@ -181,6 +198,31 @@ class QuilterCore(Generic[S]):
     def seq(self) -> int:
         """Sequence number of the last batch this node sent on its stream."""
         return self._seq
+
+    @property
+    def pending_seq(self) -> int:
+        """The sequence number the batch holding the current pending mutations will carry."""
+        return self._seq + 1
+
+    def acked_count(self, seq: int) -> int:
+        """How many live peers have acknowledged our batches up to ``seq`` (real acks only)."""
+        return sum(1 for p in self._peers if self._confirmed.get(p, 0) >= seq)
+
+    def majority_others(self) -> int:
+        """Peers besides us that must hold a batch for a majority of the roster (us included) to."""
+        return (len(self._peers) + 1) // 2
+
+    def acked_by_any(self, seq: int) -> bool:
+        """Whether some live peer holds our batches up to ``seq`` (trivially true when alone).
+
+        Once true, a mutation survives this node crashing: that peer has it and anti-entropy
+        spreads it from there.
+        """
+        if not self._peers:
+            return True
+        # Only real acks count here: ``_acked`` also holds assumptions made for buffer GC (a peer
+        # that joins is assumed to catch up through a full state), which prove nothing.
+        return any(self._confirmed.get(p, 0) >= seq for p in self._peers)
 
     @property
     def buffered_batches(self) -> int:
@@ -203,6 +245,15 @@ class QuilterCore(Generic[S]):
 
     def frontier_digest(self) -> bytes:
         return _short_digest(pack(sorted(self.frontier().items())))[:8]
+
+    def synced_at(self, peer: str) -> float | None:
+        """When we last knew we held every update ``peer`` held (None: not known yet).
+
+        Set when a full state from ``peer`` has been joined, or when ``peer``'s state digest equals
+        ours or that of a state we sent it with :meth:`request_sync` (our state only grows, so we
+        still hold it). It never goes back: later updates of ``peer`` arrive as deltas.
+        """
+        return self._synced.get(peer)
 
     def take_outbox(self) -> list[Outgoing]:
         out, self.outbox = self.outbox, []
@@ -228,6 +279,11 @@ class QuilterCore(Generic[S]):
             self._pending.join(delta)  # type: ignore[attr-defined]
 
     @property
+    def has_pending_delta(self) -> bool:
+        """Local mutations not yet flushed into a batch."""
+        return self._pending is not None
+
+    @property
     def has_pending(self) -> bool:
         return self._pending is not None or bool(self._owed_acks)
 
@@ -248,6 +304,20 @@ class QuilterCore(Generic[S]):
                     r = self._recv.get(stream)
                     if r is not None:
                         self._send(peer, encode_frame(QuiltKind.ACK, [stream, r.upto]), "ack")
+
+    def request_sync(self, peer: str) -> None:
+        """Ask ``peer`` for everything it holds: send it our state with ``want_reply``.
+
+        It answers with its own state if, after joining ours, it holds more, else with its (now equal)
+        digest; either sets :meth:`synced_at`. Frames may be lost: repeat until it is set.
+        """
+        sent = self._sync_sent.setdefault(peer, [])
+        digest = self.state_digest()
+        if digest not in sent:
+            sent.append(digest)
+            del sent[:-4]  # a few recent requests are enough to recognise a late answer
+        self.stats["sync_requests"] += 1
+        self._send_state(peer, want_reply=True, sync=True)
 
     # -- membership -------------------------------------------------------------------------
     def roster_changed(self, roster: frozenset[str] | set[str], now: float) -> None:
@@ -347,6 +417,8 @@ class QuilterCore(Generic[S]):
             return  # an ack for a previous incarnation of ours
         if upto > self._seq:
             raise ValueError("ack beyond our last batch")
+        if upto > self._confirmed.get(sender, 0):
+            self._confirmed[sender] = upto
         if upto > self._acked.get(sender, 0):
             self._acked[sender] = upto
             self._gc_buffer()
@@ -356,13 +428,13 @@ class QuilterCore(Generic[S]):
         hi = body[2]
         if stream != self.stream:
             # We restarted since; the asker gets everything of ours through a full state.
-            self._send_state(sender, want_reply=False)
+            self._send_state(sender, want_reply=False, now=now)
             return
         if not isinstance(hi, int) or hi < lo or hi - lo >= self.config.max_resend_batches:
             raise ValueError("bad resend range")
         hi = min(hi, self._seq)
         if any(s not in self._buffer for s in range(max(lo, 1), hi + 1)):
-            self._send_state(sender, want_reply=False)
+            self._send_state(sender, want_reply=False, now=now)
             return
         for s in range(max(lo, 1), hi + 1):
             self._send(sender, self._buffer[s].frame, "resend")
@@ -379,7 +451,8 @@ class QuilterCore(Generic[S]):
                 self._request_resend(r, stream, r.upto + 1, seq, now)
         if not theirs:
             return  # the sender is busy; this round only checked its tail
-        if theirs == self.state_digest():
+        if theirs == self.state_digest() or theirs in self._sync_sent.get(sender, ()):
+            self._synced[sender] = now
             self._mismatch.pop(sender, None)
             self._mismatch_frontiers.pop(sender, None)
             self.stats["digest_match"] += 1
@@ -396,11 +469,12 @@ class QuilterCore(Generic[S]):
         if diverged or empty or self._mismatch[sender] >= self.config.mismatch_rounds:
             self._mismatch.pop(sender, None)
             self._mismatch_frontiers.pop(sender, None)
-            self._send_state(sender, want_reply=True)
+            self._send_state(sender, want_reply=True, now=now)
 
     def _on_state(self, sender: str, body: list[Any], now: float) -> None:
         stream, seq = self._stream_and_seq(body)
         want_reply, transfer, part, parts, chunk = body[2], body[3], body[4], body[5], body[6]
+        sync = len(body) > 7 and body[7] is True
         if not (isinstance(want_reply, bool) and isinstance(transfer, int) and isinstance(part, int)
                 and isinstance(parts, int) and isinstance(chunk, bytes) and 0 <= part < parts):
             raise ValueError("bad state chunk header")
@@ -412,7 +486,7 @@ class QuilterCore(Generic[S]):
             # One transfer per sender at a time: a newer one supersedes an abandoned older one.
             for old in [k for k in self._transfers if k[0] == sender]:
                 del self._transfers[old]
-            t = self._transfers[key] = _Transfer(parts, seq, want_reply, {})
+            t = self._transfers[key] = _Transfer(parts, seq, want_reply, {}, sync=sync)
         if t.parts != parts or part in t.chunks:
             return
         t.chunks[part] = chunk
@@ -436,9 +510,16 @@ class QuilterCore(Generic[S]):
             if t.seq > r.upto:
                 r.upto = t.seq
                 r.extra = {s for s in r.extra if s > t.seq}
-        if t.want_reply and self.codec.digest(received) != self.state_digest():
+            # We now hold everything the sender had sent: say so, so it can count on us.
+            self._owed_acks.setdefault(sender, set()).add(stream)
+        self._synced[sender] = now
+        after = self.state_digest()
+        if t.want_reply and self.codec.digest(received) != after:
             self._send_state(sender, want_reply=False)
-        elif before != self.state_digest():
+            return
+        if t.sync:
+            self._send_digest(sender)  # "I hold exactly what you sent": the requester can stop asking
+        if before != after:
             self.stats["states_useful"] += 1
 
     # -- timers -----------------------------------------------------------------------------
@@ -454,15 +535,25 @@ class QuilterCore(Generic[S]):
         if self._buffer:
             for peer in sorted(self._peers):
                 acked = self._acked.get(peer, 0)
-                if acked >= self._seq or now - self._last_resend.get(peer, float("-inf")) < cfg.resend_after:
+                if acked >= self._seq:
+                    self._resend_backoff.pop(peer, None)
+                    continue
+                # A peer that does not ack (partitioned, stalled) gets exponentially rarer resends,
+                # not a retransmission storm; any ack progress resets the backoff.
+                backoff = self._resend_backoff.get(peer)
+                if backoff is not None and backoff[0] != acked:
+                    backoff = None
+                wait = cfg.resend_after if backoff is None else backoff[1]
+                if now - self._last_resend.get(peer, float("-inf")) < wait:
                     continue
                 overdue = [s for s in range(acked + 1, self._seq + 1)
                            if s in self._buffer and now - self._buffer[s].sent_at >= cfg.resend_after]
                 if not overdue:
                     continue
                 self._last_resend[peer] = now
+                self._resend_backoff[peer] = (acked, min(wait * 2, cfg.max_resend_backoff))
                 if len(overdue) > cfg.max_resend_batches or (acked + 1) not in self._buffer:
-                    self._send_state(peer, want_reply=False)
+                    self._send_state(peer, want_reply=False, now=now)
                     self._acked[peer] = self._seq  # the state covers them; do not resend again
                 else:
                     for s in overdue:
@@ -471,8 +562,13 @@ class QuilterCore(Generic[S]):
             if now - left >= cfg.evict_after:
                 del self._departed[peer]
                 self._acked.pop(peer, None)
+                self._confirmed.pop(peer, None)
                 self._last_resend.pop(peer, None)
+                self._resend_backoff.pop(peer, None)
+                self._state_sent.pop(peer, None)
                 self._mismatch.pop(peer, None)
+                self._synced.pop(peer, None)
+                self._sync_sent.pop(peer, None)
                 for key in [k for k in self._transfers if k[0] == peer]:
                     del self._transfers[key]
         for stream, r in list(self._recv.items()):
@@ -495,13 +591,26 @@ class QuilterCore(Generic[S]):
         body = [self.stream, self._seq, state, self.frontier_digest()]
         self._send(peer, encode_frame(QuiltKind.DIGEST, body), "digest")
 
-    def _send_state(self, peer: str, *, want_reply: bool) -> None:
+    def _send_state(self, peer: str, *, want_reply: bool, now: float | None = None, sync: bool = False) -> None:
+        # Full states are the expensive repair: to a peer that shows no sign of receiving them
+        # (no ack progress since the last one, e.g. behind a one-way partition), send them at an
+        # exponentially growing interval instead of every round.
+        if now is not None:
+            last = self._state_sent.get(peer)
+            confirmed = self._confirmed.get(peer, 0)
+            if last is not None and last[1] == confirmed and now - last[0] < last[2]:
+                self.stats["states_deferred"] += 1
+                return
+            gap = self.config.anti_entropy_interval if last is None or last[1] != confirmed else last[2] * 2
+            self._state_sent[peer] = (now, confirmed, min(gap, self.config.max_resend_backoff * 3))
         data = pack(self.codec.encode(self.state))
         size = self.config.state_chunk_bytes
         parts = max(1, -(-len(data) // size))
         self._transfer_seq += 1
         for i in range(parts):
             body = [self.stream, self._seq, want_reply, self._transfer_seq, i, parts, data[i * size:(i + 1) * size]]
+            if sync:
+                body.append(True)
             self._send(peer, encode_frame(QuiltKind.STATE, body), "state")
         self.stats["states_out"] += 1
 

@@ -5,6 +5,9 @@
 the mutation locally at once and wakes a single sender task, which coalesces everything mutated
 meanwhile into one delta frame. When the network is slower than the mutations, the pending delta
 simply grows by joining, so memory stays bounded by the size of the state.
+
+Short-lived clients (``warpmesh results``/``status``) use :meth:`Quilter.sync_with`, which returns
+once this replica holds everything one peer held.
 """
 
 from __future__ import annotations
@@ -49,10 +52,13 @@ class Quilter(Generic[S]):
         )
         #: The state's version; bumps on every local or remote change. Await it to react to changes.
         self.changes: Observable[int] = Observable(0)
+        # Bumped after every batch of received frames (digests change no state, so `changes` misses them).
+        self._progress: Observable[int] = Observable(0)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._sub: Subscription | None = None
         self._closed = False
+        self._ack_waiters: list[tuple[int, bool, int | None, asyncio.Future[None]]] = []
         self.send_failures = 0
 
     @property
@@ -99,9 +105,82 @@ class Quilter(Generic[S]):
 
         return await asyncio.wait_for(_wait(), timeout) if timeout is not None else await _wait()
 
+    def request_sync(self, peer: str) -> None:
+        """Send our state to ``peer`` asking for its own (see :meth:`QuilterCore.request_sync`)."""
+        self.core.request_sync(peer)
+        self._wake.set()
+
+    async def sync_with(self, peer: str, *, timeout: float | None = None, retry_every: float = 2.0) -> None:
+        """Wait until this replica holds every update ``peer`` held when it answered.
+
+        Sends :meth:`request_sync` and waits for the answer (``peer``'s full state, or a digest
+        proving we already hold it), asking again every ``retry_every`` seconds in case a frame
+        was lost. Raises :class:`TimeoutError` after ``timeout``.
+        """
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(timeout):
+            while True:
+                asked = loop.time()
+                self.request_sync(peer)
+                expired = False
+
+                def expire() -> None:
+                    nonlocal expired
+                    expired = True
+                    self._progress.set(self._progress.value + 1)
+
+                # One timer per round (no nested wait_for: its float remainders can spin a virtual clock).
+                handle = loop.call_later(retry_every, expire)
+                try:
+                    while (self.core.synced_at(peer) or float("-inf")) < asked and not expired:
+                        await self._progress.changed()
+                finally:
+                    handle.cancel()
+                if not expired:
+                    return
+
+    async def replicated(self, seq: int | None = None, timeout: float | None = None, *,
+                         majority: bool = False, count: int | None = None) -> bool:
+        """Wait until a live peer - or, with ``majority``, enough peers for a majority of the roster
+        counting us, or with ``count``, that many peers - holds our batches up to ``seq`` (default:
+        everything mutated so far).
+
+        Returns False on timeout; True at once when no peer is connected. The roster is read at
+        every check, so a peer leaving can complete the wait.
+        """
+        core = self.core
+        if seq is None:
+            seq = core.pending_seq if core.has_pending_delta else core.seq
+        if self._ack_satisfied(seq, majority, count):
+            return True
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._ack_waiters.append((seq, majority, count, fut))
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._ack_waiters = [w for w in self._ack_waiters if w[3] is not fut]
+
+    def _ack_satisfied(self, seq: int, majority: bool, count: int | None = None) -> bool:
+        core = self.core
+        if not core.peers:
+            return True
+        if seq > core.seq:
+            return False
+        need = count if count is not None else core.majority_others() if majority else 1
+        return core.acked_count(seq) >= need
+
+    def _release_ack_waiters(self) -> None:
+        for seq, majority, count, fut in self._ack_waiters:
+            if not fut.done() and self._ack_satisfied(seq, majority, count):
+                fut.set_result(None)
+
     # -- tasks ------------------------------------------------------------------------------
     def _after_input(self) -> None:
         self.changes.set(self.core.version)
+        self._release_ack_waiters()
         if self.core.outbox or self.core.has_pending:
             self._wake.set()
 
@@ -125,6 +204,7 @@ class Quilter(Generic[S]):
                     break
                 core.receive(item[0], item[1], now)
             self._after_input()
+            self._progress.set(self._progress.value + 1)
 
     async def _pump(self) -> None:
         loop = asyncio.get_running_loop()

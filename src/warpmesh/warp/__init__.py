@@ -7,7 +7,7 @@
 """
 
 from warpmesh.warp.claim import ClaimStrategy
-from warpmesh.warp.model import OpResult, TaskDescriptor, TaskFailed, TransientError
+from warpmesh.warp.model import NotReplicated, OpResult, Standby, TaskDescriptor, TaskFailed, TransientError
 from warpmesh.warp.node import COUNTER_NAMES, Results, WarpConfig, WarpNode
 from warpmesh.warp.ops import OpRegistry, OpSpec, default_registry, load_ops_module, warp_op
 from warpmesh.warp.ring import DEFAULT_VNODES, TaskRing
@@ -16,10 +16,12 @@ __all__ = [
     "COUNTER_NAMES",
     "DEFAULT_VNODES",
     "ClaimStrategy",
+    "NotReplicated",
     "OpRegistry",
     "OpResult",
     "OpSpec",
     "Results",
+    "Standby",
     "TaskDescriptor",
     "TaskFailed",
     "TaskRing",

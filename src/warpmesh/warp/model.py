@@ -94,5 +94,36 @@ class TaskFailed(Exception):
     """A task's run ended in a terminal failure (the error travelled on the results board)."""
 
 
+class NotReplicated(Exception):
+    """``enqueue`` could not confirm that another peer holds the task.
+
+    The task *is* queued on this peer and will replicate (and run) once peers are reachable, but
+    it would not survive this peer crashing before then. Retry through another peer if it must.
+    """
+
+    def __init__(self, task_id: str, run: str, reason: str) -> None:
+        super().__init__(f"task {task_id!r} (run {run}) is queued only on this peer: {reason}; "
+                         "it replicates once a peer is reachable - retry through another peer if it "
+                         "must survive this one")
+        self.task_id = task_id
+        self.run = run
+
+
 class TransientError(Exception):
     """Raise from an op to request a retry (with backoff, up to the configured attempt limit)."""
+
+
+class Standby(Exception):
+    """Raise from an op when this peer cannot run the task *yet* (a dependency that no peer can
+    supply right now, such as a module nobody holds): the claim is released without a result and
+    without using up an attempt, and the task is considered again after ``retry_after`` seconds
+    (at the next re-claim pass), or at once when :meth:`WarpNode.wake_standby` is called.
+
+    Unlike :class:`TransientError`, waiting this out never turns into a terminal failure.
+    """
+
+    def __init__(self, reason: str = "", *, retry_after: float = 5.0) -> None:
+        super().__init__(reason)
+        if not retry_after >= 0:
+            raise ValueError("retry_after must be >= 0")
+        self.retry_after = float(retry_after)

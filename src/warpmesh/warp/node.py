@@ -53,7 +53,7 @@ from warpmesh.net.mux import MuxSeam
 from warpmesh.net.seam import PeerId, Seam
 from warpmesh.quilt import Quilter, QuilterConfig
 from warpmesh.warp.claim import ClaimStrategy, ClaimView, Decision, decide, winner
-from warpmesh.warp.model import EXECUTOR_OP, OpResult, TaskDescriptor, TransientError
+from warpmesh.warp.model import EXECUTOR_OP, NotReplicated, OpResult, Standby, TaskDescriptor, TransientError
 from warpmesh.warp.ops import OpRegistry, OpSpec
 from warpmesh.warp.ring import DEFAULT_VNODES, TaskRing
 from warpmesh.wire.frame import FrameUndecodable, pack, unpack
@@ -61,6 +61,9 @@ from warpmesh.wire.frame import FrameUndecodable, pack, unpack
 log = logging.getLogger("warpmesh.warp")
 
 QUEUE_TAG, RESULTS_TAG, INTENTS_TAG, COUNTERS_TAG, MEMBERS_TAG = 0x01, 0x02, 0x03, 0x04, 0x05
+
+#: Seconds between flushes of batched counter increments to the counters board.
+COUNTER_FLUSH = 0.1
 
 #: Counter names on the mesh-wide counters board.
 COUNTER_NAMES = ("executions", "duplicates", "failovers", "retries", "failures", "enqueued")
@@ -89,8 +92,13 @@ class WarpConfig:
     result_ttl: float | None = None
     heartbeat: HeartbeatConfig = field(default_factory=HeartbeatConfig)
     quilter: QuilterConfig = field(default_factory=QuilterConfig)
-    #: Extra delay before flushing board deltas (0: end of the current loop iteration).
-    coalesce_delay: float = 0.0
+    #: How long ``enqueue`` waits for another peer to hold a new task (see :class:`NotReplicated`).
+    replicate_timeout: float = 5.0
+    #: How long a graceful ``close`` waits for its boards to replicate before leaving.
+    leave_timeout: float = 1.0
+    #: How long board deltas wait to be joined with others before they are sent: under load, many
+    #: jobs share one frame per board (0: flush at the end of every loop iteration).
+    coalesce_delay: float = 0.002
 
     def __post_init__(self) -> None:
         if self.settle_window < 0 or self.reclaim_interval <= 0 or self.retry_backoff < 0:
@@ -237,13 +245,18 @@ class WarpNode:
         self._view_changed_at = float("-inf")
         self._claimed: dict[str, str] = {}  # task -> run claimed here (settling, queued or running)
         self._standby: dict[str, str] = {}  # task -> run this peer stood down from
+        self._deferred: dict[str, tuple[str, float]] = {}  # task -> (run, until): the op raised Standby
         self._executed: OrderedDict[str, str] = OrderedDict()  # task -> run executed here (recent)
         self._written: dict[str, tuple[str, float]] = {}  # task -> (run, when) of results written here
         self._member_cache: tuple[int, dict[str, dict[str, Any]]] = (-1, {})
+        self._result_listeners: list[Callable[[list[str]], None]] = []
         self._pending_counts: dict[str, int] = {}
         self._to_consider: dict[str, None] = {}  # insertion-ordered set
         self._ready: deque[tuple[str, TaskDescriptor]] = deque()
         self._ready_event = asyncio.Event()
+        self._dequeues: list[tuple[int, str, str]] = []  # (results seq, task, run) awaiting replication
+        self._dequeue_event = asyncio.Event()
+        self._dequeuing: set[tuple[str, str]] = set()
         self._run_seq = 0
         self._running = 0
         self._active: set[tuple[str, str]] = set()  # (task, run) executing off the loop right now
@@ -276,7 +289,11 @@ class WarpNode:
             loop.create_task(self._dispatch(), name=f"warp-dispatch-{self.self_id}"),
             loop.create_task(self._watch_membership(), name=f"warp-members-{self.self_id}"),
             loop.create_task(self._housekeeping(), name=f"warp-housekeeping-{self.self_id}"),
+            loop.create_task(self._dequeuer(), name=f"warp-dequeue-{self.self_id}"),
         ]
+        if self.role == "client":
+            self._tasks.append(loop.create_task(self._introduce_to_new_peers(),
+                                                name=f"warp-introduce-{self.self_id}"))
         self._refresh_membership(force_publish=True)
         if any(spec.mode == "process" for spec in self._specs()):
             self._pool_for("process")  # start worker processes now, not on the first job
@@ -298,6 +315,16 @@ class WarpNode:
         for task in [*self._tasks, *self._inflight]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        self._closed = False
+        self._flush_counts()  # hand the last increments to the counters board before it flushes
+        self._closed = True
+        if self.role == "client" and self.replica in self.members.state:
+            # A client leaves no trace on the members board (each CLI call is a new client).
+            self.members.mutate(lambda m: m.remove(self.replica))
+        # A graceful leave hands its state over: give every board a moment to replicate.
+        for q in self._boards:
+            with contextlib.suppress(Exception):
+                await q.replicated(timeout=self.config.leave_timeout)
         await self.liveness.close()
         for q in self._boards:
             await q.close()
@@ -315,24 +342,54 @@ class WarpNode:
 
     # -- public API -------------------------------------------------------------------------
     async def enqueue(self, task_id: str, op: str | None = None, args: Any = None, *,
-                      pin: PeerId | None = None) -> str:
+                      pin: PeerId | None = None, run: str | None = None) -> str:
         """Add a task to the shared queue (from any peer); returns its run token.
 
         ``op`` names a registered op (default: the node's ``executor``, called with ``task_id``).
         Enqueuing an id again starts a new run that replaces the previous answer.
+
+        Returns once a majority of the mesh holds the task, so it survives any minority of peers
+        crashing; on a mesh of one it returns at once. Raises :class:`NotReplicated` when no
+        majority acknowledged it within ``WarpConfig.replicate_timeout`` (at once when too few
+        peers are reachable, e.g. on the minority side of a partition); the task then stays queued
+        here and replicates when it can. To retry through another peer without risking a second
+        execution, pass the exception's ``run`` as ``run``: the same run token names the same run
+        everywhere, and a run is answered once.
         """
-        return self.enqueue_nowait(task_id, op, args, pin=pin)
+        run = self.enqueue_nowait(task_id, op, args, pin=pin, run=run)
+        if not self.queue.core.peers:
+            return run  # a mesh of one: nothing to replicate to
+        need = self.holders_needed()
+        reachable = len(self.liveness.live.value - {self.self_id})
+        if reachable < need:
+            raise NotReplicated(task_id, run, f"only {reachable} other peer(s) reachable, a majority needs {need}")
+        if not await self.queue.replicated(timeout=self.config.replicate_timeout, count=need):
+            raise NotReplicated(task_id, run,
+                                f"no majority acknowledged it within {self.config.replicate_timeout} s")
+        return run
+
+    def holders_needed(self) -> int:
+        """Other peers that must hold a mutation of ours before it counts as replicated.
+
+        A worker counts itself towards a majority of the mesh; a client does not, since it leaves
+        soon after (``warpmesh submit``): it needs a majority of the other peers.
+        """
+        core = self.queue.core
+        return core.majority_others() if self.role == "worker" else len(core.peers) // 2 + 1
 
     def enqueue_nowait(self, task_id: str, op: str | None = None, args: Any = None, *,
-                       pin: PeerId | None = None) -> str:
-        """Synchronous :meth:`enqueue` (for tight loops; the deltas still coalesce)."""
+                       pin: PeerId | None = None, run: str | None = None) -> str:
+        """Synchronous :meth:`enqueue`: queued here at once, replicated in the background."""
         if not isinstance(task_id, str) or not task_id:
             raise ValueError("task_id must be a non-empty string")
         if op is None:
             op, args = EXECUTOR_OP, (task_id if args is None else args)
-        self._run_seq += 1
-        desc = TaskDescriptor(op=op, args=args, run=f"{self.replica}:{self._run_seq}", pin=pin,
-                              enqueued_by=self.self_id)
+        if run is None:
+            self._run_seq += 1
+            run = f"{self.replica}:{self._run_seq}"
+        elif not isinstance(run, str) or not run:
+            raise ValueError("run must be a non-empty string (a token returned by an earlier enqueue)")
+        desc = TaskDescriptor(op=op, args=args, run=run, pin=pin, enqueued_by=self.self_id)
         wire = pack(desc.to_wire())
         r = self.replica
         self.queue.mutate(lambda m: m.update(r, task_id, lambda cur: cur.set(r, wire)))
@@ -382,6 +439,53 @@ class WarpNode:
         """Acknowledge (remove) a task's answer from the board on every peer."""
         self.results_board.mutate(lambda m: m.remove(task_id))
         self._written.pop(task_id, None)
+
+    def add_result_listener(self, fn: Callable[[list[str]], None]) -> Callable[[], None]:
+        """Call ``fn(task_ids)`` whenever answers for ``task_ids`` arrive from other peers.
+
+        Called on the event loop, synchronously, right after the board changed (keep it cheap;
+        ``task_ids`` may include tasks whose answer was removed). Returns a function that removes
+        the listener. Used by ``warpmesh submit --wait`` to follow many tasks at O(1) per answer.
+        """
+        self._result_listeners.append(fn)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._result_listeners.remove(fn)
+
+        return remove
+
+    async def sync_from(self, peer: PeerId, timeout: float | None = None) -> None:
+        """Wait until every board here holds everything ``peer``'s boards held when it answered.
+
+        A peer that just joined (``warpmesh results``/``status``) calls this before reading, so it
+        never reports a half-received board. Pulls each board's state from ``peer`` at once (see
+        :meth:`~warpmesh.quilt.Quilter.sync_with`) instead of waiting for anti-entropy rounds.
+        Raises :class:`TimeoutError`.
+        """
+        async with asyncio.timeout(timeout):
+            await asyncio.gather(*(q.sync_with(peer) for q in self._boards))
+        self._refresh_membership()
+
+    def queued(self) -> Iterator[tuple[str, TaskDescriptor]]:
+        """Every task on the shared queue with its descriptor (waiting, settling or running)."""
+        for task_id in list(self.queue.state.keys()):
+            desc = self._descriptor(task_id)
+            if desc is not None:
+                yield task_id, desc
+
+    def claimants(self, run: str) -> frozenset[str]:
+        """Peers that noted a claim on ``run`` on the intents board (``ClaimStrategy.INTENT``)."""
+        return self._claimants(run)
+
+    def member_info(self) -> dict[str, dict[str, Any]]:
+        """Each node's newest entry on the members board: ``role``, ``ops`` and ``view``."""
+        return dict(self._member_info())
+
+    @property
+    def view(self) -> str:
+        """Digest of this peer's worker set, as published in its ``view`` on the members board."""
+        return self._view
 
     def counter(self, name: str) -> int:
         """A mesh-wide counter (every peer's increments that have reached this peer)."""
@@ -512,6 +616,17 @@ class WarpNode:
                 return True
         return False
 
+    async def _introduce_to_new_peers(self) -> None:
+        # A client's entry (role "client") was published before most links were up, and a board
+        # replicates earlier batches to a newcomer only through anti-entropy rounds. Until a worker
+        # has the entry it counts the client as a possible worker and settles every claim, so
+        # exchange the (small) members board with each new peer at once.
+        known: frozenset[PeerId] = frozenset({self.self_id})
+        async for roster in self.seam.roster.updates():
+            for peer in sorted(roster - known):
+                self.members.request_sync(peer)
+            known = frozenset(roster)
+
     async def _watch_membership(self) -> None:
         # The roster source and the failure detector both change who is live.
         loop = asyncio.get_running_loop()
@@ -579,10 +694,14 @@ class WarpNode:
 
     def _claim(self, task_id: str, desc: TaskDescriptor, view: ClaimView,
                eligible: frozenset[str] | None) -> None:
+        if self._result_run(task_id) == desc.run:
+            # Answered already (whatever we thought of the task before): only cleanup remains.
+            self._cleanup_done(task_id, desc)
+            return
         if self._claimed.get(task_id) == desc.run or self._standby.get(task_id) == desc.run:
             return
-        if self._result_run(task_id) == desc.run:
-            self._cleanup_done(task_id, desc)
+        deferred = self._deferred.get(task_id)
+        if deferred is not None and deferred[0] == desc.run and self.now() < deferred[1]:
             return
         strategy = view.strategy
         claimants = self._claimants(desc.run) if strategy is ClaimStrategy.INTENT else frozenset()
@@ -590,7 +709,11 @@ class WarpNode:
         if decision is Decision.SKIP:
             return
         self._claimed[task_id] = desc.run
-        if desc.pin is None and strategy is ClaimStrategy.INTENT:
+        # The note matters only where a rival might claim while this run is in progress: when
+        # ownership is contested, or when the op runs off the loop for a while. An uncontested
+        # inline op finishes before any rival could look, so it skips the note (and its removal).
+        noted = decision is Decision.SETTLE or self._op_mode(desc.op) != "inline"
+        if desc.pin is None and strategy is ClaimStrategy.INTENT and noted:
             me, run = self.self_id, desc.run
             if me not in claimants:
                 self.intents.mutate(lambda m: m.update(self.replica, run, lambda cur: cur.add(me)))
@@ -599,6 +722,10 @@ class WarpNode:
             self._ready_event.set()
         else:
             asyncio.get_running_loop().call_later(self.config.settle_window, self._after_settle, task_id, desc.run)
+
+    def _op_mode(self, op: str) -> str | None:
+        spec = self.registry.resolve(op)
+        return None if spec is None else spec.mode
 
     def _claimants(self, run: str) -> frozenset[str]:
         g = self.intents.state.get(run)
@@ -645,11 +772,20 @@ class WarpNode:
             if self._claimed.get(task_id) == run and (task_id, run) not in self._active:
                 # Settling or queued here but answered elsewhere: the dispatcher will skip it.
                 self._claimed.pop(task_id, None)
+        for fn in list(self._result_listeners):
+            fn(keys)
 
     def _cleanup_done(self, task_id: str, desc: TaskDescriptor) -> None:
-        """An answered task still queued (its runner crashed between the two writes): dequeue it."""
+        """An answered task still queued (its runner crashed between the two writes): dequeue it.
+
+        Not for answers this incarnation wrote and is still dequeuing (they leave once a majority
+        holds them). Any other answer we hold came from a peer, so it lives on two peers at least;
+        an answer written by an earlier incarnation of this node is cleaned up here too.
+        """
         if self._ring.owner(task_id) != self.self_id and desc.pin != self.self_id:
             return
+        if (task_id, desc.run) in self._dequeuing:
+            return  # our own answer: the dequeuer removes it once a majority holds it
         self._remove_from_queue(task_id, desc.run)
 
     def _remove_from_queue(self, task_id: str, run: str) -> None:
@@ -707,6 +843,9 @@ class WarpNode:
             attempts += 1
             try:
                 value = spec.fn(desc.args)
+            except Standby as err:
+                self._defer(task_id, desc, err)
+                return
             except Exception as err:
                 if self._retryable(err, spec) and attempts < self.config.max_attempts:
                     self._count("retries")
@@ -733,6 +872,9 @@ class WarpNode:
                         value = await asyncio.get_running_loop().run_in_executor(pool, spec.fn, desc.args)
                 except asyncio.CancelledError:
                     raise
+                except Standby as err:
+                    self._defer(task_id, desc, err)
+                    return
                 except Exception as err:
                     if self._retryable(err, spec) and attempts < self.config.max_attempts:
                         self._count("retries")
@@ -750,6 +892,20 @@ class WarpNode:
             self._active.discard(key)
             self._running -= 1
             self._sem.release()
+
+    def _defer(self, task_id: str, desc: TaskDescriptor, err: Standby) -> None:
+        """The op cannot run this task here yet: release the claim, no result, no attempt used."""
+        if self._claimed.get(task_id) == desc.run:
+            self._claimed.pop(task_id, None)
+        self._deferred[task_id] = (desc.run, self.now() + err.retry_after)
+        log.info("%s: standing by on task %r for %.3gs: %s", self.self_id, task_id, err.retry_after, err)
+
+    def wake_standby(self) -> None:
+        """Consider every task an op stood by on (:class:`Standby`) again now, e.g. because the
+        dependency it was missing has appeared."""
+        if self._deferred and not self._closed:
+            self._deferred.clear()
+            self._claim_all()
 
     @staticmethod
     def _retryable(err: Exception, spec: OpSpec) -> bool:
@@ -774,17 +930,37 @@ class WarpNode:
                 self._executed.popitem(last=False)
             if self.config.result_ttl is not None:
                 self._written[task_id] = (desc.run, self.now())
+            # The task leaves the queue only once a majority holds its answer: the two are on
+            # different boards, and crashes between them must never lose the task.
+            self._dequeues.append((self.results_board.core.pending_seq, task_id, desc.run))
+            self._dequeuing.add((task_id, desc.run))
+            self._dequeue_event.set()
+            return
         self._remove_from_queue(task_id, desc.run)
+
+    async def _dequeuer(self) -> None:
+        while True:
+            await self._dequeue_event.wait()
+            self._dequeue_event.clear()
+            if not self._dequeues:
+                continue
+            batch, self._dequeues = self._dequeues, []
+            await self.results_board.replicated(max(seq for seq, _, _ in batch), majority=True)
+            for _, task_id, run in batch:
+                self._dequeuing.discard((task_id, run))
+                if self._result_run(task_id) == run:
+                    self._remove_from_queue(task_id, run)
 
     def _is_failover(self, task_id: str) -> bool:
         primary = self._ring_all.owner(task_id)
         return primary is not None and primary != self.self_id and primary not in self._workers
 
     def _count(self, name: str, n: int = 1) -> None:
-        # Increments are batched: one counters-board update per name per loop iteration.
+        # Counters are statistics: increments are batched into one board update per name every
+        # COUNTER_FLUSH seconds, so a busy peer does not ship a counters delta per job.
         self.local_stats[name] += n
-        if not self._pending_counts:
-            asyncio.get_running_loop().call_soon(self._flush_counts)
+        if not self._pending_counts and not self._closed:
+            asyncio.get_running_loop().call_later(COUNTER_FLUSH, self._flush_counts)
         self._pending_counts[name] = self._pending_counts.get(name, 0) + n
 
     def _flush_counts(self) -> None:
@@ -806,6 +982,8 @@ class WarpNode:
                     self._claimed.pop(task_id, None)
             for task_id in [t for t in self._standby if t not in queued]:
                 self._standby.pop(task_id, None)
+            for task_id in [t for t in self._deferred if t not in queued]:
+                self._deferred.pop(task_id, None)
             self._claim_all()
             ttl = self.config.result_ttl
             if ttl is not None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Collection, Iterable
+from functools import lru_cache
+from heapq import merge
 
 import blake3
 
@@ -26,6 +28,13 @@ _TASK_DOMAIN = b"warpmesh.ring.task\x00"
 
 def _position(domain: bytes, data: bytes) -> int:
     return int.from_bytes(blake3.blake3(domain + data).digest(8), "big")
+
+
+@lru_cache(maxsize=4096)
+def _peer_points(peer: str, vnodes: int, seed: int) -> tuple[tuple[int, str], ...]:
+    """One peer's virtual-node positions, sorted; cached, so rebuilding a ring after churn is a merge."""
+    salt = _VNODE_DOMAIN + seed.to_bytes(8, "big", signed=True)
+    return tuple(sorted((_position(salt, f"{peer}\x00{v}".encode()), peer) for v in range(vnodes)))
 
 
 def task_position(task_id: str, seed: int = 0) -> int:
@@ -44,12 +53,7 @@ class TaskRing:
         self.vnodes = vnodes
         self.seed = seed
         self._peers = frozenset(peers)
-        salt = seed.to_bytes(8, "big", signed=True)
-        points = sorted(
-            (_position(_VNODE_DOMAIN + salt, f"{peer}\x00{v}".encode()), peer)
-            for peer in self._peers
-            for v in range(vnodes)
-        )
+        points = list(merge(*(_peer_points(peer, vnodes, seed) for peer in sorted(self._peers))))
         self._positions = [p for p, _ in points]
         self._owners = [peer for _, peer in points]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 
 from warpmesh.engine import (
+    ApplyResult,
     AtomPayload,
     Engine,
     Footprint,
@@ -19,6 +20,7 @@ from warpmesh.engine import (
     GraphView,
     NodeId,
     NodeRecord,
+    NoPending,
     RewriteRule,
     ShardExecutor,
     TickDelta,
@@ -376,8 +378,6 @@ def step(engine: Engine) -> bool:
 
     Returns whether a tick was committed.
     """
-    from warpmesh.engine import ApplyResult, NoPending
-
     tx = engine.begin()
     dispatched = engine.dispatch_next_intent(tx)
     ball = engine.apply(tx, "physics/ball", BALL)

@@ -1,0 +1,51 @@
+"""Run ``warpmesh ARGS...`` (normally ``node ...``) under cProfile and write the stats on exit.
+
+    python bench/profile_node.py OUT.prof node --id peer-1 --listen 127.0.0.1:0 ...
+
+``bench/warp_vs_peers.py --profile DIR`` starts its peer processes through this wrapper. Read the
+output with ``python -m pstats OUT.prof`` (``sort cumulative``, ``stats 40``) or
+``python bench/profile_node.py --show OUT.prof [N]``. The stats are written when the node stops
+gracefully (``quit`` on its control channel, SIGINT or SIGTERM); a SIGKILLed node writes nothing.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import io
+import pstats
+import sys
+
+
+def show(path: str, top: int = 40, sort: str = "cumulative") -> str:
+    """The ``top`` entries of a profile, sorted by ``sort``, as text."""
+    out = io.StringIO()
+    pstats.Stats(path, stream=out).strip_dirs().sort_stats(sort).print_stats(top)
+    return out.getvalue()
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) >= 2 and argv[0] == "--show":
+        print(show(argv[1], int(argv[2]) if len(argv) > 2 else 40))
+        return 0
+    if len(argv) < 2:
+        print("usage: profile_node.py OUT.prof WARPMESH-ARGS... | profile_node.py --show OUT.prof [N]",
+              file=sys.stderr)
+        return 2
+    out, args = argv[0], argv[1:]
+    from warpmesh.cli.app import main as warpmesh_main
+
+    prof = cProfile.Profile()
+    code = 0
+    prof.enable()
+    try:
+        warpmesh_main(args)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 0
+    finally:
+        prof.disable()
+        prof.dump_stats(out)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

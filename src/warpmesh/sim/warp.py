@@ -1,0 +1,326 @@
+"""Warp scheduling workload: a mesh of WarpNodes shares jobs through churn, under one seed.
+
+Phases:
+
+1. **steady** - the mesh forms and settles; the first third of the jobs is enqueued from random
+   peers. Membership does not change, so every job must run exactly once (zero duplicates).
+2. **churn** - the rest is enqueued while peers join, leave gracefully, crash, restart, and the
+   network partitions and heals, over seeded lossy links.
+3. **quiesce** - everything heals; every live peer's results board must hold exactly one correct
+   answer per job, and every queue must be empty.
+
+Invariants: zero lost jobs, zero wrong answers, zero duplicates in the steady phase. The duplicate
+rate under churn, ``(executions - distinct tasks) / executions``, is reported, not bounded: it is the
+price of leaderlessness the results board absorbs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from dataclasses import dataclass, replace
+from typing import Any
+
+import blake3
+
+from warpmesh.crdt import digest
+from warpmesh.liveness import HeartbeatConfig
+from warpmesh.net.memory import LinkFaults, MemoryFabric
+from warpmesh.quilt import QuilterConfig
+from warpmesh.sim.harness import SimReport
+from warpmesh.sim.loop import run_virtual
+from warpmesh.warp import ClaimStrategy, NotReplicated, OpRegistry, WarpConfig, WarpNode
+
+SIM_CONFIG = WarpConfig(
+    # Virtual time is free: a wider coalescing window means fewer frames to simulate.
+    coalesce_delay=0.01,
+    settle_window=0.2,
+    reclaim_interval=0.5,
+    replicate_timeout=1.0,
+    heartbeat=HeartbeatConfig(interval=0.5, timeout=2.0, lost_after=10.0),
+    quilter=QuilterConfig(anti_entropy_interval=1.0, resend_after=0.25, evict_after=20.0),
+)
+
+
+def job_answer(x: int) -> int:
+    """The known function every job computes (so every answer can be checked)."""
+    return (x * x + 7) % 1_000_003
+
+
+@dataclass
+class _Exec:
+    peer: str
+    task: str
+    phase: str
+    at: float = 0.0
+
+
+class _Mesh:
+    def __init__(self, fabric: MemoryFabric, cfg: WarpConfig, log: list[_Exec]) -> None:
+        self.fabric = fabric
+        self.cfg = cfg
+        self.log = log
+        self.phase = "steady"
+        self.nodes: dict[str, WarpNode] = {}
+        self.events: list[tuple[float, str, str]] = []
+
+    def registry(self, peer: str) -> OpRegistry:
+        reg = OpRegistry()
+
+        def compute(x: int) -> int:
+            self.log.append(_Exec(peer, f"job-{x}", self.phase, asyncio.get_running_loop().time()))
+            return job_answer(x)
+
+        reg.register("sim.compute", compute, mode="inline")
+        return reg
+
+    async def up(self, name: str) -> WarpNode:
+        node = WarpNode(self.fabric.join(name), registry=self.registry(name), config=self.cfg)
+        self.nodes[name] = await node.start()
+        return node
+
+    async def crash(self, name: str) -> None:
+        self.events.append((asyncio.get_running_loop().time(), "crash", name))
+        node = self.nodes.pop(name)
+        self.fabric.crash(name)
+        await node.close()
+
+    async def leave(self, name: str) -> None:
+        self.events.append((asyncio.get_running_loop().time(), "leave", name))
+        node = self.nodes.pop(name)
+        await node.close()
+        await self.fabric.seam(name).close()
+
+
+def run_warp(
+    seed: int,
+    *,
+    peers: int = 8,
+    jobs: int = 1000,
+    churn: bool = True,
+    strategy: str = "intent",
+) -> SimReport:
+    """One seeded run of the Warp workload; see the module docstring."""
+    params: dict[str, Any] = {"peers": peers, "jobs": jobs}
+    if not churn:
+        params["no_churn"] = True
+    if strategy != "intent":
+        params["strategy"] = strategy
+    report = SimReport("warp", seed, params)
+    log: list[_Exec] = []
+
+    async def main() -> None:
+        rng = random.Random(seed)
+        faults = LinkFaults(drop=rng.uniform(0, 0.05), duplicate=rng.uniform(0, 0.05),
+                            reorder=rng.uniform(0, 0.1), delay=rng.uniform(0.0005, 0.003),
+                            jitter=rng.uniform(0, 0.003))
+        fabric = MemoryFabric(seed=rng.getrandbits(32), faults=faults)
+        cfg = replace(SIM_CONFIG, strategy=ClaimStrategy(strategy))
+        mesh = _Mesh(fabric, cfg, log)
+        loop = asyncio.get_running_loop()
+        names = [f"p{i}" for i in range(peers)]
+        for n in names:
+            await mesh.up(n)
+
+        async def settled(timeout: float) -> bool:
+            deadline = loop.time() + timeout
+            while loop.time() < deadline:
+                live = set(mesh.nodes)
+                if all(node.workers == live and not node._contested() for node in mesh.nodes.values()):
+                    return True
+                await asyncio.sleep(0.1)
+            return False
+
+        if not await settled(30.0):
+            report.failures.append("the initial mesh never settled")
+            return
+        order = list(range(1, jobs + 1))
+        steady_jobs = order[: jobs // 3]
+        churn_jobs = order[jobs // 3:]
+
+        # Phase 1: steady membership.
+        for x in steady_jobs:
+            # Burst-enqueue most jobs; await replication now and then (an acknowledged enqueue).
+            node = rng.choice(list(mesh.nodes.values()))
+            if rng.random() < 0.1:
+                await node.enqueue(f"job-{x}", "sim.compute", x)
+            else:
+                node.enqueue_nowait(f"job-{x}", "sim.compute", x)
+        await _all_answered(mesh, [f"job-{x}" for x in steady_jobs], 60.0)
+        steady_runs = Counter(e.task for e in log if e.phase == "steady")
+        steady_dups = sum(n - 1 for n in steady_runs.values())
+
+        # Phase 2: churn.
+        mesh.phase = "churn"
+        down: dict[str, float] = {}
+        heal_at: float | None = None
+        next_id = peers
+        events: Counter[str] = Counter()
+        for i, x in enumerate(churn_jobs):
+            live = sorted(mesh.nodes)
+            # Like a client, retry the same run through another peer until one acknowledges it.
+            run = None
+            give_up = loop.time() + 60.0
+            while True:
+                enq = rng.choice([mesh.nodes[n] for n in sorted(mesh.nodes)])
+                try:
+                    await enq.enqueue(f"job-{x}", "sim.compute", x, run=run)
+                    break
+                except NotReplicated as err:
+                    run = err.run
+                    events["not_replicated"] += 1
+                    if loop.time() > give_up:
+                        report.failures.append(f"job-{x}: no majority acknowledged its enqueue within 60 s")
+                        break
+                    await asyncio.sleep(0.2)
+                    if heal_at is not None and loop.time() >= heal_at:
+                        fabric.heal()
+                        heal_at = None
+                        events["heal"] += 1
+            if churn and i % 25 == 0:
+                roll = rng.random()
+                now = loop.time()
+                if roll < 0.2 and len(live) > 3:
+                    victim = rng.choice(live)
+                    await mesh.crash(victim)
+                    down[victim] = now + rng.uniform(0.5, 3.0)
+                    events["crash"] += 1
+                elif roll < 0.35 and len(live) > 3:
+                    victim = rng.choice(live)
+                    await mesh.leave(victim)
+                    down[victim] = now + rng.uniform(0.5, 3.0)
+                    events["leave"] += 1
+                elif roll < 0.5 and len(live) + len(down) < peers + 2:
+                    await mesh.up(f"p{next_id}")
+                    next_id += 1
+                    events["join"] += 1
+                elif roll < 0.65 and heal_at is None:
+                    side = set(rng.sample(live, rng.randrange(1, max(2, len(live) // 2))))
+                    fabric.partition(side, set(live) - side, one_way=rng.random() < 0.2)
+                    heal_at = now + rng.uniform(0.5, 4.0)  # partitions end, as real ones do
+                    events["partition"] += 1
+            if heal_at is not None and loop.time() >= heal_at:
+                fabric.heal()
+                heal_at = None
+                events["heal"] += 1
+            for n, t in sorted(down.items()):
+                if loop.time() >= t:
+                    del down[n]
+                    await mesh.up(n)
+            await asyncio.sleep(rng.uniform(0, 0.004))
+
+        # Phase 3: heal and quiesce.
+        mesh.phase = "quiesce"
+        for n in sorted(down):
+            await mesh.up(n)
+        fabric.calm()
+        all_tasks = [f"job-{x}" for x in order]
+        answered = await _all_answered(mesh, all_tasks, 120.0)
+        for _ in range(200):  # queues drain shortly after the last answer lands
+            if all(node.queue_depth == 0 for node in mesh.nodes.values()):
+                break
+            await asyncio.sleep(0.1)
+
+        for _ in range(600):  # boards converge (e.g. a duplicate's two answers settle to one)
+            if len({digest(node.results_board.state) for node in mesh.nodes.values()}) == 1:
+                break
+            await asyncio.sleep(0.1)
+        lost = wrong = 0
+        for node in mesh.nodes.values():
+            for x in order:
+                res = node.results.get(f"job-{x}")
+                if res is None:
+                    lost += 1
+                elif not res.ok or res.value != job_answer(x):
+                    wrong += 1
+        boards = {digest(node.results_board.state) for node in mesh.nodes.values()}
+        runs = Counter(e.task for e in log)
+        executions = sum(runs.values())
+        churn_execs = sum(1 for e in log if e.phase != "steady")
+        churn_tasks = len({e.task for e in log if e.phase != "steady"})
+        report.metrics.update(
+            executions=executions,
+            distinct=len(runs),
+            steady_duplicates=steady_dups,
+            churn_duplicates=churn_execs - churn_tasks,
+            churn_duplicate_rate=round((churn_execs - churn_tasks) / churn_execs, 4) if churn_execs else 0.0,
+            lost=lost,
+            wrong=wrong,
+            live_peers=len(mesh.nodes),
+            churn_events=dict(sorted(events.items())),
+            virtual_seconds=round(loop.time(), 2),
+            bytes_sent=fabric.bytes_sent,
+        )
+        if not answered:
+            report.failures.append("some jobs were not answered on every live peer within 120 virtual seconds")
+            report.metrics["stuck"] = _diagnose(mesh, [f"job-{x}" for x in order])
+        if lost:
+            report.failures.append(f"{lost} answers missing across live peers' boards")
+        if wrong:
+            report.failures.append(f"{wrong} wrong answers")
+        if steady_dups:
+            report.failures.append(f"{steady_dups} duplicate executions at steady membership")
+        if len(boards) != 1:
+            report.failures.append("live peers' results boards differ after quiescence")
+        stuck_queued = sorted({t for node in mesh.nodes.values() for t in node.queue.state.keys()})
+        if stuck_queued:
+            holders = {n: sorted(node.queue.state.keys())[:3] for n, node in sorted(mesh.nodes.items())
+                       if node.queue_depth}
+            report.failures.append(f"{len(stuck_queued)} task(s) still queued after quiescence, e.g. {holders}")
+        trace = blake3.blake3()
+        for e in log:
+            trace.update(f"{e.peer}/{e.task}/{e.phase};".encode())
+        trace.update(b"".join(sorted(boards)))
+        report.trace = trace.hexdigest()[:16]
+        for name in sorted(mesh.nodes):
+            await mesh.nodes[name].close()
+        await fabric.close()
+
+    try:
+        run_virtual(main())
+    except Exception as err:
+        report.failures.append(f"exception: {type(err).__name__}: {err}")
+    return report
+
+
+async def _all_answered(mesh: _Mesh, tasks: list[str], timeout: float) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if all(all(t in node.results for t in tasks) for node in list(mesh.nodes.values())):
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+def _diagnose(mesh: _Mesh, tasks: list[str], limit: int = 3) -> list[dict[str, Any]]:
+    """For the first unanswered tasks: what every live peer believes about them."""
+    out = []
+    for t in tasks:
+        if all(t in node.results for node in mesh.nodes.values()):
+            continue
+        views = {}
+        for name, node in sorted(mesh.nodes.items()):
+            desc = node._descriptor(t)
+            views[name] = {
+                "queued": desc is not None,
+                "answered": t in node.results,
+                "owner": node.ring.owner(t),
+                "workers": len(node.workers),
+                "claimed": node._claimed.get(t) is not None,
+                "standby": node._standby.get(t) is not None,
+                "claimants": sorted(node._claimants(desc.run)) if desc is not None else None,
+                "contested": node._contested(),
+            }
+        execs = [(e.peer, round(e.at, 2)) for e in mesh.log if e.task == t]
+        holders = sorted(n for n, node in mesh.nodes.items() if t in node.results)
+        boards = {n: (node.results_board.core.frontier(), dict(node.results_board.core._mismatch),
+                      node.results_board.core.stats["states_in"], node.results_board.core.stats["digest_match"],
+                      node.results_board.core.peers)
+                  for n, node in sorted(mesh.nodes.items())}
+        out.append({"task": t, "holders": holders, "boards": boards, "executed": execs, "events": [(round(a, 2), b, c) for a, b, c in mesh.events],
+                    "views": views})
+        if len(out) >= limit:
+            break
+    return out
