@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from warpmesh.kv import protocol as P
@@ -57,3 +59,23 @@ def test_protocol_round_trip_and_refusals() -> None:
         P.decode_request(P.encode_request(1, "drop_table", "k"))
     with pytest.raises((P.BadFrame, FrameError)):
         P.decode_request(b"\x01\x01garbage")
+
+
+def test_mutated_and_weird_frames_are_refused_never_raised() -> None:
+    import random
+
+    rng = random.Random(2)
+    samples = [P.encode_request(7, "put", "k", b"v", None, "c", 3, 2), P.encode_request(1, "get", "key"),
+               P.encode_response(1, 0, [1, 2], "n1", "")]
+    weird = [{"a": 1}, [1], None, 1.5, b"x", "s", -1, 2**62]
+    from warpmesh.wire.frame import encode_frame
+
+    for _ in range(5000):
+        f = bytearray(rng.choice(samples))
+        for _ in range(rng.randint(1, 3)):
+            f[rng.randrange(len(f))] = rng.randrange(256)
+        body = [rng.choice(weird) for _ in range(rng.choice((5, 8)))]
+        for data in (bytes(f), encode_frame(rng.choice((1, 2)), body)):
+            for fn in (P.decode_request, P.decode_response):
+                with contextlib.suppress(FrameError, P.BadFrame):
+                    fn(data)

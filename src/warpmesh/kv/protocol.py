@@ -49,12 +49,20 @@ def encode_response(rid: int, status: int, result: Any = None, leader: str | Non
 
 
 def decode_request(data: bytes) -> list[Any]:
+    """Decode and validate a request; raises :class:`BadFrame` (or a ``FrameError``) on anything else."""
+    try:
+        return _decode_request(data)
+    except (TypeError, KeyError, IndexError, AttributeError) as err:
+        raise BadFrame(f"malformed request: {err}") from None
+
+
+def _decode_request(data: bytes) -> list[Any]:
     f = decode_frame(data)
     b = f.body
     if f.kind != REQUEST or not isinstance(b, list) or len(b) != 8:
         raise BadFrame("not a KV request")
     rid, op, key, _a, _b, client, seq, floor = b
-    if type(rid) is not int or op not in OPS:
+    if type(rid) is not int or not isinstance(op, str) or op not in OPS:
         raise BadFrame("bad request id or op")
     if op not in ("hello", "state") and (not isinstance(key, str) or not key):
         raise BadFrame("a request needs a non-empty string key")

@@ -137,9 +137,11 @@ class Membership:
         def ids(x: Any) -> frozenset[str]:
             if not isinstance(x, (list, tuple)) or len(x) > 4096:
                 raise ValueError("membership id list malformed")
+            if not all(isinstance(i, str) and 0 < len(i) <= 256 for i in x):
+                raise ValueError("membership ids must be non-empty strings")
             out = frozenset(x)
-            if len(out) != len(x) or not all(isinstance(i, str) and 0 < len(i) <= 256 for i in out):
-                raise ValueError("membership ids must be distinct non-empty strings")
+            if len(out) != len(x):
+                raise ValueError("membership ids must be distinct")
             return out
 
         voters, learners = ids(obj[0]), ids(obj[1])

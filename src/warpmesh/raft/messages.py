@@ -312,8 +312,16 @@ def _dec_entries(raw: Any, prev_index: int, msg_term: int, prev_term: int) -> li
 def decode(data: bytes, frm: str, to: str, *, max_size: int | None = None) -> Message:
     """Decode and validate one frame from ``frm``; raise :class:`BadMessage` or ``FrameError``."""
     frame = decode_frame(data) if max_size is None else decode_frame(data, max_size=max_size)
-    b = frame.body
-    k = frame.kind
+    try:
+        return _decode_body(frame.kind, frame.body, frm, to)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as err:
+        if isinstance(err, BadMessage):
+            raise
+        # A shape no explicit check anticipated: still a refusal, never an exception upward.
+        raise BadMessage("malformed", f"{type(err).__name__}: {err}") from None
+
+
+def _decode_body(k: int, b: Any, frm: str, to: str) -> Message:
     if not isinstance(b, (list, tuple)) or not b:
         raise BadMessage("body_shape", "body must be a non-empty list")
     term = _int(b[0], "term", MAX_TERM)
