@@ -28,6 +28,7 @@ def test_a_run_with_five_nodes_and_more_keys() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize("chunk", range(20))
 def test_kv_runtime_simulation_soak(chunk: int) -> None:
     bad = []

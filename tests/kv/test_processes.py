@@ -228,5 +228,6 @@ def test_cold_restart_of_the_whole_cluster_under_load_never_diverges(tmp_path: P
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_cold_restart_one_hundred_times(tmp_path: Path) -> None:
     asyncio.run(_cold_restart_rounds(tmp_path, 100))

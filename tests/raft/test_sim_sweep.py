@@ -35,6 +35,7 @@ def test_seeded_simulation_sweep(chunk: int) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize("chunk", range(40))
 def test_seeded_simulation_soak(chunk: int) -> None:
     """20,000 more seeds (``./run soak``); ``warpmesh sim raft --seeds 100000`` goes further."""
