@@ -137,3 +137,9 @@ def sim_warp(seed: int | None, seeds: int, start: int, as_json: bool, fail_fast:
             f"duplicate rate under churn: median {ordered[len(ordered) // 2]:.2%}, "
             f"max {ordered[-1]:.2%} over {len(rates)} passing seed(s)")
     sys.exit(code)
+
+
+# The Raft workload's command lives with the Raft area (warpmesh.cli.sim_raft).
+from warpmesh.cli.sim_raft import sim_raft  # noqa: E402
+
+sim.add_command(sim_raft)

@@ -1,0 +1,259 @@
+"""``warpmesh kv``: a replicated key-value store on Raft.
+
+    warpmesh kv up --nodes 3                       # a local three-node cluster (Ctrl-C stops it)
+    warpmesh kv put greeting hello                 # prints the new revision
+    warpmesh kv get greeting                       # prints the value (linearizable read)
+    warpmesh kv cas greeting hello bonjour         # swap only if the value is still "hello"
+    warpmesh kv delete greeting
+
+    warpmesh kv serve --id n1 --listen 10.0.0.1:7101 \\
+        --peers n1=10.0.0.1:7101,n2=10.0.0.2:7101,n3=10.0.0.3:7101 --data /var/lib/warpmesh/n1 \\
+        --secret-file cluster.secret
+
+Clients find servers through ``--servers`` (default: the addresses ``kv up`` uses, also read from
+``$WARPMESH_KV_SERVERS``) and need the cluster secret when the servers have one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from warpmesh.cli.common import load_mesh_security, mesh_options, parse_addr, setup_logging
+
+DEFAULT_SERVERS = "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103"
+
+
+def _parse_peers(text: str) -> dict[str, tuple[str, int]]:
+    peers: dict[str, tuple[str, int]] = {}
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        nid, eq, addr = part.partition("=")
+        if not eq or not nid:
+            raise click.BadParameter(f"{part!r} must be ID=HOST:PORT", param_hint="--peers")
+        if nid in peers:
+            raise click.BadParameter(f"node id {nid!r} appears twice", param_hint="--peers")
+        peers[nid] = parse_addr(addr, "--peers address")
+    if not peers:
+        raise click.BadParameter("list every member as ID=HOST:PORT,...", param_hint="--peers")
+    return peers
+
+
+@click.group()
+def kv() -> None:
+    """A replicated key-value store on Raft: serve, get, put, cas, delete, up."""
+
+
+@kv.command()
+@click.option("--id", "node_id", required=True, help="This node's id (unique, stable across restarts).")
+@click.option("--listen", required=True, metavar="HOST:PORT", help="Address to listen on.")
+@click.option("--peers", required=True, metavar="ID=HOST:PORT,...",
+              help="Every member of the cluster, this node included (the bootstrap configuration).")
+@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for this node's durable state (raft.sqlite).")
+@click.option("--snapshot-every", type=click.IntRange(min=0), default=10_000, show_default=True,
+              help="Publish a snapshot (and compact the log) every N applied entries; 0 never.")
+@click.option("--election-timeout", type=click.FloatRange(0.01, 60), default=None, metavar="SECONDS",
+              help="Minimum election timeout (default 0.3; the maximum is twice it).")
+@mesh_options
+def serve(node_id: str, listen: str, peers: str, data_dir: Path, snapshot_every: int,
+          election_timeout: float | None, secret_file: Path | None, tls_cert: Path | None,
+          tls_key: Path | None, tls_ca: Path | None, log_level: str) -> None:
+    """Run one KV node until SIGINT/SIGTERM. Prints a JSON "ready" line on stdout once serving."""
+    setup_logging(log_level)
+    listen_addr = parse_addr(listen, "--listen")
+    members = _parse_peers(peers)
+    if node_id not in members:
+        raise click.BadParameter(f"--peers must include this node ({node_id}=HOST:PORT)", param_hint="--peers")
+    secret, tls = load_mesh_security(secret_file, tls_cert, tls_key, tls_ca)
+    from warpmesh.raft.config import RaftConfig
+    from warpmesh.raft.errors import CorruptState
+
+    cfg = None
+    if election_timeout is not None:
+        cfg = RaftConfig(election_timeout_min=election_timeout, election_timeout_max=2 * election_timeout,
+                         heartbeat_interval=election_timeout / 6)
+
+    async def main() -> None:
+        from warpmesh.kv.server import open_kv_node
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        node = await open_kv_node(node_id, listen=listen_addr, peers=members, data_dir=data_dir,
+                                  secret=secret, config=cfg, snapshot_every=snapshot_every, tls=tls)
+        from warpmesh.raft.runtime import tune_gc_for_server
+
+        tune_gc_for_server()  # a dedicated server process: see the function's docstring
+        addr = node.mesh.address
+        print(json.dumps({"event": "ready", "id": node_id, "address": f"{addr[0]}:{addr[1]}",
+                          "data": str(data_dir)}), flush=True)
+        try:
+            await stop.wait()
+        finally:
+            await node.close()
+
+    try:
+        asyncio.run(main())
+    except CorruptState as err:
+        raise click.ClickException(str(err)) from None
+    except OSError as err:
+        raise click.ClickException(f"cannot listen on {listen}: {err.strerror or err}") from None
+
+
+def _client_options(f: Any) -> Any:
+    f = click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="CA certificate of the cluster (when the servers use TLS).")(f)
+    f = click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="This client's TLS private key (PEM).")(f)
+    f = click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="This client's TLS certificate (PEM, signed by the cluster CA).")(f)
+    f = click.option("--timeout", type=click.FloatRange(0.1), default=10.0, show_default=True,
+                     help="Give up after this many seconds.")(f)
+    f = click.option("--secret-file", type=click.Path(dir_okay=False, path_type=Path),
+                     help="File holding the cluster secret (else $WARPMESH_SECRET).")(f)
+    f = click.option("--servers", envvar="WARPMESH_KV_SERVERS", default=DEFAULT_SERVERS, show_default=True,
+                     metavar="HOST:PORT,...", help="Any of the cluster's nodes (env WARPMESH_KV_SERVERS).")(f)
+    return f
+
+
+def _run_client(servers: str, secret_file: Path | None, timeout: float, op: Any,
+                tls_files: tuple[Path | None, Path | None, Path | None] = (None, None, None)) -> Any:
+    from warpmesh.kv.client import KVClient, KVError, parse_addresses
+
+    secret, tls = load_mesh_security(secret_file, *tls_files)
+    try:
+        addrs = parse_addresses([s for s in servers.split(",") if s.strip()])
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--servers") from None
+
+    async def main() -> Any:
+        async with KVClient(addrs, secret=secret, timeout=timeout, tls=tls) as client:
+            return await op(client)
+
+    try:
+        return asyncio.run(main())
+    except KVError as err:
+        raise click.ClickException(str(err)) from None
+    except OSError as err:
+        raise click.ClickException(f"cannot reach the cluster: {err}") from None
+
+
+@kv.command()
+@click.argument("key")
+@click.option("--stale", is_flag=True, help="Read one node's local copy (faster, may be stale).")
+@_client_options
+def get(key: str, stale: bool, servers: str, secret_file: Path | None, timeout: float,
+        tls_cert: Path | None, tls_key: Path | None, tls_ca: Path | None) -> None:
+    """Print KEY's value (exit status 1 and nothing printed if it is absent)."""
+    value = _run_client(servers, secret_file, timeout, lambda c: c.get(key, stale=stale),
+                        (tls_cert, tls_key, tls_ca))
+    if value is None:
+        click.echo(f"{key}: not found", err=True)
+        sys.exit(1)
+    click.echo(value.decode(errors="replace"))
+
+
+@kv.command()
+@click.argument("key")
+@click.argument("value")
+@_client_options
+def put(key: str, value: str, servers: str, secret_file: Path | None, timeout: float,
+        tls_cert: Path | None, tls_key: Path | None, tls_ca: Path | None) -> None:
+    """Set KEY to VALUE; prints the new revision."""
+    click.echo(_run_client(servers, secret_file, timeout, lambda c: c.put(key, value),
+                           (tls_cert, tls_key, tls_ca)))
+
+
+@kv.command()
+@click.argument("key")
+@click.argument("expected")
+@click.argument("new")
+@click.option("--absent", is_flag=True, help="Expect KEY to be absent (EXPECTED is ignored).")
+@click.option("--delete", "delete_", is_flag=True, help="Delete KEY instead of setting NEW.")
+@_client_options
+def cas(key: str, expected: str, new: str, absent: bool, delete_: bool, servers: str,
+        secret_file: Path | None, timeout: float, tls_cert: Path | None, tls_key: Path | None,
+        tls_ca: Path | None) -> None:
+    """Set KEY to NEW only if it currently holds EXPECTED. Exit status 1 if it did not."""
+    ok, now = _run_client(servers, secret_file, timeout,
+                          lambda c: c.cas(key, None if absent else expected, None if delete_ else new),
+                          (tls_cert, tls_key, tls_ca))
+    shown = "(absent)" if now is None else now.decode(errors="replace")
+    click.echo(f"{'swapped' if ok else 'not swapped'}: {key} = {shown}")
+    if not ok:
+        sys.exit(1)
+
+
+@kv.command()
+@click.argument("key")
+@_client_options
+def delete(key: str, servers: str, secret_file: Path | None, timeout: float, tls_cert: Path | None,
+           tls_key: Path | None, tls_ca: Path | None) -> None:
+    """Delete KEY (exit status 1 if it did not exist)."""
+    if not _run_client(servers, secret_file, timeout, lambda c: c.delete(key), (tls_cert, tls_key, tls_ca)):
+        click.echo(f"{key}: not found", err=True)
+        sys.exit(1)
+
+
+@kv.command()
+@click.option("--nodes", type=click.IntRange(1, 9), default=3, show_default=True)
+@click.option("--base-port", type=click.IntRange(1024, 65000), default=7101, show_default=True)
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path(".warpmesh-kv"), show_default=True, help="Parent directory of each node's data.")
+def up(nodes: int, base_port: int, data_dir: Path) -> None:
+    """Start a local cluster of NODES processes on loopback; Ctrl-C stops it (data is kept)."""
+    members = {f"n{i + 1}": f"127.0.0.1:{base_port + i}" for i in range(nodes)}
+    peers = ",".join(f"{k}={v}" for k, v in members.items())
+    procs: dict[str, subprocess.Popen[str]] = {}
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+
+    def on_term(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)  # stop the children on SIGTERM too, not only Ctrl-C
+    try:
+        for nid, addr in members.items():
+            procs[nid] = subprocess.Popen(
+                [sys.executable, "-m", "warpmesh.cli.app", "kv", "serve", "--id", nid, "--listen", addr,
+                 "--peers", peers, "--data", str(data_dir / nid)], stdout=subprocess.PIPE, text=True, env=env)
+        for nid, p in procs.items():
+            assert p.stdout is not None
+            line = p.stdout.readline()
+            if not line:
+                raise click.ClickException(f"node {nid} exited during start-up (is port "
+                                           f"{members[nid]} free?)")
+        servers = ",".join(members.values())
+        click.echo(f"KV cluster up: {nodes} node(s), data in {data_dir}/")
+        click.echo(f"  servers: {servers}")
+        click.echo("  try:     warpmesh kv put hello world && warpmesh kv get hello")
+        if base_port != 7101 or nodes != 3:
+            click.echo(f"  (pass --servers {servers} or export WARPMESH_KV_SERVERS={servers})")
+        click.echo("Ctrl-C stops the cluster.")
+        while all(p.poll() is None for p in procs.values()):
+            time.sleep(0.5)
+        dead = [nid for nid, p in procs.items() if p.poll() is not None]
+        raise click.ClickException(f"node(s) {', '.join(dead)} exited; stopping the cluster")
+    except KeyboardInterrupt:
+        click.echo("stopping...")
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs.values():
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()

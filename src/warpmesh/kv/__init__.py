@@ -1,0 +1,15 @@
+"""A replicated key-value store on Raft: get, put, cas, delete; exactly-once writes; linearizable.
+
+* :mod:`warpmesh.kv.state` - the deterministic state machine.
+* :mod:`warpmesh.kv.server` - ``KVServer`` (one replica) and ``open_kv_node`` (TCP + SQLite).
+* :mod:`warpmesh.kv.client` - ``KVClient``: finds the leader, retries under one dedup key.
+* :mod:`warpmesh.kv.protocol` - the client protocol on mesh channel 0x21.
+* :mod:`warpmesh.kv.linearizability` - a Wing-Gong/Porcupine-style checker for KV histories.
+
+See docs/raft.md.
+"""
+
+from warpmesh.kv.client import KVClient, KVError, KVTimeout
+from warpmesh.kv.state import KVStateMachine
+
+__all__ = ["KVClient", "KVError", "KVStateMachine", "KVTimeout"]

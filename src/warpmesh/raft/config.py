@@ -1,0 +1,102 @@
+"""``RaftConfig``: timing, batching and safety limits, validated on construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RaftConfig:
+    """Tunables of one Raft node. Times are seconds on the runtime's clock.
+
+    The defaults target a LAN/loopback cluster: a crashed leader is replaced in about 0.5 s
+    (election timeout drawn from [0.3, 0.6) s, after CheckQuorum/stickiness allow it), while a
+    heartbeat every 50 ms gives six missed heartbeats of slack before a follower suspects the leader,
+    which keeps a loaded event loop (GC pauses, fsync stalls) from causing spurious elections.
+    """
+
+    election_timeout_min: float = 0.3
+    election_timeout_max: float = 0.6
+    heartbeat_interval: float = 0.05
+    #: PreVote (dissertation §9.6): a node only starts a real election if a majority would vote.
+    pre_vote: bool = True
+    #: Appends in flight per follower (pipelining window) and bytes in flight.
+    max_inflight_msgs: int = 256
+    max_inflight_bytes: int = 32 * 1024 * 1024
+    #: Upper bound of one AppendEntries (always at least one entry).
+    max_append_bytes: int = 1024 * 1024
+    max_append_entries: int = 8192
+    #: Largest single command (checked at propose, before anything enters the log).
+    max_entry_bytes: int = 8 * 1024 * 1024
+    #: Leader stops accepting proposals while this many bytes are appended but uncommitted.
+    max_uncommitted_bytes: int = 64 * 1024 * 1024
+    #: Proposals made on this node awaiting commit (each is retried until it commits or is abandoned).
+    max_pending_proposals: int = 100_000
+    #: Reads awaiting confirmation on this node.
+    max_pending_reads: int = 100_000
+    #: Committed entries handed to the host per Ready (bounds one apply batch).
+    max_committed_per_ready: int = 8192
+    #: InstallSnapshot chunking: bytes per chunk, chunks in flight, receiver's ceiling.
+    snapshot_chunk_bytes: int = 1024 * 1024
+    snapshot_inflight_chunks: int = 4
+    snapshot_max_bytes: int = 4 * 1024 * 1024 * 1024
+    #: Entries kept below a published snapshot, so a slightly lagging follower needs no snapshot.
+    trailing_entries: int = 1024
+    #: Re-send a forwarded proposal (same dedup key) if it has not committed after this long.
+    forward_retry: float = 0.0  # 0 = election_timeout_min
+    #: Leadership transfer gives up after this long (0 = 2 * election_timeout_max).
+    transfer_timeout: float = 0.0
+    #: A learner being promoted must catch up within this long (0 = 20 * election_timeout_max).
+    catchup_timeout: float = 0.0
+    #: Opt-in lease reads (dissertation §6.4.1): the leader answers reads without a heartbeat round
+    #: while a majority acknowledged it recently. Safe only if clock *rates* differ by at most
+    #: ``lease_drift`` (0.05 = 5%) between any two nodes; see docs/raft.md.
+    lease_read: bool = False
+    lease_drift: float = 0.05
+    #: A message whose term exceeds ours by more than this is dropped (a hostile or corrupt peer
+    #: cannot pin the cluster at a huge term). Not applied while our own log is empty.
+    max_term_jump: int = 1_000_000
+    #: Remember this many recently committed dedup keys, so a retried forward is answered instead of
+    #: appended twice.
+    recent_keys: int = 65_536
+
+    def __post_init__(self) -> None:
+        if not 0 < self.heartbeat_interval < self.election_timeout_min < self.election_timeout_max:
+            raise ValueError(
+                "need 0 < heartbeat_interval < election_timeout_min < election_timeout_max, got "
+                f"{self.heartbeat_interval} / {self.election_timeout_min} / {self.election_timeout_max}"
+            )
+        for name in ("max_inflight_msgs", "max_inflight_bytes", "max_append_bytes", "max_append_entries",
+                     "max_entry_bytes", "max_uncommitted_bytes", "max_pending_proposals",
+                     "max_pending_reads", "max_committed_per_ready", "snapshot_chunk_bytes",
+                     "snapshot_inflight_chunks", "snapshot_max_bytes", "max_term_jump", "recent_keys"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.trailing_entries < 0:
+            raise ValueError("trailing_entries must be >= 0")
+        if not 0 <= self.lease_drift < 1:
+            raise ValueError("lease_drift must be within [0, 1)")
+
+    @property
+    def forward_retry_s(self) -> float:
+        return self.forward_retry or self.election_timeout_min
+
+    @property
+    def transfer_timeout_s(self) -> float:
+        return self.transfer_timeout or 2 * self.election_timeout_max
+
+    @property
+    def catchup_timeout_s(self) -> float:
+        return self.catchup_timeout or 20 * self.election_timeout_max
+
+    @property
+    def lease_duration(self) -> float:
+        """How long after sending an acknowledged heartbeat the leader may assume leadership.
+
+        Followers refuse to vote for ``election_timeout_min`` (their clock) after hearing from the
+        leader. With clock rates within ``1 ± ρ`` of real time, that is at least
+        ``election_timeout_min / (1 + ρ)`` real seconds, which the leader's clock may read as little
+        as ``(1 - ρ)`` of. Hence ``election_timeout_min · (1 - ρ) / (1 + ρ)``.
+        """
+        rho = self.lease_drift
+        return self.election_timeout_min * (1 - rho) / (1 + rho)
