@@ -81,7 +81,8 @@ def _emit(event: str, **fields: Any) -> None:
 @click.option("--join", multiple=True, callback=_addr_callback, metavar="HOST:PORT",
               help="A peer to join through (repeatable); the rest of the roster is learned from it.")
 @click.option("--ops", "ops_modules", multiple=True, metavar="MODULE",
-              help="Import MODULE and serve its @warp_op ops (repeatable), e.g. --ops mypkg.jobs.")
+              help="Import MODULE and serve its @warp_op ops (repeatable), e.g. --ops mypkg.jobs; "
+                   "'--ops warpmesh.workers.mesh' serves WebAssembly jobs (wasm.run).")
 @click.option("--role", type=click.Choice(["worker", "client"]), default="worker", show_default=True,
               help="Workers run tasks; clients only enqueue and read.")
 @click.option("--strategy", type=click.Choice(["intent", "ring"]), default="intent", show_default=True,
@@ -100,9 +101,12 @@ def node(node_id: str, listen: tuple[str, int], join: list[tuple[str, int]], ops
     """Run one long-lived mesh peer (a Warp worker) until interrupted."""
     setup_logging(log_level)
     secret, tls = load_mesh_security(secret_file, tls_cert, tls_key, tls_ca)
+    import importlib
+
     from warpmesh.warp import ClaimStrategy, OpRegistry, load_ops_module
 
     registry = OpRegistry()
+    hooks = []  # modules may expose attach(node) to bind to the node (e.g. isolate workers)
     for module in ops_modules:
         try:
             registry.update(load_ops_module(module))
@@ -110,6 +114,9 @@ def node(node_id: str, listen: tuple[str, int], join: list[tuple[str, int]], ops
             raise click.BadParameter(f"cannot import {module!r}: {err}", param_hint="--ops") from None
         except ValueError as err:
             raise click.ClickException(f"--ops {module}: {err}") from None
+        hook = getattr(importlib.import_module(module), "attach", None)
+        if callable(hook):
+            hooks.append(hook)
 
     async def main(stop: asyncio.Event) -> None:
         from warpmesh.crdt import replica_id
@@ -131,11 +138,14 @@ def node(node_id: str, listen: tuple[str, int], join: list[tuple[str, int]], ops
         boards = DemoBoards(mux, replica_id(node_id, inc))
         warp = WarpNode(mesh, registry=registry, strategy=ClaimStrategy(strategy), role=role,
                         incarnation=inc, mux=mux)
+        attached = [a for a in (hook(warp) for hook in hooks) if a is not None]
+        for a in attached:
+            await a.start()
         await boards.start()
         await warp.start()
         assert mesh.address is not None
         _emit("ready", node=node_id, address=f"{mesh.address[0]}:{mesh.address[1]}", incarnation=inc,
-              ops=registry.names(), role=role)
+              ops=warp.registry.names(), role=role)
 
         def status() -> None:
             _emit("status", node=node_id, roster=sorted(mesh.roster.value), **boards.snapshot(),
@@ -157,6 +167,8 @@ def node(node_id: str, listen: tuple[str, int], join: list[tuple[str, int]], ops
             for t in tasks:
                 t.cancel()
             await warp.close()
+            for a in reversed(attached):
+                await a.close()
             await boards.close()
             await mux.close()
             await mesh.close()

@@ -1117,3 +1117,14 @@ def _as_keys(keys: Iterable[Any]) -> Iterable[tuple[int, bytes]]:
     for k in keys:
         if isinstance(k, tuple) and len(k) == 2:
             yield k
+
+
+def attach(node: WarpNode) -> WorkerMesh:
+    """The ``warpmesh node --ops warpmesh.workers.mesh`` hook: serve ``wasm.run`` on this node.
+
+    Uses the default store (``$WARPMESH_STORE`` or the per-user cache directory). The node CLI
+    calls this before ``node.start()``, then ``start()`` and, on shutdown, ``close()``.
+    """
+    from warpmesh.workers.store import default_store_dir
+
+    return WorkerMesh.for_node(node, Store(default_store_dir()))
