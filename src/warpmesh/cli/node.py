@@ -119,6 +119,7 @@ def node(node_id: str, listen: tuple[str, int], join: list[tuple[str, int]], ops
             hooks.append(hook)
 
     async def main(stop: asyncio.Event) -> None:
+        from warpmesh.aio.tuning import tune_gc_for_server
         from warpmesh.crdt import replica_id
         from warpmesh.net.mux import MuxSeam
         from warpmesh.net.secret import InsecureAddressError
@@ -144,6 +145,7 @@ def node(node_id: str, listen: tuple[str, int], join: list[tuple[str, int]], ops
         await boards.start()
         await warp.start()
         assert mesh.address is not None
+        tune_gc_for_server()  # a dedicated peer process: start-up objects frozen, cheaper GC
         _emit("ready", node=node_id, address=f"{mesh.address[0]}:{mesh.address[1]}", incarnation=inc,
               ops=warp.registry.names(), role=role)
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from warpmesh.aio.observable import Observable
+from warpmesh.aio.tuning import tune_gc_for_server  # noqa: F401  (re-exported: kv serve uses it)
 from warpmesh.net.seam import SeamClosed
 from warpmesh.raft.config import RaftConfig
 from warpmesh.raft.core import Completion, RaftCore, Ready
@@ -69,25 +70,6 @@ async def wait_future(fut: asyncio.Future[Any], timeout: float | None) -> Any:
         return await fut
     finally:
         handle.cancel()
-
-
-def tune_gc_for_server(gen0: int = 50_000) -> None:
-    """Make CPython's cyclic GC cheaper for a long-running Raft server process.
-
-    A node keeps tens of thousands of log entries and per-request objects alive; with the default
-    thresholds (700, 10, 10) the collector runs hundreds of times a second under load and each full
-    collection walks the whole log, pausing the event loop for tens of milliseconds (measured:
-    ~20% of a loaded leader's time). This freezes everything allocated at start-up (never
-    collected, never walked) and collects the youngest generation every ``gen0`` allocations
-    instead of 700. Raft's own objects hold no reference cycles, so nothing leaks in between.
-    Call it once in a dedicated server process (``warpmesh kv serve`` does); a library embedding
-    RaftNode in a larger application should leave GC policy to that application.
-    """
-    import gc
-
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(gen0, 20, 20)
 
 
 @dataclass(frozen=True, slots=True)
