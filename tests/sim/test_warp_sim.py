@@ -10,8 +10,8 @@ import pytest
 
 from warpmesh.sim.warp import run_warp
 
-CHUNKS = 10
-SEEDS_PER_CHUNK = 10  # 10 x 10 = 100 seeds of 8 peers and 1,000 jobs
+CHUNKS = 20
+SEEDS_PER_CHUNK = 5  # 20 x 5 = 100 seeds of 8 peers and 1,000 jobs
 
 
 @pytest.mark.parametrize("chunk", range(CHUNKS))
