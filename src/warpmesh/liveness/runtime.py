@@ -46,7 +46,6 @@ class Liveness:
         self.health: Observable[dict[PeerId, PeerHealth]] = Observable({})
         self._listeners: list[ClosableQueue[LivenessEvent]] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._wake: asyncio.Event | None = None
         self.heartbeats_sent = 0
         #: Times this node noticed it had been stalled (and excused its peers' silence).
         self.stalls = 0
@@ -54,7 +53,6 @@ class Liveness:
 
     async def start(self) -> Liveness:
         loop = asyncio.get_running_loop()
-        self._wake = asyncio.Event()
         # Every inbound frame on the seam is a sign of life, observed inline (no queue, no task).
         self._removers = [
             self._seam.add_handler(self._on_frame),
