@@ -568,8 +568,7 @@ class WarpNode:
             return
         info = self._member_info()
         roster = self._roster()
-        live = self.liveness.live.value & roster if self._roster_source is None else (
-            roster & (self.liveness.live.value | (roster - self.seam.roster.value)))
+        live = self.liveness.live.value & roster  # in the roster (source) and heard from lately
         workers = {p for p in live if info.get(p, {}).get("role") == "worker"}
         if self.role == "worker" and (self._roster_source is None or self.self_id in roster):
             workers.add(self.self_id)
