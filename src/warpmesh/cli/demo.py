@@ -112,7 +112,17 @@ async def run_demo(console: Console | None, *, peers: int, jobs: int, kill_one: 
         survivors = [n for n in names if n not in killed]
         answer = await procs[survivors[0]].call({"cmd": "results"}, timeout=60)
         results = answer["results"]
-        final = await procs[survivors[0]].status()
+        # Counters are batched (0.1 s) and answered tasks leave the queues once a majority holds
+        # them: let the mesh settle a moment so the summary is not a half-updated snapshot.
+        settle_until = time.perf_counter() + 3.0
+        while True:
+            final = await procs[survivors[0]].status()
+            w = final["warp"]
+            if (w["counters"]["executions"] >= len(results) and w["queue_depth"] == 0) \
+                    or time.perf_counter() > settle_until:
+                break
+            await asyncio.sleep(0.1)
+        statuses[survivors[0]] = {**final, "ran_here": w.get("executions_by_peer", {}).get(survivors[0], 0)}
         wrong = [t for t, r in results.items() if t in args and (not r["ok"] or r["value"] != collatz_steps(args[t]))]
         lost = [t for t in args if t not in results]
         counters = final["warp"]["counters"]
@@ -134,6 +144,8 @@ async def run_demo(console: Console | None, *, peers: int, jobs: int, kill_one: 
     finally:
         if live is not None:
             live.stop()
+            if console is not None and not console.is_terminal:
+                console.print()  # a non-terminal Live leaves the cursor at the end of its last line
         await asyncio.gather(*(p.stop() for p in procs.values()), return_exceptions=True)
 
 

@@ -62,9 +62,6 @@ log = logging.getLogger("warpmesh.warp")
 
 QUEUE_TAG, RESULTS_TAG, INTENTS_TAG, COUNTERS_TAG, MEMBERS_TAG = 0x01, 0x02, 0x03, 0x04, 0x05
 
-#: Seconds between flushes of batched counter increments to the counters board.
-COUNTER_FLUSH = 0.1
-
 #: Counter names on the mesh-wide counters board.
 COUNTER_NAMES = ("executions", "duplicates", "failovers", "retries", "failures", "enqueued")
 
@@ -92,6 +89,9 @@ class WarpConfig:
     result_ttl: float | None = None
     heartbeat: HeartbeatConfig = field(default_factory=HeartbeatConfig)
     quilter: QuilterConfig = field(default_factory=QuilterConfig)
+    #: Counter increments are batched and flushed to the counters board this often (a crashed peer
+    #: loses at most its last batch).
+    counter_flush: float = 0.02
     #: How long ``enqueue`` waits for another peer to hold a new task (see :class:`NotReplicated`).
     replicate_timeout: float = 5.0
     #: How long a graceful ``close`` waits for its boards to replicate before leaving.
@@ -956,10 +956,10 @@ class WarpNode:
 
     def _count(self, name: str, n: int = 1) -> None:
         # Counters are statistics: increments are batched into one board update per name every
-        # COUNTER_FLUSH seconds, so a busy peer does not ship a counters delta per job.
+        # ``counter_flush`` seconds, so a busy peer does not ship a counters delta per job.
         self.local_stats[name] += n
         if not self._pending_counts and not self._closed:
-            asyncio.get_running_loop().call_later(COUNTER_FLUSH, self._flush_counts)
+            asyncio.get_running_loop().call_later(self.config.counter_flush, self._flush_counts)
         self._pending_counts[name] = self._pending_counts.get(name, 0) + n
 
     def _flush_counts(self) -> None:
