@@ -458,10 +458,11 @@ class TickApplier:
                 continue
             after_v = store.edge_attachments.get(k[1])
             before_v = self._beta.get(k, after_v)
-            if after_v is not None and k in moved:
-                # Deliberate deviation from Echo: the DeleteEdge emitted for a moved edge drops its beta
-                # attachment when the patch is replayed, so restate the (unchanged) value. Echo emits
-                # nothing here and its own playback loses the attachment; only this case differs.
+            if k in moved:
+                # On replay the DeleteEdge emitted for a moved edge drops its beta attachment, so
+                # what the patch must say is measured against "no attachment": a surviving value is
+                # restated (a deliberate deviation: Echo emits nothing and its own playback loses
+                # it), a cleared one needs nothing (as in Echo).
                 before_v = None
             if after_v != before_v:
                 key = AttachmentKey(EDGE, k[0], k[1], PLANE_BETA)

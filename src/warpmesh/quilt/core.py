@@ -48,7 +48,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -134,6 +134,7 @@ class _Transfer:
     chunks: dict[int, bytes]
     size: int = 0
     sync: bool = False
+    frontier: dict[str, int] = field(default_factory=dict)
 
 
 Outgoing = tuple[str | None, bytes]  # (peer, frame); peer None = broadcast
@@ -370,16 +371,34 @@ class QuilterCore(Generic[S]):
         return value
 
     @staticmethod
+    def _parse_frontier(wire: Any) -> dict[str, int]:
+        if not isinstance(wire, list) or len(wire) > 1_000_000:
+            raise ValueError("bad frontier")
+        out: dict[str, int] = {}
+        for pair in wire:
+            if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)
+                    and isinstance(pair[1], int) and not isinstance(pair[1], bool) and 0 <= pair[1] < 1 << 63):
+                raise ValueError("bad frontier entry")
+            out[pair[0]] = pair[1]
+        return out
+
+    @staticmethod
     def _stream_and_seq(body: list[Any]) -> tuple[str, int]:
         stream, seq = body[0], body[1]
         if not isinstance(stream, str) or not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
             raise ValueError("bad stream id or sequence number")
         return stream, seq
 
-    def _track(self, stream: str, sender: str, first_seq: int, now: float) -> _RecvStream:
+    def _track(self, stream: str, sender: str, now: float, first_seen: int = 1) -> _RecvStream:
+        # A stream is tracked from batch 0: an ack promises that we hold *every* batch up to it, so
+        # nothing may be assumed about batches we never received (they come by resend, or by a
+        # full state whose frontier covers them). Meeting a stream mid-way (first seen beyond batch
+        # 1), the first gap request waits one resend interval: a newcomer's bootstrap state
+        # usually covers that history by then, without a resend from every origin.
         r = self._recv.get(stream)
         if r is None:
-            r = self._recv[stream] = _RecvStream(sender, max(0, first_seq - 1), set(), now)
+            r = self._recv[stream] = _RecvStream(
+                sender, 0, set(), now, last_resend_request=now if first_seen > 1 else float("-inf"))
         else:
             r.peer = sender
             r.last_heard = now
@@ -395,7 +414,7 @@ class QuilterCore(Generic[S]):
         self.stats["deltas_in"] += 1
         if self.listener is not None:
             self.listener(delta)
-        r = self._track(stream, sender, seq, now)
+        r = self._track(stream, sender, now, first_seen=seq)
         if seq > r.upto:
             r.extra.add(seq)
             while r.upto + 1 in r.extra:
@@ -447,8 +466,8 @@ class QuilterCore(Generic[S]):
         if not isinstance(theirs, bytes) or not isinstance(their_frontier, bytes) or len(theirs) > 64:
             raise ValueError("bad digest")
         if stream != self.stream and seq > 0:
-            r = self._track(stream, sender, seq + 1, now)
-            if seq > r.upto:  # the sender's tail never reached us
+            r = self._track(stream, sender, now, first_seen=seq + 1)
+            if seq > r.upto:  # batches (its tail, or history) that never reached us
                 self._request_resend(r, stream, r.upto + 1, seq, now)
         if not theirs:
             return  # the sender is busy; this round only checked its tail
@@ -480,6 +499,7 @@ class QuilterCore(Generic[S]):
         stream, seq = self._stream_and_seq(body)
         want_reply, transfer, part, parts, chunk = body[2], body[3], body[4], body[5], body[6]
         sync = len(body) > 7 and body[7] is True
+        frontier = self._parse_frontier(body[8]) if len(body) > 8 else {}
         if not (isinstance(want_reply, bool) and isinstance(transfer, int) and isinstance(part, int)
                 and isinstance(parts, int) and isinstance(chunk, bytes) and 0 <= part < parts):
             raise ValueError("bad state chunk header")
@@ -491,9 +511,11 @@ class QuilterCore(Generic[S]):
             # One transfer per sender at a time: a newer one supersedes an abandoned older one.
             for old in [k for k in self._transfers if k[0] == sender]:
                 del self._transfers[old]
-            t = self._transfers[key] = _Transfer(parts, seq, want_reply, {}, sync=sync)
+            t = self._transfers[key] = _Transfer(parts, seq, want_reply, {}, sync=sync, frontier=frontier)
         if t.parts != parts or part in t.chunks:
             return
+        if frontier:
+            t.frontier = frontier  # it rides on part 0, which may not be the first to arrive
         t.chunks[part] = chunk
         t.size += len(chunk)
         if t.size > self.config.max_state_bytes:
@@ -510,13 +532,26 @@ class QuilterCore(Generic[S]):
         self.stats["states_in"] += 1
         if self.listener is not None:
             self.listener(None)
-        if stream != self.stream and t.seq > 0:
-            r = self._track(stream, sender, t.seq + 1, now)
-            if t.seq > r.upto:
-                r.upto = t.seq
-                r.extra = {s for s in r.extra if s > t.seq}
-            # We now hold everything the sender had sent: say so, so it can count on us.
-            self._owed_acks.setdefault(sender, set()).add(stream)
+        # The state holds every batch its sender had received of every stream (its frontier), and
+        # all of its own: we hold them now too. Say so to each origin, so it can count on us.
+        covered = dict(t.frontier)
+        if t.seq > 0:
+            covered[stream] = max(covered.get(stream, 0), t.seq)
+        for s_id, upto in covered.items():
+            if s_id == self.stream or upto <= 0:
+                continue
+            origin = sender if s_id == stream else s_id.rpartition("@")[0] or s_id
+            r = self._recv.get(s_id)
+            if r is None:
+                r = self._recv[s_id] = _RecvStream(origin, 0, set(), now, last_resend_request=now)
+            if upto > r.upto:
+                r.upto = upto
+                r.extra = {x for x in r.extra if x > upto}
+                while r.upto + 1 in r.extra:
+                    r.upto += 1
+                    r.extra.discard(r.upto)
+            if r.peer in self._peers:
+                self._owed_acks.setdefault(r.peer, set()).add(s_id)
         self._synced[sender] = now
         after = self.state_digest()
         if t.want_reply and self.codec.digest(received) != after:
@@ -609,13 +644,16 @@ class QuilterCore(Generic[S]):
             gap = self.config.anti_entropy_interval if last is None or last[1] != confirmed else last[2] * 2
             self._state_sent[peer] = (now, confirmed, min(gap, self.config.max_resend_backoff * 3))
         data = pack(self.codec.encode(self.state))
+        # What this state contains of every stream: the receiver may ack it all to the origins.
+        frontier = [[s_id, r.upto] for s_id, r in sorted(self._recv.items()) if r.upto > 0]
         size = self.config.state_chunk_bytes
         parts = max(1, -(-len(data) // size))
         self._transfer_seq += 1
         for i in range(parts):
-            body = [self.stream, self._seq, want_reply, self._transfer_seq, i, parts, data[i * size:(i + 1) * size]]
-            if sync:
-                body.append(True)
+            body = [self.stream, self._seq, want_reply, self._transfer_seq, i, parts, data[i * size:(i + 1) * size],
+                    sync]
+            if i == 0:
+                body.append(frontier)
             self._send(peer, encode_frame(QuiltKind.STATE, body), "state")
         self.stats["states_out"] += 1
 
