@@ -431,3 +431,52 @@ def test_enqueue_on_a_mesh_of_one_returns_at_once() -> None:
         await mesh.close()
 
     run_virtual(main())
+
+
+def test_owner_adopts_an_answer_whose_writer_died_before_dequeuing_it() -> None:
+    """The writer of an answer crashed between its two writes, and its answer reached one peer only:
+    the ring owner must not just dequeue (a second crash would lose the answer for good) but adopt
+    it - write it again as its own update - and dequeue once a majority acked that."""
+    from warpmesh.warp.model import OpResult
+    from warpmesh.wire.frame import pack
+
+    async def main() -> None:
+        mesh = await make_mesh(["a", "b", "c"])
+        ring = mesh.nodes["a"].ring
+        task = next(t for t in (f"adopt{i}" for i in range(100)) if ring.owner(t) == "b")
+        # Pinned to a peer that never comes, so nobody runs it: only the ghost's answer exists.
+        run = await mesh.nodes["a"].enqueue(task, "echo", {"task": task}, pin="ghost")
+        await eventually(lambda: all(task in n.queue.state for n in mesh.nodes.values()), what="task queued")
+        owner = mesh.nodes["b"]
+        wire = pack(OpResult.success(run, "from-ghost", by="ghost").to_wire())
+        owner.results_board.mutate(lambda m: m.update("ghost@1", task, lambda cur: cur.set("ghost@1", wire)))
+        await eventually(lambda: all(task not in n.queue.state for n in mesh.nodes.values()), timeout=10,
+                         what="task dequeued everywhere")
+        for node in mesh.nodes.values():
+            await eventually(lambda node=node: getattr(node.results_board.state.get(task), "replica", None)
+                             == owner.replica,
+                             what=f"{node.self_id} holds the adopted answer")
+            assert node.results[task].value == "from-ghost" and node.results[task].run == run
+        await eventually(lambda: mesh.nodes["a"].counter("adopted") == 1, what="adoption counted")
+        assert mesh.log.executed_by(task) == []
+        await mesh.close()
+
+    run_virtual(main())
+
+
+def test_an_answer_whose_writer_is_alive_is_left_for_the_writer_to_dequeue() -> None:
+    """The owner leaves a live writer's answer alone (its dequeuer removes it once a majority holds
+    it); it adopts nothing, so a busy mesh pays no second write per answer."""
+    async def main() -> None:
+        mesh = await make_mesh(["a", "b", "c"])
+        tasks = [f"w{i}" for i in range(40)]
+        for t in tasks:
+            await mesh.nodes["a"].enqueue(t, "echo", {"task": t})
+        await mesh.await_results(tasks)
+        await eventually(lambda: all(not n.queue.state.keys() for n in mesh.nodes.values()), timeout=10,
+                         what="queues drained")
+        await asyncio.sleep(1.0)
+        assert all(n.counter("adopted") == 0 for n in mesh.nodes.values())
+        await mesh.close()
+
+    run_virtual(main())

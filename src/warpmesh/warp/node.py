@@ -63,7 +63,7 @@ log = logging.getLogger("warpmesh.warp")
 QUEUE_TAG, RESULTS_TAG, INTENTS_TAG, COUNTERS_TAG, MEMBERS_TAG = 0x01, 0x02, 0x03, 0x04, 0x05
 
 #: Counter names on the mesh-wide counters board.
-COUNTER_NAMES = ("executions", "duplicates", "failovers", "retries", "failures", "enqueued")
+COUNTER_NAMES = ("executions", "duplicates", "failovers", "retries", "failures", "enqueued", "adopted")
 
 
 @dataclass(frozen=True)
@@ -249,6 +249,7 @@ class WarpNode:
         self._executed: OrderedDict[str, str] = OrderedDict()  # task -> run executed here (recent)
         self._written: dict[str, tuple[str, float]] = {}  # task -> (run, when) of results written here
         self._member_cache: tuple[int, dict[str, dict[str, Any]]] = (-1, {})
+        self._member_replicas: dict[str, str] = {}  # node id -> replica id of its newest incarnation
         self._result_listeners: list[Callable[[list[str]], None]] = []
         self._pending_counts: dict[str, int] = {}
         self._to_consider: dict[str, None] = {}  # insertion-ordered set
@@ -555,7 +556,16 @@ class WarpNode:
                 info[node] = value
                 newest[node] = int(inc)
         self._member_cache = (version, info)
+        self._member_replicas = {node: f"{node}@{inc}" for node, inc in newest.items()}
         return info
+
+    def _replica_live(self, replica: str) -> bool:
+        """Whether ``replica`` (one incarnation of a peer) is the live, newest incarnation of a worker."""
+        node = replica.rpartition("@")[0]
+        if node not in self._workers:
+            return False
+        self._member_info()  # refreshes the newest-incarnation map
+        return self._member_replicas.get(node) == replica
 
     def _forget_own_past_incarnations(self) -> None:
         stale = [rid for rid in self.members.state.keys()
@@ -775,17 +785,41 @@ class WarpNode:
             fn(keys)
 
     def _cleanup_done(self, task_id: str, desc: TaskDescriptor) -> None:
-        """An answered task still queued (its runner crashed between the two writes): dequeue it.
+        """An answered task still queued: its writer, or else the ring owner (or the pinned peer),
+        sees that it leaves the queue.
 
-        Not for answers this incarnation wrote and is still dequeuing (they leave once a majority
-        holds them). Any other answer we hold came from a peer, so it lives on two peers at least;
-        an answer written by an earlier incarnation of this node is cleaned up here too.
+        It happens when the writer crashed or restarted before dequeuing, and when the entry came
+        back after its dequeue (an enqueue retried with the same run token races the removal, and
+        the queue's add wins).
         """
-        if self._ring.owner(task_id) != self.self_id and desc.pin != self.self_id:
-            return
+        reg = self.results_board.state.get(task_id)
+        mine = reg is not None and reg.replica == self.replica
+        if mine or self._ring.owner(task_id) == self.self_id or desc.pin == self.self_id:
+            self._dequeue_answered(task_id, desc)
+
+    def _dequeue_answered(self, task_id: str, desc: TaskDescriptor) -> None:
+        """Remove an answered task from the queue - never before a majority holds its answer.
+
+        The writer's own dequeuer ensures that while the writer lives, so its tasks are left to it.
+        An answer whose writer crashed (or restarted, or left) before dequeuing may live on this
+        peer alone - it came straight from the writer, who is gone - so this peer adopts it: it
+        writes the same answer again as its own update and dequeues once a majority acked that.
+        """
         if (task_id, desc.run) in self._dequeuing:
-            return  # our own answer: the dequeuer removes it once a majority holds it
-        self._remove_from_queue(task_id, desc.run)
+            return  # being dequeued, once a majority holds the answer
+        reg = self.results_board.state.get(task_id)
+        writer = (reg.replica if reg is not None else None) or ""
+        if writer == self.replica:
+            self._remove_from_queue(task_id, desc.run)  # ours, and our dequeuer saw it replicated
+            return
+        if self._replica_live(writer):
+            return  # the writer's dequeuer removes it once a majority holds the answer
+        wire, r = reg.value if reg is not None else None, self.replica
+        self.results_board.mutate(lambda m: m.update(r, task_id, lambda cur: cur.set(r, wire)))
+        self._count("adopted")
+        self._dequeues.append((self.results_board.core.pending_seq, task_id, desc.run))
+        self._dequeuing.add((task_id, desc.run))
+        self._dequeue_event.set()
 
     def _remove_from_queue(self, task_id: str, run: str) -> None:
         desc = self._descriptor(task_id)
@@ -935,7 +969,7 @@ class WarpNode:
             self._dequeuing.add((task_id, desc.run))
             self._dequeue_event.set()
             return
-        self._remove_from_queue(task_id, desc.run)
+        self._dequeue_answered(task_id, desc)
 
     async def _dequeuer(self) -> None:
         while True:
