@@ -222,9 +222,10 @@ def run_warp(
                 break
             await asyncio.sleep(0.1)
 
-        for _ in range(120):  # boards converge (e.g. a duplicate's two answers settle to one)
+        for _ in range(120):  # boards converge (a duplicate's two answers settle to one; cleanups reach every queue)
             # state_digest() is cached per state version: cheap while nothing changes.
-            if len({node.results_board.core.state_digest() for node in mesh.nodes.values()}) == 1:
+            if all(len({board(node).core.state_digest() for node in mesh.nodes.values()}) == 1
+                   for board in (lambda n: n.results_board, lambda n: n.queue)):
                 break
             await asyncio.sleep(0.5)
         lost = wrong = 0
