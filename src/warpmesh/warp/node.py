@@ -56,14 +56,23 @@ from warpmesh.warp.claim import ClaimStrategy, ClaimView, Decision, decide, winn
 from warpmesh.warp.model import EXECUTOR_OP, NotReplicated, OpResult, Standby, TaskDescriptor, TransientError
 from warpmesh.warp.ops import OpRegistry, OpSpec
 from warpmesh.warp.ring import DEFAULT_VNODES, TaskRing
+from warpmesh.warp.steal import (
+    MAX_GRANT_BYTES,
+    OpCosts,
+    StealGrant,
+    StealRequest,
+    encode_grant,
+    encode_request,
+)
+from warpmesh.warp.steal import decode as decode_steal
 from warpmesh.wire.frame import FrameUndecodable, pack, unpack
 
 log = logging.getLogger("warpmesh.warp")
 
-QUEUE_TAG, RESULTS_TAG, INTENTS_TAG, COUNTERS_TAG, MEMBERS_TAG = 0x01, 0x02, 0x03, 0x04, 0x05
+QUEUE_TAG, RESULTS_TAG, INTENTS_TAG, COUNTERS_TAG, MEMBERS_TAG, STEAL_TAG = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06
 
 #: Counter names on the mesh-wide counters board.
-COUNTER_NAMES = ("executions", "duplicates", "failovers", "retries", "failures", "enqueued", "adopted")
+COUNTER_NAMES = ("executions", "duplicates", "failovers", "retries", "failures", "enqueued", "adopted", "stolen")
 
 
 @dataclass(frozen=True)
@@ -99,6 +108,16 @@ class WarpConfig:
     #: How long board deltas wait to be joined with others before they are sent: under load, many
     #: jobs share one frame per board (0: flush at the end of every loop iteration).
     coalesce_delay: float = 0.002
+    #: Work stealing (see :mod:`warpmesh.warp.steal`): an idle worker asks a backlogged peer for
+    #: tasks it claimed and has not started, and gets up to half of that backlog. Owners grant only
+    #: while their backlog is estimated to take longer than ``steal_min_backlog`` seconds, so jobs
+    #: quicker than a round trip stay where the ring put them.
+    steal: bool = True
+    steal_min_backlog: float = 0.05
+    #: First retry interval of an idle worker's requests (doubling up to 1 s while nothing comes);
+    #: a request unanswered for ``steal_timeout`` is given up.
+    steal_interval: float = 0.02
+    steal_timeout: float = 0.5
 
     def __post_init__(self) -> None:
         if self.settle_window < 0 or self.reclaim_interval <= 0 or self.retry_backoff < 0:
@@ -271,6 +290,24 @@ class WarpNode:
         #: Local tallies (the mesh-wide figures are on the counters board: :meth:`counter`).
         self.local_stats: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
 
+        # Work stealing (local, unreplicated; see warpmesh.warp.steal).
+        self._steal_channel = self.mux.channel(STEAL_TAG)
+        self._remove_steal_handler: Callable[[], None] | None = None
+        self._costs = OpCosts()
+        self._delegated: dict[str, tuple[str, str, int]] = {}  # task -> (run, thief, request seq): granted away
+        self._thieves: dict[str, tuple[int, int]] = {}  # thief -> (incarnation, newest request seq seen)
+        self._stolen: dict[str, tuple[str, str, float | None]] = {}  # task -> (run, owner, finished at): granted us
+        self._steal_seq = 0
+        self._steal_sent: dict[str, int] = {}  # owner -> seq of the newest request sent to it
+        self._steal_pending: tuple[str, int, float] | None = None  # (owner, seq, sent at) awaiting a grant
+        self._backlogs: dict[str, tuple[float, float]] = {}  # peer -> (backlog seconds, reported at)
+        self._steal_wake = asyncio.Event()
+        self._steal_backoff = cfg.steal_interval
+        #: Work-stealing tallies of this peer (requests, grants, tasks in and out, take-backs, bad frames).
+        self.steal_stats: dict[str, int] = dict.fromkeys(
+            ("requests_out", "requests_in", "grants_in", "tasks_in", "tasks_out", "taken_back", "late_grants",
+             "bad_frames"), 0)
+
     # -- lifecycle --------------------------------------------------------------------------
     def now(self) -> float:
         return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
@@ -292,6 +329,9 @@ class WarpNode:
             loop.create_task(self._housekeeping(), name=f"warp-housekeeping-{self.self_id}"),
             loop.create_task(self._dequeuer(), name=f"warp-dequeue-{self.self_id}"),
         ]
+        self._remove_steal_handler = self._steal_channel.add_handler(self._on_steal)
+        if self.role == "worker" and self.config.steal:
+            self._tasks.append(loop.create_task(self._stealer(), name=f"warp-steal-{self.self_id}"))
         if self.role == "client":
             self._tasks.append(loop.create_task(self._introduce_to_new_peers(),
                                                 name=f"warp-introduce-{self.self_id}"))
@@ -316,6 +356,8 @@ class WarpNode:
         for task in [*self._tasks, *self._inflight]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self._remove_steal_handler is not None:
+            self._remove_steal_handler()
         self._closed = False
         self._flush_counts()  # hand the last increments to the counters board before it flushes
         self._closed = True
@@ -598,6 +640,9 @@ class WarpNode:
         if changed or force_publish:
             self._publish_member()
         if changed:
+            for task_id in [t for t, (_, thief, _) in self._delegated.items() if thief not in workers_f]:
+                del self._delegated[task_id]  # its thief left: ours again (the re-claim below)
+                self.steal_stats["taken_back"] += 1
             self._claim_all()
 
     def _on_members_delta(self, _delta: ORMap | None) -> None:
@@ -709,6 +754,11 @@ class WarpNode:
             return
         if self._claimed.get(task_id) == desc.run or self._standby.get(task_id) == desc.run:
             return
+        delegated = self._delegated.get(task_id)
+        if delegated is not None:
+            if delegated[0] == desc.run:
+                return  # granted to a thief, who runs it (or we take it back)
+            del self._delegated[task_id]  # a new run of the task: the old grant does not cover it
         deferred = self._deferred.get(task_id)
         if deferred is not None and deferred[0] == desc.run and self.now() < deferred[1]:
             return
@@ -763,8 +813,10 @@ class WarpNode:
     def _on_queue_delta(self, delta: ORMap | None) -> None:
         if delta is None:
             self._claim_all()
-            return
-        self._consider_many(delta.keys())
+        else:
+            self._consider_many(delta.keys())
+        if self._idle():
+            self._steal_wake.set()  # new work somewhere: a peer may have a backlog to share
 
     def _on_results_delta(self, delta: ORMap | None) -> None:
         keys = list(self.results_board.state.keys()) if delta is None else list(delta.keys())
@@ -828,6 +880,185 @@ class WarpNode:
         if self.intents.state.get(run) is not None:
             self.intents.mutate(lambda m: m.remove(run))
 
+    # -- work stealing (see warpmesh.warp.steal) --------------------------------------------
+    def _idle(self) -> bool:
+        return not self._ready and self._running == 0 and not self._closed
+
+    def _backlog_seconds(self) -> float:
+        # An estimate, O(1): the ready queue's length times the mean cost of the op at its back
+        # (the end grants are taken from). Mixed workloads make it rough, which is all it needs.
+        if not self._ready:
+            return 0.0
+        return len(self._ready) * self._costs.estimate(self._ready[-1][1].op)
+
+    def _send_steal(self, peer: str, data: bytes) -> None:
+        async def send() -> None:
+            with contextlib.suppress(Exception):
+                await self._steal_channel.send_to(peer, data)
+
+        t = asyncio.get_running_loop().create_task(send())
+        self._inflight.add(t)
+        t.add_done_callback(self._inflight.discard)
+
+    def _send_steal_request(self, owner: str, want: int) -> None:
+        self._steal_seq += 1
+        self._steal_sent[owner] = self._steal_seq
+        held = [t for t, (_, o, _) in self._stolen.items() if o == owner]
+        self.steal_stats["requests_out"] += 1
+        self._send_steal(owner, encode_request(self._steal_seq, want, held, self.incarnation))
+
+    def _steal_target(self) -> str | None:
+        now = self.now()
+        peers = sorted(p for p in self._workers if p != self.self_id)
+        if not peers:
+            return None
+        fresh = [(b, p) for p, (b, at) in self._backlogs.items()
+                 if p in peers and now - at < 1.0 and b >= self.config.steal_min_backlog]
+        if fresh:
+            return max(fresh)[1]
+        return self.rng.choice(peers)  # nobody reported a backlog lately: ask around
+
+    async def _stealer(self) -> None:
+        cfg = self.config
+        while True:
+            await self._steal_wake.wait()
+            self._steal_wake.clear()
+            while self._idle() and self.queue.state.keys():
+                pending = self._steal_pending
+                if pending is None or self.now() - pending[2] >= cfg.steal_timeout:
+                    if pending is not None:
+                        self._steal_pending = None
+                        self._steal_backoff = min(self._steal_backoff * 2, 1.0)
+                    owner = self._steal_target()
+                    if owner is None:
+                        break
+                    self._send_steal_request(owner, want=1_000)
+                    self._steal_pending = (owner, self._steal_seq, self.now())
+                await asyncio.sleep(self._steal_backoff)
+
+    def _prune_steal_bookkeeping(self) -> None:
+        now, queued = self.now(), self.queue.state
+        for task_id, (run, _, _) in list(self._delegated.items()):
+            if task_id not in queued or self._result_run(task_id) == run:
+                del self._delegated[task_id]  # answered (or gone): nothing left to take back
+        # A finished stolen task stays in `held` for a while: its owner must not take it back
+        # before the answer has reached it.
+        grace = max(5.0, 10 * self.config.steal_timeout)
+        for task_id, (run, owner, finished) in list(self._stolen.items()):
+            if finished is None:
+                if self._result_run(task_id) == run and self._claimed.get(task_id) != run:
+                    self._stolen[task_id] = (run, owner, now)  # answered elsewhere; never ran here
+            elif now - finished >= grace and (task_id not in queued or self._result_run(task_id) == run):
+                del self._stolen[task_id]
+        for peer, (_, at) in list(self._backlogs.items()):
+            if now - at > 10.0:
+                del self._backlogs[peer]
+        for thief in [t for t in self._thieves if t not in self._all_workers]:
+            del self._thieves[thief]
+
+    def _on_steal(self, sender: str, data: bytes) -> None:
+        try:
+            msg = decode_steal(data)
+        except ValueError as err:
+            self.steal_stats["bad_frames"] += 1
+            log.debug("%s: refused a steal message from %s: %s", self.self_id, sender, err)
+            return
+        if self._closed or self.role != "worker":
+            return
+        if isinstance(msg, StealRequest):
+            self._on_steal_request(sender, msg)
+        else:
+            self._on_steal_grant(sender, msg)
+
+    def _on_steal_request(self, thief: str, req: StealRequest) -> None:
+        known = self._thieves.get(thief)
+        if known is not None and (req.incarnation, req.seq) <= known:
+            return  # duplicated or overtaken by a newer request
+        if known is not None and req.incarnation != known[0]:
+            old = None  # a restarted thief: whatever the old incarnation held is ours again
+        else:
+            old = req.seq
+        self._thieves[thief] = (req.incarnation, req.seq)
+        self.steal_stats["requests_in"] += 1
+        for task_id, (_, th, seq) in list(self._delegated.items()):
+            if th == thief and (old is None or (seq < old and task_id not in req.held)):
+                # Granted under an earlier request and never accepted (the grant was lost or late).
+                del self._delegated[task_id]
+                self.steal_stats["taken_back"] += 1
+                self._consider(task_id)
+        granted: list[tuple[str, bytes]] = []
+        if req.want > 0 and thief in self._workers and self.config.steal:
+            granted = self._grant(thief, req.seq, req.want)
+        self._send_steal(thief, encode_grant(req.seq, granted, self._backlog_seconds()))
+
+    def _grant(self, thief: str, seq: int, want: int) -> list[tuple[str, bytes]]:
+        backlog = self._backlog_seconds()
+        if backlog < self.config.steal_min_backlog:
+            return []
+        target, moved, size = backlog / 2, 0.0, 0
+        granted: list[tuple[str, bytes]] = []
+        kept: list[tuple[str, TaskDescriptor]] = []
+        scanned = 0
+        while self._ready and len(granted) < want and moved < target and scanned < want + 1_000:
+            task_id, desc = self._ready.pop()
+            scanned += 1
+            if self._claimed.get(task_id) != desc.run:
+                continue  # a stale entry: the dispatcher would skip it too
+            reg = self.queue.state.get(task_id)
+            raw = reg.value if reg is not None else None
+            eligible = self._eligible(desc.op)
+            if (desc.pin is not None or task_id in self._stolen or not isinstance(raw, bytes)
+                    or (eligible is not None and thief not in eligible)):
+                kept.append((task_id, desc))  # pinned, stolen already, or the thief lacks the op
+                continue
+            if granted and size + len(raw) > MAX_GRANT_BYTES:
+                kept.append((task_id, desc))
+                break
+            granted.append((task_id, raw))
+            size += len(raw)
+            moved += self._costs.estimate(desc.op)
+            self._claimed.pop(task_id, None)
+            self._delegated[task_id] = (desc.run, thief, seq)
+        self._ready.extend(reversed(kept))
+        self.steal_stats["tasks_out"] += len(granted)
+        return granted
+
+    def _on_steal_grant(self, owner: str, grant: StealGrant) -> None:
+        self._backlogs[owner] = (grant.backlog, self.now())
+        pending = self._steal_pending
+        current = pending is not None and pending[0] == owner and pending[1] == grant.seq \
+            and self._steal_sent.get(owner) == grant.seq
+        if not current:
+            fresh = [t for t, _ in grant.tasks if self._stolen.get(t, ("", ""))[1] != owner]
+            if fresh:
+                # A late grant (we gave up waiting, or asked again since): not run here. Tell the
+                # owner at once, with a request that does not list them, so it takes them back.
+                self.steal_stats["late_grants"] += 1
+                self._send_steal_request(owner, want=0)
+            return
+        self._steal_pending = None
+        self.steal_stats["grants_in"] += 1
+        if not grant.tasks:
+            self._steal_backoff = min(self._steal_backoff * 2, 1.0)
+            return
+        self._steal_backoff = self.config.steal_interval
+        for task_id, raw in grant.tasks:
+            try:
+                desc = TaskDescriptor.from_wire(unpack(raw))
+            except (FrameUndecodable, ValueError):
+                continue  # left out of `held`: the owner takes it back
+            if self._result_run(task_id) == desc.run:
+                continue  # answered meanwhile: the owner takes it back and finds it answered
+            self._stolen[task_id] = (desc.run, owner, None)
+            if self._claimed.get(task_id) == desc.run:
+                continue
+            self._claimed[task_id] = desc.run
+            self._ready.append((task_id, desc))
+            self._count("stolen")
+            self.steal_stats["tasks_in"] += 1
+        self._ready_event.set()
+
+
     # -- running ----------------------------------------------------------------------------
     def _pool_for(self, mode: str) -> Executor:
         if mode == "process":
@@ -855,6 +1086,7 @@ class WarpNode:
                 if spec is None:
                     # We lack the op (another peer may have it): stand by instead of failing it.
                     self._claimed.pop(task_id, None)
+                    self._stolen.pop(task_id, None)
                     self._standby[task_id] = desc.run
                     continue
                 if spec.mode == "inline":
@@ -869,13 +1101,17 @@ class WarpNode:
                     t = loop.create_task(self._run_async(task_id, desc, spec))
                     self._inflight.add(t)
                     t.add_done_callback(self._inflight.discard)
+            if self._idle():
+                self._steal_wake.set()
 
     def _run_inline(self, task_id: str, desc: TaskDescriptor, spec: OpSpec) -> None:
         attempts = 0
         while True:
             attempts += 1
+            started = self.now()
             try:
                 value = spec.fn(desc.args)
+                self._costs.observe(desc.op, self.now() - started)
             except Standby as err:
                 self._defer(task_id, desc, err)
                 return
@@ -897,12 +1133,14 @@ class WarpNode:
             attempts = 0
             while True:
                 attempts += 1
+                started = self.now()
                 try:
                     if spec.mode == "async":
                         value = await spec.fn(desc.args)
                     else:
                         pool = self._pool_for(spec.mode)
                         value = await asyncio.get_running_loop().run_in_executor(pool, spec.fn, desc.args)
+                    self._costs.observe(desc.op, self.now() - started)
                 except asyncio.CancelledError:
                     raise
                 except Standby as err:
@@ -925,11 +1163,14 @@ class WarpNode:
             self._active.discard(key)
             self._running -= 1
             self._sem.release()
+            if self._idle():
+                self._steal_wake.set()
 
     def _defer(self, task_id: str, desc: TaskDescriptor, err: Standby) -> None:
         """The op cannot run this task here yet: release the claim, no result, no attempt used."""
         if self._claimed.get(task_id) == desc.run:
             self._claimed.pop(task_id, None)
+        self._stolen.pop(task_id, None)  # granted to us: left out of `held`, so its owner takes it back
         self._deferred[task_id] = (desc.run, self.now() + err.retry_after)
         log.info("%s: standing by on task %r for %.3gs: %s", self.self_id, task_id, err.retry_after, err)
 
@@ -948,6 +1189,9 @@ class WarpNode:
         if self._closed:
             return
         self._claimed.pop(task_id, None)
+        stolen = self._stolen.get(task_id)
+        if stolen is not None and stolen[0] == desc.run:
+            self._stolen[task_id] = (stolen[0], stolen[1], self.now())
         self._count("executions")
         if not result.ok:
             self._count("failures")
@@ -1011,8 +1255,12 @@ class WarpNode:
             self._refresh_membership()
             queued = self.queue.state
             for task_id in [t for t in self._claimed if t not in queued]:
+                stolen = self._stolen.get(task_id)
+                if stolen is not None and stolen[2] is None:
+                    continue  # granted to us before our replica of the queue has the task
                 if not any(t == task_id for t, _ in self._active):
                     self._claimed.pop(task_id, None)
+            self._prune_steal_bookkeeping()
             for task_id in [t for t in self._standby if t not in queued]:
                 self._standby.pop(task_id, None)
             for task_id in [t for t in self._deferred if t not in queued]:
