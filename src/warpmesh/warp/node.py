@@ -283,6 +283,9 @@ class WarpNode:
         self._tasks: list[asyncio.Task[Any]] = []
         self._inflight: set[asyncio.Task[Any]] = set()
         self._sem = asyncio.Semaphore(cfg.max_concurrency)
+        # Process-pool runs in flight: the pool's size plus one (so it never waits on IPC). The rest
+        # waits in the ready queue rather than in the pool, within reach of work stealing.
+        self._process_slots: asyncio.Semaphore | None = None
         self._thread_pool: ThreadPoolExecutor | None = None
         self._process_pool: Executor | None = None
         self._started = False
@@ -881,8 +884,18 @@ class WarpNode:
             self.intents.mutate(lambda m: m.remove(run))
 
     # -- work stealing (see warpmesh.warp.steal) --------------------------------------------
+    def _process_workers(self) -> int:
+        return self.config.process_workers or os.cpu_count() or 1
+
+    def _process_slot(self) -> asyncio.Semaphore:
+        if self._process_slots is None:
+            self._process_slots = asyncio.Semaphore(self._process_workers() + 1)
+        return self._process_slots
+
     def _idle(self) -> bool:
-        return not self._ready and self._running == 0 and not self._closed
+        # Room for more work: nothing waiting, and fewer runs than a process pool (if any) has workers.
+        capacity = self._process_workers() if self._process_pool is not None else 1
+        return not self._ready and self._running < capacity and not self._closed
 
     def _backlog_seconds(self) -> float:
         # An estimate, O(1): the ready queue's length times the mean cost of the op at its back
@@ -1065,7 +1078,7 @@ class WarpNode:
             if self._process_pool is None:
                 import multiprocessing
 
-                workers = self.config.process_workers or os.cpu_count() or 1
+                workers = self._process_workers()
                 self._process_pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
             return self._process_pool
         if self._thread_pool is None:
@@ -1098,6 +1111,8 @@ class WarpNode:
                         budget_end = loop.time() + 0.005
                 else:
                     await self._sem.acquire()
+                    if spec.mode == "process":
+                        await self._process_slot().acquire()
                     t = loop.create_task(self._run_async(task_id, desc, spec))
                     self._inflight.add(t)
                     t.add_done_callback(self._inflight.discard)
@@ -1163,6 +1178,8 @@ class WarpNode:
             self._active.discard(key)
             self._running -= 1
             self._sem.release()
+            if spec.mode == "process":
+                self._process_slot().release()
             if self._idle():
                 self._steal_wake.set()
 
