@@ -81,3 +81,38 @@ def test_the_top_level_api_is_refused_inside_a_job(runner: Runner) -> None:
     with pytest.raises(JobError) as info:
         runner.run("bad")
     assert info.value.kind is FailureKind.OP_FAILED and "ctx.run" in str(info.value)
+
+
+def test_cheap_children_run_on_the_asking_thread_and_costly_ones_spread(store: Store, host: IsolateHost) -> None:
+    # Under the GIL a thread hand-off costs more than a cheap job saves: once a worker is known to
+    # be cheap, its siblings run one after another on the parent's thread. A costly worker (or one
+    # not measured yet) is spread over the pool.
+    import threading
+    import time
+
+    threads: dict[str, set[int]] = {"cheap": set(), "costly": set()}
+
+    def cheap(ctx):  # type: ignore[no-untyped-def]
+        threads["cheap"].add(threading.get_ident())
+        return ctx.arg_bytes("v")
+
+    def costly(ctx):  # type: ignore[no-untyped-def]
+        threads["costly"].add(threading.get_ident())
+        time.sleep(0.02)  # releases the GIL, as wasm compute does
+        return ctx.arg_bytes("v")
+
+    def fan(ctx):  # type: ignore[no-untyped-def]
+        op = ctx.arg_bytes("op").decode()
+        results = ctx.run_many([(op, {"v": str(i)}) for i in range(8)])
+        return ",".join(ctx.runner.store.get_blob(r.ref.id).decode() for r in results)
+
+    with Runner(store, host, parallelism=2) as runner:
+        for op in ("cheap", "costly"):
+            runner.register_op(op, cheap if op == "cheap" else costly)
+        runner.register_op("fan", fan)
+        runner.run("cheap", {"v": "warm"})  # measured once: cheap from now on
+        threads["cheap"].clear()
+        runner.run("fan", {"op": "cheap"})
+        assert threads["cheap"] == {threading.get_ident()}
+        runner.run("fan", {"op": "costly"}, salt="1")
+        assert len(threads["costly"]) >= 2  # the caller helps, pool threads take the rest

@@ -51,6 +51,9 @@ guest_log = logging.getLogger("warpmesh.guest")
 
 #: Default bound on nested-run depth (the length of the request stack).
 DEFAULT_MAX_DEPTH = 128
+#: Nested jobs whose workers take less than this (their own work, nested waits excluded) run one
+#: after another on the asking thread rather than spread over the pool.
+SPREAD_MIN_S = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +246,8 @@ class JobContext:
         self.depth = len(stack) - 1
         #: False once a nested run this job asked for has failed.
         self.clean = True
+        #: Seconds this job spent waiting on its nested runs (its own cost is the rest).
+        self.nested_s = 0.0
         self._args: tuple[TreeEntry, ...] | None = None
 
     # -- Python-friendly API (named ops) -----------------------------------------------------------
@@ -362,9 +367,11 @@ class JobContext:
     def _nested(self, reqs: list[_Prepared | JobError]) -> list[RunResult | JobError]:
         pool = self.runner.pool
         pool.slots.release()  # a waiting parent holds no slot
+        t0 = time.perf_counter()
         try:
             results = self.runner._resolve_many(reqs, self.stack)
         finally:
+            self.nested_s += time.perf_counter() - t0
             pool.slots.acquire()
         for r in results:
             if isinstance(r, JobError) or not r.clean:
@@ -408,6 +415,7 @@ class Runner:
         self._recent: dict[bytes, Ref] = {}  # results this runner produced (see _resolve)
         self._executions = 0
         self._count_lock = threading.Lock()
+        self._cost: dict[Any, float] = {}  # worker -> mean seconds of its own work per job (EWMA)
 
     @property
     def executions(self) -> int:
@@ -609,7 +617,9 @@ class Runner:
             return result
         ctx = JobContext(self, prep.request, key, (*stack, key))
         try:
+            started = time.perf_counter()
             ref, stats = self.pool.run_inline(lambda: self._execute(ctx))
+            self._observe_cost(prep.request.worker, time.perf_counter() - started - ctx.nested_s)
             st = self.store.stat(ref.id)
             result = RunResult(key, ref, st[1] if st else 0, "run", ctx.clean)
             if ctx.clean:
@@ -636,6 +646,10 @@ class Runner:
             self._emit(req=key.hex(), parent=stack[-1].hex() if stack else None, depth=len(stack),
                        outcome="run", worker=desc, total_us=(time.perf_counter() - t0) * 1e6, **stats)
         return result
+
+    def _observe_cost(self, worker: Any, seconds: float) -> None:
+        old = self._cost.get(worker)
+        self._cost[worker] = seconds if old is None else old + 0.2 * (seconds - old)
 
     def _execute(self, ctx: JobContext) -> tuple[Ref, dict[str, Any]]:
         with self._count_lock:
@@ -701,8 +715,13 @@ class Runner:
             parent = stack[-1] if stack else None
             if parent is not None:
                 self.flights.add_waits(parent, keys)
+            # Jobs cheaper than a thread hand-off run one after another on this thread: under the
+            # GIL, spreading them only adds contention. A worker not measured yet is spread.
+            spread = len(tasks) > 1 and any(
+                self._cost.get(reqs[i].request.worker, SPREAD_MIN_S) >= SPREAD_MIN_S  # type: ignore[union-attr]
+                for i, _ in tasks)
             try:
-                self.pool.join_all([t for _, t in tasks])
+                self.pool.join_all([t for _, t in tasks], spread=spread)
             finally:
                 if parent is not None:
                     self.flights.remove_waits(parent, keys)

@@ -128,18 +128,20 @@ class Pool:
 
     # -- fork-join ----------------------------------------------------------------------------------
 
-    def join_all(self, tasks: Sequence[Task]) -> None:
+    def join_all(self, tasks: Sequence[Task], *, spread: bool = True) -> None:
         """Run ``tasks`` (in parallel where possible) and return when all are done.
 
         The caller must not hold a slot. Each task's ``fn`` must take its own slot to execute (see
-        :meth:`run_inline`); task errors are left on the tasks.
+        :meth:`run_inline`); task errors are left on the tasks. With ``spread=False`` (cheap tasks,
+        for which a thread hand-off costs more than it saves) they run one after another on this
+        thread, unless it is nested too deep to help.
         """
         if not tasks:
             return
-        if len(tasks) == 1 and self._nesting() < self.inline_limit:
-            task = tasks[0]
-            task.claimed = True
-            task.run()
+        if (len(tasks) == 1 or not spread) and self._nesting() < self.inline_limit:
+            for task in tasks:
+                task.claimed = True
+                task.run()
             return
         with self._cv:
             self._queue.extend(tasks)
