@@ -194,3 +194,50 @@ def test_gap_triggers_resend_request_and_lost_tail_is_repaired_by_digest() -> No
     for _, f in a.take_outbox():
         b.receive("a", f, 1.0)
     assert b.state == a.state
+
+
+def _pump(cores: dict[str, QuilterCore[MaxMap]], now: float, dead: set[str]) -> None:
+    """Deliver every frame in every outbox (to live peers only) until all outboxes are empty."""
+    moved = True
+    while moved:
+        moved = False
+        for name, core in cores.items():
+            for peer, frame in core.take_outbox():
+                moved = True
+                targets = [p for p in cores if p != name] if peer is None else [peer]
+                for t in targets:
+                    if t not in dead:
+                        cores[t].receive(name, frame, now)
+
+
+def test_a_dead_origins_batch_held_by_one_peer_reaches_the_others_under_sustained_load() -> None:
+    # c's last batch reached a only, then c died: no resend can come from c. a and b mutate every
+    # round (busy peers send no state digest, and their frontiers never stand still), so only the
+    # frontier exchange notices that b lacks what a holds of a closed stream.
+    cfg = QuilterConfig(anti_entropy_interval=0.2, resend_after=0.1, evict_after=20.0, frontier_interval=3.0)
+    cores = {n: QuilterCore(n, f"{n}@1", MaxMap(), CODEC, config=cfg) for n in "abc"}
+    for core in cores.values():
+        core.roster_changed({"a", "b", "c"}, 0.0)
+    _pump(cores, 0.0, set())
+    cores["c"].mutate(lambda s: s.put("from-c", 1))
+    cores["c"].flush(0.0)
+    for peer, frame in cores["c"].take_outbox():
+        for t in (["a", "b"] if peer is None else [peer]):
+            if t == "a":
+                cores["a"].receive("c", frame, 0.0)
+    _pump(cores, 0.0, {"c"})
+    assert cores["a"].state.items.get("from-c") == 1 and cores["b"].state.items.get("from-c") is None
+    live = {"a": cores["a"], "b": cores["b"]}
+    for core in live.values():
+        core.roster_changed({"a", "b"}, 0.1)
+    now, step = 0.1, 0.05
+    while now < 30.0 and cores["b"].state.items.get("from-c") is None:
+        now += step
+        for name, core in live.items():
+            core.mutate(lambda s, name=name, now=now: s.put(f"busy-{name}", int(now * 1000)))
+            core.flush(now)
+            core.tick(now)
+        _pump(live, now, {"c"})
+    assert cores["b"].state.items.get("from-c") == 1, "b never received the dead origin's batch"
+    assert now < 12.0, f"took {now:.1f} s"
+    assert cores["a"].stats["frontier_repairs"] >= 1

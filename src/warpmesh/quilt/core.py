@@ -24,13 +24,21 @@ Protocol (frames on one channel; each node's *stream* is its replica id, which c
     receiver) triggers the exchange, so a busy mesh never ships its whole state to repair what the
     delta path is already delivering. A sender whose state changed since its previous round sends
     an empty state digest (computing it would be wasted work): that round only reveals a lost tail.
-``STATE [stream, seq, want_reply, transfer, part, parts, chunk, sync?]``
+``STATE [stream, seq, want_reply, transfer, part, parts, chunk, sync, frontier?]``
     Full state, chunked to ``state_chunk_bytes``; always correct to join. ``want_reply`` asks the
-    receiver to answer with its own state if it differs. The optional ``sync`` flag (sent by
-    :meth:`QuilterCore.request_sync`; older peers ignore it) asks for an answer even when it does
-    not differ: then a DIGEST (now equal to the sender's), so the sender learns that it holds
-    everything the receiver has. Anti-entropy exchanges never set it: an unasked-for digest answer
-    to a busy peer whose state moved on meanwhile would start another exchange.
+    receiver to answer with its own state if it differs. The ``sync`` flag (sent by
+    :meth:`QuilterCore.request_sync`) asks for an answer even when it does not differ: then a
+    DIGEST (now equal to the sender's), so the sender learns that it holds everything the receiver
+    has. Anti-entropy exchanges never set it: an unasked-for digest answer to a busy peer whose
+    state moved on meanwhile would start another exchange. Part 0 carries the sender's frontier
+    ``[[stream, upto], ...]``: the receiver now holds all of that too, and acks it to each origin.
+``FRONTIER [stream, [[stream, upto], ...]]``
+    The explicit frontier (evicted streams included, at the point we had them), sent at most every
+    ``frontier_interval`` to a peer whose frontier digest differs from ours. A receiver that holds
+    more of a *closed* stream (its origin gone or restarted, so no resend can ever come) than the
+    sender, in two frontiers in a row, answers with its full state; it also shows its own frontier
+    back. This repairs a dead origin's last batches that reached only some peers while the mesh
+    stays busy (busy frontiers never stand still, so the digest rule alone would wait for a lull).
 
 Sync hooks (for short-lived readers such as ``warpmesh results``): :meth:`QuilterCore.request_sync`
 sends our state to one peer with ``want_reply``; :meth:`QuilterCore.synced_at` tells when we last
@@ -39,8 +47,10 @@ a state we sent it).
 
 Deltas are joined whenever they arrive, in any order and any number of times (joins are
 idempotent and commutative); sequence numbers only drive acks, resends and buffer GC. A receiver
-starts tracking a stream at the first batch it sees: earlier history reaches it through a full
-state. Hostile or malformed frames are refused and counted, never raised.
+tracks every stream from batch 0, and acks only what it holds contiguously (or through a state
+whose frontier covers it): an ack promises that the batches are here. Meeting a stream mid-way,
+it waits one resend interval before asking for the history, which a newcomer's bootstrap state
+usually brings. Hostile or malformed frames are refused and counted, never raised.
 """
 
 from __future__ import annotations
@@ -81,6 +91,7 @@ class QuiltKind(IntEnum):
     RESEND = 3
     DIGEST = 4
     STATE = 5
+    FRONTIER = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +112,9 @@ class QuilterConfig:
     max_resend_batches: int = 256
     #: Ceiling of the exponential backoff between resends to a peer that does not ack.
     max_resend_backoff: float = 10.0
+    #: Least time between two explicit frontiers sent to one peer (while our frontiers differ);
+    #: keep it well under ``evict_after``, or a closed stream may be forgotten before it is repaired.
+    frontier_interval: float = 3.0
 
     def __post_init__(self) -> None:
         if self.anti_entropy_interval <= 0 or self.resend_after <= 0 or self.evict_after <= 0:
@@ -138,6 +152,7 @@ class _Transfer:
 
 
 Outgoing = tuple[str | None, bytes]  # (peer, frame); peer None = broadcast
+MAX_FORGOTTEN = 100_000  # evicted streams remembered (a few dozen bytes each)
 
 
 def _short_digest(data: bytes) -> bytes:
@@ -185,6 +200,11 @@ class QuilterCore(Generic[S]):
         self._transfer_seq = 0
         self._mismatch: Counter[str] = Counter()
         self._mismatch_frontiers: dict[str, tuple[bytes, bytes]] = {}
+        self._frontier_sent: dict[str, float] = {}  # peer -> when we last sent it our explicit frontier
+        # Evicted streams and how far we had them: shown in explicit frontiers and never resurrected
+        # by an older state, so two peers evicting at different times do not ship states back and forth.
+        self._forgotten: dict[str, int] = {}
+        self._frontier_gaps: dict[str, set[tuple[str, int]]] = {}  # peer -> its closed-stream gaps last seen
         self._bootstrap_at = float("-inf")
         self._version_at_round = -1
         self._next_ae = now + self.rng.uniform(0.5, 1.0) * self.config.anti_entropy_interval
@@ -356,6 +376,8 @@ class QuilterCore(Generic[S]):
                 self._on_digest(sender, body, now)
             elif kind == QuiltKind.STATE:
                 self._on_state(sender, body, now)
+            elif kind == QuiltKind.FRONTIER:
+                self._on_frontier(sender, body, now)
             else:
                 raise FrameError(f"unknown quilt frame kind {kind}")
         except (FrameError, ValueError, TypeError, KeyError, IndexError) as err:
@@ -398,7 +420,8 @@ class QuilterCore(Generic[S]):
         r = self._recv.get(stream)
         if r is None:
             r = self._recv[stream] = _RecvStream(
-                sender, 0, set(), now, last_resend_request=now if first_seen > 1 else float("-inf"))
+                sender, self._forgotten.pop(stream, 0), set(), now,
+                last_resend_request=now if first_seen > 1 else float("-inf"))
         else:
             r.peer = sender
             r.last_heard = now
@@ -469,6 +492,8 @@ class QuilterCore(Generic[S]):
             r = self._track(stream, sender, now, first_seen=seq + 1)
             if seq > r.upto:  # batches (its tail, or history) that never reached us
                 self._request_resend(r, stream, r.upto + 1, seq, now)
+        if their_frontier != self.frontier_digest():
+            self._maybe_send_frontier(sender, now)
         if not theirs:
             return  # the sender is busy; this round only checked its tail
         if theirs == self.state_digest() or theirs in self._sync_sent.get(sender, ()):
@@ -494,6 +519,46 @@ class QuilterCore(Generic[S]):
             self._mismatch.pop(sender, None)
             self._mismatch_frontiers.pop(sender, None)
             self._send_state(sender, want_reply=True, now=now)
+
+    def _maybe_send_frontier(self, peer: str, now: float) -> None:
+        # Frontiers differ. Usually deltas are in flight, but a batch whose origin is gone (crashed,
+        # restarted, left) can reach some peers only through a full state - and busy peers, whose
+        # frontiers never stand still, would never decide to exchange one. So now and then we show
+        # the peer our frontier itself; it sends its state only if it holds more of a closed stream.
+        if peer not in self._peers or now - self._frontier_sent.get(peer, float("-inf")) < self.config.frontier_interval:
+            return
+        self._frontier_sent[peer] = now
+        shown = dict(self._forgotten)
+        shown.update(self.frontier())
+        entries = [[s_id, upto] for s_id, upto in sorted(shown.items())]
+        self._send(peer, encode_frame(QuiltKind.FRONTIER, [self.stream, entries]), "frontier")
+
+    def _closed(self, stream: str) -> bool:
+        """Whether no more batches of ``stream`` can come from its origin (gone, or restarted)."""
+        node, _, inc = stream.rpartition("@")
+        if node not in self._peers:
+            return True
+        for other in self._recv:
+            o_node, _, o_inc = other.rpartition("@")
+            if o_node == node and o_inc.isdigit() and inc.isdigit() and int(o_inc) > int(inc):
+                return True
+        return False
+
+    def _on_frontier(self, sender: str, body: list[Any], now: float) -> None:
+        stream = body[0]
+        if not isinstance(stream, str) or len(body) != 2:
+            raise ValueError("bad frontier frame")
+        theirs = self._parse_frontier(body[1])
+        behind = {(s_id, theirs.get(s_id, 0)) for s_id, r in self._recv.items()
+                  if s_id != stream and r.upto > theirs.get(s_id, 0) and self._closed(s_id)}
+        # Only a gap that outlived one whole frontier interval is worth a full state: most are
+        # being filled already (a state or resend in flight, or another peer's repair).
+        if behind & self._frontier_gaps.get(sender, set()):
+            self.stats["frontier_repairs"] += 1
+            self._send_state(sender, want_reply=False, now=now)
+        self._frontier_gaps[sender] = behind
+        # They may hold more of a closed stream than we do: show them ours too (rate-limited).
+        self._maybe_send_frontier(sender, now)
 
     def _on_state(self, sender: str, body: list[Any], now: float) -> None:
         stream, seq = self._stream_and_seq(body)
@@ -543,6 +608,9 @@ class QuilterCore(Generic[S]):
             origin = sender if s_id == stream else s_id.rpartition("@")[0] or s_id
             r = self._recv.get(s_id)
             if r is None:
+                if upto <= self._forgotten.get(s_id, -1):
+                    continue  # a stream we had as far as this, and have since forgotten
+                self._forgotten.pop(s_id, None)
                 r = self._recv[s_id] = _RecvStream(origin, 0, set(), now, last_resend_request=now)
             if upto > r.upto:
                 r.upto = upto
@@ -609,11 +677,16 @@ class QuilterCore(Generic[S]):
                 self._mismatch.pop(peer, None)
                 self._synced.pop(peer, None)
                 self._sync_sent.pop(peer, None)
+                self._frontier_sent.pop(peer, None)
+                self._frontier_gaps.pop(peer, None)
                 for key in [k for k in self._transfers if k[0] == peer]:
                     del self._transfers[key]
         for stream, r in list(self._recv.items()):
             if r.peer not in self._peers and now - r.last_heard >= cfg.evict_after:
                 del self._recv[stream]
+                self._forgotten[stream] = r.upto
+                if len(self._forgotten) > MAX_FORGOTTEN:
+                    del self._forgotten[next(iter(self._forgotten))]
         self._gc_buffer()
 
     def next_deadline(self) -> float:
