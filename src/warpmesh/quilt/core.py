@@ -34,7 +34,8 @@ Protocol (frames on one channel; each node's *stream* is its replica id, which c
     ``[[stream, upto], ...]``: the receiver now holds all of that too, and acks it to each origin.
 ``FRONTIER [stream, [[stream, upto], ...]]``
     The explicit frontier (evicted streams included, at the point we had them), sent at most every
-    ``frontier_interval`` to a peer whose frontier digest differs from ours. A receiver that holds
+    ``frontier_interval`` to a peer whose frontier digest differs from ours while our states are not
+    known to be equal (a settled mesh never sends one). A receiver that holds
     more of a *closed* stream (its origin gone or restarted, so no resend can ever come) than the
     sender, in two frontiers in a row, answers with its full state; it also shows its own frontier
     back. This repairs a dead origin's last batches that reached only some peers while the mesh
@@ -492,17 +493,18 @@ class QuilterCore(Generic[S]):
             r = self._track(stream, sender, now, first_seen=seq + 1)
             if seq > r.upto:  # batches (its tail, or history) that never reached us
                 self._request_resend(r, stream, r.upto + 1, seq, now)
-        if their_frontier != self.frontier_digest():
+        settled = bool(theirs) and (theirs == self.state_digest() or theirs in self._sync_sent.get(sender, ()))
+        mine = self.frontier_digest()
+        if their_frontier != mine and not settled:
             self._maybe_send_frontier(sender, now)
         if not theirs:
             return  # the sender is busy; this round only checked its tail
-        if theirs == self.state_digest() or theirs in self._sync_sent.get(sender, ()):
+        if settled:
             self._synced[sender] = now
             self._mismatch.pop(sender, None)
             self._mismatch_frontiers.pop(sender, None)
             self.stats["digest_match"] += 1
             return
-        mine = self.frontier_digest()
         frontiers = (their_frontier, mine)
         if self._mismatch_frontiers.get(sender) == frontiers:
             self._mismatch[sender] += 1  # nothing moved since the last mismatch: suspicious
