@@ -987,14 +987,12 @@ class WarpNode:
         known = self._thieves.get(thief)
         if known is not None and (req.incarnation, req.seq) <= known:
             return  # duplicated or overtaken by a newer request
-        if known is not None and req.incarnation != known[0]:
-            old = None  # a restarted thief: whatever the old incarnation held is ours again
-        else:
-            old = req.seq
+        # A restarted thief: whatever its old incarnation held is ours again.
+        restarted = known is not None and req.incarnation != known[0]
         self._thieves[thief] = (req.incarnation, req.seq)
         self.steal_stats["requests_in"] += 1
         for task_id, (_, th, seq) in list(self._delegated.items()):
-            if th == thief and (old is None or (seq < old and task_id not in req.held)):
+            if th == thief and (restarted or (seq < req.seq and task_id not in req.held)):
                 # Granted under an earlier request and never accepted (the grant was lost or late).
                 del self._delegated[task_id]
                 self.steal_stats["taken_back"] += 1
