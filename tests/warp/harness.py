@@ -93,7 +93,7 @@ class Mesh:
     async def await_results(self, tasks: list[str], timeout: float = 20.0) -> None:
         for node in self.nodes.values():
             for t in tasks:
-                await node.result(t, timeout=timeout)
+                await node.outcome(t, timeout=timeout)
 
     async def close(self) -> None:
         for node in list(self.nodes.values()):

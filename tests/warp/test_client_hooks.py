@@ -70,12 +70,12 @@ def test_result_listener_sees_remote_answers_and_can_be_removed() -> None:
         for t in tasks:
             await client.enqueue(t, "echo", {"task": t})
         for t in tasks:
-            await client.result(t, timeout=10)
+            await client.outcome(t, timeout=10)
         assert set(tasks) <= set(seen)
         remove()
         seen.clear()
         await client.enqueue("after", "echo", {"task": "after"})
-        await client.result("after", timeout=10)
+        await client.outcome("after", timeout=10)
         assert seen == []
         await mesh.close()
 
@@ -97,7 +97,7 @@ def test_a_client_does_not_count_itself_towards_the_majority_holding_its_tasks()
             await client.enqueue("held-by-one", "echo", {"task": "held-by-one"})
         mesh.fabric.heal()
         await client.enqueue("held-by-two", "echo", {"task": "held-by-two"})
-        await client.result("held-by-two", timeout=10)
+        await client.outcome("held-by-two", timeout=10)
         await mesh.close()
 
     run_virtual(main())

@@ -49,7 +49,7 @@ def test_standby_neither_fails_nor_spends_attempts_and_retries_later(mode: str) 
         assert "t1" not in node.results and node.queue_depth == 1
         assert node.local_stats["failures"] == 0 and node.local_stats["executions"] == 0
         ready["yes"] = True
-        res = await node.result("t1", timeout=5.0)
+        res = await node.outcome("t1", timeout=5.0)
         assert res.ok and res.value == "done-t1" and res.attempts == 1
         await mesh.close()
 
@@ -79,7 +79,7 @@ def test_wake_standby_reconsiders_at_once() -> None:
         assert calls == ["t1"]
         ready["yes"] = True
         node.wake_standby()
-        res = await node.result("t1", timeout=0.5)
+        res = await node.outcome("t1", timeout=0.5)
         assert res.ok and calls == ["t1", "t1"]
         await mesh.close()
 

@@ -118,7 +118,7 @@ def test_a_thief_that_crashes_with_stolen_tasks_gives_them_back() -> None:
         await mesh.crash("b")
         for node in mesh.nodes.values():
             for t in tasks:
-                await node.result(t, timeout=60)
+                await node.outcome(t, timeout=60)
         assert mesh.nodes["a"].steal_stats["taken_back"] > 0 or all(
             mesh.log.executed_by(t) for t in tasks)
         assert all(mesh.log.executed_by(t) for t in tasks)

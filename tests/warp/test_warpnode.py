@@ -48,7 +48,7 @@ def test_seed_example_executor_api() -> None:
             await nodes[0].enqueue(t)
         for node in nodes:
             for t in tasks:
-                assert (await node.result(t, timeout=10)).value == f"result-{t}"
+                assert (await node.outcome(t, timeout=10)).value == f"result-{t}"
         assert nodes[0].results.task_ids == nodes[1].results.task_ids == set(tasks)
         for node in nodes:
             await node.close()
@@ -86,13 +86,13 @@ def test_survivor_picks_up_tasks_when_owner_is_partitioned() -> None:
         for t in tasks:
             await mesh.nodes["a"].enqueue(t, "echo", {"task": t})
         for t in tasks:
-            await mesh.nodes["a"].result(t, timeout=10)
-            await mesh.nodes["c"].result(t, timeout=10)
+            await mesh.nodes["a"].outcome(t, timeout=10)
+            await mesh.nodes["c"].outcome(t, timeout=10)
         for t in owned_by_b:
             assert "b" not in mesh.log.executed_by(t)
         await eventually(lambda: mesh.nodes["a"].counter("failovers") >= len(owned_by_b) > 0, what="failovers")
         mesh.fabric.heal()
-        await mesh.nodes["b"].result(tasks[0], timeout=10)  # b catches up once the partition heals
+        await mesh.nodes["b"].outcome(tasks[0], timeout=10)  # b catches up once the partition heals
         await mesh.close()
 
     run_virtual(main())
@@ -159,7 +159,7 @@ def test_contested_claim_settles_to_one_winner_and_the_loser_stands_down() -> No
         log, p1, p2, fabric, task = await _contested_pair(ClaimStrategy.INTENT)
         p2.enqueue_nowait(task, "echo", {"task": task})
         for node in (p1, p2):
-            await node.result(task, timeout=10)
+            await node.outcome(task, timeout=10)
         await asyncio.sleep(2.0)
         # Both claimed; the ring owner among the claimants (peer-2), not the lowest id, ran it.
         assert log.executed_by(task) == ["peer-2"]
@@ -178,7 +178,7 @@ def test_without_intents_a_contested_task_runs_twice_and_the_duplicate_is_counte
         log, p1, p2, fabric, task = await _contested_pair(ClaimStrategy.RING)
         p2.enqueue_nowait(task, "echo", {"task": task})
         for node in (p1, p2):
-            await node.result(task, timeout=10)
+            await node.outcome(task, timeout=10)
         await asyncio.sleep(2.0)
         assert sorted(log.executed_by(task)) == ["peer-1", "peer-2"]
         assert p1.results[task] == p2.results[task]  # the board still holds one answer
@@ -196,7 +196,7 @@ def test_pinned_task_runs_only_on_its_pin_and_waits_while_the_pin_is_absent() ->
         ring = mesh.nodes["a"].ring
         task = next(t for t in (f"pin{i}" for i in range(100)) if ring.owner(t) != "c")
         await mesh.nodes["a"].enqueue(task, "echo", {"task": task}, pin="c")
-        await mesh.nodes["a"].result(task, timeout=10)
+        await mesh.nodes["a"].outcome(task, timeout=10)
         assert mesh.log.executed_by(task) == ["c"]
 
         await mesh.crash("c")
@@ -204,11 +204,11 @@ def test_pinned_task_runs_only_on_its_pin_and_waits_while_the_pin_is_absent() ->
         await asyncio.sleep(3.0)
         assert mesh.log.executed_by("later") == []  # never re-homed
         await mesh.add("c")
-        await mesh.nodes["a"].result("later", timeout=10)
+        await mesh.nodes["a"].outcome("later", timeout=10)
         assert mesh.log.executed_by("later") == ["c"]
 
         run = mesh.nodes["b"].enqueue_local("local", "echo", {"task": "local"})
-        assert (await mesh.nodes["a"].result("local", timeout=10, run=run)).by == "b"
+        assert (await mesh.nodes["a"].outcome("local", timeout=10, run=run)).by == "b"
         await mesh.close()
 
     run_virtual(main())
@@ -232,11 +232,11 @@ def test_terminal_failure_converges_as_a_failure_result_and_node_survives() -> N
         await asyncio.sleep(1.0)
         await nodes[0].enqueue("bad", "boom", 7)
         for node in nodes:
-            res = await node.result("bad", timeout=10)
+            res = await node.outcome("bad", timeout=10)
             assert not res.ok and "RuntimeError: bad input 7" in (res.error or "")
         assert len(calls) == 1  # terminal: never retried
         await nodes[1].enqueue("good", "ok", 21)  # the node that raised still serves
-        assert (await nodes[0].result("good", timeout=10)).value == 42
+        assert (await nodes[0].outcome("good", timeout=10)).value == 42
         await eventually(lambda: nodes[0].counter("failures") == 1, what="failures counter")
         for node in nodes:
             await node.close()
@@ -262,9 +262,9 @@ def test_transient_failures_retry_with_backoff_up_to_the_limit() -> None:
         await asyncio.sleep(0.5)
         await node.enqueue("twice", "flaky", {"task": "twice", "fail_times": 2})
         await node.enqueue("never", "flaky", {"task": "never", "fail_times": 99})
-        ok = await node.result("twice", timeout=10)
+        ok = await node.outcome("twice", timeout=10)
         assert ok.ok and ok.attempts == 3
-        bad = await node.result("never", timeout=10)
+        bad = await node.outcome("never", timeout=10)
         assert not bad.ok and bad.attempts == FAST.max_attempts
         await eventually(lambda: node.counter("retries") == 2 + (FAST.max_attempts - 1), what="retries")
         await node.close()
@@ -277,9 +277,9 @@ def test_reenqueued_task_runs_again_and_replaces_the_answer() -> None:
     async def main() -> None:
         mesh = await make_mesh(["a", "b"])
         await mesh.nodes["a"].enqueue("again", "echo", {"task": "again", "v": 1})
-        first = await mesh.nodes["b"].result("again", timeout=10)
+        first = await mesh.nodes["b"].outcome("again", timeout=10)
         run2 = await mesh.nodes["b"].enqueue("again", "echo", {"task": "again", "v": 2})
-        second = await mesh.nodes["a"].result("again", timeout=10, run=run2)
+        second = await mesh.nodes["a"].outcome("again", timeout=10, run=run2)
         assert second.run == run2 != first.run
         assert mesh.log.executed_by("again") and len(mesh.log.executed_by("again")) == 2
         await asyncio.sleep(1.0)
@@ -340,7 +340,7 @@ def test_deferred_task_is_picked_up_by_the_periodic_reclaim_without_a_nudge() ->
         await asyncio.sleep(2.0)
         assert "waiting" not in bare.results
         able = await WarpNode(fabric.join("able"), registry=recording_registry(log, "able"), config=FAST).start()
-        await bare.result("waiting", timeout=10)
+        await bare.outcome("waiting", timeout=10)
         assert log.executed_by("waiting") == ["able"]
         await bare.close()
         await able.close()
@@ -386,7 +386,7 @@ def test_client_role_enqueues_but_never_runs() -> None:
         for t in tasks:
             await client.enqueue(t, "echo", {"task": t})
         for t in tasks:
-            await client.result(t, timeout=10)
+            await client.outcome(t, timeout=10)
         assert {p for p, _ in mesh.log.runs} <= {"w1", "w2"}
         await mesh.close()
 
@@ -409,9 +409,9 @@ def test_enqueue_raises_not_replicated_when_isolated_and_a_retry_with_the_same_r
             raise AssertionError("an isolated peer cannot confirm replication")
         assert mesh.nodes["a"].queue_depth == 1  # still queued locally
         assert await mesh.nodes["b"].enqueue("retry-me", "echo", {"task": "retry-me"}, run=run) == run
-        await mesh.nodes["b"].result("retry-me", timeout=10, run=run)
+        await mesh.nodes["b"].outcome("retry-me", timeout=10, run=run)
         mesh.fabric.heal()
-        await mesh.nodes["a"].result("retry-me", timeout=10, run=run)
+        await mesh.nodes["a"].outcome("retry-me", timeout=10, run=run)
         await asyncio.sleep(2.0)
         # Each side of the partition may run it once (availability); the shared run token means
         # one answer for one run, and no third execution after the heal.
@@ -427,7 +427,7 @@ def test_enqueue_on_a_mesh_of_one_returns_at_once() -> None:
     async def main() -> None:
         mesh = await make_mesh(["solo"])
         run = await mesh.nodes["solo"].enqueue("t", "echo", {"task": "t"})
-        assert (await mesh.nodes["solo"].result("t", timeout=5)).run == run
+        assert (await mesh.nodes["solo"].outcome("t", timeout=5)).run == run
         await mesh.close()
 
     run_virtual(main())

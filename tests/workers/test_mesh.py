@@ -122,7 +122,7 @@ def test_a_module_is_fetched_from_its_only_holder_verified_and_then_held(
         mid = a.wm.put_module(chain_wasm)
         assert not b.store.has(mid)
         await b.node.enqueue("t1", WASM_RUN_OP, wasm_task(mid, chain_args(2, 2)), pin="B")
-        res = await b.node.result("t1", timeout=WAIT)
+        res = await b.node.outcome("t1", timeout=WAIT)
         assert res.ok, res.error
         assert res.value["value"] == u32(chain_nodes(2, 2)) and res.value["by"] == "B"
         assert res.value["source"] == "run" and res.value["clean"] is True
@@ -160,7 +160,7 @@ def test_a_tampering_holder_is_refused_and_every_waiter_gets_the_honest_bytes(
         for i, task in enumerate(tasks):
             await b.node.enqueue(task, WASM_RUN_OP, wasm_task(mid, chain_args(1, 2, i)), pin="B")
         for task in tasks:
-            res = await b.node.result(task, timeout=WAIT)
+            res = await b.node.outcome(task, timeout=WAIT)
             assert res.ok, res.error
             assert res.value["value"] == u32(chain_nodes(1, 2))
         assert b.store.get_blob(mid) == chain_wasm
@@ -186,7 +186,7 @@ def test_many_jobs_needing_one_module_fetch_it_once(tmp_path: Path, host: Isolat
         for i, task in enumerate(tasks):
             b.node.enqueue_local(task, WASM_RUN_OP, wasm_task(mid, chain_args(0, 1, i)))
         for task in tasks:
-            assert (await b.node.result(task, timeout=WAIT)).ok
+            assert (await b.node.outcome(task, timeout=WAIT)).ok
         assert a.wm.stats["served_requests"] == 1
         assert b.wm.stats["fetches"] == 1 and b.wm.stats["fetches_joined"] >= 1
         await c.close()
@@ -215,7 +215,7 @@ def test_no_holder_means_standby_and_the_job_runs_once_a_holder_appears(
         while b.wm.stats["outcome_ok"] == 0:
             await asyncio.sleep(0.01)
         assert loop.time() - t0 < 5.0
-        res = await b.node.result("t1", timeout=WAIT)
+        res = await b.node.outcome("t1", timeout=WAIT)
         assert res.ok and res.value["value"] == u32(chain_nodes(1, 3))
         await c.close()
 
@@ -229,7 +229,7 @@ def test_a_result_computed_on_one_peer_is_a_hit_on_another_nested_runs_included(
         a, b = c["A"], c["B"]
         mid = a.wm.put_module(chain_wasm)
         await a.node.enqueue("first", WASM_RUN_OP, wasm_task(mid, chain_args(2, 2)), pin="A")
-        first = await a.node.result("first", timeout=WAIT)
+        first = await a.node.outcome("first", timeout=WAIT)
         assert first.ok and first.value["source"] == "run"
         assert a.wm.runner.executions == chain_requests(2, 2)
         # Every clean result (5 of them, nested ones included) reaches B's memo board.
@@ -239,14 +239,14 @@ def test_a_result_computed_on_one_peer_is_a_hit_on_another_nested_runs_included(
             await asyncio.sleep(0.1)
         assert b.wm.results.entries() == chain_requests(2, 2)
         await b.node.enqueue("again", WASM_RUN_OP, wasm_task(mid, chain_args(2, 2)), pin="B")
-        again = await b.node.result("again", timeout=WAIT)
+        again = await b.node.outcome("again", timeout=WAIT)
         assert again.ok and again.value["source"] == "memo"
         assert again.value["key"] == first.value["key"] and again.value["result"] == first.value["result"]
         assert b.wm.runner.executions == 0  # the guest ran once, mesh-wide
         # A larger request whose first child is A's whole run: B executes only its root and the
         # second child; every grandchild is a hit on A's nested results.
         await b.node.enqueue("bigger", WASM_RUN_OP, wasm_task(mid, chain_args(3, 2, 9)), pin="B")
-        bigger = await b.node.result("bigger", timeout=WAIT)
+        bigger = await b.node.outcome("bigger", timeout=WAIT)
         assert bigger.ok and bigger.value["value"] == u32(chain_nodes(3, 2))
         assert b.wm.runner.executions == 2
         assert a.wm.runner.executions == chain_requests(2, 2)
@@ -268,7 +268,7 @@ def test_a_memo_entry_with_forged_inline_bytes_is_ignored(
         a.wm.results.board.mutate(lambda m: m.update(r, key, lambda reg: reg.set(r, forged)))
         await asyncio.sleep(1.0)
         await b.node.enqueue("t", WASM_RUN_OP, wasm_task(mid, chain_args(1, 1)), pin="B")
-        res = await b.node.result("t", timeout=WAIT)
+        res = await b.node.outcome("t", timeout=WAIT)
         assert res.ok and res.value["value"] == u32(2) and res.value["source"] == "run"
         assert b.wm.stats["bad_inline_results"] >= 1
         await c.close()
@@ -282,7 +282,7 @@ def test_a_module_that_does_not_compile_fails_terminally(tmp_path: Path, host: I
         a, b = c["A"], c["B"]
         mid = a.wm.put_module(b"\x00asm\x01\x00\x00\x00 this is not a module")
         await b.node.enqueue("t", WASM_RUN_OP, wasm_task(mid, {}), pin="B")
-        res = await b.node.result("t", timeout=WAIT)
+        res = await b.node.outcome("t", timeout=WAIT)
         assert not res.ok and "module_rejected" in (res.error or "") and res.attempts == 1
         await c.close()
 
@@ -312,7 +312,7 @@ def test_a_module_larger_than_a_frame_is_pulled_in_ranges(tmp_path: Path, host: 
         big = _with_custom_section(chain_wasm, 200_000)
         mid = a.wm.put_module(big)
         await b.node.enqueue("t", WASM_RUN_OP, wasm_task(mid, chain_args(1, 2)), pin="B")
-        res = await b.node.result("t", timeout=WAIT)
+        res = await b.node.outcome("t", timeout=WAIT)
         assert res.ok, res.error
         assert b.store.get_blob(mid) == big
         assert a.wm.stats["served_requests"] >= len(big) // (16 * 1024)  # one GET, then the ranges
@@ -342,7 +342,7 @@ def test_a_tampered_range_fails_the_whole_object_and_the_next_holder_serves(
         await asyncio.sleep(1.0)
         b.wm.exchange.hint(mid, "T")
         await b.node.enqueue("t", WASM_RUN_OP, wasm_task(mid, chain_args(1, 2)), pin="B")
-        res = await b.node.result("t", timeout=WAIT)
+        res = await b.node.outcome("t", timeout=WAIT)
         assert res.ok, res.error
         assert b.store.get_blob(mid) == big
         assert b.wm.stats["outcome_bad"] == 1 and b.wm.stats["outcome_ok"] == 1
@@ -362,7 +362,7 @@ def test_fold_over_a_shared_tree_on_another_peer(tmp_path: Path, host: IsolateHo
         a.wm.share(tree)
         task = wasm_task(fold_id, refs={"in": tree, "post": Ref(Kind.BLOB, post_id)})
         await b.node.enqueue("fold", WASM_RUN_OP, task, pin="B")
-        res = await b.node.result("fold", timeout=WAIT)
+        res = await b.node.outcome("fold", timeout=WAIT)
         assert res.ok, res.error
         files, size = struct.unpack("<QQ", res.value["value"])
         expected = python_fold(src).total
@@ -387,7 +387,7 @@ def test_a_holder_that_does_not_answer_times_out_and_the_next_one_serves(
         b.wm.exchange.hint(mid, "S")  # and S is asked first
         t0 = asyncio.get_running_loop().time()
         await b.node.enqueue("t", WASM_RUN_OP, wasm_task(mid, chain_args(1, 2)), pin="B")
-        res = await b.node.result("t", timeout=WAIT)
+        res = await b.node.outcome("t", timeout=WAIT)
         assert res.ok
         assert b.wm.stats["outcome_unreachable"] == 1 and b.wm.stats["outcome_ok"] == 1
         assert a.wm.stats["served_requests"] == 1 and s.wm.stats["served_requests"] == 0
@@ -407,7 +407,7 @@ def test_a_result_too_large_to_inline_is_fetched_from_its_publisher(
         a, b = c["A"], c["B"]
         mid = a.wm.put_module(chain_wasm)
         await a.node.enqueue("first", WASM_RUN_OP, wasm_task(mid, chain_args(1, 2)), pin="A")
-        first = await a.node.result("first", timeout=WAIT)
+        first = await a.node.outcome("first", timeout=WAIT)
         assert first.ok
         await asyncio.sleep(1.0)
         b.wm.put_module(chain_wasm)  # B has the module, not the result
@@ -516,7 +516,7 @@ def test_the_registry_form_on_a_shared_mux(tmp_path: Path, host: IsolateHost, ch
         (na, wa, _), (_, wb, _) = peers
         mid = wa.put_module(chain_wasm)
         await na.enqueue("t", WASM_RUN_OP, wasm_task(mid, chain_args(1, 2)), pin="B")
-        res = await na.result("t", timeout=WAIT)
+        res = await na.outcome("t", timeout=WAIT)
         assert res.ok and res.value["by"] == "B" and wb.stats["outcome_ok"] == 1
         with Store(tmp_path / "late") as late, pytest.raises(RuntimeError, match=r"before node\.start"):
             WorkerMesh.for_node(na, late)
@@ -558,7 +558,7 @@ def test_garbage_on_the_objects_channel_is_counted_not_fatal(tmp_path: Path, hos
         assert a.wm.stats["malformed"] == 2 and a.wm.stats["stray_replies"] == 1
         mid = a.wm.put_module(chain_wasm)  # A still serves
         await b.node.enqueue("t", WASM_RUN_OP, wasm_task(mid, chain_args(0, 1)), pin="B")
-        assert (await b.node.result("t", timeout=WAIT)).ok
+        assert (await b.node.outcome("t", timeout=WAIT)).ok
         await c.close()
 
     run_virtual(main())

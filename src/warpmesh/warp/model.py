@@ -7,28 +7,82 @@ ids are single-use).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from warpmesh.errors import WarpmeshError
+from warpmesh.wire.frame import FrameUndecodable, pack, unpack
 
 #: Default op name used by the seed-compatible ``WarpNode(executor=fn)`` form.
 EXECUTOR_OP = "warp.executor"
 
 
+#: Largest traceback an answer carries (the tail is kept: the innermost frames say the most).
+MAX_TRACEBACK = 8 * 1024
+
+
+def cap_traceback(text: str | None, limit: int = MAX_TRACEBACK) -> str | None:
+    """``text`` cut to its last ``limit`` bytes of UTF-8 (marked as cut), or None."""
+    if not text:
+        return None
+    data = text.encode("utf-8", "replace")
+    if len(data) <= limit:
+        return text
+    tail = data[-(limit - 40):].decode("utf-8", "ignore")
+    return f"... ({len(data) - len(tail.encode())} bytes cut)\n{tail}"
+
+
+class ArgsUndecodable(WarpmeshError, ValueError):
+    """A task's arguments could not be decoded (a hostile or newer enqueuer): the run fails."""
+
+
 @dataclass(frozen=True, slots=True)
 class TaskDescriptor:
-    """One queued task: which op to run on which args, under which run token."""
+    """One queued task: which op to call with which ``args``/``kwargs``, under which run token.
+
+    The arguments travel packed on their own (``a``), so a descriptor whose arguments cannot be
+    decoded still names its op and run, and its run fails with a recorded error instead of
+    sitting in the queue forever. ``deadline`` is a wall-clock time (seconds since the epoch)
+    after which the run is cancelled.
+    """
 
     op: str
-    args: Any
-    run: str
+    args: tuple[Any, ...] = ()
+    run: str = ""
     pin: str | None = None
     enqueued_by: str = ""
+    kwargs: dict[str, Any] | None = None
+    deadline: float | None = None
+    #: The packed ``[args, kwargs]`` as received (None: built locally from args/kwargs).
+    packed_args: bytes | None = field(default=None, compare=False, repr=False)
 
     def to_wire(self) -> dict[str, Any]:
-        wire: dict[str, Any] = {"op": self.op, "args": self.args, "run": self.run, "by": self.enqueued_by}
+        wire: dict[str, Any] = {"op": self.op, "a": self.args_bytes(), "run": self.run, "by": self.enqueued_by}
         if self.pin is not None:
             wire["pin"] = self.pin
+        if self.deadline is not None:
+            wire["dl"] = self.deadline
         return wire
+
+    def args_bytes(self) -> bytes:
+        """The packed ``[args, kwargs]`` (raises TypeError when they cannot be encoded)."""
+        if self.packed_args is not None:
+            return self.packed_args
+        return pack([list(self.args), self.kwargs or {}])
+
+    def call_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The positional and keyword arguments; raises :class:`ArgsUndecodable`."""
+        if self.packed_args is None:
+            return tuple(self.args), dict(self.kwargs or {})
+        try:
+            value = unpack(self.packed_args)
+        except FrameUndecodable as err:
+            raise ArgsUndecodable(f"arguments of {self.op} cannot be decoded: {err}") from None
+        if (not isinstance(value, list) or len(value) != 2 or not isinstance(value[0], list)
+                or not isinstance(value[1], dict) or not all(isinstance(k, str) for k in value[1])):
+            raise ArgsUndecodable(f"arguments of {self.op} cannot be decoded: expected [args list, "
+                                  "kwargs map with string keys]")
+        return tuple(value[0]), value[1]
 
     @classmethod
     def from_wire(cls, wire: Any) -> TaskDescriptor:
@@ -39,12 +93,23 @@ class TaskDescriptor:
             raise ValueError("task descriptor needs string op, run and by")
         if pin is not None and not isinstance(pin, str):
             raise ValueError("task pin must be a peer id")
-        return cls(op=op, args=wire.get("args"), run=run, pin=pin, enqueued_by=by)
+        dl = wire.get("dl")
+        if dl is not None and (isinstance(dl, bool) or not isinstance(dl, int | float)):
+            raise ValueError("task deadline must be a number")
+        packed = wire.get("a")
+        if not isinstance(packed, bytes):
+            packed = b""  # undecodable: its run fails with ArgsUndecodable
+        return cls(op=op, run=run, pin=pin, enqueued_by=by, deadline=None if dl is None else float(dl),
+                   packed_args=packed)
 
 
 @dataclass(frozen=True, slots=True)
 class OpResult:
-    """The outcome of one run of a task: a value, or a terminal error. Equal by content."""
+    """The outcome of one run of a task: a value, or a terminal error. Equal by content.
+
+    A failure may carry the remote ``traceback`` (capped at :data:`MAX_TRACEBACK`); a cancelled
+    run (``cancel`` or a passed deadline) is a failure with ``cancelled`` set.
+    """
 
     run: str
     ok: bool
@@ -52,14 +117,18 @@ class OpResult:
     error: str | None = None
     by: str = ""
     attempts: int = 1
+    traceback: str | None = None
+    cancelled: bool = False
 
     @classmethod
     def success(cls, run: str, value: Any, *, by: str, attempts: int = 1) -> OpResult:
         return cls(run=run, ok=True, value=value, by=by, attempts=attempts)
 
     @classmethod
-    def failure(cls, run: str, error: str, *, by: str, attempts: int = 1) -> OpResult:
-        return cls(run=run, ok=False, error=error, by=by, attempts=attempts)
+    def failure(cls, run: str, error: str, *, by: str, attempts: int = 1, traceback: str | None = None,
+                cancelled: bool = False) -> OpResult:
+        return cls(run=run, ok=False, error=error, by=by, attempts=attempts, traceback=cap_traceback(traceback),
+                   cancelled=cancelled)
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {"run": self.run, "ok": self.ok, "by": self.by, "n": self.attempts}
@@ -67,6 +136,10 @@ class OpResult:
             wire["value"] = self.value
         else:
             wire["error"] = self.error
+            if self.traceback:
+                wire["tb"] = self.traceback
+            if self.cancelled:
+                wire["cx"] = True
         return wire
 
     @classmethod
@@ -80,21 +153,39 @@ class OpResult:
             raise ValueError("op result attempts must be a positive int")
         if ok:
             return cls(run=run, ok=True, value=wire.get("value"), by=by, attempts=n)
-        error = wire.get("error")
-        return cls(run=run, ok=False, error=str(error), by=by, attempts=n)
+        tb = wire.get("tb")
+        return cls(run=run, ok=False, error=str(wire.get("error")), by=by, attempts=n,
+                   traceback=tb if isinstance(tb, str) else None, cancelled=wire.get("cx") is True)
 
-    def unwrap(self) -> Any:
-        """The value, or raise :class:`TaskFailed` carrying the error."""
+    def unwrap(self, task_id: str = "") -> Any:
+        """The value, or raise :class:`TaskFailed` carrying the error and remote traceback."""
         if not self.ok:
-            raise TaskFailed(self.error or "task failed")
+            raise TaskFailed(self.error or "task failed", traceback=self.traceback, task=task_id, by=self.by,
+                             attempts=self.attempts, cancelled=self.cancelled)
         return self.value
 
 
-class TaskFailed(Exception):
-    """A task's run ended in a terminal failure (the error travelled on the results board)."""
+class TaskFailed(WarpmeshError):
+    """A task's run ended in a terminal failure (the error travelled on the results board).
+
+    ``error`` is the one-line cause, ``traceback`` the remote traceback (None when the failure
+    was not an exception in the op, e.g. a cancel); both appear in ``str(exc)``.
+    """
+
+    def __init__(self, error: str, *, traceback: str | None = None, task: str = "", by: str = "",
+                 attempts: int = 1, cancelled: bool = False) -> None:
+        where = f"task {task!r}" if task else "task"
+        head = f"{where} failed on {by}: {error}" if by else f"{where} failed: {error}"
+        super().__init__(head + (f"\n--- remote traceback ---\n{traceback.rstrip()}" if traceback else ""))
+        self.error = error
+        self.traceback = traceback
+        self.task = task
+        self.by = by
+        self.attempts = attempts
+        self.cancelled = cancelled
 
 
-class NotReplicated(Exception):
+class NotReplicated(WarpmeshError):
     """``enqueue`` could not confirm that another peer holds the task.
 
     The task *is* queued on this peer and will replicate (and run) once peers are reachable, but
@@ -109,11 +200,11 @@ class NotReplicated(Exception):
         self.run = run
 
 
-class TransientError(Exception):
+class TransientError(WarpmeshError):
     """Raise from an op to request a retry (with backoff, up to the configured attempt limit)."""
 
 
-class Standby(Exception):
+class Standby(WarpmeshError):
     """Raise from an op when this peer cannot run the task *yet* (a dependency that no peer can
     supply right now, such as a module nobody holds): the claim is released without a result and
     without using up an attempt, and the task is considered again after ``retry_after`` seconds

@@ -34,13 +34,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import logging
 import os
 import random
 import time
+import traceback as _traceback
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,8 +56,18 @@ from warpmesh.liveness import HeartbeatConfig, Liveness
 from warpmesh.net.mux import MuxSeam
 from warpmesh.net.seam import PeerId, Seam
 from warpmesh.quilt import Quilter, QuilterConfig
+from warpmesh.warp import policy
 from warpmesh.warp.claim import ClaimStrategy, ClaimView, Decision, decide, winner
-from warpmesh.warp.model import EXECUTOR_OP, NotReplicated, OpResult, Standby, TaskDescriptor, TransientError
+from warpmesh.warp.context import JobContext, _reset, _set
+from warpmesh.warp.model import (
+    EXECUTOR_OP,
+    ArgsUndecodable,
+    NotReplicated,
+    OpResult,
+    Standby,
+    TaskDescriptor,
+    TransientError,
+)
 from warpmesh.warp.ops import OpRegistry, OpSpec
 from warpmesh.warp.ring import DEFAULT_VNODES, TaskRing
 from warpmesh.warp.steal import (
@@ -86,7 +100,8 @@ class WarpConfig:
     ring_seed: int = 0
     #: Period (jittered ±20%) of the full re-claim pass that picks up anything deferred.
     reclaim_interval: float = 1.0
-    #: Attempts per run for transient failures (first try included), with exponential backoff.
+    #: Attempts per run for transient failures and for process ops whose worker process died
+    #: (first try included), with exponential backoff.
     max_attempts: int = 3
     retry_backoff: float = 0.1
     #: Concurrent runs of async and thread ops on this peer.
@@ -208,6 +223,7 @@ class WarpNode:
         rng: random.Random | None = None,
         clock: Callable[[], float] | None = None,
         mux: MuxSeam | None = None,
+        wall_clock: Callable[[], float] | None = None,
     ) -> None:
         if role not in ("worker", "client"):
             raise ValueError("role must be 'worker' or 'client'")
@@ -236,6 +252,8 @@ class WarpNode:
         self.replica = replica_id(self.self_id, self.incarnation)
         self.rng = rng or random.Random(f"{self.replica}")
         self._clock = clock
+        #: Wall-clock time (seconds since the epoch) for deadlines, which travel between peers.
+        self.wall_clock: Callable[[], float] = wall_clock or time.time
         self._roster_source = roster
         # Share the application's mux if it has one: one reader of the seam, channels side by side.
         self._own_mux = mux is None
@@ -280,6 +298,9 @@ class WarpNode:
         self._run_seq = 0
         self._running = 0
         self._active: set[tuple[str, str]] = set()  # (task, run) executing off the loop right now
+        self._jobs: dict[tuple[str, str], _Job] = {}  # (task, run) running here: context, interrupt handle
+        self._pool_gen = 0  # process pool generation (a rebuilt pool is a new one)
+        self._pool_kills: set[int] = set()  # generations we killed on purpose (a cancel), not a crash
         self._tasks: list[asyncio.Task[Any]] = []
         self._inflight: set[asyncio.Task[Any]] = set()
         self._sem = asyncio.Semaphore(cfg.max_concurrency)
@@ -387,11 +408,14 @@ class WarpNode:
                 yield spec
 
     # -- public API -------------------------------------------------------------------------
-    async def enqueue(self, task_id: str, op: str | None = None, args: Any = None, *,
-                      pin: PeerId | None = None, run: str | None = None) -> str:
+    async def enqueue(self, task_id: str, op: str | None = None, /, *args: Any, pin: PeerId | None = None,
+                      run: str | None = None, deadline: float | None = None, **kwargs: Any) -> str:
         """Add a task to the shared queue (from any peer); returns its run token.
 
-        ``op`` names a registered op (default: the node's ``executor``, called with ``task_id``).
+        ``op`` names a registered op, called as ``op(*args, **kwargs)`` by the peer that runs it
+        (default op: the node's ``executor``, called with ``task_id``). ``pin``, ``run`` and
+        ``deadline`` are reserved names, as in Dask's ``client.submit``. ``deadline`` is in
+        seconds from now: when it passes, the run is cancelled (see :meth:`cancel`).
         Enqueuing an id again starts a new run that replaces the previous answer.
 
         Returns once a majority of the mesh holds the task, so it survives any minority of peers
@@ -402,7 +426,7 @@ class WarpNode:
         execution, pass the exception's ``run`` as ``run``: the same run token names the same run
         everywhere, and a run is answered once.
         """
-        run = self.enqueue_nowait(task_id, op, args, pin=pin, run=run)
+        run = self.enqueue_nowait(task_id, op, *args, pin=pin, run=run, deadline=deadline, **kwargs)
         if not self.queue.core.peers:
             return run  # a mesh of one: nothing to replicate to
         need = self.holders_needed()
@@ -423,19 +447,33 @@ class WarpNode:
         core = self.queue.core
         return core.majority_others() if self.role == "worker" else len(core.peers) // 2 + 1
 
-    def enqueue_nowait(self, task_id: str, op: str | None = None, args: Any = None, *,
-                       pin: PeerId | None = None, run: str | None = None) -> str:
-        """Synchronous :meth:`enqueue`: queued here at once, replicated in the background."""
+    def enqueue_nowait(self, task_id: str, op: str | None = None, /, *args: Any, pin: PeerId | None = None,
+                       run: str | None = None, deadline: float | None = None, **kwargs: Any) -> str:
+        """Synchronous :meth:`enqueue`: queued here at once, replicated in the background.
+
+        Raises ``TypeError`` when the arguments cannot be encoded (nothing is queued then).
+        """
         if not isinstance(task_id, str) or not task_id:
             raise ValueError("task_id must be a non-empty string")
         if op is None:
-            op, args = EXECUTOR_OP, (task_id if args is None else args)
+            op, args = EXECUTOR_OP, (args or (task_id,))
         if run is None:
             self._run_seq += 1
             run = f"{self.replica}:{self._run_seq}"
         elif not isinstance(run, str) or not run:
             raise ValueError("run must be a non-empty string (a token returned by an earlier enqueue)")
-        desc = TaskDescriptor(op=op, args=args, run=run, pin=pin, enqueued_by=self.self_id)
+        if deadline is not None and (isinstance(deadline, bool) or not isinstance(deadline, int | float)
+                                     or not deadline > 0):
+            raise ValueError("deadline must be a positive number of seconds")
+        at = None if deadline is None else self.wall_clock() + float(deadline)
+        desc = TaskDescriptor(op=op, args=tuple(args), run=run, pin=pin, enqueued_by=self.self_id,
+                              kwargs=kwargs or None, deadline=at)
+        try:
+            desc = TaskDescriptor(op=op, run=run, pin=pin, enqueued_by=self.self_id, deadline=at,
+                                  packed_args=desc.args_bytes())
+        except (TypeError, ValueError, OverflowError) as err:
+            raise TypeError(f"arguments of {op} cannot be encoded ({err}); pass lists, dicts, str, bytes, "
+                            "numbers, bool or None (integers within 64 bits)") from None
         wire = pack(desc.to_wire())
         r = self.replica
         self.queue.mutate(lambda m: m.update(r, task_id, lambda cur: cur.set(r, wire)))
@@ -451,12 +489,12 @@ class WarpNode:
         pending, self._to_consider = self._to_consider, {}
         self._consider_many(pending)
 
-    def enqueue_local(self, task_id: str, op: str | None = None, args: Any = None) -> str:
+    def enqueue_local(self, task_id: str, op: str | None = None, /, *args: Any, **kwargs: Any) -> str:
         """Enqueue a task pinned to this peer: it runs here and never re-homes."""
-        return self.enqueue_nowait(task_id, op, args, pin=self.self_id)
+        return self.enqueue_nowait(task_id, op, *args, pin=self.self_id, **kwargs)
 
-    async def result(self, task_id: str, timeout: float | None = None, *, run: str | None = None) -> OpResult:
-        """Wait for the answer to ``task_id`` (to ``run`` if given, else to its latest run)."""
+    async def outcome(self, task_id: str, timeout: float | None = None, *, run: str | None = None) -> OpResult:
+        """Wait for the answer record of ``task_id`` (of ``run`` if given, else of its latest run)."""
 
         def ready() -> OpResult | None:
             res = self.results.get(task_id)
@@ -475,11 +513,44 @@ class WarpNode:
 
         return await asyncio.wait_for(wait(), timeout) if timeout is not None else await wait()
 
+    async def result(self, task_id: str, timeout: float | None = None, *, run: str | None = None) -> Any:
+        """Wait for ``task_id``'s value; raise :class:`~warpmesh.warp.TaskFailed` (with the remote
+        error and traceback) if its run failed or was cancelled. :meth:`outcome` gives the record."""
+        return (await self.outcome(task_id, timeout, run=run)).unwrap(task_id)
+
+    def cancel(self, task_id: str, *, reason: str = "cancelled") -> str:
+        """Cancel ``task_id``'s current run: ``"cancelled"``, ``"done"`` (already answered) or ``"unknown"``.
+
+        A queued run is removed; a running one is interrupted where its mode allows (process ops
+        are killed, async ops cancelled; inline and thread ops are told through
+        ``current_job().cancelled`` and their result is discarded). The answer records
+        ``cancelled``. Takes effect on every peer as the results board replicates.
+        """
+        desc = self._descriptor(task_id)
+        if desc is None:
+            return "done" if task_id in self.results else "unknown"
+        if self._result_run(task_id) == desc.run:
+            return "done"
+        self._write_cancel(task_id, desc, reason)
+        return "cancelled"
+
+    def _write_cancel(self, task_id: str, desc: TaskDescriptor, reason: str) -> None:
+        result = OpResult.failure(desc.run, reason, by=self.self_id, attempts=1, cancelled=True)
+        wire, r = pack(result.to_wire()), self.replica
+        self.results_board.mutate(lambda m: m.update(r, task_id, lambda cur: cur.set(r, wire)))
+        self._interrupt(task_id, desc.run, reason)
+        if self._claimed.get(task_id) == desc.run:
+            self._claimed.pop(task_id, None)
+        if self.role == "worker":
+            self._dequeues.append((self.results_board.core.pending_seq, task_id, desc.run))
+            self._dequeuing.add((task_id, desc.run))
+            self._dequeue_event.set()
+
     async def wait_idle(self, task_ids: Iterable[str] | None = None, timeout: float | None = None) -> None:
         """Wait until the given tasks (default: everything queued here) have answers."""
         ids = list(task_ids) if task_ids is not None else list(self.queue.state.keys())
         for t in ids:
-            await self.result(t, timeout=timeout)
+            await self.outcome(t, timeout=timeout)
 
     def ack(self, task_id: str) -> None:
         """Acknowledge (remove) a task's answer from the board on every peer."""
@@ -836,6 +907,10 @@ class WarpNode:
             if self._claimed.get(task_id) == run and (task_id, run) not in self._active:
                 # Settling or queued here but answered elsewhere: the dispatcher will skip it.
                 self._claimed.pop(task_id, None)
+            if (task_id, run) in self._jobs:
+                res = self.results.get(task_id)
+                if res is not None and res.cancelled:
+                    self._interrupt(task_id, run, res.error or "cancelled")
         for fn in list(self._result_listeners):
             fn(keys)
 
@@ -1117,24 +1192,92 @@ class WarpNode:
             if self._idle():
                 self._steal_wake.set()
 
+    def _failed(self, desc: TaskDescriptor, err: BaseException, attempts: int) -> OpResult:
+        """A terminal failure carrying the (capped) traceback of ``err``."""
+        tb = "".join(_traceback.format_exception(err))
+        return OpResult.failure(desc.run, policy.describe(err), by=self.self_id, attempts=attempts, traceback=tb)
+
+    def _expired(self, task_id: str, desc: TaskDescriptor) -> bool:
+        """Record a run whose deadline passed before it started as cancelled; True if so."""
+        left = policy.deadline_left(desc.deadline, self.wall_clock())
+        if left is None or left > 0:
+            return False
+        self._claimed.pop(task_id, None)
+        if self._result_run(task_id) != desc.run:
+            self._write_cancel(task_id, desc, f"deadline passed {-left:.3g} s before the run started")
+        return True
+
+    def _deadline_hit(self, task_id: str, desc: TaskDescriptor) -> None:
+        if self._closed or (task_id, desc.run) not in self._jobs or self._result_run(task_id) == desc.run:
+            return
+        self._write_cancel(task_id, desc, "deadline passed while running")
+
+    def _interrupt(self, task_id: str, run: str, reason: str) -> None:
+        """Stop the run ``(task_id, run)`` if it is running here (see :meth:`cancel`)."""
+        job = self._jobs.get((task_id, run))
+        if job is None or job.ctx.cancelled:
+            return
+        job.ctx.cancel(reason)
+        if job.inner is not None:
+            job.inner.cancel()
+        elif job.mode == "process" and job.gen is not None:
+            # A pool process cannot be told apart from its siblings: the pool is killed and rebuilt,
+            # and the other runs it held start again without using up an attempt.
+            self._kill_pool(job.gen)
+
+    def _kill_pool(self, gen: int) -> None:
+        pool = self._process_pool
+        if pool is None or gen != self._pool_gen:
+            return
+        self._pool_kills.add(gen)
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            with contextlib.suppress(Exception):
+                proc.kill()
+        self._rebuild_pool(gen)
+
+    def _rebuild_pool(self, gen: int) -> None:
+        """Drop the process pool of generation ``gen`` (broken or killed); the next run starts a new one."""
+        pool = self._process_pool
+        if pool is None or gen != self._pool_gen:
+            return  # already rebuilt by another run that saw the same break
+        self._process_pool = None
+        self._pool_gen += 1
+        with contextlib.suppress(Exception):
+            pool.shutdown(wait=False, cancel_futures=True)
+
     def _run_inline(self, task_id: str, desc: TaskDescriptor, spec: OpSpec) -> None:
+        if desc.deadline is not None and self._expired(task_id, desc):
+            return
+        try:
+            args, kwargs = desc.call_args()
+        except ArgsUndecodable as err:
+            self._complete(task_id, desc, OpResult.failure(desc.run, str(err), by=self.self_id))
+            return
+        ctx = JobContext(task_id, desc.run, desc.op)
         attempts = 0
         while True:
             attempts += 1
+            ctx.attempt = attempts
             started = self.now()
+            token = _set(ctx)
             try:
-                value = spec.fn(desc.args)
+                value = spec.fn(*args, **kwargs)
                 self._costs.observe(desc.op, self.now() - started)
             except Standby as err:
                 self._defer(task_id, desc, err)
                 return
-            except Exception as err:
-                if self._retryable(err, spec) and attempts < self.config.max_attempts:
+            except (KeyboardInterrupt, asyncio.CancelledError):
+                raise
+            except BaseException as err:  # SystemExit from an op too: one bad job never stops the node
+                if isinstance(err, Exception) and self._retryable(err, spec) and attempts < self.config.max_attempts:
                     self._count("retries")
                     continue  # inline ops retry at once: backing off would block the loop
-                self._complete(task_id, desc, OpResult.failure(desc.run, _describe(err), by=self.self_id,
-                                                                 attempts=attempts))
+                self._complete(task_id, desc, self._failed(desc, err, attempts))
                 return
+            finally:
+                _reset(token)
+            if desc.deadline is not None and self._expired(task_id, desc):
+                return  # it overran its deadline: the value is discarded
             self._complete(task_id, desc, OpResult.success(desc.run, value, by=self.self_id, attempts=attempts))
             return
 
@@ -1142,37 +1285,76 @@ class WarpNode:
         key = (task_id, desc.run)
         self._active.add(key)
         self._running += 1
+        loop = asyncio.get_running_loop()
+        job = _Job(JobContext(task_id, desc.run, desc.op), spec.mode)
+        self._jobs[key] = job
+        timer: asyncio.TimerHandle | None = None
         try:
+            if desc.deadline is not None:
+                if self._expired(task_id, desc):
+                    return
+                left = policy.deadline_left(desc.deadline, self.wall_clock()) or 0.0
+                timer = loop.call_later(left, self._deadline_hit, task_id, desc)
+            try:
+                args, kwargs = desc.call_args()
+            except ArgsUndecodable as err:
+                self._complete(task_id, desc, OpResult.failure(desc.run, str(err), by=self.self_id))
+                return
             attempts = 0
             while True:
                 attempts += 1
+                job.ctx.attempt = attempts
                 started = self.now()
                 try:
-                    if spec.mode == "async":
-                        value = await spec.fn(desc.args)
-                    else:
-                        pool = self._pool_for(spec.mode)
-                        value = await asyncio.get_running_loop().run_in_executor(pool, spec.fn, desc.args)
+                    value = await self._call(job, spec, args, kwargs)
                     self._costs.observe(desc.op, self.now() - started)
                 except asyncio.CancelledError:
+                    if job.ctx.cancelled and not self._closed and not _cancelling():
+                        return  # cancelled by cancel() or the deadline: the answer says so already
                     raise
                 except Standby as err:
                     self._defer(task_id, desc, err)
                     return
-                except Exception as err:
-                    if self._retryable(err, spec) and attempts < self.config.max_attempts:
+                except BrokenProcessPool as err:
+                    gen = job.gen if job.gen is not None else -1
+                    if job.ctx.cancelled:
+                        return
+                    if gen in self._pool_kills:
+                        attempts -= 1  # a sibling's cancel killed the pool: this run was not at fault
+                        continue
+                    self._rebuild_pool(gen)
+                    if attempts < self.config.max_attempts:
+                        log.warning("%s: a worker process died running %r (attempt %d of %d); pool rebuilt, "
+                                    "retrying", self.self_id, task_id, attempts, self.config.max_attempts)
                         self._count("retries")
-                        delay = self.config.retry_backoff * (2 ** (attempts - 1)) * self.rng.uniform(0.5, 1.5)
-                        await asyncio.sleep(delay)
+                        await asyncio.sleep(policy.backoff(attempts, self.config.retry_backoff, self.rng))
                         if self._claimed.get(task_id) != desc.run:
                             return
                         continue
-                    self._complete(task_id, desc, OpResult.failure(desc.run, _describe(err), by=self.self_id,
-                                                                     attempts=attempts))
+                    log.warning("%s: task %r failed: %s", self.self_id, task_id, policy.crash_message(desc.op, attempts))
+                    self._complete(task_id, desc, OpResult.failure(
+                        desc.run, policy.crash_message(desc.op, attempts), by=self.self_id, attempts=attempts,
+                        traceback="".join(_traceback.format_exception(err))))
                     return
+                except Exception as err:
+                    if job.ctx.cancelled:
+                        return
+                    if self._retryable(err, spec) and attempts < self.config.max_attempts:
+                        self._count("retries")
+                        await asyncio.sleep(policy.backoff(attempts, self.config.retry_backoff, self.rng))
+                        if self._claimed.get(task_id) != desc.run:
+                            return
+                        continue
+                    self._complete(task_id, desc, self._failed(desc, err, attempts))
+                    return
+                if job.ctx.cancelled:
+                    return  # a thread op that finished after its cancel: the value is discarded
                 self._complete(task_id, desc, OpResult.success(desc.run, value, by=self.self_id, attempts=attempts))
                 return
         finally:
+            if timer is not None:
+                timer.cancel()
+            self._jobs.pop(key, None)
             self._active.discard(key)
             self._running -= 1
             self._sem.release()
@@ -1180,6 +1362,28 @@ class WarpNode:
                 self._process_slot().release()
             if self._idle():
                 self._steal_wake.set()
+
+    async def _call(self, job: _Job, spec: OpSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """One attempt of a non-inline op, interruptible as its mode allows."""
+        loop = asyncio.get_running_loop()
+        if spec.mode == "async":
+            token = _set(job.ctx)  # the new task copies the context: the op sees its JobContext
+            try:
+                job.inner = loop.create_task(spec.fn(*args, **kwargs))
+            finally:
+                _reset(token)
+            try:
+                return await job.inner
+            finally:
+                job.inner = None
+        if spec.mode == "thread":
+            cv = contextvars.copy_context()
+            cv.run(_set, job.ctx)
+            return await loop.run_in_executor(self._pool_for("thread"),
+                                              functools.partial(cv.run, spec.fn, *args, **kwargs))
+        pool = self._pool_for("process")
+        job.gen = self._pool_gen
+        return await loop.run_in_executor(pool, functools.partial(spec.fn, *args, **kwargs))
 
     def _defer(self, task_id: str, desc: TaskDescriptor, err: Standby) -> None:
         """The op cannot run this task here yet: release the claim, no result, no attempt used."""
@@ -1207,15 +1411,18 @@ class WarpNode:
         stolen = self._stolen.get(task_id)
         if stolen is not None and stolen[0] == desc.run:
             self._stolen[task_id] = (stolen[0], stolen[1], self.now())
+        wire, ok = self._encode(task_id, desc, result)
         self._count("executions")
-        if not result.ok:
+        if not ok:
             self._count("failures")
         if desc.pin is None and self._is_failover(task_id):
             self._count("failovers")
         if self._result_run(task_id) == desc.run:
-            self._count("duplicates")  # a late duplicate: the answer was already on the board
+            current = self.results.get(task_id)
+            if current is None or not current.cancelled:
+                self._count("duplicates")  # a late duplicate: the answer was already on the board
         else:
-            wire, r = pack(result.to_wire()), self.replica
+            r = self.replica
             self.results_board.mutate(lambda m: m.update(r, task_id, lambda cur: cur.set(r, wire)))
             self._executed[task_id] = desc.run
             if len(self._executed) > 100_000:
@@ -1229,6 +1436,23 @@ class WarpNode:
             self._dequeue_event.set()
             return
         self._dequeue_answered(task_id, desc)
+
+    def _encode(self, task_id: str, desc: TaskDescriptor, result: OpResult) -> tuple[bytes, bool]:
+        """The packed answer; a value that cannot travel turns into a recorded failure (never an
+        exception out of the completion path, which would wedge the dispatcher)."""
+        why: str | None = None
+        try:
+            wire = pack(result.to_wire())
+            if len(wire) <= policy.MAX_RESULT_BYTES:
+                return wire, result.ok
+            _, why = policy.encode_result(desc.op, result.value)
+            if why is None:
+                return wire, result.ok  # the value fits; only the envelope took it over
+        except (TypeError, ValueError, OverflowError, RecursionError):
+            _, why = policy.encode_result(desc.op, result.value)
+        why = why or f"result of {desc.op} cannot travel"
+        log.warning("%s: task %r failed: %s", self.self_id, task_id, why)
+        return pack(OpResult.failure(desc.run, why, by=self.self_id, attempts=result.attempts).to_wire()), False
 
     async def _dequeuer(self) -> None:
         while True:
@@ -1291,6 +1515,17 @@ class WarpNode:
                             self.results_board.mutate(lambda m, t=task_id: m.remove(t))
 
 
-def _describe(err: BaseException) -> str:
-    text = str(err)
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+@dataclass
+class _Job:
+    """A run in progress on this peer: its context and what interrupts it."""
+
+    ctx: JobContext
+    mode: str
+    inner: asyncio.Task[Any] | None = None  # an async op's own task (cancelled to interrupt it)
+    gen: int | None = None  # the process pool generation a process op was sent to
+
+
+def _cancelling() -> bool:
+    """Whether the current asyncio task itself is being cancelled (not just something it awaited)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
