@@ -16,6 +16,7 @@ from warpmesh.cli.client import (
     batches,
     check_job,
     cli_args,
+    cli_kwargs,
     content_task_id,
     dedupe,
     jsonable,
@@ -40,12 +41,22 @@ def test_each_arg_is_json_if_it_parses_else_a_string(text: str, value: object) -
     assert type(parse_arg(text)) is type(value)
 
 
-def test_one_arg_is_the_value_several_make_a_list_none_is_null() -> None:
-    assert cli_args([], None) is None
-    assert cli_args(["7"], None) == 7
+def test_args_are_the_positional_arguments() -> None:
+    assert cli_args([], None) == []
+    assert cli_args(["7"], None) == [7]
     assert cli_args(["7", "x", "[1]"], None) == [7, "x", [1]]
-    assert cli_args([], '{"n": [1, 2]}') == {"n": [1, 2]}
-    assert cli_args([], '"7"') == "7"
+    assert cli_args([], '[2, 3]') == [2, 3]
+    assert cli_args([], '{"n": [1, 2]}') == [{"n": [1, 2]}]  # a non-list value is one argument
+    assert cli_args([], '"7"') == ["7"]
+
+
+def test_kw_options_become_keyword_arguments() -> None:
+    import click
+
+    assert cli_kwargs(["scale=10", "name=bob", "flags=[1]"]) == {"scale": 10, "name": "bob", "flags": [1]}
+    for bad in (["novalue"], ["1x=2"], ["a=1", "a=2"]):
+        with pytest.raises(click.BadParameter):
+            cli_kwargs(bad)
 
 
 def test_content_task_ids_are_stable_and_tell_jobs_apart() -> None:
@@ -59,10 +70,12 @@ def test_content_task_ids_are_stable_and_tell_jobs_apart() -> None:
 
 
 def test_jobs_file_lines_comments_defaults_and_pins() -> None:
-    text = '# header\n{"op": "sq", "args": 3}\n\n{"task": "t1", "op": "sq", "args": [1], "pin": "n2"}\n'
+    text = ('# header\n{"op": "sq", "args": 3}\n\n{"task": "t1", "op": "sq", "args": [1], "pin": "n2"}\n'
+            '{"task": "t2", "op": "add", "args": [2, 3], "kwargs": {"scale": 10}}\n')
     jobs = read_jobs(io.StringIO(text), "jobs.jsonl")
-    assert jobs[0] == Job(task=content_task_id("sq", 3), op="sq", args=3, where="jobs.jsonl:2")
+    assert jobs[0] == Job(task=content_task_id("sq", [3]), op="sq", args=[3], where="jobs.jsonl:2")
     assert jobs[1] == Job(task="t1", op="sq", args=[1], pin="n2", where="jobs.jsonl:4")
+    assert jobs[2] == Job(task="t2", op="add", args=[2, 3], where="jobs.jsonl:5", kwargs={"scale": 10})
 
 
 @pytest.mark.parametrize(("line", "message"), [

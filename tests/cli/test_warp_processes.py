@@ -318,6 +318,44 @@ def test_submit_results_and_status_end_to_end(mesh: Mesh, tmp_path: Path) -> Non
     assert st["warp"]["live_workers"] == NAMES
 
 
+def test_calling_convention_tracebacks_jobs_and_cancel_on_the_command_line(mesh: Mesh) -> None:
+    a, b, _ = (mesh.addr(n) for n in NAMES)
+    out = cli(mesh, "submit", "t.add", "2", "3", "--kw", "scale=10", env=mesh.env("cli", WARPMESH_TO=a))
+    assert out.returncode == 0 and out.stdout == "50\n", out.stderr  # add(2, 3, scale=10); --to from $WARPMESH_TO
+
+    out = cli(mesh, "submit", "--to", a, "t.fail", "--args-json", '[{"task": "cli-tb"}]', "--task", "cli-tb")
+    assert out.returncode == 1 and "remote traceback" in out.stderr and "raise ValueError" in out.stderr
+    rec = json.loads(cli(mesh, "results", "--to", b, "--json", "cli-tb").stdout)
+    assert rec["error"] == "ValueError: boom: cli-tb" and "in fail" in rec["traceback"]
+
+    out = cli(mesh, "submit", "--to", a, "--no-wait", "--task", "long", "t.slow", '{"task": "long", "seconds": 120}')
+    assert out.returncode == 0, out.stderr
+
+    def running() -> bool:
+        r = cli(mesh, "jobs", "--to", b, "--json", "--state", "running")
+        rows = [json.loads(x) for x in r.stdout.splitlines()]
+        return any(x["task"] == "long" and x["owner"] in NAMES and x["since"] > 0 for x in rows)
+
+    wait_until("'long' to show as running", running)
+    out = cli(mesh, "jobs", "--to", a, "--json", "--op", "t.fail")
+    rows = [json.loads(x) for x in out.stdout.splitlines()]
+    assert rows and all(set(r) == {"task", "op", "state", "owner", "since", "attempts", "error", "traceback"}
+                        and r["state"] == "failed" for r in rows)
+
+    out = cli(mesh, "cancel", "--to", a, "long", "cli-tb")
+    assert out.returncode == 0 and out.stdout == "long\tcancelled\ncli-tb\tdone\n", out.stderr
+    out = cli(mesh, "cancel", "--to", a, "never-submitted")
+    assert out.returncode == 1 and "unknown task(s): never-submitted" in out.stderr
+
+    def cancelled() -> bool:
+        r = cli(mesh, "jobs", "--to", b, "--json", "--state", "cancelled")
+        return any(json.loads(x)["task"] == "long" for x in r.stdout.splitlines())
+
+    wait_until("'long' to show as cancelled", cancelled)
+    rec = json.loads(cli(mesh, "results", "--to", a, "--json", "long").stdout)
+    assert rec["ok"] is False and rec["cancelled"] is True
+
+
 def test_submit_refused_by_a_mesh_with_another_secret_is_one_clear_line(mesh: Mesh) -> None:
     out = cli(mesh, "submit", "--to", mesh.addr("a"), "t.square", "2",
               env=mesh.env("cli", WARPMESH_SECRET="not the mesh's secret at all"))

@@ -48,3 +48,10 @@ registry.register("t.echo", echo, mode="inline")
 registry.register("t.slow", slow)
 registry.register("t.fail", fail, mode="inline")
 registry.register("t.square", square, mode="inline")
+
+
+def add(a: int, b: int, scale: int = 1) -> int:
+    return (a + b) * scale
+
+
+registry.register("t.add", add, mode="inline")

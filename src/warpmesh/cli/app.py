@@ -20,9 +20,11 @@ from warpmesh import __version__
 
 #: name -> "module:attribute" of a click command or group. Keep sorted; one line per command.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "cancel": ("warpmesh.cli.jobs:cancel", "Cancel jobs of a running mesh (queued ones removed, running ones stopped)."),
     "demo": ("warpmesh.cli.demo:demo", "N local peer processes share a pile of jobs; every answer is checked."),
     "engine": ("warpmesh.cli.engine:engine", "Deterministic graph-rewrite engine: replay Echo's DIND logs."),
     "fold": ("warpmesh.cli.fold:fold", "Fold a directory with isolate workers (files and bytes per subtree)."),
+    "jobs": ("warpmesh.cli.jobs:jobs", "List the jobs of a running mesh: state, owner, attempts, errors."),
     "kv": ("warpmesh.cli.kv:kv", "A replicated key-value store on Raft: serve, get, put, cas, up."),
     "mesh-demo": ("warpmesh.cli.mesh_demo:mesh_demo", "Three local peers replicate CRDTs over TCP while one is killed."),
     "node": ("warpmesh.cli.node:node", "Run one long-lived mesh peer (a Warp worker)."),

@@ -7,11 +7,13 @@ never runs a task and is not on the ring. Before reading, it pulls every board f
 also waits (briefly) until it sees the same live workers as that peer. On the way out it removes
 its entry from the members board and leaves with an orderly goodbye.
 
-Job arguments on the command line (``submit OP ARGS...``): each ARG is parsed as JSON if it is
-valid JSON (``7``, ``true``, ``null``, ``"7"``, ``[1,2]``, ``{"a":1}``) and is taken as a plain string
-otherwise (``hello``, ``/tmp/x.png``); no ARG means ``null``, one ARG is the args value itself, several
-make a list. ``--args-json TEXT`` gives the value explicitly. Task ids default to a content hash of
-``(op, args, pin)``, so submitting the same job twice names the same task (and runs it again).
+Job arguments on the command line (``submit OP ARGS...``) are the op's positional arguments:
+``submit add 2 3`` calls ``add(2, 3)``. Each ARG is parsed as JSON if it is valid JSON (``7``,
+``true``, ``null``, ``"7"``, ``[1,2]``, ``{"a":1}``) and is taken as a plain string otherwise
+(``hello``, ``/tmp/x.png``). ``--kw name=VALUE`` adds a keyword argument (VALUE parsed the same
+way), ``--args-json '[...]'`` gives the positional list (a non-list value is one argument). Task ids
+default to a content hash of ``(op, args, pin)`` (and the keyword arguments, when there are any), so
+submitting the same job twice names the same task (and runs it again).
 """
 
 from __future__ import annotations
@@ -65,9 +67,10 @@ class Job:
 
     task: str
     op: str
-    args: Any
+    args: list[Any]
     pin: str | None = None
     where: str = "command line"
+    kwargs: dict[str, Any] | None = None
 
 
 def _reject_constant(name: str) -> Any:
@@ -82,31 +85,45 @@ def parse_arg(text: str) -> Any:
         return text
 
 
-def cli_args(args: Iterable[str], args_json: str | None) -> Any:
-    """The args value of ``submit OP ARGS...`` (see the module docstring for the convention)."""
+def cli_args(args: Iterable[str], args_json: str | None) -> list[Any]:
+    """The positional arguments of ``submit OP ARGS...`` (see the module docstring)."""
     given = list(args)
     if args_json is not None:
         if given:
             raise click.UsageError("give either ARGS or --args-json, not both")
         try:
-            return json.loads(args_json, parse_constant=_reject_constant)
+            value = json.loads(args_json, parse_constant=_reject_constant)
         except ValueError as err:
             raise click.BadParameter(f"not valid JSON: {err}", param_hint="--args-json") from None
-    if not given:
-        return None
-    values = [parse_arg(a) for a in given]
-    return values[0] if len(values) == 1 else values
+        return value if isinstance(value, list) else [value]
+    return [parse_arg(a) for a in given]
+
+
+def cli_kwargs(items: Iterable[str]) -> dict[str, Any]:
+    """``--kw name=VALUE`` options as a dict (VALUE parsed as an ARG is)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.isidentifier():
+            raise click.BadParameter(f"expected NAME=VALUE with NAME a Python identifier, got {item!r}",
+                                     param_hint="--kw")
+        if name in out:
+            raise click.BadParameter(f"{name} is given twice", param_hint="--kw")
+        out[name] = parse_arg(value)
+    return out
 
 
 def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def content_task_id(op: str, args: Any, pin: str | None = None) -> str:
-    """``OP-<16 hex>``: a BLAKE3 hash of the canonical JSON of ``[op, args, pin]``."""
+def content_task_id(op: str, args: Any, pin: str | None = None, kwargs: dict[str, Any] | None = None) -> str:
+    """``OP-<16 hex>``: a BLAKE3 hash of the canonical JSON of ``[op, args, pin]`` (plus ``kwargs``
+    when there are any)."""
     import blake3
 
-    digest = blake3.blake3(b"warpmesh.task\x00" + canonical_json([op, args, pin]).encode()).hexdigest()
+    key = [op, args, pin] + ([kwargs] if kwargs else [])
+    digest = blake3.blake3(b"warpmesh.task\x00" + canonical_json(key).encode()).hexdigest()
     return f"{op}-{digest[:16]}"
 
 
@@ -119,7 +136,7 @@ def check_job(job: Job) -> None:
     if not job.task:
         raise ValueError(f"{job.where}: task must be a non-empty string")
     try:
-        size = len(pack(job.args))
+        size = len(pack([job.args, job.kwargs or {}]))
     except (TypeError, ValueError, OverflowError) as err:
         raise ValueError(f"{job.where}: args cannot be encoded ({err}); integers must fit in 64 bits") from None
     if size > MAX_ARGS_BYTES:
@@ -128,29 +145,36 @@ def check_job(job: Job) -> None:
 
 
 def parse_job_line(line: str, where: str) -> Job:
-    """One line of a jobs file: ``{"op": ..., "args": ..., "task": ..., "pin": ...}``."""
+    """One line of a jobs file: ``{"op": ..., "args": [...], "kwargs": {...}, "task": ..., "pin": ...}``.
+
+    ``args`` is the list of positional arguments; a non-list value is one argument (older files).
+    """
     try:
         obj = json.loads(line, parse_constant=_reject_constant)
     except ValueError as err:
         raise ValueError(f"{where}: not valid JSON ({err})") from None
     if not isinstance(obj, dict):
         raise ValueError(f"{where}: expected a JSON object like {{\"op\": \"name\", \"args\": ...}}")
-    unknown = sorted(set(obj) - {"op", "args", "task", "pin"})
+    unknown = sorted(set(obj) - {"op", "args", "kwargs", "task", "pin"})
     if unknown:
-        raise ValueError(f"{where}: unknown field(s) {', '.join(unknown)} (allowed: task, op, args, pin)")
+        raise ValueError(f"{where}: unknown field(s) {', '.join(unknown)} (allowed: task, op, args, kwargs, pin)")
     op = obj.get("op")
     if not isinstance(op, str) or not op:
         raise ValueError(f"{where}: \"op\" must be a non-empty string")
     pin = obj.get("pin")
     if pin is not None and (not isinstance(pin, str) or not pin):
         raise ValueError(f"{where}: \"pin\" must be a peer id (a non-empty string)")
-    args = obj.get("args")
+    args = obj.get("args", [])
+    args = args if isinstance(args, list) else [args]
+    kwargs = obj.get("kwargs")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise ValueError(f"{where}: \"kwargs\" must be an object of keyword arguments")
     task = obj.get("task")
     if task is None:
-        task = content_task_id(op, args, pin)
+        task = content_task_id(op, args, pin, kwargs)
     elif not isinstance(task, str) or not task:
         raise ValueError(f"{where}: \"task\" must be a non-empty string")
-    job = Job(task=task, op=op, args=args, pin=pin, where=where)
+    job = Job(task=task, op=op, args=args, pin=pin, where=where, kwargs=kwargs or None)
     check_job(job)
     return job
 
@@ -177,7 +201,8 @@ def dedupe(jobs: list[Job]) -> tuple[list[Job], int]:
         if prev is None:
             seen[job.task] = job
             out.append(job)
-        elif (prev.op, canonical_json(prev.args), prev.pin) != (job.op, canonical_json(job.args), job.pin):
+        elif ((prev.op, canonical_json([prev.args, prev.kwargs]), prev.pin)
+              != (job.op, canonical_json([job.args, job.kwargs]), job.pin)):
             raise ValueError(f"{job.where}: task {job.task!r} was already given for another job at {prev.where}")
     return out, len(jobs) - len(out)
 
@@ -189,7 +214,7 @@ def batches(jobs: list[Job], max_jobs: int = BATCH_JOBS, max_bytes: int = BATCH_
     batch: list[Job] = []
     size = 0
     for job in jobs:
-        cost = len(pack(job.args)) + len(job.task) + len(job.op) + 64
+        cost = len(pack([job.args, job.kwargs or {}])) + len(job.task) + len(job.op) + 64
         if batch and (len(batch) >= max_jobs or size + cost > max_bytes):
             yield batch
             batch, size = [], 0
@@ -223,6 +248,9 @@ def result_record(task: str, res: Any) -> dict[str, Any]:
         rec["value"] = jsonable(res.value)
     else:
         rec["error"] = res.error
+        rec["traceback"] = res.traceback
+        if res.cancelled:
+            rec["cancelled"] = True
     return rec
 
 
@@ -412,8 +440,8 @@ def client_options(f: Any) -> Any:
     f = click.option("--listen", callback=_addr_callback, metavar="HOST:PORT", default=None,
                      help="Address the mesh can reach this client on (default: this machine's address "
                           "towards --to, any free port).")(f)
-    f = click.option("--to", "to", required=True, callback=_addr_callback, metavar="HOST:PORT",
-                     help="Any live peer of the mesh (a `warpmesh node`).")(f)
+    f = click.option("--to", "to", required=True, callback=_addr_callback, metavar="HOST:PORT", envvar="WARPMESH_TO",
+                     help="Any live peer of the mesh (a `warpmesh node`; default: $WARPMESH_TO).")(f)
     return f
 
 
@@ -428,7 +456,7 @@ def _prepare(log_level: str, secret_file: Path | None, tls_cert: Path | None, tl
     return load_mesh_security(secret_file, tls_cert, tls_key, tls_ca)
 
 
-def _run(coro: Any) -> Any:
+def _run(coro: Any, interrupted: str = "interrupted") -> Any:
     """Run a command's coroutine; Ctrl-C cancels it (commands print partial progress and exit 130)."""
 
     async def main() -> Any:
@@ -442,7 +470,7 @@ def _run(coro: Any) -> Any:
     try:
         return asyncio.run(main())
     except asyncio.CancelledError:
-        click.echo("warpmesh: interrupted", err=True)
+        click.echo(f"warpmesh: {interrupted}", err=True)
         sys.exit(130)
 
 
@@ -457,7 +485,7 @@ class SubmitOutcome:
 
 
 async def submit_jobs(client: MeshClient, jobs: list[Job], *, wait: bool, timeout: float | None,
-                      progress: Any = None) -> SubmitOutcome:
+                      progress: Any = None, deadline: float | None = None) -> SubmitOutcome:
     """Enqueue ``jobs`` in acknowledged batches; with ``wait``, collect every answer."""
     warp = client.warp
     runs: dict[str, str] = {}
@@ -488,7 +516,7 @@ async def submit_jobs(client: MeshClient, jobs: list[Job], *, wait: bool, timeou
     try:
         for batch in batches(jobs):
             for job in batch:
-                run = warp.enqueue_nowait(job.task, job.op, job.args, pin=job.pin)
+                run = warp.enqueue_call(job.task, job.op, job.args, job.kwargs, pin=job.pin, deadline=deadline)
                 runs[job.task] = run
                 if wait:
                     pending[job.task] = run
@@ -564,7 +592,10 @@ def _print_submit(outcome: SubmitOutcome, *, wait: bool, as_json: bool, single: 
             if res.ok:
                 sys.stdout.write(render_value(res.value) + "\n")
             else:
-                _note(f"task {job.task} failed on {res.by} after {res.attempts} attempt(s): {res.error}")
+                what = "was cancelled" if res.cancelled else f"failed on {res.by} after {res.attempts} attempt(s)"
+                _note(f"task {job.task} {what}: {res.error}")
+                if res.traceback:
+                    _note("remote traceback:\n" + res.traceback.rstrip())
         elif res.ok:
             sys.stdout.write(f"{job.task}\t{render_value(res.value)}\n")
         else:
@@ -581,7 +612,12 @@ def _print_submit(outcome: SubmitOutcome, *, wait: bool, as_json: bool, single: 
 @click.command()
 @click.argument("op", required=False)
 @click.argument("args", nargs=-1)
-@click.option("--args-json", default=None, metavar="JSON", help="The job's args as one JSON value.")
+@click.option("--args-json", default=None, metavar="JSON",
+              help="The op's positional arguments as a JSON list (a non-list value is one argument).")
+@click.option("--kw", "kw", multiple=True, metavar="NAME=VALUE",
+              help="A keyword argument of the op (repeatable); VALUE is parsed as an ARG is.")
+@click.option("--deadline", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+              help="Cancel each job that has not finished this many seconds after it was submitted.")
 @click.option("--task", "task_id", default=None, help="Task id (default: a content hash of op, args and pin).")
 @click.option("--pin", default=None, metavar="NODE", help="Run only on this node (it waits while the node is away).")
 @click.option("--file", "jobs_file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
@@ -595,20 +631,22 @@ def _print_submit(outcome: SubmitOutcome, *, wait: bool, as_json: bool, single: 
 @click.option("--allow-unserved", is_flag=True,
               help="Queue jobs whose op (or pin) no live worker serves yet, for a worker that will.")
 @client_options
-def submit(op: str | None, args: tuple[str, ...], args_json: str | None, task_id: str | None, pin: str | None,
+def submit(op: str | None, args: tuple[str, ...], args_json: str | None, kw: tuple[str, ...], deadline: float | None,
+           task_id: str | None, pin: str | None,
            jobs_file: Path | None, wait: bool, timeout: float | None, as_json: bool, allow_unserved: bool,
            to: tuple[str, int],
            listen: tuple[str, int] | None, connect_timeout: float, log_level: str, secret_file: Path | None,
            tls_cert: Path | None, tls_key: Path | None, tls_ca: Path | None) -> None:
     """Submit jobs to a running mesh: `submit --to HOST:PORT OP [ARGS...]` or `--file jobs.jsonl`.
 
-    Each ARG is parsed as JSON if it is valid JSON, else taken as a string; one ARG is the job's
-    args, several make a list, none is null. Exit status: 0 when every job was answered without
+    The ARGS are the op's positional arguments (`submit add 2 3` calls add(2, 3)), each parsed as
+    JSON if it is valid JSON, else taken as a string; `--kw name=VALUE` adds keyword arguments.
+    Exit status: 0 when every job was answered without
     error, 1 when a job failed, timed out or the mesh could not be reached, 2 for bad input.
     """
     if jobs_file is not None:
-        if op is not None or args_json is not None or task_id is not None or pin is not None:
-            raise click.UsageError("--file cannot be combined with OP/ARGS, --args-json, --task or --pin")
+        if op is not None or args_json is not None or task_id is not None or pin is not None or kw:
+            raise click.UsageError("--file cannot be combined with OP/ARGS, --args-json, --kw, --task or --pin")
         name = "<stdin>" if str(jobs_file) == "-" else str(jobs_file)
         try:
             if str(jobs_file) == "-":
@@ -628,7 +666,8 @@ def submit(op: str | None, args: tuple[str, ...], args_json: str | None, task_id
         if op is None:
             raise click.UsageError("name an OP (and its ARGS), or give --file jobs.jsonl")
         value = cli_args(args, args_json)
-        job = Job(task=task_id or content_task_id(op, value, pin), op=op, args=value, pin=pin)
+        kwargs = cli_kwargs(kw) or None
+        job = Job(task=task_id or content_task_id(op, value, pin, kwargs), op=op, args=value, pin=pin, kwargs=kwargs)
         try:
             check_job(job)
         except ValueError as err:
@@ -660,10 +699,13 @@ def submit(op: str | None, args: tuple[str, ...], args_json: str | None, task_id
                     raise ClientError(f"{problem}; nothing was submitted (--allow-unserved queues such jobs "
                                       "for a worker that will serve them)")
             with progress:
-                outcome = await submit_jobs(client, jobs, wait=wait, timeout=timeout, progress=progress)
+                outcome = await submit_jobs(client, jobs, wait=wait, timeout=timeout, progress=progress,
+                                            deadline=deadline)
             return _print_submit(outcome, wait=wait, as_json=as_json, single=len(jobs) == 1 and jobs_file is None)
 
-    sys.exit(_run(main()))
+    sys.exit(_run(main(), "interrupted: the jobs already submitted keep running on the mesh; see them with "
+                          "`warpmesh jobs`, fetch answers with `warpmesh results` or stop them with "
+                          "`warpmesh cancel TASK...`"))
 
 
 # -- results -------------------------------------------------------------------------------------
@@ -677,7 +719,8 @@ def results(tasks: tuple[str, ...], as_json: bool, ack: bool, to: tuple[str, int
             tls_key: Path | None, tls_ca: Path | None) -> None:
     """Print answers from the mesh's results board (all of them, or the TASKs named).
 
-    A task named but not answered shows as `pending` (still queued) or `unknown`. Exit status 0
+    A task named but not answered shows as `pending` (still queued) or `unknown`; a failed task
+    named shows its remote traceback (`--json` always carries it). Exit status 0
     when every task named has an answer, 1 otherwise.
     """
     secret, tls = _prepare(log_level, secret_file, tls_cert, tls_key, tls_ca)
@@ -698,6 +741,10 @@ def results(tasks: tuple[str, ...], as_json: bool, ack: bool, to: tuple[str, int
                 else:
                     rows.append({"task": t, "unknown": True})
             _print_results(rows, as_json)
+            if tasks and not as_json:
+                for r in rows:
+                    if r.get("traceback"):
+                        sys.stdout.write(f"--- {r['task']}: remote traceback ---\n{r['traceback'].rstrip()}\n")
             answered = [r["task"] for r in rows if "ok" in r]
             if ack and answered:
                 for t in answered:
@@ -724,7 +771,7 @@ def _print_results(rows: list[dict[str, Any]], as_json: bool) -> None:
             return "unknown", ""
         if r["ok"]:
             return "ok", render_value(r["value"])
-        return "failed", str(r["error"])
+        return "cancelled" if r.get("cancelled") else "failed", str(r["error"])
 
     if not sys.stdout.isatty():
         for r in rows:
@@ -738,7 +785,7 @@ def _print_results(rows: list[dict[str, Any]], as_json: bool) -> None:
     table = Table(box=None, pad_edge=False, header_style="bold")
     for col in ("task", "status", "answer", "by", "tries"):
         table.add_column(col, overflow="fold" if col == "answer" else "ellipsis")
-    colours = {"ok": "green", "failed": "red", "pending": "yellow", "unknown": "dim"}
+    colours = {"ok": "green", "failed": "red", "cancelled": "magenta", "pending": "yellow", "unknown": "dim"}
     for r in rows:
         status, text = status_and_text(r)
         table.add_row(r["task"], f"[{colours[status]}]{status}[/]", text if len(text) <= 200 else text[:197] + "...",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -93,10 +94,14 @@ def _emit(event: str, **fields: Any) -> None:
               help="Also print a status event every N seconds (0: only when asked).")
 @click.option("--incarnation", type=click.IntRange(min=0), default=None,
               help="This boot's incarnation (default: microseconds since the epoch).")
+@click.option("--concurrency", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Run at most N jobs at once on this peer, whatever their mode (default: 64).")
+@click.option("--max-attempts", type=click.IntRange(min=1), default=3, show_default=True, metavar="N",
+              help="Tries per job (first included) for transient errors and dying worker processes.")
 @mesh_options
 def node(node_id: str, listen: tuple[str, int], join: list[tuple[str, int]], ops_modules: tuple[str, ...],
          role: str, strategy: str, control: str, status_every: float, incarnation: int | None,
-         log_level: str, secret_file: Path | None, tls_cert: Path | None, tls_key: Path | None,
+         concurrency: int | None, max_attempts: int, log_level: str, secret_file: Path | None, tls_cert: Path | None, tls_key: Path | None,
          tls_ca: Path | None) -> None:
     """Run one long-lived mesh peer (a Warp worker) until interrupted."""
     setup_logging(log_level)
@@ -105,6 +110,8 @@ def node(node_id: str, listen: tuple[str, int], join: list[tuple[str, int]], ops
 
     from warpmesh.warp import ClaimStrategy, OpRegistry, load_ops_module
 
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # --ops finds modules in the current directory, as `python -m` does
     registry = OpRegistry()
     hooks = []  # modules may expose attach(node) to bind to the node (e.g. isolate workers)
     for module in ops_modules:
@@ -137,8 +144,13 @@ def node(node_id: str, listen: tuple[str, int], join: list[tuple[str, int]], ops
             raise click.ClickException(f"cannot listen on {listen[0]}:{listen[1]}: {err.strerror or err}") from None
         mux = MuxSeam(mesh)
         boards = DemoBoards(mux, replica_id(node_id, inc))
+        from warpmesh.warp import WarpConfig
+
+        cfg = WarpConfig(max_attempts=max_attempts) if concurrency is None else WarpConfig(
+            max_attempts=max_attempts, max_concurrency=concurrency, thread_workers=min(16, concurrency),
+            process_workers=min(concurrency, os.cpu_count() or 1))
         warp = WarpNode(mesh, registry=registry, strategy=ClaimStrategy(strategy), role=role,
-                        incarnation=inc, mux=mux)
+                        incarnation=inc, mux=mux, config=cfg)
         attached = [a for a in (hook(warp) for hook in hooks) if a is not None]
         for a in attached:
             await a.start()

@@ -119,6 +119,8 @@ class OpResult:
     attempts: int = 1
     traceback: str | None = None
     cancelled: bool = False
+    #: The op that ran (empty when unknown, e.g. from an older peer).
+    op: str = ""
 
     @classmethod
     def success(cls, run: str, value: Any, *, by: str, attempts: int = 1) -> OpResult:
@@ -126,12 +128,14 @@ class OpResult:
 
     @classmethod
     def failure(cls, run: str, error: str, *, by: str, attempts: int = 1, traceback: str | None = None,
-                cancelled: bool = False) -> OpResult:
+                cancelled: bool = False, op: str = "") -> OpResult:
         return cls(run=run, ok=False, error=error, by=by, attempts=attempts, traceback=cap_traceback(traceback),
-                   cancelled=cancelled)
+                   cancelled=cancelled, op=op)
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {"run": self.run, "ok": self.ok, "by": self.by, "n": self.attempts}
+        if self.op:
+            wire["o"] = self.op
         if self.ok:
             wire["value"] = self.value
         else:
@@ -151,11 +155,13 @@ class OpResult:
             raise ValueError("op result needs run, ok and by")
         if not isinstance(n, int) or n < 1:
             raise ValueError("op result attempts must be a positive int")
+        op = wire.get("o", "")
+        op = op if isinstance(op, str) else ""
         if ok:
-            return cls(run=run, ok=True, value=wire.get("value"), by=by, attempts=n)
+            return cls(run=run, ok=True, value=wire.get("value"), by=by, attempts=n, op=op)
         tb = wire.get("tb")
         return cls(run=run, ok=False, error=str(wire.get("error")), by=by, attempts=n,
-                   traceback=tb if isinstance(tb, str) else None, cancelled=wire.get("cx") is True)
+                   traceback=tb if isinstance(tb, str) else None, cancelled=wire.get("cx") is True, op=op)
 
     def unwrap(self, task_id: str = "") -> Any:
         """The value, or raise :class:`TaskFailed` carrying the error and remote traceback."""

@@ -45,7 +45,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import blake3
@@ -84,6 +84,10 @@ from warpmesh.wire.frame import FrameUndecodable, pack, unpack
 log = logging.getLogger("warpmesh.warp")
 
 QUEUE_TAG, RESULTS_TAG, INTENTS_TAG, COUNTERS_TAG, MEMBERS_TAG, STEAL_TAG = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06
+#: Who runs what right now (``warpmesh jobs``): a request/reply channel, silent unless asked.
+INSPECT_TAG = 0x07
+#: Running jobs one inspect reply lists at most.
+MAX_INSPECT_JOBS = 10_000
 
 #: Counter names on the mesh-wide counters board.
 COUNTER_NAMES = ("executions", "duplicates", "failovers", "retries", "failures", "enqueued", "adopted", "stolen")
@@ -316,6 +320,10 @@ class WarpNode:
 
         # Work stealing (local, unreplicated; see warpmesh.warp.steal).
         self._steal_channel = self.mux.channel(STEAL_TAG)
+        self._inspect_channel = self.mux.channel(INSPECT_TAG)
+        self._remove_inspect_handler: Callable[[], None] | None = None
+        self._inspect_seq = 0
+        self._inspect_waiters: dict[int, tuple[set[str], dict[str, list[Any]], asyncio.Event]] = {}
         self._remove_steal_handler: Callable[[], None] | None = None
         self._costs = OpCosts()
         self._delegated: dict[str, tuple[str, str, int]] = {}  # task -> (run, thief, request seq): granted away
@@ -354,6 +362,7 @@ class WarpNode:
             loop.create_task(self._dequeuer(), name=f"warp-dequeue-{self.self_id}"),
         ]
         self._remove_steal_handler = self._steal_channel.add_handler(self._on_steal)
+        self._remove_inspect_handler = self._inspect_channel.add_handler(self._on_inspect)
         if self.role == "worker" and self.config.steal:
             self._tasks.append(loop.create_task(self._stealer(), name=f"warp-steal-{self.self_id}"))
         if self.role == "client":
@@ -382,6 +391,8 @@ class WarpNode:
                 await task
         if self._remove_steal_handler is not None:
             self._remove_steal_handler()
+        if self._remove_inspect_handler is not None:
+            self._remove_inspect_handler()
         self._closed = False
         self._flush_counts()  # hand the last increments to the counters board before it flushes
         self._closed = True
@@ -400,6 +411,65 @@ class WarpNode:
         for pool in (self._thread_pool, self._process_pool):
             if pool is not None:
                 pool.shutdown(wait=False, cancel_futures=True)
+
+    def running_jobs(self) -> list[dict[str, Any]]:
+        """Runs executing on this peer now: ``task``, ``run``, ``op``, ``since`` (wall clock), ``attempts``."""
+        return [{"task": t, "run": r, "op": j.ctx.op, "since": j.since, "attempts": j.ctx.attempt}
+                for (t, r), j in sorted(self._jobs.items())]
+
+    async def inspect(self, peers: Iterable[str], timeout: float = 2.0) -> dict[str, list[dict[str, Any]]]:
+        """Ask ``peers`` what they run right now (see :meth:`running_jobs`); peers that do not
+        answer within ``timeout`` are left out."""
+        self._inspect_seq += 1
+        seq = self._inspect_seq
+        waiting = {p for p in peers if p != self.self_id}
+        got: dict[str, list[Any]] = {}
+        done = asyncio.Event()
+        self._inspect_waiters[seq] = (waiting, got, done)
+        for peer in sorted(waiting):
+            with contextlib.suppress(Exception):
+                await self._inspect_channel.send_to(peer, pack({"q": seq}))
+        try:
+            if waiting:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(done.wait(), timeout)
+        finally:
+            self._inspect_waiters.pop(seq, None)
+        out: dict[str, list[dict[str, Any]]] = {}
+        for peer, rows in got.items():
+            out[peer] = [{"task": r[0], "run": r[1], "op": r[2], "since": r[3], "attempts": r[4]} for r in rows]
+        if self.self_id in peers:
+            out[self.self_id] = self.running_jobs()
+        return out
+
+    def _on_inspect(self, sender: str, data: bytes) -> None:
+        try:
+            msg = unpack(data)
+        except FrameUndecodable:
+            return
+        if not isinstance(msg, dict):
+            return
+        q, r = msg.get("q"), msg.get("r")
+        if isinstance(q, int) and not self._closed:
+            rows = [[j["task"], j["run"], j["op"], j["since"], j["attempts"]]
+                    for j in self.running_jobs()[:MAX_INSPECT_JOBS]]
+
+            async def reply() -> None:
+                with contextlib.suppress(Exception):
+                    await self._inspect_channel.send_to(sender, pack({"r": q, "jobs": rows}))
+
+            t = asyncio.get_running_loop().create_task(reply())
+            self._inflight.add(t)
+            t.add_done_callback(self._inflight.discard)
+        elif isinstance(r, int) and r in self._inspect_waiters:
+            waiting, got, done = self._inspect_waiters[r]
+            jobs = msg.get("jobs")
+            if sender in waiting and isinstance(jobs, list):
+                got[sender] = [row for row in jobs if isinstance(row, list) and len(row) == 5
+                               and isinstance(row[0], str) and isinstance(row[1], str)]
+                waiting.discard(sender)
+                if not waiting:
+                    done.set()
 
     def _specs(self) -> Iterator[OpSpec]:
         for name in self.registry.names():
@@ -453,10 +523,17 @@ class WarpNode:
 
         Raises ``TypeError`` when the arguments cannot be encoded (nothing is queued then).
         """
-        if not isinstance(task_id, str) or not task_id:
-            raise ValueError("task_id must be a non-empty string")
         if op is None:
             op, args = EXECUTOR_OP, (args or (task_id,))
+        return self.enqueue_call(task_id, op, args, kwargs, pin=pin, run=run, deadline=deadline)
+
+    def enqueue_call(self, task_id: str, op: str, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None,
+                     *, pin: PeerId | None = None, run: str | None = None, deadline: float | None = None) -> str:
+        """:meth:`enqueue_nowait` with the arguments given as a list and a dict (any keyword
+        names, ``pin`` included): what ``warpmesh submit`` uses."""
+        if not isinstance(task_id, str) or not task_id:
+            raise ValueError("task_id must be a non-empty string")
+        args = tuple(args)
         if run is None:
             self._run_seq += 1
             run = f"{self.replica}:{self._run_seq}"
@@ -535,7 +612,7 @@ class WarpNode:
         return "cancelled"
 
     def _write_cancel(self, task_id: str, desc: TaskDescriptor, reason: str) -> None:
-        result = OpResult.failure(desc.run, reason, by=self.self_id, attempts=1, cancelled=True)
+        result = OpResult.failure(desc.run, reason, by=self.self_id, attempts=1, cancelled=True, op=desc.op)
         wire, r = pack(result.to_wire()), self.replica
         self.results_board.mutate(lambda m: m.update(r, task_id, lambda cur: cur.set(r, wire)))
         self._interrupt(task_id, desc.run, reason)
@@ -1286,7 +1363,7 @@ class WarpNode:
         self._active.add(key)
         self._running += 1
         loop = asyncio.get_running_loop()
-        job = _Job(JobContext(task_id, desc.run, desc.op), spec.mode)
+        job = _Job(JobContext(task_id, desc.run, desc.op), spec.mode, since=self.wall_clock())
         self._jobs[key] = job
         timer: asyncio.TimerHandle | None = None
         try:
@@ -1411,7 +1488,7 @@ class WarpNode:
         stolen = self._stolen.get(task_id)
         if stolen is not None and stolen[0] == desc.run:
             self._stolen[task_id] = (stolen[0], stolen[1], self.now())
-        wire, ok = self._encode(task_id, desc, result)
+        wire, ok = self._encode(task_id, desc, replace(result, op=desc.op))
         self._count("executions")
         if not ok:
             self._count("failures")
@@ -1452,7 +1529,8 @@ class WarpNode:
             _, why = policy.encode_result(desc.op, result.value)
         why = why or f"result of {desc.op} cannot travel"
         log.warning("%s: task %r failed: %s", self.self_id, task_id, why)
-        return pack(OpResult.failure(desc.run, why, by=self.self_id, attempts=result.attempts).to_wire()), False
+        return pack(OpResult.failure(desc.run, why, by=self.self_id, attempts=result.attempts,
+                                     op=desc.op).to_wire()), False
 
     async def _dequeuer(self) -> None:
         while True:
@@ -1523,6 +1601,7 @@ class _Job:
     mode: str
     inner: asyncio.Task[Any] | None = None  # an async op's own task (cancelled to interrupt it)
     gen: int | None = None  # the process pool generation a process op was sent to
+    since: float = 0.0  # wall-clock start
 
 
 def _cancelling() -> bool:
