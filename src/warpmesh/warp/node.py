@@ -1271,6 +1271,8 @@ class WarpNode:
 
     def _failed(self, desc: TaskDescriptor, err: BaseException, attempts: int) -> OpResult:
         """A terminal failure carrying the (capped) traceback of ``err``."""
+        if isinstance(err, _OpExited) and err.__cause__ is not None:
+            err = err.__cause__
         tb = "".join(_traceback.format_exception(err))
         return OpResult.failure(desc.run, policy.describe(err), by=self.self_id, attempts=attempts, traceback=tb)
 
@@ -1413,10 +1415,13 @@ class WarpNode:
                         desc.run, policy.crash_message(desc.op, attempts), by=self.self_id, attempts=attempts,
                         traceback="".join(_traceback.format_exception(err))))
                     return
-                except Exception as err:
+                except KeyboardInterrupt:
+                    raise
+                except BaseException as err:  # SystemExit too: one bad job never stops the node
                     if job.ctx.cancelled:
                         return
-                    if self._retryable(err, spec) and attempts < self.config.max_attempts:
+                    if (isinstance(err, Exception) and self._retryable(err, spec)
+                            and attempts < self.config.max_attempts):
                         self._count("retries")
                         await asyncio.sleep(policy.backoff(attempts, self.config.retry_backoff, self.rng))
                         if self._claimed.get(task_id) != desc.run:
@@ -1446,7 +1451,7 @@ class WarpNode:
         if spec.mode == "async":
             token = _set(job.ctx)  # the new task copies the context: the op sees its JobContext
             try:
-                job.inner = loop.create_task(spec.fn(*args, **kwargs))
+                job.inner = loop.create_task(_guarded(spec.fn(*args, **kwargs)))
             finally:
                 _reset(token)
             try:
@@ -1602,6 +1607,17 @@ class _Job:
     inner: asyncio.Task[Any] | None = None  # an async op's own task (cancelled to interrupt it)
     gen: int | None = None  # the process pool generation a process op was sent to
     since: float = 0.0  # wall-clock start
+
+
+class _OpExited(Exception):
+    """An async op raised SystemExit: carried as an ordinary error (asyncio would stop the loop)."""
+
+
+async def _guarded(coro: Any) -> Any:
+    try:
+        return await coro
+    except SystemExit as err:
+        raise _OpExited() from err
 
 
 def _cancelling() -> bool:
