@@ -318,3 +318,45 @@ def test_a_dying_pool_process_is_replaced_and_only_its_job_fails() -> None:
         await _stop(fabric, node)
 
     asyncio.run(main())
+
+
+def test_process_ops_defined_in_a_scripts_main_work_and_interactive_ones_are_told_how_to_fix(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    script = '''"""A script serving a process op defined in its own __main__."""
+import asyncio
+
+from warpmesh.net.memory import MemoryFabric
+from warpmesh.warp import OpRegistry, WarpNode
+
+reg = OpRegistry()
+
+
+def cube(x):
+    return x ** 3
+
+
+reg.register("cube", cube, mode="process")
+
+
+async def main():
+    fabric = MemoryFabric(seed=1)
+    node = await WarpNode(fabric.join("solo"), registry=reg).start()
+    await node.enqueue("c", "cube", 3)
+    print(await node.result("c", timeout=60))
+    await node.close()
+    await fabric.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
+'''
+    path = tmp_path / "script.py"
+    path.write_text(script)
+    out = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.strip() == "27", out.stderr
+    code = ("from warpmesh.warp import OpRegistry\ndef f(x): return x\n"
+            "OpRegistry().register('f', f, mode='process')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "put it in a module" in out.stderr

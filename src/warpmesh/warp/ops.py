@@ -60,8 +60,8 @@ class OpRegistry:
             mode = "async" if is_async else "thread"
         if is_async != (mode == "async"):
             raise ValueError(f"op {name!r}: coroutine functions run as mode='async', others cannot")
-        if mode == "process" and ("<locals>" in getattr(fn, "__qualname__", "<locals>") or fn.__module__ == "__main__"):
-            raise ValueError(f"op {name!r}: process ops must be module-level functions importable by name")
+        if mode == "process":
+            _check_process_op(name, fn)
         spec = OpSpec(name, fn, mode, tuple(retry_on))
         self._ops[name] = spec
         return spec
@@ -91,6 +91,22 @@ class OpRegistry:
     def update(self, other: OpRegistry) -> None:
         for spec in other._ops.values():
             self.register(spec.name, spec.fn, mode=spec.mode, retry_on=spec.retry_on)
+
+
+def _check_process_op(name: str, fn: Callable[..., Any]) -> None:
+    """A process op must be found by name in a fresh worker process (the pool spawns them)."""
+    if "<locals>" in getattr(fn, "__qualname__", "<locals>") or "<lambda>" in getattr(fn, "__qualname__", ""):
+        raise ValueError(f"op {name!r}: process ops must be module-level functions importable by name "
+                         "(not lambdas or nested functions)")
+    if fn.__module__ == "__main__":
+        import sys
+
+        main = sys.modules.get("__main__")
+        if getattr(main, "__file__", None) is None:
+            raise ValueError(f"op {name!r}: a process op defined interactively cannot be found by the worker "
+                             "processes; put it in a module (a .py file) and import it from there")
+        # A script run as a file works: each worker process re-imports it (as __mp_main__), so the
+        # script must start its mesh under `if __name__ == "__main__":`.
 
 
 #: The process-wide default registry that :func:`warp_op` fills.
