@@ -1,0 +1,69 @@
+"""Warm boot with real cargo: reuse proven by cargo's own fresh counts, and the false-pass regression.
+
+Dependencies are Debian's packaged crate sources (a directory source replacing crates-io) or,
+where those are missing, generated path crates outside the worktrees. Skipped without cargo.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from warpmesh.examples.cargo_workspace import debian_crates_available, make_workspace, make_worktree
+from warpmesh.workers.commands import CommandWorkers
+from warpmesh.workers.warm import CargoRecipe, WarmCache, warm_boot
+from warpmesh.workers.warmcore import WarmStatus, WorkerConfig
+
+pytestmark = pytest.mark.skipif(shutil.which("cargo") is None, reason="cargo is not installed (.ci/run installs it)")
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_workspace(tmp_path_factory.mktemp("cargo") / "base")
+
+
+def workers(root: Path, speculative: bool, base: Path) -> CommandWorkers:
+    return CommandWorkers(WorkerConfig(speculative=speculative, cache_dir=str(root)))
+
+
+def test_warm_worker_rebuilds_only_its_own_crates_cold_rebuilds_everything(workspace: Path, tmp_path: Path) -> None:
+    wt = make_worktree(workspace, tmp_path / "wt")
+    warm = workers(tmp_path / "warm", True, workspace).check({"worktree": str(wt), "warm_from": str(workspace)})
+    cold = workers(tmp_path / "cold", False, workspace).check({"worktree": str(wt)})
+    assert warm["status"] == cold["status"] == "passed", (warm, cold)
+    assert warm["warm"] and warm["warm_status"] == "warmed"
+    # Warm: exactly the worktree's two crates compiled, every dependency fresh.
+    assert sorted(warm["rebuilt_local"]) == ["app", "core_lib"] and warm["rebuilt_deps"] == []
+    assert warm["rebuilt"] == 2 and warm["fresh"] >= 4
+    # Cold: every unit compiled, nothing fresh.
+    assert cold["fresh"] == 0 and cold["rebuilt"] == warm["rebuilt"] + warm["fresh"]
+    if debian_crates_available():
+        assert len(cold["rebuilt_deps"]) >= 7
+
+
+@pytest.mark.parametrize("speculative", [True, False], ids=["warm", "cold"])
+def test_false_pass_regression_old_mtime_type_error_still_fails(workspace: Path, tmp_path: Path,
+                                                                speculative: bool) -> None:
+    old = time.time() - 30 * 86400
+    a = make_worktree(workspace, tmp_path / "a", broken=True, mtime=old)
+    b = make_worktree(workspace, tmp_path / "b")
+    cw = workers(tmp_path / "cache", speculative, workspace)
+    first = cw.check({"worktree": str(a), "warm_from": str(workspace)})
+    assert first["status"] == "failed"
+    assert cw.check({"worktree": str(b), "warm_from": str(workspace)})["status"] == "passed"
+    again = cw.check({"worktree": str(a), "warm_from": str(workspace)})
+    assert again["status"] == "failed" and again["exit_code"] != 0, again
+    assert "E0308" in again["stderr_tail"] or again["exit_code"] == 101
+
+
+def test_warm_from_a_broken_worktree_still_warms_dependencies(workspace: Path, tmp_path: Path) -> None:
+    broken = make_worktree(workspace, tmp_path / "broken", broken=True)
+    rep = warm_boot(CargoRecipe(), broken, cache=WarmCache(tmp_path / "warm"))
+    assert rep.status is WarmStatus.WARMED, rep
+    snapshot = Path(rep.cache_dir or "")
+    # The workspace's own crates were removed from the snapshot; dependencies stayed.
+    names = {p.name.split("-")[0] for p in (snapshot / "debug" / "deps").iterdir()}
+    assert "libcore_lib" not in names and "libapp" not in names and len(names) >= 2
