@@ -155,9 +155,10 @@ def parse_cargo_messages(stdout: str) -> BuildCounts:
     return counts
 
 
-def count_lock_waits(stderr: str) -> int:
-    """How many times a cargo run waited for another build's directory lock."""
-    return stderr.count(LOCK_WAIT_LINE)
+def count_lock_waits(stderr: str, on: str = "") -> int:
+    """How many times a cargo run printed that it waited for a file lock (``on``: only locks whose
+    line continues with it, e.g. ``"build directory"`` or ``"package cache"``)."""
+    return stderr.count(f"{LOCK_WAIT_LINE} on {on}" if on else LOCK_WAIT_LINE)
 
 
 def check_status(exit_code: int | None, signal: str | None, *, spawned: bool = True) -> str:
