@@ -264,3 +264,12 @@ def test_cargo_messages_are_counted_by_fresh() -> None:
     c = parse_cargo_messages("\n".join(lines))
     assert (c.rebuilt, c.fresh, c.rebuilt_local, c.rebuilt_deps) == (2, 1, ["core_lib"], ["memchr"])
     assert (c.errors_local, c.errors_deps, c.success) == (1, 0, False)
+
+
+def test_command_workers_load_lazily_from_the_package() -> None:
+    import subprocess
+
+    code = ("import sys, warpmesh.workers as w; "
+            "assert not any(m in sys.modules for m in ('warpmesh.workers.warm', 'warpmesh.workers.commands', "
+            "'warpmesh.workers.subproc')); assert w.warm_boot.__module__ == 'warpmesh.workers.warm'")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0

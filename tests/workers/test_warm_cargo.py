@@ -67,3 +67,35 @@ def test_warm_from_a_broken_worktree_still_warms_dependencies(workspace: Path, t
     # The workspace's own crates were removed from the snapshot; dependencies stayed.
     names = {p.name.split("-")[0] for p in (snapshot / "debug" / "deps").iterdir()}
     assert "libcore_lib" not in names and "libapp" not in names and len(names) >= 2
+
+
+def test_warm_jobs_get_a_private_offline_cargo_home_without_shared_locks(tmp_path: Path) -> None:
+    shared = tmp_path / "shared-home"
+    (shared / "registry").mkdir(parents=True)
+    (shared / "config.toml").write_text("")
+    (shared / ".package-cache").write_text("")
+    job = tmp_path / "job"
+    job.mkdir()
+    env = CargoRecipe().isolate(job, {"CARGO_HOME": str(shared)})
+    home = Path(env["CARGO_HOME"])
+    assert env["CARGO_NET_OFFLINE"] == "true" and home.parent == job
+    assert (home / "registry").resolve() == (shared / "registry").resolve() and (home / "config.toml").is_symlink()
+    assert not (home / ".package-cache").exists()
+
+
+def test_concurrent_warm_checks_print_no_lock_waits(workspace: Path, tmp_path: Path) -> None:
+    import threading
+
+    cw = workers(tmp_path / "cache", True, workspace)
+    trees = [make_worktree(workspace, tmp_path / f"w{i}") for i in range(4)]
+    assert cw.warm_now("cargo", workspace).warm
+    rows: list[dict] = []
+    threads = [threading.Thread(target=lambda t=t: rows.append(cw.check({"worktree": str(t),
+                                                                         "warm_from": str(workspace)})))
+               for t in trees]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert [r["status"] for r in rows] == ["passed"] * 4 and all(r["warm"] for r in rows)
+    assert sum(r["lock_waits"] for r in rows) == 0, rows

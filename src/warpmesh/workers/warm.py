@@ -130,6 +130,9 @@ class Recipe(Protocol):
     def counts(self, result: CommandResult) -> BuildCounts:
         """Units rebuilt vs fresh in a check's output."""
 
+    def isolate(self, job_root: Path, env: Mapping[str, str]) -> dict[str, str]:
+        """Extra environment for a warm-seeded job, so concurrent jobs share no lock (may be empty)."""
+
 
 @dataclass(frozen=True)
 class CargoRecipe:
@@ -226,6 +229,20 @@ class CargoRecipe:
     def counts(self, result: CommandResult) -> BuildCounts:
         return parse_cargo_messages(result.stdout)
 
+    def isolate(self, job_root: Path, env: Mapping[str, str]) -> dict[str, str]:
+        # Concurrent cargo runs serialize briefly on $CARGO_HOME's package-cache lock. A warm-seeded
+        # job's lockfile was fully fetched by the warm-up, so it runs offline with a private home
+        # (links to the shared registry, git checkouts and config; its own lock files): no lock is
+        # shared, and offline it can never write into the shared registry.
+        shared = Path(env.get("CARGO_HOME") or Path(env.get("HOME") or Path.home()) / ".cargo")
+        home = job_root / "cargo-home"
+        home.mkdir(exist_ok=True)
+        if shared.is_dir():
+            for entry in shared.iterdir():
+                if not entry.name.startswith((".package-cache", ".global-cache")):
+                    (home / entry.name).symlink_to(entry)
+        return {"CARGO_HOME": str(home), "CARGO_NET_OFFLINE": "true"}
+
 
 @dataclass(frozen=True)
 class GenericRecipe:
@@ -280,6 +297,9 @@ class GenericRecipe:
 
     def after_warm(self, workspace: Path, build_dir: Path, env: Mapping[str, str], budget: _Budget) -> None:
         return None
+
+    def isolate(self, job_root: Path, env: Mapping[str, str]) -> dict[str, str]:
+        return {}
 
     def counts(self, result: CommandResult) -> BuildCounts:
         # Generic tools report no units; a tool may print "warpmesh-units: REBUILT FRESH" itself.
@@ -467,11 +487,14 @@ class WarmCache:
 
     # -- jobs --------------------------------------------------------------------------------
     def job_dir(self, name: str, *, seed_from: str | None = None, mode: str = "copy") -> tuple[Path, str]:
-        """A fresh directory for one job, seeded from warm ``seed_from`` (or empty); returns it and how."""
+        """A fresh build directory for one job (``jobs/<name>-<pid>-<n>/build``), seeded from warm
+        ``seed_from`` (or empty); returns it and how it was seeded. :meth:`release` removes its job."""
         jobs = self.root / "jobs"
         jobs.mkdir(parents=True, exist_ok=True)
-        path = jobs / f"{sanitize_name(name, limit=48)}-{os.getpid()}-{next(self._seq)}"
-        shutil.rmtree(path, ignore_errors=True)
+        root = jobs / f"{sanitize_name(name, limit=48)}-{os.getpid()}-{next(self._seq)}"
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir()
+        path = root / "build"
         if seed_from is None or not self.is_warm(seed_from):
             path.mkdir()
             return path, "empty"
@@ -480,8 +503,10 @@ class WarmCache:
         self._touch(seed_from)
         return path, how
 
-    def release(self, path: Path) -> None:
-        shutil.rmtree(path, ignore_errors=True)
+    def release(self, build_dir: Path) -> None:
+        """Remove a job's directory (its build directory and anything beside it)."""
+        root = build_dir.parent
+        shutil.rmtree(root if root.parent == self.root / "jobs" else build_dir, ignore_errors=True)
 
     # -- listing and collection --------------------------------------------------------------
     def entries(self) -> list[dict[str, Any]]:
@@ -577,4 +602,5 @@ def prepare_job(recipe: Recipe, worktree: str | os.PathLike[str], config: Worker
                        cache=cache, env=base)
     seed = report.key if report.warm else None
     build_dir, how = cache.job_dir(name, seed_from=seed, mode=recipe.seed_mode)
-    return PreparedJob(build_dir, {**base, **recipe.build_env(build_dir)}, how, report)
+    extra = recipe.isolate(build_dir.parent, base) if how != "empty" else {}
+    return PreparedJob(build_dir, {**base, **recipe.build_env(build_dir), **extra}, how, report)
