@@ -99,3 +99,21 @@ def test_concurrent_warm_checks_print_no_lock_waits(workspace: Path, tmp_path: P
         th.join()
     assert [r["status"] for r in rows] == ["passed"] * 4 and all(r["warm"] for r in rows)
     assert sum(r["lock_waits"] for r in rows) == 0, rows
+
+
+def test_check_cli_end_to_end_speculative_reuses_dependencies(workspace: Path, tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    good = make_worktree(workspace, tmp_path / "good")
+    bad = make_worktree(workspace, tmp_path / "bad", broken=True, mtime=time.time() - 86400)
+    env = {**os.environ, "WARPMESH_WARM": str(tmp_path / "warm")}
+    out = subprocess.run([sys.executable, "-m", "warpmesh.cli.app", "check", str(good), str(bad), "--speculative",
+                          "--warm-from", str(workspace), "--json"], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 1, out.stderr
+    rows = [json.loads(x) for x in out.stdout.splitlines()]
+    assert [(r["status"], r["warm"]) for r in rows[:2]] == [("passed", True), ("failed", True)]
+    assert rows[0]["rebuilt"] == 2 and rows[0]["fresh"] >= 4
+    assert rows[2]["summary"]["warm_status"] == "warmed" and rows[2]["summary"]["passed"] == 1
