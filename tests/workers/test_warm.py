@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import sys
 import threading
@@ -273,3 +274,50 @@ def test_command_workers_load_lazily_from_the_package() -> None:
             "assert not any(m in sys.modules for m in ('warpmesh.workers.warm', 'warpmesh.workers.commands', "
             "'warpmesh.workers.subproc')); assert w.warm_boot.__module__ == 'warpmesh.workers.warm'")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def _wheel(dest: Path) -> Path:
+    """A minimal pure-Python wheel, built by hand (no network, no build backend)."""
+    import base64
+    import hashlib
+    import zipfile
+
+    files = {"demo_pkg/__init__.py": "VALUE = 42\n",
+             "demo_pkg-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: demo-pkg\nVersion: 1.0\n",
+             "demo_pkg-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = []
+    for name, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{name},sha256={digest},{len(text.encode())}")
+    record.append("demo_pkg-1.0.dist-info/RECORD,,")
+    dest.mkdir(parents=True, exist_ok=True)
+    whl = dest / "demo_pkg-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(whl, "w") as z:
+        for name, text in files.items():
+            z.writestr(name, text)
+        z.writestr("demo_pkg-1.0.dist-info/RECORD", "\n".join(record) + "\n")
+    return whl
+
+
+def test_wheelhouse_recipe_warms_once_and_jobs_install_from_their_hardlinked_copy(tmp_path: Path) -> None:
+    from warpmesh.workers.warm import wheelhouse_recipe
+
+    index = tmp_path / "index"
+    _wheel(index)
+    ws = tmp_path / "proj"
+    ws.mkdir()
+    (ws / "requirements.txt").write_text("demo-pkg==1.0\n")
+    env = {**os.environ, "PIP_FIND_LINKS": str(index), "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    recipe, cache = wheelhouse_recipe(), WarmCache(tmp_path / "warm")
+    rep = warm_boot(recipe, ws, cache=cache, env=env, timeout=120)
+    assert rep.status is WarmStatus.WARMED, rep.reason
+    shutil.rmtree(index)  # from now on only the warm wheelhouse has the package
+    job = prepare_job(recipe, ws, WorkerConfig(speculative=True), cache=cache, name="t", env=env)
+    assert job.report.reused and job.seeded == "hardlink"
+    wheel = job.build_dir / "wheels" / "demo_pkg-1.0-py3-none-any.whl"
+    assert wheel.stat().st_ino == (Path(rep.cache_dir or "") / "wheels" / wheel.name).stat().st_ino
+    from warpmesh.workers.subproc import run_process
+
+    res = run_process(recipe.check_argv(ws, job.build_dir), cwd=ws, env=job.env, deadline=120)
+    assert res.exit_code == 0, res.stderr
+    assert (job.build_dir / "site" / "demo_pkg" / "__init__.py").read_text() == "VALUE = 42\n"

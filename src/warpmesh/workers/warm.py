@@ -119,7 +119,10 @@ class Recipe(Protocol):
         """The check command a job runs in a worktree."""
 
     def build_env(self, build_dir: Path) -> dict[str, str]:
-        """Environment that points the tool at ``build_dir``."""
+        """Environment that points a job's tool at ``build_dir``."""
+
+    def warm_env(self, build_dir: Path) -> dict[str, str]:
+        """Environment of the warm-up, building into ``build_dir``."""
 
     def warmed(self, result: CommandResult) -> str | None:
         """None if the warm-up left a usable cache, else why not."""
@@ -194,6 +197,9 @@ class CargoRecipe:
     def build_env(self, build_dir: Path) -> dict[str, str]:
         return {"CARGO_TARGET_DIR": str(build_dir), "CARGO_TERM_COLOR": "never"}
 
+    def warm_env(self, build_dir: Path) -> dict[str, str]:
+        return self.build_env(build_dir)
+
     def warmed(self, result: CommandResult) -> str | None:
         if result.exit_code == 0:
             return None
@@ -258,7 +264,10 @@ class GenericRecipe:
     check: tuple[str, ...]
     #: Files whose bytes key the cache; the first must exist for a directory to be a project.
     key_files: tuple[str, ...]
+    #: Environment of check jobs (``{dir}``: the job's seeded directory).
     env: Mapping[str, str] = field(default_factory=dict)
+    #: Environment of the warm-up (``{dir}``: the cache being built).
+    warm_env_vars: Mapping[str, str] = field(default_factory=dict)
     version: tuple[str, ...] = ("--version",)
     seed_mode: str = "copy"
 
@@ -288,6 +297,9 @@ class GenericRecipe:
 
     def build_env(self, build_dir: Path) -> dict[str, str]:
         return {k: v.replace("{dir}", str(build_dir)) for k, v in self.env.items()}
+
+    def warm_env(self, build_dir: Path) -> dict[str, str]:
+        return {k: v.replace("{dir}", str(build_dir)) for k, v in self.warm_env_vars.items()}
 
     def warmed(self, result: CommandResult) -> str | None:
         if result.exit_code == 0:
@@ -462,7 +474,7 @@ class WarmCache:
             try:
                 with self._lock:
                     self.builds += 1
-                run_env = {**env, **recipe.build_env(data)}
+                run_env = {**env, **recipe.warm_env(data)}
                 res = _probe(recipe.warm_argv(workspace, data), workspace, run_env, budget)
                 why = recipe.warmed(res)
                 if why is not None:
