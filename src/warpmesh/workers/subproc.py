@@ -136,15 +136,22 @@ def run_process(argv: Sequence[str], *, cwd: str | os.PathLike[str] | None = Non
     out, err_cap = _Capture(proc.stdout, capture), _Capture(proc.stderr, capture)
     pgid = proc.pid  # start_new_session: the child leads its own group
     timed_out = cancelled = False
-    status, usage = _wait(proc.pid, start + deadline if deadline is not None else None, cancel)
-    if status is None:  # deadline or cancel: TERM the group, then KILL it
-        timed_out = not (cancel is not None and cancel.is_set())
-        cancelled = not timed_out
-        kill_group(pgid, _signal.SIGTERM)
-        status, usage = _wait(proc.pid, time.monotonic() + grace, None)
-        if status is None:
-            kill_group(pgid, _signal.SIGKILL)
-            _, status, usage = os.wait4(proc.pid, 0)
+    try:
+        status, usage = _wait(proc.pid, start + deadline if deadline is not None else None, cancel)
+        if status is None:  # deadline or cancel: TERM the group, then KILL it
+            timed_out = not (cancel is not None and cancel.is_set())
+            cancelled = not timed_out
+            kill_group(pgid, _signal.SIGTERM)
+            status, usage = _wait(proc.pid, time.monotonic() + grace, None)
+            if status is None:
+                kill_group(pgid, _signal.SIGKILL)
+                _, status, usage = os.wait4(proc.pid, 0)
+    except BaseException:  # interrupted while waiting: the job must not outlive us either
+        kill_group(pgid)
+        with contextlib.suppress(ChildProcessError):
+            os.wait4(proc.pid, 0)
+        proc.returncode = -9
+        raise
     kill_group(pgid)  # members that outlived the leader (daemons, `cmd &`) go with it
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
     for cap in (out, err_cap):
