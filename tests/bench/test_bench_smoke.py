@@ -81,6 +81,7 @@ def test_warp_vs_peers_cpu_jobs_and_bytes_per_job() -> None:
         assert {"queue", "results", "intents", "counters"} <= ln["by_board"].keys()
 
 
+@pytest.mark.slow  # ~11 s of cargo; tests/workers/test_warm_cargo.py covers the same guarantees by default
 @pytest.mark.skipif(__import__("shutil").which("cargo") is None, reason="cargo is not installed")
 def test_warm_workers_warm_beats_cold_and_never_falsely_passes() -> None:
     check, conc = run_bench("warm_workers.py", timeout=300)
