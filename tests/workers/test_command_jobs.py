@@ -140,7 +140,7 @@ def test_command_run_op_on_a_warp_mesh(tmp_path: Path) -> None:
             workers = CommandWorkers()
             reg = workers.registry
             node = await mesh.add("w1", registry=reg)
-            workers._node = node
+            workers.bind(node)
             await mesh.settle(0.5)
             await node.enqueue("j1", COMMAND_RUN_OP, {"argv": [PY, "-c", "print(6 * 7)"]})
             await node.enqueue("j2", COMMAND_RUN_OP, {"argv": ["sleep", "30"], "deadline": 0.3})

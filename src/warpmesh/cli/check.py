@@ -86,7 +86,7 @@ def _run_checks(config: Any, recipe: str, source: Path, worktrees: list[Path], j
         fabric = MemoryFabric(seed=0)
         node = WarpNode(fabric.join("check"), registry=workers.registry,
                         config=WarpConfig(max_concurrency=jobs, steal=False))
-        workers._node = node
+        workers.bind(node)
         await node.start()
         try:
             tasks = [f"check-{i}" for i in range(len(worktrees))]

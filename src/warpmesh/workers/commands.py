@@ -103,6 +103,12 @@ class CommandWorkers:
         self._node: WarpNode | None = None
         self._published: tuple[str, ...] | None = None
 
+    def bind(self, node: WarpNode) -> None:
+        """Publish this peer's warm keys on ``node``'s members board (now and after each check)."""
+        self._node = node
+        if getattr(node, "_started", False):
+            self._publish()
+
     async def start(self) -> CommandWorkers:
         self._publish()
         return self
@@ -192,5 +198,5 @@ def attach(node: WarpNode, config: WorkerConfig | None = None) -> CommandWorkers
     """The ``warpmesh node --ops warpmesh.workers.commands`` hook: serve the command ops on ``node``."""
     workers = CommandWorkers(config)
     node.registry.update(workers.registry)
-    workers._node = node
+    workers.bind(node)
     return workers
