@@ -20,7 +20,9 @@ from warpmesh import __version__
 
 #: name -> "module:attribute" of a click command or group. Keep sorted; one line per command.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "cache": ("warpmesh.cli.check:cache", "Warm build caches on this machine: list, collect old ones."),
     "cancel": ("warpmesh.cli.jobs:cancel", "Cancel jobs of a running mesh (queued ones removed, running ones stopped)."),
+    "check": ("warpmesh.cli.check:check", "Run a build tool's check in many worktrees as command jobs (warm boot)."),
     "demo": ("warpmesh.cli.demo:demo", "N local peer processes share a pile of jobs; every answer is checked."),
     "engine": ("warpmesh.cli.engine:engine", "Deterministic graph-rewrite engine: replay Echo's DIND logs."),
     "fold": ("warpmesh.cli.fold:fold", "Fold a directory with isolate workers (files and bytes per subtree)."),

@@ -98,15 +98,20 @@ def _emit(event: str, **fields: Any) -> None:
               help="Run at most N jobs at once on this peer, whatever their mode (default: 64).")
 @click.option("--max-attempts", type=click.IntRange(min=1), default=3, show_default=True, metavar="N",
               help="Tries per job (first included) for transient errors and dying worker processes.")
+@click.option("--speculative", is_flag=True, default=False,
+              help="Command workers (--ops warpmesh.workers.commands): warm build caches once per content key "
+                   "and seed each job's own directory from them (default off: every job builds from empty).")
 @mesh_options
 def node(node_id: str, listen: tuple[str, int], join: list[tuple[str, int]], ops_modules: tuple[str, ...],
-         role: str, strategy: str, control: str, status_every: float, incarnation: int | None,
-         concurrency: int | None, max_attempts: int, log_level: str, secret_file: Path | None, tls_cert: Path | None, tls_key: Path | None,
+         role: str, strategy: str, control: str, status_every: float, incarnation: int | None, speculative: bool,
+         concurrency: int | None, max_attempts: int,
+         log_level: str, secret_file: Path | None, tls_cert: Path | None, tls_key: Path | None,
          tls_ca: Path | None) -> None:
     """Run one long-lived mesh peer (a Warp worker) until interrupted."""
     setup_logging(log_level)
     secret, tls = load_mesh_security(secret_file, tls_cert, tls_key, tls_ca)
     import importlib
+    import inspect
 
     from warpmesh.warp import ClaimStrategy, OpRegistry, load_ops_module
 
@@ -151,7 +156,11 @@ def node(node_id: str, listen: tuple[str, int], join: list[tuple[str, int]], ops
             process_workers=min(concurrency, os.cpu_count() or 1))
         warp = WarpNode(mesh, registry=registry, strategy=ClaimStrategy(strategy), role=role,
                         incarnation=inc, mux=mux, config=cfg)
-        attached = [a for a in (hook(warp) for hook in hooks) if a is not None]
+        from warpmesh.workers.warmcore import WorkerConfig  # the one config object of command workers
+
+        worker_config = WorkerConfig(speculative=speculative)
+        attached = [a for a in (hook(warp, config=worker_config) if "config" in inspect.signature(hook).parameters
+                                else hook(warp) for hook in hooks) if a is not None]
         for a in attached:
             await a.start()
         await boards.start()
