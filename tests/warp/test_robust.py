@@ -360,3 +360,20 @@ if __name__ == "__main__":
             "OpRegistry().register('f', f, mode='process')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "put it in a module" in out.stderr
+
+
+def test_a_dead_peer_leaves_the_members_board_after_lost_after() -> None:
+    from .harness import eventually, make_mesh
+
+    async def main() -> None:
+        mesh = await make_mesh(["a", "b", "c"])
+        await eventually(lambda: all("c" in n.member_info() for n in mesh.nodes.values()), what="c known")
+        await mesh.crash("c")
+        await asyncio.sleep(1.0)
+        assert "c" in mesh.nodes["a"].member_info()  # not before the failure detector gives it up
+        await eventually(lambda: all("c" not in n.member_info() for n in mesh.nodes.values()), timeout=10,
+                         what="c forgotten")
+        assert set(mesh.nodes["a"].member_info()) == {"a", "b"}
+        await mesh.close()
+
+    run_virtual(main())

@@ -820,8 +820,10 @@ def mesh_status(client: MeshClient, views_agree: bool) -> dict[str, Any]:
     executions = warp.counters_by_peer("executions")
     failures = warp.counters_by_peer("failures")
     shares = ring.shares()
+    # Workers gone for longer than the failure detector's lost_after leave the members board (and
+    # this list); their executions stay in the mesh-wide counters.
     names = sorted(set(roster) | set(live) | {p for p, v in info.items() if v.get("role") == "worker"}
-                   | set(executions) - {client.node_id})
+                   - {client.node_id})
     peers = []
     for p in names:
         entry = info.get(p, {})

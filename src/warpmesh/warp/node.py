@@ -304,6 +304,7 @@ class WarpNode:
         self._running = 0
         self._active: set[tuple[str, str]] = set()  # (task, run) executing off the loop right now
         self._jobs: dict[tuple[str, str], _Job] = {}  # (task, run) running here: context, interrupt handle
+        self._absent_since: dict[str, float] = {}  # member node -> when it was first seen gone
         self._pool_gen = 0  # process pool generation (a rebuilt pool is a new one)
         self._pool_kills: set[int] = set()  # generations we killed on purpose (a cancel), not a crash
         self._tasks: list[asyncio.Task[Any]] = []
@@ -799,7 +800,31 @@ class WarpNode:
 
     def _on_members_delta(self, _delta: ORMap | None) -> None:
         self._forget_own_past_incarnations()
+        if self._started and not self._closed and self.replica not in self.members.state:
+            self._publish_member()  # a peer forgot us while we were cut off (see _forget_lost_members)
         self._refresh_membership()
+
+    def _forget_lost_members(self) -> None:
+        """Remove the members-board entries of nodes gone (off the roster and silent) for longer
+        than the failure detector's ``lost_after``, so ``warpmesh status`` stops listing them. A
+        node that comes back publishes a new entry."""
+        if self.role != "worker":
+            return
+        now = self.now()
+        present = self._roster() | self.liveness.live.value | {self.self_id}
+        info = self._member_info()
+        for node in [n for n in self._absent_since if n not in info or n in present]:
+            del self._absent_since[node]
+        for node in info:
+            if node in present:
+                continue
+            since = self._absent_since.setdefault(node, now)
+            if now - since < self.config.heartbeat.lost_after:
+                continue
+            del self._absent_since[node]
+            log.info("%s: forgetting %s, gone for over %.3g s", self.self_id, node, now - since)
+            for rid in [r for r in self.members.state.keys() if str(r).rpartition("@")[0] == node]:
+                self.members.mutate(lambda m, rid=rid: m.remove(rid))
 
     def set_member_field(self, name: str, value: Any) -> None:
         """Publish an extra field (e.g. ``warm`` keys) in this peer's entry on the members board."""
@@ -1584,6 +1609,7 @@ class WarpNode:
         while True:
             await asyncio.sleep(self.config.reclaim_interval * self.rng.uniform(0.8, 1.2))
             self._refresh_membership()
+            self._forget_lost_members()
             queued = self.queue.state
             for task_id in [t for t in self._claimed if t not in queued]:
                 stolen = self._stolen.get(task_id)
