@@ -128,6 +128,9 @@ def test_a_module_is_fetched_from_its_only_holder_verified_and_then_held(
         assert res.value["source"] == "run" and res.value["clean"] is True
         assert b.store.get_blob(mid) == chain_wasm  # verified and stored
         assert b.wm.stats["outcome_ok"] == 1 and b.wm.stats["outcome_bad"] == 0
+        # the same job with its fields as keyword arguments (the calling convention)
+        await b.node.enqueue("t1-kw", WASM_RUN_OP, pin="B", **wasm_task(mid, chain_args(2, 2)))
+        assert (await b.node.result("t1-kw", timeout=WAIT))["value"] == u32(chain_nodes(2, 2))
         assert a.wm.stats["served_objects"] == 1
         assert b.wm.runner.executions == chain_requests(2, 2)
         # B now holds the module and says so: a third peer could fetch it from either.

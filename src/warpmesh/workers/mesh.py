@@ -1042,7 +1042,13 @@ class WorkerMesh:
         task = WasmTask(module, args or {}, refs or {}, salt, limits or Limits())
         return await self._run_task(task)
 
-    async def _op_run(self, wire: Any) -> dict[str, Any]:
+    async def _op_run(self, wire: Any = None, **fields: Any) -> dict[str, Any]:
+        # Called as wasm.run(wasm_task(...)) or with the same fields as keyword arguments:
+        # enqueue(t, "wasm.run", module=mid, args={...}) / `submit wasm.run --kw module=...`.
+        if fields:
+            if wire is not None:
+                raise ValueError("wasm.run takes a wasm_task(...) map or keyword fields, not both")
+            wire = fields
         task = parse_task(wire)  # malformed args: ValueError, a terminal failure
         try:
             res = await self._run_task(task)
