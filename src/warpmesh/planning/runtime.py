@@ -255,7 +255,7 @@ class ConvergentExecution:
                 if key is not None:
                     out = outputs[(n.id, k)]
                     report.outputs.setdefault(key, []).extend(out)
-                    self.result.contribute(GSet([key, x] for x in out))
+                    self.result.contribute(GSet((key, _frozen(x)) for x in out))
             done[n.id].set_result(None)
 
         tasks = [loop.create_task(run_node(n)) for n in d.nodes]
@@ -265,6 +265,13 @@ class ConvergentExecution:
             for t in tasks:
                 t.cancel()
         return report
+
+
+def _frozen(x: Any) -> Any:
+    """Lists as tuples, recursively (set elements must be hashable)."""
+    if isinstance(x, list | tuple):
+        return tuple(_frozen(i) for i in x)
+    return x
 
 
 # -- the mesh ---------------------------------------------------------------------------------
@@ -296,7 +303,7 @@ class PlanningNode:
         self.warp = WarpNode(seam, registry=registry, config=warp_config, mux=self.mux,
                              incarnation=getattr(seam, "incarnation", None),
                              rng=random.Random(rng.getrandbits(32)))
-        self.raft = RaftNode(self.self_id, SeamRaftTransport.over(self.mux, PLANNING_RAFT_TAG),
+        self.raft = RaftNode(self.self_id, SeamRaftTransport(self.mux.channel(PLANNING_RAFT_TAG)),
                              raft_storage if raft_storage is not None else InMemoryRaftStorage(),
                              voters=voters, config=raft_config, seed=rng.getrandbits(32))
         self.stats_board: Quilter[WarpStats] = Quilter(

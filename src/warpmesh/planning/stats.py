@@ -16,6 +16,13 @@ from warpmesh.crdt.hll import DEFAULT_PRECISION, HyperLogLog
 __all__ = ["WarpStats"]
 
 
+def _hashable(x: Any) -> Any:
+    """Lists (as msgpack decodes sequences) as tuples, recursively: the sketch hashes either alike."""
+    if isinstance(x, list | tuple):
+        return tuple(_hashable(i) for i in x)
+    return x
+
+
 class WarpStats(Crdt):
     """Op id -> :class:`HyperLogLog` (p = 14). Join is key union with register-wise max."""
 
@@ -42,7 +49,7 @@ class WarpStats(Crdt):
         if h is None:
             h = self._sketches[op] = HyperLogLog(DEFAULT_PRECISION)
         d = WarpStats()
-        d._sketches[op] = h.add(element)
+        d._sketches[op] = h.add(_hashable(element))
         return d
 
     def observe_all(self, op: str, elements: Any) -> WarpStats:
