@@ -346,6 +346,14 @@ class PlanningNode:
         if elements:
             self.stats_board.mutate(lambda s: s.observe_all(op, elements))
 
+    async def sync_stats(self, timeout: float | None = 10.0) -> WarpStats:
+        """Pull every live peer's statistics now instead of waiting for anti-entropy (call before
+        planning when the last run just ended elsewhere)."""
+        peers = sorted(self.warp.liveness.live.value - {self.self_id})
+        async with asyncio.timeout(timeout):
+            await asyncio.gather(*(self.stats_board.sync_with(p) for p in peers))
+        return self.stats
+
     # -- free stages: Warp jobs -------------------------------------------------------------
     def _free_op(self, args: Any) -> list[Any]:
         kind, ops, chunk = args
