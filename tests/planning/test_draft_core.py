@@ -325,3 +325,18 @@ def test_warp_stats_is_a_crdt_of_hyperloglogs() -> None:
     for i in range(1000):
         h.add(i)
     assert s.estimated_cardinality("op") == len(h) or abs(s.estimated_cardinality("op") - len(h)) < 5
+
+
+def test_bug4_a_member_fed_by_two_branches_sums_them() -> None:
+    s = WarpStats()
+    for i in range(100):
+        s.observe("a", i)
+    for i in range(10):
+        s.observe("b", i)
+    for i in range(20):
+        s.observe("f", i)
+    src_a, src_b = Stage.of(StageKind.SOURCE, "a"), Stage.of(StageKind.SOURCE, "b")
+    d = Draft((DraftNode(0, src_a), DraftNode(1, Stage.of(StageKind.FILTER, "f"), frozenset({0})),
+               DraftNode(2, src_b), DraftNode(3, Stage.of(StageKind.EMBROIDER, "e"), frozenset({1, 2}))))
+    # 100 x 20/100 from branch a, plus 10 from branch b (the reference: 100 x 0.2 = 20)
+    assert d.coordination_cost(s).coordinated_volume == 30

@@ -56,3 +56,36 @@ def test_long_sweep() -> None:
         for crash in (False, True):
             r = run_planning(seed, crash=crash, peers=3 + seed % 3)
             assert r.ok, f"{r.failures} -- replay: {r.replay}"
+
+
+def test_an_embroider_committed_twice_is_applied_once() -> None:
+    import asyncio
+
+    from warpmesh.net.memory import MemoryFabric
+    from warpmesh.planning import PlanningNode
+    from warpmesh.planning.examples import THREE_BRANCH_OPS
+    from warpmesh.sim.loop import run_virtual
+    from warpmesh.sim.planning import SIM_RAFT, SIM_WARP
+    from warpmesh.wire.frame import pack
+
+    async def main() -> None:
+        fabric = MemoryFabric(seed=5)
+        ids = ["p0", "p1", "p2"]
+        nodes = [await PlanningNode(fabric.join(i), THREE_BRANCH_OPS, voters=ids, warp_config=SIM_WARP,
+                                    raft_config=SIM_RAFT, seed=k).start() for k, i in enumerate(ids)]
+        while not nodes[0].raft.leader.value:
+            await asyncio.sleep(0.05)
+        command = pack(["embroider", "x1", 3, [["embroider.a", ["a2", "a1"]]]])
+        await nodes[0].raft.propose(command)
+        await nodes[1].raft.propose(command)  # a retry that committed too
+        out = await nodes[2].commit("x1", 3, [("embroider.a", ["a2", "a1"])])
+        assert out == [["a1", "a2"]]
+        while any(n.embroider_entries < 2 for n in nodes):
+            await asyncio.sleep(0.05)
+        assert [n.embroider_proposals for n in nodes] == [1, 1, 1]
+        assert [n.embroider_entries for n in nodes] == [2, 2, 2]
+        for n in nodes:
+            await n.close()
+        await fabric.close()
+
+    run_virtual(asyncio.wait_for(main(), 60))
