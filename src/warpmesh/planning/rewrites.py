@@ -286,15 +286,28 @@ def _fixpoint(d: Draft, stats: WarpStats | None) -> Draft:
     return d  # pragma: no cover - every pass shortens or settles a path
 
 
+def _settle(d: Draft, stats: WarpStats | None, max_coupling: int | None) -> Draft:
+    # Splitting a batch under a cap can leave a lone embroider on a simple path again, which the
+    # path rewrites may then improve: alternate until neither changes anything.
+    for _ in range(MAX_PASSES):
+        nxt = consolidate_embroideries(_fixpoint(d, stats), max_coupling)
+        if nxt == d:
+            return d
+        d = nxt
+    return d  # pragma: no cover
+
+
 def optimize(d: Draft) -> Draft:
     """Defer, push down and fuse to a fixpoint, then consolidate. Idempotent on every draft."""
-    return consolidate_embroideries(_fixpoint(d, None))
+    return _settle(d, None, None)
 
 
 def plan(d: Draft, stats: WarpStats | None = None, *, max_coupling: int | None = None) -> Draft:
     """:func:`optimize` using ``stats``: filters most selective first, and levels batched into the
     fewest batches of at most ``max_coupling`` (so rounds are minimised first, then coupling)."""
-    return consolidate_embroideries(_fixpoint(d, stats if stats is not None else WarpStats()), max_coupling)
+    if max_coupling is not None and (type(max_coupling) is not int or max_coupling < 1):
+        raise DraftError(f"max_coupling must be a positive int or None, got {max_coupling!r}")
+    return _settle(d, stats if stats is not None else WarpStats(), max_coupling)
 
 
 def _ancestor_sets(d: Draft) -> Counter[frozenset[str]]:

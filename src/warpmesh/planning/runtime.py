@@ -50,6 +50,7 @@ from warpmesh.wire.frame import FrameError, pack, unpack
 __all__ = [
     "PLANNING_RAFT_TAG",
     "PLANNING_STATS_TAG",
+    "PLANNING_WARP_TAG",
     "Backend",
     "ConvergentExecution",
     "ExecutionError",
@@ -64,6 +65,9 @@ log = logging.getLogger("warpmesh.planning")
 #: Mux channels (docs/architecture.md reserves 0x50-0x5F for planning).
 PLANNING_RAFT_TAG = 0x50
 PLANNING_STATS_TAG = 0x51
+#: The planning Warp runs inside this channel (its own boards, liveness and steal channels nested
+#: in it), apart from any application WarpNode on the same seam.
+PLANNING_WARP_TAG = 0x52
 #: The Warp op every planning peer registers to run a free stage over one chunk.
 FREE_OP = "warpmesh.planning.free"
 #: Elements per Warp job: small elements travel in batches, never one job per element.
@@ -280,27 +284,32 @@ _KIND_EMBROIDER = "embroider"
 
 
 class PlanningNode:
-    """One mesh peer that runs drafts: a :class:`WarpNode` for free stages, a :class:`RaftNode`
-    (channel 0x50) for embroiders, and a ``WarpStats`` Quilter (channel 0x51).
+    """One mesh peer that runs drafts: a :class:`RaftNode` (channel 0x50) for embroiders, a
+    ``WarpStats`` Quilter (0x51), and a :class:`WarpNode` for free stages whose channels are nested
+    in 0x52, so all planning traffic stays in the planning range (0x50-0x5F).
 
     Every peer registers the same ``ops`` table. ``voters`` is the Raft cluster (every peer's id).
+    Pass ``mux`` when the application already multiplexes ``seam`` (one reader per seam).
     """
 
     def __init__(self, seam: Seam, ops: OpTable, *, voters: Iterable[str],
                  warp_config: WarpConfig | None = None, raft_config: RaftConfig | None = None,
                  quilter_config: QuilterConfig | None = None, raft_storage: RaftStorage | None = None,
                  seed: int | None = None, chunk_size: int = DEFAULT_CHUNK,
-                 commit_timeout: float = 5.0) -> None:
+                 commit_timeout: float = 5.0, mux: MuxSeam | None = None) -> None:
         self.seam = seam
         self.self_id = seam.self_id
         self.ops = ops
         self.chunk_size = chunk_size
         self.commit_timeout = commit_timeout
         rng = random.Random(seed if seed is not None else f"planning:{seam.self_id}")
-        self.mux = MuxSeam(seam)
+        self._own_mux = mux is None
+        self.mux = mux if mux is not None else MuxSeam(seam)
         registry = OpRegistry()
         registry.register(FREE_OP, self._free_op, mode="inline")
-        self.warp = WarpNode(seam, registry=registry, config=warp_config, mux=self.mux,
+        warp_seam = self.mux.channel(PLANNING_WARP_TAG)
+        self.warp_mux = MuxSeam(warp_seam)
+        self.warp = WarpNode(warp_seam, registry=registry, config=warp_config, mux=self.warp_mux,
                              incarnation=getattr(seam, "incarnation", None),
                              rng=random.Random(rng.getrandbits(32)))
         self.raft = RaftNode(self.self_id, SeamRaftTransport(self.mux.channel(PLANNING_RAFT_TAG)),
@@ -340,6 +349,9 @@ class PlanningNode:
         await self.warp.close()
         await self.raft.close()
         await self.stats_board.close()
+        await self.warp_mux.close()
+        if self._own_mux:
+            await self.mux.close()
 
     # -- stats ------------------------------------------------------------------------------
     def observe(self, op: str, elements: list[Any]) -> None:
