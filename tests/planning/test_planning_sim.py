@@ -89,3 +89,35 @@ def test_an_embroider_committed_twice_is_applied_once() -> None:
         await fabric.close()
 
     run_virtual(asyncio.wait_for(main(), 60))
+
+
+def test_a_failing_op_on_the_mesh_fails_the_run_with_a_clear_error() -> None:
+    import asyncio
+
+    from warpmesh.net.memory import MemoryFabric
+    from warpmesh.planning import PlanningNode
+    from warpmesh.planning.examples import THOUSAND_DOCS_OPS, thousand_docs
+    from warpmesh.planning.runtime import ExecutionError
+    from warpmesh.sim.loop import run_virtual
+    from warpmesh.sim.planning import SIM_RAFT, SIM_WARP
+
+    def bad_score(x: str) -> str:
+        if x == "doc_500":
+            raise ValueError("unscorable")
+        return x
+
+    async def main() -> None:
+        fabric = MemoryFabric(seed=9)
+        ids = ["p0", "p1", "p2"]
+        ops = {**THOUSAND_DOCS_OPS, "map.score": bad_score}
+        nodes = [await PlanningNode(fabric.join(i), ops, voters=ids, warp_config=SIM_WARP, raft_config=SIM_RAFT,
+                                    seed=k).start() for k, i in enumerate(ids)]
+        while not all(n.warp.workers == frozenset(ids) for n in nodes):
+            await asyncio.sleep(0.05)
+        with pytest.raises(ExecutionError, match="unscorable"):
+            await nodes[1].execute(thousand_docs())
+        for n in nodes:
+            await n.close()
+        await fabric.close()
+
+    run_virtual(asyncio.wait_for(main(), 60))

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import pytest
+
 from warpmesh.crdt import GCounter, GSet
 from warpmesh.planning import ConvergentExecution, IncrementalResult, LocalBackend, WarpStats
 from warpmesh.planning.examples import THOUSAND_DOCS_OPS, THREE_BRANCH_OPS, thousand_docs, three_branch
@@ -139,3 +141,19 @@ def test_sources_given_at_submission_and_chunking() -> None:
 
 def test_stats_are_what_the_empty_constructor_makes() -> None:
     assert LocalBackend({}).stats == WarpStats.empty()
+
+
+def test_a_failing_op_stops_the_run_with_an_execution_error_naming_the_stage() -> None:
+    from warpmesh.errors import WarpmeshError
+    from warpmesh.planning.runtime import ExecutionError
+
+    def boom(x: str) -> str:
+        raise KeyError(x)
+
+    async def main() -> None:
+        ops = {**THREE_BRANCH_OPS, "map.m": boom}
+        with pytest.raises(ExecutionError, match=r"MAP\(map.m\) \(node 6\) failed: KeyError") as exc:
+            await ConvergentExecution(three_branch(), LocalBackend(ops)).run()
+        assert isinstance(exc.value, WarpmeshError)
+
+    asyncio.run(main())

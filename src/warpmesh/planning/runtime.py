@@ -236,6 +236,15 @@ class ConvergentExecution:
         async def run_node(n: Any) -> None:
             for p in n.predecessors:
                 await done[p]
+            try:
+                await step(n)
+            except ExecutionError:
+                raise
+            except Exception as err:  # an op's own failure: say which stage, keep the cause
+                raise ExecutionError(f"{n.stage.label()} (node {n.id}) failed: {type(err).__name__}: {err}") from err
+            done[n.id].set_result(None)
+
+        async def step(n: Any) -> None:
             if n.stage.is_source:
                 items = source_elements(n.stage, self.backend.ops, sources)
                 self.backend.observe(n.stage.op_id, items)
@@ -260,7 +269,6 @@ class ConvergentExecution:
                     out = outputs[(n.id, k)]
                     report.outputs.setdefault(key, []).extend(out)
                     self.result.contribute(GSet((key, _frozen(x)) for x in out))
-            done[n.id].set_result(None)
 
         tasks = [loop.create_task(run_node(n)) for n in d.nodes]
         try:
