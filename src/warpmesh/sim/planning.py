@@ -2,7 +2,7 @@
 the statistics Quilter) on a :class:`~warpmesh.sim.loop.VirtualTimeLoop` over a seeded faulty
 :class:`MemoryFabric` (loss, duplication, reordering, delay).
 
-Each seed draws a random multi-branch draft (or a named query), runs it unplanned, plans it from the
+Each seed draws a random multi-branch draft over random data (or a named query), runs it unplanned, plans it from the
 statistics the first run gossiped, runs the plan, and checks:
 
 * both results equal the single-process reference (:func:`warpmesh.planning.interpret.evaluate`):
@@ -123,7 +123,12 @@ async def _run(report: SimReport, rng: random.Random, fabric: MemoryFabric, node
         return
     names = sorted(nodes)
     coordinator = nodes[rng.choice(names)]
-    expected = _canonical(evaluate(draft, ops))
+    # Random data for random drafts: each source yields a random sample (given at submission).
+    sources = None
+    if ops is RANDOM_OPS:
+        sources = {op: [[op, i, []] for i in sorted(rng.sample(range(1000), rng.randint(0, 80)))]
+                   for op in sorted({n.stage.op_id for n in draft.nodes if n.stage.is_source})}
+    expected = _canonical(evaluate(draft, ops, sources))
 
     victim: str | None = None
     if crash:
@@ -135,7 +140,7 @@ async def _run(report: SimReport, rng: random.Random, fabric: MemoryFabric, node
             await nodes[victim].close()
 
         killer = loop.create_task(kill())
-    ex1, r1 = await coordinator.execute(draft)
+    ex1, r1 = await coordinator.execute(draft, sources)
     if crash:
         await killer
     got1 = _canonical(r1.outputs)
@@ -143,7 +148,7 @@ async def _run(report: SimReport, rng: random.Random, fabric: MemoryFabric, node
         report.failures.append(f"unplanned result differs from the reference: {_diff(expected, got1)}")
 
     planned = draft.plan(coordinator.stats)
-    ex2, r2 = await coordinator.execute(planned)
+    ex2, r2 = await coordinator.execute(planned, sources)
     got2 = _canonical(r2.outputs)
     if got2 != expected:
         report.failures.append(f"planned result differs from the reference: {_diff(expected, got2)}")
