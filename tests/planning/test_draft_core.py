@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from warpmesh.crdt.base import decode, encode
+from warpmesh.crdt.base import CrdtDecodeError, registered_types
 from warpmesh.crdt.hll import HyperLogLog
 from warpmesh.errors import WarpmeshError
 from warpmesh.planning import (
@@ -18,6 +18,8 @@ from warpmesh.planning import (
     Warp,
     WarpStats,
 )
+from warpmesh.planning.stats import STATS_CODEC
+from warpmesh.wire.frame import pack, unpack
 
 
 def three_branch() -> Draft:
@@ -320,7 +322,14 @@ def test_warp_stats_is_a_crdt_of_hyperloglogs() -> None:
     for i in range(1000):
         s.observe("op", i)
     assert 950 <= s.estimated_cardinality("op") <= 1050
-    assert decode(encode(s)) == s
+    assert WarpStats.from_wire(unpack(pack(s.to_wire()))) == s
+    assert STATS_CODEC.digest(s) == STATS_CODEC.digest(STATS_CODEC.decode(STATS_CODEC.encode(s)))
+    assert STATS_CODEC.digest(s) != STATS_CODEC.digest(WarpStats())
+    assert 24 not in registered_types() and WarpStats not in registered_types().values()
+    with pytest.raises(CrdtDecodeError):
+        WarpStats.from_wire([["b", [14, []]], ["a", [14, []]]])  # unsorted
+    with pytest.raises(CrdtDecodeError):
+        WarpStats.from_wire("junk")
     h = HyperLogLog()
     for i in range(1000):
         h.add(i)

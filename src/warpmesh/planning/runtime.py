@@ -34,7 +34,7 @@ from warpmesh.net.mux import MuxSeam
 from warpmesh.net.seam import Seam
 from warpmesh.planning.interpret import OpTable, apply_embroider, apply_free, sink_keys, source_elements
 from warpmesh.planning.model import Draft, Port, Stage, StageKind
-from warpmesh.planning.stats import WarpStats
+from warpmesh.planning.stats import STATS_CODEC, WarpStats
 from warpmesh.quilt.core import QuilterConfig
 from warpmesh.quilt.runtime import Quilter
 from warpmesh.raft.config import RaftConfig
@@ -324,7 +324,7 @@ class PlanningNode:
                              raft_storage if raft_storage is not None else InMemoryRaftStorage(),
                              voters=voters, config=raft_config, seed=rng.getrandbits(32))
         self.stats_board: Quilter[WarpStats] = Quilter(
-            self.mux.channel(PLANNING_STATS_TAG), WarpStats(), stream=self.warp.replica,
+            self.mux.channel(PLANNING_STATS_TAG), WarpStats(), stream=self.warp.replica, codec=STATS_CODEC,
             config=quilter_config, rng=random.Random(rng.getrandbits(32)), coalesce_delay=0.01)
         #: (exec id, node id) -> each member's output, for every embroider committed so far.
         self.applied: dict[tuple[str, int], list[list[Any]]] = {}

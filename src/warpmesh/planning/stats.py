@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from typing import Any, Self
 
-from warpmesh.crdt.base import Crdt, CrdtDecodeError, guarded_from_wire, w_list
-from warpmesh.crdt.hll import DEFAULT_PRECISION, HyperLogLog
+import blake3
 
-__all__ = ["WarpStats"]
+from warpmesh.crdt.base import DIGEST_SIZE, Crdt, CrdtDecodeError, guarded_from_wire, w_list
+from warpmesh.crdt.hll import DEFAULT_PRECISION, HyperLogLog
+from warpmesh.wire.frame import pack
+
+__all__ = ["STATS_CODEC", "WarpStats", "WarpStatsCodec"]
 
 
 def _hashable(x: Any) -> Any:
@@ -24,9 +27,12 @@ def _hashable(x: Any) -> Any:
 
 
 class WarpStats(Crdt):
-    """Op id -> :class:`HyperLogLog` (p = 14). Join is key union with register-wise max."""
+    """Op id -> :class:`HyperLogLog` (p = 14). Join is key union with register-wise max.
 
-    TYPE_TAG = 24
+    Not in the global CRDT type registry (no ``TYPE_TAG``: the wire tags are pinned protocol); it
+    travels on its own Quilter channel with :data:`STATS_CODEC`.
+    """
+
     __slots__ = ("_sketches",)
 
     def __init__(self, sketches: dict[str, HyperLogLog] | None = None) -> None:
@@ -112,3 +118,19 @@ class WarpStats(Crdt):
     def __repr__(self) -> str:
         inner = ", ".join(f"{k}≈{self.estimated_cardinality(k)}" for k in self.ops())
         return f"WarpStats({inner})"
+
+
+class WarpStatsCodec:
+    """The Quilter codec of the statistics channel: ``to_wire`` as is; digest = BLAKE3 of its bytes."""
+
+    def encode(self, state: WarpStats) -> Any:
+        return state.to_wire()
+
+    def decode(self, wire: Any) -> WarpStats:
+        return WarpStats.from_wire(wire)
+
+    def digest(self, state: WarpStats) -> bytes:
+        return blake3.blake3(pack(state.to_wire())).digest(length=DIGEST_SIZE)
+
+
+STATS_CODEC = WarpStatsCodec()
