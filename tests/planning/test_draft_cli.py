@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from warpmesh.cli.app import main
+
 
 def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "warpmesh.cli.app", *args], capture_output=True, text=True,
@@ -29,10 +31,19 @@ def test_demo_json_on_three_peer_processes() -> None:
     assert all(type(got[k]) is int for k in got if k != "results_equal")
 
 
-def test_explain_prints_levels_costs_and_rounds() -> None:
-    out = _run("draft", "explain", "warpmesh.planning.examples:three_branch")
-    assert out.returncode == 0, out.stderr
-    text = out.stdout
+def _main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = 0
+    try:
+        main(list(argv))
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_explain_prints_levels_costs_and_rounds(capsys: pytest.CaptureFixture[str]) -> None:
+    code, text, err = _main(capsys, "draft", "explain", "warpmesh.planning.examples:three_branch")
+    assert code == 0, err
     assert "rounds=4 coupling=1" in text and "rounds=2 coupling=3" in text
     assert "round 1 (level 0) #8: forced by embroider.a, embroider.b, embroider.c" in text
     assert "round 2 (level 1) #7: forced by embroider.d" in text
@@ -40,11 +51,11 @@ def test_explain_prints_levels_costs_and_rounds() -> None:
         assert step in text
 
 
-def test_explain_json_with_statistics_from_the_op_table() -> None:
-    out = _run("draft", "explain", "warpmesh.planning.examples:thousand_docs", "--ops",
-               "warpmesh.planning.examples:THOUSAND_DOCS_OPS", "--json")
-    assert out.returncode == 0, out.stderr
-    got = json.loads(out.stdout)
+def test_explain_json_with_statistics_from_the_op_table(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _main(capsys, "draft", "explain", "warpmesh.planning.examples:thousand_docs", "--ops",
+                           "warpmesh.planning.examples:THOUSAND_DOCS_OPS", "--json")
+    assert code == 0, err
+    got = json.loads(out)
     assert got["cost"]["coordinated_volume"] >= 900 and got["planned_cost"]["coordinated_volume"] == 50
     assert got["equivalent"] is True
     assert [n["kind"] for n in got["planned_nodes"]] == ["SOURCE", "FILTER", "MAP", "EMBROIDER"]
@@ -57,15 +68,20 @@ def test_explain_json_with_statistics_from_the_op_table() -> None:
     ["draft", "explain", "warpmesh.planning.examples:three_branch", "--max-coupling", "0"],
     ["draft", "demo", "--query", "nope"],
 ])
-def test_usage_errors_exit_2_with_one_line(argv: list[str]) -> None:
-    out = _run(*argv)
-    assert out.returncode == 2, out.stderr
-    lines = out.stderr.strip().splitlines()
+def test_usage_errors_exit_2_with_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _main(capsys, *argv)
+    assert code == 2, err
+    lines = err.strip().splitlines()
     assert len(lines) == 1 and "error:" in lines[0]
 
 
-def test_failing_ops_exit_1_with_what_to_do() -> None:
-    out = _run("draft", "explain", "warpmesh.planning.examples:thousand_docs", "--ops",
-               "warpmesh.planning.examples:THREE_BRANCH_OPS")
-    assert out.returncode == 1
-    assert "check the op table" in out.stderr and "Traceback" not in out.stderr
+def test_usage_error_from_a_fresh_process_has_no_traceback() -> None:
+    out = _run("draft", "explain", "nope")
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_failing_ops_exit_1_with_what_to_do(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _main(capsys, "draft", "explain", "warpmesh.planning.examples:thousand_docs", "--ops",
+                         "warpmesh.planning.examples:THREE_BRANCH_OPS")
+    assert code == 1
+    assert "check the op table" in err and "Traceback" not in err
