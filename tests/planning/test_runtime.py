@@ -157,3 +157,15 @@ def test_a_failing_op_stops_the_run_with_an_execution_error_naming_the_stage() -
         assert isinstance(exc.value, WarpmeshError)
 
     asyncio.run(main())
+
+
+def test_an_execution_runs_once() -> None:
+    from warpmesh.planning.runtime import ExecutionError
+
+    async def main() -> None:
+        ex = ConvergentExecution(three_branch(), LocalBackend(THREE_BRANCH_OPS))
+        await ex.run()
+        with pytest.raises(ExecutionError, match="already ran"):
+            await ex.run()
+
+    asyncio.run(main())

@@ -196,6 +196,7 @@ class ConvergentExecution:
         self.result: IncrementalResult[GSet] = IncrementalResult(initial if initial is not None else GSet())
         self._queue: asyncio.Queue[GSet] | None = None
         self._drain: asyncio.Task[None] | None = None
+        self._ran = False
 
     def submit(self, delta: GSet) -> None:
         """Queue a delta to join into the result (drained by a task on the running loop)."""
@@ -223,7 +224,11 @@ class ConvergentExecution:
 
     async def run(self, sources: Mapping[str, Iterable[Any]] | None = None) -> ExecutionReport:
         """Execute the draft once; independent branches run concurrently. Returns the report; the
-        outputs are also in :attr:`result`."""
+        outputs are also in :attr:`result`. An execution runs once (its id names its Warp tasks and
+        Raft commands); make a new one to run again."""
+        if self._ran:
+            raise ExecutionError(f"execution {self.exec_id} already ran; create a new ConvergentExecution")
+        self._ran = True
         d = self.draft
         report = ExecutionReport(self.exec_id)
         keys = sink_keys(d)
