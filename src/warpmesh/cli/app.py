@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cancel": ("warpmesh.cli.jobs:cancel", "Cancel jobs of a running mesh (queued ones removed, running ones stopped)."),
     "check": ("warpmesh.cli.check:check", "Run a build tool's check in many worktrees as command jobs (warm boot)."),
     "demo": ("warpmesh.cli.demo:demo", "N local peer processes share a pile of jobs; every answer is checked."),
+    "draft": ("warpmesh.cli.draft:draft", "Drafts: explain a plan; run the seed's query planned vs unplanned on 3 peers."),
     "engine": ("warpmesh.cli.engine:engine", "Deterministic graph-rewrite engine: replay Echo's DIND logs."),
     "fold": ("warpmesh.cli.fold:fold", "Fold a directory with isolate workers (files and bytes per subtree)."),
     "jobs": ("warpmesh.cli.jobs:jobs", "List the jobs of a running mesh: state, owner, attempts, errors."),
