@@ -459,3 +459,28 @@ def test_survivors_pick_up_a_sigkilled_owners_tasks_and_a_returning_peer_gets_it
     finally:
         lt.run(m.stop())
         lt.close()
+
+
+def test_node_finds_ops_modules_in_its_working_directory(tmp_path: Path) -> None:
+    (tmp_path / "localops.py").write_text(
+        "from warpmesh.warp import OpRegistry\nregistry = OpRegistry()\n"
+        "registry.register('local.twice', lambda x: 2 * x, mode='inline')\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    # the console script, as a user runs it (`python -m` would put the directory on sys.path itself)
+    script = Path(sys.executable).with_name("warpmesh")
+    if not script.exists():
+        pytest.skip("no warpmesh console script next to this interpreter")
+    proc = subprocess.Popen([str(script), "node", "--id", "solo", "--listen",
+                             "127.0.0.1:0", "--ops", "localops", "--concurrency", "2", "--max-attempts", "1"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        ready = json.loads(proc.stdout.readline())
+        assert ready["event"] == "ready" and ready["ops"] == ["local.twice"], ready
+        out = subprocess.run([sys.executable, "-m", "warpmesh.cli.app", "submit", "local.twice", "21"],
+                             capture_output=True, text=True, timeout=60,
+                             env={**env, "WARPMESH_TO": ready["address"]})
+        assert out.returncode == 0 and out.stdout == "42\n", out.stderr
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
