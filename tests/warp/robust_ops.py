@@ -12,3 +12,10 @@ def crash(code: int = 1) -> None:
 
 def square(x: int) -> int:
     return x * x
+
+
+def nap(seconds: float) -> str:
+    import time
+
+    time.sleep(seconds)
+    return "rested"

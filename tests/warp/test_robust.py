@@ -377,3 +377,34 @@ def test_a_dead_peer_leaves_the_members_board_after_lost_after() -> None:
         await mesh.close()
 
     run_virtual(main())
+
+
+def test_cancelling_a_process_job_kills_it_and_the_others_run_again() -> None:
+    from dataclasses import replace
+
+    from . import robust_ops
+
+    reg = OpRegistry()
+    reg.register("nap", robust_ops.nap, mode="process")
+    config = replace(FAST, process_workers=2, max_attempts=1)
+
+    async def main() -> None:
+        fabric, node = await _solo(reg, config=config)
+        loop = asyncio.get_running_loop()
+        await node.enqueue("long", "nap", 60.0)
+        await node.enqueue("short", "nap", 1.0)
+        for _ in range(200):
+            if len(node._jobs) == 2 and all(j.gen is not None for j in node._jobs.values()):
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # both started in the pool
+        started = loop.time()
+        assert node.cancel("long") == "cancelled"
+        rec = await node.outcome("long", timeout=10)
+        assert rec.cancelled and loop.time() - started < 5
+        # the sibling the kill took down runs again without using up its single attempt
+        assert await node.result("short", timeout=60) == "rested"
+        assert not node._jobs  # the cancelled run was really stopped, not left to finish
+        await _stop(fabric, node)
+
+    asyncio.run(main())
