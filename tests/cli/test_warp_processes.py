@@ -356,6 +356,21 @@ def test_calling_convention_tracebacks_jobs_and_cancel_on_the_command_line(mesh:
     assert rec["ok"] is False and rec["cancelled"] is True
 
 
+def test_ctrl_c_during_submit_says_the_jobs_keep_running(mesh: Mesh) -> None:
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "warpmesh.cli.app", "submit", "--to", mesh.addr("a"),
+                             "--task", "interrupted", "t.slow", '{"task": "interrupted", "seconds": 60}'],
+                            env=mesh.env("cli"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_until("the job to be queued", lambda: any(
+        json.loads(x)["task"] == "interrupted"
+        for x in cli(mesh, "jobs", "--to", mesh.addr("b"), "--json").stdout.splitlines()))
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "keep running" in err and "warpmesh cancel" in err, err
+    assert cli(mesh, "cancel", "--to", mesh.addr("b"), "interrupted").returncode == 0
+
+
 def test_submit_refused_by_a_mesh_with_another_secret_is_one_clear_line(mesh: Mesh) -> None:
     out = cli(mesh, "submit", "--to", mesh.addr("a"), "t.square", "2",
               env=mesh.env("cli", WARPMESH_SECRET="not the mesh's secret at all"))
