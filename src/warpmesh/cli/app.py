@@ -73,12 +73,19 @@ def _one_line(err: click.ClickException) -> str:
 
 
 def main(argv: list[str] | None = None) -> Any:
-    """Run the CLI; usage errors print one line and exit 2, other click errors exit 1."""
+    """Run the CLI; usage errors print one line and exit 2, other click errors exit 1.
+
+    A bare command group prints its help and exits 0 (the one exception to the one-line rule).
+    """
     try:
         rv = cli.main(args=argv, prog_name="warpmesh", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("warpmesh: aborted", err=True)
         sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as err:
+        # A bare group (`warpmesh`, `warpmesh kv`): its normal help, not a one-line error.
+        click.echo(err.ctx.get_help() if err.ctx is not None else cli.get_help(click.Context(cli)))
+        sys.exit(0)
     except click.UsageError as err:
         where = err.ctx.command_path if err.ctx is not None else "warpmesh"
         click.echo(f"{where}: error: {_one_line(err)} (see '{where} --help')", err=True)

@@ -129,14 +129,24 @@ def _client_options(f: Any) -> Any:
     return f
 
 
+def _key(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not value:
+        raise click.BadParameter("must not be empty", param_hint=f"'{(param.name or 'key').upper()}'")
+    return value
+
+
 def _run_client(servers: str, secret_file: Path | None, timeout: float, op: Any,
                 tls_files: tuple[Path | None, Path | None, Path | None] = (None, None, None)) -> Any:
-    from warpmesh.kv.client import KVClient, KVError, parse_addresses
+    from warpmesh.kv.client import KVClient, KVError, KVUnreachable
+    from warpmesh.net.secret import InsecureAddressError, check_addresses
 
+    addrs = [parse_addr(s, "--servers address") for s in servers.split(",") if s.strip()]
+    if not addrs:
+        raise click.BadParameter("give at least one HOST:PORT", param_hint="--servers")
     secret, tls = load_mesh_security(secret_file, *tls_files)
     try:
-        addrs = parse_addresses([s for s in servers.split(",") if s.strip()])
-    except ValueError as err:
+        check_addresses(secret, listen=[], dial=[h for h, _ in addrs])
+    except InsecureAddressError as err:
         raise click.BadParameter(str(err), param_hint="--servers") from None
 
     async def main() -> Any:
@@ -145,6 +155,9 @@ def _run_client(servers: str, secret_file: Path | None, timeout: float, op: Any,
 
     try:
         return asyncio.run(main())
+    except KVUnreachable as err:
+        raise click.ClickException(f"{err}; start the cluster (warpmesh kv up) or point --servers (or "
+                                   "$WARPMESH_KV_SERVERS) at running nodes") from None
     except KVError as err:
         raise click.ClickException(str(err)) from None
     except OSError as err:
@@ -152,7 +165,7 @@ def _run_client(servers: str, secret_file: Path | None, timeout: float, op: Any,
 
 
 @kv.command()
-@click.argument("key")
+@click.argument("key", callback=_key)
 @click.option("--stale", is_flag=True, help="Read one node's local copy (faster, may be stale).")
 @_client_options
 def get(key: str, stale: bool, servers: str, secret_file: Path | None, timeout: float,
@@ -167,18 +180,19 @@ def get(key: str, stale: bool, servers: str, secret_file: Path | None, timeout: 
 
 
 @kv.command()
-@click.argument("key")
+@click.argument("key", callback=_key)
 @click.argument("value")
+@click.option("--json", "as_json", is_flag=True, help='Print {"key": ..., "revision": N} instead.')
 @_client_options
-def put(key: str, value: str, servers: str, secret_file: Path | None, timeout: float,
+def put(key: str, value: str, as_json: bool, servers: str, secret_file: Path | None, timeout: float,
         tls_cert: Path | None, tls_key: Path | None, tls_ca: Path | None) -> None:
     """Set KEY to VALUE; prints the new revision."""
-    click.echo(_run_client(servers, secret_file, timeout, lambda c: c.put(key, value),
-                           (tls_cert, tls_key, tls_ca)))
+    rev = _run_client(servers, secret_file, timeout, lambda c: c.put(key, value), (tls_cert, tls_key, tls_ca))
+    click.echo(json.dumps({"key": key, "revision": rev}) if as_json else rev)
 
 
 @kv.command()
-@click.argument("key")
+@click.argument("key", callback=_key)
 @click.argument("expected")
 @click.argument("new")
 @click.option("--absent", is_flag=True, help="Expect KEY to be absent (EXPECTED is ignored).")
@@ -198,7 +212,7 @@ def cas(key: str, expected: str, new: str, absent: bool, delete_: bool, servers:
 
 
 @kv.command()
-@click.argument("key")
+@click.argument("key", callback=_key)
 @_client_options
 def delete(key: str, servers: str, secret_file: Path | None, timeout: float, tls_cert: Path | None,
            tls_key: Path | None, tls_ca: Path | None) -> None:
