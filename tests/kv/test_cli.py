@@ -64,6 +64,9 @@ def test_kv_cli_round_trip_against_a_real_cluster(tmp_path: Path) -> None:
         t0 = time.monotonic()
         r = warpmesh("kv", "put", "greeting", "hello", "--servers", servers)
         assert r.returncode == 0 and int(r.stdout) > 0, r.stderr
+        r = warpmesh("kv", "put", "greeting", "hello", "--servers", servers, "--json")  # issue 9
+        doc = json.loads(r.stdout)
+        assert r.returncode == 0 and doc["key"] == "greeting" and doc["revision"] > 0 and set(doc) == {"key", "revision"}
         assert warpmesh("kv", "get", "greeting", "--servers", servers).stdout.strip() == "hello"
         r = warpmesh("kv", "cas", "greeting", "hello", "bonjour", "--servers", servers)
         assert r.returncode == 0 and "swapped" in r.stdout
