@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -143,8 +144,10 @@ def test_a_restart_with_the_same_id_is_not_a_duplicate() -> None:
 
 def test_ops_module_without_ops_is_a_usage_error(tmp_path: pytest.TempPathFactory) -> None:
     (tmp_path / "empty_ops_mod.py").write_text("X = 1\n")  # type: ignore[operator]
-    out = subprocess.run([sys.executable, "-m", "warpmesh.cli.app", "node", "--id", "x", "--listen",
-                          "127.0.0.1:0", "--ops", "empty_ops_mod"], capture_output=True, text=True, timeout=60,
-                         cwd=tmp_path, env=_env())
+    # The console script (not `python -m`, which puts the current directory on sys.path itself):
+    # --ops finds the module in the current directory, then refuses it for having no ops.
+    script = Path(sys.executable).with_name("warpmesh")
+    out = subprocess.run([str(script), "node", "--id", "x", "--listen", "127.0.0.1:0", "--ops", "empty_ops_mod"],
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path, env=_env())
     assert out.returncode == 2, out.stderr
     assert "no @warp_op ops" in out.stderr and len(out.stderr.strip().splitlines()) == 1

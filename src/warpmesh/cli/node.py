@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,8 @@ def node(node_id: str, listen: tuple[str, int], join: list[tuple[str, int]], ops
 
     from warpmesh.warp import ClaimStrategy, OpRegistry, load_ops_module
 
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # --ops finds modules in the current directory, like `python -m`
     registry = OpRegistry()
     hooks = []  # modules may expose attach(node) to bind to the node (e.g. isolate workers)
     for module in ops_modules:
@@ -136,7 +139,9 @@ def node(node_id: str, listen: tuple[str, int], join: list[tuple[str, int]], ops
         inc = incarnation if incarnation is not None else boot_incarnation()
         try:
             mesh = TcpMesh(node_id, listen=listen, join=join, secret=secret, incarnation=inc, tls=tls)
-        except (ValueError, InsecureAddressError) as err:
+        except InsecureAddressError as err:  # a bad combination of arguments: a usage error
+            raise click.UsageError(str(err)) from None
+        except ValueError as err:
             raise click.ClickException(str(err)) from None
         try:
             await mesh.start()
