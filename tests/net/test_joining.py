@@ -62,3 +62,38 @@ def test_all_refused_needs_every_seed_refused_enough_times() -> None:
     assert not all_refused([SeedOutcome("a:1", REFUSED, attempts=1)], min_attempts=2)
     assert not all_refused([SeedOutcome("a:1", REFUSED, attempts=3), SeedOutcome("b:1", PENDING)])
     assert not all_refused([SeedOutcome("a:1", REFUSED, attempts=3), SeedOutcome("b:1", UNREACHABLE, attempts=3)])
+
+
+def test_tcp_mesh_reports_each_seed_outcome() -> None:
+    """TcpMesh.seed_outcomes() over loopback: ok, refused (counted), bad secret, taken id, self."""
+    import socket
+
+    from tests.net.tcp_helpers import close_all, eventually, mesh, run
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = ("127.0.0.1", int(s.getsockname()[1]))
+
+    async def main() -> None:
+        a = await mesh("a")
+        assert a.address is not None
+        b = await mesh("b", [a.address, dead])
+        wrong = await mesh("c", [a.address], secret=b"another-secret-another-secret-xx")
+        twin = await mesh("a", [a.address], incarnation=2)
+        me = await mesh("solo", [])
+        try:
+            def kinds(m):  # type: ignore[no-untyped-def]
+                return [o.kind for o in m.seed_outcomes()]
+
+            await eventually(lambda: kinds(b) == [OK, REFUSED] and b.seed_outcomes()[1].attempts >= 2,
+                             what="ok and refused seeds")
+            assert b.seed_outcomes()[1].address == f"127.0.0.1:{dead[1]}"
+            await eventually(lambda: kinds(wrong) == ["bad_secret"], what="bad_secret")
+            assert "secret" in wrong.seed_outcomes()[0].detail
+            await eventually(lambda: kinds(twin) == ["duplicate_id"], what="duplicate_id")
+            assert join_verdict(twin.seed_outcomes(), linked=False, elapsed=0, timeout=30).state == "failed"
+            assert me.seed_outcomes() == []
+        finally:
+            await close_all([a, b, wrong, twin, me])
+
+    run(main())
