@@ -156,8 +156,8 @@ def _run_client(servers: str, secret_file: Path | None, timeout: float, op: Any,
     try:
         return asyncio.run(main())
     except KVUnreachable as err:
-        raise click.ClickException(f"{err}; start the cluster (warpmesh kv up) or point --servers (or "
-                                   "$WARPMESH_KV_SERVERS) at running nodes") from None
+        raise click.ClickException(f"{err}, or point --servers (or $WARPMESH_KV_SERVERS) at running "
+                                   "nodes") from None
     except KVError as err:
         raise click.ClickException(str(err)) from None
     except OSError as err:

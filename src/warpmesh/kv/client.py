@@ -210,7 +210,7 @@ class KVClient:
                     return
             if self._mesh is not None and not peers and all_refused(self._mesh.seed_outcomes(), min_attempts=2):
                 raise KVUnreachable(f"no KV server is listening at {self._where()}: every connection was "
-                                    "refused")
+                                    "refused; start the cluster (warpmesh kv up starts a local one)")
             await asyncio.sleep(0.05)
         raise KVTimeout(f"no KV server answered within {timeout:.1f}s at {self._where()}; are "
                         "the nodes running, and is the cluster secret the same?")
