@@ -27,6 +27,9 @@ import pytest
 
 from warpmesh.cli.app import cli, main
 
+#: A command that ignores a bad value may go on to serve forever: that must fail, not hang the suite.
+pytestmark = pytest.mark.timeout(60)
+
 
 def _refused_port() -> int:
     """A loopback port nothing listens on (bound, then released)."""
