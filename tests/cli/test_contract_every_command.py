@@ -53,10 +53,11 @@ VALID: dict[str, str] = {
 
 #: Invalid values per parameter name, for parameters whose click type accepts any string.
 _BAD_ADDRESSES = ["nonsense", "127.0.0.1:99999", "127.0.0.1:-1"]
+_INSECURE = "10.0.0.1:7101"  # a non-loopback address without a cluster secret
 INVALID: dict[str, list[str]] = {
-    "listen": _BAD_ADDRESSES, "join": _BAD_ADDRESSES, "to": _BAD_ADDRESSES,
-    "servers": [*_BAD_ADDRESSES, "10.0.0.1:7101"],  # a non-loopback address without a secret
-    "key": [""], "peers": ["nonsense"],
+    "listen": [*_BAD_ADDRESSES, _INSECURE], "join": [*_BAD_ADDRESSES, _INSECURE], "to": [*_BAD_ADDRESSES, _INSECURE],
+    "servers": [*_BAD_ADDRESSES, _INSECURE],
+    "key": [""], "peers": ["nonsense", f"contract-x=127.0.0.1:1,other={_INSECURE}"],
 }
 
 #: Extra arguments for the absent-server case, per command path; a command that talks to a server

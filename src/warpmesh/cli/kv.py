@@ -77,6 +77,7 @@ def serve(node_id: str, listen: str, peers: str, data_dir: Path, snapshot_every:
     if node_id not in members:
         raise click.BadParameter(f"--peers must include this node ({node_id}=HOST:PORT)", param_hint="--peers")
     secret, tls = load_mesh_security(secret_file, tls_cert, tls_key, tls_ca)
+    _check_insecure(secret, listen=[listen_addr[0]], dial=[h for h, _ in members.values()])
     from warpmesh.raft.config import RaftConfig
     from warpmesh.raft.errors import CorruptState
 
@@ -135,19 +136,24 @@ def _key(ctx: click.Context, param: click.Parameter, value: str) -> str:
     return value
 
 
+def _check_insecure(secret: bytes | None, *, listen: list[str], dial: list[str]) -> None:
+    """Non-loopback addresses without a cluster secret are a usage error (one line, exit 2)."""
+    from warpmesh.net.secret import InsecureAddressError, check_addresses
+
+    try:
+        check_addresses(secret, listen=listen, dial=dial)
+    except InsecureAddressError as err:
+        raise click.UsageError(str(err)) from None
+
+
 def _run_client(servers: str, secret_file: Path | None, timeout: float, op: Any,
                 tls_files: tuple[Path | None, Path | None, Path | None] = (None, None, None)) -> Any:
     from warpmesh.kv.client import KVClient, KVError, KVUnreachable
-    from warpmesh.net.secret import InsecureAddressError, check_addresses
-
     addrs = [parse_addr(s, "--servers address") for s in servers.split(",") if s.strip()]
     if not addrs:
         raise click.BadParameter("give at least one HOST:PORT", param_hint="--servers")
     secret, tls = load_mesh_security(secret_file, *tls_files)
-    try:
-        check_addresses(secret, listen=[], dial=[h for h, _ in addrs])
-    except InsecureAddressError as err:
-        raise click.BadParameter(str(err), param_hint="--servers") from None
+    _check_insecure(secret, listen=[], dial=[h for h, _ in addrs])
 
     async def main() -> Any:
         async with KVClient(addrs, secret=secret, timeout=timeout, tls=tls) as client:
