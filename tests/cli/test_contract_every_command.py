@@ -42,7 +42,7 @@ REFUSED = f"127.0.0.1:{_refused_port()}"
 #: Must not be present: each is the default of some option (or would change what is tested).
 ENV_CLEARED = ("WARPMESH_SECRET", "WARPMESH_TO", "WARPMESH_KV_SERVERS", "WARPMESH_STORE")
 
-#: A valid value per parameter name ("{tmp}" is replaced by a scratch directory, "{file}" by a file in it).
+#: A valid value per name of a string parameter ("{tmp}" is replaced by a scratch directory, "{file}" by a file in it).
 VALID: dict[str, str] = {
     "key": "k", "value": "v", "expected": "a", "new": "b",
     "node_id": "contract-x", "listen": "127.0.0.1:0", "peers": "contract-x=127.0.0.1:1",
@@ -51,7 +51,7 @@ VALID: dict[str, str] = {
     "op": "demo.square", "tasks": "t1", "task": "t1", "module": "{file}",
 }
 
-#: Invalid values per parameter name, for parameters whose click type accepts any string.
+#: Invalid values per parameter name, for string parameters (other types get values from their type).
 _BAD_ADDRESSES = ["nonsense", "127.0.0.1:99999", "127.0.0.1:-1"]
 _INSECURE = "10.0.0.1:7101"  # a non-loopback address without a cluster secret
 INVALID: dict[str, list[str]] = {
@@ -104,9 +104,9 @@ def _is_flag(p: click.Parameter) -> bool:
 
 def _valid(p: click.Parameter) -> str | None:
     """A value ``p`` accepts, or None when the tables do not know one."""
-    if p.name in VALID:
-        return VALID[p.name]
     t = p.type
+    if p.name in VALID and isinstance(t, click.types.StringParamType):  # names mean strings only
+        return VALID[p.name]
     if isinstance(t, click.Choice):
         return str(t.choices[0])
     if isinstance(t, click.IntRange | click.FloatRange):
@@ -123,9 +123,9 @@ def _valid(p: click.Parameter) -> str | None:
 
 def _invalid(p: click.Parameter) -> list[str]:
     """Values ``p`` must refuse as a usage error."""
-    if p.name in INVALID:
-        return INVALID[p.name]
     t = p.type
+    if p.name in INVALID and isinstance(t, click.types.StringParamType):
+        return INVALID[p.name]
     if isinstance(t, click.Choice):
         return ["no-such-choice"]
     if isinstance(t, click.IntRange | click.FloatRange):
