@@ -151,3 +151,14 @@ def test_ops_module_without_ops_is_a_usage_error(tmp_path: pytest.TempPathFactor
                          capture_output=True, text=True, timeout=60, cwd=tmp_path, env=_env())
     assert out.returncode == 2, out.stderr
     assert "no @warp_op ops" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_a_join_list_naming_only_this_peer_makes_it_the_first_peer() -> None:
+    """Every peer may get the same --join list; the one whose own address it is starts the mesh."""
+    port = _free_port()
+    p = _node("first", f"127.0.0.1:{port}", "--join", f"127.0.0.1:{port}", "--join-timeout", "20")
+    try:
+        assert _ready(p, 15) is not None
+    finally:
+        p.terminate()
+        _finish(p, 15)
