@@ -352,11 +352,12 @@ class GameSession:
             if node.closed:
                 return
             if node.role.value != Role.LEADER or node.commit_index.value < 1:
+                self._pause_check(loop.time())
                 continue
             if node.applied_index.value < node.commit_index.value:
                 continue  # plan from the committed seat book, not a stale one
             slots = self.presence_slots()
-            lower = pres.duplicate_host_winner(self.id, slots)
+            lower = pres.duplicate_host_winner(self.id, slots) if slots.get(self.id) == pres.HOST else None
             if lower is not None and lower not in node.membership.value.members:
                 # Another host outranks us on this mesh: never admit anyone (bug 19: no two clusters).
                 self.paused.set(f"{lower} hosts this game; not admitting")
@@ -374,7 +375,8 @@ class GameSession:
             step = plan(view)
             players_open = len([p for p in view.players if p in view.voters]) < target
             spectators_open = allow and len(view.learners) < max_spect
-            self._publish_admission(pres.Admission(players_open, spectators_open, self.book.seated))
+            admitted = tuple(self.book.seated) + tuple(sorted(view.learners))
+            self._publish_admission(pres.Admission(players_open, spectators_open, admitted))
             if isinstance(step, Idle):
                 self.paused.set(None)
                 continue
@@ -396,6 +398,22 @@ class GameSession:
             except (RaftError, TimeoutError) as err:
                 log.info("game %s: steward step %s failed (%s); replanning", self.id, step, err)
                 await asyncio.sleep(tick)
+
+    def _pause_check(self, now: float) -> None:
+        """Off the leader: say why the game cannot go on when no majority of voters is reachable."""
+        node = self.raft
+        m = node.membership.value
+        if node.leader.value is not None or not m.is_voter(self.id):
+            self.paused.set(None)
+            return
+        gone = self._lost(now, m.all_voters)
+        if gone and len(m.all_voters - gone) <= len(m.all_voters) // 2:
+            self.paused.set(f"waiting for {', '.join(sorted(gone))} to come back: "
+                            f"{len(m.all_voters - gone)} of {len(m.all_voters)} voters cannot commit "
+                            f"anything (a two-player game needs a witness to survive a loss; host with "
+                            f"--witness)")
+        else:
+            self.paused.set(None)
 
     async def _wait(self, predicate: Callable[[], bool], timeout: float,
                     check: Callable[[], None] | None = None) -> bool:
@@ -467,19 +485,23 @@ async def game_host(seam: Seam, peer_count: int, *, return_at: ReturnAt = Return
 
 
 async def game_join(seam: Seam, *, witness: bool = False, timeout: float = 10.0,
+                    wait_for_seat: bool = False,
                     storage: RaftStorage | None = None, config: RaftConfig | None = None,
                     seed: int | None = None, seat_grace: float = 3.0,
                     heartbeat: HeartbeatConfig | None = None) -> GameSession:
     """Join the game on this mesh; returns once this peer's seat is *committed* (it was admitted as
     a learner, caught up, promoted, and the promotion and seat record committed). ``witness=True``
-    asks for a voting seat that does not play. Raises :class:`RosterFullError` or
+    asks for a voting seat that does not play. Raises :class:`RosterFullError` (unless
+    ``wait_for_seat``: then it waits, up to ``timeout``, to replace a player whose seat is lost) or
     :class:`JoinTimeoutError`."""
     kw = {"storage": storage, "config": config, "seed": seed, "seat_grace": seat_grace, "heartbeat": heartbeat}
     s = _session(seam, kw, target=0)
 
     def check() -> None:
         adm = pres.admission(s.presence_slots())
-        if adm is not None and not adm.players_open and s.id not in adm.seated and not witness \
+        if wait_for_seat or witness:
+            return
+        if adm is not None and not adm.players_open and s.id not in adm.seated \
                 and s.node is not None and not s.node.membership.value.is_voter(s.id):
             raise RosterFullError(f"every seat is taken ({', '.join(adm.seated)}); "
                                   f"watch instead ('warpmesh game watch') or wait for a new game")
@@ -529,8 +551,7 @@ async def game_spectate(seam: Seam, *, timeout: float = 10.0, storage: RaftStora
 
     def check() -> None:
         adm = pres.admission(s.presence_slots())
-        if adm is not None and not adm.spectators_open and not admitted() \
-                and s.node is not None and not s.node.membership.value.is_learner(s.id):
+        if adm is not None and not adm.spectators_open and s.id not in adm.seated:
             raise SpectatorsClosedError("this game takes no (more) spectators; ask the host to allow "
                                         "them ('warpmesh game host --spectators N')")
 
