@@ -256,6 +256,17 @@ def test_graceful_leave_frees_the_seat() -> None:
     play(body)
 
 
+def test_a_two_player_game_lets_a_player_leave_gracefully() -> None:
+    async def body(f: MemoryFabric) -> None:
+        h, j = await asyncio.gather(game_host(f.join("host"), 2, seed=1), game_join(f.join("p2"), seed=2))
+        keep(h, j)
+        await j.leave()  # still running, so it votes for its own removal
+        await until(lambda: h.book.players == ["host"], what="p2 unseated")
+        assert h.raft.membership.value.voters == {"host"} and ("p2", "left") in h.book.gone
+
+    play(body)
+
+
 def test_the_host_can_leave_and_the_game_goes_on() -> None:
     async def body(f: MemoryFabric) -> None:
         ss = await asyncio.gather(game_host(f.join("host"), 3, seed=1), game_join(f.join("p2"), seed=2),

@@ -179,8 +179,10 @@ def plan(v: SeatView) -> Step:
     gone_voters = v.voters & departed
     if gone_voters:
         keep = v.voters - gone_voters
-        # Joint consensus needs a majority of the old voters to accept the change.
-        if not keep or len(keep) <= len(v.voters) // 2:
+        # Joint consensus needs a majority of the old voters to accept the change; a voter that
+        # left gracefully is still running and still votes, only a lost one does not.
+        reachable = v.voters - (gone_voters & v.lost)
+        if not keep or len(reachable) <= len(v.voters) // 2:
             names = ", ".join(sorted(gone_voters))
             return Pause(f"waiting for {names} to come back: {len(keep)} of {len(v.voters)} voters "
                          f"cannot commit anything (a two-player game needs a witness to survive a loss; "
