@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from warpmesh.net.memory import LinkFaults, MemoryFabric
 from warpmesh.raft.runtime import RaftNode
 from warpmesh.raft.storage import InMemoryRaftStorage
@@ -49,3 +51,18 @@ def test_a_timer_firing_a_hair_early_still_ticks_the_core() -> None:
             await fabric.close()
 
     assert run_virtual(main()) >= 1
+
+
+def test_a_small_sweep_passes() -> None:
+    bad = [r.replay for r in (run_game(s, players=3 + s % 2, max_drop=0.3) for s in range(100, 108)) if not r.ok]
+    assert not bad, bad
+
+
+@pytest.mark.slow
+def test_a_long_sweep_passes() -> None:
+    bad = []
+    for s in range(1000, 1300):
+        r = run_game(s, players=2 + s % 3, victim=("random", "host")[s % 2], max_drop=0.4)
+        if not r.ok:
+            bad.append(r.replay)
+    assert not bad, bad
