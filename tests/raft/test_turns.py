@@ -201,6 +201,19 @@ def test_propose_on_a_follower_is_forwarded_and_ordered_with_the_leaders() -> No
     sim(body)
 
 
+def test_events_from_an_index_skip_earlier_turns() -> None:
+    # A reader starting mid-log has not seen the proposers' first requests: their turns must still
+    # be delivered (they used to be dropped as "expired" sessions, and the reader hung).
+    async def body(c: Cluster) -> None:
+        ld = await c.leader()
+        seq = TurnSequencer(ld)
+        turns = [await seq.propose(i) for i in range(4)]
+        evs = await asyncio.wait_for(collect(seq, 2, from_index=turns[2].index), 5)
+        assert [e.turn.action for e in evs] == [2, 3]
+
+    sim(body)
+
+
 def test_client_ids_never_repeat_across_instances() -> None:
     # The old id(self)-based client id repeated as soon as an instance was freed, so a restarted
     # sequencer's first turn was swallowed as a duplicate of its predecessor's.

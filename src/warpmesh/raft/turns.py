@@ -194,7 +194,9 @@ class TurnSequencer(Generic[A]):
             elif isinstance(item, CommittedEntry):
                 if item.key is not None:
                     verdict, _ = sessions.check(item.key)
-                    if verdict != Verdict.APPLY:
+                    # EXPIRED means "a client this table never saw, past its first request": a
+                    # reader that started mid-log sees exactly that, and must not drop the turn.
+                    if verdict not in (Verdict.APPLY, Verdict.EXPIRED):
                         continue
                     sessions.record(item.key, item.index)
                 self._sessions = sessions
