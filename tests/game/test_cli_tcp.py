@@ -43,16 +43,19 @@ def test_three_players_finish_after_the_host_is_killed_and_transcripts_match(tmp
     port = _port()
     addr = f"127.0.0.1:{port}"
     (tmp_path / "many").write_text("1\n" * 30)
+    secret = tmp_path / "secret"
+    secret.write_text("a-long-enough-cluster-secret-for-the-game-test\n")
+    sec = ["--secret-file", str(secret)]
     procs = []
     try:
         host = _spawn(["game", "host", "--players", "3", "--game", "nim", "--listen", addr, "--moves", "-",
-                       "--json"], tmp_path / "host.out", tmp_path / "host.err", stdin=subprocess.PIPE)
+                       "--json", *sec], tmp_path / "host.out", tmp_path / "host.err", stdin=subprocess.PIPE)
         procs.append(host)
         time.sleep(1.0)
         for name in ("p2", "p3"):
-            procs.append(_spawn(["game", "join", addr, "--id", name, "--moves", str(tmp_path / "many"), "--json"],
+            procs.append(_spawn(["game", "join", addr, "--id", name, "--moves", str(tmp_path / "many"), "--json", *sec],
                                 tmp_path / f"{name}.out", tmp_path / f"{name}.err"))
-        watcher = _spawn(["game", "watch", addr, "--id", "w", "--json"], tmp_path / "w.out", tmp_path / "w.err")
+        watcher = _spawn(["game", "watch", addr, "--id", "w", "--json", *sec], tmp_path / "w.out", tmp_path / "w.err")
         procs.append(watcher)
         assert host.stdin is not None
         host.stdin.write(b"2\n")  # the host's first move; then it waits on stdin for its next turn
@@ -82,3 +85,10 @@ def test_usage_errors_are_one_line_and_exit_2(args: list[str]) -> None:
     r = subprocess.run(WARPMESH + args, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_an_unreadable_secret_file_is_one_line_with_advice(tmp_path: Path) -> None:
+    r = subprocess.run([*WARPMESH, "game", "join", "127.0.0.1:9", "--secret-file", str(tmp_path / "nope")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "secret" in r.stderr
