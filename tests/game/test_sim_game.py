@@ -21,6 +21,11 @@ def test_seeds_with_heavy_loss_finish_without_desync() -> None:
         r = run_game(seed, players=4, max_drop=0.3)
         assert r.ok, r.failures
         assert r.metrics["turns"] >= 7
+    # Seed 1030: a joiner still learning counted as a spectator, and the spectator was refused.
+    for seed in (1030,):
+        r = run_game(seed, max_drop=0.4)
+        assert r.ok, r.failures
+        assert r.metrics["turns"] >= 7
 
 
 def test_the_host_as_victim() -> None:

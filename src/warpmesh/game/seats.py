@@ -204,7 +204,8 @@ def plan(v: SeatView) -> Step:
         if w is not None:
             return ChangeMembership(v.voters | {w}, v.learners - {w}, f"admit witness {w}")
     if v.allow_spectators:
-        spectators = v.learners - v.voters
+        # Joiners on their way to a seat are learners too; they are not spectators.
+        spectators = v.learners - v.voters - set(v.joiners) - set(v.witness_joiners)
         if len(spectators) < v.max_spectators:
             s = _first(v.spectators_waiting, v.voters | v.learners | departed)
             if s is not None:

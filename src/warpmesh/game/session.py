@@ -374,7 +374,8 @@ class GameSession:
             view = self.view(loop.time())
             step = plan(view)
             players_open = len([p for p in view.players if p in view.voters]) < target
-            spectators_open = allow and len(view.learners) < max_spect
+            spectators = view.learners - set(view.joiners) - set(view.witness_joiners)
+            spectators_open = allow and len(spectators) < max_spect
             admitted = tuple(self.book.seated) + tuple(sorted(view.learners))
             self._publish_admission(pres.Admission(players_open, spectators_open, admitted))
             if isinstance(step, Idle):
@@ -549,9 +550,19 @@ async def game_spectate(seam: Seam, *, timeout: float = 10.0, storage: RaftStora
         return (node is not None and node.membership.value.is_learner(s.id)
                 and node.applied_index.value > 0)
 
+    closed_since: list[float] = []
+
     def check() -> None:
         adm = pres.admission(s.presence_slots())
-        if adm is not None and not adm.spectators_open and s.id not in adm.seated:
+        if adm is None or adm.spectators_open or s.id in adm.seated:
+            closed_since.clear()
+            return
+        # Refuse only once admission has stayed closed for a while: a leader mid-change may
+        # publish a momentary "closed" that the next round corrects.
+        now = asyncio.get_running_loop().time()
+        if not closed_since:
+            closed_since.append(now)
+        if now - closed_since[0] >= 1.0:
             raise SpectatorsClosedError("this game takes no (more) spectators; ask the host to allow "
                                         "them ('warpmesh game host --spectators N')")
 
