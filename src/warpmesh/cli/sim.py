@@ -148,3 +148,8 @@ sim.add_command(sim_raft)
 from warpmesh.cli.sim_game import sim_game  # noqa: E402
 
 sim.add_command(sim_game)
+
+# The planning workload's command lives with the planning area (warpmesh.cli.sim_planning).
+from warpmesh.cli.sim_planning import sim_planning  # noqa: E402
+
+sim.add_command(sim_planning)
