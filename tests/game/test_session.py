@@ -424,17 +424,20 @@ def test_a_second_host_never_admits_anyone() -> None:
         b = asyncio.ensure_future(game_host(f.join("beta"), 2, seed=2))
         await asyncio.sleep(0.2)
         # "alpha" arrives later and outranks beta: beta stops admitting; joiners go to alpha.
-        a = asyncio.ensure_future(game_host(f.join("alpha"), 2, seed=1, host_declaration_timeout=0.1))
+        a = asyncio.ensure_future(game_host(f.join("alpha"), 3, seed=1, host_declaration_timeout=0.1))
         await asyncio.sleep(0.5)
-        j2, j3 = await asyncio.gather(game_join(f.join("p2"), seed=3, timeout=5, wait_for_seat=True),
-                                       game_join(f.join("p3"), seed=4, timeout=5, wait_for_seat=True),
+        # alpha's links to the joiners are slow, so were beta admitting anyone it would get there first.
+        for j in ("p2", "p3"):
+            f.set_faults(LinkFaults(delay=0.2), src="alpha", dst=j)
+        j2, j3 = await asyncio.gather(game_join(f.join("p2"), seed=3, timeout=20, wait_for_seat=True),
+                                       game_join(f.join("p3"), seed=4, timeout=20, wait_for_seat=True),
                                        return_exceptions=True)
         alpha = await a
         keep(alpha, *[x for x in (j2, j3) if not isinstance(x, BaseException)])
         # Only alpha's cluster admitted anyone: no joiner ended up in a cluster with beta.
+        assert not isinstance(j2, BaseException) and not isinstance(j3, BaseException), (j2, j3)
         for x in (j2, j3):
-            if not isinstance(x, BaseException):
-                assert "beta" not in x.raft.membership.value.members
+            assert "beta" not in x.raft.membership.value.members
         assert alpha.raft.membership.value.voters <= {"alpha", "p2", "p3"}
         b.cancel()
 
