@@ -97,6 +97,15 @@ class _Play:
             await self.seq.propose([self.me, move], timeout=30)
             return
 
+    async def pauses(self) -> None:
+        """Say on stderr why the game cannot go on (e.g. one of two players is gone), and when it can."""
+        last: str | None = None
+        while True:
+            reason = await self.s.paused.changed()
+            if reason != last:
+                self.err.print(f"[yellow]paused: {reason}[/yellow]" if reason else "resumed")
+                last = reason
+
     async def chat(self) -> None:
         sub = self.s.app_channel("chat").subscribe()
         async for sender, data in sub:
@@ -109,6 +118,7 @@ class _Play:
         from warpmesh.raft.turns import Committed, Reset, SystemRecord
 
         chat = asyncio.ensure_future(self.chat())
+        pauses = asyncio.ensure_future(self.pauses())
         try:
             async for ev in self.seq.events():
                 g = self.game
@@ -149,6 +159,7 @@ class _Play:
                     return 0
         finally:
             chat.cancel()
+            pauses.cancel()
             if self.proposing is not None:
                 self.proposing.cancel()
         return 1
