@@ -99,6 +99,13 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(err.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except Exception as err:
+        # Any command: a non-loopback address without a cluster secret is a usage error, not a traceback.
+        secret_mod = sys.modules.get("warpmesh.net.secret")
+        if secret_mod is not None and isinstance(err, secret_mod.InsecureAddressError):
+            click.echo(f"warpmesh: error: {' '.join(str(err).split())}", err=True)
+            sys.exit(2)
+        raise
     # In non-standalone mode click returns ctx.exit()'s code instead of exiting.
     if isinstance(rv, int) and rv != 0:
         sys.exit(rv)
