@@ -17,6 +17,7 @@ import random
 from collections.abc import Iterable
 from typing import Any
 
+from warpmesh.errors import WarpmeshError
 from warpmesh.kv import protocol as P
 from warpmesh.net.mux import MuxSeam
 from warpmesh.net.seam import PeerUnreachable, Seam, SeamClosed
@@ -24,7 +25,7 @@ from warpmesh.raft.runtime import wait_future
 from warpmesh.wire.frame import FrameError
 
 
-class KVError(Exception):
+class KVError(WarpmeshError):
     """A request failed for good: invalid, timed out after every retry, or session expired."""
 
 
@@ -60,6 +61,12 @@ class KVClient:
                  seam: Seam | None = None, listen: tuple[str, int] = ("127.0.0.1", 0),
                  seed: int | None = None, tls: Any = None) -> None:
         self.addresses = parse_addresses(addresses) if seam is None else []
+        if secret is None and seam is None:
+            # The CLI honours $WARPMESH_SECRET; so does the library (a client started in the
+            # servers' shell would otherwise be refused as "bad_secret" and time out).
+            from warpmesh.net.secret import load_secret
+
+            secret = load_secret()
         self.secret = secret
         self.tls = tls
         self.timeout = timeout
@@ -287,4 +294,10 @@ class KVClient:
 
 
 def _b(v: bytes | str) -> bytes:
-    return v.encode() if isinstance(v, str) else bytes(v)
+    if isinstance(v, str):
+        return v.encode()
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return bytes(v)
+    # bytes(5) would silently store five NUL bytes.
+    raise TypeError(f"a KV value must be bytes or str, not {type(v).__name__}; encode it first "
+                    "(e.g. str(value) or json.dumps(value))")
