@@ -505,11 +505,15 @@ class KVNode:
             except (TimeoutError, AdminRefused):
                 pass
             await asyncio.sleep(interval)
-        return await asyncio.shield(self._removed())
+        return await self._removed()
 
     async def _removed(self) -> str:
         assert self.server.removed is not None
-        return await self.server.removed
+        return await asyncio.shield(self.server.removed)
+
+    def _removed_task(self) -> asyncio.Task[str]:
+        """A task that ends (with the reason) when this node learns it was removed."""
+        return asyncio.get_running_loop().create_task(self._removed())
 
     async def close(self) -> None:
         await self.server.close()
