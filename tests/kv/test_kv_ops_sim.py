@@ -30,3 +30,12 @@ def test_scenario_soak_500_seeds_each(scenario):
         if not r.ok:
             bad.append(r.replay() + ": " + r.failures[0][:300])
     assert not bad, "\n".join(bad[:10])
+
+
+@pytest.mark.parametrize(("scenario", "seed", "why"), [
+    ("grow", 21, "a client must route to a leader that joined after it connected"),
+    ("shrink", 3, "a removal retried on a new leader must still find the removed id (retire it first)"),
+])
+def test_regression_seeds(scenario, seed, why):
+    r = run_kv_ops(seed, scenario, clients=3, ops=25)
+    assert r.ok, f"{why}: {r.replay()}\n" + "\n".join(r.failures)[:3000]
