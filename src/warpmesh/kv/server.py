@@ -57,10 +57,6 @@ class AdminRefused(WarpmeshError, ValueError):
     """An operator request was refused; the message says why and what to do (sent as ERROR)."""
 
 
-class NodeRemoved(WarpmeshError):
-    """This node was removed from the cluster; its data directory is stale and it must not serve."""
-
-
 class KVServer:
     """Serves the client protocol on ``channel`` for the replica ``node``."""
 
