@@ -39,3 +39,41 @@ def test_scenario_soak_500_seeds_each(scenario):
 def test_regression_seeds(scenario, seed, why):
     r = run_kv_ops(seed, scenario, clients=3, ops=25)
     assert r.ok, f"{why}: {r.replay()}\n" + "\n".join(r.failures)[:3000]
+
+
+def test_operator_requests_refuse_bad_input_clearly():
+    """Bad operator input gets a one-line refusal and changes nothing (a single-node cluster)."""
+
+    from warpmesh.kv.client import KVClient, KVError
+    from warpmesh.sim.harness import SimReport
+    from warpmesh.sim.kv_ops import _Run
+    from warpmesh.sim.loop import run_virtual
+
+    async def main() -> None:
+        run = _Run(1, "grow", 1, 1, 1, False, SimReport("raft", 1, {}))
+        await run.start("n1", ["n1"])
+        kv = await KVClient(seam=run.fabric.join("c"), timeout=3.0, client_id="c").connect()
+        for call, match in [
+            (kv.member_add("x" * 300, "h:1"), "at most"),
+            (kv.member_add("a,b", "h:1"), "without"),
+            (kv.member_add("n9", ""), "ID=HOST:PORT"),
+            (kv.member_remove("nope"), "no member"),
+            (kv.member_remove("n1"), "last voter"),
+            (kv.member_promote("nope"), "no member"),
+            (kv.transfer_leader("nope"), "not a voter"),
+            (kv.transfer_leader(), "no other live"),
+        ]:
+            try:
+                await call
+            except KVError as err:
+                assert match in str(err) and "\n" not in str(err), str(err)
+            else:
+                raise AssertionError(f"accepted; expected a refusal with {match!r}")
+        listed = await kv.member_list()
+        assert [m["id"] for m in listed["members"]] == ["n1"]
+        assert (await kv.member_add("n1", "h:1"))["added"] is False  # already there: fine, says so
+        await kv.close()
+        await run.crash("n1")
+        await run.fabric.close()
+
+    run_virtual(main())
