@@ -50,6 +50,9 @@ def test_join_verdicts():
     assert A.join_verdict("n4", token="tok-a", force=False, membership=m, book=book, retired={}).action == "already"
     v = A.join_verdict("n4", token="tok-b", force=False, membership=m, book=book, retired={})
     assert v.action == "refuse" and "same id" in v.detail
+    # A bootstrap member (not in the book yet) rejoining from an empty directory: refused.
+    v = A.join_verdict("n2", token="t", force=False, membership=m, book=book, retired={})
+    assert v.action == "refuse"
     # member add of a node already there: success, says so.
     v = A.join_verdict("n1", token=None, force=False, membership=m, book=book, retired={})
     assert v.action == "already" and "voter" in v.detail

@@ -72,6 +72,13 @@ def test_operator_requests_refuse_bad_input_clearly():
         listed = await kv.member_list()
         assert [m["id"] for m in listed["members"]] == ["n1"]
         assert (await kv.member_add("n1", "h:1"))["added"] is False  # already there: fine, says so
+        # An empty data directory joining under a bootstrap member's id: refused unless forced.
+        try:
+            await kv._call("join", "n1", "h:1", {"token": "new-empty-dir"})
+        except KVError as err:
+            assert "another data directory" in str(err) and "--force" in str(err), str(err)
+        else:
+            raise AssertionError("a wiped member rejoining under its id was accepted")
         await kv.close()
         await run.crash("n1")
         await run.fabric.close()

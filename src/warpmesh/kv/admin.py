@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 from warpmesh.raft.membership import Membership
 
+#: The member-book token of members configured before they had a join token (``--peers``).
+BOOTSTRAP_TOKEN = "peers"
 #: A follower that answered the leader within this many election timeouts counts as live.
 LIVE_WITHIN_ELECTION_TIMEOUTS = 4.0
 
@@ -45,7 +47,8 @@ def join_verdict(node: str, *, token: str | None, force: bool, membership: Membe
                                      f"{retired[node]}) and ids are never reused by accident: start the "
                                      "node with a new --id, or pass --force if reusing it is deliberate")
     if node in membership.members:
-        known = book[node][1] if node in book else None
+        # A member missing from the book was configured at bootstrap (--peers): it has data.
+        known = book[node][1] if node in book else BOOTSTRAP_TOKEN
         if token is None or known is None or known == token or force:
             return JoinVerdict("already", f"{node} is already a "
                                           f"{'voter' if membership.is_voter(node) else 'learner'}")

@@ -36,6 +36,7 @@ from warpmesh.raft.errors import (
     SessionExpired,
     TransferFailed,
 )
+from warpmesh.raft.messages import MAX_ID_BYTES
 from warpmesh.raft.runtime import RaftNode, wait_future
 from warpmesh.raft.statemachine import ReplicatedStateMachine
 from warpmesh.raft.storage import RaftStorage
@@ -269,6 +270,9 @@ class KVServer:
 
     async def _admin_change(self, op: str, key: str, a: Any, opts: dict[str, Any]) -> Any:
         node = self.node
+        if len(key) > MAX_ID_BYTES or not key.isprintable() or "," in key or "=" in key:
+            raise AdminRefused(f"a node id is at most {MAX_ID_BYTES} printable characters without "
+                               "',' or '='")
         core = self._leader_core()
         m = node.membership.value
         if op in ("add", "join"):
@@ -364,7 +368,10 @@ class KVServer:
             addrs = self.addresses()
             for n in missing:
                 if n in m.members and n not in self.kv.members:
-                    await self.rsm.execute(encode_member(n, addrs.get(n, ""), None, m.is_learner(n)),
+                    # Token "peers": its data directory exists (it was configured, not just
+                    # announced), so a --join under its id from an empty directory is refused.
+                    await self.rsm.execute(encode_member(n, addrs.get(n, ""), A.BOOTSTRAP_TOKEN,
+                                                         m.is_learner(n)),
                                            timeout=self.request_timeout)
 
     async def _promoter(self) -> None:
