@@ -84,3 +84,45 @@ def test_operator_requests_refuse_bad_input_clearly():
         await run.fabric.close()
 
     run_virtual(main())
+
+
+def test_one_membership_change_at_a_time():
+    """A second change waits for the first (ADMIN_WAIT), then is refused with a reason; the first
+    (promoting a learner that never catches up) is refused once its catch-up times out."""
+    import asyncio
+    import dataclasses
+
+    from warpmesh.kv.client import KVClient, KVError
+    from warpmesh.sim.harness import SimReport
+    from warpmesh.sim.kv_ops import _Run
+    from warpmesh.sim.loop import run_virtual
+
+    async def main() -> None:
+        run = _Run(2, "grow", 1, 1, 1, False, SimReport("raft", 2, {}))
+        run.cfg = dataclasses.replace(run.cfg, catchup_timeout=8.0)
+        for nid in ("n1", "n2", "n3"):
+            await run.start(nid, ["n1", "n2", "n3"])
+        kv = await KVClient(seam=run.fabric.join("c"), timeout=20.0, client_id="c").connect()
+        a = await KVClient(seam=run.fabric.join("a"), timeout=20.0, client_id="a").connect()
+        b = await KVClient(seam=run.fabric.join("b"), timeout=20.0, client_id="b").connect()
+        for c in (a, b):
+            c.admin_attempt_timeout = 20.0
+        assert (await kv.member_add("n4", "h:4", learner=True))["added"] is True  # never started
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        first = loop.create_task(a.member_promote("n4"))
+        await asyncio.sleep(0.5)
+        with pytest.raises(KVError, match="another membership change is in flight"):
+            await b.member_add("n5", "h:5")
+        assert 4.5 < loop.time() - t0 < 8.0  # it waited for the first change before refusing
+        with pytest.raises(KVError, match="has not caught up"):
+            await first
+        listed = {m["id"]: m["role"] for m in (await kv.member_list())["members"]}
+        assert listed == {"n1": "voter", "n2": "voter", "n3": "voter", "n4": "learner"}
+        for c in (kv, a, b):
+            await c.close()
+        for nid in ("n1", "n2", "n3"):
+            await run.crash(nid)
+        await run.fabric.close()
+
+    run_virtual(main())

@@ -164,6 +164,8 @@ class RaftNode:
         self._wake = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
+        #: Deadline of a timer that fired and has not been handled (-inf: none).
+        self._timer_due = float("-inf")
         self._futures: dict[tuple[str, Any], list[asyncio.Future[Any]]] = {}
         self._outboxes: dict[str, _Outbox] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -523,7 +525,16 @@ class RaftNode:
             self._timer = None
         self._timer_at = d
         if d != float("inf"):
-            self._timer = loop.call_at(d, self._wake.set)
+            self._timer = loop.call_at(d, self._timer_fired, d)
+
+    def _timer_fired(self, d: float) -> None:
+        # asyncio runs a timer up to its clock resolution early (and a virtual clock's float sum
+        # can land an ulp short), so loop.time() may still be below d: remember that d is due,
+        # or the engine would neither tick nor re-arm the same deadline and sleep forever.
+        self._timer = None
+        self._timer_at = float("nan")  # never equal: the next _arm_timer arms again
+        self._timer_due = max(self._timer_due, d)
+        self._wake.set()
 
     async def _engine(self) -> None:
         loop = asyncio.get_running_loop()
@@ -534,7 +545,8 @@ class RaftNode:
                 self._arm_timer(loop)
                 await self._wake.wait()
                 self._wake.clear()
-                now = loop.time()
+                now = max(loop.time(), self._timer_due)
+                self._timer_due = float("-inf")
                 if now >= core.next_deadline():
                     core.tick(now)
                 while True:
