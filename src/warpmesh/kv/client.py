@@ -208,7 +208,13 @@ class KVClient:
             await self._discover(min(self.timeout, 5.0))
         ids = sorted(set(self._servers))
 
+        assert self._channel is not None
+        channel = self._channel
+
         async def one(node: str) -> dict[str, Any]:
+            # A member we have no link to yet (the mesh learns it by gossip) gets a moment.
+            with contextlib.suppress(TimeoutError):
+                await channel.roster.wait_for(lambda r: node in r, timeout)
             r = await self._attempt(node, "status", None, None, None, 0, 0, timeout)
             if r is not None and r[1] == P.OK and isinstance(r[2], dict):
                 return dict(r[2])
