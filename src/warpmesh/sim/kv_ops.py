@@ -224,11 +224,15 @@ class _Run:
             await self.start(before, ids)
         await self.wait_members(admin, want_v)
         await asyncio.gather(*load)
-        for nid in gone:
+        for nid in sorted(gone):
             rep = self.reps[nid]
             if rep.server is not None:
-                # A removed node that is still up must have noticed (or never learned, if it was
-                # down when it was removed); either way it is stopped now.
+                # A removed node that stayed up learns it (and `kv serve` would exit 1).
+                assert rep.server.removed is not None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(rep.server.removed), 5.0)
+                if not rep.server.removed.done():
+                    self.report.failures.append(f"removal: {nid} was removed but never noticed")
                 await self.crash(nid)
         self.fabric.calm()
         # Final reads of every key by every client: a lost acknowledged write shows up here.
