@@ -349,6 +349,10 @@ class KVClient:
             attempt += 1
             self.retries += 1
             await asyncio.sleep(min(0.05 * attempt, 0.25))
+        if op in P.ADMIN_OPS:
+            raise KVTimeout(f"no leader completed {P.ADMIN_NAMES.get(op, op)}"
+                            + (f" {key}" if key else "") + f" within {self.timeout:.1f}s; is a majority "
+                            "of the voters up? (`warpmesh kv status` asks each node)")
         raise KVTimeout(f"{op} {key!r} did not complete within {self.timeout:.1f}s"
                         + (" (the write may or may not have been applied)" if seq else ""))
 

@@ -45,6 +45,10 @@ WRITE_OPS = frozenset({"put", "del", "cas"})
 #: Operator requests: never deduplicated (each is idempotent in effect), slower attempts allowed.
 ADMIN_OPS = frozenset({"status", "members", "add", "join", "promote", "remove", "transfer", "check",
                        "snapsave"})
+#: How operators know each request (for messages).
+ADMIN_NAMES = {"members": "member list", "add": "member add", "join": "the join of", "promote": "member promote",
+               "remove": "member remove", "transfer": "transfer-leader", "check": "the removal check of",
+               "snapsave": "snapshot save", "status": "status"}
 #: Requests whose ``key`` may be None.
 KEYLESS_OPS = frozenset({"hello", "state", "status", "members", "transfer", "snapsave"})
 
