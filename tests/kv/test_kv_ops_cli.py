@@ -58,3 +58,13 @@ def test_restore_refuses_a_missing_file(tmp_path, capsys: pytest.CaptureFixture[
     code, _out, err = _run(["kv", "snapshot", "restore", str(tmp_path / "none.snap"), "--data",
                             str(tmp_path / "d"), "--id", "a1", "--peers", "a1=127.0.0.1:1"], capsys)
     assert code == 1 and "cannot read" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_join_with_no_cluster_exits_1_saying_what_to_check(tmp_path, capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WARPMESH_SECRET", raising=False)
+    code, _out, err = _run(["kv", "serve", "--id", "n9", "--listen", "127.0.0.1:0", "--data", str(tmp_path / "n9"),
+                            "--join", "127.0.0.1:9", "--join-timeout", "1"], capsys)
+    assert code == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "cannot join" in lines[0] and "secret" in lines[0], err

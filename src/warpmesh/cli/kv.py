@@ -63,6 +63,8 @@ def kv() -> None:
               help="Instead of --peers: join a running cluster through any of its members (see `kv member`).")
 @click.option("--force", is_flag=True, help="With --join: reuse a removed id, or replace a member's data.")
 @click.option("--learner", is_flag=True, help="With --join: stay a learner (a replica that does not vote).")
+@click.option("--join-timeout", type=click.FloatRange(0.1, 3600), default=30.0, show_default=True,
+              metavar="SECONDS", help="With --join: give up (exit 1) if no leader answers within this.")
 @click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory for this node's durable state (raft.sqlite).")
 @click.option("--snapshot-every", type=click.IntRange(min=0), default=10_000, show_default=True,
@@ -71,7 +73,7 @@ def kv() -> None:
               help="Minimum election timeout (default 0.3; the maximum is twice it).")
 @mesh_options
 def serve(node_id: str, listen: str, peers: str | None, join_addrs: str | None, force: bool, learner: bool,
-          data_dir: Path, snapshot_every: int, election_timeout: float | None, secret_file: Path | None,
+          join_timeout: float, data_dir: Path, snapshot_every: int, election_timeout: float | None, secret_file: Path | None,
           tls_cert: Path | None, tls_key: Path | None, tls_ca: Path | None, log_level: str) -> None:
     """Run one KV node until SIGINT/SIGTERM. Prints a JSON "ready" line on stdout once serving.
     Exits 1 if the node learns it was removed from the cluster (its data is then stale)."""
@@ -99,7 +101,7 @@ def serve(node_id: str, listen: str, peers: str | None, join_addrs: str | None, 
             loop.add_signal_handler(sig, stop.set)
         node = await open_kv_node(node_id, listen=listen_addr, peers=members, data_dir=data_dir,
                                   secret=secret, config=cfg, snapshot_every=snapshot_every, tls=tls,
-                                  join=join, force=force, learner=learner)
+                                  join=join, force=force, learner=learner, join_timeout=join_timeout)
         from warpmesh.raft.runtime import tune_gc_for_server
 
         tune_gc_for_server()  # a dedicated server process: see the function's docstring

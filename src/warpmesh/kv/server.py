@@ -588,6 +588,11 @@ async def open_kv_node(node_id: str, *, listen: tuple[str, int], peers: dict[str
         try:
             await server.ask("join", node_id, _addr_text(mesh.address),
                              {"token": token, "force": force, "learner": learner}, timeout=join_timeout)
+        except TimeoutError:
+            await kv_node.close()
+            raise TimeoutError(f"no leader answered through {', '.join(_addr_text(a) for a in seeds)} "
+                               f"within {join_timeout:.0f}s; are those members running, and is the "
+                               "cluster secret the same?") from None
         except BaseException:
             await kv_node.close()
             raise
