@@ -57,6 +57,8 @@ def test_operator_requests_refuse_bad_input_clearly():
             (kv.member_add("x" * 300, "h:1"), "at most"),
             (kv.member_add("a,b", "h:1"), "without"),
             (kv.member_add("n9", ""), "ID=HOST:PORT"),
+            (kv.member_add("n9", "h" * 400), "ID=HOST:PORT"),
+            (kv._call("join", "n9", "h:9", {"token": 5}), "join token"),
             (kv.member_remove("nope"), "no member"),
             (kv.member_remove("n1"), "last voter"),
             (kv.member_promote("nope"), "no member"),

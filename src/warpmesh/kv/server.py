@@ -249,8 +249,14 @@ class KVServer:
                     "detail": (f"{key} was removed from the cluster at log index {self.kv.retired[key]}"
                                if gone else f"{key} is {'a member' if key in m.members else 'unknown'}")}
         if op == "snapsave":
-            return await self.rsm.read(lambda sm: [self.rsm.applied.value, sm.snapshot()],
-                                       timeout=self.request_timeout)
+            index, data = await self.rsm.read(lambda sm: (self.rsm.applied.value, sm.snapshot()),
+                                              timeout=self.request_timeout)
+            room = self.channel.max_payload - 4096
+            if len(data) > room:
+                raise AdminRefused(f"the store's snapshot is {len(data)} bytes, more than one response "
+                                   f"can carry ({room}); back up a copy of a stopped node's data "
+                                   "directory instead")
+            return [index, data]
         # transfer
         target = key
         if target == node.id:
@@ -276,8 +282,11 @@ class KVServer:
         core = self._leader_core()
         m = node.membership.value
         if op in ("add", "join"):
-            if not isinstance(a, str) or not a:
+            if not isinstance(a, str) or not a or len(a) > 300:
                 raise AdminRefused("give the new member's address as ID=HOST:PORT")
+            if opts.get("token") is not None and (not isinstance(opts["token"], str)
+                                                  or len(opts["token"]) > 128):
+                raise AdminRefused("a join token is a string of at most 128 characters")
             learner = bool(opts.get("learner", False))
             token = opts.get("token") if op == "join" else None
             v = A.join_verdict(key, token=token if isinstance(token, str) else None,
