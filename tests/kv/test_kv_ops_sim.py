@@ -16,7 +16,7 @@ from warpmesh.sim.kv_ops import SCENARIOS, run_kv_ops
 def test_scenario_a_few_seeds(scenario):
     for seed in range(3):
         r = run_kv_ops(seed, scenario, clients=3, ops=25)
-        assert r.ok, f"{r.replay()}\n" + "\n".join(r.failures)[:3000]
+        assert r.ok, f"{r.replay}\n" + "\n".join(r.failures)[:3000]
         assert r.metrics["ops"] > 60
 
 
@@ -28,7 +28,7 @@ def test_scenario_soak_500_seeds_each(scenario):
     for seed in range(500):
         r = run_kv_ops(seed, scenario)
         if not r.ok:
-            bad.append(r.replay() + ": " + r.failures[0][:300])
+            bad.append(r.replay + ": " + r.failures[0][:300])
     assert not bad, "\n".join(bad[:10])
 
 
@@ -38,7 +38,7 @@ def test_scenario_soak_500_seeds_each(scenario):
 ])
 def test_regression_seeds(scenario, seed, why):
     r = run_kv_ops(seed, scenario, clients=3, ops=25)
-    assert r.ok, f"{why}: {r.replay()}\n" + "\n".join(r.failures)[:3000]
+    assert r.ok, f"{why}: {r.replay}\n" + "\n".join(r.failures)[:3000]
 
 
 def test_operator_requests_refuse_bad_input_clearly():

@@ -81,6 +81,7 @@ class KVServer:
         #: Resolved (with the reason) once this node learns it was removed from the cluster.
         self.removed: asyncio.Future[str] | None = None
         self._was_member = False
+        self._check_task: asyncio.Task[None] | None = None
 
     async def start(self) -> KVServer:
         await self.rsm.start()
@@ -92,7 +93,7 @@ class KVServer:
         return self
 
     async def close(self) -> None:
-        for task in (self._task, getattr(self, "_watch", None)):
+        for task in (self._task, getattr(self, "_watch", None), self._check_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -415,9 +416,13 @@ class KVServer:
             m = self.node.membership.value
             if self.node.id in m.members:
                 self._was_member = True
-            elif self._was_member and core._removed() and self.removed is not None \
-                    and not self.removed.done():
-                self.removed.set_result(f"{self.node.id} was removed from the cluster")
+            elif self._was_member and self.removed is not None and not self.removed.done():
+                if core._removed():
+                    self.removed.set_result(f"{self.node.id} was removed from the cluster")
+                elif self._check_task is None or self._check_task.done():
+                    # The configuration without us is in our log but we may never learn that it
+                    # committed (the leader stops replicating to a removed node): ask the leader.
+                    self._check_task = asyncio.get_running_loop().create_task(self._ask_removed())
             try:
                 await self._book_keeper()
                 await self._promoter()
@@ -427,6 +432,14 @@ class KVServer:
                 pass  # lost leadership or timed out: the next round retries
             except Exception:  # never let a failed promotion stop the watcher
                 log.exception("promoting a learner failed")
+
+    async def _ask_removed(self) -> None:
+        with contextlib.suppress(TimeoutError, AdminRefused):
+            r = await self.ask("check", self.node.id, timeout=2.0)
+            if isinstance(r, dict) and r.get("removed") and self.removed is not None \
+                    and not self.removed.done():
+                self.removed.set_result(str(r.get("detail")))
+        await asyncio.sleep(1.0)  # at most one question a second
 
     def status(self) -> dict[str, Any]:
         """This node's row of ``kv status``."""
@@ -470,7 +483,12 @@ class KVServer:
             if not peers:
                 await asyncio.sleep(0.1)
                 continue
-            target = hint if hint in peers else peers[attempt % len(peers)]
+            # Clients share the mesh and never answer: ask the members we know of first, and give
+            # an unknown peer only a short attempt (a server answers at once, if only with a hint).
+            known = set(self.node.membership.value.members) | set(self.kv.members)
+            pool = [p for p in peers if p in known] or peers
+            target = hint if hint in peers else pool[attempt % len(pool)]
+            per = 10.0 if target == hint or target in known else 0.5
             attempt += 1
             self._ask_rid += 1
             rid = self._ask_rid
@@ -478,7 +496,7 @@ class KVServer:
             self._asks[rid] = fut
             try:
                 await self.channel.send_to(target, P.encode_request(rid, op, key, a, b))
-                r = await wait_future(fut, min(2.0, max(0.05, deadline - loop.time())))
+                r = await wait_future(fut, min(per, max(0.05, deadline - loop.time())))
             except Exception:  # timed out, or the peer went away: try the next one
                 hint = None
                 continue
