@@ -414,14 +414,19 @@ class KVServer:
             if core is None or self.node.closed:
                 continue
             m = self.node.membership.value
-            if self.node.id in m.members:
+            member = self.node.id in m.members
+            if member:
                 self._was_member = True
-            elif self._was_member and self.removed is not None and not self.removed.done():
-                if core._removed():
+            if self._was_member and self.removed is not None and not self.removed.done():
+                quiet = asyncio.get_running_loop().time() - core.leader_contact
+                lost = core.role != Role.LEADER and quiet > 5 * self.node.config.election_timeout_max
+                if not member and core._removed():
                     self.removed.set_result(f"{self.node.id} was removed from the cluster")
-                elif self._check_task is None or self._check_task.done():
-                    # The configuration without us is in our log but we may never learn that it
-                    # committed (the leader stops replicating to a removed node): ask the leader.
+                elif (not member or lost) and (self._check_task is None or self._check_task.done()):
+                    # We may never learn from Raft that we were removed: the leader stops
+                    # replicating to a removed node once it sent the news (which can be lost), and a
+                    # later leader never contacts it. So a node that sees itself removed but not yet
+                    # committed, or hears no leader for a while, asks the leader.
                     self._check_task = asyncio.get_running_loop().create_task(self._ask_removed())
             try:
                 await self._book_keeper()
