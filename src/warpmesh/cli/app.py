@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "draft": ("warpmesh.cli.draft:draft", "Drafts: explain a plan; run the seed's query planned vs unplanned on 3 peers."),
     "engine": ("warpmesh.cli.engine:engine", "Deterministic graph-rewrite engine: replay Echo's DIND logs."),
     "fold": ("warpmesh.cli.fold:fold", "Fold a directory with isolate workers (files and bytes per subtree)."),
+    "game": ("warpmesh.cli.game:game", "Turn-based games over Raft on a TCP mesh: host, join, watch."),
     "kv": ("warpmesh.cli.kv:kv", "A replicated key-value store on Raft: serve, get, put, cas, up."),
     "mesh-demo": ("warpmesh.cli.mesh_demo:mesh_demo", "Three local peers replicate CRDTs over TCP while one is killed."),
     "node": ("warpmesh.cli.node:node", "Run one long-lived mesh peer (a Warp worker)."),

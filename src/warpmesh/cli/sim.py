@@ -144,6 +144,11 @@ from warpmesh.cli.sim_raft import sim_raft  # noqa: E402
 
 sim.add_command(sim_raft)
 
+# The game workload's command lives with the game area (warpmesh.cli.sim_game).
+from warpmesh.cli.sim_game import sim_game  # noqa: E402
+
+sim.add_command(sim_game)
+
 # The planning workload's command lives with the planning area (warpmesh.cli.sim_planning).
 from warpmesh.cli.sim_planning import sim_planning  # noqa: E402
 

@@ -52,6 +52,9 @@ log = logging.getLogger("warpmesh.raft")
 OUTBOX_FRAMES = 2048
 #: Bytes reserved in each frame for the header and fields around entries/chunks.
 FRAME_OVERHEAD = 4096
+#: asyncio runs a timer once ``loop.time()`` is within the clock resolution of its deadline, so a
+#: timer may fire a hair *before* the core's deadline. A deadline this close counts as due.
+TIMER_SLACK = 1e-6
 
 
 def _expire(fut: asyncio.Future[Any]) -> None:
@@ -164,8 +167,6 @@ class RaftNode:
         self._wake = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
-        #: Deadline of a timer that fired and has not been handled (-inf: none).
-        self._timer_due = float("-inf")
         self._futures: dict[tuple[str, Any], list[asyncio.Future[Any]]] = {}
         self._outboxes: dict[str, _Outbox] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -525,15 +526,12 @@ class RaftNode:
             self._timer = None
         self._timer_at = d
         if d != float("inf"):
-            self._timer = loop.call_at(d, self._timer_fired, d)
+            self._timer = loop.call_at(d, self._on_timer)
 
-    def _timer_fired(self, d: float) -> None:
-        # asyncio runs a timer up to its clock resolution early (and a virtual clock's float sum
-        # can land an ulp short), so loop.time() may still be below d: remember that d is due,
-        # or the engine would neither tick nor re-arm the same deadline and sleep forever.
+    def _on_timer(self) -> None:
+        # Forget the fired deadline, so the next _arm_timer arms again even for the same value.
         self._timer = None
-        self._timer_at = float("nan")  # never equal: the next _arm_timer arms again
-        self._timer_due = max(self._timer_due, d)
+        self._timer_at = float("nan")
         self._wake.set()
 
     async def _engine(self) -> None:
@@ -545,10 +543,13 @@ class RaftNode:
                 self._arm_timer(loop)
                 await self._wake.wait()
                 self._wake.clear()
-                now = max(loop.time(), self._timer_due)
-                self._timer_due = float("-inf")
-                if now >= core.next_deadline():
-                    core.tick(now)
+                now = loop.time()
+                due = core.next_deadline()
+                if now + TIMER_SLACK >= due:
+                    # A timer that fired early (within the clock resolution) still counts: skipping
+                    # the tick here used to leave the engine asleep with no timer armed, so a lone
+                    # leader whose appends were lost never retried (a membership change hung).
+                    core.tick(max(now, due))
                 while True:
                     rd = core.ready()
                     if rd is None:
