@@ -57,7 +57,7 @@ def test_unreachable_cluster_exits_1_with_one_line(argv: list[str], capsys: pyte
 def test_restore_refuses_a_missing_file(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _out, err = _run(["kv", "snapshot", "restore", str(tmp_path / "none.snap"), "--data",
                             str(tmp_path / "d"), "--id", "a1", "--peers", "a1=127.0.0.1:1"], capsys)
-    assert code == 1 and "cannot read" in err and len(err.strip().splitlines()) == 1, err
+    assert code == 2 and "does not exist" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_join_with_no_cluster_exits_1_saying_what_to_check(tmp_path, capsys: pytest.CaptureFixture[str],

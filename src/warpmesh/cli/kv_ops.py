@@ -252,7 +252,7 @@ def register(kv: click.Group) -> None:
                             f"({out['bytes']} bytes, blake3 {out['checksum'][:16]}...)")
 
     @snapshot.command("restore")
-    @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+    @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
     @click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
                   help="The new node's data directory (must not hold a node's data yet).")
     @click.option("--id", "node_id", required=True, help="The new node's id.")
@@ -262,12 +262,21 @@ def register(kv: click.Group) -> None:
     def snapshot_restore(file: Path, data_dir: Path, node_id: str, peers: str, as_json: bool) -> None:
         """Build one node's data directory of a new cluster from FILE (run once per node, with the
         same --peers), then start each with `kv serve --id ID --peers ... --data DIR`."""
+        from warpmesh.cli.kv import _check_insecure
         from warpmesh.kv.backup import BackupError, restore_data_dir
+        from warpmesh.net.secret import SecretError, load_secret
 
         members = _parse_peers(peers)
         if node_id not in members:
             raise click.BadParameter(f"--peers must include this node ({node_id}=HOST:PORT)",
                                      param_hint="--peers")
+        try:
+            secret = load_secret()
+        except SecretError as err:
+            raise click.ClickException(str(err)) from None
+        # The new cluster will need its secret on non-loopback addresses (kv serve refuses them
+        # without one): say so now rather than after the restore.
+        _check_insecure(secret, listen=[], dial=[h for h, _ in members.values()])
         try:
             out = restore_data_dir(file, data_dir, node_id,
                                    {k: f"{h}:{p}" for k, (h, p) in members.items()})
