@@ -1,0 +1,213 @@
+"""Replicated worlds under simulation: the production ``World`` + ``RaftNode`` on a virtual clock over
+a seeded faulty :class:`MemoryFabric` (loss, duplicates, reordering), with crashes and restarts.
+
+Peers run the engine with different worker counts (1 or 4). One peer (``p1`` ... chosen by the seed)
+corrupts one tick locally when ``diverge`` is on. Invariants checked:
+
+* agreement: at every committed tick, every peer's commit hash equals every other's - except the
+  injected peer's hashes from its corrupted tick until its repair;
+* detection: each injected divergence is declared by the agreement *at the tick it was injected*, on
+  every replica that saw the verdict, and the diverged peer is then repaired;
+* convergence: at the end every peer reports the same commit hash for the last tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import random
+from typing import Any
+
+from warpmesh.net.memory import LinkFaults, MemoryFabric
+from warpmesh.net.mux import MuxSeam
+from warpmesh.raft.config import RaftConfig
+from warpmesh.raft.runtime import RaftNode
+from warpmesh.raft.storage import InMemoryRaftStorage
+from warpmesh.raft.transport import SeamRaftTransport
+from warpmesh.sim.harness import SimReport
+from warpmesh.sim.loop import run_virtual
+from warpmesh.world.rules import push, spawn
+from warpmesh.world.runtime import WORLD_FETCH_CHANNEL, WORLD_RAFT_CHANNEL, World
+
+__all__ = ["run_world"]
+
+ENTITIES = 6
+
+
+class _Peer:
+    def __init__(self, pid: str, workers: int) -> None:
+        self.id = pid
+        self.workers = workers
+        self.storage = InMemoryRaftStorage()
+        self.node: RaftNode | None = None
+        self.world: World | None = None
+        self.tasks: list[asyncio.Task[Any]] = []
+
+
+def run_world(seed: int, *, peers: int = 3, ticks: int = 30, crashes: bool = True, diverge: bool = True,
+              lossy: bool = True) -> SimReport:
+    """One seeded run; see the module docstring."""
+    params: dict[str, Any] = {}
+    for name, value, default in (("peers", peers, 3), ("ticks", ticks, 30)):
+        if value != default:
+            params[name] = value
+    for name, value in (("no_crashes", not crashes), ("no_diverge", not diverge), ("no_loss", not lossy)):
+        if value:
+            params[name] = True
+    report = SimReport("world", seed, params)
+    try:
+        run_virtual(_run(seed, peers, ticks, crashes, diverge, lossy, report))
+    except Exception as err:
+        import traceback
+
+        report.failures.append(f"exception: {err!r}\n{traceback.format_exc()}")
+    return report
+
+
+async def _run(seed: int, n: int, ticks: int, crashes: bool, diverge: bool, lossy: bool,
+               report: SimReport) -> None:
+    rng = random.Random(seed)
+    loop = asyncio.get_running_loop()
+    faults = LinkFaults(delay=0.0005, jitter=rng.choice((0.0, 0.002)))
+    if lossy:
+        faults = LinkFaults(delay=0.0005, jitter=rng.choice((0.0, 0.002)), drop=rng.choice((0.0, 0.02, 0.05)),
+                            duplicate=rng.choice((0.0, 0.02)), reorder=rng.choice((0.0, 0.01)))
+    fabric = MemoryFabric(seed=rng.getrandbits(32), faults=faults)
+    cfg = RaftConfig(election_timeout_min=0.15, election_timeout_max=0.3, heartbeat_interval=0.03,
+                     trailing_entries=rng.choice((0, 20, 200)))
+    snapshot_every = rng.choice((4, 8, 16))
+    interval = rng.choice((0.01, 0.05))  # spreads the ticks over enough virtual time for crashes
+    ids = [f"p{i + 1}" for i in range(n)]
+    peers = {pid: _Peer(pid, rng.choice((1, 4))) for pid in ids}
+    bad = rng.choice(ids) if diverge else None
+    bad_tick = rng.randrange(3, max(4, ticks - 8)) if diverge else None
+    hashes: dict[str, dict[int, list[bytes]]] = {pid: {} for pid in ids}
+    events: list[tuple[str, dict[str, Any]]] = []
+    stop = asyncio.Event()
+
+    async def start(p: _Peer, first: bool) -> None:
+        seam = fabric.join(p.id) if p.id not in fabric.live else fabric.seam(p.id)
+        mux = MuxSeam(seam)
+        p.node = RaftNode(p.id, SeamRaftTransport(mux.channel(WORLD_RAFT_CHANNEL)), p.storage, voters=ids,
+                          config=cfg, seed=rng.getrandbits(32))
+        await p.node.start()
+        corrupt = [bad_tick] if first and p.id == bad and bad_tick is not None else []
+
+        def on_tick(t: int, snap: Any, pid: str = p.id) -> None:
+            hashes[pid].setdefault(t, []).append(snap.hash)
+
+        def on_event(ev: dict[str, Any], pid: str = p.id) -> None:
+            events.append((pid, ev))
+
+        p.world = await World(p.node, mux.channel(WORLD_FETCH_CHANNEL), ids, workers=p.workers,
+                              snapshot_every=snapshot_every, corrupt_at=corrupt, on_tick=on_tick,
+                              on_event=on_event).start()
+        p.tasks = [loop.create_task(p.world.run_ticker(ticks, grace=0.05, interval=interval)),
+                   loop.create_task(workload(p, random.Random(rng.getrandbits(32))))]
+
+    async def halt(p: _Peer) -> None:
+        fabric.crash(p.id)
+        for t in p.tasks:
+            t.cancel()
+        for t in p.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if p.world is not None:
+            await p.world.close()
+        if p.node is not None:
+            await p.node.close()
+        p.world = p.node = None
+
+    async def workload(p: _Peer, prng: random.Random) -> None:
+        if p.id == ids[0]:
+            with contextlib.suppress(Exception):
+                await p.world.submit([spawn(f"e{i}", (i, 0, 0), (0, 1, 0)) for i in range(ENTITIES)])  # type: ignore[union-attr]
+        seen = 0
+        while not stop.is_set() and p.world is not None:
+            with contextlib.suppress(TimeoutError):
+                await p.world.tick.wait_for(lambda v, s=seen: v > s, 1.0)
+            seen = p.world.tick.value
+            batch = [push(f"e{prng.randrange(ENTITIES)}", (prng.randrange(-2, 3), prng.randrange(-2, 3), 0))
+                     for _ in range(prng.randrange(0, 4))]
+            if batch:
+                with contextlib.suppress(Exception):
+                    await p.world.submit(batch, timeout=1.0)
+
+    async def chaos() -> None:
+        down: str | None = None
+        while not stop.is_set():
+            await asyncio.sleep(rng.uniform(0.3, 1.0))
+            if down is None and rng.random() < 0.5:
+                victim = rng.choice([i for i in ids if i != bad])
+                await halt(peers[victim])
+                down = victim
+                report.metrics["crashes"] = report.metrics.get("crashes", 0) + 1
+            elif down is not None:
+                await start(peers[down], False)
+                down = None
+        if down is not None:
+            await start(peers[down], False)
+
+    for pid in ids:
+        await start(peers[pid], True)
+    chaos_task = loop.create_task(chaos()) if crashes else None
+    deadline = loop.time() + 60 + ticks
+    while loop.time() < deadline:
+        if all(p.world is not None and p.world.tick.value >= ticks for p in peers.values()) \
+                and all(p.world is not None and p.world._repair is None for p in peers.values()):
+            break
+        await asyncio.sleep(0.1)
+    stop.set()
+    if chaos_task is not None:
+        await chaos_task
+    fabric.calm()
+    # Let every live peer reach the last tick and its reports land.
+    end = loop.time() + 20
+    while loop.time() < end and not all(p.world is not None and p.world.tick.value >= ticks
+                                        and p.world.replica.agreement.decided(ticks) is not None
+                                        for p in peers.values()):
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)
+    _check(report, ids, peers, hashes, events, bad, bad_tick, ticks)
+    for p in peers.values():
+        with contextlib.suppress(Exception):
+            await halt(p)
+    await fabric.close()
+
+
+def _check(report: SimReport, ids: list[str], peers: dict[str, _Peer], hashes: dict[str, dict[int, list[bytes]]],
+           events: list[tuple[str, dict[str, Any]]], bad: str | None, bad_tick: int | None, ticks: int) -> None:
+    f = report.failures
+    repaired_at = next((ev["tick"] for pid, ev in events if ev["event"] == "repaired" and ev["peer"] == bad), None)
+    for t in range(1, ticks + 1):
+        good = {h for pid in ids if pid != bad for h in hashes[pid].get(t, [])}
+        if len(good) > 1:
+            f.append(f"agreement: healthy peers computed {len(good)} different commit hashes for tick {t}")
+        if bad is not None and bad_tick is not None and t < bad_tick and set(hashes[bad].get(t, [])) - good:
+            f.append(f"agreement: {bad} differs at tick {t}, before any injection")
+    if bad is not None:
+        det = [ev for pid, ev in events if ev["event"] == "diverged" and ev["peer"] == bad]
+        if not det:
+            f.append(f"detection: divergence injected into {bad} at tick {bad_tick} was never declared")
+        elif any(ev["tick"] != bad_tick for ev in det):
+            f.append(f"detection: declared at tick(s) {sorted({ev['tick'] for ev in det})}, injected at {bad_tick}")
+        if repaired_at is None:
+            f.append(f"repair: {bad} never repaired after its divergence at tick {bad_tick}")
+        wrong = [ev for pid, ev in events if ev["event"] == "diverged" and ev["peer"] != bad]
+        if wrong:
+            f.append(f"detection: healthy peers declared diverged: {wrong[:3]}")
+        detected = {p.world.replica.agreement.detected for p in peers.values() if p.world is not None}
+        report.metrics["detected"] = sorted(detected)
+    last = {pid: hashes[pid][ticks][-1] for pid in ids if hashes[pid].get(ticks)}
+    if len(last) < len(ids):
+        f.append(f"liveness: only {sorted(last)} reached tick {ticks}")
+    if len(set(last.values())) > 1:
+        f.append(f"convergence: peers end with different commit hashes at tick {ticks}")
+    report.metrics.update(ticks=ticks, injected=(bad, bad_tick), repaired_at=repaired_at,
+                          workers={pid: peers[pid].workers for pid in ids})
+    h = hashlib.blake2b(digest_size=16)
+    for pid in ids:
+        for t in sorted(hashes[pid]):
+            h.update(hashes[pid][t][-1])
+    report.trace = h.hexdigest()
