@@ -9,6 +9,7 @@ from warpmesh.world import Agreement, Hashes, Replica, SnapshotMismatch, WorldCo
 from warpmesh.world.codec import (
     IntentsEntry,
     ReportEntry,
+    ReportsEntry,
     RestoredEntry,
     TickEntry,
     WorldSnapshot,
@@ -16,6 +17,7 @@ from warpmesh.world.codec import (
     decode_snapshot,
     encode_intents,
     encode_report,
+    encode_reports,
     encode_restored,
     encode_snapshot,
     encode_tick,
@@ -63,10 +65,12 @@ def test_entries_round_trip() -> None:
     h = bytes(range(32))
     assert decode_entry(encode_report("b", 3, h, h, h)) == ReportEntry("b", 3, h, h, h)
     assert decode_entry(encode_restored("c", 9)) == RestoredEntry("c", 9)
+    assert decode_entry(encode_reports("a", [(1, h, h, h), (2, h, h, h)])) == ReportsEntry("a", ((1, h, h, h), (2, h, h, h)))
 
 
 @pytest.mark.parametrize("bad", [b"", b"\xc1\xff", pack([]), pack([99, 1]), pack([2, -1]), pack([2, "x"]),
                                  pack([3, "a", 1, b"short", b"", b""]), pack([1, "a", ["not bytes"]]),
+                                 pack([5, "a", []]), pack([5, "a", [[1, b"x"]]]),
                                  pack({"k": 1})])
 def test_malformed_entries_are_refused(bad: bytes) -> None:
     with pytest.raises(WorldCodecError):
@@ -185,7 +189,7 @@ def test_replicas_agree_and_a_corrupted_one_is_caught_diffed_and_restored() -> N
     # The reports go through the log: every replica reaches the same verdict at the same entry.
     for r in (good, other, bad):
         s = steps[r.peer][3].committed
-        log.add(encode_report(r.peer, 4, s.hash, s.state_root, s.patch_digest))
+        log.add(encode_reports(r.peer, [(4, s.hash, s.state_root, s.patch_digest)]))
     verdicts = {r.peer: [e for st in log.feed(r, len(log.entries) - 2) for e in st.events] for r in (good, other, bad)}
     assert all(v == verdicts["a"] for v in verdicts.values())
     assert [(e.kind, e.peer, e.tick) for e in verdicts["a"]] == [("diverged", "c", 4)]

@@ -11,11 +11,14 @@ that matches the majority marks it **repaired**. Every divergence is counted, ne
 
 from __future__ import annotations
 
+from bisect import insort
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 __all__ = ["Agreement", "Event", "Hashes", "PeerState"]
 
+#: An undecided tick stops holding back a peer's later verdicts once a tick this much newer is decided.
+SLACK = 8
 #: Ticks of reports kept after their majority is known (late reports of older ticks are dropped).
 WINDOW = 256
 
@@ -48,6 +51,8 @@ class PeerState:
     status: str = "ok"  # ok | diverged | repairing
     since: int = 0  # tick it diverged at, or tick it restored to
     last_tick: int = 0  # newest tick it reported
+    restored: int = -1  # newest tick it restored to (its reports up to there are stale)
+    queue: list[int] = field(default_factory=list)  # its reported ticks not judged yet, ascending
 
 
 @dataclass
@@ -77,7 +82,8 @@ class Agreement:
 
     def standing(self) -> dict[str, list[int | str]]:
         """Every peer's status (and the counters), to carry in a snapshot."""
-        out: dict[str, list[int | str]] = {p: [s.status, s.since, s.last_tick] for p, s in sorted(self.peers.items())}
+        out: dict[str, list[int | str]] = {p: [s.status, s.since, s.last_tick, s.restored]
+                                           for p, s in sorted(self.peers.items())}
         out[""] = [self.detected, self.repaired]
         return out
 
@@ -89,8 +95,8 @@ class Agreement:
         for p, v in standing.items():
             if p == "":
                 self.detected, self.repaired = int(v[0]), int(v[1])
-            elif len(v) == 3 and v[0] in ("ok", "diverged", "repairing"):
-                self.peers[p] = PeerState(str(v[0]), int(v[1]), int(v[2]))
+            elif len(v) == 4 and v[0] in ("ok", "diverged", "repairing"):
+                self.peers[p] = PeerState(str(v[0]), int(v[1]), int(v[2]), int(v[3]))
 
     def decided(self, tick: int) -> Hashes | None:
         """The majority's hashes for ``tick``, once a quorum agreed."""
@@ -100,12 +106,16 @@ class Agreement:
         return set(self.reports.get(tick, ()))
 
     def report(self, peer: str, tick: int, hashes: Hashes) -> list[Event]:
-        """Feed one REPORT entry; returns the events it decides."""
+        """Feed one REPORT entry; returns the events it decides.
+
+        A peer's reports are judged in tick order: a report whose majority is known waits while the
+        same peer's report of an earlier tick is undecided, so a divergence is always declared at the
+        first tick that differs, even if later ticks reach their majority first. An earlier tick that
+        stays undecided while a tick ``SLACK`` later is decided (its voters died) is skipped.
+        """
         st = self.peer(peer)
-        if st.status == "diverged":
-            return []
-        if st.status == "repairing" and tick <= st.since:
-            return []
+        if st.status == "diverged" or tick <= st.restored:
+            return []  # known bad, or computed before its restore
         known = self.majority.get(tick)
         if known is None and self.majority and tick < min(self.majority):
             return []  # older than the window
@@ -114,25 +124,46 @@ class Agreement:
             return []  # a replay re-reporting a tick it already reported
         bucket[peer] = hashes
         st.last_tick = max(st.last_tick, tick)
-        if known is not None:
-            return self._judge(peer, tick, hashes, known)
-        votes: dict[Hashes, int] = {}
-        for p, h in bucket.items():
-            if p in self.members:
-                votes[h] = votes.get(h, 0) + 1
-        winner = next((h for h, n in votes.items() if n >= self.quorum), None)
-        if winner is None:
-            return []
-        self.majority[tick] = winner
-        self._prune(tick)
+        if tick not in st.queue:
+            insort(st.queue, tick)
+        if known is None:
+            votes: dict[Hashes, int] = {}
+            for p, h in bucket.items():
+                if p in self.members:
+                    votes[h] = votes.get(h, 0) + 1
+            winner = next((h for h, n in votes.items() if n >= self.quorum), None)
+            if winner is None:
+                return []
+            self.majority[tick] = winner
+            self._prune(tick)
+            events: list[Event] = []
+            for p in sorted(self.peers):
+                events += self._drain(p)
+            return events
+        return self._drain(peer)
+
+    def _drain(self, peer: str) -> list[Event]:
+        st = self.peers[peer]
         events: list[Event] = []
-        for p, h in sorted(bucket.items()):
-            events += self._judge(p, tick, h, winner)
+        newest = max(self.majority, default=0)
+        while st.queue and st.status != "diverged":
+            t = st.queue[0]
+            maj = self.majority.get(t)
+            if maj is None and newest < t + SLACK:
+                break
+            st.queue.pop(0)
+            h = self.reports.get(t, {}).get(peer)
+            if maj is not None and h is not None:
+                events += self._judge(peer, t, h, maj)
+        if st.status == "diverged":
+            st.queue.clear()
         return events
 
     def restored(self, peer: str, tick: int) -> list[Event]:
         """Feed one RESTORED entry: ``peer`` now holds the majority's state of ``tick``."""
         st = self.peer(peer)
+        st.restored = max(st.restored, tick)
+        st.queue = [t for t in st.queue if t > tick]
         if st.status == "diverged":
             st.status, st.since = "repairing", tick
         return []

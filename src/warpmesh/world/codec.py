@@ -5,6 +5,8 @@ Raft entries are msgpack lists whose first item is the entry kind:
 * ``[INTENTS, origin, [intent bytes ...]]`` - intents submitted on ``origin``; many per entry;
 * ``[TICK, n]`` - the boundary of tick ``n``: every intent committed since tick ``n - 1`` is in it;
 * ``[REPORT, peer, n, commit, state_root, patch_digest]`` - what ``peer`` computed for tick ``n``;
+* ``[REPORTS, peer, [[n, commit, state_root, patch_digest], ...]]`` - several ticks in one entry (a
+  peer reports in tick order: its next entry is proposed once the previous one committed);
 * ``[RESTORED, peer, n]`` - ``peer`` replaced its state with the majority's snapshot of tick ``n``.
 
 A world snapshot is ``[tick, raft_index, snapshot fields, state]`` where the state lists every warp
@@ -31,6 +33,7 @@ __all__ = [
     "TICK",
     "IntentsEntry",
     "ReportEntry",
+    "ReportsEntry",
     "RestoredEntry",
     "TickEntry",
     "WorldCodecError",
@@ -40,6 +43,7 @@ __all__ = [
     "decode_state",
     "encode_intents",
     "encode_report",
+    "encode_reports",
     "encode_restored",
     "encode_snapshot",
     "encode_state",
@@ -50,6 +54,7 @@ INTENTS = 1
 TICK = 2
 REPORT = 3
 RESTORED = 4
+REPORTS = 5
 
 
 class WorldCodecError(WarpmeshError, ValueError):
@@ -77,12 +82,18 @@ class ReportEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class ReportsEntry:
+    peer: str
+    items: tuple[tuple[int, bytes, bytes, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class RestoredEntry:
     peer: str
     tick: int
 
 
-Entry = IntentsEntry | TickEntry | ReportEntry | RestoredEntry
+Entry = IntentsEntry | TickEntry | ReportEntry | ReportsEntry | RestoredEntry
 
 
 def encode_intents(origin: str, intents: list[bytes]) -> bytes:
@@ -95,6 +106,10 @@ def encode_tick(tick: int) -> bytes:
 
 def encode_report(peer: str, tick: int, commit: bytes, state_root: bytes, patch_digest: bytes) -> bytes:
     return pack([REPORT, peer, tick, commit, state_root, patch_digest])
+
+
+def encode_reports(peer: str, items: list[tuple[int, bytes, bytes, bytes]]) -> bytes:
+    return pack([REPORTS, peer, [list(i) for i in items]])
 
 
 def encode_restored(peer: str, tick: int) -> bytes:
@@ -136,6 +151,13 @@ def decode_entry(data: bytes) -> Entry:
         return TickEntry(_int(obj[1]))
     if kind == REPORT and len(obj) == 6:
         return ReportEntry(_str(obj[1]), _int(obj[2]), _h(obj[3]), _h(obj[4]), _h(obj[5]))
+    if kind == REPORTS and len(obj) == 3 and type(obj[2]) is list and obj[2]:
+        items = []
+        for it in obj[2]:
+            if type(it) is not list or len(it) != 4:
+                raise WorldCodecError("a report is [tick, commit, state_root, patch_digest]")
+            items.append((_int(it[0]), _h(it[1]), _h(it[2]), _h(it[3])))
+        return ReportsEntry(_str(obj[1]), tuple(items))
     if kind == RESTORED and len(obj) == 3:
         return RestoredEntry(_str(obj[1]), _int(obj[2]))
     raise WorldCodecError(f"unknown world entry kind {kind} (or wrong arity)")

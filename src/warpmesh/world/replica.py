@@ -27,6 +27,7 @@ from warpmesh.world.agreement import Agreement, Event, Hashes
 from warpmesh.world.codec import (
     IntentsEntry,
     ReportEntry,
+    ReportsEntry,
     RestoredEntry,
     TickEntry,
     WorldCodecError,
@@ -113,6 +114,9 @@ class Replica:
             if type(entry) is ReportEntry:
                 step.events = self.agreement.report(
                     entry.peer, entry.tick, Hashes(entry.commit, entry.state_root, entry.patch_digest))
+            elif type(entry) is ReportsEntry:
+                for tick, commit, state_root, patch_digest in entry.items:
+                    step.events += self.agreement.report(entry.peer, tick, Hashes(commit, state_root, patch_digest))
             elif type(entry) is RestoredEntry:
                 step.events = self.agreement.restored(entry.peer, entry.tick)
         return step

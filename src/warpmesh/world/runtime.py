@@ -37,7 +37,7 @@ from warpmesh.world.codec import (
     WorldSnapshot,
     decode_snapshot,
     encode_intents,
-    encode_report,
+    encode_reports,
     encode_restored,
     encode_snapshot,
     encode_tick,
@@ -87,6 +87,9 @@ class World:
         self._candidates: list[int] = []
         self._repair: int | None = None
         self._rewind = False
+        self._outgoing: list[tuple[int, bytes, bytes, bytes]] = []
+        self._restored: int | None = None
+        self._reporting = False
         self._rids = itertools.count(1)
         self._fetches: dict[int, asyncio.Queue[list[Any]]] = {}
         self._closed = False
@@ -209,9 +212,10 @@ class World:
             s = step.committed
             self.tick.set(step.tick)
             self.stats["ticks"] += 1
-            data = encode_report(self.id, step.tick, s.hash, s.state_root, s.patch_digest)
-            self.stats["report_bytes"] += len(data)
-            self._spawn(self._propose(data))
+            self._outgoing.append((step.tick, s.hash, s.state_root, s.patch_digest))
+            if not self._reporting:
+                self._reporting = True
+                self._spawn(self._report())
             if self.snapshot_every and step.tick % self.snapshot_every == 0:
                 self._candidates.append(step.tick)
             if self.on_tick is not None:
@@ -253,6 +257,24 @@ class World:
         t = asyncio.get_running_loop().create_task(coro)
         self._bg.add(t)
         t.add_done_callback(self._bg.discard)
+
+    async def _report(self) -> None:
+        """Propose this peer's reports in tick order: one entry at a time, carrying every report
+        made while the previous one was in flight (so the log never holds tick N+1 before N)."""
+        try:
+            while (self._outgoing or self._restored is not None) and not self._closed:
+                if self._restored is not None:
+                    # After a restore: announce it before any report computed from the restored state.
+                    tick, self._restored = self._restored, None
+                    await self._propose(encode_restored(self.id, tick))
+                    continue
+                items, self._outgoing = self._outgoing, []
+                data = encode_reports(self.id, items)
+                self.stats["report_entries"] += 1
+                self.stats["report_bytes"] += len(data)
+                await self._propose(data)
+        finally:
+            self._reporting = False
 
     async def _propose(self, data: bytes) -> None:
         for _ in range(5):
@@ -312,7 +334,11 @@ class World:
         if self.on_event is not None:
             self.on_event({"event": "restoring", "peer": self.id, "tick": tick, "from": source,
                            "snapshot_tick": snap.tick, "diff": diff})
-        self._spawn(self._propose(encode_restored(self.id, snap.tick)))
+        self._outgoing = []  # computed from the state just replaced
+        self._restored = snap.tick
+        if not self._reporting:
+            self._reporting = True
+            self._spawn(self._report())
 
     async def _fetch(self, peer: str, tick: int, timeout: float = 1.0) -> WorldSnapshot | None:
         rid = next(self._rids)
