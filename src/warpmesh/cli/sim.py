@@ -143,3 +143,7 @@ def sim_warp(seed: int | None, seeds: int, start: int, as_json: bool, fail_fast:
 from warpmesh.cli.sim_raft import sim_raft  # noqa: E402
 
 sim.add_command(sim_raft)
+
+from warpmesh.cli.sim_world import sim_world  # noqa: E402
+
+sim.add_command(sim_world)
