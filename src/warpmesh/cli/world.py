@@ -65,10 +65,12 @@ def _out(obj: dict[str, Any]) -> None:
 @click.option("--snapshot-every", type=click.IntRange(min=0), default=16)
 @click.option("--trailing", type=click.IntRange(min=0), default=32,
               help="Raft entries kept below a snapshot (small: late joiners install the snapshot).")
+@click.option("--pipelined", is_flag=True, help="Propose ticks without waiting for the hash reports.")
+@click.option("--entities", type=click.IntRange(1, 100_000), default=16)
 @click.option("--log-level", default="warning")
 def peer(peer_id: str, listen: str, peers: str, members: str, data_dir: Path, ticks: int, workers: int,
          corrupt_at: int | None, learner: bool, interval: float, intents: int, snapshot_every: int,
-         trailing: int, log_level: str) -> None:
+         trailing: int, pipelined: bool, entities: int, log_level: str) -> None:
     """One world peer (used by ``world demo``). JSON lines on stdout; commands on stdin."""
     setup_logging(log_level)
     addr = parse_addr(listen, "--listen")
@@ -97,7 +99,8 @@ def peer(peer_id: str, listen: str, peers: str, members: str, data_dir: Path, ti
         await node.start()
         w = World(node, mux.channel(WORLD_FETCH_CHANNEL), voters, workers=workers,
                   snapshot_every=snapshot_every, corrupt_at=[corrupt_at] if corrupt_at else [],
-                  on_tick=lambda t, s: _out({"peer": peer_id, "tick": t, "commit": s.hash.hex()}),
+                  on_tick=lambda t, s: _out({"peer": peer_id, "tick": t, "commit": s.hash.hex(),
+                                             "intents": w.replica.last_intents}),
                   on_event=lambda ev: _out({**ev, "by": peer_id}))
         await w.start()
         _out({"event": "ready", "id": peer_id, "address": f"{mesh.address[0]}:{mesh.address[1]}",
@@ -111,14 +114,14 @@ def peer(peer_id: str, listen: str, peers: str, members: str, data_dir: Path, ti
         async def workload() -> None:
             if peer_id == voters[0] and w.tick.value == 0:
                 with contextlib.suppress(Exception):
-                    await w.submit([spawn(f"e{i}", (i, 0, 0), (0, 1, 0)) for i in range(16)])
+                    await w.submit([spawn(f"e{i}", (i, 0, 0), (0, 1, 0)) for i in range(entities)])
             seen = w.tick.value
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await w.tick.wait_for(lambda v, s=seen: v > s, 1.0)
                 seen = w.tick.value
                 if intents and seen < ticks:
-                    batch = [push(f"e{rng.randrange(16)}", (rng.randrange(-1, 2), rng.randrange(-1, 2), 0))
+                    batch = [push(f"e{rng.randrange(entities)}", (rng.randrange(-1, 2), rng.randrange(-1, 2), 0))
                              for _ in range(intents)]
                     with contextlib.suppress(Exception):
                         await w.submit(batch, timeout=2.0)
@@ -139,7 +142,7 @@ def peer(peer_id: str, listen: str, peers: str, members: str, data_dir: Path, ti
                             await node.change_membership(m.voters, set(m.learners) | {cmd["peer"]}, timeout=10)
                             _out({"event": "learner_added", "peer": cmd["peer"], "by": peer_id})
 
-        tasks = [loop.create_task(w.run_ticker(ticks, interval=interval)), loop.create_task(workload()),
+        tasks = [loop.create_task(w.run_ticker(ticks, interval=interval, lockstep=not pipelined)), loop.create_task(workload()),
                  loop.create_task(commands())]
         try:
             await stop.wait()

@@ -75,6 +75,7 @@ class Replica:
         self.checkpoint: WorldSnapshot | None = None
         self.tick_index: dict[int, int] = {0: 0}
         self.malformed = 0
+        self.last_intents = 0  # intents in the newest committed tick
         #: Set while this replica is known diverged: ticks are skipped (the state is wrong anyway),
         #: verdicts still followed, until :meth:`restore`.
         self.halted = False
@@ -105,6 +106,7 @@ class Replica:
                     self.injected.append(entry.tick)
                     intents = [*intents, push("e0", (1, 0, 0))]
                 snap = run_tick(self.engine, entry.tick, intents)
+                self.last_intents = len(intents)
                 self.tick = entry.tick
                 self.tick_index[entry.tick] = index
                 self._remember(entry.tick, index, snap)
