@@ -246,3 +246,25 @@ def test_diff_lists_added_removed_and_changed() -> None:
     assert entity_id("a").hex() in d["attachments"]["changed"]
     assert len(d["edges"]["added"]) == 1 and len(d["edges"]["removed"]) == 1
     assert is_empty(diff_states(e1.state, e1.state.clone()))
+
+
+def test_a_divergence_is_declared_at_its_first_tick_even_if_a_later_tick_decides_first() -> None:
+    ag = Agreement.of(MEMBERS)
+    ag.report("c", 4, H2)  # c's reports of ticks 4 and 5 are both bad
+    ag.report("c", 5, H2)
+    ag.report("a", 5, H1)
+    assert ag.report("b", 5, H1) == []  # tick 5 decided first: c's verdict waits for tick 4
+    ag.report("a", 4, H1)
+    events = ag.report("b", 4, H1)
+    assert [(e.kind, e.peer, e.tick) for e in events] == [("diverged", "c", 4)]
+
+
+def test_an_undecidable_tick_stops_holding_verdicts_back() -> None:
+    ag = Agreement.of(MEMBERS)
+    ag.report("c", 1, H2)  # tick 1 never reaches a majority (its other voters died)
+    events = []
+    for t in range(2, 12):
+        ag.report("c", t, H2)
+        ag.report("a", t, H1)
+        events += ag.report("b", t, H1)
+    assert [(e.kind, e.tick) for e in events] == [("diverged", 2)]

@@ -117,7 +117,7 @@ class Agreement:
         if st.status == "diverged" or tick <= st.restored:
             return []  # known bad, or computed before its restore
         known = self.majority.get(tick)
-        if known is None and self.majority and tick < min(self.majority):
+        if known is None and self.majority and tick < max(self.majority) - WINDOW:
             return []  # older than the window
         bucket = self.reports.setdefault(tick, {})
         if peer in bucket and st.status == "ok":
