@@ -14,7 +14,7 @@ def _check(seed: int, **kw: object) -> None:
     assert r.metrics["repaired_at"] is not None or kw.get("diverge") is False
 
 
-@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("seed", range(30))
 def test_world_sweep(seed: int) -> None:
     _check(seed)
 
