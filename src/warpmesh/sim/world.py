@@ -103,7 +103,7 @@ async def _run(seed: int, n: int, ticks: int, crashes: bool, diverge: bool, loss
         p.world = await World(p.node, mux.channel(WORLD_FETCH_CHANNEL), ids, workers=p.workers,
                               snapshot_every=snapshot_every, corrupt_at=corrupt, on_tick=on_tick,
                               on_event=on_event).start()
-        p.tasks = [loop.create_task(p.world.run_ticker(ticks, grace=0.05, interval=interval)),
+        p.tasks = [loop.create_task(p.world.run_ticker(None, grace=0.05, interval=interval)),
                    loop.create_task(workload(p, random.Random(rng.getrandbits(32))))]
 
     async def halt(p: _Peer) -> None:
@@ -154,22 +154,28 @@ async def _run(seed: int, n: int, ticks: int, crashes: bool, diverge: bool, loss
     chaos_task = loop.create_task(chaos()) if crashes else None
     deadline = loop.time() + 60 + ticks
     while loop.time() < deadline:
-        if all(p.world is not None and p.world.tick.value >= ticks for p in peers.values()) \
-                and all(p.world is not None and p.world._repair is None for p in peers.values()):
+        # Ticks go on past the target until every repair is proven (a repair is proven by a later tick).
+        if all(p.world is not None and p.world.tick.value >= ticks and p.world.replica.status == "ok"
+               and getattr(p.world.replica.agreement.peers.get(bad or ""), "status", "ok") == "ok"
+               for p in peers.values()):
             break
         await asyncio.sleep(0.1)
     stop.set()
     if chaos_task is not None:
         await chaos_task
     fabric.calm()
+    for p in peers.values():
+        p.tasks[0].cancel()  # the tickers: the world stops at its newest tick
+    await asyncio.sleep(0.5)
+    final = max(p.world.tick.value for p in peers.values() if p.world is not None)
     # Let every live peer reach the last tick and its reports land.
     end = loop.time() + 20
-    while loop.time() < end and not all(p.world is not None and p.world.tick.value >= ticks
-                                        and p.world.replica.agreement.decided(ticks) is not None
+    while loop.time() < end and not all(p.world is not None and p.world.tick.value >= final
+                                        and p.world.replica.agreement.decided(final) is not None
                                         for p in peers.values()):
         await asyncio.sleep(0.1)
     await asyncio.sleep(0.5)
-    _check(report, ids, peers, hashes, events, bad, bad_tick, ticks)
+    _check(report, ids, peers, hashes, events, bad, bad_tick, final)
     for p in peers.values():
         with contextlib.suppress(Exception):
             await halt(p)
