@@ -268,3 +268,14 @@ def test_an_undecidable_tick_stops_holding_verdicts_back() -> None:
         ag.report("a", t, H1)
         events += ag.report("b", t, H1)
     assert [(e.kind, e.tick) for e in events] == [("diverged", 2)]
+
+
+def test_the_core_imports_no_runtime() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, warpmesh.world, warpmesh.world.replica; "
+            "print([m for m in ('asyncio', 'socket', 'sqlite3', 'warpmesh.world.runtime', 'warpmesh.raft.runtime') "
+            "if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
