@@ -34,3 +34,11 @@ def test_same_seed_same_trace() -> None:
 @pytest.mark.parametrize("seed", range(100, 200))
 def test_world_sweep_long(seed: int) -> None:
     _check(seed, ticks=80)
+
+
+def test_a_large_world_is_repaired_from_a_snapshot_fetched_in_several_chunks() -> None:
+    from warpmesh.world.runtime import CHUNK_BYTES
+
+    r = run_world(2, ticks=12, entities=1500, crashes=False)
+    assert r.ok, f"{r.failures} -- replay: {r.replay}"
+    assert r.metrics["fetched_bytes"] > CHUNK_BYTES

@@ -17,8 +17,10 @@ from warpmesh.sim.harness import SimReport
 @click.option("--no-crashes", is_flag=True, help="Never crash peers.")
 @click.option("--no-diverge", is_flag=True, help="Inject no divergence.")
 @click.option("--no-loss", is_flag=True, help="A perfect network (no drops, duplicates, reordering).")
+@click.option("--entities", type=click.IntRange(1, 100_000), default=6, show_default=True,
+              help="Entities in the world (thousands make snapshots span several fetch chunks).")
 def sim_world(seed: int | None, seeds: int, start: int, as_json: bool, fail_fast: bool, peers: int, ticks: int,
-              no_crashes: bool, no_diverge: bool, no_loss: bool) -> None:
+              no_crashes: bool, no_diverge: bool, no_loss: bool, entities: int) -> None:
     """Replicated worlds: peers with different worker counts over a lossy network, crashes and restarts,
     one injected divergence. Checks equal commit hashes at every tick, detection at the injected tick,
     repair, and agreement at the end."""
@@ -26,6 +28,6 @@ def sim_world(seed: int | None, seeds: int, start: int, as_json: bool, fail_fast
 
     def run(s: int) -> SimReport:
         return run_world(s, peers=peers, ticks=ticks, crashes=not no_crashes, diverge=not no_diverge,
-                         lossy=not no_loss)
+                         lossy=not no_loss, entities=entities)
 
     sys.exit(run_sweep("world", run, _seed_range(seed, seeds, start), as_json=as_json, fail_fast=fail_fast))

@@ -46,10 +46,10 @@ class _Peer:
 
 
 def run_world(seed: int, *, peers: int = 3, ticks: int = 30, crashes: bool = True, diverge: bool = True,
-              lossy: bool = True) -> SimReport:
+              lossy: bool = True, entities: int = ENTITIES) -> SimReport:
     """One seeded run; see the module docstring."""
     params: dict[str, Any] = {}
-    for name, value, default in (("peers", peers, 3), ("ticks", ticks, 30)):
+    for name, value, default in (("peers", peers, 3), ("ticks", ticks, 30), ("entities", entities, ENTITIES)):
         if value != default:
             params[name] = value
     for name, value in (("no_crashes", not crashes), ("no_diverge", not diverge), ("no_loss", not lossy)):
@@ -57,7 +57,7 @@ def run_world(seed: int, *, peers: int = 3, ticks: int = 30, crashes: bool = Tru
             params[name] = True
     report = SimReport("world", seed, params)
     try:
-        run_virtual(_run(seed, peers, ticks, crashes, diverge, lossy, report))
+        run_virtual(_run(seed, peers, ticks, crashes, diverge, lossy, report, entities))
     except Exception as err:
         import traceback
 
@@ -66,7 +66,7 @@ def run_world(seed: int, *, peers: int = 3, ticks: int = 30, crashes: bool = Tru
 
 
 async def _run(seed: int, n: int, ticks: int, crashes: bool, diverge: bool, lossy: bool,
-               report: SimReport) -> None:
+               report: SimReport, n_entities: int = ENTITIES) -> None:
     rng = random.Random(seed)
     loop = asyncio.get_running_loop()
     faults = LinkFaults(delay=0.0005, jitter=rng.choice((0.0, 0.002)))
@@ -122,13 +122,13 @@ async def _run(seed: int, n: int, ticks: int, crashes: bool, diverge: bool, loss
     async def workload(p: _Peer, prng: random.Random) -> None:
         if p.id == ids[0]:
             with contextlib.suppress(Exception):
-                await p.world.submit([spawn(f"e{i}", (i, 0, 0), (0, 1, 0)) for i in range(ENTITIES)])  # type: ignore[union-attr]
+                await p.world.submit([spawn(f"e{i}", (i, 0, 0), (0, 1, 0)) for i in range(n_entities)])  # type: ignore[union-attr]
         seen = 0
         while not stop.is_set() and p.world is not None:
             with contextlib.suppress(TimeoutError):
                 await p.world.tick.wait_for(lambda v, s=seen: v > s, 1.0)
             seen = p.world.tick.value
-            batch = [push(f"e{prng.randrange(ENTITIES)}", (prng.randrange(-2, 3), prng.randrange(-2, 3), 0))
+            batch = [push(f"e{prng.randrange(n_entities)}", (prng.randrange(-2, 3), prng.randrange(-2, 3), 0))
                      for _ in range(prng.randrange(0, 4))]
             if batch:
                 with contextlib.suppress(Exception):
@@ -175,6 +175,8 @@ async def _run(seed: int, n: int, ticks: int, crashes: bool, diverge: bool, loss
                                         for p in peers.values()):
         await asyncio.sleep(0.1)
     await asyncio.sleep(0.5)
+    report.metrics["fetched_bytes"] = sum(p.world.stats["fetched_bytes"] for p in peers.values()
+                                          if p.world is not None)
     _check(report, ids, peers, hashes, events, bad, bad_tick, final)
     for p in peers.values():
         with contextlib.suppress(Exception):
