@@ -144,6 +144,11 @@ from warpmesh.cli.sim_raft import sim_raft  # noqa: E402
 
 sim.add_command(sim_raft)
 
+# The planning workload's command lives with the planning area (warpmesh.cli.sim_planning).
+from warpmesh.cli.sim_planning import sim_planning  # noqa: E402
+
+sim.add_command(sim_planning)
+
 from warpmesh.cli.sim_world import sim_world  # noqa: E402
 
 sim.add_command(sim_world)

@@ -276,6 +276,7 @@ async def _demo(n: int, ticks: int, kill_one: bool, diverge_one: bool, add_peer:
     installed: dict[str, int] = {}
     detected = repaired = 0
     last_agree = False
+    live: set[str] = set()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     started = time.perf_counter()
@@ -379,14 +380,22 @@ async def _demo(n: int, ticks: int, kill_one: bool, diverge_one: bool, add_peer:
             if emitted >= ticks and not pending_div and (not diverge_one or repaired >= 1) \
                     and (not waiting_catch or loop.time() > deadline - timeout / 2):
                 break
+        # Every live peer (a restarted one and a joiner included) must report the final tick.
+        live = {p for p, pr in procs.items() if pr.alive}
+        settle = loop.time() + 15
+        while not live <= set(hashes.get(ticks, {})) and loop.time() < settle:
+            with contextlib.suppress(TimeoutError):
+                msg = await asyncio.wait_for(lines.get(), 0.2)
+                if "tick" in msg and "commit" in msg:
+                    hashes.setdefault(msg["tick"], {})[msg["peer"]] = msg["commit"]
     finally:
         for pr in procs.values():
             await pr.stop()
         tmp.cleanup()
-    final = hashes.get(ticks, {})
+    final = {p: h for p, h in hashes.get(ticks, {}).items() if p in live}
     summary = {"ticks": emitted, "divergences_injected": 1 if diverge_one else 0,
                "divergences_detected": detected, "repaired": repaired,
-               "all_agree_at_end": bool(final) and len(set(final.values())) == 1 and last_agree}
+               "all_agree_at_end": live <= set(final) and len(set(final.values())) == 1 and last_agree}
     if as_json:
         _out(summary)
     else:

@@ -7,9 +7,15 @@
 * :class:`IsolateHost` -- runs guest modules under the guest ABI v1 (docs/guest-abi.md) with a
   memory cap, fuel and a deadline.
 * :mod:`warpmesh.workers.fold` -- the recursive directory fold, as isolates and in plain Python.
+* Command workers (loaded on first use): :func:`run_command` / :func:`run_process` (a subprocess
+  in its own process group, killed whole), :func:`warm_boot` and :class:`WarmCache` (build caches
+  by content key, per-job seeded directories), :class:`CommandWorkers` (the ``command.run`` and
+  ``command.check`` Warp ops).
 
 See docs/workers.md.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from warpmesh.workers.canonical import CanonicalError
 from warpmesh.workers.errors import FailureKind, JobError
@@ -20,10 +26,41 @@ from warpmesh.workers.runner import JobContext, LocalResults, ResultsBackend, Ru
 from warpmesh.workers.store import CorruptObject, ObjectNotFound, Store, StoreError, default_store_dir
 from warpmesh.workers.tree import TreeEntry
 
+if TYPE_CHECKING:
+    from warpmesh.workers.command import CommandError, CommandSpec
+    from warpmesh.workers.commands import CommandWorkers, run_command
+    from warpmesh.workers.subproc import CommandResult, run_process
+    from warpmesh.workers.warm import CargoRecipe, GenericRecipe, WarmCache, warm_boot
+    from warpmesh.workers.warmcore import WarmReport, WarmStatus, WorkerConfig
+
+# Command workers load lazily: importing the package must not pull in their runtimes.
+_LAZY = {
+    "CommandError": "command", "CommandSpec": "command", "CommandWorkers": "commands", "run_command": "commands",
+    "CommandResult": "subproc", "run_process": "subproc", "CargoRecipe": "warm", "GenericRecipe": "warm",
+    "WarmCache": "warm", "warm_boot": "warm", "WarmReport": "warmcore", "WarmStatus": "warmcore",
+    "WorkerConfig": "warmcore",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'warpmesh.workers' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"warpmesh.workers.{module}"), name)
+
+
 __all__ = [
     "CanonicalError",
+    "CargoRecipe",
+    "CommandError",
+    "CommandResult",
+    "CommandSpec",
+    "CommandWorkers",
     "CorruptObject",
     "FailureKind",
+    "GenericRecipe",
     "HostConfig",
     "IsolateHost",
     "JobContext",
@@ -41,8 +78,15 @@ __all__ = [
     "Store",
     "StoreError",
     "TreeEntry",
+    "WarmCache",
+    "WarmReport",
+    "WarmStatus",
     "WasmWorker",
+    "WorkerConfig",
     "blob_id",
     "default_store_dir",
+    "run_command",
+    "run_process",
     "tree_id",
+    "warm_boot",
 ]
