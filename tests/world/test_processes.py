@@ -44,6 +44,7 @@ def test_demo_kill_diverge_and_join_over_tcp() -> None:
 
 
 def test_demo_usage_error_is_one_line() -> None:
-    p = subprocess.run([sys.executable, "-m", "warpmesh.cli.app", "world", "demo", "--peers", "1"],
-                       capture_output=True, text=True, timeout=60)
-    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+    for args in (["--peers", "1"], ["--peers", "2", "--diverge-one"], ["--ticks", "x"]):
+        p = subprocess.run([sys.executable, "-m", "warpmesh.cli.app", "world", "demo", *args],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr

@@ -229,6 +229,9 @@ class _Proc:
 def demo(n: int, ticks: int, kill_one: bool, diverge_one: bool, add_peer: bool, workers: int, interval: float,
          as_json: bool, timeout: float) -> None:
     """Run a replicated world across local peer processes and compare their commit hashes per tick."""
+    if n < 3 and (kill_one or diverge_one):
+        raise click.BadParameter("--kill-one and --diverge-one need at least 3 peers (a majority must remain)",
+                                 param_hint="--peers")
     try:
         summary = asyncio.run(_demo(n, ticks, kill_one, diverge_one, add_peer, workers, interval, as_json, timeout))
     except TimeoutError:
