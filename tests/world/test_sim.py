@@ -39,6 +39,6 @@ def test_world_sweep_long(seed: int) -> None:
 def test_a_large_world_is_repaired_from_a_snapshot_fetched_in_several_chunks() -> None:
     from warpmesh.world.runtime import CHUNK_BYTES
 
-    r = run_world(2, ticks=12, entities=1500, crashes=False)
+    r = run_world(2, ticks=10, entities=1200, crashes=False)
     assert r.ok, f"{r.failures} -- replay: {r.replay}"
     assert r.metrics["fetched_bytes"] > CHUNK_BYTES
