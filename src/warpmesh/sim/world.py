@@ -45,8 +45,33 @@ class _Peer:
         self.tasks: list[asyncio.Task[Any]] = []
 
 
+def agreement_bytes(payload: bytes) -> int:
+    """Bytes of hash agreement in one payload on the world's Raft channel: REPORTS/RESTORED entries
+    in AppendEntries and Forward frames (each entry's own encoding; the frame's shared header is not
+    counted). Used by bench/world.py to measure agreement traffic."""
+    from warpmesh.raft.messages import AppendEntries, Forward, decode
+    from warpmesh.wire.frame import pack
+
+    if not payload or payload[0] != WORLD_RAFT_CHANNEL:
+        return 0
+    try:
+        msg = decode(payload[1:], "a", "b")
+    except Exception:
+        return 0
+    total = 0
+    if isinstance(msg, AppendEntries):
+        for e in msg.entries:
+            if e.data[:2] in (b"\x93\x05", b"\x93\x04"):  # msgpack [5|4, ...]: REPORTS / RESTORED
+                total += len(pack(list(e[1:]))) + 2
+    elif isinstance(msg, Forward):
+        for item in msg.items:
+            if item[0][:2] in (b"\x93\x05", b"\x93\x04"):
+                total += len(pack(list(item))) + 2
+    return total
+
+
 def run_world(seed: int, *, peers: int = 3, ticks: int = 30, crashes: bool = True, diverge: bool = True,
-              lossy: bool = True, entities: int = ENTITIES) -> SimReport:
+              lossy: bool = True, entities: int = ENTITIES, measure: bool = False) -> SimReport:
     """One seeded run; see the module docstring."""
     params: dict[str, Any] = {}
     for name, value, default in (("peers", peers, 3), ("ticks", ticks, 30), ("entities", entities, ENTITIES)):
@@ -57,7 +82,7 @@ def run_world(seed: int, *, peers: int = 3, ticks: int = 30, crashes: bool = Tru
             params[name] = True
     report = SimReport("world", seed, params)
     try:
-        run_virtual(_run(seed, peers, ticks, crashes, diverge, lossy, report, entities))
+        run_virtual(_run(seed, peers, ticks, crashes, diverge, lossy, report, entities, measure))
     except Exception as err:
         import traceback
 
@@ -66,14 +91,21 @@ def run_world(seed: int, *, peers: int = 3, ticks: int = 30, crashes: bool = Tru
 
 
 async def _run(seed: int, n: int, ticks: int, crashes: bool, diverge: bool, lossy: bool,
-               report: SimReport, n_entities: int = ENTITIES) -> None:
+               report: SimReport, n_entities: int = ENTITIES, measure: bool = False) -> None:
     rng = random.Random(seed)
     loop = asyncio.get_running_loop()
     faults = LinkFaults(delay=0.0005, jitter=rng.choice((0.0, 0.002)))
     if lossy:
         faults = LinkFaults(delay=0.0005, jitter=rng.choice((0.0, 0.002)), drop=rng.choice((0.0, 0.02, 0.05)),
                             duplicate=rng.choice((0.0, 0.02)), reorder=rng.choice((0.0, 0.01)))
-    fabric = MemoryFabric(seed=rng.getrandbits(32), faults=faults)
+    agreed_bytes = [0]
+
+    def classify(payload: bytes) -> str:
+        n = agreement_bytes(payload)
+        agreed_bytes[0] += n
+        return "agreement" if n else "other"
+
+    fabric = MemoryFabric(seed=rng.getrandbits(32), faults=faults, classify=classify if measure else None)
     cfg = RaftConfig(election_timeout_min=0.15, election_timeout_max=0.3, heartbeat_interval=0.03,
                      trailing_entries=rng.choice((0, 20, 200)))
     snapshot_every = rng.choice((4, 8, 16))
@@ -175,6 +207,9 @@ async def _run(seed: int, n: int, ticks: int, crashes: bool, diverge: bool, loss
                                         for p in peers.values()):
         await asyncio.sleep(0.1)
     await asyncio.sleep(0.5)
+    if measure:
+        report.metrics["agreement_bytes"] = agreed_bytes[0]
+        report.metrics["wire_bytes"] = fabric.bytes_sent
     report.metrics["fetched_bytes"] = sum(p.world.stats["fetched_bytes"] for p in peers.values()
                                           if p.world is not None)
     _check(report, ids, peers, hashes, events, bad, bad_tick, final)
