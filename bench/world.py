@@ -69,7 +69,7 @@ async def _replicated(ticks: int, intents: int, entities: int, pipelined: bool) 
                     if not line:
                         return
                     msg = json.loads(line)
-                    if "commit" in msg:
+                    if "commit" in msg and "event" not in msg:
                         t = msg["tick"]
                         seen.setdefault(t, set()).add(i)
                         if len(seen[t]) == 3 and t not in done:

@@ -18,7 +18,7 @@ def _demo(*args: str, timeout: float = 150) -> tuple[int, list[dict], str]:
 def test_demo_kill_diverge_and_join_over_tcp() -> None:
     code, lines, err = _demo("--ticks", "48", "--kill-one", "--diverge-one", "--add-peer", "--workers", "4",
                              "--json")
-    assert code == 0, err
+    assert code == 0, (err, [x for x in lines if "hashes" not in x], [x for x in lines if "hashes" in x][-3:])
     *body, summary = lines
     assert summary == {"ticks": 48, "divergences_injected": 1, "divergences_detected": 1, "repaired": 1,
                        "all_agree_at_end": True}

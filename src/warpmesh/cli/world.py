@@ -50,6 +50,13 @@ def _out(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def _on_event(peer_id: str, ev: dict[str, Any]) -> None:
+    _out({**ev, "by": peer_id})
+    if ev["event"] == "installed" and ev.get("commit"):
+        # The installed snapshot's tick is a committed tick of this peer too (it may be the last one).
+        _out({"peer": peer_id, "tick": ev["tick"], "commit": ev["commit"], "intents": 0})
+
+
 @world.command("peer", hidden=True)
 @click.option("--id", "peer_id", required=True)
 @click.option("--listen", required=True, metavar="HOST:PORT")
@@ -101,7 +108,7 @@ def peer(peer_id: str, listen: str, peers: str, members: str, data_dir: Path, ti
                   snapshot_every=snapshot_every, corrupt_at=[corrupt_at] if corrupt_at else [],
                   on_tick=lambda t, s: _out({"peer": peer_id, "tick": t, "commit": s.hash.hex(),
                                              "intents": w.replica.last_intents}),
-                  on_event=lambda ev: _out({**ev, "by": peer_id}))
+                  on_event=lambda ev: _on_event(peer_id, ev))
         await w.start()
         _out({"event": "ready", "id": peer_id, "address": f"{mesh.address[0]}:{mesh.address[1]}",
               "resumed_tick": w.tick.value})
@@ -277,6 +284,8 @@ async def _demo(n: int, ticks: int, kill_one: bool, diverge_one: bool, add_peer:
     killed = restarted = added = False
     waiting_catch: dict[str, int] = {}
     installed: dict[str, int] = {}
+    learner_added = False
+    add_sent = -1.0
     detected = repaired = 0
     last_agree = False
     live: set[str] = set()
@@ -326,7 +335,7 @@ async def _demo(n: int, ticks: int, kill_one: bool, diverge_one: bool, add_peer:
             except TimeoutError:
                 msg = None
             if msg is not None:
-                if "tick" in msg and "commit" in msg:
+                if "commit" in msg and "event" not in msg:
                     t, p = msg["tick"], msg["peer"]
                     hashes.setdefault(t, {})[p] = msg["commit"]
                     since = waiting_catch.get(p)
@@ -350,6 +359,8 @@ async def _demo(n: int, ticks: int, kill_one: bool, diverge_one: bool, add_peer:
                             repaired += 1
                             say({"event": "repaired", "peer": msg["peer"], "tick": msg["tick"]},
                                 f"  {msg['peer']} repaired: matches the majority again at tick {msg['tick']}")
+                elif msg.get("event") == "learner_added":
+                    learner_added = True
                 elif msg.get("event") == "installed":
                     installed[msg["peer"]] = msg["tick"]
                 elif msg.get("event") == "restoring" and msg["peer"] in pending_div:
@@ -374,12 +385,16 @@ async def _demo(n: int, ticks: int, kill_one: bool, diverge_one: bool, add_peer:
                 newp = all_ids[-1]
                 procs[newp] = _Proc(newp, args(newp, True))
                 await procs[newp].start(lines)
-                for pr in procs.values():
-                    pr.send({"cmd": "add_learner", "peer": newp})
                 added = True
+                add_sent = -1.0
                 waiting_catch[newp] = emitted
                 if not as_json:
                     click.echo(f"  {newp} joins as a learner at tick {emitted}")
+            if added and not learner_added and loop.time() - add_sent > 1.0:
+                # Only the leader acts on it; leadership may move meanwhile, so repeat until done.
+                for pr in procs.values():
+                    pr.send({"cmd": "add_learner", "peer": all_ids[-1]})
+                add_sent = loop.time()
             if emitted >= ticks and not pending_div and (not diverge_one or repaired >= 1) \
                     and (not waiting_catch or loop.time() > deadline - timeout / 2):
                 break
@@ -389,7 +404,7 @@ async def _demo(n: int, ticks: int, kill_one: bool, diverge_one: bool, add_peer:
         while not live <= set(hashes.get(ticks, {})) and loop.time() < settle:
             with contextlib.suppress(TimeoutError):
                 msg = await asyncio.wait_for(lines.get(), 0.2)
-                if "tick" in msg and "commit" in msg:
+                if "commit" in msg and "event" not in msg:
                     hashes.setdefault(msg["tick"], {})[msg["peer"]] = msg["commit"]
     finally:
         for pr in procs.values():

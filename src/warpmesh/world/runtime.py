@@ -202,7 +202,8 @@ class World:
         self.tick.set(snap.tick)
         self.stats["installs"] += 1
         if self.on_event is not None:
-            self.on_event({"event": "installed", "peer": self.id, "tick": snap.tick})
+            self.on_event({"event": "installed", "peer": self.id, "tick": snap.tick,
+                           "commit": snap.last.hash.hex() if snap.last is not None else None})
         if self._repair is not None and repairing:
             # Raft installed the leader's snapshot, which was confirmed by the majority before it was
             # published: that is a repair too (announced, so the agreement can prove it).
