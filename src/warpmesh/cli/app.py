@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("warpmesh.cli.sim:sim", "Deterministic simulations over many seeds, with one-command replay."),
     "status": ("warpmesh.cli.client:status", "Show a running mesh: peers, ring shares, queue, counters."),
     "submit": ("warpmesh.cli.client:submit", "Submit jobs to a running mesh and wait for their answers."),
+    "world": ("warpmesh.cli.world:world", "Replicated worlds: one engine per peer, ordered by Raft, hashes compared."),
 }
 
 

@@ -22,7 +22,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +57,14 @@ def kv() -> None:
 @kv.command()
 @click.option("--id", "node_id", required=True, help="This node's id (unique, stable across restarts).")
 @click.option("--listen", required=True, metavar="HOST:PORT", help="Address to listen on.")
-@click.option("--peers", required=True, metavar="ID=HOST:PORT,...",
+@click.option("--peers", default=None, metavar="ID=HOST:PORT,...",
               help="Every member of the cluster, this node included (the bootstrap configuration).")
+@click.option("--join", "join_addrs", default=None, metavar="HOST:PORT,...",
+              help="Instead of --peers: join a running cluster through any of its members (see `kv member`).")
+@click.option("--force", is_flag=True, help="With --join: reuse a removed id, or replace a member's data.")
+@click.option("--learner", is_flag=True, help="With --join: stay a learner (a replica that does not vote).")
+@click.option("--join-timeout", type=click.FloatRange(0.1, 3600), default=30.0, show_default=True,
+              metavar="SECONDS", help="With --join: give up (exit 1) if no leader answers within this.")
 @click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory for this node's durable state (raft.sqlite).")
 @click.option("--snapshot-every", type=click.IntRange(min=0), default=10_000, show_default=True,
@@ -67,17 +72,20 @@ def kv() -> None:
 @click.option("--election-timeout", type=click.FloatRange(0.01, 60), default=None, metavar="SECONDS",
               help="Minimum election timeout (default 0.3; the maximum is twice it).")
 @mesh_options
-def serve(node_id: str, listen: str, peers: str, data_dir: Path, snapshot_every: int,
-          election_timeout: float | None, secret_file: Path | None, tls_cert: Path | None,
-          tls_key: Path | None, tls_ca: Path | None, log_level: str) -> None:
-    """Run one KV node until SIGINT/SIGTERM. Prints a JSON "ready" line on stdout once serving."""
+def serve(node_id: str, listen: str, peers: str | None, join_addrs: str | None, force: bool, learner: bool,
+          join_timeout: float, data_dir: Path, snapshot_every: int, election_timeout: float | None, secret_file: Path | None,
+          tls_cert: Path | None, tls_key: Path | None, tls_ca: Path | None, log_level: str) -> None:
+    """Run one KV node until SIGINT/SIGTERM. Prints a JSON "ready" line on stdout once serving.
+    Exits 1 if the node learns it was removed from the cluster (its data is then stale)."""
+    from warpmesh.cli.kv_ops import serve_members, serve_until
+
     setup_logging(log_level)
     listen_addr = parse_addr(listen, "--listen")
-    members = _parse_peers(peers)
-    if node_id not in members:
-        raise click.BadParameter(f"--peers must include this node ({node_id}=HOST:PORT)", param_hint="--peers")
+    members, join = serve_members(node_id, peers, join_addrs, force, learner)
     secret, tls = load_mesh_security(secret_file, tls_cert, tls_key, tls_ca)
-    _check_insecure(secret, listen=[listen_addr[0]], dial=[h for h, _ in members.values()])
+    _check_insecure(secret, listen=[listen_addr[0]],
+                    dial=[h for h, _ in members.values()] + [h for h, _ in join or ()])
+    from warpmesh.kv.server import AdminRefused as KVJoinRefused
     from warpmesh.raft.config import RaftConfig
     from warpmesh.raft.errors import CorruptState
 
@@ -94,7 +102,8 @@ def serve(node_id: str, listen: str, peers: str, data_dir: Path, snapshot_every:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         node = await open_kv_node(node_id, listen=listen_addr, peers=members, data_dir=data_dir,
-                                  secret=secret, config=cfg, snapshot_every=snapshot_every, tls=tls)
+                                  secret=secret, config=cfg, snapshot_every=snapshot_every, tls=tls,
+                                  join=join, force=force, learner=learner, join_timeout=join_timeout)
         from warpmesh.raft.runtime import tune_gc_for_server
 
         tune_gc_for_server()  # a dedicated server process: see the function's docstring
@@ -102,12 +111,18 @@ def serve(node_id: str, listen: str, peers: str, data_dir: Path, snapshot_every:
         print(json.dumps({"event": "ready", "id": node_id, "address": f"{addr[0]}:{addr[1]}",
                           "data": str(data_dir)}), flush=True)
         try:
-            await stop.wait()
+            removed = await serve_until(stop, node)
         finally:
             await node.close()
+        if removed:
+            raise click.ClickException(f"{removed}; the data in {data_dir} is stale and this node stops: "
+                                       "delete it and add the machine back under a new id with "
+                                       "`warpmesh kv serve --join HOST:PORT --id NEW_ID`")
 
     try:
         asyncio.run(main())
+    except (KVJoinRefused, TimeoutError) as err:
+        raise click.ClickException(f"cannot join the cluster: {err}") from None
     except CorruptState as err:
         raise click.ClickException(str(err)) from None
     except OSError as err:
@@ -232,9 +247,16 @@ def delete(key: str, servers: str, secret_file: Path | None, timeout: float, tls
 @click.option("--nodes", type=click.IntRange(1, 9), default=3, show_default=True)
 @click.option("--base-port", type=click.IntRange(1024, 65000), default=7101, show_default=True)
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path),
-              default=Path(".warpmesh-kv"), show_default=True, help="Parent directory of each node's data.")
-def up(nodes: int, base_port: int, data_dir: Path) -> None:
-    """Start a local cluster of NODES processes on loopback; Ctrl-C stops it (data is kept)."""
+              default=Path(".warpmesh-kv"), show_default=True,
+              help="Parent directory of each node's data (.gitignore covers the default).")
+@click.option("--restart-after", type=click.FloatRange(0, 3600), default=5.0, show_default=True,
+              metavar="SECONDS", help="Restart a node that died after this pause; 0: only on request.")
+def up(nodes: int, base_port: int, data_dir: Path, restart_after: float) -> None:
+    """Start a local cluster of NODES processes on loopback; Ctrl-C stops it (data is kept).
+    A node that dies is reported and the rest keep serving; it is restarted after
+    --restart-after seconds, or at once when you type `restart ID` (e.g. `restart n2`)."""
+    from warpmesh.cli.kv_ops import supervise
+
     members = {f"n{i + 1}": f"127.0.0.1:{base_port + i}" for i in range(nodes)}
     peers = ",".join(f"{k}={v}" for k, v in members.items())
     procs: dict[str, subprocess.Popen[str]] = {}
@@ -243,12 +265,15 @@ def up(nodes: int, base_port: int, data_dir: Path) -> None:
     def on_term(*_: object) -> None:
         raise KeyboardInterrupt
 
+    def start(nid: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "warpmesh.cli.app", "kv", "serve", "--id", nid, "--listen", members[nid],
+             "--peers", peers, "--data", str(data_dir / nid)], stdout=subprocess.PIPE, text=True, env=env)
+
     signal.signal(signal.SIGTERM, on_term)  # stop the children on SIGTERM too, not only Ctrl-C
     try:
-        for nid, addr in members.items():
-            procs[nid] = subprocess.Popen(
-                [sys.executable, "-m", "warpmesh.cli.app", "kv", "serve", "--id", nid, "--listen", addr,
-                 "--peers", peers, "--data", str(data_dir / nid)], stdout=subprocess.PIPE, text=True, env=env)
+        for nid in members:
+            procs[nid] = start(nid)
         for nid, p in procs.items():
             assert p.stdout is not None
             line = p.stdout.readline()
@@ -258,14 +283,11 @@ def up(nodes: int, base_port: int, data_dir: Path) -> None:
         servers = ",".join(members.values())
         click.echo(f"KV cluster up: {nodes} node(s), data in {data_dir}/")
         click.echo(f"  servers: {servers}")
-        click.echo("  try:     warpmesh kv put hello world && warpmesh kv get hello")
+        click.echo("  try:     warpmesh kv put hello world && warpmesh kv get hello && warpmesh kv status")
         if base_port != 7101 or nodes != 3:
             click.echo(f"  (pass --servers {servers} or export WARPMESH_KV_SERVERS={servers})")
-        click.echo("Ctrl-C stops the cluster.")
-        while all(p.poll() is None for p in procs.values()):
-            time.sleep(0.5)
-        dead = [nid for nid, p in procs.items() if p.poll() is not None]
-        raise click.ClickException(f"node(s) {', '.join(dead)} exited; stopping the cluster")
+        click.echo("Ctrl-C stops the cluster; type `restart ID` to restart a node that died.")
+        supervise(procs, start, restart_after)
     except KeyboardInterrupt:
         click.echo("stopping...")
     finally:
@@ -277,3 +299,8 @@ def up(nodes: int, base_port: int, data_dir: Path) -> None:
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+from warpmesh.cli.kv_ops import register as _register_ops  # noqa: E402 - operator commands (issue 17)
+
+_register_ops(kv)

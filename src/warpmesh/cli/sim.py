@@ -161,3 +161,7 @@ sim.add_command(sim_game)
 from warpmesh.cli.sim_planning import sim_planning  # noqa: E402
 
 sim.add_command(sim_planning)
+
+from warpmesh.cli.sim_world import sim_world  # noqa: E402
+
+sim.add_command(sim_world)

@@ -43,17 +43,27 @@ from warpmesh.sim.harness import SimReport
 @click.option("--ops", type=click.IntRange(1), default=40, show_default=True,
               help="--runtime: operations per client.")
 @click.option("--keys", type=click.IntRange(1), default=3, show_default=True, help="--runtime: keys.")
+@click.option("--scenario", type=click.Choice(["grow", "shrink", "replace", "transfer"]), default=None,
+              help="--runtime: a cluster operation under faults (3->5, 5->3, replace a dead voter, "
+                   "move the leader and stop the old one).")
 def sim_raft(seed: int | None, seeds: int, start: int, as_json: bool, fail_fast: bool, runtime: bool,
              nodes: int | None, spares: int | None, duration: float, calm: float, drop: float | None,
              duplicate: float | None, reorder: float | None, no_crashes: bool, no_partitions: bool,
              no_membership: bool, no_transfers: bool, no_snapshots: bool, lease: bool | None,
-             codec: bool | None, clients: int, ops: int, keys: int) -> None:
+             codec: bool | None, clients: int, ops: int, keys: int, scenario: str | None) -> None:
     """Raft under faults: drops, duplicates, reordering, delays, partitions, crashes and restarts,
     membership changes, transfers and snapshots. Checks election safety, log matching, leader
     completeness, state-machine safety, exactly-once apply, durability, read linearizability and
     liveness; prints the replay command of every failing seed.
     """
-    if runtime:
+    if scenario is not None and not runtime:
+        raise click.UsageError("--scenario needs --runtime")
+    if scenario is not None:
+        from warpmesh.sim.kv_ops import run_kv_ops
+
+        def run(s: int) -> SimReport:
+            return run_kv_ops(s, scenario, clients=clients, ops=ops, keys=keys, faults=not no_crashes)
+    elif runtime:
         from warpmesh.sim.kv import run_kv
 
         def run(s: int) -> SimReport:

@@ -333,6 +333,15 @@ class Engine:
         """An engine over an existing multi-instance state (the root instance keeps its warp id)."""
         return cls(GraphStore(root[0]), root[1], _state=state, _root=root, **options)
 
+    @classmethod
+    def resume_after(cls, state: WarpState, root: NodeKey, last: Snapshot | None, **options: Any) -> Engine:
+        """An engine over a restored ``state`` whose next commit chains onto ``last`` (the snapshot of
+        the tick that produced ``state``), so a replica restored from a peer's snapshot computes the same
+        commit hashes as the peer from there on. History starts empty; register the rules again."""
+        engine = cls.from_state(state, root, **options)
+        engine._last = last
+        return engine
+
     # ------------------------------------------------------------------ rules
     def register_rule(
         self,

@@ -5,6 +5,8 @@
 * :mod:`warpmesh.kv.client` - ``KVClient``: finds the leader, retries under one dedup key.
 * :mod:`warpmesh.kv.protocol` - the client protocol on mesh channel 0x21.
 * :mod:`warpmesh.kv.linearizability` - a Wing-Gong/Porcupine-style checker for KV histories.
+* :mod:`warpmesh.kv.admin` - the operator's safety rules (member add/remove/promote, transfer).
+* :mod:`warpmesh.kv.backup` - ``kv snapshot save/restore`` files.
 
 See docs/raft.md.
 """

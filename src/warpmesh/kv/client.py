@@ -26,7 +26,7 @@ from warpmesh.raft.runtime import wait_future
 from warpmesh.wire.frame import FrameError
 
 
-class KVError(Exception):
+class KVError(WarpmeshError):
     """A request failed for good: invalid, timed out after every retry, or session expired."""
 
 
@@ -67,6 +67,12 @@ class KVClient:
                  seam: Seam | None = None, listen: tuple[str, int] = ("127.0.0.1", 0),
                  seed: int | None = None, tls: Any = None) -> None:
         self.addresses = parse_addresses(addresses) if seam is None else []
+        if secret is None and seam is None:
+            # The CLI honours $WARPMESH_SECRET; so does the library (a client started in the
+            # servers' shell would otherwise be refused as "bad_secret" and time out).
+            from warpmesh.net.secret import load_secret
+
+            secret = load_secret()
         self.secret = secret
         self.tls = tls
         self.timeout = timeout
@@ -86,6 +92,8 @@ class KVClient:
         self._leader: str | None = None
         self._reader: asyncio.Task[None] | None = None
         self.retries = 0
+        #: One attempt of an operator request may wait this long (a catch-up or a transfer is slow).
+        self.admin_attempt_timeout = max(attempt_timeout, 10.0)
 
     async def __aenter__(self) -> KVClient:
         return await self.connect()
@@ -170,6 +178,72 @@ class KVClient:
             return None
         return (None if r[2][0] is None else bytes(r[2][0])), int(r[2][1])
 
+    # -- operator API (etcdctl's member/endpoint/move-leader/snapshot; see docs/raft.md) ------------
+    async def member_list(self) -> dict[str, Any]:
+        """``{"leader": id, "members": [{"id", "address", "role", "match_index",
+        "last_contact_s"}]}``, from the leader."""
+        return dict(await self._call("members", None))
+
+    async def member_add(self, node: str, address: str, *, learner: bool = False) -> dict[str, Any]:
+        """Add ``node`` (at ``address``) as a learner; it is promoted to voter once it has caught up,
+        unless ``learner``. Adding a node that is already a member succeeds and says so
+        (``"added": False``). Start the node itself with ``kv serve --join``."""
+        return dict(await self._call("add", node, address, {"learner": learner}))
+
+    async def member_promote(self, node: str) -> dict[str, Any]:
+        """Make the learner ``node`` a voter (refused if it has not caught up)."""
+        return dict(await self._call("promote", node))
+
+    async def member_remove(self, node: str) -> dict[str, Any]:
+        """Remove ``node``; refused (:class:`KVError` with the reason) if the cluster would be left
+        without a quorum of live voters. Removing the leader moves leadership first."""
+        return dict(await self._call("remove", node))
+
+    async def transfer_leader(self, node: str | None = None) -> dict[str, Any]:
+        """Hand leadership to ``node`` (default: the most up-to-date live voter):
+        ``{"leader": new, "previous": old, "detail"}``."""
+        return dict(await self._call("transfer", node))
+
+    async def status(self, *, timeout: float = 2.0) -> dict[str, Any]:
+        """Every member's status, asked of each directly: ``{"nodes": [{"id", "role", "leader",
+        "term", "commit_index", "applied_index", "log_entries", "snapshot_index", "data_bytes",
+        "healthy"}]}``. A member that does not answer has ``"healthy": False`` and ``None`` fields."""
+        if self._channel is None:
+            await self.connect()
+        with contextlib.suppress(KVTimeout):
+            await self._discover(min(self.timeout, 5.0))
+        ids = sorted(set(self._servers))
+
+        assert self._channel is not None
+        channel = self._channel
+
+        async def one(node: str) -> dict[str, Any]:
+            # A member we have no link to yet (the mesh learns it by gossip) gets a moment.
+            with contextlib.suppress(TimeoutError):
+                await channel.roster.wait_for(lambda r: node in r, timeout)
+            r = await self._attempt(node, "status", None, None, None, 0, 0, timeout)
+            if r is not None and r[1] == P.OK and isinstance(r[2], dict):
+                return dict(r[2])
+            return {"id": node, "role": None, "leader": None, "term": None, "commit_index": None,
+                    "applied_index": None, "log_entries": None, "snapshot_index": None,
+                    "data_bytes": None, "healthy": False}
+
+        return {"nodes": list(await asyncio.gather(*(one(n) for n in ids)))}
+
+    async def snapshot(self) -> tuple[int, bytes]:
+        """A consistent snapshot of the store taken through the leader: ``(index, state bytes)``
+        (see :mod:`warpmesh.kv.backup` to write and restore it)."""
+        r = await self._call("snapsave", None)
+        return int(r[0]), bytes(r[1])
+
+    async def snapshot_save(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Save a consistent snapshot to ``path`` (written atomically, with its index and a
+        checksum); returns ``{"file", "index", "bytes", "checksum", "keys"}``."""
+        from warpmesh.kv.backup import write_backup
+
+        index, data = await self.snapshot()
+        return write_backup(path, index, data)
+
     @property
     def servers(self) -> list[str]:
         return list(self._servers)
@@ -234,7 +308,7 @@ class KVClient:
         finally:
             self._pending.pop(rid, None)
 
-    async def _call(self, op: str, key: str, a: Any = None, b: Any = None) -> Any:
+    async def _call(self, op: str, key: str | None, a: Any = None, b: Any = None) -> Any:
         if self._channel is None:
             await self.connect()
         seq = floor = 0
@@ -255,8 +329,11 @@ class KVClient:
                 await asyncio.sleep(0.05)
                 attempt += 1
                 continue
+            # Operator requests may take long on the leader (a catch-up, a transfer): one attempt
+            # may use the remaining time.
+            per = self.attempt_timeout if op not in P.ADMIN_OPS else self.admin_attempt_timeout
             r = await self._attempt(target, op, key, a, b, seq, floor,
-                                    min(self.attempt_timeout, max(0.01, deadline - loop.time())))
+                                    min(per, max(0.01, deadline - loop.time())))
             if r is None:
                 attempt += 1
                 self.retries += 1
@@ -266,6 +343,9 @@ class KVClient:
             _rid, status, result, leader, info = r
             if leader:
                 self._leader = leader
+                if leader not in self._servers:
+                    # A member added after we connected (the cluster grew): route to it too.
+                    self._servers = sorted({*self._servers, leader})
             if status == P.OK:
                 if seq:
                     self._outstanding.pop(seq, None)
@@ -273,13 +353,17 @@ class KVClient:
             if status == P.ERROR:
                 if seq:
                     self._outstanding.pop(seq, None)
-                raise KVError(f"{op} {key!r}: {info}")
+                raise KVError(info if op in P.ADMIN_OPS else f"{op} {key!r}: {info}")
             if status == P.EXPIRED:
                 self._outstanding.pop(seq, None)
                 raise KVError(f"{op} {key!r}: {info}")
             attempt += 1
             self.retries += 1
             await asyncio.sleep(min(0.05 * attempt, 0.25))
+        if op in P.ADMIN_OPS:
+            raise KVTimeout(f"no leader completed {P.ADMIN_NAMES.get(op, op)}"
+                            + (f" {key}" if key else "") + f" within {self.timeout:.1f}s; is a majority "
+                            "of the voters up? (`warpmesh kv status` asks each node)")
         raise KVTimeout(f"{op} {key!r} did not complete within {self.timeout:.1f}s"
                         + (" (the write may or may not have been applied)" if seq else ""))
 
@@ -299,4 +383,10 @@ class KVClient:
 
 
 def _b(v: bytes | str) -> bytes:
-    return v.encode() if isinstance(v, str) else bytes(v)
+    if isinstance(v, str):
+        return v.encode()
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return bytes(v)
+    # bytes(5) would silently store five NUL bytes.
+    raise TypeError(f"a KV value must be bytes or str, not {type(v).__name__}; encode it first "
+                    "(e.g. str(value) or json.dumps(value))")

@@ -13,6 +13,15 @@ never a Raft member. It sends REQUEST frames to any server and gets one RESPONSE
     ERROR (the request is invalid; do not retry) or EXPIRED (the client's session expired; the
     write was not applied). ``leader`` is the server's view of the Raft leader (a routing hint);
     ``info`` a human-readable detail. For "hello", ``result`` is ``[voters, learners]``.
+
+Operator (admin) requests use the same frames; ``key`` is a node id where the op names one:
+
+* answered by the node asked: "status" (its own row of ``kv status``);
+* answered by the leader (others answer RETRY with the leader hint): "members" (``kv member
+  list``), "add" (a = address, b = ``{"learner": bool}``), "join" (a = address, b = ``{"token":
+  str, "force": bool, "learner": bool}``, sent by ``kv serve --join``), "promote", "remove",
+  "transfer" (key = target or None), "check" (is this id removed?), "snapsave" (a consistent
+  snapshot: ``[index, state bytes]``).
 """
 
 from __future__ import annotations
@@ -30,8 +39,18 @@ RETRY = 1
 ERROR = 2
 EXPIRED = 3
 
-OPS = frozenset({"get", "sget", "put", "del", "cas", "hello", "state"})
+OPS = frozenset({"get", "sget", "put", "del", "cas", "hello", "state", "status", "members", "add",
+                 "join", "promote", "remove", "transfer", "check", "snapsave"})
 WRITE_OPS = frozenset({"put", "del", "cas"})
+#: Operator requests: never deduplicated (each is idempotent in effect), slower attempts allowed.
+ADMIN_OPS = frozenset({"status", "members", "add", "join", "promote", "remove", "transfer", "check",
+                       "snapsave"})
+#: How operators know each request (for messages).
+ADMIN_NAMES = {"members": "member list", "add": "member add", "join": "the join of", "promote": "member promote",
+               "remove": "member remove", "transfer": "transfer-leader", "check": "the removal check of",
+               "snapsave": "snapshot save", "status": "status"}
+#: Requests whose ``key`` may be None.
+KEYLESS_OPS = frozenset({"hello", "state", "status", "members", "transfer", "snapsave"})
 
 
 class BadFrame(ValueError):
@@ -64,7 +83,9 @@ def _decode_request(data: bytes) -> list[Any]:
     rid, op, key, _a, _b, client, seq, floor = b
     if type(rid) is not int or not isinstance(op, str) or op not in OPS:
         raise BadFrame("bad request id or op")
-    if op not in ("hello", "state") and (not isinstance(key, str) or not key):
+    if key is not None and not isinstance(key, str):
+        raise BadFrame("a key is a string")
+    if op not in KEYLESS_OPS and (not isinstance(key, str) or not key):
         raise BadFrame("a request needs a non-empty string key")
     if op in WRITE_OPS and (not isinstance(client, str) or not client or len(client) > 256
                             or type(seq) is not int or seq < 1 or type(floor) is not int or floor < 0):
