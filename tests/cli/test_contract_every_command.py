@@ -48,7 +48,7 @@ VALID: dict[str, str] = {
     "node_id": "contract-x", "listen": "127.0.0.1:0", "peers": "contract-x=127.0.0.1:1",
     "data_dir": "{tmp}/data", "store_dir": "{tmp}/store", "directory": "{tmp}", "log": "{file}",
     "to": REFUSED, "servers": REFUSED, "join": REFUSED,
-    "op": "demo.square", "tasks": "t1", "task": "t1", "module": "{file}",
+    "op": "demo.square", "tasks": "t1", "task": "t1", "module": "{file}", "spec": "n9=127.0.0.1:1",
 }
 
 #: Invalid values per parameter name, for string parameters (other types get values from their type).
