@@ -14,6 +14,9 @@ from warpmesh.engine.hashing import PROFILES
 @click.group("engine")
 def engine() -> None:
     """Deterministic graph-rewrite engine (hash-compatible with Echo's warp-core)."""
+    from warpmesh.aio.tuning import install_gc_pause
+
+    install_gc_pause()  # a tick is a bulk section: pause the cyclic GC in it
 
 
 @engine.command("replay", short_help="Replay an Echo DIND log; print the state hash after each step.")

@@ -15,14 +15,14 @@ and never agree on a digest.
 
 from __future__ import annotations
 
-import gc
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Hashable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Hashable
+from contextlib import AbstractContextManager
 from typing import Any, ClassVar, Self, TypeVar
 
 import blake3
 
+from warpmesh.bulk import bulk
 from warpmesh.wire.frame import pack, unpack
 
 __all__ = [
@@ -126,27 +126,13 @@ class Crdt(ABC):
             raise IncompatibleJoin(err)
 
 
-#: States with more entries than this build or walk their wire form with the cyclic GC paused.
-BULK_THRESHOLD = 2048
+def gc_paused(size: int) -> AbstractContextManager[None]:
+    """Mark building or walking the wire form of a state with ``size`` entries as a bulk section.
 
-
-@contextmanager
-def gc_paused(size: int) -> Iterator[None]:
-    """Pause the cyclic garbage collector while a bulk operation over ``size`` entries runs.
-
-    Building or decoding the wire form of a 100k-key map allocates ~10^6 containers that all stay
-    alive; each allocation burst triggers full collections that re-walk the whole (unchanged) heap,
-    which made encoding ~4x slower. None of these objects form cycles, so nothing is lost by
-    deferring collection to the end. Small states (the deltas on the hot path) skip this entirely.
+    What a bulk section does (e.g. pause the cyclic GC) is the runtime's choice: see
+    :mod:`warpmesh.bulk`. Small states (the deltas on the hot path) are never affected.
     """
-    if size <= BULK_THRESHOLD or not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
+    return bulk(size)
 
 
 def registered_types() -> dict[int, type[Crdt]]:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from warpmesh.aio.observable import Observable
+from warpmesh.aio.tuning import install_gc_pause
 from warpmesh.net.seam import PeerUnreachable, Seam, SeamClosed
 from warpmesh.quilt.core import QuilterConfig, QuilterCore, StateCodec
 
@@ -41,6 +42,7 @@ class Quilter(Generic[S]):
         rng: random.Random | None = None,
         coalesce_delay: float = 0.0,
     ) -> None:
+        install_gc_pause()  # full states of big boards are bulk sections: pause the cyclic GC in them
         if codec is None:
             from warpmesh.quilt.codec import CRDT_CODEC
 

@@ -4,13 +4,37 @@
 * :class:`TaskRing` - the consistent-hash ring (pure).
 * :mod:`warpmesh.warp.claim` - who runs a contested task (pure).
 * :class:`OpRegistry`, :func:`warp_op` - named ops every peer registers.
+
+The pure modules are imported eagerly; the runtime names (``WarpNode`` ...) load on first use, so
+importing ``warpmesh.warp.ring`` does not start asyncio (see docs/architecture.md).
 """
 
+from typing import TYPE_CHECKING
+
+from warpmesh._lazy import lazy_exports
 from warpmesh.warp.claim import ClaimStrategy
 from warpmesh.warp.model import NotReplicated, OpResult, Standby, TaskDescriptor, TaskFailed, TransientError
-from warpmesh.warp.node import COUNTER_NAMES, Results, WarpConfig, WarpNode
-from warpmesh.warp.ops import OpRegistry, OpSpec, default_registry, load_ops_module, warp_op
 from warpmesh.warp.ring import DEFAULT_VNODES, TaskRing
+
+if TYPE_CHECKING:
+    from warpmesh.warp.node import COUNTER_NAMES, Results, WarpConfig, WarpNode
+    from warpmesh.warp.ops import OpRegistry, OpSpec, default_registry, load_ops_module, warp_op
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    globals(),
+    {
+        "COUNTER_NAMES": "warpmesh.warp.node",
+        "Results": "warpmesh.warp.node",
+        "WarpConfig": "warpmesh.warp.node",
+        "WarpNode": "warpmesh.warp.node",
+        "OpRegistry": "warpmesh.warp.ops",
+        "OpSpec": "warpmesh.warp.ops",
+        "default_registry": "warpmesh.warp.ops",
+        "load_ops_module": "warpmesh.warp.ops",
+        "warp_op": "warpmesh.warp.ops",
+    },
+)
 
 __all__ = [
     "COUNTER_NAMES",

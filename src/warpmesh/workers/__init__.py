@@ -11,14 +11,30 @@
 See docs/workers.md.
 """
 
+from typing import TYPE_CHECKING
+
+from warpmesh._lazy import lazy_exports
 from warpmesh.workers.canonical import CanonicalError
 from warpmesh.workers.errors import FailureKind, JobError
-from warpmesh.workers.host import HostConfig, IsolateHost
 from warpmesh.workers.ids import Kind, Ref, blob_id, tree_id
 from warpmesh.workers.request import JobRequest, Limits, OpWorker, WasmWorker
-from warpmesh.workers.runner import JobContext, LocalResults, ResultsBackend, Runner, RunResult
-from warpmesh.workers.store import CorruptObject, ObjectNotFound, Store, StoreError, default_store_dir
 from warpmesh.workers.tree import TreeEntry
+
+if TYPE_CHECKING:
+    from warpmesh.workers.host import HostConfig, IsolateHost
+    from warpmesh.workers.runner import JobContext, LocalResults, ResultsBackend, Runner, RunResult
+    from warpmesh.workers.store import CorruptObject, ObjectNotFound, Store, StoreError, default_store_dir
+
+# The host (wasmtime), runner and store (SQLite) are runtimes: they load on first use, so the content
+# ids and request codecs import without wasmtime.
+_RUNTIME_EXPORTS = {
+    "warpmesh.workers.host": ("HostConfig", "IsolateHost"),
+    "warpmesh.workers.runner": ("JobContext", "LocalResults", "ResultsBackend", "Runner", "RunResult"),
+    "warpmesh.workers.store": ("CorruptObject", "ObjectNotFound", "Store", "StoreError", "default_store_dir"),
+}
+__getattr__, __dir__ = lazy_exports(
+    __name__, globals(), {name: module for module, names in _RUNTIME_EXPORTS.items() for name in names}
+)
 
 __all__ = [
     "CanonicalError",
