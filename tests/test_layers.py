@@ -126,3 +126,43 @@ def test_importing_warpmesh_loads_nothing_heavy() -> None:
     assert not bad
     assert warpmesh.__version__
 
+
+
+def _public_exceptions() -> list[type[BaseException]]:
+    """Every public exception class defined in warpmesh (CLI included)."""
+    found: dict[str, type[BaseException]] = {}
+    for name in [*all_modules(), *(f"warpmesh.cli.{m.name}" for m in pkgutil.iter_modules([str(SRC / "cli")]))]:
+        module = importlib.import_module(name)
+        for attr, value in vars(module).items():
+            if (isinstance(value, type) and issubclass(value, BaseException) and not attr.startswith("_")
+                    and value.__module__.startswith("warpmesh") and not value.__name__.startswith("_")):
+                found[f"{value.__module__}.{value.__qualname__}"] = value
+    return [found[k] for k in sorted(found)]
+
+
+def test_every_public_exception_derives_from_warpmesh_error() -> None:
+    from warpmesh.errors import WarpmeshError
+
+    classes = _public_exceptions()
+    assert len(classes) > 40  # the walk found the subsystems' errors
+    outside = [f"{c.__module__}.{c.__qualname__}" for c in classes if not issubclass(c, WarpmeshError)]
+    assert not outside, f"exceptions outside the WarpmeshError tree: {outside}"
+
+
+def test_there_is_one_payload_too_large() -> None:
+    from warpmesh.errors import PayloadTooLarge
+
+    named = [c for c in _public_exceptions() if c.__name__ == "PayloadTooLarge"]
+    assert named == [PayloadTooLarge]
+
+
+def test_mypy_checks_exactly_the_cores_strictly() -> None:
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]
+    strict = [o for o in config["overrides"] if o.get("disallow_untyped_defs")]
+    assert len(strict) == 1, "one strict override, listing the cores"
+    assert sorted(strict[0]["module"]) == sorted(core_modules()), (
+        "pyproject.toml's strict [[tool.mypy.overrides]] must list exactly docs/architecture.md's cores")
+    for flag in ("disallow_any_generics", "disallow_untyped_calls", "warn_return_any", "strict_equality"):
+        assert strict[0].get(flag) is True, flag

@@ -66,7 +66,7 @@ def replay(log: Path, expect: Path | None, profile: str, as_json: bool) -> None:
             click.echo(f"{i:6d}  {h.hex()}")
         click.echo(f"# {log.name}: {result.frames} frames, {len(result.hashes) - 1} steps, "
                    f"mode {result.mode}, profile {profile}", err=True)
-    if expected is None:
+    if expected is None or expect is None:
         return
     if mismatch is None:
         if not as_json:

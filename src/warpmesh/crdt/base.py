@@ -17,12 +17,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable
-from contextlib import AbstractContextManager
 from typing import Any, ClassVar, Self, TypeVar
 
 import blake3
 
-from warpmesh.bulk import bulk
+from warpmesh.errors import DecodeError, WarpmeshError
 from warpmesh.wire.frame import pack, unpack
 
 __all__ = [
@@ -49,11 +48,11 @@ _INT_MIN = -(1 << 63)
 _INT_MAX = (1 << 64) - 1
 
 
-class CrdtDecodeError(ValueError):
+class CrdtDecodeError(DecodeError):
     """Wire data does not describe a valid state of the expected type (garbage or a hostile peer)."""
 
 
-class IncompatibleJoin(ValueError):
+class IncompatibleJoin(WarpmeshError, ValueError):
     """Two states cannot be joined (different types, ORMap value types or HLL precisions).
 
     Raised by ``join`` *before* anything is mutated, so the receiving state is left untouched.
@@ -124,15 +123,6 @@ class Crdt(ABC):
         err = self._join_error(other)
         if err is not None:
             raise IncompatibleJoin(err)
-
-
-def gc_paused(size: int) -> AbstractContextManager[None]:
-    """Mark building or walking the wire form of a state with ``size`` entries as a bulk section.
-
-    What a bulk section does (e.g. pause the cyclic GC) is the runtime's choice: see
-    :mod:`warpmesh.bulk`. Small states (the deltas on the hot path) are never affected.
-    """
-    return bulk(size)
 
 
 def registered_types() -> dict[int, type[Crdt]]:
@@ -211,9 +201,9 @@ def check_replica(replica: object) -> str:
 def _check_value(v: object, depth: int) -> None:
     t = type(v)
     if t is str:
-        if not v.isascii():  # type: ignore[union-attr]
+        if not v.isascii():  # type: ignore[attr-defined]
             try:
-                v.encode("utf-8")  # type: ignore[union-attr]
+                v.encode("utf-8")  # type: ignore[attr-defined]
             except UnicodeEncodeError:
                 raise TypeError("str elements must be encodable as UTF-8 (no lone surrogates)") from None
     elif t is int:

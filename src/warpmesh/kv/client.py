@@ -17,6 +17,8 @@ import random
 from collections.abc import Iterable
 from typing import Any
 
+from warpmesh.aio.tasks import cancel_and_wait
+from warpmesh.errors import WarpmeshError
 from warpmesh.kv import protocol as P
 from warpmesh.net.mux import MuxSeam
 from warpmesh.net.seam import PeerUnreachable, Seam, SeamClosed
@@ -24,7 +26,7 @@ from warpmesh.raft.runtime import wait_future
 from warpmesh.wire.frame import FrameError
 
 
-class KVError(Exception):
+class KVError(WarpmeshError):
     """A request failed for good: invalid, timed out after every retry, or session expired."""
 
 
@@ -105,10 +107,7 @@ class KVClient:
         return self
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
+        await cancel_and_wait([self._reader])
         for f in self._pending.values():
             if not f.done():
                 f.set_exception(KVError("client closed"))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from warpmesh.errors import DecodeError
 from warpmesh.wire.frame import decode_frame, encode_frame
 
 KV_CHANNEL = 0x21
@@ -34,7 +35,7 @@ OPS = frozenset({"get", "sget", "put", "del", "cas", "hello", "state"})
 WRITE_OPS = frozenset({"put", "del", "cas"})
 
 
-class BadFrame(ValueError):
+class BadFrame(DecodeError):
     pass
 
 

@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from warpmesh.aio.tasks import cancel_and_wait
 from warpmesh.kv import protocol as P
 from warpmesh.kv.state import KVStateMachine, encode_cas, encode_delete, encode_put
 from warpmesh.net.mux import MuxSeam
@@ -52,15 +53,7 @@ class KVServer:
         return self
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        for t in list(self._handlers):
-            t.cancel()
-        for t in list(self._handlers):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_and_wait([self._task, *self._handlers])
         await self.rsm.close()
 
     async def _serve(self) -> None:
@@ -86,7 +79,8 @@ class KVServer:
 
     async def _handle(self, sender: str, req: list[Any]) -> None:
         rid, op, key, a, b, client, seq, floor = req
-        status, result, info = P.OK, None, ""
+        status, info = P.OK, ""
+        result: Any = None
         try:
             result = await self._execute(op, key, a, b, client, seq, floor)
             if isinstance(result, list) and result and result[0] == "error":

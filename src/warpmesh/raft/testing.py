@@ -273,6 +273,3 @@ class ScriptedCluster:
         self.pump(nid)
         self.deliver()
         return k
-
-    def committed_on(self, nid: str, key: DedupKey) -> Completion | None:
-        return self.nodes[nid].completion("propose", key)

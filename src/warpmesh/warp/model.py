@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from warpmesh.errors import WarpmeshError
+
 #: Default op name used by the seed-compatible ``WarpNode(executor=fn)`` form.
 EXECUTOR_OP = "warp.executor"
 
@@ -90,11 +92,11 @@ class OpResult:
         return self.value
 
 
-class TaskFailed(Exception):
+class TaskFailed(WarpmeshError):
     """A task's run ended in a terminal failure (the error travelled on the results board)."""
 
 
-class NotReplicated(Exception):
+class NotReplicated(WarpmeshError):
     """``enqueue`` could not confirm that another peer holds the task.
 
     The task *is* queued on this peer and will replicate (and run) once peers are reachable, but
@@ -109,11 +111,11 @@ class NotReplicated(Exception):
         self.run = run
 
 
-class TransientError(Exception):
+class TransientError(WarpmeshError):
     """Raise from an op to request a retry (with backoff, up to the configured attempt limit)."""
 
 
-class Standby(Exception):
+class Standby(WarpmeshError):
     """Raise from an op when this peer cannot run the task *yet* (a dependency that no peer can
     supply right now, such as a module nobody holds): the claim is released without a result and
     without using up an attempt, and the task is considered again after ``retry_after`` seconds
