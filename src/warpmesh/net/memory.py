@@ -22,7 +22,7 @@ import asyncio
 import heapq
 import random
 from collections import Counter, deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from warpmesh.aio.observable import Observable
@@ -136,8 +136,14 @@ class MemoryFabric:
         faults: LinkFaults = PERFECT,
         max_payload: int = DEFAULT_MAX_FRAME,
         link_capacity: int = DEFAULT_LINK_CAPACITY,
+        classify: Callable[[bytes], str] | None = None,
     ) -> None:
         self.rng = random.Random(seed)
+        #: Optional ``payload -> kind`` used to split :attr:`bytes_by_kind` (simulations pass one
+        #: that reads the mux tag and frame kind, so bytes on the wire can be attributed).
+        self.classify = classify
+        #: Payload bytes handed to ``send_to``, by the kind ``classify`` gives (empty without it).
+        self.bytes_by_kind: Counter[str] = Counter()
         self.default_faults = faults
         self.max_payload = max_payload
         self.link_capacity = link_capacity
@@ -255,6 +261,8 @@ class MemoryFabric:
         self.stats["sent"] += 1
         self.bytes_sent += len(data)
         self.bytes_sent_by[src] += len(data)
+        if self.classify is not None:
+            self.bytes_by_kind[self.classify(data)] += len(data)
         if (src, dst) in self._blocked:
             self.stats["dropped_partition"] += 1
             return

@@ -43,6 +43,37 @@ SIM_CONFIG = WarpConfig(
 )
 
 
+_BOARDS = {0x01: "queue", 0x02: "results", 0x03: "intents", 0x04: "counters", 0x05: "members"}
+_QUILT_KINDS = {1: "delta", 2: "ack", 3: "resend_request", 4: "digest", 5: "full_state", 6: "frontier"}
+_STEAL_TAG, _HEARTBEAT_TAG = 0x06, 0x10
+
+
+def traffic_kind(data: bytes) -> str:
+    """Name what a mux payload on a Warp mesh is, as ``board.kind`` (e.g. ``results.full_state``).
+
+    The first byte is the mux tag; a Quilter frame's second byte after it is its kind (the first is the
+    protocol version). Steal frames are ``warp.control``, heartbeats ``liveness.heartbeat``.
+    """
+    tag = data[0] if data else -1
+    board = _BOARDS.get(tag)
+    if board is not None:
+        kind = _QUILT_KINDS.get(data[2], "other") if len(data) > 2 else "other"
+        return f"{board}.{kind}"
+    if tag == _STEAL_TAG:
+        return "warp.control"
+    if tag == _HEARTBEAT_TAG:
+        return "liveness.heartbeat"
+    return "other"
+
+
+def bytes_by_kind(fine: Counter[str]) -> dict[str, int]:
+    """Fold ``board.kind`` byte counts into the kinds the scale work reasons about."""
+    out: Counter[str] = Counter()
+    for key, n in fine.items():
+        out[key.rpartition(".")[2]] += n
+    return dict(sorted(out.items()))
+
+
 def job_answer(x: int) -> int:
     """The known function every job computes (so every answer can be checked)."""
     return (x * x + 7) % 1_000_003
@@ -115,7 +146,7 @@ def run_warp(
         faults = LinkFaults(drop=rng.uniform(0, 0.05), duplicate=rng.uniform(0, 0.05),
                             reorder=rng.uniform(0, 0.1), delay=rng.uniform(0.0005, 0.003),
                             jitter=rng.uniform(0, 0.003))
-        fabric = MemoryFabric(seed=rng.getrandbits(32), faults=faults)
+        fabric = MemoryFabric(seed=rng.getrandbits(32), faults=faults, classify=traffic_kind)
         cfg = replace(SIM_CONFIG, strategy=ClaimStrategy(strategy))
         mesh = _Mesh(fabric, cfg, log)
         loop = asyncio.get_running_loop()
@@ -253,6 +284,9 @@ def run_warp(
             churn_events=dict(sorted(events.items())),
             virtual_seconds=round(loop.time(), 2),
             bytes_sent=fabric.bytes_sent,
+            bytes_per_job=round(fabric.bytes_sent / max(1, len(order))),
+            bytes_by_kind=bytes_by_kind(fabric.bytes_by_kind),
+            bytes_by_board_kind=dict(sorted(fabric.bytes_by_kind.items())),
         )
         if not answered:
             report.failures.append("some jobs were not answered on every live peer within 120 virtual seconds")
