@@ -79,3 +79,12 @@ def test_warp_vs_peers_cpu_jobs_and_bytes_per_job() -> None:
     for ln in wire:
         assert ln["wrong"] == 0 and ln["ours"] > 0
         assert {"queue", "results", "intents", "counters"} <= ln["by_board"].keys()
+
+
+@pytest.mark.slow  # ~11 s of cargo; tests/workers/test_warm_cargo.py covers the same guarantees by default
+@pytest.mark.skipif(__import__("shutil").which("cargo") is None, reason="cargo is not installed")
+def test_warm_workers_warm_beats_cold_and_never_falsely_passes() -> None:
+    check, conc = run_bench("warm_workers.py", timeout=300)
+    assert check["bench"] == "warm_workers.check" and conc["bench"] == "warm_workers.concurrent"
+    assert check["warm_rebuilt_deps"] == 0 and check["cold_fresh"] == 0 and check["warm_rebuilt"] == 2
+    assert conc["build_dir_lock_waits"] == 0 and conc["false_pass"] is False and conc["peer_false_pass"] is True

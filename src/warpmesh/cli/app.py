@@ -20,7 +20,10 @@ from warpmesh import __version__
 
 #: name -> "module:attribute" of a click command or group. Keep sorted; one line per command.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "cache": ("warpmesh.cli.check:cache", "Warm build caches on this machine: list, collect old ones."),
+    "check": ("warpmesh.cli.check:check", "Run a build tool's check in many worktrees as command jobs (warm boot)."),
     "demo": ("warpmesh.cli.demo:demo", "N local peer processes share a pile of jobs; every answer is checked."),
+    "draft": ("warpmesh.cli.draft:draft", "Drafts: explain a plan; run the seed's query planned vs unplanned on 3 peers."),
     "engine": ("warpmesh.cli.engine:engine", "Deterministic graph-rewrite engine: replay Echo's DIND logs."),
     "fold": ("warpmesh.cli.fold:fold", "Fold a directory with isolate workers (files and bytes per subtree)."),
     "kv": ("warpmesh.cli.kv:kv", "A replicated key-value store on Raft: serve, get, put, cas, up."),

@@ -789,7 +789,7 @@ def mesh_status(client: MeshClient, views_agree: bool) -> dict[str, Any]:
             "peer": p, "role": entry.get("role", "?"), "state": state,
             "ring_share": round(shares.get(p, 0.0), 4), "queued": queued_by.get(p, 0),
             "claimed": claimed_by.get(p, 0), "executions": executions.get(p, 0), "failures": failures.get(p, 0),
-            "ops": entry.get("ops", []),
+            "ops": entry.get("ops", []), "warm": list(entry.get("warm", [])),
         })
     return {
         "entry": client.entry,
@@ -850,6 +850,8 @@ def _print_status(snap: dict[str, Any]) -> None:
                       str(p["queued"]), str(p["claimed"]), str(p["executions"]), str(p["failures"]))
     console.print(table)
     console.print("mesh-wide: " + ", ".join(f"{name} {c[name]}" for name in c))
+    for p in (p for p in snap["peers"] if p.get("warm")):
+        console.print(f"warm on {p['peer']}: " + ", ".join(p["warm"]))
     if not snap["views_agree"]:
         console.print(f"[yellow]note:[/] this client does not see the same live workers as {snap['entry']} "
                       f"(a peer joining or leaving, or one this machine cannot reach)")

@@ -93,15 +93,19 @@ def _emit(event: str, **fields: Any) -> None:
               help="Also print a status event every N seconds (0: only when asked).")
 @click.option("--incarnation", type=click.IntRange(min=0), default=None,
               help="This boot's incarnation (default: microseconds since the epoch).")
+@click.option("--speculative", is_flag=True, default=False,
+              help="Command workers (--ops warpmesh.workers.commands): warm build caches once per content key "
+                   "and seed each job's own directory from them (default off: every job builds from empty).")
 @mesh_options
 def node(node_id: str, listen: tuple[str, int], join: list[tuple[str, int]], ops_modules: tuple[str, ...],
-         role: str, strategy: str, control: str, status_every: float, incarnation: int | None,
+         role: str, strategy: str, control: str, status_every: float, incarnation: int | None, speculative: bool,
          log_level: str, secret_file: Path | None, tls_cert: Path | None, tls_key: Path | None,
          tls_ca: Path | None) -> None:
     """Run one long-lived mesh peer (a Warp worker) until interrupted."""
     setup_logging(log_level)
     secret, tls = load_mesh_security(secret_file, tls_cert, tls_key, tls_ca)
     import importlib
+    import inspect
 
     from warpmesh.warp import ClaimStrategy, OpRegistry, load_ops_module
 
@@ -139,7 +143,11 @@ def node(node_id: str, listen: tuple[str, int], join: list[tuple[str, int]], ops
         boards = DemoBoards(mux, replica_id(node_id, inc))
         warp = WarpNode(mesh, registry=registry, strategy=ClaimStrategy(strategy), role=role,
                         incarnation=inc, mux=mux)
-        attached = [a for a in (hook(warp) for hook in hooks) if a is not None]
+        from warpmesh.workers.warmcore import WorkerConfig  # the one config object of command workers
+
+        worker_config = WorkerConfig(speculative=speculative)
+        attached = [a for a in (hook(warp, config=worker_config) if "config" in inspect.signature(hook).parameters
+                                else hook(warp) for hook in hooks) if a is not None]
         for a in attached:
             await a.start()
         await boards.start()

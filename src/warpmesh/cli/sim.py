@@ -143,3 +143,8 @@ def sim_warp(seed: int | None, seeds: int, start: int, as_json: bool, fail_fast:
 from warpmesh.cli.sim_raft import sim_raft  # noqa: E402
 
 sim.add_command(sim_raft)
+
+# The planning workload's command lives with the planning area (warpmesh.cli.sim_planning).
+from warpmesh.cli.sim_planning import sim_planning  # noqa: E402
+
+sim.add_command(sim_planning)

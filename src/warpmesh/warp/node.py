@@ -268,6 +268,7 @@ class WarpNode:
         self._executed: OrderedDict[str, str] = OrderedDict()  # task -> run executed here (recent)
         self._written: dict[str, tuple[str, float]] = {}  # task -> (run, when) of results written here
         self._member_cache: tuple[int, dict[str, dict[str, Any]]] = (-1, {})
+        self._member_extra: dict[str, Any] = {}  # extra published fields (set_member_field)
         self._member_replicas: dict[str, str] = {}  # node id -> replica id of its newest incarnation
         self._result_listeners: list[Callable[[list[str]], None]] = []
         self._pending_counts: dict[str, int] = {}
@@ -648,9 +649,17 @@ class WarpNode:
         self._forget_own_past_incarnations()
         self._refresh_membership()
 
+    def set_member_field(self, name: str, value: Any) -> None:
+        """Publish an extra field (e.g. ``warm`` keys) in this peer's entry on the members board."""
+        if name in ("role", "view", "ops"):
+            raise ValueError(f"member field {name!r} is reserved")
+        self._member_extra[name] = value
+        if self._started and not self._closed:
+            self._publish_member()
+
     def _publish_member(self) -> None:
         # Keyed by replica id: each incarnation owns its entry, so a restart never races its past.
-        value = pack({"role": self.role, "view": self._view, "ops": self.registry.names()})
+        value = pack({**self._member_extra, "role": self.role, "view": self._view, "ops": self.registry.names()})
         r = self.replica
         self.members.mutate(lambda m: m.update(r, r, lambda cur: cur.set(r, value)))
 
