@@ -148,5 +148,6 @@ def test_an_unreachable_peer_is_one_line_naming_the_address(command: list[str]) 
 def test_without_a_secret_a_remote_peer_is_refused_before_dialling() -> None:
     out = subprocess.run([sys.executable, "-m", "warpmesh.cli.app", "status", "--to", "192.0.2.1:7000"],
                          capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
-    assert out.returncode == 1
+    assert out.returncode == 2  # a usage error (issue 9), one line
+    assert len(out.stderr.strip().splitlines()) == 1
     assert "refusing to dial 192.0.2.1" in out.stderr and "WARPMESH_SECRET" in out.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -9,6 +11,25 @@ from typing import Any, TypeVar
 import click
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: The last guest log lines of this process: a trap usually follows the line that says why.
+_recent_guest: deque[str] = deque(maxlen=8)
+
+
+class _Recorder(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        _recent_guest.append(record.getMessage())
+
+
+def check_wasm(data: bytes, name: str, hint: str) -> bytes:
+    """Refuse bytes that are neither a binary module (``\\0asm``) nor WAT text, saying so."""
+    if not data.startswith(b"\0asm"):
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise click.BadParameter(f"{name} is not a WebAssembly module: it neither starts with the "
+                                     "binary magic \\0asm nor is WAT text", param_hint=hint) from None
+    return data
 
 
 def store_options(fn: F) -> F:
@@ -43,6 +64,7 @@ def open_runner(store_dir: Path | None, trace_path: Path | None = None) -> Any:
         guest_log.addHandler(handler)
         guest_log.setLevel(logging.INFO)
         guest_log.propagate = False
+        guest_log.addHandler(_Recorder())
 
     root = store_dir or default_store_dir()
     try:
@@ -74,4 +96,10 @@ def limits(fuel: int, memory_mib: int, deadline: float) -> Any:
 
 
 def job_failed(exc: Exception) -> click.ClickException:
+    """The error to show for a failed job: when a guest trapped right after logging a failure (a
+    fold whose child failed), the cause comes first and the trap after it."""
+    kind = getattr(getattr(exc, "kind", None), "value", None)
+    cause = next((m for m in reversed(_recent_guest) if "fail" in m or "error" in m), None)
+    if kind == "trap" and cause is not None:
+        return click.ClickException(f"job failed: {cause} (the guest then trapped: {exc})")
     return click.ClickException(f"job failed: {exc}")

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "draft": ("warpmesh.cli.draft:draft", "Drafts: explain a plan; run the seed's query planned vs unplanned on 3 peers."),
     "engine": ("warpmesh.cli.engine:engine", "Deterministic graph-rewrite engine: replay Echo's DIND logs."),
     "fold": ("warpmesh.cli.fold:fold", "Fold a directory with isolate workers (files and bytes per subtree)."),
+    "game": ("warpmesh.cli.game:game", "Turn-based games over Raft on a TCP mesh: host, join, watch."),
     "kv": ("warpmesh.cli.kv:kv", "A replicated key-value store on Raft: serve, get, put, cas, up."),
     "mesh-demo": ("warpmesh.cli.mesh_demo:mesh_demo", "Three local peers replicate CRDTs over TCP while one is killed."),
     "node": ("warpmesh.cli.node:node", "Run one long-lived mesh peer (a Warp worker)."),
@@ -76,12 +77,19 @@ def _one_line(err: click.ClickException) -> str:
 
 
 def main(argv: list[str] | None = None) -> Any:
-    """Run the CLI; usage errors print one line and exit 2, other click errors exit 1."""
+    """Run the CLI; usage errors print one line and exit 2, other click errors exit 1.
+
+    A bare command group prints its help and exits 0 (the one exception to the one-line rule).
+    """
     try:
         rv = cli.main(args=argv, prog_name="warpmesh", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("warpmesh: aborted", err=True)
         sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as err:
+        # A bare group (`warpmesh`, `warpmesh kv`): its normal help, not a one-line error.
+        click.echo(err.ctx.get_help() if err.ctx is not None else cli.get_help(click.Context(cli)))
+        sys.exit(0)
     except click.UsageError as err:
         where = err.ctx.command_path if err.ctx is not None else "warpmesh"
         click.echo(f"{where}: error: {_one_line(err)} (see '{where} --help')", err=True)
@@ -91,6 +99,13 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(err.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except Exception as err:
+        # Any command: a non-loopback address without a cluster secret is a usage error, not a traceback.
+        secret_mod = sys.modules.get("warpmesh.net.secret")
+        if secret_mod is not None and isinstance(err, secret_mod.InsecureAddressError):
+            click.echo(f"warpmesh: error: {' '.join(str(err).split())}", err=True)
+            sys.exit(2)
+        raise
     # In non-standalone mode click returns ctx.exit()'s code instead of exiting.
     if isinstance(rv, int) and rv != 0:
         sys.exit(rv)

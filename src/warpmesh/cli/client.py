@@ -313,7 +313,9 @@ class MeshClient:
             listen = self.listen or (_local_host_towards(self.to), 0)
             self.mesh = TcpMesh(self.node_id, listen=listen, join=[self.to], secret=self.secret,
                                 incarnation=inc, tls=self.tls)
-        except (ValueError, InsecureAddressError) as err:
+        except InsecureAddressError as err:  # a bad combination of arguments: exit 2 (issue 9)
+            raise click.UsageError(str(err)) from None
+        except ValueError as err:
             raise ClientError(str(err)) from None
         try:
             try:

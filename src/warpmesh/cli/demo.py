@@ -24,6 +24,15 @@ from warpmesh.warp.demo_ops import collatz_steps
 
 OPS_MODULE = "warpmesh.warp.demo_ops"
 
+#: Printed once under the summary: what the table's columns and the summary's counts mean.
+LEGEND = (
+    "columns: ran = jobs this peer executed; queue = jobs waiting in its replica of the queue; results = "
+    "answers it holds (every peer's, replicated); live workers = peers it sees alive.\n"
+    "summary: lost = jobs never answered; wrong = answers that differ from the expected value; "
+    "duplicates = jobs run twice (only when a peer dies mid-job); failovers = jobs re-claimed after "
+    "their claimer died."
+)
+
 
 def _peer_table(statuses: dict[str, dict[str, Any] | None], killed: set[str]) -> Table:
     table = Table(box=None, pad_edge=False)
@@ -176,4 +185,5 @@ def demo(peers: int, jobs: int, kill_one: bool, timeout: float, as_json: bool) -
             f"failovers {summary['failovers']}; {summary['seconds']} s, {summary['jobs_per_s']} jobs/s"
             + (f"; killed {', '.join(summary['killed'])}" if summary["killed"] else ""))
         console.print("executions by peer: " + ", ".join(f"{p} {n}" for p, n in sorted(summary["executions_by_peer"].items())))
+        console.print(LEGEND, style="dim", highlight=False)
     sys.exit(0 if summary["lost"] == 0 and summary["wrong"] == 0 else 1)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from warpmesh.cli._workers_common import job_failed, limits, open_runner, store_options
+from warpmesh.cli._workers_common import check_wasm, job_failed, limits, open_runner, store_options
 
 
 @click.command("fold")
@@ -27,6 +27,7 @@ def fold(directory: Path, as_json: bool, visitor: Path | None, store_dir: Path |
     from warpmesh.workers.fold import Counts, FoldError, import_dir, install_fold, wasm_fold
     from warpmesh.workers.guests import GuestNotFound
 
+    visitor_wasm = check_wasm(visitor.read_bytes(), str(visitor), "--visitor") if visitor else None
     runner, host = open_runner(store_dir, trace_path)
     try:
         t0 = time.perf_counter()
@@ -35,7 +36,7 @@ def fold(directory: Path, as_json: bool, visitor: Path | None, store_dir: Path |
         except FoldError as exc:
             raise click.ClickException(str(exc)) from None
         try:
-            mods = install_fold(runner, visitor.read_bytes() if visitor else None)
+            mods = install_fold(runner, visitor_wasm)
         except GuestNotFound as exc:
             raise click.ClickException(str(exc)) from None
         t1 = time.perf_counter()

@@ -77,6 +77,7 @@ def serve(node_id: str, listen: str, peers: str, data_dir: Path, snapshot_every:
     if node_id not in members:
         raise click.BadParameter(f"--peers must include this node ({node_id}=HOST:PORT)", param_hint="--peers")
     secret, tls = load_mesh_security(secret_file, tls_cert, tls_key, tls_ca)
+    _check_insecure(secret, listen=[listen_addr[0]], dial=[h for h, _ in members.values()])
     from warpmesh.raft.config import RaftConfig
     from warpmesh.raft.errors import CorruptState
 
@@ -129,15 +130,30 @@ def _client_options(f: Any) -> Any:
     return f
 
 
+def _key(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not value:
+        raise click.BadParameter("must not be empty", param_hint=f"'{(param.name or 'key').upper()}'")
+    return value
+
+
+def _check_insecure(secret: bytes | None, *, listen: list[str], dial: list[str]) -> None:
+    """Non-loopback addresses without a cluster secret are a usage error (one line, exit 2)."""
+    from warpmesh.net.secret import InsecureAddressError, check_addresses
+
+    try:
+        check_addresses(secret, listen=listen, dial=dial)
+    except InsecureAddressError as err:
+        raise click.UsageError(str(err)) from None
+
+
 def _run_client(servers: str, secret_file: Path | None, timeout: float, op: Any,
                 tls_files: tuple[Path | None, Path | None, Path | None] = (None, None, None)) -> Any:
-    from warpmesh.kv.client import KVClient, KVError, parse_addresses
-
+    from warpmesh.kv.client import KVClient, KVError, KVUnreachable
+    addrs = [parse_addr(s, "--servers address") for s in servers.split(",") if s.strip()]
+    if not addrs:
+        raise click.BadParameter("give at least one HOST:PORT", param_hint="--servers")
     secret, tls = load_mesh_security(secret_file, *tls_files)
-    try:
-        addrs = parse_addresses([s for s in servers.split(",") if s.strip()])
-    except ValueError as err:
-        raise click.BadParameter(str(err), param_hint="--servers") from None
+    _check_insecure(secret, listen=[], dial=[h for h, _ in addrs])
 
     async def main() -> Any:
         async with KVClient(addrs, secret=secret, timeout=timeout, tls=tls) as client:
@@ -145,6 +161,9 @@ def _run_client(servers: str, secret_file: Path | None, timeout: float, op: Any,
 
     try:
         return asyncio.run(main())
+    except KVUnreachable as err:
+        raise click.ClickException(f"{err}, or point --servers (or $WARPMESH_KV_SERVERS) at running "
+                                   "nodes") from None
     except KVError as err:
         raise click.ClickException(str(err)) from None
     except OSError as err:
@@ -152,7 +171,7 @@ def _run_client(servers: str, secret_file: Path | None, timeout: float, op: Any,
 
 
 @kv.command()
-@click.argument("key")
+@click.argument("key", callback=_key)
 @click.option("--stale", is_flag=True, help="Read one node's local copy (faster, may be stale).")
 @_client_options
 def get(key: str, stale: bool, servers: str, secret_file: Path | None, timeout: float,
@@ -167,18 +186,19 @@ def get(key: str, stale: bool, servers: str, secret_file: Path | None, timeout: 
 
 
 @kv.command()
-@click.argument("key")
+@click.argument("key", callback=_key)
 @click.argument("value")
+@click.option("--json", "as_json", is_flag=True, help='Print {"key": ..., "revision": N} instead.')
 @_client_options
-def put(key: str, value: str, servers: str, secret_file: Path | None, timeout: float,
+def put(key: str, value: str, as_json: bool, servers: str, secret_file: Path | None, timeout: float,
         tls_cert: Path | None, tls_key: Path | None, tls_ca: Path | None) -> None:
     """Set KEY to VALUE; prints the new revision."""
-    click.echo(_run_client(servers, secret_file, timeout, lambda c: c.put(key, value),
-                           (tls_cert, tls_key, tls_ca)))
+    rev = _run_client(servers, secret_file, timeout, lambda c: c.put(key, value), (tls_cert, tls_key, tls_ca))
+    click.echo(json.dumps({"key": key, "revision": rev}) if as_json else rev)
 
 
 @kv.command()
-@click.argument("key")
+@click.argument("key", callback=_key)
 @click.argument("expected")
 @click.argument("new")
 @click.option("--absent", is_flag=True, help="Expect KEY to be absent (EXPECTED is ignored).")
@@ -198,7 +218,7 @@ def cas(key: str, expected: str, new: str, absent: bool, delete_: bool, servers:
 
 
 @kv.command()
-@click.argument("key")
+@click.argument("key", callback=_key)
 @_client_options
 def delete(key: str, servers: str, secret_file: Path | None, timeout: float, tls_cert: Path | None,
            tls_key: Path | None, tls_ca: Path | None) -> None:

@@ -20,7 +20,9 @@ and contents, and the Warp status.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -93,13 +95,15 @@ def _emit(event: str, **fields: Any) -> None:
               help="Also print a status event every N seconds (0: only when asked).")
 @click.option("--incarnation", type=click.IntRange(min=0), default=None,
               help="This boot's incarnation (default: microseconds since the epoch).")
+@click.option("--join-timeout", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+              metavar="SECONDS", help="Keep retrying the --join peers this long, then exit 1 saying why.")
 @click.option("--speculative", is_flag=True, default=False,
               help="Command workers (--ops warpmesh.workers.commands): warm build caches once per content key "
                    "and seed each job's own directory from them (default off: every job builds from empty).")
 @mesh_options
 def node(node_id: str, listen: tuple[str, int], join: list[tuple[str, int]], ops_modules: tuple[str, ...],
          role: str, strategy: str, control: str, status_every: float, incarnation: int | None, speculative: bool,
-         log_level: str, secret_file: Path | None, tls_cert: Path | None, tls_key: Path | None,
+         join_timeout: float, log_level: str, secret_file: Path | None, tls_cert: Path | None, tls_key: Path | None,
          tls_ca: Path | None) -> None:
     """Run one long-lived mesh peer (a Warp worker) until interrupted."""
     setup_logging(log_level)
@@ -109,16 +113,22 @@ def node(node_id: str, listen: tuple[str, int], join: list[tuple[str, int]], ops
 
     from warpmesh.warp import ClaimStrategy, OpRegistry, load_ops_module
 
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # --ops finds modules in the current directory, like `python -m`
     registry = OpRegistry()
     hooks = []  # modules may expose attach(node) to bind to the node (e.g. isolate workers)
     for module in ops_modules:
         try:
-            registry.update(load_ops_module(module))
+            loaded = load_ops_module(module)
         except ImportError as err:
             raise click.BadParameter(f"cannot import {module!r}: {err}", param_hint="--ops") from None
         except ValueError as err:
             raise click.ClickException(f"--ops {module}: {err}") from None
         hook = getattr(importlib.import_module(module), "attach", None)
+        if not callable(hook) and not _serves_ops(loaded, module):
+            raise click.BadParameter(f"{module!r} defines no @warp_op ops (decorate functions with "
+                                     "warpmesh.warp.warp_op, or drop --ops)", param_hint="--ops")
+        registry.update(loaded)
         if callable(hook):
             hooks.append(hook)
 
@@ -133,12 +143,17 @@ def node(node_id: str, listen: tuple[str, int], join: list[tuple[str, int]], ops
         inc = incarnation if incarnation is not None else boot_incarnation()
         try:
             mesh = TcpMesh(node_id, listen=listen, join=join, secret=secret, incarnation=inc, tls=tls)
-        except (ValueError, InsecureAddressError) as err:
+        except InsecureAddressError as err:  # a bad combination of arguments: a usage error
+            raise click.UsageError(str(err)) from None
+        except ValueError as err:
             raise click.ClickException(str(err)) from None
         try:
             await mesh.start()
         except OSError as err:
             raise click.ClickException(f"cannot listen on {listen[0]}:{listen[1]}: {err.strerror or err}") from None
+        if join and not await _joined(mesh, join_timeout, stop):
+            await mesh.close()
+            return
         mux = MuxSeam(mesh)
         boards = DemoBoards(mux, replica_id(node_id, inc))
         warp = WarpNode(mesh, registry=registry, strategy=ClaimStrategy(strategy), role=role,
@@ -185,6 +200,34 @@ def node(node_id: str, listen: tuple[str, int], join: list[tuple[str, int]], ops
             _emit("stopped", node=node_id)
 
     run_until_signal(main)
+
+
+def _serves_ops(loaded: Any, module: str) -> bool:
+    """Whether importing ``module`` gave ops: its own ``registry``, or default-registry ops defined in it."""
+    from warpmesh.warp.ops import default_registry
+
+    if loaded is not default_registry:
+        return len(loaded) > 0
+    return any(getattr(getattr(loaded.resolve(n), "fn", None), "__module__", None) == module for n in loaded.names())
+
+
+async def _joined(mesh: Any, timeout: float, stop: asyncio.Event) -> bool:
+    """Wait until the mesh is joined (True), stop is set (False), or raise ClickException saying why not."""
+    from warpmesh.net.joining import join_verdict
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while not stop.is_set():
+        verdict = join_verdict(mesh.seed_outcomes(), linked=len(mesh.roster.value) > 1,
+                               elapsed=loop.time() - started, timeout=timeout)
+        if verdict.state == "joined":
+            return True
+        if verdict.state == "failed":
+            await mesh.close()
+            raise click.ClickException(verdict.reason)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.05)
+    return False
 
 
 async def _control(boards: DemoBoards, warp: Any, status: Any, stop: asyncio.Event) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from warpmesh.cli._workers_common import job_failed, limits, open_runner, store_options
+from warpmesh.cli._workers_common import check_wasm, job_failed, limits, open_runner, store_options
 
 
 def _parse_arg(text: str, store: Any) -> tuple[str, Any]:
@@ -42,7 +42,7 @@ def _module_bytes(module: str) -> bytes:
         except (wasmtime.WasmtimeError, UnicodeDecodeError) as exc:
             raise click.BadParameter(f"{module}: not valid WAT: {str(exc).splitlines()[0]}",
                                      param_hint="MODULE") from None
-    return data
+    return check_wasm(data, module, "MODULE")
 
 
 def describe_value(store: Any, ref: Any) -> dict[str, Any]:

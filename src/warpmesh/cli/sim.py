@@ -15,7 +15,16 @@ from warpmesh.sim.harness import SimReport, sweep
 
 
 def _seed_range(seed: int | None, seeds: int, start: int) -> range:
-    return range(seed, seed + 1) if seed is not None else range(start, start + seeds)
+    if seed is not None:
+        # --seed replays one seed: a sweep option next to it is a mistake, not something to ignore.
+        ctx = click.get_current_context(silent=True)
+        given = [f"--{n}" for n in ("seeds", "start") if ctx is not None
+                 and ctx.get_parameter_source(n) not in (None, click.core.ParameterSource.DEFAULT)]
+        if given:
+            raise click.UsageError(f"--seed runs exactly one seed; drop {' and '.join(given)} (or drop --seed "
+                                   "to sweep)")
+        return range(seed, seed + 1)
+    return range(start, start + seeds)
 
 
 def run_sweep(name: str, run: Callable[[int], SimReport], seed_list: range, *, as_json: bool,
@@ -47,9 +56,8 @@ def run_sweep(name: str, run: Callable[[int], SimReport], seed_list: range, *, a
 
             reports = sweep(run, seed_list, on_report=tick, fail_fast=fail_fast)
         elapsed = time.perf_counter() - started
-        if len(reports) == 1:
-            r = reports[0]
-            console.print_json(json.dumps(r.as_dict(), sort_keys=True))
+        if len(reports) == 1:  # a replay: its report is the command's output, so stdout
+            print(json.dumps(reports[0].as_dict(), sort_keys=True, indent=2), flush=True)
         console.print(f"{len(reports)} seed(s), {len(failures)} failed, {elapsed:.1f} s")
         for r in failures[:20]:
             console.print(f"  seed {r.seed}: {'; '.join(r.failures)}\n    replay: {r.replay}")
@@ -143,6 +151,11 @@ def sim_warp(seed: int | None, seeds: int, start: int, as_json: bool, fail_fast:
 from warpmesh.cli.sim_raft import sim_raft  # noqa: E402
 
 sim.add_command(sim_raft)
+
+# The game workload's command lives with the game area (warpmesh.cli.sim_game).
+from warpmesh.cli.sim_game import sim_game  # noqa: E402
+
+sim.add_command(sim_game)
 
 # The planning workload's command lives with the planning area (warpmesh.cli.sim_planning).
 from warpmesh.cli.sim_planning import sim_planning  # noqa: E402

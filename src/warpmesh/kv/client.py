@@ -20,6 +20,7 @@ from typing import Any
 from warpmesh.aio.tasks import cancel_and_wait
 from warpmesh.errors import WarpmeshError
 from warpmesh.kv import protocol as P
+from warpmesh.net.joining import all_refused
 from warpmesh.net.mux import MuxSeam
 from warpmesh.net.seam import PeerUnreachable, Seam, SeamClosed
 from warpmesh.raft.runtime import wait_future
@@ -28,6 +29,11 @@ from warpmesh.wire.frame import FrameError
 
 class KVError(WarpmeshError):
     """A request failed for good: invalid, timed out after every retry, or session expired."""
+
+
+class KVUnreachable(KVError, WarpmeshError, ConnectionError):
+    """Every server address refused the connection: nothing is listening there (raised at once,
+    not after the whole timeout)."""
 
 
 class KVTimeout(KVError, TimeoutError):
@@ -200,10 +206,15 @@ class KVClient:
                     for t in tries:
                         t.cancel()
                     return
+            if self._mesh is not None and not peers and all_refused(self._mesh.seed_outcomes(), min_attempts=2):
+                raise KVUnreachable(f"no KV server is listening at {self._where()}: every connection was "
+                                    "refused; start the cluster (warpmesh kv up starts a local one)")
             await asyncio.sleep(0.05)
-        raise KVTimeout(f"no KV server answered within {timeout:.1f}s at "
-                        f"{', '.join(f'{h}:{p}' for h, p in self.addresses) or 'the given seam'}; are "
+        raise KVTimeout(f"no KV server answered within {timeout:.1f}s at {self._where()}; are "
                         "the nodes running, and is the cluster secret the same?")
+
+    def _where(self) -> str:
+        return ", ".join(f"{h}:{p}" for h, p in self.addresses) or "the given seam"
 
     async def _attempt(self, target: str, op: str, key: str | None, a: Any, b: Any, seq: int, floor: int,
                        timeout: float) -> list[Any] | None:

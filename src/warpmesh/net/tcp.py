@@ -47,6 +47,7 @@ from warpmesh import PROTOCOL_VERSION
 from warpmesh.aio.observable import Observable
 from warpmesh.aio.tasks import cancel_and_wait
 from warpmesh.errors import Closed, PayloadTooLarge
+from warpmesh.net import joining
 from warpmesh.net.handshake import (
     REFUSE,
     AdmissionRequired,
@@ -284,7 +285,7 @@ class _Target:
     """An address we keep a link to: a ``--join`` seed or a peer learned from gossip or a handshake."""
 
     __slots__ = ("addr", "dialing", "forgotten", "is_self", "known_inc", "last_seen", "last_warned",
-                 "peer_id", "seed", "task")
+                 "outcome", "outcome_detail", "outcome_repeats", "peer_id", "seed", "task")
 
     def __init__(self, addr: Address, *, seed: bool, peer_id: PeerId | None, now: float) -> None:
         self.addr = addr
@@ -297,6 +298,14 @@ class _Target:
         self.forgotten = False
         self.last_warned: str | None = None
         self.task: asyncio.Task[None] | None = None
+        #: The last dial's result (see warpmesh.net.joining), its detail, and how often in a row.
+        self.outcome = joining.PENDING
+        self.outcome_detail = ""
+        self.outcome_repeats = 0
+
+    def note_outcome(self, kind: str) -> None:
+        self.outcome_repeats = self.outcome_repeats + 1 if kind == self.outcome else 1
+        self.outcome = kind
 
 
 class _Conn:
@@ -641,6 +650,22 @@ class TcpMesh(Seam):
             for pid, c in sorted(self._slots.items()) if c.established
         }
 
+    def seed_outcomes(self) -> list[joining.SeedOutcome]:
+        """What happened at each ``join`` seed so far (a seed whose peer is linked is ``ok``), in
+        ``join`` order; :func:`warpmesh.net.joining.join_verdict` decides from these."""
+        out = []
+        for addr in self.join:
+            t = self._targets.get(addr)
+            if t is None:
+                out.append(joining.SeedOutcome(format_address(addr)))
+                continue
+            kind = joining.SELF if t.is_self else t.outcome
+            conn = self._slots.get(t.peer_id) if t.peer_id is not None else None
+            if conn is not None and conn.established:
+                kind = joining.OK
+            out.append(joining.SeedOutcome(format_address(addr), kind, t.outcome_detail, t.outcome_repeats))
+        return out
+
     def known_peers(self) -> dict[Address, PeerId | None]:
         """Addresses this peer keeps (or tries to keep) a link to, with the peer id if known."""
         return {addr: t.peer_id for addr, t in sorted(self._targets.items()) if not t.is_self}
@@ -728,6 +753,8 @@ class TcpMesh(Seam):
                         continue
                 delay_next = False
                 outcome = await self._dial(t)
+                if outcome != "established":  # established is noted when linked (see _note_linked)
+                    t.note_outcome(outcome)
                 if outcome in ("established", Refusal.DUPLICATE_LINK.value):
                     # A link existed (or another one won the race): redial only after it goes away.
                     attempt = 0
@@ -759,11 +786,12 @@ class TcpMesh(Seam):
             except (OSError, TimeoutError, ssl.SSLError) as err:
                 self.stats.dial_failures += 1
                 msg = f"{type(err).__name__}: {err}"
+                t.outcome_detail = msg
                 if t.last_warned != msg:
                     t.last_warned = msg
                     log.log(logging.INFO if t.seed else logging.DEBUG, "%s cannot reach %s: %s", self.self_id,
                             format_address(t.addr), msg)
-                return "unreachable"
+                return joining.REFUSED if isinstance(err, ConnectionRefusedError) else joining.UNREACHABLE
             return await self._run_conn(reader, writer, initiator=True, target=t)
         finally:
             t.dialing = False
@@ -903,6 +931,8 @@ class TcpMesh(Seam):
         peer = hs.peer.node_id if hs.peer else "?"
         where = format_address(conn.remote) if conn.remote else "?"
         level = logging.DEBUG if outcome.code in _QUIET else logging.WARNING
+        if conn.target is not None:
+            conn.target.outcome_detail = outcome.reason
         if outcome.by_peer:
             self.stats.refused_by_peer[outcome.code] += 1
             log.log(level, "%s was refused by %s at %s [%s]: %s", self.self_id, peer, where, outcome.code,
@@ -1193,6 +1223,8 @@ class TcpMesh(Seam):
         if conn.target is not None:
             conn.target.peer_id = pid
             conn.target.last_warned = None
+            conn.target.note_outcome(joining.OK)
+            conn.target.outcome_detail = ""
         if conn.listen is not None:
             t = self._target(conn.listen, seed=False, peer_id=pid, now=now)
             if t is not None:

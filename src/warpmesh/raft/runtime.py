@@ -53,6 +53,9 @@ log = logging.getLogger("warpmesh.raft")
 OUTBOX_FRAMES = 2048
 #: Bytes reserved in each frame for the header and fields around entries/chunks.
 FRAME_OVERHEAD = 4096
+#: asyncio runs a timer once ``loop.time()`` is within the clock resolution of its deadline, so a
+#: timer may fire a hair *before* the core's deadline. A deadline this close counts as due.
+TIMER_SLACK = 1e-6
 
 
 def _expire(fut: asyncio.Future[Any]) -> None:
@@ -519,7 +522,13 @@ class RaftNode:
             self._timer = None
         self._timer_at = d
         if d != float("inf"):
-            self._timer = loop.call_at(d, self._wake.set)
+            self._timer = loop.call_at(d, self._on_timer)
+
+    def _on_timer(self) -> None:
+        # Forget the fired deadline, so the next _arm_timer arms again even for the same value.
+        self._timer = None
+        self._timer_at = float("nan")
+        self._wake.set()
 
     async def _engine(self) -> None:
         loop = asyncio.get_running_loop()
@@ -531,8 +540,12 @@ class RaftNode:
                 await self._wake.wait()
                 self._wake.clear()
                 now = loop.time()
-                if now >= core.next_deadline():
-                    core.tick(now)
+                due = core.next_deadline()
+                if now + TIMER_SLACK >= due:
+                    # A timer that fired early (within the clock resolution) still counts: skipping
+                    # the tick here used to leave the engine asleep with no timer armed, so a lone
+                    # leader whose appends were lost never retried (a membership change hung).
+                    core.tick(max(now, due))
                 while True:
                     rd = core.ready()
                     if rd is None:

@@ -49,6 +49,8 @@ guest_log = logging.getLogger("warpmesh.guest")
 
 WASI_MODULE = "wasi_snapshot_preview1"
 PAGE = 65536
+#: The first bytes of every binary WebAssembly module.
+WASM_MAGIC = b"\0asm"
 
 #: Most ``log`` / stdout / stderr messages kept per job, and the longest one (bytes).
 MAX_LOG_MESSAGES = 64
@@ -517,6 +519,11 @@ class IsolateHost:
         from_artifact = module is not None
         if module is None:
             wasm = fetch()
+            if not wasm.startswith(WASM_MAGIC) and not _is_text(wasm):
+                # wasmtime parses anything without the magic as WAT and says "not valid utf-8".
+                raise JobError(FailureKind.MODULE_REJECTED,
+                               f"module {short(oid)} is not WebAssembly: it neither starts with the "
+                               "binary magic \\0asm nor is WAT text")
             try:
                 module = wasmtime.Module(self.engine, wasm)
             except wasmtime.WasmtimeError as exc:
@@ -773,6 +780,15 @@ class IsolateHost:
             job.services.check_out(ref)
         job.out = ref
         return b"", True
+
+
+def _is_text(data: bytes) -> bool:
+    """Whether ``data`` could be WAT source (UTF-8 text); random bytes are not."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _first_line(exc: object) -> str:
