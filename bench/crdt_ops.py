@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from warpmesh.aio.tuning import install_gc_pause
 from warpmesh.crdt import HyperLogLog, LWWRegister, ORMap, ORSet, digest, encoded_bytes, murmur3_x86_32
 
 try:
@@ -249,6 +250,7 @@ def row(op: str, size: Any, ours: float, peer_name: str | None, peer: float | No
 
 
 def main() -> None:
+    install_gc_pause()  # as the runtimes do: encoding a big state is a bulk section
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="100,1000,10000,100000")
     ap.add_argument("--ops", type=int, default=2000, help="operations per timed batch")

@@ -30,6 +30,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 from blake3 import blake3
 
+from warpmesh.aio.tuning import install_gc_pause
 from warpmesh.engine import (
     AtomPayload,
     EdgeRecord,
@@ -223,6 +224,7 @@ def bench_pool(runs: int, per_tick: int, procs: int) -> dict:
 
 
 def main() -> None:
+    install_gc_pause()  # as the engine CLI and the runtimes do: a tick is a bulk section
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer runs (smoke test)")
     args = ap.parse_args()

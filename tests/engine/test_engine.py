@@ -432,22 +432,55 @@ def test_counter_state_is_visible_to_readers() -> None:
 def test_commit_restores_the_callers_gc_state() -> None:
     import gc
 
-    engine = make_engine(3)
-    assert gc.isenabled()
-    engine.commit(engine.begin())
-    assert gc.isenabled()
-    gc.disable()
+    from warpmesh import bulk
+    from warpmesh.aio.tuning import GcPause
+
+    previous = bulk.set_guard(GcPause)  # as the engine CLI and the runtimes install it
     try:
-        engine.commit(engine.begin())
-        assert not gc.isenabled()
-    finally:
-        gc.enable()
-    tx = engine.begin()
-    engine.register_rule("boom", is_entity, _boom, lambda v, s: Footprint(v.warp_id).read_node(s))
-    engine.apply(tx, "boom", entity(0))
-    with pytest.raises(RuntimeError, match="boom"):
+        engine = make_engine(3)
+        seen: list[bool] = []
+        engine.register_rule("probe", is_entity, lambda v, s, d: seen.append(gc.isenabled()),
+                             lambda v, s: Footprint(v.warp_id).read_node(s))
+        tx = engine.begin()
+        engine.apply(tx, "probe", entity(0))
+        assert gc.isenabled()
         engine.commit(tx)
-    assert gc.isenabled()
+        assert seen == [False]  # paused inside the tick
+        assert gc.isenabled()
+        gc.disable()
+        try:
+            engine.commit(engine.begin())
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
+        tx = engine.begin()
+        engine.register_rule("boom", is_entity, _boom, lambda v, s: Footprint(v.warp_id).read_node(s))
+        engine.apply(tx, "boom", entity(0))
+        with pytest.raises(RuntimeError, match="boom"):
+            engine.commit(tx)
+        assert gc.isenabled()
+    finally:
+        bulk.set_guard(previous)
+
+
+def test_commit_leaves_gc_alone_without_a_guard() -> None:
+    """The engine is a pure core: with no runtime guard installed it never touches the collector."""
+    import gc
+
+    from warpmesh import bulk
+
+    previous = bulk.set_guard(None)
+    try:
+        engine = make_engine(3)
+        seen: list[bool] = []
+        engine.register_rule("probe", is_entity, lambda v, s, d: seen.append(gc.isenabled()),
+                             lambda v, s: Footprint(v.warp_id).read_node(s))
+        tx = engine.begin()
+        engine.apply(tx, "probe", entity(0))
+        engine.commit(tx)
+        assert seen == [True]
+    finally:
+        bulk.set_guard(previous)
 
 
 def _boom(view: GraphView, scope: bytes, delta: object) -> None:

@@ -181,7 +181,8 @@ def test_vote_persisted_before_the_grant_is_sent() -> None:
     c = ScriptedCluster(3)
     r = _vote(c, "n2", VoteRequest("n1", "n2", 1, 0, 0))
     assert r.granted
-    hs = c["n2"].storage.hard_state()
+    # What n2's disk held when the grant left: a crash right after sending must not forget the vote.
+    hs = c["n2"].durable_at_send[c["n2"].sent.index(r)]
     assert (hs.term, hs.vote) == (1, "n1")
 
 

@@ -9,10 +9,12 @@ import asyncio
 from collections import deque
 from typing import Generic, TypeVar
 
+from warpmesh.errors import Closed
+
 T = TypeVar("T")
 
 
-class QueueClosed(Exception):
+class QueueClosed(Closed):
     """The queue was closed: ``put`` fails at once, ``get`` fails once the queue is drained."""
 
 

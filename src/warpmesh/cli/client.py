@@ -35,6 +35,7 @@ from typing import Any, TextIO
 import click
 
 from warpmesh.cli.common import _addr_callback, load_mesh_security, mesh_options, setup_logging
+from warpmesh.errors import WarpmeshError
 
 #: Largest packed args of one job (a descriptor must fit a mesh frame with room to spare).
 MAX_ARGS_BYTES = 4 * 1024 * 1024
@@ -56,7 +57,7 @@ _REFUSAL_HELP = {
 }
 
 
-class ClientError(click.ClickException):
+class ClientError(WarpmeshError, click.ClickException):
     """A failure talking to the mesh: one line naming what to do next; exit status 1."""
 
 

@@ -115,8 +115,8 @@ async def run_demo(query: str, timeout: float) -> dict[str, Any]:
         assert first.address is not None
         for i in ids[1:]:
             procs.append(await NodeProcess(i, args(i, [first.address])).start(timeout))
-        for p in procs:
-            await _ok(p, {"cmd": "wait_ready"}, timeout)
+        for proc in procs:
+            await _ok(proc, {"cmd": "wait_ready"}, timeout)
         coord = procs[0]
         u = await _ok(coord, {"cmd": "run", "planned": False}, timeout)
         p = await _ok(coord, {"cmd": "run", "planned": True}, timeout)

@@ -25,8 +25,8 @@ JOB_KEYS = ("task", "op", "state", "owner", "since", "attempts", "error", "trace
 def job_rows(warp: Any, running: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """Every job the boards know, one dict with :data:`JOB_KEYS` each, sorted by task id."""
     by_run: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
-    for peer, rows in running.items():
-        for r in rows:
+    for peer, peer_rows in running.items():
+        for r in peer_rows:
             by_run[(r["task"], r["run"])] = (peer, r)
     queued = dict(warp.queued())
     rows: list[dict[str, Any]] = []

@@ -146,7 +146,7 @@ def _status_table(out: dict[str, Any]) -> str:
     cols = ("id", "role", "leader", "term", "commit_index", "applied_index", "log_entries", "snapshot_index",
             "data_bytes", "healthy")
     heads = ("ID", "ROLE", "LEADER", "TERM", "COMMIT", "APPLIED", "LOG", "SNAPSHOT", "DATA", "HEALTHY")
-    rows = [heads]
+    rows: list[tuple[str, ...]] = [heads]
     for n in out["nodes"]:
         rows.append(tuple("-" if n.get(c) is None else ("yes" if n[c] is True else "no" if n[c] is False
                                                          else str(n[c])) for c in cols))

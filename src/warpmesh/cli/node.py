@@ -218,7 +218,7 @@ def _serves_ops(loaded: Any, module: str) -> bool:
 
     if loaded is not default_registry:
         return len(loaded) > 0
-    return any(getattr(loaded.resolve(n).fn, "__module__", None) == module for n in loaded.names())
+    return any(getattr(getattr(loaded.resolve(n), "fn", None), "__module__", None) == module for n in loaded.names())
 
 
 async def _joined(mesh: Any, timeout: float, stop: asyncio.Event) -> bool:

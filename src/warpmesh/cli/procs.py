@@ -11,8 +11,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from warpmesh.errors import WarpmeshError
 
-class NodeProcessError(RuntimeError):
+
+class NodeProcessError(WarpmeshError, RuntimeError):
     """A child node exited or did not answer in time."""
 
 

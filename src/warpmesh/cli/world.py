@@ -110,6 +110,7 @@ def peer(peer_id: str, listen: str, peers: str, members: str, data_dir: Path, ti
                                              "intents": w.replica.last_intents}),
                   on_event=lambda ev: _on_event(peer_id, ev))
         await w.start()
+        assert mesh.address is not None  # started above
         _out({"event": "ready", "id": peer_id, "address": f"{mesh.address[0]}:{mesh.address[1]}",
               "resumed_tick": w.tick.value})
         rng = random.Random(hash(peer_id) & 0xFFFF)
@@ -125,7 +126,7 @@ def peer(peer_id: str, listen: str, peers: str, members: str, data_dir: Path, ti
             seen = w.tick.value
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await w.tick.wait_for(lambda v, s=seen: v > s, 1.0)
+                    await w.tick.wait_for(lambda v, s=seen: v > s, 1.0)  # type: ignore[misc]
                 seen = w.tick.value
                 if intents and seen < ticks:
                     batch = [push(f"e{rng.randrange(entities)}", (rng.randrange(-1, 2), rng.randrange(-1, 2), 0))
@@ -365,9 +366,9 @@ async def _demo(n: int, ticks: int, kill_one: bool, diverge_one: bool, add_peer:
                     installed[msg["peer"]] = msg["tick"]
                 elif msg.get("event") == "restoring" and msg["peer"] in pending_div:
                     flush_divergence(msg["peer"], msg)
-            for p, (_ev, at) in list(pending_div.items()):
+            for div_peer, (_ev, at) in list(pending_div.items()):
                 if loop.time() - at > 3:
-                    flush_divergence(p, None)
+                    flush_divergence(div_peer, None)
             top = max(hashes, default=0)
             emit_ready_ticks(top - 2)
             if kill_peer and not killed and emitted >= kill_at:

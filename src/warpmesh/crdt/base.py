@@ -15,14 +15,13 @@ and never agree on a digest.
 
 from __future__ import annotations
 
-import gc
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Hashable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Hashable
 from typing import Any, ClassVar, Self, TypeVar
 
 import blake3
 
+from warpmesh.errors import DecodeError, WarpmeshError
 from warpmesh.wire.frame import pack, unpack
 
 __all__ = [
@@ -49,11 +48,11 @@ _INT_MIN = -(1 << 63)
 _INT_MAX = (1 << 64) - 1
 
 
-class CrdtDecodeError(ValueError):
+class CrdtDecodeError(DecodeError):
     """Wire data does not describe a valid state of the expected type (garbage or a hostile peer)."""
 
 
-class IncompatibleJoin(ValueError):
+class IncompatibleJoin(WarpmeshError, ValueError):
     """Two states cannot be joined (different types, ORMap value types or HLL precisions).
 
     Raised by ``join`` *before* anything is mutated, so the receiving state is left untouched.
@@ -124,29 +123,6 @@ class Crdt(ABC):
         err = self._join_error(other)
         if err is not None:
             raise IncompatibleJoin(err)
-
-
-#: States with more entries than this build or walk their wire form with the cyclic GC paused.
-BULK_THRESHOLD = 2048
-
-
-@contextmanager
-def gc_paused(size: int) -> Iterator[None]:
-    """Pause the cyclic garbage collector while a bulk operation over ``size`` entries runs.
-
-    Building or decoding the wire form of a 100k-key map allocates ~10^6 containers that all stay
-    alive; each allocation burst triggers full collections that re-walk the whole (unchanged) heap,
-    which made encoding ~4x slower. None of these objects form cycles, so nothing is lost by
-    deferring collection to the end. Small states (the deltas on the hot path) skip this entirely.
-    """
-    if size <= BULK_THRESHOLD or not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def registered_types() -> dict[int, type[Crdt]]:
@@ -225,9 +201,9 @@ def check_replica(replica: object) -> str:
 def _check_value(v: object, depth: int) -> None:
     t = type(v)
     if t is str:
-        if not v.isascii():  # type: ignore[union-attr]
+        if not v.isascii():  # type: ignore[attr-defined]
             try:
-                v.encode("utf-8")  # type: ignore[union-attr]
+                v.encode("utf-8")  # type: ignore[attr-defined]
             except UnicodeEncodeError:
                 raise TypeError("str elements must be encodable as UTF-8 (no lone surrogates)") from None
     elif t is int:

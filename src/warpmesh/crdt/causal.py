@@ -18,7 +18,8 @@ from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from warpmesh.crdt.base import CrdtDecodeError, check_replica, gc_paused, sort_bytes, w_int, w_list, w_replica
+from warpmesh.bulk import bulk
+from warpmesh.crdt.base import CrdtDecodeError, check_replica, sort_bytes, w_int, w_list, w_replica
 from warpmesh.wire.frame import pack
 
 __all__ = ["Dot", "DotContext", "DotStore"]
@@ -117,7 +118,7 @@ class DotContext:
         check_replica(r)
         if type(s) is not int or not 1 <= s <= _SEQ_MAX:
             raise ValueError(f"dot sequence numbers start at 1, got {s!r}")
-        return self._add(dot if type(dot) is Dot else Dot(r, s))  # type: ignore[arg-type]
+        return self._add(dot if type(dot) is Dot else Dot(r, s))
 
     def _add(self, d: Dot) -> bool:
         r, s = d
@@ -131,7 +132,7 @@ class DotContext:
             self._size += 1
             nxt = (r, s + 1)
             while nxt in cloud:
-                cloud.remove(nxt)  # type: ignore[arg-type]
+                cloud.remove(nxt)
                 s += 1
                 nxt = (r, s + 1)
             if s != self._vv[r]:
@@ -360,7 +361,7 @@ class DotStore(Generic[V]):
 
     def join(self, other: DotStore[V], join_value: Callable[[V, V], V], copy_value: Callable[[V], V]) -> None:
         """In-place causal join (see :meth:`_join`)."""
-        with gc_paused(len(other.store)):
+        with bulk(len(other.store)):
             self._join(other, join_value, copy_value)
 
     def _join(self, other: DotStore[V], join_value: Callable[[V, V], V], copy_value: Callable[[V], V]) -> None:
@@ -379,7 +380,7 @@ class DotStore(Generic[V]):
         else:
             doomed = [d for d in s_index if o_ctx.contains(d)]
         for d in doomed:
-            if o_index.get(d, _MISSING) != s_index[d]:  # type: ignore[call-overload]
+            if o_index.get(d, _MISSING) != s_index[d]:
                 self.remove_dot(d)
         # 2. Adopt the other side's dots we have never seen; join values held under a common dot.
         store = self.store
@@ -396,7 +397,7 @@ class DotStore(Generic[V]):
         s_ctx.join(o_ctx)
 
     def copy(self, copy_value: Callable[[V], V]) -> DotStore[V]:
-        with gc_paused(len(self.store)):
+        with bulk(len(self.store)):
             return self._copy(copy_value)
 
     def _copy(self, copy_value: Callable[[V], V]) -> DotStore[V]:
@@ -423,7 +424,7 @@ class DotStore(Generic[V]):
 
     def to_wire(self, key_wire: Callable[[Hashable], Any], value_wire: Callable[[V], Any] | None) -> list[Any]:
         """``[ctx, [[key, [[ri, seq(, value)], ...]], ...]]`` with keys and dots in canonical order."""
-        with gc_paused(len(self.store)):
+        with bulk(len(self.store)):
             return self._to_wire(key_wire, value_wire)
 
     def _to_wire(self, key_wire: Callable[[Hashable], Any], value_wire: Callable[[V], Any] | None) -> list[Any]:
@@ -457,7 +458,7 @@ class DotStore(Generic[V]):
     ) -> DotStore[V]:
         """Validate and build. ``value_from_wire`` None means dots carry no value (stored as None)."""
         size = len(data[1]) if type(data) is list and len(data) == 2 and type(data[1]) is list else 0
-        with gc_paused(size):
+        with bulk(size):
             return cls._from_wire(data, key_from_wire, value_from_wire, what)
 
     @classmethod

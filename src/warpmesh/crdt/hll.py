@@ -63,9 +63,11 @@ def murmur3_x86_32(data: bytes | bytearray | memoryview, seed: int = 0) -> int:
 def _item_bytes(item: Any) -> bytes:
     t = type(item)
     if t is str:
-        return item.encode("utf-8")
+        encoded: bytes = item.encode("utf-8")
+        return encoded
     if t is bytes:
-        return item
+        raw: bytes = item
+        return raw
     element_key(item)  # validates (TypeError for unacceptable items)
     return pack(item)
 

@@ -222,10 +222,10 @@ class ORMap(Crdt, Generic[V]):
 
     def join(self, other: Self) -> None:
         self._check_join(other)
-        self._ds.join(other._ds, _join_into, _copy)
+        self._ds.join(other._ds, _join_into, _copy)  # type: ignore[arg-type]  # V is a Crdt
 
     def copy(self) -> ORMap[V]:
-        return ORMap._wrap(self._vt, self._ds.copy(_copy))
+        return ORMap._wrap(self._vt, self._ds.copy(_copy))  # type: ignore[arg-type]
 
     def is_bottom(self) -> bool:
         return self._ds.is_bottom()
@@ -259,7 +259,7 @@ class ORMap(Crdt, Generic[V]):
                 err = first._join_error(v)
                 if err is not None:
                     raise CrdtDecodeError(f"ORMap contributions at one key cannot be joined: {err}")
-        return cls._wrap(vt, ds)
+        return cls._wrap(vt, ds)  # type: ignore[arg-type]  # decoded values are of the declared type
 
     def __repr__(self) -> str:
         body = ", ".join(f"{k!r}: {v!r}" for k, v in self.items())

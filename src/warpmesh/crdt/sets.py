@@ -146,7 +146,7 @@ class ORSet(Crdt):
         ds = self._ds
         old = ds.store.get(k)
         dot = ds.ctx.next_dot(replica)
-        delta = DotStore()
+        delta: DotStore[None] = DotStore()
         if old:
             for d in list(old):
                 ds.remove_dot(d)
@@ -160,7 +160,7 @@ class ORSet(Crdt):
     def remove(self, e: Any) -> ORSet:
         """Remove ``e`` (its observed dots); return the delta. Removing an absent element is the identity."""
         k = element_key(e)
-        delta = DotStore()
+        delta: DotStore[None] = DotStore()
         for d in self._ds.remove_key(k):
             delta.ctx._add(d)
         return ORSet._wrap(delta)
@@ -168,7 +168,7 @@ class ORSet(Crdt):
     def remove_all(self, elements: Iterable[Any]) -> ORSet:
         """Remove every element of ``elements``; return one delta covering all of them."""
         keys = [element_key(e) for e in elements]
-        delta = DotStore()
+        delta: DotStore[None] = DotStore()
         for k in keys:
             for d in self._ds.remove_key(k):
                 delta.ctx._add(d)

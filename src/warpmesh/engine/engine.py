@@ -12,7 +12,6 @@ only and loses them).
 
 from __future__ import annotations
 
-import gc
 import random
 import struct
 from collections.abc import Callable, Iterable, Sequence
@@ -22,6 +21,7 @@ from typing import Any, NamedTuple, Protocol
 
 from blake3 import blake3
 
+from warpmesh.bulk import bulk
 from warpmesh.engine.attachment import AtomPayload, AttachmentKey, AttachmentValue, node_alpha
 from warpmesh.engine.errors import (
     DuplicateRuleId,
@@ -564,15 +564,10 @@ class Engine:
         del self._live[tx]
         # A tick allocates tens of thousands of short-lived containers (footprint sets, ops, receipt
         # entries); generational collections triggered by them would walk the whole graph's records and
-        # cost up to half the commit. The engine creates no reference cycles, so the cyclic collector
-        # is paused for the tick and restored (to whatever state the caller had) afterwards.
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
+        # cost up to half the commit. The engine creates no reference cycles, so the tick is a bulk
+        # section: a runtime that installed a guard (warpmesh.aio.tuning.GcPause) pauses the collector.
+        with bulk():
             return self._commit(tx, pending)
-        finally:
-            if gc_was_enabled:
-                gc.enable()
 
     def _commit(self, tx: int, pending: PendingTx) -> tuple[Snapshot, TickReceipt, TickPatch]:
         pack = self.rule_pack_id

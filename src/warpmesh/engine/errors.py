@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from warpmesh.errors import WarpmeshError
+
 __all__ = [
     "CrossWarpEmission",
     "DuplicateRuleId",
@@ -26,7 +28,7 @@ __all__ = [
 ]
 
 
-class EngineError(Exception):
+class EngineError(WarpmeshError):
     """Base class of every engine error."""
 
 

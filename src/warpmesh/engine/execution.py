@@ -29,6 +29,7 @@ from warpmesh.engine.ops import (
     UpsertNode,
     WarpOp,
 )
+from warpmesh.errors import WarpmeshError
 
 _tnew = tuple.__new__  # builds named tuples without their Python-level __new__ (hot paths only)
 
@@ -64,13 +65,6 @@ class TickDelta:
         self._warp: WarpId = WarpId(b"")
         self._fp: Footprint | None = None
         self._system = False
-
-    def _begin(self, match_ix: int, warp: WarpId, fp: Footprint | None, system: bool) -> None:
-        self._match_ix = match_ix
-        self._op_ix = 0
-        self._warp = warp
-        self._fp = fp
-        self._system = system
 
     def __len__(self) -> int:
         return len(self.ops)
@@ -165,7 +159,7 @@ def run_batch(batch: Sequence[ExecItem]) -> tuple[list[WarpOp], list[tuple[int, 
     return delta.ops, delta.origins
 
 
-class MergeFailure(Exception):
+class MergeFailure(WarpmeshError):
     """Internal: divergent ops under one key (the engine turns it into ``MergeConflict``)."""
 
     def __init__(self, key: bytes, writers: list[tuple[tuple[int, int], WarpOp]]) -> None:

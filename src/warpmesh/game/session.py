@@ -368,7 +368,7 @@ class GameSession:
                 step0 = [self.target_players, self.want_witness, self.allow_spectators, self.max_spectators]
                 with contextlib.suppress(RaftError, TimeoutError):
                     idx = await self._turns.propose_system(["policy", "", step0], timeout=5.0)
-                    await node.applied_index.wait_for(lambda v, i=idx: v >= i, 5.0)
+                    await node.applied_index.wait_for(lambda v, i=idx: v >= i, 5.0)  # type: ignore[misc]
                 continue
             target, _witness, allow, max_spect = self.book.policy
             view = self.view(loop.time())
@@ -395,7 +395,7 @@ class GameSession:
                 elif isinstance(step, ProposeSeat | ProposeUnseat):
                     self.steward_steps.append(f"{step.record()[0]} {step.peer}")
                     idx = await self._turns.propose_system(step.record(), timeout=5.0)
-                    await node.applied_index.wait_for(lambda v, i=idx: v >= i, 5.0)
+                    await node.applied_index.wait_for(lambda v, i=idx: v >= i, 5.0)  # type: ignore[misc]
             except (RaftError, TimeoutError) as err:
                 log.info("game %s: steward step %s failed (%s); replanning", self.id, step, err)
                 await asyncio.sleep(tick)

@@ -8,10 +8,21 @@
 * :mod:`warpmesh.kv.admin` - the operator's safety rules (member add/remove/promote, transfer).
 * :mod:`warpmesh.kv.backup` - ``kv snapshot save/restore`` files.
 
-See docs/raft.md.
+See docs/raft.md. The client (a runtime) loads on first use (see docs/architecture.md).
 """
 
-from warpmesh.kv.client import KVClient, KVError, KVTimeout
+from typing import TYPE_CHECKING
+
+from warpmesh._lazy import lazy_exports
 from warpmesh.kv.state import KVStateMachine
+
+if TYPE_CHECKING:
+    from warpmesh.kv.client import KVClient, KVError, KVTimeout
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    globals(),
+    {"KVClient": "warpmesh.kv.client", "KVError": "warpmesh.kv.client", "KVTimeout": "warpmesh.kv.client"},
+)
 
 __all__ = ["KVClient", "KVError", "KVStateMachine", "KVTimeout"]

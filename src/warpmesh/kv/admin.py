@@ -113,6 +113,7 @@ def member_rows(membership: Membership, leader: str | None, self_id: str, last_i
     """``kv member list --json``: ``{"leader", "members": [{"id", "address", "role",
     "match_index", "last_contact_s"}]}``; the leader's own row has its last index and contact 0."""
     rows = []
+    age: float | None
     for node in sorted(membership.members):
         addr = book[node][0] if node in book else addresses.get(node, "")
         if node == self_id:

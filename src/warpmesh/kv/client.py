@@ -17,6 +17,7 @@ import random
 from collections.abc import Iterable
 from typing import Any
 
+from warpmesh.aio.tasks import cancel_and_wait
 from warpmesh.errors import WarpmeshError
 from warpmesh.kv import protocol as P
 from warpmesh.net.joining import all_refused
@@ -120,10 +121,7 @@ class KVClient:
         return self
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
+        await cancel_and_wait([self._reader])
         for f in self._pending.values():
             if not f.done():
                 f.set_exception(KVError("client closed"))

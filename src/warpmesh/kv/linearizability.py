@@ -67,10 +67,6 @@ class History:
         o.ret = _INF
         o.known = False
 
-    def drop_failed_reads(self) -> None:
-        """Reads that never returned observed nothing: remove them (they cannot constrain anything)."""
-        self.ops = [o for o in self.ops if o.known or o.op in ("put", "del", "cas")]
-
 
 def _step(state: Any, o: Op) -> tuple[bool, Any]:
     """Apply ``o`` to the register ``state``: (is the output consistent?, next state)."""
@@ -133,8 +129,9 @@ def _check_key(ops: list[Op], initial: Any = None, max_steps: int = 5_000_000) -
             raise RuntimeError("linearizability search exceeded its step budget")
         assert entry is not None
         if not entry.ret:
-            o = entry.op
-            assert o is not None
+            op = entry.op
+            assert op is not None
+            o = op
             ok, new_state = _step(state, o)
             if ok:
                 bit = 1 << index[o.id]

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from warpmesh.errors import DecodeError
 from warpmesh.wire.frame import decode_frame, encode_frame
 
 KV_CHANNEL = 0x21
@@ -53,7 +54,7 @@ ADMIN_NAMES = {"members": "member list", "add": "member add", "join": "the join 
 KEYLESS_OPS = frozenset({"hello", "state", "status", "members", "transfer", "snapsave"})
 
 
-class BadFrame(ValueError):
+class BadFrame(DecodeError):
     pass
 
 

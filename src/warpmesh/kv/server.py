@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from warpmesh.aio.tasks import cancel_and_wait
 from warpmesh.errors import WarpmeshError
 from warpmesh.kv import admin as A
 from warpmesh.kv import protocol as P
@@ -93,16 +94,7 @@ class KVServer:
         return self
 
     async def close(self) -> None:
-        for task in (self._task, getattr(self, "_watch", None), self._check_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-        for t in list(self._handlers):
-            t.cancel()
-        for t in list(self._handlers):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_and_wait([self._task, getattr(self, "_watch", None), self._check_task, *self._handlers])
         await self.rsm.close()
 
     async def _serve(self) -> None:
@@ -128,7 +120,8 @@ class KVServer:
 
     async def _handle(self, sender: str, req: list[Any]) -> None:
         rid, op, key, a, b, client, seq, floor = req
-        status, result, info = P.OK, None, ""
+        status, info = P.OK, ""
+        result: Any = None
         try:
             result = await self._execute(op, key, a, b, client, seq, floor)
             if isinstance(result, list) and result and result[0] == "error":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from warpmesh.errors import DecodeError
 from warpmesh.wire.frame import FrameError, pack, unpack
 
 #: Longest key and value accepted (a command must fit one Raft entry).
@@ -19,7 +20,7 @@ MAX_KEY_BYTES = 4096
 MAX_VALUE_BYTES = 4 * 1024 * 1024
 
 
-class BadCommand(ValueError):
+class BadCommand(DecodeError):
     """A malformed command (it is applied as a no-op that returns an error, on every replica)."""
 
 

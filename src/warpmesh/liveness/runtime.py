@@ -12,13 +12,13 @@ heartbeat to stay alive. It publishes:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 from warpmesh.aio.observable import Observable
 from warpmesh.aio.queue import ClosableQueue, QueueClosed
+from warpmesh.aio.tasks import cancel_and_wait
 from warpmesh.liveness.core import FailureDetector, HeartbeatConfig, LivenessEvent, PeerHealth
 from warpmesh.net.mux import MuxSeam
 from warpmesh.net.seam import PeerId, SeamClosed
@@ -158,11 +158,7 @@ class Liveness:
         for remove in self._removers:
             remove()
         self._removers.clear()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, SeamClosed):
-                await task
+        await cancel_and_wait(self._tasks, swallow=(SeamClosed,))
         self._tasks.clear()
         for q in self._listeners:
             q.close()

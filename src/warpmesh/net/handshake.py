@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from warpmesh import PROTOCOL_VERSION
+from warpmesh.errors import WarpmeshError
 from warpmesh.wire.frame import DEFAULT_MAX_FRAME, Frame, encode_frame, length_prefixed, pack
 
 # Frame kinds of the mesh link protocol that belong to the handshake. Link-level kinds (data, ping,
@@ -152,7 +153,7 @@ class Failed:
 Event = AdmissionRequired | Established | Failed
 
 
-class HandshakeError(Exception):
+class HandshakeError(WarpmeshError):
     """The host called a method that the current state does not allow (a bug in the host)."""
 
 

@@ -19,7 +19,6 @@ rest, so a run is reproducible from its seed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import random
 from collections import Counter, deque
@@ -27,6 +26,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from warpmesh.aio.observable import Observable
+from warpmesh.aio.tasks import cancel_and_wait
+from warpmesh.errors import PayloadTooLarge  # raised by send_to/broadcast; re-exported for callers
 from warpmesh.net.seam import (
     DEFAULT_SUBSCRIPTION_SIZE,
     IncomingHub,
@@ -64,10 +65,6 @@ class LinkFaults:
 
 
 PERFECT = LinkFaults(delay=0.0)
-
-
-class PayloadTooLarge(ValueError):
-    """A frame larger than the fabric's ``max_payload``."""
 
 
 class _Link:
@@ -384,8 +381,4 @@ class MemoryFabric:
         for peer in sorted(self._live):
             self.crash(peer)
         pumps = [link.pump for link in self._links.values() if link.pump is not None]
-        for task in pumps:
-            task.cancel()
-        for task in pumps:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(pumps, swallow=())

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import abc
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeAlias
 
 from warpmesh.aio.observable import Observable
 from warpmesh.aio.queue import ClosableQueue, QueueClosed
+from warpmesh.errors import Closed, Unavailable
 
 PeerId: TypeAlias = str
 
@@ -32,11 +34,28 @@ log = logging.getLogger("warpmesh.net")
 DEFAULT_SUBSCRIPTION_SIZE = 4096
 
 
-class SeamClosed(Exception):
+def boot_incarnation() -> int:
+    """A fresh incarnation for this boot: microseconds since the epoch.
+
+    Higher on every restart as long as the wall clock does not step back; a node that persists a boot
+    counter can pass that instead. The one place warpmesh derives an incarnation from the clock.
+    """
+    return time.time_ns() // 1000
+
+
+def seam_incarnation(seam: object) -> int:
+    """The incarnation of the peer behind ``seam``: the transport's own (TCP mesh, memory fabric) if it
+    has one, else a fresh :func:`boot_incarnation`. Components that name replicas (``node@incarnation``)
+    use it so every unit on one seam agrees on the incarnation."""
+    inc = getattr(seam, "incarnation", None)
+    return int(inc) if inc else boot_incarnation()
+
+
+class SeamClosed(Closed):
     """The seam (or subscription) is closed."""
 
 
-class PeerUnreachable(Exception):
+class PeerUnreachable(Unavailable):
     """``send_to`` named a peer that is not in the roster (not connected)."""
 
     def __init__(self, peer: PeerId) -> None:

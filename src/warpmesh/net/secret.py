@@ -20,6 +20,8 @@ import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from warpmesh.errors import WarpmeshError
+
 log = logging.getLogger("warpmesh.net.secret")
 
 ENV_VAR = "WARPMESH_SECRET"
@@ -33,11 +35,11 @@ HOW_TO = (f"pass --secret-file FILE or set {ENV_VAR} (the same secret on every n
           "chmod 600 cluster.secret")
 
 
-class SecretError(ValueError):
+class SecretError(WarpmeshError, ValueError):
     """The cluster secret could not be loaded (message says why and what to do)."""
 
 
-class InsecureAddressError(ValueError):
+class InsecureAddressError(WarpmeshError, ValueError):
     """A non-loopback address was to be used without a cluster secret."""
 
 

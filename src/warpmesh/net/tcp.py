@@ -38,7 +38,6 @@ import os
 import random
 import ssl
 import struct
-import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -46,6 +45,8 @@ from typing import Any
 
 from warpmesh import PROTOCOL_VERSION
 from warpmesh.aio.observable import Observable
+from warpmesh.aio.tasks import cancel_and_wait
+from warpmesh.errors import Closed, PayloadTooLarge
 from warpmesh.net import joining
 from warpmesh.net.handshake import (
     REFUSE,
@@ -57,7 +58,6 @@ from warpmesh.net.handshake import (
     Refusal,
     Role,
 )
-from warpmesh.net.memory import PayloadTooLarge
 from warpmesh.net.seam import (
     DEFAULT_SUBSCRIPTION_SIZE,
     IncomingHub,
@@ -66,16 +66,15 @@ from warpmesh.net.seam import (
     Seam,
     SeamClosed,
     Subscription,
+    boot_incarnation,  # re-exported: the README and the CLI import it from here
 )
 from warpmesh.net.secret import check_addresses, is_loopback
 from warpmesh.wire.frame import (
+    DATA_OVERHEAD,
     DEFAULT_MAX_FRAME,
     Frame,
-    FrameError,
     FrameStats,
-    FrameTooLarge,
-    FrameTruncated,
-    decode_frame,
+    StreamDecoder,
     encode_frame,
     length_prefixed,
 )
@@ -94,7 +93,7 @@ BYE = 0x14  #: body: {"code", "reason"}; the sender sends nothing after it
 #: A DATA frame is ``[u32 len][version][kind][0xc6 bin32][u32 n][payload]``: always bin32, so the
 #: header is a constant 11 bytes and encoding a payload costs one concatenation.
 _DATA_HDR = struct.Struct(">IBBBI")
-_DATA_OVERHEAD = 2 + 5  # frame header + msgpack bin32 header (the length prefix is not in the limit)
+_DATA_OVERHEAD = DATA_OVERHEAD  # frame header + msgpack bin32 header (the length prefix is not in the limit)
 #: Before a peer is authenticated we buffer at most this much of one frame (handshake frames are tiny).
 HANDSHAKE_MAX_FRAME = 64 * 1024
 _ALL_VERSIONS = frozenset(range(256))
@@ -254,85 +253,6 @@ class MeshStats:
         }
 
 
-_U32 = struct.Struct(">I")
-
-
-class LinkDecoder:
-    """:class:`~warpmesh.wire.frame.StreamDecoder` with a fast path for DATA frames.
-
-    Same contract (length prefixes, limit, poisoning on an oversize prefix, refusals counted in
-    ``stats``, ``eof()`` counts a truncated tail), and frames decode identically. The difference:
-    once ``data_kind`` is set, a DATA frame in the layout :class:`TcpMesh` writes (``bin32`` body
-    exactly filling the frame) comes out as the payload ``bytes`` itself, sliced straight from the
-    receive buffer: no msgpack call, no :class:`Frame`, one copy. Any other layout of the same kind
-    takes the general path and comes out as a :class:`Frame`.
-    """
-
-    __slots__ = ("_buf", "broken", "data_kind", "max_size", "stats", "versions")
-
-    def __init__(self, *, max_size: int = DEFAULT_MAX_FRAME,
-                 versions: frozenset[int] | tuple[int, ...] = (PROTOCOL_VERSION,),
-                 stats: FrameStats | None = None, data_kind: int | None = None) -> None:
-        self.max_size = max_size
-        self.versions = versions
-        self.stats = stats if stats is not None else FrameStats()
-        self.data_kind = data_kind
-        self.broken: FrameError | None = None
-        self._buf = bytearray()
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buf)
-
-    def feed(self, data: bytes | bytearray | memoryview) -> list[Frame | bytes]:
-        if self.broken is not None:
-            return []
-        buf = self._buf
-        buf += data
-        out: list[Frame | bytes] = []
-        pos = 0
-        end = len(buf)
-        max_size = self.max_size
-        versions = self.versions
-        stats = self.stats
-        data_kind = self.data_kind
-        accepted = 0
-        with memoryview(buf) as view:
-            while end - pos >= 4:
-                (length,) = _U32.unpack_from(buf, pos)
-                if length > max_size:
-                    self.broken = FrameTooLarge(f"announced frame of {length} bytes exceeds {max_size}")
-                    stats.refuse(self.broken)
-                    pos = end
-                    break
-                start = pos + 4
-                stop = start + length
-                if stop > end:
-                    break
-                pos = stop
-                if (data_kind is not None and length >= _DATA_OVERHEAD and buf[start + 1] == data_kind
-                        and buf[start + 2] == 0xC6 and buf[start] in versions
-                        and _U32.unpack_from(buf, start + 3)[0] == length - _DATA_OVERHEAD):
-                    out.append(bytes(view[start + _DATA_OVERHEAD:stop]))
-                    accepted += 1
-                    continue
-                try:
-                    frame = decode_frame(bytes(view[start:stop]), max_size=max_size, versions=versions)
-                except FrameError as err:
-                    stats.refuse(err)
-                    continue
-                accepted += 1
-                out.append(frame)
-        stats.accepted += accepted
-        del buf[:pos]
-        return out
-
-    def eof(self) -> None:
-        if self._buf and self.broken is None:
-            self.stats.refuse(FrameTruncated(f"stream ended inside a frame ({len(self._buf)} bytes)"))
-        self._buf.clear()
-
-
 def parse_address(text: str, *, what: str = "address") -> Address:
     """``HOST:PORT`` or ``[IPv6]:PORT`` -> ``(host, port)``. Raises ``ValueError`` naming the problem."""
     s = text.strip()
@@ -357,7 +277,7 @@ def format_address(addr: Address) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-class _LinkClosed(Exception):
+class _LinkClosed(Closed):
     pass
 
 
@@ -690,12 +610,7 @@ class TcpMesh(Seam):
             await asyncio.wait(serving, timeout=self.config.close_timeout)
         for conn in list(self._conns):
             self._close_conn(conn, "shutdown")
-        tasks = [t for t in self._tasks if not t.done()]
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_and_wait([t for t in self._tasks if not t.done()])
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), self.config.close_timeout)
@@ -712,12 +627,7 @@ class TcpMesh(Seam):
             self._server.close()
         for conn in list(self._conns):
             self._close_conn(conn, "aborted")
-        tasks = [t for t in self._tasks if not t.done()]
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_and_wait([t for t in self._tasks if not t.done()])
         self.hub.close()
         self.roster.set(frozenset({self.self_id}))
 
@@ -919,7 +829,7 @@ class TcpMesh(Seam):
             self._close_conn(conn, "ended")
             self._conns.discard(conn)
 
-    async def _handshake(self, conn: _Conn) -> str | tuple[LinkDecoder, deque[Frame | bytes]]:
+    async def _handshake(self, conn: _Conn) -> str | tuple[StreamDecoder, deque[Frame | bytes]]:
         loop = conn.loop
         cfg = self.config
         assert self._advertised is not None
@@ -939,8 +849,8 @@ class TcpMesh(Seam):
             # The responder talks to strangers: buffer at most a small frame until they prove the
             # secret. The initiator may receive link frames right behind WELCOME, so it must accept
             # full-size frames (it dialled an address it chose).
-            decoder = LinkDecoder(max_size=HANDSHAKE_MAX_FRAME if inbound else self.max_frame,
-                                  versions=_ALL_VERSIONS, stats=self.stats.handshake_frames)
+            decoder = StreamDecoder(max_size=HANDSHAKE_MAX_FRAME if inbound else self.max_frame,
+                                    versions=_ALL_VERSIONS, stats=self.stats.handshake_frames)
             frames: deque[Frame | bytes] = deque()
             self._write_raw(conn, hs.data_to_send())
             while not hs.finished:
@@ -964,8 +874,8 @@ class TcpMesh(Seam):
                     refused_before = decoder.stats.refused_total
                     frames.extend(decoder.feed(data))
                     if decoder.broken is not None or decoder.stats.refused_total != refused_before:
-                        err = decoder.broken or "an undecodable frame"
-                        hs.refuse(Refusal.PROTOCOL, f"malformed handshake: {err}")
+                        why = decoder.broken or "an undecodable frame"
+                        hs.refuse(Refusal.PROTOCOL, f"malformed handshake: {why}")
                         break
                     continue
                 item = frames.popleft()
@@ -1112,7 +1022,7 @@ class TcpMesh(Seam):
                                         f"{old.initiator_id()} is kept")
 
     # -- serving a link -----------------------------------------------------------------------
-    async def _serve(self, conn: _Conn, decoder: LinkDecoder, frames: deque[Frame | bytes]) -> None:
+    async def _serve(self, conn: _Conn, decoder: StreamDecoder, frames: deque[Frame | bytes]) -> None:
         loop = conn.loop
         pid = conn.peer_id
         ps = self.stats.peer(pid)
@@ -1146,7 +1056,7 @@ class TcpMesh(Seam):
                     break
                 conn.last_rx = loop.time()
                 ps.bytes_in += len(data)
-                got = decoder.feed(data)
+                got = decoder.feed_fast(data)
                 if got:
                     await self._process(conn, got)
                     # Time spent waiting for a slow subscriber is not the peer's silence.
@@ -1409,10 +1319,10 @@ class TcpMesh(Seam):
                     if t.peer_id == pid:
                         t.last_seen = now
                 continue
-            t = self._target((host, port), seed=False, peer_id=pid, now=now, defer=True)
-            if t is not None:
-                t.known_inc = max(t.known_inc, inc)
-                t.last_seen = now
+            learned = self._target((host, port), seed=False, peer_id=pid, now=now, defer=True)
+            if learned is not None:
+                learned.known_inc = max(learned.known_inc, inc)
+                learned.last_seen = now
         self._changed()
 
     # -- periodic work ------------------------------------------------------------------------
@@ -1444,15 +1354,6 @@ class TcpMesh(Seam):
                     self._forget(t)
 
 
-def boot_incarnation() -> int:
-    """A fresh incarnation for this boot: microseconds since the epoch.
-
-    Higher on every restart as long as the wall clock does not step back; a node that persists a boot
-    counter can pass that instead.
-    """
-    return time.time_ns() // 1000
-
-
 __all__ = [
     "BYE",
     "DATA",
@@ -1460,7 +1361,6 @@ __all__ = [
     "PONG",
     "ROSTER",
     "Address",
-    "LinkDecoder",
     "MeshStats",
     "PeerStats",
     "TcpMesh",

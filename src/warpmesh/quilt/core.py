@@ -235,18 +235,6 @@ class QuilterCore(Generic[S]):
         """Peers besides us that must hold a batch for a majority of the roster (us included) to."""
         return (len(self._peers) + 1) // 2
 
-    def acked_by_any(self, seq: int) -> bool:
-        """Whether some live peer holds our batches up to ``seq`` (trivially true when alone).
-
-        Once true, a mutation survives this node crashing: that peer has it and anti-entropy
-        spreads it from there.
-        """
-        if not self._peers:
-            return True
-        # Only real acks count here: ``_acked`` also holds assumptions made for buffer GC (a peer
-        # that joins is assumed to catch up through a full state), which prove nothing.
-        return any(self._confirmed.get(p, 0) >= seq for p in self._peers)
-
     @property
     def buffered_batches(self) -> int:
         return len(self._buffer)
@@ -288,11 +276,6 @@ class QuilterCore(Generic[S]):
         delta = fn(self.state)
         self._queue_delta(delta)
         return delta
-
-    def apply_local(self, delta: S) -> None:
-        """Join a delta produced elsewhere into the state and queue it for replication."""
-        self.state.join(delta)  # type: ignore[attr-defined]
-        self._queue_delta(delta)
 
     def _queue_delta(self, delta: S) -> None:
         self.version += 1

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from warpmesh.aio.observable import Observable
+from warpmesh.aio.tasks import cancel_and_wait
+from warpmesh.aio.tuning import install_gc_pause
 from warpmesh.net.seam import PeerUnreachable, Seam, SeamClosed
 from warpmesh.quilt.core import QuilterConfig, QuilterCore, StateCodec
 
@@ -41,6 +43,7 @@ class Quilter(Generic[S]):
         rng: random.Random | None = None,
         coalesce_delay: float = 0.0,
     ) -> None:
+        install_gc_pause()  # full states of big boards are bulk sections: pause the cyclic GC in them
         if codec is None:
             from warpmesh.quilt.codec import CRDT_CODEC
 
@@ -249,9 +252,5 @@ class Quilter(Generic[S]):
         if self._remove_handler is not None:
             self._remove_handler()
             self._remove_handler = None
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, SeamClosed):
-                await task
+        await cancel_and_wait(self._tasks, swallow=(SeamClosed,))
         self._tasks.clear()

@@ -9,6 +9,9 @@
 See docs/raft.md.
 """
 
+from typing import TYPE_CHECKING
+
+from warpmesh._lazy import lazy_exports
 from warpmesh.raft.config import RaftConfig
 from warpmesh.raft.errors import (
     Busy,
@@ -25,8 +28,20 @@ from warpmesh.raft.errors import (
 )
 from warpmesh.raft.membership import Membership
 from warpmesh.raft.sessions import SessionTable, Verdict
-from warpmesh.raft.storage import InMemoryRaftStorage, RaftStorage, SqliteRaftStorage, StorageBatch
 from warpmesh.raft.types import DedupKey, Entry, EntryKind, HardState, Role, Snapshot, SnapshotMeta
+
+if TYPE_CHECKING:
+    from warpmesh.raft.storage import InMemoryRaftStorage, RaftStorage, SqliteRaftStorage, StorageBatch
+
+# Storage is a runtime (SQLite): it loads on first use so importing the core stays pure.
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    globals(),
+    {
+        name: "warpmesh.raft.storage"
+        for name in ("InMemoryRaftStorage", "RaftStorage", "SqliteRaftStorage", "StorageBatch")
+    },
+)
 
 __all__ = [
     "Busy",

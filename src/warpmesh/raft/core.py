@@ -298,15 +298,6 @@ class RaftCore:
     # =========================================================================================
     # Ready / advance
     # =========================================================================================
-    def has_ready(self) -> bool:
-        return bool(
-            self._msgs or self._early or self._completions or self._hs_dirty or self._snapshot_out
-            or self._install_out or self.log.unstable <= self.log.last_index()
-            or self.log.applied < self.log.commit or self.forward_queue or self.need_round
-            or self._read_out or self._read_req_out
-            or (self.role == Role.LEADER and self._leader_has_sends())
-        )
-
     def ready(self) -> Ready | None:
         """Collect everything to persist, send, apply and report since the last call."""
         if self.role == Role.LEADER:

@@ -2,8 +2,25 @@
 
 from __future__ import annotations
 
+# One PayloadTooLarge for the whole package (a command over max_entry_bytes, a frame over a mesh limit).
+from warpmesh.errors import Closed, PayloadTooLarge, WarpmeshError
 
-class RaftError(Exception):
+__all__ = [
+    "Busy",
+    "CatchUpTimeout",
+    "CorruptState",
+    "LeadershipLost",
+    "MembershipChangeInProgress",
+    "NotLeader",
+    "PayloadTooLarge",
+    "RaftClosed",
+    "RaftError",
+    "SessionExpired",
+    "TransferFailed",
+]
+
+
+class RaftError(WarpmeshError):
     """Base class of every Raft error."""
 
 
@@ -40,15 +57,11 @@ class Busy(RaftError):
     """Too much work is queued (uncommitted bytes or pending proposals); retry a little later."""
 
 
-class PayloadTooLarge(RaftError, ValueError):
-    """A command exceeds the largest entry the transport can carry; split it."""
-
-
 class SessionExpired(RaftError):
     """The client's dedup session was evicted; the request was not applied. Start a new session."""
 
 
-class RaftClosed(RaftError):
+class RaftClosed(RaftError, Closed):
     """The node is closed."""
 
 

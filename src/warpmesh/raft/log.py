@@ -16,10 +16,11 @@ Pointers, always ``applied <= commit <= last_index``:
 
 from __future__ import annotations
 
+from warpmesh.errors import WarpmeshError
 from warpmesh.raft.types import Entry
 
 
-class CommittedTruncation(ValueError):
+class CommittedTruncation(WarpmeshError, ValueError):
     """A batch would overwrite a committed entry (a buggy or hostile leader); it is refused."""
 
 
@@ -95,8 +96,8 @@ class RaftLog:
                 return i, t
             i -= 1
         # Ran into the compacted prefix: the snapshot boundary (or 0) is the best we know.
-        t = self.term(i)
-        return i, (t if t is not None else 0)
+        boundary = self.term(i)
+        return i, (boundary if boundary is not None else 0)
 
     # -- writing -------------------------------------------------------------------------------
     def append(self, entries: list[Entry]) -> None:

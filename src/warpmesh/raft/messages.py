@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from warpmesh.errors import DecodeError
 from warpmesh.raft.membership import Membership
 from warpmesh.raft.types import MAX_INDEX, MAX_TERM, Entry
 from warpmesh.wire.frame import decode_frame, encode_frame
@@ -21,7 +22,7 @@ MAX_ID_BYTES = 256
 MAX_BATCH_ITEMS = 1 << 16
 
 
-class BadMessage(ValueError):
+class BadMessage(DecodeError):
     """A frame that decodes but is not a valid Raft message. ``gate`` is a short stable label."""
 
     def __init__(self, gate: str, detail: str = "") -> None:
@@ -397,9 +398,9 @@ def _decode_body(k: int, b: Any, frm: str, to: str) -> Message:
         return ReadRequest(frm, to, term, [_int(i, "read id") for i in _list(b[1], "ids")])
     if k == 0x0D:
         _list(b, "ReadResponse", 3)
-        results = []
+        reads: list[tuple[int, int]] = []
         for r in _list(b[1], "results"):
             r = _list(r, "result", 2)
-            results.append((_int(r[0], "read id"), _int(r[1], "index", lo=-1)))
-        return ReadResponse(frm, to, term, results, _opt_id(b[2], "leader_hint"))
+            reads.append((_int(r[0], "read id"), _int(r[1], "index", lo=-1)))
+        return ReadResponse(frm, to, term, reads, _opt_id(b[2], "leader_hint"))
     raise BadMessage("unknown_kind", f"kind {k:#x}")

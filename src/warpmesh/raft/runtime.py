@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from warpmesh.aio.observable import Observable
+from warpmesh.aio.tasks import cancel_and_wait
 from warpmesh.aio.tuning import tune_gc_for_server  # noqa: F401  (re-exported: kv serve uses it)
 from warpmesh.net.seam import SeamClosed
 from warpmesh.raft.config import RaftConfig
@@ -173,7 +174,6 @@ class RaftNode:
         self._closed = False
         self._started = False
         self._rid = 0
-        self._installs = 0
         self._room = asyncio.Event()
         self._room.set()
         self._cursors: dict[int, int] = {}
@@ -225,11 +225,7 @@ class RaftNode:
         with contextlib.suppress(Exception):
             self._sub.close()
         tasks = self._tasks + [o.task for o in self._outboxes.values() if o.task is not None]
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_and_wait(tasks)
         for futs in self._futures.values():
             for f in futs:
                 if not f.done():
@@ -586,8 +582,6 @@ class RaftNode:
             self.stats["entries_written"] += len(rd.entries)
         for m in rd.messages:
             self._send(m.to, encode(m))
-        if rd.install is not None:
-            self._installs += 1
         core.advance(rd, loop.time())
         if rd.committed or rd.install is not None:
             self.applied_index.set(core.log.applied)

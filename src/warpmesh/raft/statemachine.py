@@ -16,7 +16,6 @@ proposer's own replica gives the answer (and the caller reads its own write righ
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
 import random
@@ -24,6 +23,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 from warpmesh.aio.observable import Observable
+from warpmesh.aio.tasks import cancel_and_wait
 from warpmesh.raft.errors import RaftClosed, SessionExpired
 from warpmesh.raft.runtime import (
     CommittedEntry,
@@ -61,7 +61,6 @@ class ReplicatedStateMachine:
         self.sm = sm
         self.snapshot_every = snapshot_every
         self.sessions = SessionTable(max_sessions, max_results)
-        self._session_limits = (max_sessions, max_results)
         #: Highest log index applied to ``sm``.
         self.applied: Observable[int] = Observable(0)
         self._rng = random.Random(seed)
@@ -91,10 +90,7 @@ class ReplicatedStateMachine:
         return self
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        await cancel_and_wait([self._task])
         for futs in self._waiters.values():
             for f in futs:
                 if not f.done():

@@ -37,6 +37,9 @@ class ClusterNode:
         self.installs: list[Snapshot] = []
         self.completions: list[Completion] = []
         self.sent: list[Message] = []
+        #: For each message in ``sent``, the hard state this node's storage held when it left: what
+        #: the message could promise had the node crashed right after sending it.
+        self.durable_at_send: list[HardState] = []
 
     @property
     def c(self) -> RaftCore:
@@ -152,12 +155,14 @@ class ScriptedCluster:
             rd = core.ready()
             if rd is None:
                 return
+            # The host's contract (RaftCore's docstring): early messages may leave before the write,
+            # the others only after it. Sending in that order, and recording what was durable at each
+            # send, lets a test see a promise sent before it was persisted.
+            self._send(node, rd.early_messages)
             if rd.must_persist:
                 node.storage.write(StorageBatch(rd.snapshot, rd.log_reset, rd.compact_through,
                                                 rd.entries, rd.hard_state))
-            for m in rd.early_messages + rd.messages:
-                node.sent.append(m)
-                self.queue.append(m)
+            self._send(node, rd.messages)
             if rd.install is not None:
                 node.installs.append(rd.install)
             for e in rd.committed:
@@ -166,6 +171,13 @@ class ScriptedCluster:
                 node.applied.append(e)
             node.completions.extend(rd.completions)
             core.advance(rd, self.t(nid))
+
+    def _send(self, node: ClusterNode, messages: list[Message]) -> None:
+        durable = node.storage.hard_state()
+        for m in messages:
+            node.sent.append(m)
+            node.durable_at_send.append(durable)
+            self.queue.append(m)
 
     def _check_leader(self, nid: str, core: RaftCore) -> None:
         if core.role == Role.LEADER:
@@ -261,6 +273,3 @@ class ScriptedCluster:
         self.pump(nid)
         self.deliver()
         return k
-
-    def committed_on(self, nid: str, key: DedupKey) -> Completion | None:
-        return self.nodes[nid].completion("propose", key)

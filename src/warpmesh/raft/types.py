@@ -45,7 +45,7 @@ class DedupKey(NamedTuple):
 class Entry(NamedTuple):
     """One log entry. ``client``/``seq``/``floor`` form the optional :class:`DedupKey`."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index on purpose: the log's own word
     term: int
     kind: int = EntryKind.NORMAL
     data: bytes = b""

@@ -199,7 +199,7 @@ def run_crdt(
             live = [n for n in names if n not in down]
             peer = nodes[rng.choice(live)]
             kind = rng.choice(kinds)
-            delta = peer.quilters[kind.name].mutate(lambda s, kind=kind, r=peer.replica: kind.mutate(s, r, rng))
+            delta = peer.quilters[kind.name].mutate(lambda s, kind=kind, r=peer.replica: kind.mutate(s, r, rng))  # type: ignore[misc]
             all_deltas[kind.name].join(delta)
             mine = by_incarnation.setdefault(peer.replica, {k.name: k.make() for k in kinds})
             mine[kind.name].join(delta)

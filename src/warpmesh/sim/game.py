@@ -48,7 +48,7 @@ def run_game(seed: int, *, players: int = 3, victim: str = "random", max_drop: f
 
 async def _follow(s: GameSession, heap: int, out: list[Any], mover: bool, rng: random.Random) -> str | None:
     g: Game | None = None
-    seq = s.sequencer()
+    seq: Any = s.sequencer()
     pending: asyncio.Task[Any] | None = None
     async for ev in seq.events():
         if isinstance(ev, SystemRecord):

@@ -132,7 +132,7 @@ class _Run:
                     hist.unknown(o)
             await asyncio.sleep(crng.expovariate(1 / 0.02))
 
-    async def wait_members(self, admin: KVClient, voters: set[str], learners: set[str] = frozenset(),
+    async def wait_members(self, admin: KVClient, voters: set[str], learners: set[str] | frozenset[str] = frozenset(),
                            timeout: float = 30.0) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

@@ -17,10 +17,12 @@ import selectors
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from warpmesh.errors import WarpmeshError
+
 T = TypeVar("T")
 
 
-class SimulationStalled(RuntimeError):
+class SimulationStalled(WarpmeshError, RuntimeError):
     """Every task is waiting and no timer is pending: the simulated system can never progress."""
 
 

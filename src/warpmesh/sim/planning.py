@@ -113,9 +113,9 @@ async def _run(report: SimReport, rng: random.Random, fabric: MemoryFabric, node
     # Wait for a Raft leader and a settled Warp ring.
     deadline = loop.time() + 30.0
     while loop.time() < deadline:
-        live = set(nodes)
+        members = set(nodes)
         if (any(n.raft.leader.value for n in nodes.values())
-                and all(n.warp.workers == live for n in nodes.values())):
+                and all(n.warp.workers == members for n in nodes.values())):
             break
         await asyncio.sleep(0.05)
     else:

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from warpmesh.errors import PayloadTooLarge, WarpmeshError
 from warpmesh.raft.config import RaftConfig
 from warpmesh.raft.core import RaftCore, Ready
 from warpmesh.raft.errors import RaftError
@@ -109,7 +110,7 @@ class RaftSimResult:
         return "\n".join(lines)
 
 
-class Violation(Exception):
+class Violation(WarpmeshError):
     pass
 
 
@@ -530,7 +531,7 @@ class RaftSim:
             else:
                 core.propose(data, self.local(node))
             self.stats["proposed"] += 1
-        except RaftError:
+        except (RaftError, PayloadTooLarge):
             self.stats["propose_refused"] += 1
         self.pump(node)
 

@@ -158,7 +158,7 @@ async def _run(seed: int, n: int, ticks: int, crashes: bool, diverge: bool, loss
         seen = 0
         while not stop.is_set() and p.world is not None:
             with contextlib.suppress(TimeoutError):
-                await p.world.tick.wait_for(lambda v, s=seen: v > s, 1.0)
+                await p.world.tick.wait_for(lambda v, s=seen: v > s, 1.0)  # type: ignore[misc]
             seen = p.world.tick.value
             batch = [push(f"e{prng.randrange(n_entities)}", (prng.randrange(-2, 3), prng.randrange(-2, 3), 0))
                      for _ in range(prng.randrange(0, 4))]

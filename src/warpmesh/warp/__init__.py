@@ -6,11 +6,15 @@
 * :class:`OpRegistry`, :func:`warp_op` - named ops every peer registers.
 * :func:`current_job` - inside an op: its task, run, attempt and ``cancelled`` flag.
 
-Core (pure) modules: ``ring``, ``claim``, ``steal``, ``policy``, ``model``, ``context``.
+Core (pure) modules: ``ring``, ``claim``, ``steal``, ``policy``, ``model`` (``context`` holds a thread event: runtime). They are
+imported eagerly; the runtime names (``WarpNode`` ...) load on first use, so importing
+``warpmesh.warp.ring`` does not start asyncio (see docs/architecture.md).
 """
 
+from typing import TYPE_CHECKING
+
+from warpmesh._lazy import lazy_exports
 from warpmesh.warp.claim import ClaimStrategy
-from warpmesh.warp.context import JobContext, current_job
 from warpmesh.warp.model import (
     ArgsUndecodable,
     NotReplicated,
@@ -20,9 +24,30 @@ from warpmesh.warp.model import (
     TaskFailed,
     TransientError,
 )
-from warpmesh.warp.node import COUNTER_NAMES, Results, WarpConfig, WarpNode
-from warpmesh.warp.ops import OpRegistry, OpSpec, default_registry, load_ops_module, warp_op
 from warpmesh.warp.ring import DEFAULT_VNODES, TaskRing
+
+if TYPE_CHECKING:
+    from warpmesh.warp.context import JobContext, current_job
+    from warpmesh.warp.node import COUNTER_NAMES, Results, WarpConfig, WarpNode
+    from warpmesh.warp.ops import OpRegistry, OpSpec, default_registry, load_ops_module, warp_op
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    globals(),
+    {
+        "JobContext": "warpmesh.warp.context",
+        "current_job": "warpmesh.warp.context",
+        "COUNTER_NAMES": "warpmesh.warp.node",
+        "Results": "warpmesh.warp.node",
+        "WarpConfig": "warpmesh.warp.node",
+        "WarpNode": "warpmesh.warp.node",
+        "OpRegistry": "warpmesh.warp.ops",
+        "OpSpec": "warpmesh.warp.ops",
+        "default_registry": "warpmesh.warp.ops",
+        "load_ops_module": "warpmesh.warp.ops",
+        "warp_op": "warpmesh.warp.ops",
+    },
+)
 
 __all__ = [
     "COUNTER_NAMES",

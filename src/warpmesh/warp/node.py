@@ -41,7 +41,7 @@ import os
 import random
 import time
 import traceback as _traceback
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -51,10 +51,11 @@ from typing import Any
 import blake3
 
 from warpmesh.aio.observable import Observable
+from warpmesh.aio.tasks import cancel_and_wait
 from warpmesh.crdt import GCounter, GSet, LWWRegister, ORMap, replica_id
 from warpmesh.liveness import HeartbeatConfig, Liveness
 from warpmesh.net.mux import MuxSeam
-from warpmesh.net.seam import PeerId, Seam
+from warpmesh.net.seam import PeerId, Seam, seam_incarnation
 from warpmesh.quilt import Quilter, QuilterConfig
 from warpmesh.warp import policy
 from warpmesh.warp.claim import ClaimStrategy, ClaimView, Decision, decide, winner
@@ -251,7 +252,7 @@ class WarpNode:
             mode = "async" if asyncio.iscoroutinefunction(executor) else "inline"
             self.registry.register(EXECUTOR_OP, executor, mode=mode)  # type: ignore[arg-type]
         if incarnation is None:
-            incarnation = getattr(seam, "incarnation", None) or time.time_ns() // 1_000_000
+            incarnation = seam_incarnation(seam)
         self.incarnation = int(incarnation)
         self.replica = replica_id(self.self_id, self.incarnation)
         self.rng = rng or random.Random(f"{self.replica}")
@@ -318,7 +319,7 @@ class WarpNode:
         self._started = False
         self._closed = False
         #: Local tallies (the mesh-wide figures are on the counters board: :meth:`counter`).
-        self.local_stats: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
+        self.local_stats: Counter[str] = Counter(dict.fromkeys(COUNTER_NAMES, 0))
 
         # Work stealing (local, unreplicated; see warpmesh.warp.steal).
         self._steal_channel = self.mux.channel(STEAL_TAG)
@@ -338,9 +339,9 @@ class WarpNode:
         self._steal_wake = asyncio.Event()
         self._steal_backoff = cfg.steal_interval
         #: Work-stealing tallies of this peer (requests, grants, tasks in and out, take-backs, bad frames).
-        self.steal_stats: dict[str, int] = dict.fromkeys(
+        self.steal_stats: Counter[str] = Counter(dict.fromkeys(
             ("requests_out", "requests_in", "grants_in", "tasks_in", "tasks_out", "taken_back", "late_grants",
-             "bad_frames"), 0)
+             "bad_frames"), 0))
 
     # -- lifecycle --------------------------------------------------------------------------
     def now(self) -> float:
@@ -386,11 +387,7 @@ class WarpNode:
         if self._closed:
             return
         self._closed = True
-        for task in [*self._tasks, *self._inflight]:
-            task.cancel()
-        for task in [*self._tasks, *self._inflight]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait([*self._tasks, *self._inflight])
         if self._remove_steal_handler is not None:
             self._remove_steal_handler()
         if self._remove_inspect_handler is not None:
@@ -766,7 +763,7 @@ class WarpNode:
         stale = [rid for rid in self.members.state.keys()
                  if str(rid).rpartition("@")[0] == self.self_id and rid != self.replica]
         for rid in stale:
-            self.members.mutate(lambda m, rid=rid: m.remove(rid))
+            self.members.mutate(lambda m, rid=rid: m.remove(rid))  # type: ignore[misc]
 
     def _refresh_membership(self, force_publish: bool = False) -> None:
         if self._closed:
@@ -824,7 +821,7 @@ class WarpNode:
             del self._absent_since[node]
             log.info("%s: forgetting %s, gone for over %.3g s", self.self_id, node, now - since)
             for rid in [r for r in self.members.state.keys() if str(r).rpartition("@")[0] == node]:
-                self.members.mutate(lambda m, rid=rid: m.remove(rid))
+                self.members.mutate(lambda m, rid=rid: m.remove(rid))  # type: ignore[misc]
 
     def set_member_field(self, name: str, value: Any) -> None:
         """Publish an extra field (e.g. ``warm`` keys) in this peer's entry on the members board."""
@@ -1602,7 +1599,7 @@ class WarpNode:
             return
         r = self.replica
         for name, n in sorted(pending.items()):
-            self.counters.mutate(lambda m, name=name, n=n: m.update(r, name, lambda cur: cur.inc(r, n)))
+            self.counters.mutate(lambda m, name=name, n=n: m.update(r, name, lambda cur: cur.inc(r, n)))  # type: ignore[misc]
 
     # -- housekeeping -----------------------------------------------------------------------
     async def _housekeeping(self) -> None:
@@ -1630,7 +1627,7 @@ class WarpNode:
                     if now - at >= ttl:
                         del self._written[task_id]
                         if self._result_run(task_id) == run:
-                            self.results_board.mutate(lambda m, t=task_id: m.remove(t))
+                            self.results_board.mutate(lambda m, t=task_id: m.remove(t))  # type: ignore[misc]
 
 
 @dataclass

@@ -71,7 +71,7 @@ def should_retry(attempts: int, max_attempts: int, *, transient: bool) -> bool:
 
 def backoff(attempts: int, base: float, rng: random.Random) -> float:
     """Seconds to wait before attempt ``attempts + 1``: exponential, jittered by ±50%."""
-    return base * (2 ** (attempts - 1)) * rng.uniform(0.5, 1.5)
+    return float(base * (2 ** (attempts - 1)) * rng.uniform(0.5, 1.5))
 
 
 def deadline_left(deadline: float | None, wall_now: float) -> float | None:

@@ -15,41 +15,40 @@
 See docs/workers.md.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from warpmesh._lazy import lazy_exports
 from warpmesh.workers.canonical import CanonicalError
 from warpmesh.workers.errors import FailureKind, JobError
-from warpmesh.workers.host import HostConfig, IsolateHost
 from warpmesh.workers.ids import Kind, Ref, blob_id, tree_id
 from warpmesh.workers.request import JobRequest, Limits, OpWorker, WasmWorker
-from warpmesh.workers.runner import JobContext, LocalResults, ResultsBackend, Runner, RunResult
-from warpmesh.workers.store import CorruptObject, ObjectNotFound, Store, StoreError, default_store_dir
 from warpmesh.workers.tree import TreeEntry
 
 if TYPE_CHECKING:
     from warpmesh.workers.command import CommandError, CommandSpec
     from warpmesh.workers.commands import CommandWorkers, run_command
+    from warpmesh.workers.host import HostConfig, IsolateHost
+    from warpmesh.workers.runner import JobContext, LocalResults, ResultsBackend, Runner, RunResult
+    from warpmesh.workers.store import CorruptObject, ObjectNotFound, Store, StoreError, default_store_dir
     from warpmesh.workers.subproc import CommandResult, run_process
     from warpmesh.workers.warm import CargoRecipe, GenericRecipe, WarmCache, warm_boot
     from warpmesh.workers.warmcore import WarmReport, WarmStatus, WorkerConfig
 
-# Command workers load lazily: importing the package must not pull in their runtimes.
-_LAZY = {
-    "CommandError": "command", "CommandSpec": "command", "CommandWorkers": "commands", "run_command": "commands",
-    "CommandResult": "subproc", "run_process": "subproc", "CargoRecipe": "warm", "GenericRecipe": "warm",
-    "WarmCache": "warm", "warm_boot": "warm", "WarmReport": "warmcore", "WarmStatus": "warmcore",
-    "WorkerConfig": "warmcore",
+# The host (wasmtime), runner and store (SQLite) and the command workers are runtimes: they load on
+# first use, so the content ids and request codecs import without wasmtime.
+_LAZY_EXPORTS = {
+    "warpmesh.workers.host": ("HostConfig", "IsolateHost"),
+    "warpmesh.workers.runner": ("JobContext", "LocalResults", "ResultsBackend", "Runner", "RunResult"),
+    "warpmesh.workers.store": ("CorruptObject", "ObjectNotFound", "Store", "StoreError", "default_store_dir"),
+    "warpmesh.workers.command": ("CommandError", "CommandSpec"),
+    "warpmesh.workers.commands": ("CommandWorkers", "run_command"),
+    "warpmesh.workers.subproc": ("CommandResult", "run_process"),
+    "warpmesh.workers.warm": ("CargoRecipe", "GenericRecipe", "WarmCache", "warm_boot"),
+    "warpmesh.workers.warmcore": ("WarmReport", "WarmStatus", "WorkerConfig"),
 }
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'warpmesh.workers' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f"warpmesh.workers.{module}"), name)
-
+__getattr__, __dir__ = lazy_exports(
+    __name__, globals(), {name: module for module, names in _LAZY_EXPORTS.items() for name in names}
+)
 
 __all__ = [
     "CanonicalError",

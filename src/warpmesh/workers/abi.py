@@ -18,6 +18,7 @@ import struct
 from enum import IntEnum
 from typing import NamedTuple
 
+from warpmesh.errors import DecodeError
 from warpmesh.workers.ids import ID_LEN, Kind, Ref
 from warpmesh.workers.tree import TreeEntry, TreeError, check_name
 
@@ -61,7 +62,7 @@ class OutMode(IntEnum):
     INLINE_BLOB = 3
 
 
-class AbiError(ValueError):
+class AbiError(DecodeError):
     """A malformed request. ``code`` is the stable prefix the guest sees."""
 
     def __init__(self, message: str, code: str = "bad_request") -> None:
@@ -119,7 +120,7 @@ class _Reader:
 
     def u32(self, what: str) -> int:
         self.need(4, what)
-        (v,) = _U32.unpack_from(self.buf, self.pos)
+        v: int = _U32.unpack_from(self.buf, self.pos)[0]
         self.pos += 4
         return v
 

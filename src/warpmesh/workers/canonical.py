@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from warpmesh.errors import WarpmeshError
 from warpmesh.workers.ids import Kind, Ref, blob_id
 from warpmesh.workers.tree import TreeEntry, TreeError, check_name, make_tree
 
@@ -33,7 +34,7 @@ from warpmesh.workers.tree import TreeEntry, TreeError, check_name, make_tree
 PendingObject = tuple[Kind, bytes, bytes]
 
 
-class CanonicalError(TypeError):
+class CanonicalError(WarpmeshError, TypeError):
     """A value has no canonical byte form; the message names its path and what to pass instead."""
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from warpmesh.errors import WarpmeshError
+
 
 class FailureKind(StrEnum):
     """Why a job failed."""
@@ -41,7 +43,7 @@ class FailureKind(StrEnum):
     HOST_ERROR = "host_error"
 
 
-class JobError(Exception):
+class JobError(WarpmeshError):
     """A job failed. ``kind`` says why (see :class:`FailureKind`), the message says what happened."""
 
     def __init__(self, kind: FailureKind, message: str) -> None:

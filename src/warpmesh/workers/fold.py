@@ -14,6 +14,7 @@ types (devices, sockets, FIFOs) with an error naming the path.
 
 from __future__ import annotations
 
+import builtins
 import os
 import stat as stat_mod
 import struct
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from warpmesh.errors import WarpmeshError
 from warpmesh.workers.guests import guest_bytes
 from warpmesh.workers.ids import Kind, Ref
 from warpmesh.workers.request import Limits
@@ -38,17 +40,17 @@ class Counts(NamedTuple):
     files: int
     bytes: int
 
-    def to_blob(self) -> bytes:
+    def to_blob(self) -> builtins.bytes:  # ``bytes`` here is the field
         return _COUNTS.pack(self.files, self.bytes)
 
     @classmethod
-    def from_blob(cls, data: bytes) -> Counts:
+    def from_blob(cls, data: builtins.bytes) -> Counts:
         if len(data) != _COUNTS.size:
             raise ValueError(f"a filecount result is {_COUNTS.size} bytes, got {len(data)}")
         return cls(*_COUNTS.unpack(data))
 
 
-class FoldError(Exception):
+class FoldError(WarpmeshError):
     """The directory cannot be folded (unreadable entry, unsupported file type ...)."""
 
 

@@ -6,8 +6,10 @@ import os
 import sys
 from pathlib import Path
 
+from warpmesh.errors import WarpmeshError
 
-class GuestNotFound(FileNotFoundError):
+
+class GuestNotFound(WarpmeshError, FileNotFoundError):
     """A bundled guest module could not be located."""
 
 

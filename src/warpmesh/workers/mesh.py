@@ -44,16 +44,16 @@ import itertools
 import logging
 import random
 import threading
-import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from warpmesh.aio.tasks import cancel_and_wait
 from warpmesh.crdt import LWWRegister, ORMap, ORSet, replica_id
 from warpmesh.net.mux import MuxSeam
-from warpmesh.net.seam import PeerId, PeerUnreachable, Seam, SeamClosed, Subscription
+from warpmesh.net.seam import PeerId, PeerUnreachable, Seam, SeamClosed, Subscription, seam_incarnation
 from warpmesh.quilt import Quilter, QuilterConfig
 from warpmesh.warp.model import Standby, TransientError
 from warpmesh.warp.ops import OpRegistry
@@ -310,11 +310,7 @@ class ObjectExchange:
         if self._sub is not None:
             self._sub.close()
         flights = list(self._flights.values())
-        for t in [*self._tasks, *flights]:
-            t.cancel()
-        for t in [*self._tasks, *flights]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_and_wait([*self._tasks, *flights])
         for _, fut in self._pending.values():
             if not fut.done():
                 fut.cancel()
@@ -490,7 +486,7 @@ class ObjectExchange:
             flight = asyncio.get_running_loop().create_task(self._fetch(ref, tuple(hints)),
                                                             name=f"fetch-{short(ref.id)}")
             self._flights[ref.id] = flight
-            flight.add_done_callback(lambda t, k=ref.id: self._flights.pop(k, None)
+            flight.add_done_callback(lambda t, k=ref.id: self._flights.pop(k, None)  # type: ignore[misc]
                                      if self._flights.get(k) is t else None)
         else:
             self.count("fetches_joined")
@@ -701,11 +697,7 @@ class ObjectExchange:
                 for t in done:
                     t.result()  # the first bad piece ends the attempt
         finally:
-            for t in running:
-                t.cancel()
-            for t in running:
-                with contextlib.suppress(asyncio.CancelledError, _Bad):
-                    await t
+            await cancel_and_wait(running, swallow=(_Bad,))
         return bytes(buf)
 
     async def _range(self, peer: PeerId, r: Ref, size: int, offset: int, max_bytes: int) -> bytes:
@@ -839,7 +831,7 @@ class MeshResults:
         self._published.move_to_end(key)
         while len(self._published) > self.config.max_published:
             old, _ = self._published.popitem(last=False)
-            self.board.mutate(lambda m, k=old: m.remove(k))
+            self.board.mutate(lambda m, k=old: m.remove(k))  # type: ignore[misc]
             with self._lock:
                 self._mirror.pop(old, None)
 
@@ -905,8 +897,7 @@ class WorkerMesh:
         self.store = store
         self.peer: PeerId = mux.parent.self_id
         if replica is None:
-            inc = getattr(mux.parent, "incarnation", None) or time.time_ns() // 1000
-            replica = replica_id(self.peer, int(inc))
+            replica = replica_id(self.peer, seam_incarnation(mux.parent))
         self.replica = replica
         self.rng = rng or random.Random(replica)
         self.manifest = Manifest(mux.channel(MANIFEST_TAG), replica=replica, config=cfg, rng=self.rng)

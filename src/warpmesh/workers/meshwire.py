@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from warpmesh.crdt import LWWRegister
+from warpmesh.errors import DecodeError
 from warpmesh.wire.frame import FrameError, pack, unpack
 from warpmesh.workers.ids import ID_LEN, Kind, Ref
 from warpmesh.workers.request import Limits
@@ -36,7 +37,7 @@ ENTRY_OVERHEAD = 16
 MIN_PAYLOAD = 8 * 1024
 
 
-class ProtocolError(ValueError):
+class ProtocolError(DecodeError):
     """A malformed objects-protocol frame."""
 
 

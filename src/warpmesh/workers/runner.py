@@ -709,7 +709,7 @@ class Runner:
                 st = self.store.stat(ref.id)
                 results[i] = RunResult(prep.key, ref, st[1] if st else 0, "memo")
                 continue
-            tasks.append((i, Task(lambda p=prep: self._resolve(p, stack, looked_up=True))))
+            tasks.append((i, Task(lambda p=prep: self._resolve(p, stack, looked_up=True))))  # type: ignore[misc]
         if tasks:
             keys = [reqs[i].key for i, _ in tasks]  # type: ignore[union-attr]
             parent = stack[-1] if stack else None

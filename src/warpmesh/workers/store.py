@@ -42,6 +42,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from warpmesh.errors import WarpmeshError
 from warpmesh.workers.ids import ID_LEN, Kind, Ref, blob_id, object_id, short
 from warpmesh.workers.tree import EMPTY_TREE_ID, TreeEntry, decode_tree, make_tree
 
@@ -82,7 +83,7 @@ CREATE TABLE IF NOT EXISTS memo (
 """
 
 
-class StoreError(Exception):
+class StoreError(WarpmeshError):
     """A store operation failed; the message says what to do next."""
 
 

@@ -24,6 +24,7 @@ import struct
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
+from warpmesh.errors import WarpmeshError
 from warpmesh.workers.ids import ID_LEN, Kind, Ref, tree_id
 
 #: Longest entry name accepted, in UTF-8 bytes.
@@ -33,7 +34,7 @@ _HEAD = struct.Struct(">BH")
 _COUNT = struct.Struct(">I")
 
 
-class TreeError(ValueError):
+class TreeError(WarpmeshError, ValueError):
     """A tree (or an entry of one) is not canonical or not well formed."""
 
 

@@ -101,10 +101,15 @@ def _probe(argv: Sequence[str], cwd: Path | None, env: Mapping[str, str], budget
 class Recipe(Protocol):
     """How one build tool is warmed, keyed, pointed at a directory and checked."""
 
-    name: str
-    tool: str
-    #: "copy" (reflink where possible) or "hardlink" (only for immutable artifacts).
-    seed_mode: str
+    # Read-only members: the recipes are frozen dataclasses.
+    @property
+    def name(self) -> str: ...
+    @property
+    def tool(self) -> str: ...
+    @property
+    def seed_mode(self) -> str:
+        """"copy" (reflink where possible) or "hardlink" (only for immutable artifacts)."""
+        ...
 
     def not_a_project(self, workspace: Path) -> str | None:
         """Why ``workspace`` is not a project of this recipe (None: it is)."""

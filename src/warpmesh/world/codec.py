@@ -220,8 +220,8 @@ def state_from_obj(obj: Any) -> WarpState:
                 value = _att_val(att)
                 if value is not None:
                     store.set_edge_attachment(eid, value)
-            key = None if parent is None else AttachmentKey(_int(parent[0]), _h(parent[1]), _h(parent[2]),
-                                                            _int(parent[3]))  # type: ignore[arg-type]
+            key = None if parent is None else AttachmentKey(_int(parent[0]), _h(parent[1]),  # type: ignore[arg-type]
+                                                            _h(parent[2]), _int(parent[3]))
             state.stores[warp] = store
             state.instances[warp] = WarpInstance(warp, _h(root), key)  # type: ignore[arg-type]
     except WorldCodecError:
@@ -271,7 +271,7 @@ def _snap_val(o: Any) -> Snapshot | None:
     if type(o) is not list or len(o) != 11 or type(o[4]) is not list:
         raise WorldCodecError("bad engine snapshot")
     return Snapshot(NodeKey(_h(o[0]), _h(o[1])), _h(o[2]), _h(o[3]),  # type: ignore[arg-type]
-                    tuple(_h(p) for p in o[4]), _h(o[5]), _h(o[6]), _h(o[7]), _h(o[8]),  # type: ignore[arg-type]
+                    tuple(_h(p) for p in o[4]), _h(o[5]), _h(o[6]), _h(o[7]), _h(o[8]),  # type: ignore[arg-type, misc]
                     _int(o[9]), _int(o[10]))
 
 

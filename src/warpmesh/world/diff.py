@@ -34,8 +34,8 @@ def _flatten(state: WarpState) -> tuple[dict[bytes, Any], dict[bytes, Any], dict
         for n, v in store.node_attachments.items():
             atts[pre + n] = v
         for bucket in store.edges_from.values():
-            for eid, rec in bucket.items():
-                edges[pre + eid] = rec
+            for eid, erec in bucket.items():
+                edges[pre + eid] = erec
         for eid, v in store.edge_attachments.items():
             atts[pre + eid] = v
     return nodes, edges, atts

@@ -137,7 +137,7 @@ def _input_of(view: GraphView) -> bytes:
 
 def _new_spawns(view: GraphView) -> list[tuple[bytes, str, tuple[int, ...]]]:
     spawns, _ = _parse_input(_input_of(view))
-    return [(eid, name, args) for eid, (name, args) in sorted(spawns.items()) if not view.has_node(eid)]
+    return [(eid, name, args) for eid, (name, args) in sorted(spawns.items()) if not view.has_node(eid)]  # type: ignore[arg-type]
 
 
 def spawn_matches(view: GraphView, scope: NodeId) -> bool:
@@ -198,7 +198,7 @@ def initial_state() -> tuple[WarpState, NodeKey]:
     store = GraphStore(b"")  # type: ignore[arg-type]
     store.insert_node(WORLD_ROOT, NodeRecord(WORLD_TYPE))
     store.insert_node(INPUT, NodeRecord(INPUT_TYPE))
-    store.upsert_edge(EdgeRecord(INPUT_EDGE, WORLD_ROOT, INPUT, INPUT_EDGE_TYPE))  # type: ignore[arg-type]
+    store.upsert_edge(EdgeRecord(INPUT_EDGE, WORLD_ROOT, INPUT, INPUT_EDGE_TYPE))
     engine = Engine(store, WORLD_ROOT)
     return engine.state, engine.root_key
 
@@ -217,7 +217,7 @@ def build_world_engine(workers: int = 1, *, restore: tuple[WarpState, Snapshot |
 
 def run_tick(engine: Engine, tick: int, intents: list[bytes]) -> Snapshot:
     """Commit tick ``tick`` with ``intents`` (in their committed order); returns its snapshot."""
-    engine.set_node_attachment(INPUT, AtomPayload(INPUT_TYPE, pack([tick, list(intents)])))  # type: ignore[arg-type]
+    engine.set_node_attachment(INPUT, AtomPayload(INPUT_TYPE, pack([tick, list(intents)])))
     tx = engine.begin()
     engine.apply(tx, "world/spawn", INPUT)
     view = engine.view()

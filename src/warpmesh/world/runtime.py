@@ -163,7 +163,7 @@ class World:
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(self.applied.changed(), 1.0)
                 await self.node.propose(encode_tick(n + 1), timeout=1.0)
-                await self.tick.wait_for(lambda v, n=n: v >= n + 1, 2.0)
+                await self.tick.wait_for(lambda v, n=n: v >= n + 1, 2.0)  # type: ignore[misc]
             except (RaftError, TimeoutError):
                 await asyncio.sleep(0.02)
                 continue

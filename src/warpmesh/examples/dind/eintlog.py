@@ -12,6 +12,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from warpmesh.errors import DecodeError
+
 __all__ = ["SCHEMA_HASH", "EintLog", "EintLogError", "pack_intent", "parse_eintlog", "read_eintlog", "unpack_intent"]
 
 #: The schema hash every DIND log of Echo's kernel carries.
@@ -21,7 +23,7 @@ HEADER_LEN = 48
 MAX_FRAME = 16 * 1024 * 1024
 
 
-class EintLogError(ValueError):
+class EintLogError(DecodeError):
     """The file is not a valid ``.eintlog``."""
 
 

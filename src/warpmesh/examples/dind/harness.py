@@ -114,7 +114,7 @@ def replay_log(
     if chosen not in (DEFAULT, INGEST_ALL_FIRST):
         raise ValueError(f"unknown replay mode {chosen!r}")
     engine = build_motion_demo_engine(profile, workers=workers, executor=executor)
-    hashes = [state_hash(engine)]
+    hashes: list[bytes] = [state_hash(engine)]
 
     def record() -> None:
         hashes.append(state_hash(engine))
