@@ -75,6 +75,10 @@ class ORMap(Crdt, Generic[V]):
         m._ds = ds
         return m
 
+    def _with_store(self, ds: DotStore[V]) -> ORMap[V]:
+        """A map of this one's value type around ``ds`` (used by difference repair)."""
+        return ORMap._wrap(self._vt, ds)
+
     @property
     def value_type(self) -> type[V]:
         return self._vt

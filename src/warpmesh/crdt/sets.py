@@ -137,6 +137,10 @@ class ORSet(Crdt):
         s._ds = ds
         return s
 
+    def _with_store(self, ds: DotStore[None]) -> ORSet:
+        """A set around ``ds`` (used by difference repair)."""
+        return ORSet._wrap(ds)
+
     # --- mutators --------------------------------------------------------------------------------
 
     def add(self, replica: str, e: Any) -> ORSet:

@@ -65,6 +65,9 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import blake3
 
+from warpmesh.crdt.base import CrdtDecodeError
+from warpmesh.crdt.causal import DotContext
+from warpmesh.crdt.difference import Difference, Summary, difference_for, is_causal, retirements, summarize
 from warpmesh.wire.frame import FrameError, decode_frame, encode_frame, pack, unpack
 
 S = TypeVar("S")
@@ -93,6 +96,8 @@ class QuiltKind(IntEnum):
     DIGEST = 4
     STATE = 5
     FRONTIER = 6
+    SUMMARY = 7
+    DIFF = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +203,12 @@ class QuilterCore(Generic[S]):
         self._recv: dict[str, _RecvStream] = {}
         self._owed_acks: dict[str, set[str]] = {}  # peer -> streams to ack
         self._transfers: dict[tuple[str, int], _Transfer] = {}
+        self._diff_transfers: dict[tuple[str, int], _Transfer] = {}
         self._transfer_seq = 0
+        # Difference repair applies to causal states (ORMap, ORSet); others are repaired by full states.
+        self._by_difference = is_causal(state)
+        self._summary_seq = 0
+        self._asked: dict[str, dict[int, DotContext]] = {}  # peer -> summary nonce -> context we summarized
         self._mismatch: Counter[str] = Counter()
         self._mismatch_frontiers: dict[str, tuple[bytes, bytes]] = {}
         self._frontier_sent: dict[str, float] = {}  # peer -> when we last sent it our explicit frontier
@@ -362,9 +372,13 @@ class QuilterCore(Generic[S]):
                 self._on_state(sender, body, now)
             elif kind == QuiltKind.FRONTIER:
                 self._on_frontier(sender, body, now)
+            elif kind == QuiltKind.SUMMARY:
+                self._on_summary(sender, body, now)
+            elif kind == QuiltKind.DIFF:
+                self._on_diff(sender, body, now)
             else:
                 raise FrameError(f"unknown quilt frame kind {kind}")
-        except (FrameError, ValueError, TypeError, KeyError, IndexError) as err:
+        except (FrameError, CrdtDecodeError, ValueError, TypeError, KeyError, IndexError) as err:
             self.stats["refused"] += 1
             self.stats[f"refused_{type(err).__name__}"] += 1
             return
@@ -454,14 +468,14 @@ class QuilterCore(Generic[S]):
         stream, lo = self._stream_and_seq(body)
         hi = body[2]
         if stream != self.stream:
-            # We restarted since; the asker gets everything of ours through a full state.
-            self._send_state(sender, want_reply=False, now=now)
+            # We restarted since; the asker gets everything of ours through a repair.
+            self._repair(sender, now=now)
             return
         if not isinstance(hi, int) or hi < lo or hi - lo >= self.config.max_resend_batches:
             raise ValueError("bad resend range")
         hi = min(hi, self._seq)
         if any(s not in self._buffer for s in range(max(lo, 1), hi + 1)):
-            self._send_state(sender, want_reply=False, now=now)
+            self._repair(sender, now=now)  # no longer buffered: the difference, not the board
             return
         for s in range(max(lo, 1), hi + 1):
             self._send(sender, self._buffer[s].frame, "resend")
@@ -503,7 +517,7 @@ class QuilterCore(Generic[S]):
         if diverged or empty or self._mismatch[sender] >= self.config.mismatch_rounds:
             self._mismatch.pop(sender, None)
             self._mismatch_frontiers.pop(sender, None)
-            self._send_state(sender, want_reply=True, now=now)
+            self._repair(sender, now=now)
 
     def _maybe_send_frontier(self, peer: str, now: float) -> None:
         # Frontiers differ. Usually deltas are in flight, but a batch whose origin is gone (crashed,
@@ -540,13 +554,18 @@ class QuilterCore(Generic[S]):
         # being filled already (a state or resend in flight, or another peer's repair).
         if behind & self._frontier_gaps.get(sender, set()):
             self.stats["frontier_repairs"] += 1
-            self._send_state(sender, want_reply=False, now=now)
+            self._repair(sender, now=now)
         self._frontier_gaps[sender] = behind
         # They may hold more of a closed stream than we do: show them ours too (rate-limited).
         self._maybe_send_frontier(sender, now)
 
-    def _on_state(self, sender: str, body: list[Any], now: float) -> None:
-        stream, seq = self._stream_and_seq(body)
+    def _assemble(self, transfers: dict[tuple[str, int], _Transfer], sender: str, body: list[Any]
+                  ) -> tuple[_Transfer, bytes] | None:
+        """Collect one chunk of a state or difference transfer; the whole payload once complete.
+
+        Body: ``[stream, seq, want_reply, transfer, part, parts, chunk, sync, frontier?]``.
+        """
+        _, seq = self._stream_and_seq(body)
         want_reply, transfer, part, parts, chunk = body[2], body[3], body[4], body[5], body[6]
         sync = len(body) > 7 and body[7] is True
         frontier = self._parse_frontier(body[8]) if len(body) > 8 else {}
@@ -554,36 +573,54 @@ class QuilterCore(Generic[S]):
                 and isinstance(parts, int) and isinstance(chunk, bytes) and 0 <= part < parts):
             raise ValueError("bad state chunk header")
         key = (sender, transfer)
-        t = self._transfers.get(key)
+        t = transfers.get(key)
         if t is None:
             if parts * self.config.state_chunk_bytes > self.config.max_state_bytes:
                 raise ValueError("announced state exceeds max_state_bytes")
             # One transfer per sender at a time: a newer one supersedes an abandoned older one.
-            for old in [k for k in self._transfers if k[0] == sender]:
-                del self._transfers[old]
-            t = self._transfers[key] = _Transfer(parts, seq, want_reply, {}, sync=sync, frontier=frontier)
+            for old in [k for k in transfers if k[0] == sender]:
+                del transfers[old]
+            t = transfers[key] = _Transfer(parts, seq, want_reply, {}, sync=sync, frontier=frontier)
         if t.parts != parts or part in t.chunks:
-            return
+            return None
         if frontier:
             t.frontier = frontier  # it rides on part 0, which may not be the first to arrive
         t.chunks[part] = chunk
         t.size += len(chunk)
         if t.size > self.config.max_state_bytes:
-            del self._transfers[key]
+            del transfers[key]
             raise ValueError("state transfer exceeds max_state_bytes")
         if len(t.chunks) < parts:
+            return None
+        del transfers[key]
+        return t, b"".join(t.chunks[i] for i in range(parts))
+
+    def _on_state(self, sender: str, body: list[Any], now: float) -> None:
+        done = self._assemble(self._transfers, sender, body)
+        if done is None:
             return
-        del self._transfers[key]
-        wire = unpack(b"".join(t.chunks[i] for i in range(parts)))
-        received = self._decode_state(wire)
+        t, payload = done
+        received = self._decode_state(unpack(payload))
         before = self.state_digest()
         self.state.join(received)  # type: ignore[attr-defined]
         self.version += 1
         self.stats["states_in"] += 1
         if self.listener is not None:
             self.listener(None)
-        # The state holds every batch its sender had received of every stream (its frontier), and
-        # all of its own: we hold them now too. Say so to each origin, so it can count on us.
+        self._cover(sender, body[0], t, now)
+        after = self.state_digest()
+        if t.want_reply and self.codec.digest(received) != after:
+            self._send_state(sender, want_reply=False)
+            return
+        if t.sync:
+            self._send_digest(sender)  # "I hold exactly what you sent": the requester can stop asking
+        if before != after:
+            self.stats["states_useful"] += 1
+
+    def _cover(self, sender: str, stream: str, t: _Transfer, now: float) -> None:
+        # A full state (or a difference, which leaves us holding all its sender holds) holds every batch
+        # its sender had received of every stream (its frontier), and all of its own: we hold them now
+        # too. Say so to each origin, so it can count on us.
         covered = dict(t.frontier)
         if t.seq > 0:
             covered[stream] = max(covered.get(stream, 0), t.seq)
@@ -606,14 +643,77 @@ class QuilterCore(Generic[S]):
             if r.peer in self._peers:
                 self._owed_acks.setdefault(r.peer, set()).add(s_id)
         self._synced[sender] = now
-        after = self.state_digest()
-        if t.want_reply and self.codec.digest(received) != after:
-            self._send_state(sender, want_reply=False)
+
+    # -- difference repair --------------------------------------------------------------------
+    def _repair(self, peer: str, *, now: float) -> None:
+        """Bring ``peer`` (and us) up to date with each other.
+
+        For causal states: send our summary asking for what we lack; the peer answers with that
+        difference and, if it lacks something of ours, with its own summary, which we answer with the
+        difference it lacks. Costs the difference, not the state. Other states: a full state.
+        """
+        if not self._by_difference:
+            self._send_state(peer, want_reply=True, now=now)
             return
-        if t.sync:
-            self._send_digest(sender)  # "I hold exactly what you sent": the requester can stop asking
-        if before != after:
-            self.stats["states_useful"] += 1
+        if not self._heavy_allowed(peer, now):
+            return
+        self._send_summary(peer, want_reply=True)
+
+    def _send_summary(self, peer: str, *, want_reply: bool) -> None:
+        summary = summarize(self.state)  # type: ignore[arg-type]
+        self._summary_seq += 1
+        asked = self._asked.setdefault(peer, {})
+        asked[self._summary_seq] = summary.ctx
+        while len(asked) > 4:  # a few outstanding questions per peer are enough
+            del asked[min(asked)]
+        body = [self.stream, self._seq, self._summary_seq, want_reply, summary.to_wire()]
+        self._send(peer, encode_frame(QuiltKind.SUMMARY, body), "summary")
+
+    def _on_summary(self, sender: str, body: list[Any], now: float) -> None:
+        self._stream_and_seq(body)
+        if len(body) != 5 or not isinstance(body[2], int) or not isinstance(body[3], bool):
+            raise ValueError("bad summary frame")
+        if not self._by_difference:
+            raise ValueError("summary on a channel whose state is not causal")
+        nonce, want_reply = body[2], body[3]
+        summary = Summary.from_wire(body[4])
+        diff = difference_for(self.state, summary)  # type: ignore[arg-type]
+        self.stats["summaries_in"] += 1
+        if not diff.is_empty() or want_reply:
+            # Even an empty difference is worth sending to an asker: it carries our frontier, so the
+            # asker learns it holds everything we have (and can ack it to the origins).
+            self._send_chunked(sender, QuiltKind.DIFF, pack([nonce, diff.to_wire(self.codec.encode)]),
+                               want_reply=False, what="difference")
+        if want_reply and diff.we_lack:
+            self._send_summary(sender, want_reply=False)
+
+    def _on_diff(self, sender: str, body: list[Any], now: float) -> None:
+        if not self._by_difference:
+            raise ValueError("difference on a channel whose state is not causal")
+        done = self._assemble(self._diff_transfers, sender, body)
+        if done is None:
+            return
+        t, payload = done
+        top = unpack(payload)
+        if not isinstance(top, list) or len(top) != 2 or not isinstance(top[0], int):
+            raise ValueError("bad difference payload")
+        delta, their_ctx, bits, alive = Difference.from_wire(top[1], self._decode_state)
+        before = self.state_digest()
+        self.state.join(delta)  # type: ignore[attr-defined]
+        asked = self._asked.get(sender, {}).pop(top[0], None)
+        complete = asked is not None or not alive
+        if asked is not None and alive:
+            self.state.join(retirements(self.state, asked, their_ctx, bits, alive))  # type: ignore[arg-type, attr-defined]
+        self.version += 1
+        self.stats["differences_in"] += 1
+        if self.listener is not None:
+            self.listener(None)
+        if complete:
+            # We now hold all the sender holds: its frontier too. (Without the question's context the
+            # retirements could not be judged; the next round repairs them, and nothing is acked early.)
+            self._cover(sender, body[0], t, now)
+        if before != self.state_digest():
+            self.stats["differences_useful"] += 1
 
     # -- timers -----------------------------------------------------------------------------
     def tick(self, now: float) -> None:
@@ -646,7 +746,7 @@ class QuilterCore(Generic[S]):
                 self._last_resend[peer] = now
                 self._resend_backoff[peer] = (acked, min(wait * 2, cfg.max_resend_backoff))
                 if len(overdue) > cfg.max_resend_batches or (acked + 1) not in self._buffer:
-                    self._send_state(peer, want_reply=False, now=now)
+                    self._repair(peer, now=now)
                     self._acked[peer] = self._seq  # the state covers them; do not resend again
                 else:
                     for s in overdue:
@@ -666,6 +766,9 @@ class QuilterCore(Generic[S]):
                 self._frontier_gaps.pop(peer, None)
                 for key in [k for k in self._transfers if k[0] == peer]:
                     del self._transfers[key]
+                for key in [k for k in self._diff_transfers if k[0] == peer]:
+                    del self._diff_transfers[key]
+                self._asked.pop(peer, None)
         for stream, r in list(self._recv.items()):
             if r.peer not in self._peers and now - r.last_heard >= cfg.evict_after:
                 del self._recv[stream]
@@ -689,20 +792,29 @@ class QuilterCore(Generic[S]):
         body = [self.stream, self._seq, state, self.frontier_digest()]
         self._send(peer, encode_frame(QuiltKind.DIGEST, body), "digest")
 
+    def _heavy_allowed(self, peer: str, now: float) -> bool:
+        # Repairs are the expensive traffic: to a peer that shows no sign of receiving them (no ack
+        # progress since the last one, e.g. behind a one-way partition), start them at an exponentially
+        # growing interval instead of every round.
+        last = self._state_sent.get(peer)
+        confirmed = self._confirmed.get(peer, 0)
+        if last is not None and last[1] == confirmed and now - last[0] < last[2]:
+            self.stats["states_deferred"] += 1
+            return False
+        gap = self.config.anti_entropy_interval if last is None or last[1] != confirmed else last[2] * 2
+        self._state_sent[peer] = (now, confirmed, min(gap, self.config.max_resend_backoff * 3))
+        return True
+
     def _send_state(self, peer: str, *, want_reply: bool, now: float | None = None, sync: bool = False) -> None:
-        # Full states are the expensive repair: to a peer that shows no sign of receiving them
-        # (no ack progress since the last one, e.g. behind a one-way partition), send them at an
-        # exponentially growing interval instead of every round.
-        if now is not None:
-            last = self._state_sent.get(peer)
-            confirmed = self._confirmed.get(peer, 0)
-            if last is not None and last[1] == confirmed and now - last[0] < last[2]:
-                self.stats["states_deferred"] += 1
-                return
-            gap = self.config.anti_entropy_interval if last is None or last[1] != confirmed else last[2] * 2
-            self._state_sent[peer] = (now, confirmed, min(gap, self.config.max_resend_backoff * 3))
-        data = pack(self.codec.encode(self.state))
-        # What this state contains of every stream: the receiver may ack it all to the origins.
+        if now is not None and not self._heavy_allowed(peer, now):
+            return
+        self._send_chunked(peer, QuiltKind.STATE, pack(self.codec.encode(self.state)), want_reply=want_reply,
+                           sync=sync, what="state")
+        self.stats["states_out"] += 1
+
+    def _send_chunked(self, peer: str, kind: QuiltKind, data: bytes, *, want_reply: bool, what: str,
+                      sync: bool = False) -> None:
+        # What the payload leaves the receiver holding of every stream: it may ack it all to the origins.
         frontier = [[s_id, r.upto] for s_id, r in sorted(self._recv.items()) if r.upto > 0]
         size = self.config.state_chunk_bytes
         parts = max(1, -(-len(data) // size))
@@ -712,8 +824,7 @@ class QuilterCore(Generic[S]):
                     sync]
             if i == 0:
                 body.append(frontier)
-            self._send(peer, encode_frame(QuiltKind.STATE, body), "state")
-        self.stats["states_out"] += 1
+            self._send(peer, encode_frame(kind, body), what)
 
     def _gc_buffer(self) -> None:
         if not self._buffer:

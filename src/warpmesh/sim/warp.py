@@ -44,7 +44,8 @@ SIM_CONFIG = WarpConfig(
 
 
 _BOARDS = {0x01: "queue", 0x02: "results", 0x03: "intents", 0x04: "counters", 0x05: "members"}
-_QUILT_KINDS = {1: "delta", 2: "ack", 3: "resend_request", 4: "digest", 5: "full_state", 6: "frontier"}
+_QUILT_KINDS = {1: "delta", 2: "ack", 3: "resend_request", 4: "digest", 5: "full_state", 6: "frontier", 7: "summary",
+                8: "difference"}
 _STEAL_TAG, _HEARTBEAT_TAG = 0x06, 0x10
 
 

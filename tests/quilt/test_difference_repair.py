@@ -1,0 +1,114 @@
+"""Quilter repair of causal states ships the difference, not the board (issue 16)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from warpmesh.crdt import LWWRegister, ORMap, encode
+from warpmesh.quilt import QuilterConfig, QuilterCore, QuiltKind
+from warpmesh.quilt.codec import CRDT_CODEC
+from warpmesh.wire import encode_frame
+
+CFG = QuilterConfig(anti_entropy_interval=0.2, resend_after=0.1, evict_after=20.0, frontier_interval=3.0)
+
+
+def _reg(replica: str, value: int) -> LWWRegister:
+    reg = LWWRegister()
+    reg.set(replica, value, value)
+    return reg
+
+
+def _cores(names: str) -> dict[str, QuilterCore[ORMap]]:
+    cores = {n: QuilterCore(n, f"{n}@1", ORMap(LWWRegister), CRDT_CODEC, config=CFG) for n in names}
+    for core in cores.values():
+        core.roster_changed(set(names), 0.0)
+    return cores
+
+
+def _pump(cores: dict[str, QuilterCore[ORMap]], now: float, dead: set[str], kinds: Counter[int]) -> None:
+    moved = True
+    while moved:
+        moved = False
+        for name, core in cores.items():
+            for peer, frame in core.take_outbox():
+                moved = True
+                targets = [p for p in cores if p != name] if peer is None else [peer]
+                for t in targets:
+                    if t not in dead:
+                        kinds[frame[1]] += len(frame)
+                        cores[t].receive(name, frame, now)
+
+
+def test_a_dead_origins_batch_reaches_the_others_as_a_difference_not_a_board() -> None:
+    cores = _cores("abc")
+    kinds: Counter[int] = Counter()
+    _pump(cores, 0.0, set(), kinds)
+    for i in range(2_000):  # a big board everybody holds
+        cores["a"].mutate(lambda s, i=i: s.put("a", f"task-{i}", _reg("a", i)))
+    cores["a"].flush(0.0)
+    _pump(cores, 0.0, set(), kinds)
+    board = len(encode_frame(QuiltKind.STATE, encode(cores["a"].state)))
+    # c's last batch (an answer and a removal) reaches a only; then c dies.
+    cores["c"].mutate(lambda s: s.put("c", "from-c", _reg("c", 1)))
+    cores["c"].mutate(lambda s: s.remove("task-7"))
+    cores["c"].flush(0.0)
+    for peer, frame in cores["c"].take_outbox():
+        if peer in (None, "a"):
+            cores["a"].receive("c", frame, 0.0)
+    live = {"a": cores["a"], "b": cores["b"]}
+    for core in live.values():
+        core.roster_changed({"a", "b"}, 0.1)
+    kinds.clear()
+    now = 0.1
+    while now < 30.0 and "from-c" not in cores["b"].state:
+        now += 0.05
+        for name, core in live.items():
+            core.mutate(lambda s, name=name, now=now: s.put(name, f"busy-{name}", _reg(name, int(now * 1000))))
+            core.flush(now)
+            core.tick(now)
+        _pump(live, now, {"c"}, kinds)
+    assert "from-c" in cores["b"].state and "task-7" not in cores["b"].state
+    assert kinds[QuiltKind.STATE] == 0, "a full state was sent to a peer that holds almost everything"
+    assert kinds[QuiltKind.DIFF] > 0
+    repair = kinds[QuiltKind.SUMMARY] + kinds[QuiltKind.DIFF]
+    assert repair < board / 3, (repair, board)
+    assert encode(cores["a"].state) == encode(cores["b"].state)
+
+
+def test_an_empty_newcomer_gets_the_board_through_a_difference() -> None:
+    cores = _cores("ab")
+    kinds: Counter[int] = Counter()
+    for i in range(300):
+        cores["a"].mutate(lambda s, i=i: s.put("a", f"task-{i}", _reg("a", i)))
+    cores["a"].flush(0.0)
+    cores["a"].mutate(lambda s: s.remove("task-3"))
+    cores["a"].flush(0.0)
+    cores["a"].take_outbox()  # the deltas are lost ...
+    cores["a"]._buffer.clear()  # ... and the history is gone: only a repair can bring b up to date
+    cores["a"]._buffer_bytes = 0
+    now = 0.0
+    while now < 10 and encode(cores["a"].state) != encode(cores["b"].state):
+        now += 0.05
+        for core in cores.values():
+            core.tick(now)
+            core.flush(now)
+        _pump(cores, now, set(), kinds)
+    assert encode(cores["a"].state) == encode(cores["b"].state)
+    assert cores["b"].stats["differences_in"] >= 1
+
+
+def test_hostile_summaries_and_differences_are_refused_and_counted() -> None:
+    cores = _cores("ab")
+    a = cores["a"]
+    a.mutate(lambda s: s.put("a", "k", _reg("a", 1)))
+    before = encode(a.state)
+    bad = [
+        encode_frame(QuiltKind.SUMMARY, ["b@1", 0, 1, True, [[], 99, b""]]),  # too many bucket bits
+        encode_frame(QuiltKind.SUMMARY, ["b@1", 0, 1, True, [[], 1, b"short"]]),
+        encode_frame(QuiltKind.SUMMARY, ["b@1", 0]),
+        encode_frame(QuiltKind.DIFF, ["b@1", 0, False, 1, 0, 1, b"\xc1", False]),  # not msgpack
+    ]
+    for frame in bad:
+        a.receive("b", frame, 0.0)
+    assert a.stats["refused"] == len(bad)
+    assert encode(a.state) == before
