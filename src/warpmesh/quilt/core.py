@@ -40,6 +40,12 @@ Protocol (frames on one channel; each node's *stream* is its replica id, which c
     sender, in two frontiers in a row, answers with its full state; it also shows its own frontier
     back. This repairs a dead origin's last batches that reached only some peers while the mesh
     stays busy (busy frontiers never stand still, so the digest rule alone would wait for a lull).
+``SUMMARY [stream, seq, nonce, want_reply, summary]`` and ``DIFF`` (chunked like STATE)
+    Repair of causal states (ORMap, ORSet) costs the difference, not the state: wherever a repair is
+    due (a resend no longer buffered, a digest mismatch, a closed-stream gap, a restarted origin), we
+    send our summary (context + bucketed dot hashes, :mod:`warpmesh.crdt.difference`); the peer
+    answers with the DIFF we lack and, if it lacks something of ours, its own summary. Other states
+    are still repaired with full STATEs.
 
 Sync hooks (for short-lived readers such as ``warpmesh results``): :meth:`QuilterCore.request_sync`
 sends our state to one peer with ``want_reply``; :meth:`QuilterCore.synced_at` tells when we last
