@@ -20,10 +20,12 @@ from warpmesh.game import (
     game_node,
     game_spectate,
 )
+from warpmesh.game.session import APP_TAG, LIVENESS_TAG, PRESENCE_TAG, RAFT_TAG
 from warpmesh.net.memory import LinkFaults, MemoryFabric
 from warpmesh.raft.config import RaftConfig
+from warpmesh.raft.messages import AppendEntries, encode
 from warpmesh.raft.turns import Reset, TurnSequencer
-from warpmesh.raft.types import Role
+from warpmesh.raft.types import Entry, Role
 
 # -- GameNodeTest ---------------------------------------------------------------------------------
 
@@ -219,6 +221,37 @@ def test_frames_on_other_mux_tags_do_not_reach_the_game() -> None:
         await h.sequencer().propose(1)
         assert await committed_actions(j, 1) == [1]
         assert sum(j.raft.stats.values()) > refused
+
+    play(body)
+
+
+def test_a_forged_gossip_frame_never_reaches_the_raft_channel() -> None:
+    # The reference's CommitSafetyLaunderingE2ETest: a hostile peer wraps a forged Raft
+    # AppendEntries (a higher term, a turn nobody proposed, a commit index far ahead) in the
+    # presence (gossip), app-channel and liveness tags. None of it may reach Raft: the term, the
+    # leader and the committed turns stay exactly the real ones.
+    async def body(f: MemoryFabric) -> None:
+        h, j = await asyncio.gather(game_host(f.join("host"), 2, seed=1), game_join(f.join("p2"), seed=2))
+        keep(h, j)
+        await h.sequencer().propose("real-1")
+        mallory = f.join("mallory")
+        term, last = j.raft.term.value, j.raft.commit_index.value
+        forged = encode(AppendEntries("mallory", "p2", term + 5, prev_index=last, prev_term=term,
+                                      commit=last + 1, entries=[Entry(last + 1, term + 5, data=b"forged")]))
+        chat = bytes((4,)) + b"chat"
+        for tag, prefix in ((PRESENCE_TAG, b""), (APP_TAG, b""), (APP_TAG, chat), (LIVENESS_TAG, b"")):
+            await mallory.send_to("p2", bytes((tag,)) + prefix + forged)
+            await mallory.send_to("host", bytes((tag,)) + prefix + forged)
+        await asyncio.sleep(1.0)
+        await h.sequencer().propose("real-2")
+        assert await committed_actions(j, 2) == ["real-1", "real-2"]
+        assert j.raft.term.value == h.raft.term.value == term
+        assert j.raft.leader.value == "host" and h.raft.role.value == Role.LEADER
+        assert all(e.data != b"forged" for e in j.storage.load().entries)
+        # Control: the very same bytes on the Raft tag do reach Raft (so the frame is potent and the
+        # checks above are not vacuous): p2 adopts the forger's higher term.
+        await mallory.send_to("p2", bytes((RAFT_TAG,)) + forged)
+        await until(lambda: j.raft.term.value > term, timeout=2.0, what="the control frame to land")
 
     play(body)
 
