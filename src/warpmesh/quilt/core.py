@@ -47,6 +47,11 @@ Protocol (frames on one channel; each node's *stream* is its replica id, which c
     answers with the DIFF we lack and, if it lacks something of ours, its own summary. Other states
     are still repaired with full STATEs.
 
+Bootstrap (causal states): a new or restarted Quilter asks *one* peer for what it lacks (its summary;
+another peer after ``bootstrap_timeout`` without progress) and, until that answer is complete, starts
+no repair of its own and answers other peers' summaries without its own summary back, so an empty
+newcomer receives the board once instead of once per peer that noticed it.
+
 Sync hooks (for short-lived readers such as ``warpmesh results``): :meth:`QuilterCore.request_sync`
 sends our state to one peer with ``want_reply``; :meth:`QuilterCore.synced_at` tells when we last
 knew we held all of a peer's state (its full state joined, or its state digest equal to ours or to
