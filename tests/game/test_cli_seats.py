@@ -1,5 +1,6 @@
-"""`warpmesh game` over TCP: `--data-dir` lets a restarted player resume its seat (a short
-tic-tac-toe game, a few seconds)."""
+"""`warpmesh game` over TCP: `watch --witness` follows the game as its witness (and the host of a
+`--witness` game still plays), and `--data-dir` lets a restarted player resume its seat. Short
+tic-tac-toe games, a few seconds each."""
 
 from __future__ import annotations
 
@@ -16,6 +17,29 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def test_watch_witness_votes_and_follows_the_same_game(tmp_path: Path) -> None:
+    addr = f"127.0.0.1:{_port()}"
+    (tmp_path / "x").write_text("1\n2\n3\n")
+    (tmp_path / "o").write_text("4\n5\n")
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        procs.append(_spawn(["game", "host", "--witness", "--listen", addr, "--moves", str(tmp_path / "x"),
+                             "--json"], tmp_path / "host.out", tmp_path / "host.err"))
+        time.sleep(1.0)
+        procs.append(_spawn(["game", "join", addr, "--id", "p2", "--moves", str(tmp_path / "o"), "--json"],
+                            tmp_path / "p2.out", tmp_path / "p2.err"))
+        procs.append(_spawn(["game", "watch", addr, "--witness", "--id", "w", "--json"],
+                            tmp_path / "w.out", tmp_path / "w.err"))
+        for p, name in zip(procs, ("host", "p2", "w"), strict=True):
+            assert p.wait(timeout=60) == 0, (tmp_path / f"{name}.err").read_text()[-2000:]
+        t = [_lines(tmp_path / f"{n}.out") for n in ("host", "p2", "w")]
+        assert t[0] == t[1] == t[2]
+        assert [x["move"] for x in t[0] if "index" in x] == [1, 4, 2, 5, 3]
+        assert t[0][-1]["winner"] == "host"
+    finally:
+        _stop(procs)
 
 
 def test_a_player_restarted_with_its_data_dir_resumes_its_seat(tmp_path: Path) -> None:
