@@ -165,3 +165,33 @@ def test_a_newcomer_to_a_four_peer_mesh_receives_the_board_once() -> None:
         assert f"{name}-task-699" in d.state
     assert not d.bootstrapping
     assert d.stats["bootstraps_started"] == 1
+
+
+def test_a_peer_that_already_holds_a_lost_batch_acks_it_after_a_summary() -> None:
+    # b got the content of c's batch 1 by another route but never the batch itself, and c no longer
+    # buffers it (it assumed b covered). A summary from c shows b holds all c holds: b must close the
+    # gap and ack, or it would never ack c's later batches (acks are cumulative) and an enqueue from c
+    # would never count b towards its majority.
+    cores = _cores("abc")
+    kinds: Counter[int] = Counter()
+    _pump(cores, 0.0, set(), kinds)
+    c, b = cores["c"], cores["b"]
+    c.mutate(lambda s: s.put("c", "s", _reg("c", 1)))
+    c.flush(0.0)
+    for peer, frame in c.take_outbox():
+        if peer in (None, "a"):
+            cores["a"].receive("c", frame, 0.0)
+    b.state.join(cores["a"].state.copy())  # the content, not the batch
+    c._acked["b"] = c.seq  # c assumed b covered, and let the batch go
+    c._buffer.clear()
+    c._buffer_bytes = 0
+    c.mutate(lambda s: s.put("c", "n0", _reg("c", 2)))
+    now = 0.0
+    c.flush(now)
+    while now < 10 and c._confirmed.get("b", 0) < 2:
+        now += 0.05
+        for core in cores.values():
+            core.tick(now)
+            core.flush(now)
+        _pump(cores, now, set(), kinds)
+    assert c._confirmed.get("b", 0) == 2, (c._confirmed, b._recv.get(c.stream))

@@ -745,7 +745,7 @@ class QuilterCore(Generic[S]):
         self._send(peer, encode_frame(QuiltKind.SUMMARY, body), "summary")
 
     def _on_summary(self, sender: str, body: list[Any], now: float) -> None:
-        self._stream_and_seq(body)
+        stream, seq = self._stream_and_seq(body)
         if len(body) != 5 or not isinstance(body[2], int) or not isinstance(body[3], bool):
             raise ValueError("bad summary frame")
         if not self._by_difference:
@@ -759,6 +759,12 @@ class QuilterCore(Generic[S]):
             # asker learns it holds everything we have (and can ack it to the origins).
             self._send_chunked(sender, QuiltKind.DIFF, pack([nonce, diff.to_wire(self.codec.encode)]),
                                want_reply=False, what="difference")
+        if not diff.we_lack and stream != self.stream:
+            # We hold all the sender holds (every dot it has seen, and its alive entries): so every
+            # batch of its stream up to ``seq`` too, which joined here would change nothing. Say so
+            # (ack it), as a full state from it would: its batches may be gone from its buffer, and a
+            # gap we never close would hold back our acks of its later batches forever.
+            self._cover(sender, stream, _Transfer(1, seq, False, {}), now)
         if want_reply and diff.we_lack:
             if self._bootstrapped:
                 self._send_summary(sender, want_reply=False)
