@@ -112,14 +112,15 @@ def test_a_seed_that_does_not_answer_raises_join_error() -> None:
 
 def test_the_secret_comes_from_the_environment_and_a_wrong_one_is_refused(monkeypatch: Any,
                                                                         tmp_path: Path) -> None:
-    monkeypatch.setenv("WARPMESH_SECRET", "correct horse battery staple, twice over")
+    secret = "correct horse battery staple, twice over"
+    monkeypatch.setenv("WARPMESH_SECRET", secret)
     wrong = tmp_path / "wrong"
     wrong.write_text("another secret of more than enough length\n")
 
     async def main() -> tuple[int, str]:
         async with warpmesh.open_node("a", ops=_ops()) as a:  # reads $WARPMESH_SECRET
             assert a.address is not None
-            async with warpmesh.connect(a.address, connect_timeout=10) as client:  # the same secret
+            async with warpmesh.connect(a.address, secret=secret, connect_timeout=10) as client:
                 task = await client.submit("add", 1, 2)
                 value = await client.result(task, 10)
             with pytest.raises(warpmesh.ConnectError) as refused:
