@@ -13,13 +13,16 @@ arguments, when there are any), so submitting the same job twice names the same 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
 import secrets
 import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from warpmesh.errors import Unavailable
 
@@ -29,6 +32,14 @@ if TYPE_CHECKING:
 
 __all__ = ["ConnectError", "MeshClient", "canonical_json", "connect", "content_task_id", "mesh_status", "parse_address",
            "resolve_security"]
+
+#: Largest packed args of one job (a descriptor must fit a mesh frame with room to spare).
+MAX_ARGS_BYTES = 4 * 1024 * 1024
+#: Jobs per acknowledged batch when submitting (and at most this many bytes of args).
+BATCH_JOBS = 2000
+BATCH_BYTES = 1024 * 1024
+#: How long ``status`` waits for this client's view of the live workers to match its peer's.
+VIEW_GRACE = 5.0
 
 #: Handshake refusals that are part of normal life (a duplicate link settles itself).
 _QUIET_REFUSALS = frozenset({"duplicate_link", "self_connection", "shutting_down"})
@@ -110,6 +121,151 @@ def resolve_security(secret: bytes | str | None = None, secret_file: str | os.Pa
         raise ValueError(f"cannot load the TLS files: {err}; check the cert, key and CA (PEM files; "
                          "see docs/mesh.md)") from None
     return key, tls
+
+
+# -- jobs: parsing and validation (pure) ---------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One job to submit: ``where`` names its origin for error messages (``jobs.jsonl:17``)."""
+
+    task: str
+    op: str
+    args: list[Any]
+    pin: str | None = None
+    where: str = "command line"
+    kwargs: dict[str, Any] | None = None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_arg(text: str) -> Any:
+    """One command-line ARG: its JSON value if it is valid JSON, else the string itself."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except ValueError:
+        return text
+
+
+def check_job(job: Job) -> None:
+    """Raise ValueError naming ``job.where`` if the job cannot travel (not msgpack-able, too big)."""
+    from warpmesh.wire.frame import pack
+
+    if not job.op:
+        raise ValueError(f"{job.where}: op must be a non-empty string")
+    if not job.task:
+        raise ValueError(f"{job.where}: task must be a non-empty string")
+    try:
+        size = len(pack([job.args, job.kwargs or {}]))
+    except (TypeError, ValueError, OverflowError) as err:
+        raise ValueError(f"{job.where}: args cannot be encoded ({err}); integers must fit in 64 bits") from None
+    if size > MAX_ARGS_BYTES:
+        raise ValueError(f"{job.where}: args take {size / 2**20:.1f} MiB, over the "
+                         f"{MAX_ARGS_BYTES // 2**20} MiB limit; pass a reference (a path or URL) instead")
+
+
+def parse_job_line(line: str, where: str) -> Job:
+    """One line of a jobs file: ``{"op": ..., "args": [...], "kwargs": {...}, "task": ..., "pin": ...}``.
+
+    ``args`` is the list of positional arguments; a non-list value is one argument (older files).
+    """
+    try:
+        obj = json.loads(line, parse_constant=_reject_constant)
+    except ValueError as err:
+        raise ValueError(f"{where}: not valid JSON ({err})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where}: expected a JSON object like {{\"op\": \"name\", \"args\": ...}}")
+    unknown = sorted(set(obj) - {"op", "args", "kwargs", "task", "pin"})
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {', '.join(unknown)} (allowed: task, op, args, kwargs, pin)")
+    op = obj.get("op")
+    if not isinstance(op, str) or not op:
+        raise ValueError(f"{where}: \"op\" must be a non-empty string")
+    pin = obj.get("pin")
+    if pin is not None and (not isinstance(pin, str) or not pin):
+        raise ValueError(f"{where}: \"pin\" must be a peer id (a non-empty string)")
+    args = obj.get("args", [])
+    args = args if isinstance(args, list) else [args]
+    kwargs = obj.get("kwargs")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise ValueError(f"{where}: \"kwargs\" must be an object of keyword arguments")
+    task = obj.get("task")
+    if task is None:
+        task = content_task_id(op, args, pin, kwargs)
+    elif not isinstance(task, str) or not task:
+        raise ValueError(f"{where}: \"task\" must be a non-empty string")
+    job = Job(task=task, op=op, args=args, pin=pin, where=where, kwargs=kwargs or None)
+    check_job(job)
+    return job
+
+
+def read_jobs(stream: TextIO, name: str) -> list[Job]:
+    """Every job of a JSON-lines stream (blank lines and ``#`` comments skipped); ValueError names the line."""
+    jobs: list[Job] = []
+    for n, line in enumerate(stream, 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        jobs.append(parse_job_line(text, f"{name}:{n}"))
+    return jobs
+
+
+def dedupe(jobs: list[Job]) -> tuple[list[Job], int]:
+    """Drop repeats of an identical job (same task, op, args, pin); a task id reused for a
+    different job is an error naming both lines. Returns the jobs in first-seen order and the
+    number dropped."""
+    seen: dict[str, Job] = {}
+    out: list[Job] = []
+    for job in jobs:
+        prev = seen.get(job.task)
+        if prev is None:
+            seen[job.task] = job
+            out.append(job)
+        elif ((prev.op, canonical_json([prev.args, prev.kwargs]), prev.pin)
+              != (job.op, canonical_json([job.args, job.kwargs]), job.pin)):
+            raise ValueError(f"{job.where}: task {job.task!r} was already given for another job at {prev.where}")
+    return out, len(jobs) - len(out)
+
+
+def batches(jobs: list[Job], max_jobs: int = BATCH_JOBS, max_bytes: int = BATCH_BYTES) -> Iterator[list[Job]]:
+    """Consecutive runs of jobs small enough to travel as one acknowledged delta."""
+    from warpmesh.wire.frame import pack
+
+    batch: list[Job] = []
+    size = 0
+    for job in jobs:
+        cost = len(pack([job.args, job.kwargs or {}])) + len(job.task) + len(job.op) + 64
+        if batch and (len(batch) >= max_jobs or size + cost > max_bytes):
+            yield batch
+            batch, size = [], 0
+        batch.append(job)
+        size += cost
+    if batch:
+        yield batch
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON-encodable copy of a msgpack value: bytes become ``{"$base64": "..."}``."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"$base64": base64.b64encode(bytes(value)).decode()}
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else canonical_json(jsonable(k)): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def result_record(task: str, res: Any) -> dict[str, Any]:
+    rec: dict[str, Any] = {"task": task, "ok": res.ok, "by": res.by, "run": res.run, "attempts": res.attempts}
+    if res.ok:
+        rec["value"] = jsonable(res.value)
+    else:
+        rec["error"] = res.error
+        rec["traceback"] = res.traceback
+        if res.cancelled:
+            rec["cancelled"] = True
+    return rec
 
 
 # -- joining the mesh ------------------------------------------------------------------------------
@@ -265,7 +421,7 @@ class MeshClient:
                              f"{self.connect_timeout:g} s; it may be overloaded (raise --connect-timeout) "
                              "or gone") from None
 
-    async def views_agree(self, grace: float = 5.0) -> bool:
+    async def views_agree(self, grace: float = VIEW_GRACE) -> bool:
         """Wait up to ``grace`` s until this client sees the live workers its entry peer publishes."""
         loop = asyncio.get_running_loop()
         until = loop.time() + grace
@@ -377,6 +533,96 @@ def mesh_status(client: MeshClient, views_agree: bool) -> dict[str, Any]:
         "counters": {n: warp.counter(n) for n in COUNTER_NAMES},
         "peers": peers,
     }
+
+
+@dataclass
+class SubmitOutcome:
+    jobs: list[Job]
+    runs: dict[str, str]
+    answers: dict[str, Any]
+    acknowledged: int
+    timed_out: bool = False
+
+
+async def submit_jobs(client: MeshClient, jobs: list[Job], *, wait: bool, timeout: float | None,
+                      progress: Any = None, deadline: float | None = None) -> SubmitOutcome:
+    """Enqueue ``jobs`` in acknowledged batches; with ``wait``, collect every answer."""
+    warp = client.warp
+    runs: dict[str, str] = {}
+    pending: dict[str, str] = {}  # task -> the run whose answer we wait for
+    answers: dict[str, Any] = {}
+    done = asyncio.Event()
+    bar_ack = progress.add_task("acknowledged", total=len(jobs)) if progress is not None else None
+    bar_ans = progress.add_task("answered", total=len(jobs), visible=wait) if progress is not None else None
+
+    def on_results(task_ids: list[str]) -> None:
+        got = 0
+        for t in task_ids:
+            run = pending.get(t)
+            if run is None:
+                continue
+            res = warp.results.get(t)
+            if res is not None and res.run == run:
+                answers[t] = res
+                del pending[t]
+                got += 1
+        if got and progress is not None:
+            progress.advance(bar_ans, got)
+        if not pending and len(runs) == len(jobs):
+            done.set()
+
+    remove = warp.add_result_listener(on_results) if wait else (lambda: None)
+    outcome = SubmitOutcome(jobs, runs, answers, 0)
+    try:
+        for batch in batches(jobs):
+            for job in batch:
+                run = warp.enqueue_call(job.task, job.op, job.args, job.kwargs, pin=job.pin, deadline=deadline)
+                runs[job.task] = run
+                if wait:
+                    pending[job.task] = run
+            try:
+                await client.replicated(warp.queue, "the submitted jobs")
+            except client.error as err:
+                sent = len(runs) - outcome.acknowledged
+                raise client.error(
+                    f"{getattr(err, 'message', err)}: {outcome.acknowledged} of {len(jobs)} jobs were enqueued and acknowledged "
+                    f"before that, the next {sent} may or may not have reached the mesh, and the other "
+                    f"{len(jobs) - len(runs)} were not sent (resubmitting re-runs the acknowledged ones)"
+                ) from None
+            outcome.acknowledged = len(runs)
+            if progress is not None:
+                progress.update(bar_ack, completed=outcome.acknowledged)
+        if not wait:
+            return outcome
+        on_results(list(pending))  # anything that arrived through a full state meanwhile
+        if pending:
+            try:
+                async with asyncio.timeout(timeout):
+                    await done.wait()
+            except TimeoutError:
+                outcome.timed_out = True
+        return outcome
+    finally:
+        remove()
+
+
+def unserved(client: MeshClient, jobs: list[Job]) -> str | None:
+    """Why some job cannot run on the live workers (an unknown op or pin), or None."""
+    info = client.warp.member_info()
+    live = sorted(client.warp.workers)
+    served: set[str] = set()
+    for p in live:
+        served.update(info.get(p, {}).get("ops", ()))
+    for job in jobs:
+        if job.pin is not None:
+            if job.pin not in live:
+                return (f"{job.where}: pin {job.pin!r} is not a live worker (live: {', '.join(live) or 'none'})")
+            if job.op not in info.get(job.pin, {}).get("ops", ()):
+                return f"{job.where}: worker {job.pin!r} does not serve op {job.op!r}"
+        elif job.op not in served:
+            return (f"{job.where}: no live worker serves op {job.op!r} (served: {', '.join(sorted(served)) or 'none'}); "
+                    "check the name")
+    return None
 
 
 def connect(address: str | tuple[str, int], *, secret: bytes | str | None = None,
