@@ -157,3 +157,25 @@ def test_the_readme_example_uses_only_import_warpmesh_and_runs() -> None:
                          cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["5", "9"]
+
+
+def test_attached_hooks_start_before_the_node_and_close_after_it() -> None:
+    events: list[str] = []
+
+    class Extra:
+        def __init__(self, node: Any) -> None:
+            self.node = node
+
+        async def start(self) -> None:
+            events.append(f"start started={self.node._started}")
+
+        async def close(self) -> None:
+            events.append(f"close closed={self.node._closed}")
+
+    async def main() -> None:
+        async with warpmesh.open_node("a", fabric=warpmesh.MemoryFabric(), ops=_ops(), attach=[Extra],
+                                      strategy="ring") as a:
+            events.append(f"inside strategy={a.node.config.strategy.value}")
+
+    asyncio.run(main())
+    assert events == ["start started=False", "inside strategy=ring", "close closed=True"]

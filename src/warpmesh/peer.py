@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,8 @@ from warpmesh.errors import Unavailable
 
 if TYPE_CHECKING:
     from warpmesh.net.memory import MemoryFabric
+    from warpmesh.net.tls import TlsConfig
+    from warpmesh.warp.claim import ClaimStrategy
     from warpmesh.warp.model import OpResult
     from warpmesh.warp.node import WarpConfig, WarpNode
     from warpmesh.warp.ops import OpRegistry
@@ -125,7 +127,10 @@ async def open_node(node_id: str, *, listen: str | tuple[str, int] = ("127.0.0.1
                     config: WarpConfig | None = None, incarnation: int | None = None,
                     secret: bytes | str | None = None, secret_file: str | os.PathLike[str] | None = None,
                     tls_cert: str | os.PathLike[str] | None = None, tls_key: str | os.PathLike[str] | None = None,
-                    tls_ca: str | os.PathLike[str] | None = None, join_timeout: float = 30.0) -> AsyncIterator[Peer]:
+                    tls_ca: str | os.PathLike[str] | None = None, tls: TlsConfig | None = None,
+                    strategy: ClaimStrategy | str | None = None,
+                    attach: Iterable[Callable[[WarpNode], Any]] = (), join_timeout: float = 30.0,
+                    wait_live: bool = True) -> AsyncIterator[Peer]:
     """Start a peer, yield its :class:`Peer` handle, close everything on exit.
 
     * transport: TCP on ``listen`` (``"HOST:PORT"``, port 0 picks one; see :attr:`Peer.address`),
@@ -134,10 +139,17 @@ async def open_node(node_id: str, *, listen: str | tuple[str, int] = ("127.0.0.1
     * ops: an :class:`~warpmesh.warp.OpRegistry`, or module names imported for their ``@warp_op``
       ops (as ``--ops``); default: every ``@warp_op`` of this process.
     * security (TCP): ``secret``, else ``secret_file``, else ``$WARPMESH_SECRET``; TLS from the three
-      PEM files. Without a secret only loopback addresses are allowed
+      PEM files (or a ready ``tls`` config). Without a secret only loopback addresses are allowed
       (:class:`~warpmesh.net.secret.InsecureAddressError`).
-    * ``config`` is a :class:`~warpmesh.warp.WarpConfig`; ``role="client"`` never runs tasks.
+    * ``config`` is a :class:`~warpmesh.warp.WarpConfig`, ``strategy`` a claim strategy
+      (``"intent"`` or ``"ring"``); ``role="client"`` never runs tasks.
+    * ``attach``: callables ``hook(node)`` (an ``--ops`` module's ``attach``) returning None or an
+      object with ``start()``/``close()``: started before the node, closed after it.
+    * ``wait_live``: before yielding, wait (up to ``join_timeout``) until the node hears every linked
+      peer, so a first ``enqueue`` finds its majority.
     """
+    from warpmesh.net.mux import MuxSeam
+    from warpmesh.warp.claim import ClaimStrategy
     from warpmesh.warp.node import WarpNode
 
     registry = _registry(ops)
@@ -145,31 +157,43 @@ async def open_node(node_id: str, *, listen: str | tuple[str, int] = ("127.0.0.1
     seeds: list[tuple[str, int]] = []
     if fabric is not None:
         mesh = fabric.join(node_id)
-        opened = True
     else:
         from warpmesh.client import resolve_security
         from warpmesh.net.tcp import TcpMesh, boot_incarnation
 
-        key, tls = resolve_security(secret, secret_file, tls_cert, tls_key, tls_ca)
+        key, tls_files = resolve_security(secret, secret_file, tls_cert, tls_key, tls_ca)
         seeds = [_address(j) for j in join]
+        where = _address(listen)
         incarnation = incarnation if incarnation is not None else boot_incarnation()
-        mesh = TcpMesh(node_id, listen=_address(listen), join=seeds, secret=key, incarnation=incarnation, tls=tls)
-        opened = False
+        mesh = TcpMesh(node_id, listen=where, join=seeds, secret=key, incarnation=incarnation,
+                       tls=tls if tls is not None else tls_files)
         try:
             await mesh.start()
         except OSError as err:
-            raise Unavailable(f"cannot listen on {listen}: {err.strerror or err}; pick another address") from None
-        opened = True
+            raise Unavailable(f"cannot listen on {where[0]}:{where[1]}: {err.strerror or err}") from None
     node: WarpNode | None = None
+    mux: MuxSeam | None = None
+    attached: list[Any] = []
     try:
         if fabric is None and seeds:
             await wait_joined(mesh, join_timeout)
-        node = WarpNode(mesh, registry=registry, role=role, config=config, incarnation=incarnation)
+        mux = MuxSeam(mesh)  # one reader of the seam: the node's boards and the app's channels share it
+        node = WarpNode(mesh, registry=registry, role=role, config=config, incarnation=incarnation, mux=mux,
+                        strategy=None if strategy is None else ClaimStrategy(strategy))
+        for hook in attach:
+            extra = hook(node)
+            if extra is not None:
+                attached.append(extra)
+                await extra.start()
         await node.start()
-        await _settle(node, mesh, join_timeout)
+        if wait_live:
+            await _settle(node, mesh, join_timeout)
         yield Peer(node, mesh)
     finally:
         if node is not None:
             await node.close()
-        if opened:
-            await mesh.close()
+        for extra in reversed(attached):
+            await extra.close()
+        if mux is not None:
+            await mux.close()
+        await mesh.close()
