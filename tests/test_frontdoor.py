@@ -59,18 +59,16 @@ def test_tcp_peers_and_a_client_on_loopback() -> None:
                 out["task"] = task
                 out["client"] = await client.result(task, 10)
                 out["by"] = (await client.outcome(task, 10)).by
-                await client.enqueue("named", "add", 1, 1)
-                out["named"] = await client.result("named", 10)
                 out["status"] = await client.status()
             return out
 
     out = asyncio.run(main())
-    assert out["peer"] == 42 and out["client"] == 9 and out["named"] == 2
+    assert out["peer"] == 42 and out["client"] == 9
     assert out["task"] == warpmesh.content_task_id("add", [4, 5])
     assert out["by"] in ("a", "b")
     status = out["status"]
     assert status["live_workers"] == ["a", "b"]
-    assert status["entry"] == "a" and status["results"] >= 3
+    assert status["entry"] == "a" and status["results"] >= 2
     assert {p["peer"] for p in status["peers"]} == {"a", "b"}
 
 
