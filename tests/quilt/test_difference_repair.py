@@ -112,3 +112,56 @@ def test_hostile_summaries_and_differences_are_refused_and_counted() -> None:
         a.receive("b", frame, 0.0)
     assert a.stats["refused"] == len(bad)
     assert encode(a.state) == before
+
+
+def test_a_newcomer_to_a_four_peer_mesh_receives_the_board_once() -> None:
+    # Every peer has reasons to repair a newcomer at once (it greets it, sees it miss history that is
+    # no longer buffered, sees it behind in frontiers); the board must still reach it only once.
+    cores = _cores("abc")
+    kinds: Counter[int] = Counter()
+    _pump(cores, 0.0, set(), kinds)
+    for name, core in cores.items():
+        for i in range(700):
+            core.mutate(lambda s, i=i, name=name: s.put(name, f"{name}-task-{i}", _reg(name, i)))
+        core.flush(0.0)
+    _pump(cores, 0.0, set(), kinds)
+    for core in cores.values():
+        core._buffer.clear()  # the history is acked and gone: only a repair brings it to a newcomer
+        core._buffer_bytes = 0
+    board = len(encode_frame(QuiltKind.STATE, encode(cores["a"].state)))
+    d: QuilterCore[ORMap] = QuilterCore("d", "d@1", ORMap(LWWRegister), CRDT_CODEC, config=CFG, now=0.5)
+    cores["d"] = d
+    for core in cores.values():
+        core.roster_changed(set("abcd"), 0.5)
+    into_d: Counter[str] = Counter()
+    # d sits behind a slow link (0.3 s each way and 100 kB/s, so the board takes longer than a repair
+    # round): answers to one repair are still in flight when the next reason to repair comes up.
+    in_flight: list[tuple[float, str, str, bytes]] = []
+    now = 0.5
+    while now < 15.0:
+        now += 0.05
+        for name, core in cores.items():
+            if name != "d":  # the mesh stays busy: d meets every stream mid-way and asks for history
+                core.mutate(lambda s, name=name, now=now: s.put(name, f"busy-{name}", _reg(name, int(now * 1000))))
+            core.flush(now)
+            core.tick(now)
+        moved = True
+        while moved:
+            moved = False
+            for name, core in cores.items():
+                for peer, frame in core.take_outbox():
+                    for t in ([p for p in cores if p != name] if peer is None else [peer]):
+                        slow = "d" in (name, t)  # 0.3 s latency and 100 kB/s
+                        in_flight.append((now + (0.3 + len(frame) / 100_000 if slow else 0.0), name, t, frame))
+            due = [m for m in in_flight if m[0] <= now]
+            in_flight = [m for m in in_flight if m[0] > now]
+            for _, name, t, frame in due:
+                moved = True
+                if t == "d" and frame[1] in (QuiltKind.STATE, QuiltKind.DIFF):
+                    into_d[name] += len(frame)
+                cores[t].receive(name, frame, now)
+    assert sum(into_d.values()) < 1.5 * board, (dict(into_d), board)
+    for name in "abc":
+        assert f"{name}-task-699" in d.state
+    assert not d.bootstrapping
+    assert d.stats["bootstraps_started"] == 1

@@ -47,6 +47,11 @@ Protocol (frames on one channel; each node's *stream* is its replica id, which c
     answers with the DIFF we lack and, if it lacks something of ours, its own summary. Other states
     are still repaired with full STATEs.
 
+Bootstrap (causal states): a new or restarted Quilter asks *one* peer for what it lacks (its summary;
+another peer after ``bootstrap_timeout`` without progress) and, until that answer is complete, starts
+no repair of its own and answers other peers' summaries without its own summary back, so an empty
+newcomer receives the board once instead of once per peer that noticed it.
+
 Sync hooks (for short-lived readers such as ``warpmesh results``): :meth:`QuilterCore.request_sync`
 sends our state to one peer with ``want_reply``; :meth:`QuilterCore.synced_at` tells when we last
 knew we held all of a peer's state (its full state joined, or its state digest equal to ours or to
@@ -127,6 +132,9 @@ class QuilterConfig:
     #: Least time between two explicit frontiers sent to one peer (while our frontiers differ);
     #: keep it well under ``evict_after``, or a closed stream may be forgotten before it is repaired.
     frontier_interval: float = 3.0
+    #: How long a newcomer waits for its bootstrap difference from one peer, since the last chunk of
+    #: it arrived (or since it asked), before it asks another peer instead.
+    bootstrap_timeout: float = 5.0
 
     def __post_init__(self) -> None:
         if self.anti_entropy_interval <= 0 or self.resend_after <= 0 or self.evict_after <= 0:
@@ -223,6 +231,15 @@ class QuilterCore(Generic[S]):
         self._forgotten: dict[str, int] = {}
         self._frontier_gaps: dict[str, set[tuple[str, int]]] = {}  # peer -> its closed-stream gaps last seen
         self._bootstrap_at = float("-inf")
+        # Bootstrap (causal states): until one peer's difference has brought us everything it holds,
+        # we ask only that peer for what we lack; repairs other peers start toward us get the little
+        # they lack from us, never our summary back, so the board reaches us once, not once per peer.
+        self._bootstrapped = not self._by_difference
+        self._bootstrap_peer: str | None = None
+        self._bootstrap_nonce = 0
+        # One round for a greeting digest to name a reachable peer before the timer picks one.
+        self._bootstrap_deadline = now + self.config.anti_entropy_interval
+        self._bootstrap_failed: set[str] = set()
         self._version_at_round = -1
         self._next_ae = now + self.rng.uniform(0.5, 1.0) * self.config.anti_entropy_interval
         self._digest_cache: tuple[int, bytes] | None = None
@@ -250,6 +267,11 @@ class QuilterCore(Generic[S]):
     def majority_others(self) -> int:
         """Peers besides us that must hold a batch for a majority of the roster (us included) to."""
         return (len(self._peers) + 1) // 2
+
+    @property
+    def bootstrapping(self) -> bool:
+        """Whether we still wait for our first complete repair from a peer (causal states only)."""
+        return not self._bootstrapped
 
     @property
     def buffered_batches(self) -> int:
@@ -504,6 +526,7 @@ class QuilterCore(Generic[S]):
             return  # the sender is busy; this round only checked its tail
         if settled:
             self._synced[sender] = now
+            self._bootstrap_done()  # we hold all it holds: nothing to bootstrap from it
             self._mismatch.pop(sender, None)
             self._mismatch_frontiers.pop(sender, None)
             self.stats["digest_match"] += 1
@@ -515,6 +538,9 @@ class QuilterCore(Generic[S]):
             self._mismatch[sender] = 1
             self._mismatch_frontiers[sender] = frontiers
         diverged = their_frontier == mine
+        if not self._bootstrapped:
+            self._maybe_bootstrap(sender, now)  # the sender is reachable: ask it for what we lack
+            return
         # An empty node (just joined or restarted) asks for a full state at once - but from one
         # peer per round: every peer greets a newcomer with a digest, and one state is enough.
         empty = self.state.is_bottom() and now - self._bootstrap_at >= self.config.anti_entropy_interval  # type: ignore[attr-defined]
@@ -614,6 +640,7 @@ class QuilterCore(Generic[S]):
         if self.listener is not None:
             self.listener(None)
         self._cover(sender, body[0], t, now)
+        self._bootstrap_done()
         after = self.state_digest()
         if t.want_reply and self.codec.digest(received) != after:
             self._send_state(sender, want_reply=False)
@@ -651,19 +678,61 @@ class QuilterCore(Generic[S]):
         self._synced[sender] = now
 
     # -- difference repair --------------------------------------------------------------------
-    def _repair(self, peer: str, *, now: float) -> None:
-        """Bring ``peer`` (and us) up to date with each other.
+    def _repair(self, peer: str, *, now: float) -> bool:
+        """Bring ``peer`` (and us) up to date with each other; False if deferred until bootstrapped.
 
         For causal states: send our summary asking for what we lack; the peer answers with that
         difference and, if it lacks something of ours, with its own summary, which we answer with the
         difference it lacks. Costs the difference, not the state. Other states: a full state.
+        While we bootstrap, our summary would fetch the whole board from every peer we repair with:
+        we wait for our one bootstrap peer instead.
         """
         if not self._by_difference:
             self._send_state(peer, want_reply=True, now=now)
+            return True
+        if not self._bootstrapped:
+            self.stats["repairs_deferred_bootstrap"] += 1
+            return False
+        if self._heavy_allowed(peer, now):
+            self._send_summary(peer, want_reply=True)
+        return True
+
+    # -- bootstrap ------------------------------------------------------------------------------
+    def _maybe_bootstrap(self, peer: str, now: float) -> None:
+        """Ask ``peer`` for everything we lack, unless a bootstrap from another peer is in flight."""
+        if self._bootstrapped or peer not in self._peers:
             return
-        if not self._heavy_allowed(peer, now):
+        current = self._bootstrap_peer
+        if current is not None and current in self._peers and now < self._bootstrap_deadline:
             return
+        if current is not None and current != peer:
+            self._bootstrap_failed.add(current)
+        self._bootstrap_peer = peer
+        self._bootstrap_deadline = now + self.config.bootstrap_timeout
+        self.stats["bootstraps_started"] += 1
         self._send_summary(peer, want_reply=True)
+        self._bootstrap_nonce = self._summary_seq
+
+    def _bootstrap_tick(self, now: float) -> None:
+        # The bootstrap peer went silent (or left): ask another, each at most once; when every peer
+        # has failed us, give up and repair the usual way (no newcomer may stay deaf to repairs).
+        if self._bootstrapped or not self._peers or now < self._bootstrap_deadline:
+            return
+        if self._bootstrap_peer is not None:
+            self._bootstrap_failed.add(self._bootstrap_peer)
+            self.stats["bootstrap_timeouts"] += 1
+        candidates = sorted(set(self._peers) - self._bootstrap_failed)
+        if not candidates:
+            self._bootstrap_done()
+            return
+        self._bootstrap_peer = None
+        self._maybe_bootstrap(self.rng.choice(candidates), now)
+
+    def _bootstrap_done(self) -> None:
+        if not self._bootstrapped:
+            self._bootstrapped = True
+            self._bootstrap_peer = None
+            self._bootstrap_failed.clear()
 
     def _send_summary(self, peer: str, *, want_reply: bool) -> None:
         summary = summarize(self.state)  # type: ignore[arg-type]
@@ -691,11 +760,18 @@ class QuilterCore(Generic[S]):
             self._send_chunked(sender, QuiltKind.DIFF, pack([nonce, diff.to_wire(self.codec.encode)]),
                                want_reply=False, what="difference")
         if want_reply and diff.we_lack:
-            self._send_summary(sender, want_reply=False)
+            if self._bootstrapped:
+                self._send_summary(sender, want_reply=False)
+            else:
+                # Our summary back would bring the whole board from this peer too: bootstrap from
+                # one peer (this one, if none is in flight), and repair by difference afterwards.
+                self._maybe_bootstrap(sender, now)
 
     def _on_diff(self, sender: str, body: list[Any], now: float) -> None:
         if not self._by_difference:
             raise ValueError("difference on a channel whose state is not causal")
+        if sender == self._bootstrap_peer:
+            self._bootstrap_deadline = now + self.config.bootstrap_timeout  # it is coming: keep waiting
         done = self._assemble(self._diff_transfers, sender, body)
         if done is None:
             return
@@ -718,6 +794,8 @@ class QuilterCore(Generic[S]):
             # We now hold all the sender holds: its frontier too. (Without the question's context the
             # retirements could not be judged; the next round repairs them, and nothing is acked early.)
             self._cover(sender, body[0], t, now)
+            if asked is not None:
+                self._bootstrap_done()  # it answered our question: we hold all it holds
         if before != self.state_digest():
             self.stats["differences_useful"] += 1
 
@@ -725,6 +803,7 @@ class QuilterCore(Generic[S]):
     def tick(self, now: float) -> None:
         """Periodic work: anti-entropy digest, resends of unacked batches, eviction."""
         cfg = self.config
+        self._bootstrap_tick(now)
         if now >= self._next_ae:
             self._next_ae = now + self.rng.uniform(0.75, 1.25) * cfg.anti_entropy_interval
             if self._peers:
@@ -752,8 +831,8 @@ class QuilterCore(Generic[S]):
                 self._last_resend[peer] = now
                 self._resend_backoff[peer] = (acked, min(wait * 2, cfg.max_resend_backoff))
                 if len(overdue) > cfg.max_resend_batches or (acked + 1) not in self._buffer:
-                    self._repair(peer, now=now)
-                    self._acked[peer] = self._seq  # the state covers them; do not resend again
+                    if self._repair(peer, now=now):
+                        self._acked[peer] = self._seq  # the state covers them; do not resend again
                 else:
                     for s in overdue:
                         self._send(peer, self._buffer[s].frame, "resend")
