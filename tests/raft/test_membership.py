@@ -197,6 +197,27 @@ def test_an_inherited_uncommitted_config_entry_refuses_the_next_change() -> None
     assert isinstance(ld.completion("membership", "b").error, MembershipChangeInProgress)  # type: ignore[union-attr]
 
 
+def test_config_change_pending_covers_in_flight_and_uncommitted_changes() -> None:
+    # The public accessor the game steward plans from: True from the request until C_new commits,
+    # on the leader and on a follower holding an uncommitted configuration entry.
+    c = ScriptedCluster(5, voters=["n1", "n2", "n3"])
+    ld = c.elect("n1")
+    assert not ld.c.config_change_pending
+    c.isolate("n3")
+    c.blocked.add(("n2", "n1"))  # n2 gets the configuration entry but its acks are lost
+    ld.c.change_membership("a", {"n1", "n2", "n3"}, {"n4"}, c.now)
+    assert ld.c.config_change_pending
+    c.pump("n1")
+    c.run(0.2)
+    assert ld.c.config_change_pending and ld.completion("membership", "a") is None
+    # n2 runs no change itself and is not joint: only its uncommitted entry makes it pending.
+    assert c["n2"].c.conf_change is None and c["n2"].c.config_change_pending
+    c.heal()
+    c.run_until(lambda: ld.completion("membership", "a") is not None, 5.0)
+    c.run(0.2)
+    assert not ld.c.config_change_pending and not c["n2"].c.config_change_pending
+
+
 def test_leader_elected_with_a_committed_joint_appends_c_new_and_settles() -> None:
     c = ScriptedCluster(5, voters=["n1", "n2", "n3"])
     ld = c.elect("n1")

@@ -224,6 +224,8 @@ async def _session_main(role: str, *, node_id: str, listen: tuple[str, int], joi
                           f"others run: warpmesh game join {mesh.address[0]}:{mesh.address[1]}\n")
             session = await game_host(mesh, players, witness=witness, allow_spectators=spectators > 0,
                                       max_spectators=spectators, storage=storage)
+            while witness and not session.book.witnesses:
+                await asyncio.sleep(0.05)  # --witness: the game starts once its witness is seated
             if session.book.policy is not None:
                 with contextlib.suppress(Exception):
                     await session.sequencer().propose_system(["game", "", [game, players, heap]], timeout=10)
@@ -232,7 +234,8 @@ async def _session_main(role: str, *, node_id: str, listen: tuple[str, int], joi
         else:
             session = await game_spectate(mesh, timeout=timeout, storage=storage)
         play = _Play(session, node_id, moves=moves, interactive=moves is None, as_json=as_json,
-                     playing=role != "watch" and not witness)
+                     # The host's --witness asks for a witness; it still plays.
+                     playing=role == "host" or (role == "join" and not witness))
         code = await play.run()
         await _linger(session)
         return code

@@ -314,11 +314,9 @@ class GameSession:
         slots = self.presence_slots()
         roster = self.seam.roster.value
         members = m.members
-        core = node.core
         policy = self.book.policy or [self.target_players, self.want_witness, self.allow_spectators,
                                       self.max_spectators]
-        changing = m.joint or (core is not None and (core.conf_change is not None
-                                                    or core._config_uncommitted()))
+        changing = m.joint or node.config_change_pending
         return SeatView(
             self_id=self.id, voters=m.all_voters, learners=m.learners - m.all_voters, changing=changing,
             players=tuple(self.book.players), witnesses=tuple(self.book.witnesses),

@@ -1287,6 +1287,13 @@ class RaftCore:
     def _config_uncommitted(self) -> bool:
         return bool(self.config_entries) and self.config_entries[-1][0] > self.log.commit
 
+    @property
+    def config_change_pending(self) -> bool:
+        """True while a membership change is under way here: a leader-driven change in flight, a
+        joint configuration, or a latest configuration entry not yet committed. A new change
+        (``change_membership``) is refused until this is False."""
+        return self.conf_change is not None or self.membership.joint or self._config_uncommitted()
+
     def _after_append(self, written_from: int) -> None:
         """Entries from ``written_from`` on were (re)written: adopt the latest configuration in the
         log, committed or not (§4.1 adopt-on-append; a truncated config rolls back with it)."""

@@ -382,6 +382,13 @@ class RaftNode:
         return self.core.snapshot if self.core is not None else None
 
     @property
+    def config_change_pending(self) -> bool:
+        """True while a membership change is under way on this node (in flight, joint, or its
+        configuration entry not yet committed); see :attr:`RaftCore.config_change_pending`.
+        False before :meth:`start`."""
+        return self.core.config_change_pending if self.core is not None else False
+
+    @property
     def compaction_floor(self) -> int:
         return self.core.log.snap_index if self.core is not None else 0
 
