@@ -11,6 +11,10 @@ and disks; the simulator (``warpmesh.sim``) drives the same runtimes under a vir
 """
 
 import logging as _logging
+from typing import TYPE_CHECKING
+
+from warpmesh._lazy import lazy_exports
+from warpmesh.errors import Closed, DecodeError, PayloadTooLarge, Unavailable, WarpmeshError
 
 __version__ = "0.1.0"
 
@@ -20,4 +24,66 @@ _logging.getLogger("warpmesh").addHandler(_logging.NullHandler())
 #: Wire protocol version carried in every frame's first byte and in the mesh handshake.
 PROTOCOL_VERSION = 1
 
-__all__ = ["PROTOCOL_VERSION", "__version__"]
+if TYPE_CHECKING:
+    from warpmesh.client import ConnectError, MeshClient, connect, content_task_id
+    from warpmesh.kv.client import KVClient
+    from warpmesh.net.memory import MemoryFabric
+    from warpmesh.net.secret import InsecureAddressError, SecretError
+    from warpmesh.peer import JoinError, Peer, open_node
+    from warpmesh.warp.model import NotReplicated, OpResult, TaskFailed
+    from warpmesh.warp.node import WarpConfig, WarpNode
+    from warpmesh.warp.ops import OpRegistry, warp_op
+
+# The front door, loaded on first use so `import warpmesh` stays light (docs/architecture.md).
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    globals(),
+    {
+        "ConnectError": "warpmesh.client",
+        "MeshClient": "warpmesh.client",
+        "connect": "warpmesh.client",
+        "content_task_id": "warpmesh.client",
+        "KVClient": "warpmesh.kv.client",
+        "MemoryFabric": "warpmesh.net.memory",
+        "InsecureAddressError": "warpmesh.net.secret",
+        "SecretError": "warpmesh.net.secret",
+        "JoinError": "warpmesh.peer",
+        "Peer": "warpmesh.peer",
+        "open_node": "warpmesh.peer",
+        "NotReplicated": "warpmesh.warp.model",
+        "OpResult": "warpmesh.warp.model",
+        "TaskFailed": "warpmesh.warp.model",
+        "WarpConfig": "warpmesh.warp.node",
+        "WarpNode": "warpmesh.warp.node",
+        "OpRegistry": "warpmesh.warp.ops",
+        "warp_op": "warpmesh.warp.ops",
+    },
+)
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "Closed",
+    "ConnectError",
+    "DecodeError",
+    "InsecureAddressError",
+    "JoinError",
+    "KVClient",
+    "MemoryFabric",
+    "MeshClient",
+    "NotReplicated",
+    "OpRegistry",
+    "OpResult",
+    "PayloadTooLarge",
+    "Peer",
+    "SecretError",
+    "TaskFailed",
+    "Unavailable",
+    "WarpConfig",
+    "WarpNode",
+    "WarpmeshError",
+    "__version__",
+    "connect",
+    "content_task_id",
+    "open_node",
+    "warp_op",
+]

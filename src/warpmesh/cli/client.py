@@ -1,6 +1,7 @@
 """``warpmesh submit``, ``warpmesh results`` and ``warpmesh status``: use a running Warp mesh.
 
-Each command joins the mesh for a moment, through the peer named by ``--to``, as a
+A thin layer over the library's :mod:`warpmesh.client` (``MeshClient``, job ids, jobs files,
+batched submission). Each command joins the mesh for a moment, through the peer named by ``--to``, as a
 :class:`~warpmesh.warp.WarpNode` with ``role="client"``: it enqueues and reads like any peer but
 never runs a task and is not on the ring. Before reading, it pulls every board from that peer
 (:meth:`~warpmesh.warp.WarpNode.sync_from`) so it never reports a half-received board; ``status``
@@ -19,71 +20,60 @@ submitting the same job twice names the same task (and runs it again).
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
-import os
-import secrets
 import signal
-import socket
 import sys
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import click
 
 from warpmesh.cli.common import _addr_callback, load_mesh_security, mesh_options, setup_logging
+from warpmesh.client import (  # noqa: F401  (re-exported: the CLI's tests and `jobs` import them from here)
+    BATCH_BYTES,
+    BATCH_JOBS,
+    MAX_ARGS_BYTES,
+    VIEW_GRACE,
+    Job,
+    SubmitOutcome,
+    _reject_constant,
+    batches,
+    canonical_json,
+    check_job,
+    content_task_id,
+    dedupe,
+    jsonable,
+    mesh_status,
+    parse_arg,
+    parse_job_line,
+    read_jobs,
+    result_record,
+    submit_jobs,
+    unserved,
+)
+from warpmesh.client import MeshClient as _LibraryClient
 from warpmesh.errors import WarpmeshError
-
-#: Largest packed args of one job (a descriptor must fit a mesh frame with room to spare).
-MAX_ARGS_BYTES = 4 * 1024 * 1024
-#: Jobs per acknowledged batch when submitting (and at most this many bytes of args).
-BATCH_JOBS = 2000
-BATCH_BYTES = 1024 * 1024
-#: How long ``status`` waits for this client's view of the live workers to match its peer's.
-VIEW_GRACE = 5.0
-
-_QUIET_REFUSALS = frozenset({"duplicate_link", "self_connection", "shutting_down"})
-_REFUSAL_HELP = {
-    "bad_secret": "the cluster secrets differ; use the mesh's secret (--secret-file FILE or $WARPMESH_SECRET)",
-    "version": "the two sides speak incompatible protocol versions; run the same warpmesh version",
-    "duplicate_id": "another peer uses this client's id; retry",
-    "stale_incarnation": "a newer incarnation of this client's id is linked; retry",
-    "protocol": "the peer did not speak the mesh protocol (is it a warpmesh node? do the TLS options match?)",
-    "timeout": "the handshake timed out (an overloaded peer, or mismatched TLS options)",
-    "overloaded": "the peer has too many handshakes in flight; retry shortly",
-}
 
 
 class ClientError(WarpmeshError, click.ClickException):
     """A failure talking to the mesh: one line naming what to do next; exit status 1."""
 
 
-# -- jobs: parsing and validation (pure) ---------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Job:
-    """One job to submit: ``where`` names its origin for error messages (``jobs.jsonl:17``)."""
+class MeshClient(_LibraryClient):
+    """:class:`warpmesh.client.MeshClient` with the CLI's errors: exit 1, or 2 for a bad address."""
 
-    task: str
-    op: str
-    args: list[Any]
-    pin: str | None = None
-    where: str = "command line"
-    kwargs: dict[str, Any] | None = None
+    error = ClientError
 
+    async def __aenter__(self) -> MeshClient:
+        from warpmesh.net.secret import InsecureAddressError
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def parse_arg(text: str) -> Any:
-    """One command-line ARG: its JSON value if it is valid JSON, else the string itself."""
-    try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except ValueError:
-        return text
+        try:
+            await super().__aenter__()
+        except InsecureAddressError as err:  # a bad combination of arguments: exit 2 (issue 9)
+            raise click.UsageError(str(err)) from None
+        return self
 
 
 def cli_args(args: Iterable[str], args_json: str | None) -> list[Any]:
@@ -114,145 +104,11 @@ def cli_kwargs(items: Iterable[str]) -> dict[str, Any]:
     return out
 
 
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def content_task_id(op: str, args: Any, pin: str | None = None, kwargs: dict[str, Any] | None = None) -> str:
-    """``OP-<16 hex>``: a BLAKE3 hash of the canonical JSON of ``[op, args, pin]`` (plus ``kwargs``
-    when there are any)."""
-    import blake3
-
-    key = [op, args, pin] + ([kwargs] if kwargs else [])
-    digest = blake3.blake3(b"warpmesh.task\x00" + canonical_json(key).encode()).hexdigest()
-    return f"{op}-{digest[:16]}"
-
-
-def check_job(job: Job) -> None:
-    """Raise ValueError naming ``job.where`` if the job cannot travel (not msgpack-able, too big)."""
-    from warpmesh.wire.frame import pack
-
-    if not job.op:
-        raise ValueError(f"{job.where}: op must be a non-empty string")
-    if not job.task:
-        raise ValueError(f"{job.where}: task must be a non-empty string")
-    try:
-        size = len(pack([job.args, job.kwargs or {}]))
-    except (TypeError, ValueError, OverflowError) as err:
-        raise ValueError(f"{job.where}: args cannot be encoded ({err}); integers must fit in 64 bits") from None
-    if size > MAX_ARGS_BYTES:
-        raise ValueError(f"{job.where}: args take {size / 2**20:.1f} MiB, over the "
-                         f"{MAX_ARGS_BYTES // 2**20} MiB limit; pass a reference (a path or URL) instead")
-
-
-def parse_job_line(line: str, where: str) -> Job:
-    """One line of a jobs file: ``{"op": ..., "args": [...], "kwargs": {...}, "task": ..., "pin": ...}``.
-
-    ``args`` is the list of positional arguments; a non-list value is one argument (older files).
-    """
-    try:
-        obj = json.loads(line, parse_constant=_reject_constant)
-    except ValueError as err:
-        raise ValueError(f"{where}: not valid JSON ({err})") from None
-    if not isinstance(obj, dict):
-        raise ValueError(f"{where}: expected a JSON object like {{\"op\": \"name\", \"args\": ...}}")
-    unknown = sorted(set(obj) - {"op", "args", "kwargs", "task", "pin"})
-    if unknown:
-        raise ValueError(f"{where}: unknown field(s) {', '.join(unknown)} (allowed: task, op, args, kwargs, pin)")
-    op = obj.get("op")
-    if not isinstance(op, str) or not op:
-        raise ValueError(f"{where}: \"op\" must be a non-empty string")
-    pin = obj.get("pin")
-    if pin is not None and (not isinstance(pin, str) or not pin):
-        raise ValueError(f"{where}: \"pin\" must be a peer id (a non-empty string)")
-    args = obj.get("args", [])
-    args = args if isinstance(args, list) else [args]
-    kwargs = obj.get("kwargs")
-    if kwargs is not None and not isinstance(kwargs, dict):
-        raise ValueError(f"{where}: \"kwargs\" must be an object of keyword arguments")
-    task = obj.get("task")
-    if task is None:
-        task = content_task_id(op, args, pin, kwargs)
-    elif not isinstance(task, str) or not task:
-        raise ValueError(f"{where}: \"task\" must be a non-empty string")
-    job = Job(task=task, op=op, args=args, pin=pin, where=where, kwargs=kwargs or None)
-    check_job(job)
-    return job
-
-
-def read_jobs(stream: TextIO, name: str) -> list[Job]:
-    """Every job of a JSON-lines stream (blank lines and ``#`` comments skipped); ValueError names the line."""
-    jobs: list[Job] = []
-    for n, line in enumerate(stream, 1):
-        text = line.strip()
-        if not text or text.startswith("#"):
-            continue
-        jobs.append(parse_job_line(text, f"{name}:{n}"))
-    return jobs
-
-
-def dedupe(jobs: list[Job]) -> tuple[list[Job], int]:
-    """Drop repeats of an identical job (same task, op, args, pin); a task id reused for a
-    different job is an error naming both lines. Returns the jobs in first-seen order and the
-    number dropped."""
-    seen: dict[str, Job] = {}
-    out: list[Job] = []
-    for job in jobs:
-        prev = seen.get(job.task)
-        if prev is None:
-            seen[job.task] = job
-            out.append(job)
-        elif ((prev.op, canonical_json([prev.args, prev.kwargs]), prev.pin)
-              != (job.op, canonical_json([job.args, job.kwargs]), job.pin)):
-            raise ValueError(f"{job.where}: task {job.task!r} was already given for another job at {prev.where}")
-    return out, len(jobs) - len(out)
-
-
-def batches(jobs: list[Job], max_jobs: int = BATCH_JOBS, max_bytes: int = BATCH_BYTES) -> Iterator[list[Job]]:
-    """Consecutive runs of jobs small enough to travel as one acknowledged delta."""
-    from warpmesh.wire.frame import pack
-
-    batch: list[Job] = []
-    size = 0
-    for job in jobs:
-        cost = len(pack([job.args, job.kwargs or {}])) + len(job.task) + len(job.op) + 64
-        if batch and (len(batch) >= max_jobs or size + cost > max_bytes):
-            yield batch
-            batch, size = [], 0
-        batch.append(job)
-        size += cost
-    if batch:
-        yield batch
-
-
 # -- output helpers ------------------------------------------------------------------------------
-def jsonable(value: Any) -> Any:
-    """A JSON-encodable copy of a msgpack value: bytes become ``{"$base64": "..."}``."""
-    if isinstance(value, bytes | bytearray | memoryview):
-        return {"$base64": base64.b64encode(bytes(value)).decode()}
-    if isinstance(value, dict):
-        return {k if isinstance(k, str) else canonical_json(jsonable(k)): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    return value
-
-
 def render_value(value: Any) -> str:
     """Compact text for a value: strings as they are, everything else as JSON."""
     return value if isinstance(value, str) else json.dumps(jsonable(value), ensure_ascii=False,
                                                            separators=(",", ":"))
-
-
-def result_record(task: str, res: Any) -> dict[str, Any]:
-    rec: dict[str, Any] = {"task": task, "ok": res.ok, "by": res.by, "run": res.run, "attempts": res.attempts}
-    if res.ok:
-        rec["value"] = jsonable(res.value)
-    else:
-        rec["error"] = res.error
-        rec["traceback"] = res.traceback
-        if res.cancelled:
-            rec["cancelled"] = True
-    return rec
 
 
 def _emit_json(rec: dict[str, Any]) -> None:
@@ -268,171 +124,6 @@ def _stderr_console() -> Any:
     from rich.console import Console
 
     return Console(stderr=True, highlight=False)
-
-
-# -- joining the mesh ----------------------------------------------------------------------------
-def _client_id() -> str:
-    host = socket.gethostname().split(".")[0][:40] or "host"
-    return f"cli-{host}-{os.getpid()}-{secrets.token_hex(3)}"
-
-
-def _local_host_towards(to: tuple[str, int]) -> str:
-    """The local address this machine uses to reach ``to`` (what peers can dial us back on)."""
-    host, port = to
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-    except socket.gaierror as err:
-        raise ClientError(f"unknown host {host!r} in --to: {err.strerror}; check the address") from None
-    family, _, _, _, sockaddr = infos[0]
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as s:
-            s.connect(sockaddr)  # UDP connect sends nothing; it only picks the route
-            return str(s.getsockname()[0])
-    except OSError as err:
-        raise ClientError(f"no route to {host}:{port}: {err.strerror or err}") from None
-
-
-def _fmt(addr: tuple[str, int]) -> str:
-    from warpmesh.net.tcp import format_address
-
-    return format_address(addr)
-
-
-async def _probe(to: tuple[str, int], timeout: float) -> str | None:
-    """Why a plain TCP connection to ``to`` fails (None: it opens)."""
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(*to), timeout)
-    except TimeoutError:
-        return f"{_fmt(to)} did not answer within {timeout:.0f} s (wrong address, or a firewall?)"
-    except OSError as err:
-        reason = os.strerror(err.errno) if err.errno else (str(err) or type(err).__name__)
-        return (f"cannot reach {_fmt(to)}: {reason}; is a `warpmesh node` listening there? "
-                "(its 'ready' line shows the address)")
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return None
-
-
-class MeshClient:
-    """A short-lived ``role="client"`` peer joined through one address (``async with``)."""
-
-    def __init__(self, to: tuple[str, int], *, listen: tuple[str, int] | None, secret: bytes | None,
-                 tls: Any, connect_timeout: float) -> None:
-        self.to = to
-        self.listen = listen
-        self.secret = secret
-        self.tls = tls
-        self.connect_timeout = connect_timeout
-        self.node_id = _client_id()
-        self.mesh: Any = None
-        self.warp: Any = None
-        #: The node id behind ``--to`` (known once linked).
-        self.entry: str = ""
-
-    async def __aenter__(self) -> MeshClient:
-        from warpmesh.net.secret import InsecureAddressError, check_addresses
-        from warpmesh.net.tcp import TcpMesh, boot_incarnation
-        from warpmesh.warp import OpRegistry, WarpNode
-
-        inc = boot_incarnation()
-        try:
-            check_addresses(self.secret, dial=[self.to[0]])
-            listen = self.listen or (_local_host_towards(self.to), 0)
-            self.mesh = TcpMesh(self.node_id, listen=listen, join=[self.to], secret=self.secret,
-                                incarnation=inc, tls=self.tls)
-        except InsecureAddressError as err:  # a bad combination of arguments: exit 2 (issue 9)
-            raise click.UsageError(str(err)) from None
-        except ValueError as err:
-            raise ClientError(str(err)) from None
-        try:
-            try:
-                await self.mesh.start()
-            except OSError as err:
-                raise ClientError(f"cannot listen on {_fmt(listen)}: {err.strerror or err}; pick another "
-                                  "--listen address") from None
-            self.entry = await self._linked()
-            self.warp = WarpNode(self.mesh, registry=OpRegistry(), role="client", incarnation=inc)
-            await self.warp.start()
-        except BaseException:
-            await self.close()
-            raise
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        if self.warp is not None:
-            await self.warp.close()
-            self.warp = None
-        if self.mesh is not None:
-            await self.mesh.close()
-            self.mesh = None
-
-    async def _linked(self) -> str:
-        """Wait for the link to ``--to``; fail fast, with the reason, when it cannot come up."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.connect_timeout
-        stats = self.mesh.stats
-        probed: str | None = None
-        reachable = False
-        while True:
-            peer = self.mesh.known_peers().get(self.to)
-            if peer is not None and peer in self.mesh.roster.value:
-                return str(peer)
-            refusals = {code: n for code, n in stats.refusals.items() if n and code not in _QUIET_REFUSALS}
-            if refusals:
-                code = sorted(refusals)[0]
-                raise ClientError(f"{_fmt(self.to)} refused the mesh handshake ({code}): "
-                                  f"{_REFUSAL_HELP.get(code, 'see the peer log')}")
-            if stats.dial_failures and not reachable and probed is None:
-                probed = await _probe(self.to, min(5.0, max(0.5, deadline - loop.time())))
-                if probed is not None:
-                    raise ClientError(probed)
-                reachable = True
-            if loop.time() >= deadline:
-                if not reachable:
-                    probed = await _probe(self.to, 5.0)
-                    if probed is not None:
-                        raise ClientError(probed)
-                hint = ("the TCP connection opens but the mesh handshake does not complete; check that "
-                        "the --tls-* options and the secret match the mesh's, and that the peer is not "
-                        "overloaded")
-                raise ClientError(f"no link to {_fmt(self.to)} within {self.connect_timeout:g} s: {hint} "
-                                  "(or raise --connect-timeout)")
-            await asyncio.sleep(0.05)
-
-    async def sync(self, *, boards: str = "all") -> None:
-        """Pull the boards (``"all"`` or just ``"members"``) from the entry peer before reading."""
-        try:
-            if boards == "all":
-                await self.warp.sync_from(self.entry, timeout=self.connect_timeout)
-            else:
-                await self.warp.members.sync_with(self.entry, timeout=self.connect_timeout)
-        except TimeoutError:
-            raise ClientError(f"{self.entry} ({_fmt(self.to)}) did not send its boards within "
-                              f"{self.connect_timeout:g} s; it may be overloaded (raise --connect-timeout) "
-                              "or gone") from None
-
-    async def views_agree(self, grace: float = VIEW_GRACE) -> bool:
-        """Wait up to ``grace`` s until this client sees the live workers its entry peer publishes."""
-        loop = asyncio.get_running_loop()
-        until = loop.time() + grace
-        while True:
-            entry = self.warp.member_info().get(self.entry)
-            if entry is None or entry.get("view") == self.warp.view:
-                return True
-            if loop.time() >= until:
-                return False
-            await asyncio.sleep(0.05)
-
-    async def replicated(self, board: Any, what: str) -> None:
-        """Wait until a majority of the other peers hold every change made on ``board`` so far."""
-        need = self.warp.holders_needed()
-        if not await board.replicated(timeout=self.connect_timeout, count=need):
-            raise ClientError(f"no majority of the mesh ({need} peer(s) besides this client) acknowledged "
-                              f"{what} within {self.connect_timeout:g} s")
 
 
 def client_options(f: Any) -> Any:
@@ -478,96 +169,6 @@ def _run(coro: Any, interrupted: str = "interrupted") -> Any:
 
 
 # -- submit --------------------------------------------------------------------------------------
-@dataclass
-class SubmitOutcome:
-    jobs: list[Job]
-    runs: dict[str, str]
-    answers: dict[str, Any]
-    acknowledged: int
-    timed_out: bool = False
-
-
-async def submit_jobs(client: MeshClient, jobs: list[Job], *, wait: bool, timeout: float | None,
-                      progress: Any = None, deadline: float | None = None) -> SubmitOutcome:
-    """Enqueue ``jobs`` in acknowledged batches; with ``wait``, collect every answer."""
-    warp = client.warp
-    runs: dict[str, str] = {}
-    pending: dict[str, str] = {}  # task -> the run whose answer we wait for
-    answers: dict[str, Any] = {}
-    done = asyncio.Event()
-    bar_ack = progress.add_task("acknowledged", total=len(jobs)) if progress is not None else None
-    bar_ans = progress.add_task("answered", total=len(jobs), visible=wait) if progress is not None else None
-
-    def on_results(task_ids: list[str]) -> None:
-        got = 0
-        for t in task_ids:
-            run = pending.get(t)
-            if run is None:
-                continue
-            res = warp.results.get(t)
-            if res is not None and res.run == run:
-                answers[t] = res
-                del pending[t]
-                got += 1
-        if got and progress is not None:
-            progress.advance(bar_ans, got)
-        if not pending and len(runs) == len(jobs):
-            done.set()
-
-    remove = warp.add_result_listener(on_results) if wait else (lambda: None)
-    outcome = SubmitOutcome(jobs, runs, answers, 0)
-    try:
-        for batch in batches(jobs):
-            for job in batch:
-                run = warp.enqueue_call(job.task, job.op, job.args, job.kwargs, pin=job.pin, deadline=deadline)
-                runs[job.task] = run
-                if wait:
-                    pending[job.task] = run
-            try:
-                await client.replicated(warp.queue, "the submitted jobs")
-            except ClientError as err:
-                sent = len(runs) - outcome.acknowledged
-                raise ClientError(
-                    f"{err.message}: {outcome.acknowledged} of {len(jobs)} jobs were enqueued and acknowledged "
-                    f"before that, the next {sent} may or may not have reached the mesh, and the other "
-                    f"{len(jobs) - len(runs)} were not sent (resubmitting re-runs the acknowledged ones)"
-                ) from None
-            outcome.acknowledged = len(runs)
-            if progress is not None:
-                progress.update(bar_ack, completed=outcome.acknowledged)
-        if not wait:
-            return outcome
-        on_results(list(pending))  # anything that arrived through a full state meanwhile
-        if pending:
-            try:
-                async with asyncio.timeout(timeout):
-                    await done.wait()
-            except TimeoutError:
-                outcome.timed_out = True
-        return outcome
-    finally:
-        remove()
-
-
-def unserved(client: MeshClient, jobs: list[Job]) -> str | None:
-    """Why some job cannot run on the live workers (an unknown op or pin), or None."""
-    info = client.warp.member_info()
-    live = sorted(client.warp.workers)
-    served: set[str] = set()
-    for p in live:
-        served.update(info.get(p, {}).get("ops", ()))
-    for job in jobs:
-        if job.pin is not None:
-            if job.pin not in live:
-                return (f"{job.where}: pin {job.pin!r} is not a live worker (live: {', '.join(live) or 'none'})")
-            if job.op not in info.get(job.pin, {}).get("ops", ()):
-                return f"{job.where}: worker {job.pin!r} does not serve op {job.op!r}"
-        elif job.op not in served:
-            return (f"{job.where}: no live worker serves op {job.op!r} (served: {', '.join(sorted(served)) or 'none'}); "
-                    "check the name")
-    return None
-
-
 def _print_submit(outcome: SubmitOutcome, *, wait: bool, as_json: bool, single: bool) -> int:
     """Print the outcome; returns the exit status (0: every job answered successfully)."""
     if not wait:
@@ -800,64 +401,6 @@ def _print_results(rows: list[dict[str, Any]], as_json: bool) -> None:
 
 
 # -- status --------------------------------------------------------------------------------------
-def mesh_status(client: MeshClient, views_agree: bool) -> dict[str, Any]:
-    """A snapshot of the whole mesh as this client sees it after syncing (for ``warpmesh status``)."""
-    from warpmesh.warp import COUNTER_NAMES
-
-    warp = client.warp
-    info = warp.member_info()
-    live = warp.workers
-    ring = warp.ring
-    health = {p: h.value for p, h in warp.liveness.health.value.items()}
-    queued_by: dict[str, int] = {}
-    claimed_by: dict[str, int] = {}
-    depth = 0
-    for task_id, desc in warp.queued():
-        depth += 1
-        owner = desc.pin if desc.pin is not None else ring.owner(task_id)
-        key = owner if owner is not None else "(no live worker)"
-        queued_by[key] = queued_by.get(key, 0) + 1
-        for peer in warp.claimants(desc.run):
-            claimed_by[peer] = claimed_by.get(peer, 0) + 1
-    roster = sorted(client.mesh.roster.value - {client.node_id})
-    executions = warp.counters_by_peer("executions")
-    failures = warp.counters_by_peer("failures")
-    shares = ring.shares()
-    # Workers gone for longer than the failure detector's lost_after leave the members board (and
-    # this list); their executions stay in the mesh-wide counters.
-    names = sorted(set(roster) | set(live) | {p for p, v in info.items() if v.get("role") == "worker"}
-                   - {client.node_id})
-    peers = []
-    for p in names:
-        entry = info.get(p, {})
-        if p in live:
-            state = "live"
-        elif p in roster:
-            state = health.get(p, "linked")
-        else:
-            state = "away"
-        peers.append({
-            "peer": p, "role": entry.get("role", "?"), "state": state,
-            "ring_share": round(shares.get(p, 0.0), 4), "queued": queued_by.get(p, 0),
-            "claimed": claimed_by.get(p, 0), "executions": executions.get(p, 0), "failures": failures.get(p, 0),
-            "ops": entry.get("ops", []), "warm": list(entry.get("warm", [])),
-        })
-    return {
-        "entry": client.entry,
-        "client": client.node_id,
-        "roster": roster,
-        "live_workers": sorted(live),
-        "views_agree": views_agree,
-        "ring_shares": {p: round(s, 4) for p, s in shares.items()},
-        "queue_depth": depth,
-        "unowned": queued_by.get("(no live worker)", 0),
-        "claimed": sum(claimed_by.values()),
-        "results": len(warp.results),
-        "counters": {n: warp.counter(n) for n in COUNTER_NAMES},
-        "peers": peers,
-    }
-
-
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @client_options

@@ -36,6 +36,7 @@ from warpmesh.cli.common import (
     run_until_signal,
     setup_logging,
 )
+from warpmesh.errors import Unavailable
 
 TAGS_TAG, KV_TAG = 0x11, 0x12
 
@@ -116,7 +117,7 @@ def node(node_id: str, listen: tuple[str, int], join: list[tuple[str, int]], ops
     import importlib
     import inspect
 
-    from warpmesh.warp import ClaimStrategy, OpRegistry, load_ops_module
+    from warpmesh.warp import OpRegistry, load_ops_module
 
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # --ops finds modules in the current directory, like `python -m`
@@ -140,74 +141,72 @@ def node(node_id: str, listen: tuple[str, int], join: list[tuple[str, int]], ops
     async def main(stop: asyncio.Event) -> None:
         from warpmesh.aio.tuning import tune_gc_for_server
         from warpmesh.crdt import replica_id
-        from warpmesh.net.mux import MuxSeam
         from warpmesh.net.secret import InsecureAddressError
-        from warpmesh.net.tcp import TcpMesh, boot_incarnation
-        from warpmesh.warp import WarpNode
-
-        inc = incarnation if incarnation is not None else boot_incarnation()
-        try:
-            mesh = TcpMesh(node_id, listen=listen, join=join, secret=secret, incarnation=inc, tls=tls)
-        except InsecureAddressError as err:  # a bad combination of arguments: a usage error
-            raise click.UsageError(str(err)) from None
-        except ValueError as err:
-            raise click.ClickException(str(err)) from None
-        try:
-            await mesh.start()
-        except OSError as err:
-            raise click.ClickException(f"cannot listen on {listen[0]}:{listen[1]}: {err.strerror or err}") from None
-        if join and not await _joined(mesh, join_timeout, stop):
-            await mesh.close()
-            return
-        mux = MuxSeam(mesh)
-        boards = DemoBoards(mux, replica_id(node_id, inc))
+        from warpmesh.peer import JoinError, open_node
         from warpmesh.warp import WarpConfig
+        from warpmesh.workers.warmcore import WorkerConfig  # the one config object of command workers
 
         cfg = WarpConfig(max_attempts=max_attempts) if concurrency is None else WarpConfig(
             max_attempts=max_attempts, max_concurrency=concurrency, thread_workers=min(16, concurrency),
             process_workers=min(concurrency, os.cpu_count() or 1))
-        warp = WarpNode(mesh, registry=registry, strategy=ClaimStrategy(strategy), role=role,
-                        incarnation=inc, mux=mux, config=cfg)
-        from warpmesh.workers.warmcore import WorkerConfig  # the one config object of command workers
-
         worker_config = WorkerConfig(speculative=speculative)
-        attached = [a for a in (hook(warp, config=worker_config) if "config" in inspect.signature(hook).parameters
-                                else hook(warp) for hook in hooks) if a is not None]
-        for a in attached:
-            await a.start()
-        await boards.start()
-        await warp.start()
-        assert mesh.address is not None
-        tune_gc_for_server()  # a dedicated peer process: start-up objects frozen, cheaper GC
-        _emit("ready", node=node_id, address=f"{mesh.address[0]}:{mesh.address[1]}", incarnation=inc,
-              ops=warp.registry.names(), role=role)
+        boards: list[DemoBoards] = []
 
-        def status() -> None:
-            _emit("status", node=node_id, roster=sorted(mesh.roster.value), **boards.snapshot(),
-                  warp=warp.status(), mesh=mesh.stats.as_dict())
+        def demo_boards(warp: Any) -> DemoBoards:
+            boards.append(DemoBoards(warp.mux, replica_id(node_id, warp.incarnation)))
+            return boards[0]
 
-        tasks: list[asyncio.Task[Any]] = []
-        if control == "stdio":
-            tasks.append(asyncio.create_task(_control(boards, warp, status, stop)))
-        if status_every > 0:
-            async def ticker() -> None:
-                while True:
-                    await asyncio.sleep(status_every)
-                    status()
+        def bind(hook: Any) -> Any:
+            if "config" in inspect.signature(hook).parameters:
+                return lambda warp: hook(warp, config=worker_config)
+            return hook
 
-            tasks.append(asyncio.create_task(ticker()))
-        try:
-            await stop.wait()
-        finally:
-            for t in tasks:
-                t.cancel()
-            await warp.close()
-            for a in reversed(attached):
-                await a.close()
-            await boards.close()
-            await mux.close()
-            await mesh.close()
-            _emit("stopped", node=node_id)
+        peer_cm = open_node(node_id, listen=listen, join=join, ops=registry, role=role, config=cfg,
+                            incarnation=incarnation, secret=secret, tls=tls, strategy=strategy,
+                            attach=[*(bind(h) for h in hooks), demo_boards], join_timeout=join_timeout,
+                            wait_live=False)
+        async with contextlib.AsyncExitStack() as stack:
+            # Joining can take join_timeout seconds: a signal meanwhile stops quietly, as before.
+            entering = asyncio.ensure_future(stack.enter_async_context(peer_cm))
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({entering, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not entering.done():
+                entering.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await entering
+                return
+            try:
+                peer = entering.result()
+            except InsecureAddressError as err:  # a bad combination of arguments: a usage error
+                raise click.UsageError(str(err)) from None
+            except (JoinError, Unavailable, ValueError) as err:
+                raise click.ClickException(str(err)) from None
+            warp, mesh, board = peer.node, peer.mesh, boards[0]
+            tune_gc_for_server()  # a dedicated peer process: start-up objects frozen, cheaper GC
+            _emit("ready", node=node_id, address=f"{mesh.address[0]}:{mesh.address[1]}", incarnation=warp.incarnation,
+                  ops=warp.registry.names(), role=role)
+
+            def status() -> None:
+                _emit("status", node=node_id, roster=sorted(mesh.roster.value), **board.snapshot(),
+                      warp=warp.status(), mesh=mesh.stats.as_dict())
+
+            tasks: list[asyncio.Task[Any]] = []
+            if control == "stdio":
+                tasks.append(asyncio.create_task(_control(board, warp, status, stop)))
+            if status_every > 0:
+                async def ticker() -> None:
+                    while True:
+                        await asyncio.sleep(status_every)
+                        status()
+
+                tasks.append(asyncio.create_task(ticker()))
+            try:
+                await stop.wait()
+            finally:
+                for t in tasks:
+                    t.cancel()
+        _emit("stopped", node=node_id)  # the node, its hooks, boards and links are closed
 
     run_until_signal(main)
 
@@ -219,25 +218,6 @@ def _serves_ops(loaded: Any, module: str) -> bool:
     if loaded is not default_registry:
         return len(loaded) > 0
     return any(getattr(getattr(loaded.resolve(n), "fn", None), "__module__", None) == module for n in loaded.names())
-
-
-async def _joined(mesh: Any, timeout: float, stop: asyncio.Event) -> bool:
-    """Wait until the mesh is joined (True), stop is set (False), or raise ClickException saying why not."""
-    from warpmesh.net.joining import join_verdict
-
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    while not stop.is_set():
-        verdict = join_verdict(mesh.seed_outcomes(), linked=len(mesh.roster.value) > 1,
-                               elapsed=loop.time() - started, timeout=timeout)
-        if verdict.state == "joined":
-            return True
-        if verdict.state == "failed":
-            await mesh.close()
-            raise click.ClickException(verdict.reason)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 0.05)
-    return False
 
 
 async def _control(boards: DemoBoards, warp: Any, status: Any, stop: asyncio.Event) -> None:
