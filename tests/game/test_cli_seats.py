@@ -9,6 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.game.test_cli_tcp import _lines, _port, _spawn, _wait_for
 
 
@@ -42,6 +44,9 @@ def test_watch_witness_votes_and_follows_the_same_game(tmp_path: Path) -> None:
         _stop(procs)
 
 
+# Slow: it depends on a restarted process coming back within the seat grace, which a loaded CI machine
+# (xdist workers beside it) does not always give; it timed out once there. Run with `./run soak`.
+@pytest.mark.slow
 def test_a_player_restarted_with_its_data_dir_resumes_its_seat(tmp_path: Path) -> None:
     addr = f"127.0.0.1:{_port()}"
     (tmp_path / "o").write_text("4\n5\n")
