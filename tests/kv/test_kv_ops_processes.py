@@ -303,7 +303,7 @@ def test_kv_up_keeps_serving_when_a_node_dies(tmp_path: Path) -> None:
     up = subprocess.Popen([sys.executable, "-m", "warpmesh.cli.app", "kv", "up", "--nodes", "3", "--base-port",
                            str(base), "--data", str(tmp_path / "d"), "--restart-after", "1"],
                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          env=ENV)
+                          env=ENV, start_new_session=True)  # its own group: nothing outlives the test
     try:
         assert up.stdout is not None and up.stderr is not None and up.stdin is not None
         while "Ctrl-C stops" not in (line := up.stdout.readline()):
@@ -346,3 +346,7 @@ def test_kv_up_keeps_serving_when_a_node_dies(tmp_path: Path) -> None:
             up.wait(20)
         except subprocess.TimeoutExpired:
             up.kill()
+        # `kv up` stops its nodes on Ctrl-C; should it not have managed (a loaded machine, the wait
+        # above expired), its nodes must not outlive the test: they share its process group.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(up.pid, signal.SIGKILL)
