@@ -9,6 +9,8 @@ from warpmesh.quilt import QuilterConfig, QuilterCore, QuiltKind
 from warpmesh.quilt.codec import CRDT_CODEC
 from warpmesh.wire import encode_frame
 
+from .test_quilter import _pump
+
 CFG = QuilterConfig(anti_entropy_interval=0.2, resend_after=0.1, evict_after=20.0, frontier_interval=3.0)
 
 
@@ -23,20 +25,6 @@ def _cores(names: str) -> dict[str, QuilterCore[ORMap]]:
     for core in cores.values():
         core.roster_changed(set(names), 0.0)
     return cores
-
-
-def _pump(cores: dict[str, QuilterCore[ORMap]], now: float, dead: set[str], kinds: Counter[int]) -> None:
-    moved = True
-    while moved:
-        moved = False
-        for name, core in cores.items():
-            for peer, frame in core.take_outbox():
-                moved = True
-                targets = [p for p in cores if p != name] if peer is None else [peer]
-                for t in targets:
-                    if t not in dead:
-                        kinds[frame[1]] += len(frame)
-                        cores[t].receive(name, frame, now)
 
 
 def test_a_dead_origins_batch_reaches_the_others_as_a_difference_not_a_board() -> None:

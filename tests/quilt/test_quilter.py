@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -196,8 +198,11 @@ def test_gap_triggers_resend_request_and_lost_tail_is_repaired_by_digest() -> No
     assert b.state == a.state
 
 
-def _pump(cores: dict[str, QuilterCore[MaxMap]], now: float, dead: set[str]) -> None:
-    """Deliver every frame in every outbox (to live peers only) until all outboxes are empty."""
+def _pump(cores: dict[str, QuilterCore[Any]], now: float, dead: set[str], kinds: Counter[int] | None = None) -> None:
+    """Deliver every frame in every outbox (to live peers only) until all outboxes are empty.
+
+    ``kinds``, if given, counts the bytes delivered by frame kind.
+    """
     moved = True
     while moved:
         moved = False
@@ -207,6 +212,8 @@ def _pump(cores: dict[str, QuilterCore[MaxMap]], now: float, dead: set[str]) -> 
                 targets = [p for p in cores if p != name] if peer is None else [peer]
                 for t in targets:
                     if t not in dead:
+                        if kinds is not None:
+                            kinds[frame[1]] += len(frame)
                         cores[t].receive(name, frame, now)
 
 
