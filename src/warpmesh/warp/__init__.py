@@ -1,12 +1,14 @@
 """Warp: the leaderless scheduler. A roomful of peers shares a pile of jobs with nobody in charge.
 
-* :class:`WarpNode` - one peer: replicated queue and results board, ring ownership, claiming.
+* :class:`WarpNode` - one peer: the asyncio runtime (boards, pools, timers) around ...
+* :class:`WarpCore` - ... the protocol as a pure state machine (claims, answers, stealing).
+* :class:`WarpEvent` - what a peer tells observers (:meth:`WarpNode.subscribe_events`).
 * :class:`TaskRing` - the consistent-hash ring (pure).
 * :mod:`warpmesh.warp.claim` - who runs a contested task (pure).
 * :class:`OpRegistry`, :func:`warp_op` - named ops every peer registers.
 * :func:`current_job` - inside an op: its task, run, attempt and ``cancelled`` flag.
 
-Core (pure) modules: ``ring``, ``claim``, ``steal``, ``policy``, ``model`` (``context`` holds a thread event: runtime). They are
+Core (pure) modules: ``core``, ``events``, ``ring``, ``claim``, ``steal``, ``policy``, ``model`` (``context`` holds a thread event: runtime). They are
 imported eagerly; the runtime names (``WarpNode`` ...) load on first use, so importing
 ``warpmesh.warp.ring`` does not start asyncio (see docs/architecture.md).
 """
@@ -28,7 +30,9 @@ from warpmesh.warp.ring import DEFAULT_VNODES, TaskRing
 
 if TYPE_CHECKING:
     from warpmesh.warp.context import JobContext, current_job
-    from warpmesh.warp.node import COUNTER_NAMES, Results, WarpConfig, WarpNode
+    from warpmesh.warp.core import COUNTER_NAMES, WarpConfig, WarpCore
+    from warpmesh.warp.events import WarpEvent
+    from warpmesh.warp.node import Results, WarpNode
     from warpmesh.warp.ops import OpRegistry, OpSpec, default_registry, load_ops_module, warp_op
 
 __getattr__, __dir__ = lazy_exports(
@@ -37,9 +41,11 @@ __getattr__, __dir__ = lazy_exports(
     {
         "JobContext": "warpmesh.warp.context",
         "current_job": "warpmesh.warp.context",
-        "COUNTER_NAMES": "warpmesh.warp.node",
+        "COUNTER_NAMES": "warpmesh.warp.core",
         "Results": "warpmesh.warp.node",
-        "WarpConfig": "warpmesh.warp.node",
+        "WarpConfig": "warpmesh.warp.core",
+        "WarpCore": "warpmesh.warp.core",
+        "WarpEvent": "warpmesh.warp.events",
         "WarpNode": "warpmesh.warp.node",
         "OpRegistry": "warpmesh.warp.ops",
         "OpSpec": "warpmesh.warp.ops",
@@ -66,6 +72,8 @@ __all__ = [
     "TaskRing",
     "TransientError",
     "WarpConfig",
+    "WarpCore",
+    "WarpEvent",
     "WarpNode",
     "current_job",
     "default_registry",

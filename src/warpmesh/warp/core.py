@@ -1,0 +1,994 @@
+"""``WarpCore``: Warp's protocol as a pure state machine (no asyncio, no clock, no pools, no sockets).
+
+The model is etcd-raft's Step/Ready (and our own :mod:`warpmesh.raft.core`): the runtime
+(:class:`~warpmesh.warp.node.WarpNode`) feeds the core its inputs as plain method calls, each with
+the current time ``now``, then takes one :class:`Ready` batch with :meth:`WarpCore.ready` and
+carries it out. The core never waits, sends or reads a clock; it decides.
+
+Inputs (methods):
+
+* board changes: :meth:`~WarpCore.on_queue`, :meth:`~WarpCore.on_results`,
+  :meth:`~WarpCore.on_members` (the core reads the board *states*, CRDT maps it is given at
+  construction and that only the runtime's replication changes);
+* membership: :meth:`~WarpCore.set_membership` (roster and live peers, from the seam, an
+  injected roster source and the failure detector);
+* runs: :meth:`~WarpCore.take_run` (the runtime pulls claimed runs as it has room),
+  :meth:`~WarpCore.run_started`, :meth:`~WarpCore.run_finished`, :meth:`~WarpCore.run_deferred`,
+  :meth:`~WarpCore.op_missing`;
+* majority: :meth:`~WarpCore.majority_held` (a results write reached a majority);
+* steal frames: :meth:`~WarpCore.on_steal`, and :meth:`~WarpCore.steal_attempt` when idle;
+* time: :meth:`~WarpCore.tick` (settle windows that ended) and :meth:`~WarpCore.housekeeping`
+  (the periodic re-claim pass and pruning);
+* the API: :meth:`~WarpCore.enqueue`, :meth:`~WarpCore.cancel`, :meth:`~WarpCore.ack`, ...
+
+Output (:class:`Ready`): board mutations as data, counter increments, steal frames to send, whether
+new runs wait in the backlog, answers to watch until a majority holds them, runs to interrupt, the
+next deadline the core needs a :meth:`~WarpCore.tick` at, and :class:`~warpmesh.warp.events.WarpEvent`
+events for observers.
+
+The rules themselves live in :mod:`~warpmesh.warp.claim` (who runs a task), :mod:`~warpmesh.warp.ring`
+(ownership) and :mod:`~warpmesh.warp.steal` (messages, cost estimates); this module keeps the state
+around them: what this peer claimed, stood down from, deferred, delegated to a thief or was granted,
+and which answers still wait for a majority before their task may leave the queue.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import blake3
+
+from warpmesh.crdt import ORMap
+from warpmesh.crdt.registers import LWWRegister
+from warpmesh.crdt.sets import GSet
+from warpmesh.liveness.core import HeartbeatConfig
+from warpmesh.quilt.core import QuilterConfig
+from warpmesh.warp import events as ev
+from warpmesh.warp.claim import ClaimStrategy, ClaimView, Decision, decide, winner
+from warpmesh.warp.events import WarpEvent
+from warpmesh.warp.model import OpResult, TaskDescriptor
+from warpmesh.warp.ring import DEFAULT_VNODES, TaskRing
+from warpmesh.warp.steal import (
+    MAX_GRANT_BYTES,
+    OpCosts,
+    StealGrant,
+    StealRequest,
+    encode_grant,
+    encode_request,
+)
+from warpmesh.warp.steal import decode as decode_steal
+from warpmesh.wire.frame import FrameUndecodable, pack, unpack
+
+#: Counter names on the mesh-wide counters board.
+COUNTER_NAMES = ("executions", "duplicates", "failovers", "retries", "failures", "enqueued", "adopted", "stolen")
+
+#: Board names in :class:`Mutation` (the runtime maps each to its Quilter).
+QUEUE, RESULTS, INTENTS, MEMBERS = "queue", "results", "intents", "members"
+#: Mutation kinds: set a register to ``value``, remove a key, add ``member`` to a set.
+PUT, REMOVE, ADD = "put", "remove", "add"
+
+
+@dataclass(frozen=True)
+class WarpConfig:
+    """Scheduler tuning. Times in seconds."""
+
+    strategy: ClaimStrategy = ClaimStrategy.INTENT
+    #: How long contested claimants wait before the winner rule decides.
+    settle_window: float = 0.3
+    vnodes: int = DEFAULT_VNODES
+    ring_seed: int = 0
+    #: Period (jittered ±20%) of the full re-claim pass that picks up anything deferred.
+    reclaim_interval: float = 1.0
+    #: Attempts per run for transient failures and for process ops whose worker process died
+    #: (first try included), with exponential backoff.
+    max_attempts: int = 3
+    retry_backoff: float = 0.1
+    #: Concurrent runs of async and thread ops on this peer.
+    max_concurrency: int = 64
+    thread_workers: int = 16
+    #: Worker processes for ``mode="process"`` ops (default: the machine's cores).
+    process_workers: int | None = None
+    #: Results this peer wrote are removed after this long (None: keep until acknowledged).
+    result_ttl: float | None = None
+    heartbeat: HeartbeatConfig = field(default_factory=HeartbeatConfig)
+    quilter: QuilterConfig = field(default_factory=QuilterConfig)
+    #: Counter increments are batched and flushed to the counters board this often (a crashed peer
+    #: loses at most its last batch).
+    counter_flush: float = 0.02
+    #: How long ``enqueue`` waits for another peer to hold a new task (see :class:`NotReplicated`).
+    replicate_timeout: float = 5.0
+    #: How long a graceful ``close`` waits for its boards to replicate before leaving.
+    leave_timeout: float = 1.0
+    #: How long board deltas wait to be joined with others before they are sent: under load, many
+    #: jobs share one frame per board (0: flush at the end of every loop iteration).
+    coalesce_delay: float = 0.002
+    #: Work stealing (see :mod:`warpmesh.warp.steal`): an idle worker asks a backlogged peer for
+    #: tasks it claimed and has not started, and gets up to half of that backlog. Owners grant only
+    #: while their backlog is estimated to take longer than ``steal_min_backlog`` seconds, so jobs
+    #: quicker than a round trip stay where the ring put them.
+    steal: bool = True
+    steal_min_backlog: float = 0.05
+    #: First retry interval of an idle worker's requests (doubling up to 1 s while nothing comes);
+    #: a request unanswered for ``steal_timeout`` is given up.
+    steal_interval: float = 0.02
+    steal_timeout: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.settle_window < 0 or self.reclaim_interval <= 0 or self.retry_backoff < 0:
+            raise ValueError("settle_window, reclaim_interval and retry_backoff must be non-negative")
+        if self.max_attempts < 1 or self.max_concurrency < 1:
+            raise ValueError("max_attempts and max_concurrency must be >= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class Mutation:
+    """One board mutation the runtime applies (as this peer's replica)."""
+
+    board: str  # QUEUE, RESULTS, INTENTS or MEMBERS
+    op: str  # PUT (register := value), REMOVE (the key), ADD (member to the key's set)
+    key: str
+    value: bytes | None = None
+    member: str | None = None
+
+
+@dataclass(slots=True)
+class Ready:
+    """What the runtime must carry out after a step, in this order: mutations, then the rest."""
+
+    mutations: list[Mutation] = field(default_factory=list)
+    #: Counter increments (name -> n) for the counters board.
+    counts: dict[str, int] = field(default_factory=dict)
+    #: Steal frames to send: (peer, data) on the steal channel.
+    frames: list[tuple[str, bytes]] = field(default_factory=list)
+    #: New runs wait in the backlog: wake the dispatcher (it pulls them with :meth:`WarpCore.take_run`).
+    runnable: bool = False
+    #: (task, run) whose answer this batch writes: once the results board holds this batch's
+    #: writes on a majority, call :meth:`WarpCore.majority_held` for each.
+    await_majority: list[tuple[str, str]] = field(default_factory=list)
+    #: Runs to stop if they are running here: (task, run, reason).
+    interrupts: list[tuple[str, str, str]] = field(default_factory=list)
+    #: The earliest time the core needs a :meth:`WarpCore.tick` (None: no change).
+    deadline: float | None = None
+    #: For observers (filled only while :attr:`WarpCore.observed`).
+    events: list[WarpEvent] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.mutations or self.counts or self.frames or self.runnable or self.await_majority
+                    or self.interrupts or self.deadline is not None or self.events)
+
+
+class OpTable(Protocol):
+    """The ops this peer can run (an :class:`~warpmesh.warp.ops.OpRegistry`): looked up, never called."""
+
+    def names(self) -> list[str]: ...
+
+    def __contains__(self, name: object) -> bool: ...
+
+    def resolve(self, name: str) -> Any: ...
+
+
+def board_value(reg: LWWRegister | None) -> Any:
+    """Board values travel as msgpack bytes inside an LWW register (decoded on read)."""
+    if reg is None or reg.is_bottom() or not isinstance(reg.value, bytes):
+        return None
+    try:
+        return unpack(reg.value)
+    except FrameUndecodable:
+        return None
+
+
+def decode_result(reg: LWWRegister | None) -> OpResult | None:
+    """The :class:`OpResult` a results-board register holds (None if empty or malformed)."""
+    wire = board_value(reg)
+    if wire is None:
+        return None
+    try:
+        return OpResult.from_wire(wire)
+    except ValueError:
+        return None
+
+
+def view_digest(workers: Iterable[str]) -> str:
+    """Digest of a worker set, published so peers can tell whether their views agree."""
+    return blake3.blake3("\x00".join(sorted(workers)).encode()).hexdigest()[:16]
+
+
+def _node_of(replica: str) -> str:
+    return replica.rpartition("@")[0] or replica
+
+
+class WarpCore:
+    """One peer's scheduling protocol: claim, settle, run, answer, dequeue, steal. See the module docstring.
+
+    ``queue``, ``results``, ``intents`` and ``members`` are the states of this peer's boards
+    (read here, changed only by replication and by the runtime applying :class:`Mutation`\\ s);
+    ``ops`` is the local op table; ``rng`` is the seeded randomness the core may use;
+    ``members_version`` (optional) reads the members board's change counter, so the parsed
+    membership is cached between changes.
+    """
+
+    def __init__(self, self_id: str, replica: str, incarnation: int, *, config: WarpConfig, role: str,
+                 queue: ORMap[LWWRegister], results: ORMap[LWWRegister], intents: ORMap[GSet],
+                 members: ORMap[LWWRegister], ops: OpTable,
+                 rng: random.Random, roster_injected: bool = False,
+                 members_version: Callable[[], int] | None = None, log: Any = None) -> None:
+        self.self_id = self_id
+        self.replica = replica
+        self.incarnation = incarnation
+        self.config = config
+        self.role = role
+        self.queue, self.results, self.intents, self.members = queue, results, intents, members
+        self.ops = ops
+        self.rng = rng
+        self._log = log
+        self._roster_injected = roster_injected
+        #: Set by the runtime: build events only while someone observes them.
+        self.observed = False
+        self.started = False
+        self.closed = False
+        self._out = Ready()
+        self._now = 0.0
+
+        # Membership.
+        self.roster: frozenset[str] = frozenset()
+        self.live: frozenset[str] = frozenset()
+        self.workers: frozenset[str] = frozenset()
+        self._all_workers: frozenset[str] = frozenset()
+        self.ring = TaskRing((), vnodes=config.vnodes, seed=config.ring_seed)
+        self._ring_all = self.ring
+        self.view = view_digest(())
+        self._view_changed_at = float("-inf")
+        self._member_cache: tuple[int, dict[str, dict[str, Any]]] = (-1, {})
+        self._members_version = members_version
+        self._member_replicas: dict[str, str] = {}  # node id -> replica id of its newest incarnation
+        self.member_extra: dict[str, Any] = {}  # extra published fields (set_member_field)
+        self._absent_since: dict[str, float] = {}  # member node -> when it was first seen gone
+        self._seen_workers: set[str] = set()  # every worker ever in our live set (joined vs readmitted)
+
+        # Claims and runs; every map is pruned as tasks leave the queue.
+        self.claimed: dict[str, str] = {}  # task -> run claimed here (settling, queued or running)
+        self.standby: dict[str, str] = {}  # task -> run this peer stood down from
+        self.deferred: dict[str, tuple[str, float]] = {}  # task -> (run, until): the op raised Standby
+        self._settling: list[tuple[float, int, str, str]] = []  # heap of (until, seq, task, run)
+        self._settle_seq = 0
+        self.backlog: deque[tuple[str, TaskDescriptor]] = deque()  # claimed here, not started
+        self.active: set[tuple[str, str]] = set()  # (task, run) running off the loop here
+        self._run_started: dict[tuple[str, str], float] = {}  # only while observed: durations
+        self._executed: OrderedDict[str, str] = OrderedDict()  # task -> run executed here (recent)
+        self._written: dict[str, tuple[str, float]] = {}  # task -> (run, when) of results written here
+        self._dequeuing: set[tuple[str, str]] = set()  # answers waiting for a majority
+
+        # Work stealing (local, unreplicated; see warpmesh.warp.steal).
+        self.costs = OpCosts()
+        self.delegated: dict[str, tuple[str, str, int]] = {}  # task -> (run, thief, request seq): granted away
+        self._thieves: dict[str, tuple[int, int]] = {}  # thief -> (incarnation, newest request seq seen)
+        self.stolen: dict[str, tuple[str, str, float | None]] = {}  # task -> (run, owner, finished at): granted us
+        self._steal_seq = 0
+        self._steal_sent: dict[str, int] = {}  # owner -> seq of the newest request sent to it
+        self._steal_pending: tuple[str, int, float] | None = None  # (owner, seq, sent at) awaiting a grant
+        self._backlogs: dict[str, tuple[float, float]] = {}  # peer -> (backlog seconds, reported at)
+        self.steal_backoff = config.steal_interval
+        self.steal_stats: dict[str, int] = dict.fromkeys(
+            ("requests_out", "requests_in", "grants_in", "tasks_in", "tasks_out", "taken_back", "late_grants",
+             "bad_frames"), 0)
+
+    # -- the ready batch --------------------------------------------------------------------
+    def ready(self) -> Ready:
+        """Take what the steps since the last call decided (an empty batch if nothing)."""
+        out, self._out = self._out, Ready()
+        return out
+
+    def _at(self, now: float) -> None:
+        self._now = now
+
+    def _put(self, board: str, key: str, value: bytes) -> None:
+        self._out.mutations.append(Mutation(board, PUT, key, value))
+
+    def _remove(self, board: str, key: str) -> None:
+        self._out.mutations.append(Mutation(board, REMOVE, key))
+
+    def _count(self, name: str, n: int = 1) -> None:
+        counts = self._out.counts
+        counts[name] = counts.get(name, 0) + n
+
+    def _emit(self, kind: str, job: str | None = None, peer: str | None = None, **detail: Any) -> None:
+        # Callers check ``self.observed`` first: an unobserved peer builds no event.
+        self._out.events.append(WarpEvent(kind, self._now, job, peer, detail))
+
+    def _runnable(self, task_id: str, desc: TaskDescriptor) -> None:
+        self.backlog.append((task_id, desc))
+        self._out.runnable = True
+
+    def _watch_majority(self, task_id: str, run: str) -> None:
+        self._dequeuing.add((task_id, run))
+        self._out.await_majority.append((task_id, run))
+
+    # -- reading the boards -----------------------------------------------------------------
+    def descriptor(self, task_id: str) -> TaskDescriptor | None:
+        """The queued descriptor of ``task_id`` (None if absent or malformed)."""
+        wire = board_value(self.queue.get(task_id))
+        if wire is None:
+            return None
+        try:
+            return TaskDescriptor.from_wire(wire)
+        except ValueError:
+            if self._log is not None:
+                self._log.warning("%s: ignoring malformed descriptor for task %r", self.self_id, task_id)
+            return None
+
+    def result_run(self, task_id: str) -> str | None:
+        """The run the results board holds an answer for (None: no answer)."""
+        wire = board_value(self.results.get(task_id))
+        run = wire.get("run") if isinstance(wire, dict) else None
+        return run if isinstance(run, str) else None
+
+    def claimants(self, run: str) -> frozenset[str]:
+        """Peers that noted a claim on ``run`` on the intents board."""
+        g = self.intents.get(run)
+        return frozenset() if g is None else frozenset(g.elements)
+
+    def member_info(self) -> dict[str, dict[str, Any]]:
+        """Node id -> the entry of its newest incarnation on the members board (cached per version)."""
+        version = self._members_version() if self._members_version is not None else None
+        if version is not None and self._member_cache[0] == version:
+            return self._member_cache[1]
+        info: dict[str, dict[str, Any]] = {}
+        newest: dict[str, int] = {}
+        for rid in self.members.keys():
+            node, _, inc = str(rid).rpartition("@")
+            if not node or not inc.isdigit() or int(inc) < newest.get(node, -1):
+                continue
+            value = board_value(self.members.get(rid))
+            if isinstance(value, dict):
+                info[node] = value
+                newest[node] = int(inc)
+        self._member_cache = (-1 if version is None else version, info)
+        self._member_replicas = {node: f"{node}@{inc}" for node, inc in newest.items()}
+        return info
+
+    def _replica_live(self, replica: str) -> bool:
+        """Whether ``replica`` (one incarnation of a peer) is the live, newest incarnation of a worker."""
+        node = replica.rpartition("@")[0]
+        if node not in self.workers:
+            return False
+        self.member_info()  # refreshes the newest-incarnation map
+        return self._member_replicas.get(node) == replica
+
+    def _op_mode(self, op: str) -> str | None:
+        spec = self.ops.resolve(op)
+        return None if spec is None else str(spec.mode)
+
+    def eligible(self, op: str) -> frozenset[str] | None:
+        """Live workers that have ``op`` registered (None: all of them, the common case)."""
+        info = self.member_info()
+        holders = {p for p in self.workers if op in info.get(p, {}).get("ops", ())}
+        if op in self.ops:
+            holders.add(self.self_id)
+        holders &= self.workers
+        return None if holders == self.workers else frozenset(holders)
+
+    def contested(self, now: float) -> bool:
+        """Whether ownership may be contested right now (see :mod:`warpmesh.warp.claim`)."""
+        if now - self._view_changed_at < self.config.settle_window:
+            return True
+        info = self.member_info()
+        # Any reachable worker - in our ring or not (an injected roster source may leave it out) -
+        # that sees a different worker set may believe it owns our tasks. A reachable peer that
+        # has not published anything yet may be such a worker too.
+        for peer in self.live | self.workers:
+            if peer == self.self_id:
+                continue
+            entry = info.get(peer)
+            if entry is None or (entry.get("role") == "worker" and entry.get("view") != self.view):
+                return True
+        return False
+
+    def still_claimed(self, task_id: str, run: str) -> bool:
+        """Whether this peer still holds its claim on ``run`` (a retry checks before trying again)."""
+        return self.claimed.get(task_id) == run
+
+    # -- membership -------------------------------------------------------------------------
+    def publish_member(self) -> None:
+        """Write this peer's entry (role, view, ops, extra fields) on the members board."""
+        # Keyed by replica id: each incarnation owns its entry, so a restart never races its past.
+        value = pack({**self.member_extra, "role": self.role, "view": self.view, "ops": self.ops.names()})
+        self._put(MEMBERS, self.replica, value)
+
+    def set_membership(self, now: float, roster: frozenset[str], live: frozenset[str],
+                       force_publish: bool = False) -> None:
+        """The roster (seam or injected source) and the peers the failure detector hears from."""
+        self._at(now)
+        self.roster, self.live = roster, live
+        if self.closed:
+            return
+        info = self.member_info()
+        live_listed = live & roster  # in the roster (source) and heard from lately
+        workers = {p for p in live_listed if info.get(p, {}).get("role") == "worker"}
+        if self.role == "worker" and (not self._roster_injected or self.self_id in roster):
+            workers.add(self.self_id)
+        workers_f = frozenset(workers)
+        all_workers = frozenset(p for p, v in info.items() if v.get("role") == "worker") | (
+            {self.self_id} if self.role == "worker" else set())
+        if all_workers != self._all_workers:
+            self._all_workers = all_workers
+            self._ring_all = TaskRing(all_workers, vnodes=self.config.vnodes, seed=self.config.ring_seed)
+        changed = workers_f != self.workers
+        if changed:
+            if self.observed:
+                for peer in sorted(workers_f - self.workers):
+                    self._emit(ev.PEER_READMITTED if peer in self._seen_workers else ev.PEER_JOINED, peer=peer)
+                for peer in sorted(self.workers - workers_f):
+                    self._emit(ev.PEER_SUSPECTED if peer in roster else ev.PEER_LOST, peer=peer)
+            self._seen_workers.update(workers_f)
+            self.workers = workers_f
+            self.ring = TaskRing(workers_f, vnodes=self.config.vnodes, seed=self.config.ring_seed)
+            self.view = view_digest(workers_f)
+            self._view_changed_at = now
+            self.standby.clear()  # a new ring may make a stood-down claimant the winner
+        if changed or force_publish:
+            self.publish_member()
+        if changed:
+            for task_id in [t for t, (_, thief, _) in self.delegated.items() if thief not in workers_f]:
+                del self.delegated[task_id]  # its thief left: ours again (the re-claim below)
+                self.steal_stats["taken_back"] += 1
+            self.claim_all(now)
+
+    def on_members(self, now: float) -> None:
+        """A members-board delta arrived: forget our past incarnations, republish if we were forgotten."""
+        self._at(now)
+        for rid in [rid for rid in self.members.keys()
+                    if str(rid).rpartition("@")[0] == self.self_id and rid != self.replica]:
+            self._remove(MEMBERS, rid)
+        if self.started and not self.closed and self.replica not in self.members:
+            self.publish_member()  # a peer forgot us while we were cut off (see _forget_lost_members)
+
+    def set_member_field(self, name: str, value: Any) -> None:
+        """Publish an extra field (e.g. ``warm`` keys) in this peer's entry on the members board."""
+        if name in ("role", "view", "ops"):
+            raise ValueError(f"member field {name!r} is reserved")
+        self.member_extra[name] = value
+        if self.started and not self.closed:
+            self.publish_member()
+
+    def _forget_lost_members(self, now: float) -> None:
+        """Remove the members-board entries of nodes gone (off the roster and silent) for longer
+        than the failure detector's ``lost_after``, so ``warpmesh status`` stops listing them. A
+        node that comes back publishes a new entry."""
+        if self.role != "worker":
+            return
+        present = self.roster | self.live | {self.self_id}
+        info = self.member_info()
+        for node in [n for n in self._absent_since if n not in info or n in present]:
+            del self._absent_since[node]
+        for node in info:
+            if node in present:
+                continue
+            since = self._absent_since.setdefault(node, now)
+            if now - since < self.config.heartbeat.lost_after:
+                continue
+            del self._absent_since[node]
+            if self._log is not None:
+                self._log.info("%s: forgetting %s, gone for over %.3g s", self.self_id, node, now - since)
+            for rid in [r for r in self.members.keys() if str(r).rpartition("@")[0] == node]:
+                self._remove(MEMBERS, rid)
+
+    # -- enqueue and claiming ---------------------------------------------------------------
+    def enqueue(self, now: float, task_id: str, desc: TaskDescriptor) -> None:
+        """Put ``desc`` on the queue under ``task_id`` (the runtime considers it for claiming soon after)."""
+        self._at(now)
+        self._put(QUEUE, task_id, pack(desc.to_wire()))
+        self._count("enqueued")
+        if self.observed:
+            self._emit(ev.ENQUEUED, task_id, self.self_id, run=desc.run, op=desc.op, pin=desc.pin)
+
+    def claim_all(self, now: float) -> None:
+        """Consider every queued task (a re-claim pass)."""
+        self.consider(now, self.queue.keys())
+
+    def consider(self, now: float, task_ids: Iterable[str]) -> None:
+        """Claim what is ours among ``task_ids``; the view and eligibility are computed once."""
+        self._at(now)
+        if self.closed or self.role != "worker":
+            return
+        strategy = self.config.strategy
+        view = ClaimView(self.self_id, self.ring,
+                         self.contested(now) if strategy is ClaimStrategy.INTENT else False, strategy)
+        eligible_by_op: dict[str, frozenset[str] | None] = {}
+        for task_id in task_ids:
+            desc = self.descriptor(task_id)
+            if desc is None:
+                continue
+            if desc.op not in eligible_by_op:
+                eligible_by_op[desc.op] = self.eligible(desc.op)
+            self._claim(now, task_id, desc, view, eligible_by_op[desc.op])
+
+    def _claim(self, now: float, task_id: str, desc: TaskDescriptor, view: ClaimView,
+               eligible: frozenset[str] | None) -> None:
+        if self.result_run(task_id) == desc.run:
+            # Answered already (whatever we thought of the task before): only cleanup remains.
+            self._cleanup_done(task_id, desc)
+            return
+        if self.claimed.get(task_id) == desc.run or self.standby.get(task_id) == desc.run:
+            return
+        delegated = self.delegated.get(task_id)
+        if delegated is not None:
+            if delegated[0] == desc.run:
+                return  # granted to a thief, who runs it (or we take it back)
+            del self.delegated[task_id]  # a new run of the task: the old grant does not cover it
+        deferred = self.deferred.get(task_id)
+        if deferred is not None and deferred[0] == desc.run and now < deferred[1]:
+            return
+        strategy = view.strategy
+        claimants = self.claimants(desc.run) if strategy is ClaimStrategy.INTENT else frozenset()
+        decision = decide(task_id, desc, view, claimants, eligible)
+        if decision is Decision.SKIP:
+            return
+        self.claimed[task_id] = desc.run
+        # The note matters only where a rival might claim while this run is in progress: when
+        # ownership is contested, or when the op runs off the loop for a while. An uncontested
+        # inline op finishes before any rival could look, so it skips the note (and its removal).
+        noted = decision is Decision.SETTLE or self._op_mode(desc.op) != "inline"
+        if desc.pin is None and strategy is ClaimStrategy.INTENT and noted and self.self_id not in claimants:
+            self._out.mutations.append(Mutation(INTENTS, ADD, desc.run, member=self.self_id))
+        if self.observed:
+            if decision is Decision.RUN:
+                self._emit(ev.CLAIMED, task_id, self.self_id, run=desc.run, op=desc.op)
+            else:
+                self._emit(ev.CONTESTED, task_id, self.self_id, run=desc.run,
+                           claimants=sorted(claimants | {self.self_id}))
+        if decision is Decision.RUN:
+            self._runnable(task_id, desc)
+        else:
+            self._settle_seq += 1
+            until = now + self.config.settle_window
+            heapq.heappush(self._settling, (until, self._settle_seq, task_id, desc.run))
+            self._out.deadline = until if self._out.deadline is None else min(self._out.deadline, until)
+
+    def tick(self, now: float) -> None:
+        """Time passed: settle the contested claims whose window ended."""
+        self._at(now)
+        while self._settling and self._settling[0][0] <= now:
+            _, _, task_id, run = heapq.heappop(self._settling)
+            self._after_settle(task_id, run)
+        if self._settling:
+            self._out.deadline = self._settling[0][0]
+
+    def next_deadline(self) -> float | None:
+        """When the core next needs a :meth:`tick` (None: nothing pending)."""
+        return self._settling[0][0] if self._settling else None
+
+    def _after_settle(self, task_id: str, run: str) -> None:
+        if self.closed or self.claimed.get(task_id) != run:
+            return
+        desc = self.descriptor(task_id)
+        if desc is None or desc.run != run or self.result_run(task_id) == run:
+            self.claimed.pop(task_id, None)
+            if desc is not None and desc.run == run:
+                self._cleanup_done(task_id, desc)
+            return
+        claimants = self.claimants(run) | {self.self_id}
+        # Every reachable claimant counts, even one outside our ring: it believes the task is its own.
+        reachable = self.live | self.workers
+        win = winner(task_id, claimants, reachable, vnodes=self.config.vnodes, seed=self.config.ring_seed)
+        if self.observed:
+            self._emit(ev.SETTLED, task_id, win, run=run, claimants=sorted(claimants), won=win == self.self_id)
+        if win == self.self_id:
+            self._runnable(task_id, desc)
+        else:
+            self.claimed.pop(task_id, None)
+            self.standby[task_id] = run
+
+    def wake_standby(self, now: float) -> None:
+        """Consider every task an op stood by on (``Standby``) again now."""
+        if self.deferred and not self.closed:
+            self.deferred.clear()
+            self.claim_all(now)
+
+    # -- board deltas -----------------------------------------------------------------------
+    def on_queue(self, now: float, task_ids: Iterable[str] | None) -> None:
+        """A queue delta arrived (``None``: a whole state was merged)."""
+        if task_ids is None:
+            self.claim_all(now)
+        else:
+            self.consider(now, task_ids)
+
+    def on_results(self, now: float, task_ids: Iterable[str]) -> None:
+        """A results delta arrived for ``task_ids``."""
+        self._at(now)
+        for task_id in task_ids:
+            run = self.result_run(task_id)
+            if run is None:
+                continue
+            # A concurrent duplicate: we ran this run too, and the other answer won the board.
+            if self._executed.get(task_id) == run:
+                res = decode_result(self.results.get(task_id))
+                if res is not None and res.by != self.self_id:
+                    self._executed.pop(task_id, None)
+                    self._count("duplicates")
+            active = (task_id, run) in self.active
+            if self.claimed.get(task_id) == run and not active:
+                # Settling or queued here but answered elsewhere: the dispatcher will skip it.
+                self.claimed.pop(task_id, None)
+            if active:
+                res = decode_result(self.results.get(task_id))
+                if res is not None and res.cancelled:
+                    self._out.interrupts.append((task_id, run, res.error or "cancelled"))
+
+    # -- answers and the queue --------------------------------------------------------------
+    def _cleanup_done(self, task_id: str, desc: TaskDescriptor) -> None:
+        """An answered task still queued: its writer, or else the ring owner (or the pinned peer),
+        sees that it leaves the queue.
+
+        It happens when the writer crashed or restarted before dequeuing, and when the entry came
+        back after its dequeue (an enqueue retried with the same run token races the removal, and
+        the queue's add wins).
+        """
+        reg = self.results.get(task_id)
+        mine = reg is not None and reg.replica == self.replica
+        if mine or self.ring.owner(task_id) == self.self_id or desc.pin == self.self_id:
+            self._dequeue_answered(task_id, desc)
+
+    def _dequeue_answered(self, task_id: str, desc: TaskDescriptor) -> None:
+        """Remove an answered task from the queue - never before a majority holds its answer.
+
+        The writer's own majority watch ensures that while the writer lives, so its tasks are left
+        to it. An answer whose writer crashed (or restarted, or left) before dequeuing may live on
+        this peer alone - it came straight from the writer, who is gone - so this peer adopts it:
+        it writes the same answer again as its own update and dequeues once a majority holds that.
+        """
+        if (task_id, desc.run) in self._dequeuing:
+            return  # being dequeued, once a majority holds the answer
+        reg = self.results.get(task_id)
+        writer = (reg.replica if reg is not None else None) or ""
+        if writer == self.replica:
+            self._remove_from_queue(task_id, desc.run)  # ours, and our majority watch saw it replicated
+            return
+        if self._replica_live(writer):
+            return  # the writer removes it once a majority holds the answer
+        wire = reg.value if reg is not None else None
+        if not isinstance(wire, bytes):
+            return
+        self._put(RESULTS, task_id, wire)
+        self._count("adopted")
+        if self.observed:
+            self._emit(ev.ADOPTED, task_id, _node_of(writer), run=desc.run)
+        self._watch_majority(task_id, desc.run)
+
+    def majority_held(self, now: float, task_id: str, run: str) -> None:
+        """A majority holds this peer's answer for ``run``: the task may leave the queue."""
+        self._at(now)
+        self._dequeuing.discard((task_id, run))
+        if self.result_run(task_id) == run:
+            self._remove_from_queue(task_id, run)
+
+    def _remove_from_queue(self, task_id: str, run: str) -> None:
+        desc = self.descriptor(task_id)
+        if desc is not None and desc.run == run:
+            self._remove(QUEUE, task_id)
+        if self.intents.get(run) is not None:
+            self._remove(INTENTS, run)
+
+    def write_cancel(self, now: float, task_id: str, desc: TaskDescriptor, reason: str) -> None:
+        """Answer ``desc``'s run as cancelled (and stop it if it runs here)."""
+        self._at(now)
+        result = OpResult.failure(desc.run, reason, by=self.self_id, attempts=1, cancelled=True, op=desc.op)
+        self._put(RESULTS, task_id, pack(result.to_wire()))
+        self._out.interrupts.append((task_id, desc.run, reason))
+        if self.claimed.get(task_id) == desc.run:
+            self.claimed.pop(task_id, None)
+        if self.role == "worker":
+            self._watch_majority(task_id, desc.run)
+
+    def cancel(self, now: float, task_id: str, reason: str) -> str:
+        """Cancel ``task_id``'s current run: ``"cancelled"``, ``"done"`` or ``"unknown"``."""
+        desc = self.descriptor(task_id)
+        if desc is None:
+            return "done" if task_id in self.results else "unknown"
+        if self.result_run(task_id) == desc.run:
+            return "done"
+        self.write_cancel(now, task_id, desc, reason)
+        return "cancelled"
+
+    def expire(self, now: float, task_id: str, desc: TaskDescriptor, reason: str) -> None:
+        """``desc``'s deadline passed before (or while) it ran: drop the claim, answer it cancelled."""
+        self._at(now)
+        self.claimed.pop(task_id, None)
+        if self.result_run(task_id) != desc.run:
+            self.write_cancel(now, task_id, desc, reason)
+
+    def ack(self, task_id: str) -> None:
+        """Acknowledge (remove) a task's answer."""
+        self._remove(RESULTS, task_id)
+        self._written.pop(task_id, None)
+
+    # -- runs -------------------------------------------------------------------------------
+    def take_run(self) -> tuple[str, TaskDescriptor] | None:
+        """The next claimed run to start (oldest first), or None when the backlog is empty."""
+        while self.backlog:
+            task_id, desc = self.backlog.popleft()
+            if self.claimed.get(task_id) == desc.run:
+                return task_id, desc
+        return None
+
+    def op_missing(self, task_id: str, run: str) -> None:
+        """We lack the run's op (another peer may have it): stand by instead of failing it."""
+        self.claimed.pop(task_id, None)
+        self.stolen.pop(task_id, None)
+        self.standby[task_id] = run
+
+    def run_started(self, now: float, task_id: str, desc: TaskDescriptor, mode: str) -> None:
+        """A run starts here (``mode`` ``"inline"`` runs on the loop and finishes in the same step)."""
+        self._at(now)
+        if mode != "inline":
+            self.active.add((task_id, desc.run))
+        if self.observed:
+            self._run_started[(task_id, desc.run)] = now
+            if len(self._run_started) > 100_000:  # runs that never completed here (deferred, cancelled)
+                self._run_started.pop(next(iter(self._run_started)))
+            self._emit(ev.STARTED, task_id, self.self_id, run=desc.run, op=desc.op, mode=mode)
+
+    def run_ended(self, task_id: str, run: str) -> None:
+        """A non-inline run stopped occupying this peer (whatever its outcome)."""
+        self.active.discard((task_id, run))
+
+    def run_deferred(self, now: float, task_id: str, run: str, retry_after: float) -> None:
+        """The op cannot run this task here yet: release the claim, no result, no attempt used."""
+        self._at(now)
+        if self.claimed.get(task_id) == run:
+            self.claimed.pop(task_id, None)
+        self.stolen.pop(task_id, None)  # granted to us: left out of `held`, so its owner takes it back
+        self.deferred[task_id] = (run, now + retry_after)
+
+    def _is_failover(self, task_id: str) -> bool:
+        primary = self._ring_all.owner(task_id)
+        return primary is not None and primary != self.self_id and primary not in self.workers
+
+    def run_finished(self, now: float, task_id: str, desc: TaskDescriptor, wire: bytes, ok: bool,
+                     result: OpResult) -> None:
+        """A run ended here with ``result``; ``wire`` is the answer as it travels (a failure when
+        the value could not travel: then ``ok`` is False)."""
+        self._at(now)
+        if self.closed:
+            return
+        if self.observed:
+            t0 = self._run_started.pop((task_id, desc.run), None)
+            detail: dict[str, Any] = {"run": desc.run, "attempts": result.attempts,
+                                      "duration": None if t0 is None else now - t0}
+            if not ok:
+                detail["error"] = result.error if not result.ok else "result cannot travel"
+            self._emit(ev.FINISHED if ok else ev.FAILED, task_id, self.self_id, **detail)
+        self.claimed.pop(task_id, None)
+        stolen = self.stolen.get(task_id)
+        if stolen is not None and stolen[0] == desc.run:
+            self.stolen[task_id] = (stolen[0], stolen[1], now)
+        self._count("executions")
+        if not ok:
+            self._count("failures")
+        if desc.pin is None and self._is_failover(task_id):
+            self._count("failovers")
+        if self.result_run(task_id) == desc.run:
+            current = decode_result(self.results.get(task_id))
+            if current is None or not current.cancelled:
+                self._count("duplicates")  # a late duplicate: the answer was already on the board
+            self._dequeue_answered(task_id, desc)
+            return
+        self._put(RESULTS, task_id, wire)
+        self._executed[task_id] = desc.run
+        if len(self._executed) > 100_000:
+            self._executed.popitem(last=False)
+        if self.config.result_ttl is not None:
+            self._written[task_id] = (desc.run, now)
+        # The task leaves the queue only once a majority holds its answer: the two are on
+        # different boards, and crashes between them must never lose the task.
+        self._watch_majority(task_id, desc.run)
+
+    # -- work stealing (see warpmesh.warp.steal) --------------------------------------------
+    def backlog_seconds(self) -> float:
+        """Estimated seconds of claimed, unstarted work here."""
+        # O(1): the backlog's length times the mean cost of the op at its back (the end grants are
+        # taken from). Mixed workloads make it rough, which is all it needs.
+        if not self.backlog:
+            return 0.0
+        return len(self.backlog) * self.costs.estimate(self.backlog[-1][1].op)
+
+    def _send_steal_request(self, owner: str, want: int) -> None:
+        self._steal_seq += 1
+        self._steal_sent[owner] = self._steal_seq
+        held = [t for t, (_, o, _) in self.stolen.items() if o == owner]
+        self.steal_stats["requests_out"] += 1
+        self._out.frames.append((owner, encode_request(self._steal_seq, want, held, self.incarnation)))
+
+    def _steal_target(self, now: float) -> str | None:
+        peers = sorted(p for p in self.workers if p != self.self_id)
+        if not peers:
+            return None
+        fresh = [(b, p) for p, (b, at) in self._backlogs.items()
+                 if p in peers and now - at < 1.0 and b >= self.config.steal_min_backlog]
+        if fresh:
+            return max(fresh)[1]
+        return self.rng.choice(peers)  # nobody reported a backlog lately: ask around
+
+    def steal_attempt(self, now: float) -> bool:
+        """This peer is idle while tasks are queued: ask a peer for work unless a request is out.
+
+        Returns False when there is nobody to ask. The runtime waits :attr:`steal_backoff` before
+        the next attempt.
+        """
+        self._at(now)
+        pending = self._steal_pending
+        if pending is None or now - pending[2] >= self.config.steal_timeout:
+            if pending is not None:
+                self._steal_pending = None
+                self.steal_backoff = min(self.steal_backoff * 2, 1.0)
+            owner = self._steal_target(now)
+            if owner is None:
+                return False
+            self._send_steal_request(owner, want=1_000)
+            self._steal_pending = (owner, self._steal_seq, now)
+        return True
+
+    def on_steal(self, now: float, sender: str, data: bytes) -> None:
+        """A steal frame arrived from ``sender``."""
+        self._at(now)
+        try:
+            msg = decode_steal(data)
+        except ValueError as err:
+            self.steal_stats["bad_frames"] += 1
+            if self._log is not None:
+                self._log.debug("%s: refused a steal message from %s: %s", self.self_id, sender, err)
+            return
+        if self.closed or self.role != "worker":
+            return
+        if isinstance(msg, StealRequest):
+            self._on_steal_request(now, sender, msg)
+        else:
+            self._on_steal_grant(now, sender, msg)
+
+    def _on_steal_request(self, now: float, thief: str, req: StealRequest) -> None:
+        known = self._thieves.get(thief)
+        if known is not None and (req.incarnation, req.seq) <= known:
+            return  # duplicated or overtaken by a newer request
+        # A restarted thief: whatever its old incarnation held is ours again.
+        restarted = known is not None and req.incarnation != known[0]
+        self._thieves[thief] = (req.incarnation, req.seq)
+        self.steal_stats["requests_in"] += 1
+        for task_id, (_, th, seq) in list(self.delegated.items()):
+            if th == thief and (restarted or (seq < req.seq and task_id not in req.held)):
+                # Granted under an earlier request and never accepted (the grant was lost or late).
+                del self.delegated[task_id]
+                self.steal_stats["taken_back"] += 1
+                self.consider(now, (task_id,))
+        granted: list[tuple[str, bytes]] = []
+        if req.want > 0 and thief in self.workers and self.config.steal:
+            granted = self._grant(thief, req.seq, req.want)
+        self._out.frames.append((thief, encode_grant(req.seq, granted, self.backlog_seconds())))
+
+    def _grant(self, thief: str, seq: int, want: int) -> list[tuple[str, bytes]]:
+        backlog = self.backlog_seconds()
+        if backlog < self.config.steal_min_backlog:
+            return []
+        target, moved, size = backlog / 2, 0.0, 0
+        granted: list[tuple[str, bytes]] = []
+        kept: list[tuple[str, TaskDescriptor]] = []
+        scanned = 0
+        # Only the backlog - claimed, not started - is ever granted: a running task is not in it.
+        while self.backlog and len(granted) < want and moved < target and scanned < want + 1_000:
+            task_id, desc = self.backlog.pop()
+            scanned += 1
+            if self.claimed.get(task_id) != desc.run:
+                continue  # a stale entry: the dispatcher would skip it too
+            reg = self.queue.get(task_id)
+            raw = reg.value if reg is not None else None
+            eligible = self.eligible(desc.op)
+            if (desc.pin is not None or task_id in self.stolen or not isinstance(raw, bytes)
+                    or (eligible is not None and thief not in eligible)):
+                kept.append((task_id, desc))  # pinned, stolen already, or the thief lacks the op
+                continue
+            if granted and size + len(raw) > MAX_GRANT_BYTES:
+                kept.append((task_id, desc))
+                break
+            granted.append((task_id, raw))
+            size += len(raw)
+            moved += self.costs.estimate(desc.op)
+            self.claimed.pop(task_id, None)
+            self.delegated[task_id] = (desc.run, thief, seq)
+            if self.observed:
+                self._emit(ev.STOLEN, task_id, thief, run=desc.run, direction="out")
+        self.backlog.extend(reversed(kept))
+        self.steal_stats["tasks_out"] += len(granted)
+        return granted
+
+    def _on_steal_grant(self, now: float, owner: str, grant: StealGrant) -> None:
+        self._backlogs[owner] = (grant.backlog, now)
+        pending = self._steal_pending
+        current = pending is not None and pending[0] == owner and pending[1] == grant.seq \
+            and self._steal_sent.get(owner) == grant.seq
+        if not current:
+            fresh = [t for t, _ in grant.tasks if self.stolen.get(t, ("", ""))[1] != owner]
+            if fresh:
+                # A late grant (we gave up waiting, or asked again since): not run here. Tell the
+                # owner at once, with a request that does not list them, so it takes them back.
+                self.steal_stats["late_grants"] += 1
+                self._send_steal_request(owner, want=0)
+            return
+        self._steal_pending = None
+        self.steal_stats["grants_in"] += 1
+        if not grant.tasks:
+            self.steal_backoff = min(self.steal_backoff * 2, 1.0)
+            return
+        self.steal_backoff = self.config.steal_interval
+        for task_id, raw in grant.tasks:
+            try:
+                desc = TaskDescriptor.from_wire(unpack(raw))
+            except (FrameUndecodable, ValueError):
+                continue  # left out of `held`: the owner takes it back
+            if self.result_run(task_id) == desc.run:
+                continue  # answered meanwhile: the owner takes it back and finds it answered
+            self.stolen[task_id] = (desc.run, owner, None)
+            if self.claimed.get(task_id) == desc.run:
+                continue
+            self.claimed[task_id] = desc.run
+            self._runnable(task_id, desc)
+            self._count("stolen")
+            self.steal_stats["tasks_in"] += 1
+            if self.observed:
+                self._emit(ev.STOLEN, task_id, owner, run=desc.run, direction="in")
+        self._out.runnable = True
+
+    def _prune_steal_bookkeeping(self, now: float) -> None:
+        queued = self.queue
+        for task_id, (run, _, _) in list(self.delegated.items()):
+            if task_id not in queued or self.result_run(task_id) == run:
+                del self.delegated[task_id]  # answered (or gone): nothing left to take back
+        # A finished stolen task stays in `held` for a while: its owner must not take it back
+        # before the answer has reached it.
+        grace = max(5.0, 10 * self.config.steal_timeout)
+        for task_id, (run, owner, finished) in list(self.stolen.items()):
+            if finished is None:
+                if self.result_run(task_id) == run and self.claimed.get(task_id) != run:
+                    self.stolen[task_id] = (run, owner, now)  # answered elsewhere; never ran here
+            elif now - finished >= grace and (task_id not in queued or self.result_run(task_id) == run):
+                del self.stolen[task_id]
+        for peer, (_, at) in list(self._backlogs.items()):
+            if now - at > 10.0:
+                del self._backlogs[peer]
+        for thief in [t for t in self._thieves if t not in self._all_workers]:
+            del self._thieves[thief]
+
+    # -- housekeeping -----------------------------------------------------------------------
+    def housekeeping(self, now: float) -> None:
+        """The periodic pass (after a membership refresh): prune, re-claim, expire results."""
+        self._at(now)
+        self._forget_lost_members(now)
+        queued = self.queue
+        for task_id in [t for t in self.claimed if t not in queued]:
+            stolen = self.stolen.get(task_id)
+            if stolen is not None and stolen[2] is None:
+                continue  # granted to us before our replica of the queue has the task
+            if not any(t == task_id for t, _ in self.active):
+                self.claimed.pop(task_id, None)
+        self._prune_steal_bookkeeping(now)
+        for task_id in [t for t in self.standby if t not in queued]:
+            self.standby.pop(task_id, None)
+        for task_id in [t for t in self.deferred if t not in queued]:
+            self.deferred.pop(task_id, None)
+        self.claim_all(now)
+        ttl = self.config.result_ttl
+        if ttl is not None:
+            for task_id, (run, at) in list(self._written.items()):
+                if now - at >= ttl:
+                    del self._written[task_id]
+                    if self.result_run(task_id) == run:
+                        self._remove(RESULTS, task_id)
+
+    def queued(self) -> Iterator[tuple[str, TaskDescriptor]]:
+        """Every task on the queue with its descriptor."""
+        for task_id in list(self.queue.keys()):
+            desc = self.descriptor(task_id)
+            if desc is not None:
+                yield task_id, desc
