@@ -72,3 +72,31 @@ def test_a_failing_subscriber_does_not_stop_the_node() -> None:
         await mesh.close()
 
     run_virtual(main())
+
+
+def test_an_unobserved_node_builds_no_events() -> None:
+    async def main() -> None:
+        mesh = await make_mesh(["peer-1"])
+        node = mesh.nodes["peer-1"]
+        assert node.core.observed is False
+        built: list[int] = []
+        orig = node.core._emit
+
+        def counting(*a: object, **k: object) -> None:
+            built.append(1)
+            orig(*a, **k)  # type: ignore[arg-type]
+
+        node.core._emit = counting  # type: ignore[method-assign]
+        await node.enqueue("quiet", "echo", {"task": "quiet"})
+        assert (await node.outcome("quiet", timeout=5)).ok
+        assert not built
+        unsubscribe = node.subscribe_events(lambda e: None)
+        assert node.core.observed is True
+        await node.enqueue("loud", "echo", {"task": "loud"})
+        assert (await node.outcome("loud", timeout=5)).ok
+        assert built
+        unsubscribe()
+        assert node.core.observed is False
+        await mesh.close()
+
+    run_virtual(main())

@@ -279,9 +279,11 @@ class WarpCore:
 
     # -- the ready batch --------------------------------------------------------------------
     def ready(self) -> Ready:
-        """Take what the steps since the last call decided (an empty batch if nothing)."""
-        out, self._out = self._out, Ready()
-        return out
+        """Take what the steps since the last call decided (carry it out before the next input)."""
+        out = self._out
+        if out:
+            self._out = Ready()
+        return out  # an empty batch is handed out again (and stays empty): no allocation per idle step
 
     def _at(self, now: float) -> None:
         self._now = now
