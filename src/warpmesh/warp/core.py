@@ -136,30 +136,37 @@ class Mutation:
     member: str | None = None
 
 
-@dataclass(slots=True)
 class Ready:
     """What the runtime must carry out after a step, in this order: mutations, then the rest."""
 
-    mutations: list[Mutation] = field(default_factory=list)
-    #: Counter increments (name -> n) for the counters board.
-    counts: dict[str, int] = field(default_factory=dict)
-    #: Steal frames to send: (peer, data) on the steal channel.
-    frames: list[tuple[str, bytes]] = field(default_factory=list)
-    #: New runs wait in the backlog: wake the dispatcher (it pulls them with :meth:`WarpCore.take_run`).
-    runnable: bool = False
-    #: (task, run) whose answer this batch writes: once the results board holds this batch's
-    #: writes on a majority, call :meth:`WarpCore.majority_held` for each.
-    await_majority: list[tuple[str, str]] = field(default_factory=list)
-    #: Runs to stop if they are running here: (task, run, reason).
-    interrupts: list[tuple[str, str, str]] = field(default_factory=list)
-    #: The earliest time the core needs a :meth:`WarpCore.tick` (None: no change).
-    deadline: float | None = None
-    #: For observers (filled only while :attr:`WarpCore.observed`).
-    events: list[WarpEvent] = field(default_factory=list)
+    __slots__ = ("await_majority", "counts", "deadline", "events", "frames", "interrupts", "mutations", "runnable")
+
+    def __init__(self) -> None:
+        # Written out rather than a dataclass: one of these is made per busy step.
+        #: Board mutations, applied in order as this peer's replica.
+        self.mutations: list[Mutation] = []
+        #: Counter increments (name -> n) for the counters board.
+        self.counts: dict[str, int] = {}
+        #: Steal frames to send: (peer, data) on the steal channel.
+        self.frames: list[tuple[str, bytes]] = []
+        #: New runs wait in the backlog: wake the dispatcher (it pulls them with :meth:`WarpCore.take_run`).
+        self.runnable = False
+        #: (task, run) whose answer this batch writes: once the results board holds this batch's
+        #: writes on a majority, call :meth:`WarpCore.majority_held` for each.
+        self.await_majority: list[tuple[str, str]] = []
+        #: Runs to stop if they are running here: (task, run, reason).
+        self.interrupts: list[tuple[str, str, str]] = []
+        #: The earliest time the core needs a :meth:`WarpCore.tick` (None: no change).
+        self.deadline: float | None = None
+        #: For observers (filled only while :attr:`WarpCore.observed`).
+        self.events: list[WarpEvent] = []
 
     def __bool__(self) -> bool:
         return bool(self.mutations or self.counts or self.frames or self.runnable or self.await_majority
                     or self.interrupts or self.deadline is not None or self.events)
+
+    def __repr__(self) -> str:
+        return "Ready(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__) + ")"
 
 
 class OpTable(Protocol):
