@@ -292,9 +292,6 @@ class WarpCore:
             self._out = Ready()
         return out  # an empty batch is handed out again (and stays empty): no allocation per idle step
 
-    def _at(self, now: float) -> None:
-        self._now = now
-
     def _put(self, board: str, key: str, value: bytes) -> None:
         self._out.mutations.append(Mutation(board, PUT, key, value))
 
@@ -411,7 +408,7 @@ class WarpCore:
     def set_membership(self, now: float, roster: frozenset[str], live: frozenset[str],
                        force_publish: bool = False) -> None:
         """The roster (seam or injected source) and the peers the failure detector hears from."""
-        self._at(now)
+        self._now = now
         self.roster, self.live = roster, live
         if self.closed:
             return
@@ -449,7 +446,7 @@ class WarpCore:
 
     def on_members(self, now: float) -> None:
         """A members-board delta arrived: forget our past incarnations, republish if we were forgotten."""
-        self._at(now)
+        self._now = now
         for rid in [rid for rid in self.members.keys()
                     if str(rid).rpartition("@")[0] == self.self_id and rid != self.replica]:
             self._remove(MEMBERS, rid)
@@ -489,7 +486,7 @@ class WarpCore:
     # -- enqueue and claiming ---------------------------------------------------------------
     def enqueue(self, now: float, task_id: str, desc: TaskDescriptor) -> None:
         """Put ``desc`` on the queue under ``task_id`` (the runtime considers it for claiming soon after)."""
-        self._at(now)
+        self._now = now
         self._put(QUEUE, task_id, pack(desc.to_wire()))
         self._count("enqueued")
         if self.observed:
@@ -501,7 +498,7 @@ class WarpCore:
 
     def consider(self, now: float, task_ids: Iterable[str]) -> None:
         """Claim what is ours among ``task_ids``; the view and eligibility are computed once."""
-        self._at(now)
+        self._now = now
         if self.closed or self.role != "worker":
             return
         strategy = self.config.strategy
@@ -560,7 +557,7 @@ class WarpCore:
 
     def tick(self, now: float) -> None:
         """Time passed: settle the contested claims whose window ended."""
-        self._at(now)
+        self._now = now
         while self._settling and self._settling[0][0] <= now:
             _, _, task_id, run = heapq.heappop(self._settling)
             self._after_settle(task_id, run)
@@ -608,7 +605,7 @@ class WarpCore:
 
     def on_results(self, now: float, task_ids: Iterable[str]) -> None:
         """A results delta arrived for ``task_ids``."""
-        self._at(now)
+        self._now = now
         for task_id in task_ids:
             run = self.result_run(task_id)
             if run is None:
@@ -670,7 +667,7 @@ class WarpCore:
 
     def majority_held(self, now: float, task_id: str, run: str) -> None:
         """A majority holds this peer's answer for ``run``: the task may leave the queue."""
-        self._at(now)
+        self._now = now
         self._dequeuing.discard((task_id, run))
         if self.result_run(task_id) == run:
             self._remove_from_queue(task_id, run)
@@ -684,7 +681,7 @@ class WarpCore:
 
     def write_cancel(self, now: float, task_id: str, desc: TaskDescriptor, reason: str) -> None:
         """Answer ``desc``'s run as cancelled (and stop it if it runs here)."""
-        self._at(now)
+        self._now = now
         result = OpResult.failure(desc.run, reason, by=self.self_id, attempts=1, cancelled=True, op=desc.op)
         self._put(RESULTS, task_id, pack(result.to_wire()))
         self._out.interrupts.append((task_id, desc.run, reason))
@@ -705,7 +702,7 @@ class WarpCore:
 
     def expire(self, now: float, task_id: str, desc: TaskDescriptor, reason: str) -> None:
         """``desc``'s deadline passed before (or while) it ran: drop the claim, answer it cancelled."""
-        self._at(now)
+        self._now = now
         self.claimed.pop(task_id, None)
         if self.result_run(task_id) != desc.run:
             self.write_cancel(now, task_id, desc, reason)
@@ -732,7 +729,7 @@ class WarpCore:
 
     def run_started(self, now: float, task_id: str, desc: TaskDescriptor, mode: str) -> None:
         """A run starts here (``mode`` ``"inline"`` runs on the loop and finishes in the same step)."""
-        self._at(now)
+        self._now = now
         if mode != "inline":
             self.active.add((task_id, desc.run))
         if self.observed:
@@ -747,7 +744,7 @@ class WarpCore:
 
     def run_deferred(self, now: float, task_id: str, run: str, retry_after: float) -> None:
         """The op cannot run this task here yet: release the claim, no result, no attempt used."""
-        self._at(now)
+        self._now = now
         if self.claimed.get(task_id) == run:
             self.claimed.pop(task_id, None)
         self.stolen.pop(task_id, None)  # granted to us: left out of `held`, so its owner takes it back
@@ -761,7 +758,7 @@ class WarpCore:
                      result: OpResult) -> None:
         """A run ended here with ``result``; ``wire`` is the answer as it travels (a failure when
         the value could not travel: then ``ok`` is False)."""
-        self._at(now)
+        self._now = now
         if self.closed:
             return
         if self.observed:
@@ -828,7 +825,7 @@ class WarpCore:
         Returns False when there is nobody to ask. The runtime waits :attr:`steal_backoff` before
         the next attempt.
         """
-        self._at(now)
+        self._now = now
         pending = self._steal_pending
         if pending is None or now - pending[2] >= self.config.steal_timeout:
             if pending is not None:
@@ -843,7 +840,7 @@ class WarpCore:
 
     def on_steal(self, now: float, sender: str, data: bytes) -> None:
         """A steal frame arrived from ``sender``."""
-        self._at(now)
+        self._now = now
         try:
             msg = decode_steal(data)
         except ValueError as err:
@@ -972,7 +969,7 @@ class WarpCore:
     # -- housekeeping -----------------------------------------------------------------------
     def housekeeping(self, now: float) -> None:
         """The periodic pass (after a membership refresh): prune, re-claim, expire results."""
-        self._at(now)
+        self._now = now
         self._forget_lost_members(now)
         queued = self.queue
         for task_id in [t for t in self.claimed if t not in queued]:
