@@ -32,8 +32,15 @@ from warpmesh.engine.hashing import get_profile
 from warpmesh.engine.ident import Hash, hash_bytes
 from warpmesh.engine.inbox import ack_pending_rule
 from warpmesh.examples.dind.eintlog import unpack_intent
+from warpmesh.examples.dind.motion import (
+    ONE,
+    advance,
+    has_motion,
+    motion_of,
+    motion_payload,
+    own_motion_footprint,
+)
 from warpmesh.examples.dind.typeids import (
-    TYPEID_PAYLOAD_MOTION_V2,
     TYPEID_STATE_KV,
     TYPEID_STATE_NAV_OPEN,
     TYPEID_STATE_ROUTE_PATH,
@@ -80,9 +87,6 @@ SIM_VIEW_TYPE = make_type_id("sim/view")
 VIEW_OP_TYPE = make_type_id("sys/view/op")
 VIEW_OP_EDGE_TYPE = make_type_id("edge:view/op")
 
-ONE = 1 << 32  # Q32.32 fixed point
-_motion = struct.Struct("<6q")
-_i64_min = -(1 << 63)
 
 
 # ---------------------------------------------------------------------------------------------- decoding
@@ -283,27 +287,16 @@ def drop_ball_footprint(view: GraphView, scope: NodeId) -> Footprint:
 
 def drop_ball_execute(view: GraphView, scope: NodeId, delta: TickDelta) -> None:
     delta.upsert_node(BALL, ENTITY_TYPE)
-    delta.set_node_attachment(BALL, AtomPayload(TYPEID_PAYLOAD_MOTION_V2, _motion.pack(0, 400 * ONE, 0, 0, -5 * ONE, 0)))
-
-
-def _motion_of(view: GraphView, node: NodeId) -> tuple[int, ...] | None:
-    att = view.node_attachment(node)
-    if type(att) is not AtomPayload or att.type_id != TYPEID_PAYLOAD_MOTION_V2 or len(att.data) != 48:
-        return None
-    return _motion.unpack(att.data)
+    delta.set_node_attachment(BALL, motion_payload((0, 400 * ONE, 0, 0, -5 * ONE, 0)))
 
 
 def ball_matches(view: GraphView, scope: NodeId) -> bool:
-    m = _motion_of(view, scope)
+    m = motion_of(view, scope)
     return m is not None and (m[1] != 0 or m[3] != 0 or m[4] != 0 or m[5] != 0)
 
 
-def ball_footprint(view: GraphView, scope: NodeId) -> Footprint:
-    return Footprint(view.warp_id).read_node(scope).read_alpha(scope).write_alpha(scope)
-
-
 def ball_execute(view: GraphView, scope: NodeId, delta: TickDelta) -> None:
-    m = _motion_of(view, scope)
+    m = motion_of(view, scope)
     if m is None:
         return
     x, y, z, vx, vy, vz = m
@@ -313,33 +306,18 @@ def ball_execute(view: GraphView, scope: NodeId, delta: TickDelta) -> None:
     if y <= 0:
         y = 0
         vx = vy = vz = 0
-    delta.set_node_attachment(scope, AtomPayload(TYPEID_PAYLOAD_MOTION_V2, _motion.pack(x, y, z, vx, vy, vz)))
+    delta.set_node_attachment(scope, motion_payload((x, y, z, vx, vy, vz)))
 
 
 # ---------------------------------------------------------------------------------------------- motion
 MOTION_RULE_ID = Hash(hash_bytes(b"rule:motion/update"))  # Echo's demo convention: blake3("rule:" ‖ name)
 
 
-def _wrap64(v: int) -> int:
-    return ((v - _i64_min) % (1 << 64)) + _i64_min
-
-
-def motion_matches(view: GraphView, scope: NodeId) -> bool:
-    return _motion_of(view, scope) is not None
-
-
-def motion_footprint(view: GraphView, scope: NodeId) -> Footprint:
-    return Footprint(view.warp_id).read_node(scope).read_alpha(scope).write_alpha(scope)
-
-
 def motion_execute(view: GraphView, scope: NodeId, delta: TickDelta) -> None:
     """``pos += vel`` in Q32.32 (wrapping i64, like Rust's ``wrapping_add``)."""
-    m = _motion_of(view, scope)
-    if m is None:
-        return
-    x, y, z, vx, vy, vz = m
-    data = _motion.pack(_wrap64(x + vx), _wrap64(y + vy), _wrap64(z + vz), vx, vy, vz)
-    delta.set_node_attachment(scope, AtomPayload(TYPEID_PAYLOAD_MOTION_V2, data))
+    m = motion_of(view, scope)
+    if m is not None:
+        delta.set_node_attachment(scope, motion_payload(advance(m)))
 
 
 # ---------------------------------------------------------------------------------------------- engine
@@ -358,13 +336,13 @@ def build_motion_demo_engine(profile: str = "echo", workers: int = 1, executor: 
                     executor=None if seed else executor)
     toast = (toast_footprint_seed, toast_execute_seed) if seed else (toast_footprint, toast_execute)
     rules = [
-        RewriteRule("motion/update", motion_matches, motion_execute, motion_footprint, MOTION_RULE_ID),
+        RewriteRule("motion/update", has_motion, motion_execute, own_motion_footprint, MOTION_RULE_ID),
         RewriteRule("cmd/toast", OpMatcher(OP_TOAST), toast[1], toast[0]),
         RewriteRule("cmd/route_push", OpMatcher(OP_ROUTE_PUSH), route_push_execute, route_push_footprint),
         RewriteRule("cmd/set_theme", OpMatcher(OP_SET_THEME), set_theme_execute, set_theme_footprint),
         RewriteRule("cmd/toggle_nav", OpMatcher(OP_TOGGLE_NAV), toggle_nav_execute, toggle_nav_footprint),
         RewriteRule("cmd/drop_ball", OpMatcher(OP_DROP_BALL), drop_ball_execute, drop_ball_footprint),
-        RewriteRule("physics/ball", ball_matches, ball_execute, ball_footprint),
+        RewriteRule("physics/ball", ball_matches, ball_execute, own_motion_footprint),
         RewriteRule("cmd/put_kv", OpMatcher(OP_PUT_KV), put_kv_execute, put_kv_footprint),
         ack_pending_rule(),
     ]
