@@ -17,12 +17,8 @@ from warpmesh.net.linkframe import (
     PING,
     PONG,
     ROSTER,
-    Bye,
-    Data,
-    Gossip,
-    Malformed,
-    Ping,
-    Pong,
+    Event,
+    LinkEvent,
     decode_link_frame,
 )
 from warpmesh.net.meshconfig import TcpMeshConfig, backoff_delay
@@ -34,28 +30,28 @@ def frame(kind: int, body: Any) -> Frame:
 
 
 @pytest.mark.parametrize(("kind", "body", "event"), [
-    (DATA, b"payload", Data(b"payload")),
-    (PING, 7, Ping(7)),
-    (PONG, 7, Pong(7)),
-    (ROSTER, {"peers": []}, Gossip({"peers": []})),
-    (BYE, {"code": "leaving", "reason": "bye"}, Bye("leaving")),
+    (DATA, b"payload", LinkEvent(Event.DATA, b"payload")),
+    (PING, 7, LinkEvent(Event.PING, 7)),
+    (PONG, 7, LinkEvent(Event.PONG, 7)),
+    (ROSTER, {"peers": []}, LinkEvent(Event.GOSSIP, {"peers": []})),
+    (BYE, {"code": "leaving", "reason": "bye"}, LinkEvent(Event.BYE, "leaving")),
 ], ids=["data", "ping", "pong", "roster", "bye"])
 def test_each_link_frame_means_its_event(kind: int, body: Any, event: object) -> None:
     assert decode_link_frame(frame(kind, body)) == event
 
 
 @pytest.mark.parametrize(("kind", "body", "event"), [
-    (DATA, "text, not bytes", Malformed("bad_body")),
-    (DATA, None, Malformed("bad_body")),
-    (DATA, bytearray(b"x"), Malformed("bad_body")),
-    (PING, "seven", Ping(0)),  # still answered, so a confused peer is not thought dead
-    (PING, True, Ping(0)),
-    (PONG, "seven", Pong(None)),  # matches no PING of ours
-    (PONG, 1.0, Pong(None)),
-    (BYE, "leaving", Bye(None)),
-    (BYE, None, Bye(None)),
-    (0x15, b"", Malformed("unknown_kind")),
-    (0x01, {}, Malformed("unknown_kind")),  # a handshake kind after the handshake
+    (DATA, "text, not bytes", LinkEvent(Event.MALFORMED, "bad_body")),
+    (DATA, None, LinkEvent(Event.MALFORMED, "bad_body")),
+    (DATA, bytearray(b"x"), LinkEvent(Event.MALFORMED, "bad_body")),
+    (PING, "seven", LinkEvent(Event.PING, 0)),  # still answered, so a confused peer is not thought dead
+    (PING, True, LinkEvent(Event.PING, 0)),
+    (PONG, "seven", LinkEvent(Event.PONG, None)),  # matches no PING of ours
+    (PONG, 1.0, LinkEvent(Event.PONG, None)),
+    (BYE, "leaving", LinkEvent(Event.BYE, None)),
+    (BYE, None, LinkEvent(Event.BYE, None)),
+    (0x15, b"", LinkEvent(Event.MALFORMED, "unknown_kind")),
+    (0x01, {}, LinkEvent(Event.MALFORMED, "unknown_kind")),  # a handshake kind after the handshake
 ], ids=["data-str", "data-none", "data-bytearray", "ping-str", "ping-bool", "pong-str", "pong-float",
         "bye-str", "bye-none", "unknown", "late-handshake"])
 def test_a_malformed_link_frame_is_an_event_not_an_exception(kind: int, body: Any, event: object) -> None:
@@ -79,9 +75,9 @@ def test_decoded_from_the_wire_good_frames_pass_and_bad_ones_are_refused_or_flag
     got: list[object] = []
     for i in range(0, len(stream), 5):  # arrives in small pieces
         for item in decoder.feed_fast(stream[i:i + 5]):
-            got.append(Data(item) if type(item) is bytes else decode_link_frame(item))
+            got.append(LinkEvent(Event.DATA, item) if type(item) is bytes else decode_link_frame(item))
     decoder.eof()
-    assert got == [Data(payload), Malformed("bad_body"), Malformed("unknown_kind"), Ping(3)]
+    assert got == [LinkEvent(Event.DATA, payload), LinkEvent(Event.MALFORMED, "bad_body"), LinkEvent(Event.MALFORMED, "unknown_kind"), LinkEvent(Event.PING, 3)]
     assert decoder.stats.refused_total == 1 and decoder.broken is None
 
 

@@ -8,10 +8,9 @@ import pytest
 
 from warpmesh.net.roster import (
     MAX_ROSTER,
-    Blocked,
-    Learn,
+    Action,
     RosterEntry,
-    Seen,
+    RosterVerdict,
     encode_roster,
     merge_roster,
     parse_roster,
@@ -47,13 +46,13 @@ def merge(entries: list[RosterEntry], *, linked: dict[str, int] | None = None, s
 
 
 def test_an_unknown_peer_is_learned() -> None:
-    assert merge([B, C]) == [Learn(B), Learn(C)]
+    assert merge([B, C]) == [RosterVerdict(Action.LEARN, B), RosterVerdict(Action.LEARN, C)]
 
 
 def test_we_and_the_sender_are_never_learned_from_gossip() -> None:
     me = RosterEntry("a", 1, ("127.0.0.1", 7001))
     sender = RosterEntry("s", 1, ("127.0.0.1", 7009))
-    assert merge([me, sender, B]) == [Learn(B)]
+    assert merge([me, sender, B]) == [RosterVerdict(Action.LEARN, B)]
 
 
 def test_a_wildcard_address_is_never_dialled() -> None:
@@ -61,14 +60,14 @@ def test_a_wildcard_address_is_never_dialled() -> None:
 
 
 def test_a_peer_linked_at_the_same_or_a_newer_incarnation_is_only_seen() -> None:
-    assert merge([B, C], linked={"b": 5, "c": 9}) == [Seen("b"), Seen("c")]
+    assert merge([B, C], linked={"b": 5, "c": 9}) == [RosterVerdict(Action.SEEN, B), RosterVerdict(Action.SEEN, C)]
 
 
 def test_a_newer_incarnation_than_the_linked_one_is_learned() -> None:
-    assert merge([B], linked={"b": 4}) == [Learn(B)]
+    assert merge([B], linked={"b": 4}) == [RosterVerdict(Action.LEARN, B)]
 
 
 def test_without_a_secret_only_loopback_peers_are_dialled() -> None:
     far = RosterEntry("c", 7, ("10.0.0.3", 7003))
-    assert merge([B, far], secret=False) == [Learn(B), Blocked(far)]
-    assert merge([B, far], secret=True) == [Learn(B), Learn(far)]
+    assert merge([B, far], secret=False) == [RosterVerdict(Action.LEARN, B), RosterVerdict(Action.BLOCKED, far)]
+    assert merge([B, far], secret=True) == [RosterVerdict(Action.LEARN, B), RosterVerdict(Action.LEARN, far)]

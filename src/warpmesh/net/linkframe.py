@@ -2,15 +2,16 @@
 
 After the handshake (:mod:`warpmesh.net.handshake`, kinds 0x01-0x0F) a link carries
 ``[u32 length][frame]`` with the kinds below. :func:`decode_link_frame` turns one decoded
-:class:`~warpmesh.wire.frame.Frame` into one event for the runtime to act on; a frame whose body does
-not fit its kind becomes :class:`Malformed` with the reason the runtime counts, never an exception.
+:class:`~warpmesh.wire.frame.Frame` into one :class:`LinkEvent` for the runtime to act on; a frame whose
+body does not fit its kind becomes :attr:`Event.MALFORMED` with the reason the runtime counts, never an
+exception.
 """
 
 from __future__ import annotations
 
+import enum
 import struct
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from warpmesh.wire.frame import Frame
 
@@ -26,66 +27,39 @@ BYE = 0x14  #: body: {"code", "reason"}; the sender sends nothing after it
 DATA_HEADER = struct.Struct(">IBBBI")
 
 
-@dataclass(frozen=True, slots=True)
-class Data:
-    """A seam payload for the subscribers."""
+class Event(enum.Enum):
+    """What a link frame asks of the runtime; the value each carries is in :class:`LinkEvent`."""
 
-    payload: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Ping:
-    """Answer with a PONG carrying ``seq`` (0 when the PING carried no integer)."""
-
-    seq: int
+    DATA = "data"  #: value: the payload (bytes) for the subscribers
+    PING = "ping"  #: value: the int to answer with in a PONG (0 when the PING carried none)
+    PONG = "pong"  #: value: the int of our PING it answers, or ``None`` (then it matches none)
+    GOSSIP = "gossip"  #: value: the ROSTER body, unchecked (see :func:`warpmesh.net.roster.parse_roster`)
+    BYE = "bye"  #: value: the BYE's code (``"leaving"`` when the peer shuts down for good), or ``None``
+    MALFORMED = "malformed"  #: value: the reason it is refused and counted (``bad_body``, ``unknown_kind``)
 
 
-@dataclass(frozen=True, slots=True)
-class Pong:
-    """The answer to our PING ``seq``; ``None`` when it carried no integer (matches no PING)."""
+class LinkEvent(NamedTuple):
+    """One decoded link frame: its :class:`Event` and the value that goes with it."""
 
-    seq: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class Gossip:
-    """A ROSTER frame's body, still unchecked (see :func:`warpmesh.net.roster.parse_roster`)."""
-
-    body: Any
-
-
-@dataclass(frozen=True, slots=True)
-class Bye:
-    """The peer closes the link; ``code`` is ``"leaving"`` when it shuts down for good."""
-
-    code: Any
-
-
-@dataclass(frozen=True, slots=True)
-class Malformed:
-    """A frame refused and counted under ``reason`` (``bad_body``, ``unknown_kind``)."""
-
-    reason: str
-
-
-LinkEvent = Data | Ping | Pong | Gossip | Bye | Malformed
+    event: Event
+    value: Any
 
 
 def decode_link_frame(frame: Frame) -> LinkEvent:
-    """What one link frame asks of the runtime. Never raises: a bad body is :class:`Malformed`."""
+    """What one link frame asks of the runtime. Never raises: a bad body is :attr:`Event.MALFORMED`."""
     kind = frame.kind
     body = frame.body
     if kind == DATA:
-        return Data(body) if type(body) is bytes else Malformed("bad_body")
+        return LinkEvent(Event.DATA, body) if type(body) is bytes else LinkEvent(Event.MALFORMED, "bad_body")
     if kind == PING:
-        return Ping(body if type(body) is int else 0)
+        return LinkEvent(Event.PING, body if type(body) is int else 0)
     if kind == PONG:
-        return Pong(body if type(body) is int else None)
+        return LinkEvent(Event.PONG, body if type(body) is int else None)
     if kind == ROSTER:
-        return Gossip(body)
+        return LinkEvent(Event.GOSSIP, body)
     if kind == BYE:
-        return Bye(body.get("code") if isinstance(body, dict) else None)
-    return Malformed("unknown_kind")
+        return LinkEvent(Event.BYE, body.get("code") if isinstance(body, dict) else None)
+    return LinkEvent(Event.MALFORMED, "unknown_kind")
 
 
 __all__ = [
@@ -95,12 +69,7 @@ __all__ = [
     "PING",
     "PONG",
     "ROSTER",
-    "Bye",
-    "Data",
-    "Gossip",
+    "Event",
     "LinkEvent",
-    "Malformed",
-    "Ping",
-    "Pong",
     "decode_link_frame",
 ]

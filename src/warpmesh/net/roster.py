@@ -3,15 +3,16 @@
 Every peer of a TCP mesh sends its live links (and itself) to each linked peer; a receiver dials the
 peers it did not know. :func:`parse_roster` checks a frame body entry by entry, and
 :func:`merge_roster` decides, for each valid entry, whether it names a peer already linked
-(:class:`Seen`), one to dial (:class:`Learn`) or one that may not be dialled without a cluster secret
-(:class:`Blocked`). The runtime (:class:`~warpmesh.net.tcp.TcpMesh`) carries the verdicts out.
+(:attr:`Action.SEEN`), one to dial (:attr:`Action.LEARN`) or one that may not be dialled without a
+cluster secret (:attr:`Action.BLOCKED`). The runtime (:class:`~warpmesh.net.tcp.TcpMesh`) carries the verdicts out.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from warpmesh.net.address import WILDCARDS, is_loopback
 from warpmesh.net.handshake import Address
@@ -55,28 +56,22 @@ def parse_roster(body: Any) -> tuple[list[RosterEntry], int] | None:
     return good, len(entries) - len(good)
 
 
-@dataclass(frozen=True, slots=True)
-class Seen:
-    """``peer`` is linked at this incarnation or a newer one: it is alive, refresh its addresses."""
+class Action(enum.Enum):
+    """What to do with one gossiped entry."""
 
-    peer: str
+    #: The peer is linked at this incarnation or a newer one: it is alive, refresh its addresses.
+    SEEN = "seen"
+    #: Dial it (unknown, or announced with a newer incarnation than the one linked).
+    LEARN = "learn"
+    #: Not on loopback and there is no cluster secret: never dial it (warn once).
+    BLOCKED = "blocked"
 
 
-@dataclass(frozen=True, slots=True)
-class Learn:
-    """Dial ``entry`` (unknown, or announced with a newer incarnation than the one linked)."""
+class RosterVerdict(NamedTuple):
+    """The :class:`Action` for one gossiped entry."""
 
+    action: Action
     entry: RosterEntry
-
-
-@dataclass(frozen=True, slots=True)
-class Blocked:
-    """``entry`` is not on loopback and there is no cluster secret: never dial it (warn once)."""
-
-    entry: RosterEntry
-
-
-RosterVerdict = Seen | Learn | Blocked
 
 
 def merge_roster(entries: Iterable[RosterEntry], *, self_id: str, sender: str, linked: Mapping[str, int],
@@ -93,20 +88,18 @@ def merge_roster(entries: Iterable[RosterEntry], *, self_id: str, sender: str, l
         if pid in (self_id, sender) or e.address[0] in WILDCARDS:
             continue
         if not has_secret and not is_loopback(e.address[0]):
-            out.append(Blocked(e))
+            out.append(RosterVerdict(Action.BLOCKED, e))
             continue
         inc = linked.get(pid)
-        out.append(Seen(pid) if inc is not None and inc >= e.incarnation else Learn(e))
+        out.append(RosterVerdict(Action.SEEN if inc is not None and inc >= e.incarnation else Action.LEARN, e))
     return out
 
 
 __all__ = [
     "MAX_ROSTER",
-    "Blocked",
-    "Learn",
+    "Action",
     "RosterEntry",
     "RosterVerdict",
-    "Seen",
     "encode_roster",
     "merge_roster",
     "parse_roster",

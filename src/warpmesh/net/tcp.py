@@ -73,34 +73,25 @@ from warpmesh.net.linkframe import (
     PING,
     PONG,
     ROSTER,
-    Bye,
-    Data,
-    Gossip,
-    Malformed,
-    Ping,
-    Pong,
+    Event,
     decode_link_frame,
 )
 from warpmesh.net.linkstats import MeshStats, PeerStats
 from warpmesh.net.meshconfig import TcpMeshConfig, backoff_delay
 from warpmesh.net.roster import (
     MAX_ROSTER,
-    Blocked,
-    Learn,
+    Action,
     RosterEntry,
-    Seen,
     encode_roster,
     merge_roster,
     parse_roster,
 )
 from warpmesh.net.seam import (
-    DEFAULT_SUBSCRIPTION_SIZE,
     IncomingHub,
     PeerId,
     PeerUnreachable,
     Seam,
     SeamClosed,
-    Subscription,
     boot_incarnation,  # re-exported: the README and the CLI import it from here
 )
 from warpmesh.net.secret import check_addresses
@@ -283,20 +274,14 @@ class TcpMesh(Seam):
             except LinkClosed:
                 continue
 
-    def subscribe(self, maxsize: int = DEFAULT_SUBSCRIPTION_SIZE) -> Subscription:
-        return self.hub.subscribe(maxsize)
-
     @property
     def closed(self) -> bool:
         return self._closed
 
     async def close(self) -> None:
         """Leave the mesh: say BYE on every link, flush queues briefly, close everything."""
-        if self._closed:
+        if not self._stop_accepting():
             return
-        self._closed = True
-        if self._server is not None:
-            self._server.close()
         for conn in list(self._conns):
             if conn.established and not conn.closed:
                 self._retire(conn, bye={"code": "leaving", "reason": f"{self.self_id} is shutting down"})
@@ -309,26 +294,31 @@ class TcpMesh(Seam):
         serving = [c.task for c in self._conns if c.task is not None and not c.task.done()]
         if serving:
             await asyncio.wait(serving, timeout=self.config.close_timeout)
-        for conn in list(self._conns):
-            self._close_conn(conn, "shutdown")
-        await cancel_and_wait([t for t in self._tasks if not t.done()])
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), self.config.close_timeout)
-        self.hub.close()
-        self.roster.set(frozenset({self.self_id}))
+        await self._stopped("shutdown", wait_server=True)
         log.info("%s closed", self.self_id)
 
     async def abort(self) -> None:
         """Stop at once without BYE or flushing, as a crashed process would (for fault injection)."""
+        if self._stop_accepting():
+            await self._stopped("aborted", wait_server=False)
+
+    def _stop_accepting(self) -> bool:
+        """Mark the mesh closed and stop listening; False if it already was."""
         if self._closed:
-            return
+            return False
         self._closed = True
         if self._server is not None:
             self._server.close()
+        return True
+
+    async def _stopped(self, reason: str, *, wait_server: bool) -> None:
+        """Close what is left (counted under ``reason``), end every task, close the hub, empty the roster."""
         for conn in list(self._conns):
-            self._close_conn(conn, "aborted")
+            self._close_conn(conn, reason)
         await cancel_and_wait([t for t in self._tasks if not t.done()])
+        if wait_server and self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), self.config.close_timeout)
         self.hub.close()
         self.roster.set(frozenset({self.self_id}))
 
@@ -778,27 +768,26 @@ class TcpMesh(Seam):
                     conn.reading_blocked = False
                 continue
             assert isinstance(f, Frame)
-            ev = decode_link_frame(f)
-            if type(ev) is Data:
+            event, value = decode_link_frame(f)
+            if event is Event.DATA:
                 ps.frames_in += 1
                 conn.reading_blocked = True
                 try:
-                    await hub.deliver(pid, ev.payload)
+                    await hub.deliver(pid, value)
                 finally:
                     conn.reading_blocked = False
-            elif type(ev) is Ping:
-                conn.send_ctl(PONG, ev.seq)
-            elif type(ev) is Pong:
-                fut = conn.pongs.get(ev.seq) if ev.seq is not None else None
+            elif event is Event.PING:
+                conn.send_ctl(PONG, value)
+            elif event is Event.PONG:
+                fut = conn.pongs.get(value) if value is not None else None
                 if fut is not None and not fut.done():
                     fut.set_result(None)
-            elif type(ev) is Gossip:
-                self._on_roster(conn, ev.body)
-            elif type(ev) is Bye:
-                self._on_bye(conn, ev.code)
+            elif event is Event.GOSSIP:
+                self._on_roster(conn, value)
+            elif event is Event.BYE:
+                self._on_bye(conn, value)
             else:
-                assert isinstance(ev, Malformed)
-                ps.frames.refused[ev.reason] += 1
+                ps.frames.refused[value] += 1
 
     async def _writer(self, conn: Link) -> None:
         try:
@@ -925,14 +914,13 @@ class TcpMesh(Seam):
             ps.frames.refused["bad_roster"] += bad
         now = conn.loop.time()
         linked = {pid: c.peer.incarnation for pid, c in self._slots.items() if c.peer is not None}
-        for verdict in merge_roster(entries, self_id=self.self_id, sender=conn.peer_id, linked=linked,
-                                    has_secret=bool(self.secret)):
-            if type(verdict) is Seen:
+        for action, e in merge_roster(entries, self_id=self.self_id, sender=conn.peer_id, linked=linked,
+                                      has_secret=bool(self.secret)):
+            if action is Action.SEEN:
                 for t in self._targets.values():
-                    if t.peer_id == verdict.peer:
+                    if t.peer_id == e.peer:
                         t.last_seen = now
-            elif type(verdict) is Blocked:
-                e = verdict.entry
+            elif action is Action.BLOCKED:
                 if e.address in self._warned:
                     continue
                 self._warned.add(e.address)
@@ -940,8 +928,6 @@ class TcpMesh(Seam):
                             "addresses may be used", self.self_id, e.peer, format_address(e.address),
                             conn.peer_id)
             else:
-                assert isinstance(verdict, Learn)
-                e = verdict.entry
                 learned = self._target(e.address, seed=False, peer_id=e.peer, now=now, defer=True)
                 if learned is not None:
                     learned.known_inc = max(learned.known_inc, e.incarnation)
