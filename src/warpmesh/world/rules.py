@@ -38,7 +38,16 @@ from warpmesh.engine import (
 from warpmesh.engine.graph import EdgeRecord
 from warpmesh.engine.ident import NodeKey
 from warpmesh.engine.state import WarpState
-from warpmesh.examples.dind.motion import ONE, advance, has_motion, motion_of, motion_payload, wrap_i64
+from warpmesh.examples.dind.motion import (
+    ONE,
+    WORLD_ROOT,
+    WORLD_TYPE,
+    advance,
+    has_motion,
+    motion_of,
+    motion_payload,
+    wrap_i64,
+)
 from warpmesh.wire.frame import pack, unpack
 
 __all__ = [
@@ -60,8 +69,6 @@ __all__ = [
 OP_SPAWN = 1
 OP_PUSH = 2
 
-WORLD_ROOT = make_node_id("world-root")
-WORLD_TYPE = make_type_id("world")
 INPUT = make_node_id("world/input")
 INPUT_TYPE = make_type_id("world/input")
 INPUT_EDGE = make_edge_id("edge:world/input")

@@ -10,6 +10,8 @@ Every executor is a module-level function, so the kernel also runs on a process 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from typing import TypeVar
 
 from warpmesh.engine import (
     ApplyResult,
@@ -34,6 +36,8 @@ from warpmesh.engine.inbox import ack_pending_rule
 from warpmesh.examples.dind.eintlog import unpack_intent
 from warpmesh.examples.dind.motion import (
     ONE,
+    WORLD_ROOT,
+    WORLD_TYPE,
     advance,
     has_motion,
     motion_of,
@@ -70,8 +74,6 @@ OP_TOGGLE_NAV = 3272403183
 OP_DROP_BALL = 778504871
 OP_PUT_KV = 3000000001
 
-WORLD_ROOT = make_node_id("world-root")
-WORLD_TYPE = make_type_id("world")
 BALL = make_node_id("ball")
 ENTITY_TYPE = make_type_id("entity")
 INTENT_TYPE = make_type_id("intent")
@@ -89,12 +91,22 @@ VIEW_OP_EDGE_TYPE = make_type_id("edge:view/op")
 
 
 
+_T = TypeVar("_T")
+
+
 # ---------------------------------------------------------------------------------------------- decoding
 def _intent(view: GraphView, scope: NodeId) -> tuple[int, bytes] | None:
     att = view.node_attachment(scope)
     if type(att) is not AtomPayload or att.type_id != INTENT_TYPE:
         return None
     return unpack_intent(att.data)
+
+
+def _decoded(view: GraphView, scope: NodeId, decode: Callable[[bytes], _T | None]) -> _T | None:
+    """The args of the intent at ``scope`` decoded by ``decode``; ``None`` without an intent or when the
+    args do not decode."""
+    got = _intent(view, scope)
+    return decode(got[1]) if got else None
 
 
 def _string(buf: bytes, off: int = 0) -> tuple[str, int] | None:
@@ -190,8 +202,7 @@ def route_push_footprint(view: GraphView, scope: NodeId) -> Footprint:
 
 
 def route_push_execute(view: GraphView, scope: NodeId, delta: TickDelta) -> None:
-    got = _intent(view, scope)
-    path = _decode_route(got[1]) if got else None
+    path = _decoded(view, scope, _decode_route)
     if path is None:
         return
     _emit_state(delta, ROUTE_PATH, "routePath", make_type_id(ROUTE_PATH), "edge:routePath",
@@ -199,16 +210,14 @@ def route_push_execute(view: GraphView, scope: NodeId, delta: TickDelta) -> None
 
 
 def set_theme_footprint(view: GraphView, scope: NodeId) -> Footprint:
-    got = _intent(view, scope)
-    if got is None or _decode_theme(got[1]) is None:
+    if _decoded(view, scope, _decode_theme) is None:
         # Echo's minimal_decode_footprint: undecodable args still match, read only the event.
         return Footprint(view.warp_id).read_node(scope).read_alpha(scope)
     return _state_path_footprint(view, scope, THEME_PATH)
 
 
 def set_theme_execute(view: GraphView, scope: NodeId, delta: TickDelta) -> None:
-    got = _intent(view, scope)
-    mode = _decode_theme(got[1]) if got else None
+    mode = _decoded(view, scope, _decode_theme)
     if mode is None:
         return
     _emit_state(delta, THEME_PATH, "theme", make_type_id(THEME_PATH), "edge:theme", TYPEID_STATE_THEME,
@@ -226,20 +235,15 @@ def toggle_nav_execute(view: GraphView, scope: NodeId, delta: TickDelta) -> None
                 b"\x00" if is_open else b"\x01")
 
 
-def _kv_path(view: GraphView, scope: NodeId) -> tuple[str, str] | None:
-    got = _intent(view, scope)
-    return _decode_kv(got[1]) if got else None
-
-
 def put_kv_footprint(view: GraphView, scope: NodeId) -> Footprint:
-    kv = _kv_path(view, scope)
+    kv = _decoded(view, scope, _decode_kv)
     if kv is None:
         return Footprint(view.warp_id).read_node(scope).read_alpha(scope)
     return _state_path_footprint(view, scope, "sim/state/kv/" + kv[0])
 
 
 def put_kv_execute(view: GraphView, scope: NodeId, delta: TickDelta) -> None:
-    kv = _kv_path(view, scope)
+    kv = _decoded(view, scope, _decode_kv)
     if kv is None:
         return
     path = "sim/state/kv/" + kv[0]
@@ -255,8 +259,7 @@ def toast_footprint(view: GraphView, scope: NodeId) -> Footprint:
 
 
 def _toast(view: GraphView, scope: NodeId, delta: TickDelta, label: str) -> None:
-    got = _intent(view, scope)
-    msg = _decode_toast(got[1]) if got else None
+    msg = _decoded(view, scope, _decode_toast)
     if msg is None:
         return
     op = make_node_id("sim/view/op:" + label)

@@ -1,4 +1,4 @@
-"""The motion payload of Echo's DIND kernel and its one rule, ``pos += vel`` (a pure core).
+"""The root of Echo's DIND world, its motion payload and its one rule, ``pos += vel`` (a pure core).
 
 ``TYPEID_PAYLOAD_MOTION_V2`` is six little-endian i64 in Q32.32 fixed point: position, then velocity.
 The DIND kernel (:mod:`warpmesh.examples.dind.kernel`) moves its entities with :func:`advance`, and so
@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import struct
 
-from warpmesh.engine import AtomPayload, Footprint, GraphView, NodeId
+from warpmesh.engine import AtomPayload, Footprint, GraphView, NodeId, make_node_id, make_type_id
 from warpmesh.examples.dind.typeids import TYPEID_PAYLOAD_MOTION_V2
 
-__all__ = ["MOTION", "ONE", "advance", "has_motion", "motion_of", "motion_payload", "own_motion_footprint",
+__all__ = ["MOTION", "ONE", "WORLD_ROOT", "WORLD_TYPE", "advance", "has_motion", "motion_of", "motion_payload", "own_motion_footprint",
            "wrap_i64"]
 
+#: The root node of the DIND kernel's world; replicated worlds (:mod:`warpmesh.world.rules`) use the same.
+WORLD_ROOT = make_node_id("world-root")
+WORLD_TYPE = make_type_id("world")
 ONE = 1 << 32  # Q32.32 fixed point
 #: The payload layout: x, y, z, vx, vy, vz.
 MOTION = struct.Struct("<6q")
