@@ -760,34 +760,34 @@ class TcpMesh(Seam):
         assert ps is not None
         for f in frames:
             if type(f) is bytes:  # a DATA payload from the decoder's fast path
-                ps.frames_in += 1
-                conn.reading_blocked = True
-                try:
-                    await hub.deliver(pid, f)
-                finally:
-                    conn.reading_blocked = False
-                continue
-            assert isinstance(f, Frame)
-            event, value = decode_link_frame(f)
-            if event is Event.DATA:
-                ps.frames_in += 1
-                conn.reading_blocked = True
-                try:
-                    await hub.deliver(pid, value)
-                finally:
-                    conn.reading_blocked = False
-            elif event is Event.PING:
-                conn.send_ctl(PONG, value)
-            elif event is Event.PONG:
-                fut = conn.pongs.get(value) if value is not None else None
-                if fut is not None and not fut.done():
-                    fut.set_result(None)
-            elif event is Event.GOSSIP:
-                self._on_roster(conn, value)
-            elif event is Event.BYE:
-                self._on_bye(conn, value)
+                payload = f
             else:
-                ps.frames.refused[value] += 1
+                assert isinstance(f, Frame)
+                event, value = decode_link_frame(f)
+                if event is not Event.DATA:
+                    self._on_control(conn, ps, event, value)
+                    continue
+                payload = value
+            ps.frames_in += 1
+            conn.reading_blocked = True
+            try:
+                await hub.deliver(pid, payload)
+            finally:
+                conn.reading_blocked = False
+
+    def _on_control(self, conn: Link, ps: PeerStats, event: Event, value: Any) -> None:
+        if event is Event.PING:
+            conn.send_ctl(PONG, value)
+        elif event is Event.PONG:
+            fut = conn.pongs.get(value) if value is not None else None
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+        elif event is Event.GOSSIP:
+            self._on_roster(conn, value)
+        elif event is Event.BYE:
+            self._on_bye(conn, value)
+        else:
+            ps.frames.refused[value] += 1
 
     async def _writer(self, conn: Link) -> None:
         try:
