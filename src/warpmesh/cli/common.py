@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+import sys
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +88,12 @@ def run_until_signal(main: Callable[[asyncio.Event], Any]) -> Any:
         return await main(stop)
 
     return asyncio.run(runner())
+
+
+async def stdin_lines(limit: int = 64 * 1024) -> AsyncIterator[bytes]:
+    """This process's stdin line by line, read on the event loop (the JSON commands a parent process
+    sends a node); ends at EOF. ``limit`` is the longest line accepted."""
+    reader = asyncio.StreamReader(limit=limit)
+    await asyncio.get_running_loop().connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := await reader.readline():
+        yield line
