@@ -107,7 +107,6 @@ from warpmesh.wire.frame import (
 
 log = logging.getLogger("warpmesh.net.tcp")
 
-_DATA_HDR = DATA_HEADER
 _DATA_OVERHEAD = DATA_OVERHEAD  # frame header + msgpack bin32 header (the length prefix is not in the limit)
 #: Before a peer is authenticated we buffer at most this much of one frame (handshake frames are tiny).
 HANDSHAKE_MAX_FRAME = 64 * 1024
@@ -238,7 +237,7 @@ class TcpMesh(Seam):
             raise PeerUnreachable(peer)
         if n > conn.max_data:
             raise PayloadTooLarge(f"{n} bytes exceeds the {conn.max_data}-byte limit of {peer!r}")
-        frame = _DATA_HDR.pack(n + _DATA_OVERHEAD, conn.version, DATA, 0xC6, n) + data
+        frame = DATA_HEADER.pack(n + _DATA_OVERHEAD, conn.version, DATA, 0xC6, n) + data
         q = conn.q
         if len(q) < self._q_frames and conn.q_bytes < self._q_bytes and not conn.space and not conn.retiring:
             # Fast path (room, and nobody waiting ahead of us): append without a coroutine hop.
@@ -260,7 +259,7 @@ class TcpMesh(Seam):
         n = len(data)
         if n > self.max_payload:
             raise PayloadTooLarge(f"{n} bytes exceeds the {self.max_payload}-byte limit")
-        frame = _DATA_HDR.pack(n + _DATA_OVERHEAD, PROTOCOL_VERSION, DATA, 0xC6, n) + data
+        frame = DATA_HEADER.pack(n + _DATA_OVERHEAD, PROTOCOL_VERSION, DATA, 0xC6, n) + data
         for peer in sorted(self._slots):
             conn = self._slots.get(peer)
             if conn is None or not conn.established:
