@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+import sys
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +30,20 @@ def _addr_callback(ctx: click.Context, param: click.Parameter, value: Any) -> An
     return parse_addr(value, param.name or "address")
 
 
+def tls_options(f: Callable[..., Any], *, ca_help: str, who: str = "peer",
+                cert_note: str = "") -> Callable[..., Any]:
+    """--tls-ca, --tls-key and --tls-cert (existing PEM files); ``who`` names the holder in the help."""
+    f = click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path), help=ca_help)(f)
+    f = click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help=f"This {who}'s TLS private key (PEM).")(f)
+    f = click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help=f"This {who}'s TLS certificate (PEM{cert_note}).")(f)
+    return f
+
+
 def mesh_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """--secret-file and the TLS options (the secret may also come from $WARPMESH_SECRET)."""
-    f = click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                     help="CA certificate that signs every peer's certificate (enables TLS).")(f)
-    f = click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                     help="This peer's TLS private key (PEM).")(f)
-    f = click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                     help="This peer's TLS certificate (PEM).")(f)
+    f = tls_options(f, ca_help="CA certificate that signs every peer's certificate (enables TLS).")
     f = click.option("--secret-file", type=click.Path(dir_okay=False, path_type=Path),
                      help="File holding the cluster secret (else $WARPMESH_SECRET; with neither, "
                           "only loopback addresses may be used).")(f)
@@ -87,3 +94,12 @@ def run_until_signal(main: Callable[[asyncio.Event], Any]) -> Any:
         return await main(stop)
 
     return asyncio.run(runner())
+
+
+async def stdin_lines(limit: int = 64 * 1024) -> AsyncIterator[bytes]:
+    """This process's stdin line by line, read on the event loop (the JSON commands a parent process
+    sends a node); ends at EOF. ``limit`` is the longest line accepted."""
+    reader = asyncio.StreamReader(limit=limit)
+    await asyncio.get_running_loop().connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := await reader.readline():
+        yield line

@@ -27,7 +27,7 @@ from typing import Any
 
 import click
 
-from warpmesh.cli.common import load_mesh_security, mesh_options, parse_addr, setup_logging
+from warpmesh.cli.common import load_mesh_security, mesh_options, parse_addr, setup_logging, tls_options
 
 DEFAULT_SERVERS = "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103"
 
@@ -130,12 +130,8 @@ def serve(node_id: str, listen: str, peers: str | None, join_addrs: str | None, 
 
 
 def _client_options(f: Any) -> Any:
-    f = click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                     help="CA certificate of the cluster (when the servers use TLS).")(f)
-    f = click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                     help="This client's TLS private key (PEM).")(f)
-    f = click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                     help="This client's TLS certificate (PEM, signed by the cluster CA).")(f)
+    f = tls_options(f, ca_help="CA certificate of the cluster (when the servers use TLS).", who="client",
+                    cert_note=", signed by the cluster CA")
     f = click.option("--timeout", type=click.FloatRange(0.1), default=10.0, show_default=True,
                      help="Give up after this many seconds.")(f)
     f = click.option("--secret-file", type=click.Path(dir_okay=False, path_type=Path),

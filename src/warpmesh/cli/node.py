@@ -35,6 +35,7 @@ from warpmesh.cli.common import (
     mesh_options,
     run_until_signal,
     setup_logging,
+    stdin_lines,
 )
 from warpmesh.errors import Unavailable
 
@@ -221,14 +222,7 @@ def _serves_ops(loaded: Any, module: str) -> bool:
 
 
 async def _control(boards: DemoBoards, warp: Any, status: Any, stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=16 * 1024 * 1024)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    while True:
-        line = await reader.readline()
-        if not line:
-            stop.set()
-            return
+    async for line in stdin_lines(limit=16 * 1024 * 1024):
         try:
             cmd = json.loads(line)
             if not isinstance(cmd, dict):
@@ -261,6 +255,7 @@ async def _control(boards: DemoBoards, warp: Any, status: Any, stop: asyncio.Eve
             _emit("ok", cmd=what)
         except (ValueError, KeyError, TypeError) as err:
             _emit("error", error=f"{type(err).__name__}: {err}", line=line.decode(errors="replace").strip())
+    stop.set()  # stdin closed: the parent is gone
 
 
 def _mutate_boards(boards: DemoBoards, what: str, cmd: dict[str, Any]) -> None:

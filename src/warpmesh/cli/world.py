@@ -24,7 +24,7 @@ from typing import Any
 
 import click
 
-from warpmesh.cli.common import parse_addr, setup_logging
+from warpmesh.cli.common import parse_addr, setup_logging, stdin_lines
 
 __all__ = ["world"]
 
@@ -135,13 +135,7 @@ def peer(peer_id: str, listen: str, peers: str, members: str, data_dir: Path, ti
                         await w.submit(batch, timeout=2.0)
 
         async def commands() -> None:
-            reader = asyncio.StreamReader()
-            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-            while True:
-                line = await reader.readline()
-                if not line:
-                    stop.set()
-                    return
+            async for line in stdin_lines():
                 with contextlib.suppress(ValueError, KeyError):
                     cmd = json.loads(line)
                     if cmd.get("cmd") == "add_learner" and node.role.value == Role.LEADER:
@@ -149,6 +143,7 @@ def peer(peer_id: str, listen: str, peers: str, members: str, data_dir: Path, ti
                         with contextlib.suppress(Exception):
                             await node.change_membership(m.voters, set(m.learners) | {cmd["peer"]}, timeout=10)
                             _out({"event": "learner_added", "peer": cmd["peer"], "by": peer_id})
+            stop.set()  # stdin closed
 
         tasks = [loop.create_task(w.run_ticker(ticks, interval=interval, lockstep=not pipelined)), loop.create_task(workload()),
                  loop.create_task(commands())]

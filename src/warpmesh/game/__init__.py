@@ -7,8 +7,9 @@ Core modules (pure): :mod:`warpmesh.game.seats`, :mod:`warpmesh.game.presence`,
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from warpmesh._lazy import lazy_exports
 from warpmesh.game.errors import (
     DuplicateHostError,
     GameError,
@@ -30,7 +31,8 @@ if TYPE_CHECKING:
         game_spectate,
     )
 
-_RUNTIME = {"GameSession", "ReturnAt", "game_host", "game_join", "game_node", "game_spectate"}
+__getattr__, __dir__ = lazy_exports(__name__, globals(), dict.fromkeys(
+    ("GameSession", "ReturnAt", "game_host", "game_join", "game_node", "game_spectate"), "warpmesh.game.session"))
 
 __all__ = [
     "DuplicateHostError",
@@ -49,10 +51,3 @@ __all__ = [
     "game_spectate",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _RUNTIME:
-        from warpmesh.game import session
-
-        return getattr(session, name)
-    raise AttributeError(f"module 'warpmesh.game' has no attribute {name!r}")

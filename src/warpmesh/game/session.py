@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from warpmesh.aio.observable import Observable
+from warpmesh.aio.tasks import cancel_and_wait
 from warpmesh.crdt.ormap import ORMap
 from warpmesh.crdt.registers import LWWRegister
 from warpmesh.game import presence as pres
@@ -229,11 +230,7 @@ class GameSession:
         if self._closed:
             return
         self._closed = True
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_and_wait(self._tasks)
         if self.node is not None:
             await self.node.close()
         for ch in self._channels.values():

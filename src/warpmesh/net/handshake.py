@@ -56,7 +56,7 @@ from warpmesh.errors import WarpmeshError
 from warpmesh.wire.frame import DEFAULT_MAX_FRAME, Frame, encode_frame, length_prefixed, pack
 
 # Frame kinds of the mesh link protocol that belong to the handshake. Link-level kinds (data, ping,
-# roster gossip) are numbered from 0x10 in :mod:`warpmesh.net.tcp`.
+# roster gossip) are numbered from 0x10 in :mod:`warpmesh.net.linkframe`.
 HELLO = 0x01
 CHALLENGE = 0x02
 PROOF = 0x03

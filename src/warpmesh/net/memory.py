@@ -29,13 +29,11 @@ from warpmesh.aio.observable import Observable
 from warpmesh.aio.tasks import cancel_and_wait
 from warpmesh.errors import PayloadTooLarge  # raised by send_to/broadcast; re-exported for callers
 from warpmesh.net.seam import (
-    DEFAULT_SUBSCRIPTION_SIZE,
     IncomingHub,
     PeerId,
     PeerUnreachable,
     Seam,
     SeamClosed,
-    Subscription,
 )
 from warpmesh.wire.frame import DEFAULT_MAX_FRAME
 
@@ -109,9 +107,6 @@ class MemorySeam(Seam):
         if self._closed:
             raise SeamClosed(f"{self.self_id} is closed")
         await self._fabric._send(self, peer, bytes(data))
-
-    def subscribe(self, maxsize: int = DEFAULT_SUBSCRIPTION_SIZE) -> Subscription:
-        return self.hub.subscribe(maxsize)
 
     @property
     def closed(self) -> bool:

@@ -237,6 +237,8 @@ class Seam(abc.ABC):
     roster: Observable[frozenset[PeerId]]
     #: Largest ``data`` accepted by ``send_to``/``broadcast``.
     max_payload: int
+    #: Where incoming frames are delivered (subscriptions and handlers hang off it).
+    hub: IncomingHub
 
     @abc.abstractmethod
     async def send_to(self, peer: PeerId, data: bytes) -> None:
@@ -252,9 +254,9 @@ class Seam(abc.ABC):
             except PeerUnreachable:
                 continue
 
-    @abc.abstractmethod
     def subscribe(self, maxsize: int = DEFAULT_SUBSCRIPTION_SIZE) -> Subscription:
         """A new, independent stream of incoming ``(sender, data)``."""
+        return self.hub.subscribe(maxsize)
 
     def incoming(self) -> Subscription:
         """Shorthand for :meth:`subscribe` with the default queue size."""
@@ -264,10 +266,8 @@ class Seam(abc.ABC):
         """Run ``handler(sender, data)`` synchronously for every incoming frame (see IncomingHub).
 
         For the mesh's own layers: no queue and no task per frame. Returns a remover.
-        Implementations keep their :class:`IncomingHub` in ``self.hub``.
         """
-        hub: IncomingHub = self.hub  # type: ignore[attr-defined]
-        return hub.add_handler(handler)
+        return self.hub.add_handler(handler)
 
     @property
     @abc.abstractmethod

@@ -13,7 +13,6 @@ Make a secret with, for example::
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import stat
@@ -21,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from warpmesh.errors import WarpmeshError
+from warpmesh.net.address import is_loopback  # re-exported: it lived here first
 
 log = logging.getLogger("warpmesh.net.secret")
 
@@ -94,24 +94,6 @@ def _warn_if_short(secret: bytes, where: str) -> None:
     if len(secret) < MIN_RECOMMENDED_BYTES:
         log.warning("the cluster secret from %s is only %d bytes; use at least %d random bytes",
                     where, len(secret), MIN_RECOMMENDED_BYTES)
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback IP literals (127.0.0.0/8, ::1, ::ffff:127.x).
-
-    Other host names count as non-loopback: resolving them here would be I/O and could change later.
-    Wildcards (``0.0.0.0``, ``::``, empty) listen on every interface, so they are not loopback.
-    """
-    h = host.strip().strip("[]").lower()
-    if h in ("localhost", "localhost.", "ip6-localhost"):
-        return True
-    try:
-        addr = ipaddress.ip_address(h.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped.is_loopback
-    return addr.is_loopback
 
 
 def check_addresses(secret: bytes | None, *, listen: Iterable[str] = (), dial: Iterable[str] = ()) -> None:

@@ -4,6 +4,13 @@ One :class:`TcpMesh` is one peer's :class:`~warpmesh.net.seam.Seam`. Every pair 
 exactly one link; everything above (``MuxSeam``, anti-entropy, liveness, Raft) runs unchanged on this
 or on :class:`~warpmesh.net.memory.MemoryFabric`.
 
+This module is the runtime that owns sockets, tasks and timers. The rules it carries out are pure
+functions elsewhere: :mod:`~warpmesh.net.admission` (who is admitted), :mod:`~warpmesh.net.linkframe`
+(what a link frame means), :mod:`~warpmesh.net.roster` (gossip merge), :mod:`~warpmesh.net.address`,
+:mod:`~warpmesh.net.meshconfig` (config, backoff) and :mod:`~warpmesh.net.linkstats` (counters); one
+connection's queues and writer are :class:`~warpmesh.net.link.Link`. Their public names are
+re-exported here.
+
 Link life cycle (``docs/mesh.md`` has the full protocol):
 
 1. **Dial or accept.** A peer dials its ``join`` seeds and every peer it learns about from roster
@@ -37,19 +44,19 @@ import logging
 import os
 import random
 import ssl
-import struct
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from warpmesh import PROTOCOL_VERSION
 from warpmesh.aio.observable import Observable
 from warpmesh.aio.tasks import cancel_and_wait
-from warpmesh.errors import Closed, PayloadTooLarge
-from warpmesh.net import joining
+from warpmesh.errors import PayloadTooLarge
+from warpmesh.net import admission, joining
+from warpmesh.net.address import WILDCARDS, format_address, parse_address, resolve_listen
 from warpmesh.net.handshake import (
     REFUSE,
+    Address,
     AdmissionRequired,
     Established,
     Failed,
@@ -58,22 +65,41 @@ from warpmesh.net.handshake import (
     Refusal,
     Role,
 )
+from warpmesh.net.link import Link, LinkClosed, Target
+from warpmesh.net.linkframe import (
+    BYE,
+    DATA,
+    DATA_HEADER,
+    PING,
+    PONG,
+    ROSTER,
+    Event,
+    decode_link_frame,
+)
+from warpmesh.net.linkstats import MeshStats, PeerStats
+from warpmesh.net.meshconfig import TcpMeshConfig, backoff_delay
+from warpmesh.net.roster import (
+    MAX_ROSTER,
+    Action,
+    RosterEntry,
+    encode_roster,
+    merge_roster,
+    parse_roster,
+)
 from warpmesh.net.seam import (
-    DEFAULT_SUBSCRIPTION_SIZE,
     IncomingHub,
     PeerId,
     PeerUnreachable,
     Seam,
     SeamClosed,
-    Subscription,
     boot_incarnation,  # re-exported: the README and the CLI import it from here
 )
-from warpmesh.net.secret import check_addresses, is_loopback
+from warpmesh.net.secret import check_addresses
+from warpmesh.net.tls import TlsConfig
 from warpmesh.wire.frame import (
     DATA_OVERHEAD,
     DEFAULT_MAX_FRAME,
     Frame,
-    FrameStats,
     StreamDecoder,
     encode_frame,
     length_prefixed,
@@ -81,349 +107,14 @@ from warpmesh.wire.frame import (
 
 log = logging.getLogger("warpmesh.net.tcp")
 
-Address = tuple[str, int]
-
-# Link frame kinds (the handshake owns 0x01-0x0F, see warpmesh.net.handshake).
-DATA = 0x10  #: body: bin, one seam payload
-PING = 0x11  #: body: int; answered by PONG with the same int
-PONG = 0x12
-ROSTER = 0x13  #: body: {"peers": [[id, incarnation, host, port], ...]} (the sender's live links + itself)
-BYE = 0x14  #: body: {"code", "reason"}; the sender sends nothing after it
-
-#: A DATA frame is ``[u32 len][version][kind][0xc6 bin32][u32 n][payload]``: always bin32, so the
-#: header is a constant 11 bytes and encoding a payload costs one concatenation.
-_DATA_HDR = struct.Struct(">IBBBI")
 _DATA_OVERHEAD = DATA_OVERHEAD  # frame header + msgpack bin32 header (the length prefix is not in the limit)
 #: Before a peer is authenticated we buffer at most this much of one frame (handshake frames are tiny).
 HANDSHAKE_MAX_FRAME = 64 * 1024
 _ALL_VERSIONS = frozenset(range(256))
-_WILDCARDS = frozenset({"", "0.0.0.0", "::", "*"})
-#: Entries accepted in one ROSTER frame (a larger mesh needs a different membership design anyway).
-MAX_ROSTER = 4096
 _READ_CHUNK = 256 * 1024
 
 #: Refusal codes that are routine (races, our own address, shutdown): logged at DEBUG, not WARNING.
 _QUIET = frozenset({Refusal.DUPLICATE_LINK.value, Refusal.SELF.value, Refusal.SHUTTING_DOWN.value})
-
-
-@dataclass(frozen=True, slots=True)
-class TcpMeshConfig:
-    """Timeouts, backoff and buffer sizes. Times in seconds; defaults suit a LAN."""
-
-    connect_timeout: float = 5.0
-    #: From TCP connect to WELCOME, including TLS and the admission probe.
-    handshake_timeout: float = 10.0
-    #: Send a PING on a link that sent nothing for this long.
-    keepalive_interval: float = 2.0
-    #: Close a link that received nothing for this long (a silently dead TCP connection).
-    keepalive_timeout: float = 10.0
-    #: How long a link suspected dead (its peer reconnected) has to answer a PING before replacement.
-    probe_timeout: float = 2.0
-    backoff_initial: float = 0.1
-    backoff_max: float = 15.0
-    backoff_multiplier: float = 2.0
-    #: Each delay is drawn uniformly from ``[d * (1 - jitter), d]`` so peers do not redial in lockstep.
-    backoff_jitter: float = 0.5
-    #: Stop dialling a peer learned from gossip after it was unreachable and unmentioned this long.
-    #: ``--join`` seeds are never forgotten.
-    forget_after: float = 300.0
-    #: Re-send the roster to every link this often (gossip also goes out on every roster change).
-    gossip_interval: float = 10.0
-    #: When two peers learn of each other at once (gossip) or lose their link, both would dial and
-    #: one connection would be refused. The peer with the larger id waits this long first, so the
-    #: smaller one's dial usually arrives alone; if it never does, the larger id dials anyway.
-    dial_defer: float = 0.3
-    #: Per-link send queue: ``send_to`` waits while this many frames or bytes are queued (one frame
-    #: always fits an empty queue). Small on purpose: the kernel's socket buffer is the real buffer,
-    #: and a queue that fits in cache measured 1.2-1.6x faster for 16 KiB payloads than a 4 MiB one.
-    send_queue_frames: int = 4096
-    send_queue_bytes: int = 256 * 1024
-    #: Bytes coalesced into one ``write`` by a link's writer.
-    write_batch_bytes: int = 256 * 1024
-    #: Concurrent inbound connections still in the handshake; more are refused as overloaded.
-    max_pending_handshakes: int = 64
-    #: ``close()`` waits this long for queued frames to flush.
-    close_timeout: float = 2.0
-
-    def __post_init__(self) -> None:
-        for name in ("connect_timeout", "handshake_timeout", "keepalive_interval", "keepalive_timeout",
-                     "probe_timeout", "backoff_initial", "backoff_max", "forget_after", "gossip_interval",
-                     "close_timeout"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0")
-        if self.keepalive_timeout <= self.keepalive_interval:
-            raise ValueError("keepalive_timeout must exceed keepalive_interval")
-        if self.backoff_multiplier < 1 or not 0 <= self.backoff_jitter <= 1:
-            raise ValueError("backoff_multiplier must be >= 1 and backoff_jitter within [0, 1]")
-        if min(self.send_queue_frames, self.send_queue_bytes, self.write_batch_bytes,
-               self.max_pending_handshakes) < 1:
-            raise ValueError("queue and batch sizes must be >= 1")
-
-
-@dataclass(frozen=True, slots=True)
-class TlsConfig:
-    """TLS for the mesh: ``server`` wraps accepted connections, ``client`` wraps dialled ones.
-
-    See :mod:`warpmesh.net.tls` to build both from a cluster CA. ``server_hostname`` is the name the
-    client checks in the server's certificate (when the client context has ``check_hostname``); by
-    default the dialled host.
-    """
-
-    server: ssl.SSLContext
-    client: ssl.SSLContext
-    server_hostname: str | None = None
-
-
-@dataclass(slots=True)
-class PeerStats:
-    """Counters of one peer's links (summed over reconnections)."""
-
-    frames_in: int = 0
-    bytes_in: int = 0
-    frames_out: int = 0
-    bytes_out: int = 0
-    #: Links established with this peer; every one after the first is a reconnect.
-    links: int = 0
-    #: DATA frames accepted by ``send_to`` but still queued when the link died.
-    frames_lost: int = 0
-    #: Broadcasts not sent to this peer because they exceed the frame limit it advertised.
-    oversize_skipped: int = 0
-    #: Frames refused on this peer's links, by reason (see :class:`~warpmesh.wire.frame.FrameError`).
-    frames: FrameStats = field(default_factory=FrameStats)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"frames_in": self.frames_in, "bytes_in": self.bytes_in, "frames_out": self.frames_out,
-                "bytes_out": self.bytes_out, "links": self.links, "frames_lost": self.frames_lost,
-                "oversize_skipped": self.oversize_skipped,
-                "frames_refused": dict(self.frames.refused)}
-
-
-@dataclass(slots=True)
-class MeshStats:
-    """Observability counters of a :class:`TcpMesh`."""
-
-    peers: dict[PeerId, PeerStats] = field(default_factory=dict)
-    #: Handshakes we refused, by code (bad_secret, version, duplicate_id, ...).
-    refused_by_us: Counter[str] = field(default_factory=Counter)
-    #: Handshakes the other side refused, by code.
-    refused_by_peer: Counter[str] = field(default_factory=Counter)
-    #: Frames refused before the peer was authenticated, by reason.
-    handshake_frames: FrameStats = field(default_factory=FrameStats)
-    #: Links closed, by reason (eof, reset, keepalive_timeout, oversize_frame, replaced, ...).
-    links_closed: Counter[str] = field(default_factory=Counter)
-    dials: int = 0
-    dial_failures: int = 0
-    accepted: int = 0
-
-    def peer(self, peer: PeerId) -> PeerStats:
-        ps = self.peers.get(peer)
-        if ps is None:
-            ps = self.peers[peer] = PeerStats()
-        return ps
-
-    @property
-    def reconnects(self) -> int:
-        """Links established to a peer that had a link before."""
-        return sum(max(0, p.links - 1) for p in self.peers.values())
-
-    @property
-    def refusals(self) -> Counter[str]:
-        """All handshake refusals (ours and the peers'), by code."""
-        return self.refused_by_us + self.refused_by_peer
-
-    @property
-    def frames_refused(self) -> Counter[str]:
-        """Every refused frame, by reason, over all connections."""
-        total = Counter(self.handshake_frames.refused)
-        for p in self.peers.values():
-            total.update(p.frames.refused)
-        return total
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "peers": {k: v.as_dict() for k, v in sorted(self.peers.items())},
-            "refused_by_us": dict(self.refused_by_us),
-            "refused_by_peer": dict(self.refused_by_peer),
-            "frames_refused": dict(self.frames_refused),
-            "links_closed": dict(self.links_closed),
-            "reconnects": self.reconnects,
-            "dials": self.dials,
-            "dial_failures": self.dial_failures,
-            "accepted": self.accepted,
-        }
-
-
-def parse_address(text: str, *, what: str = "address") -> Address:
-    """``HOST:PORT`` or ``[IPv6]:PORT`` -> ``(host, port)``. Raises ``ValueError`` naming the problem."""
-    s = text.strip()
-    if s.startswith("["):
-        host, sep, rest = s[1:].partition("]")
-        if not sep or not rest.startswith(":"):
-            raise ValueError(f"{what} {text!r} must look like [IPv6]:PORT")
-        port_s = rest[1:]
-    else:
-        host, sep, port_s = s.rpartition(":")
-        if not sep:
-            raise ValueError(f"{what} {text!r} must look like HOST:PORT (e.g. 127.0.0.1:7000)")
-        if ":" in host:
-            raise ValueError(f"{what} {text!r}: write IPv6 addresses as [ADDR]:PORT")
-    if not port_s.isdigit() or not 0 <= int(port_s) <= 0xFFFF:
-        raise ValueError(f"{what} {text!r}: port must be a number in 0..65535")
-    return (host, int(port_s))
-
-
-def format_address(addr: Address) -> str:
-    host, port = addr
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-class _LinkClosed(Closed):
-    pass
-
-
-class _Target:
-    """An address we keep a link to: a ``--join`` seed or a peer learned from gossip or a handshake."""
-
-    __slots__ = ("addr", "dialing", "forgotten", "is_self", "known_inc", "last_seen", "last_warned",
-                 "outcome", "outcome_detail", "outcome_repeats", "peer_id", "seed", "task")
-
-    def __init__(self, addr: Address, *, seed: bool, peer_id: PeerId | None, now: float) -> None:
-        self.addr = addr
-        self.seed = seed
-        self.peer_id = peer_id
-        self.known_inc = -1
-        self.last_seen = now
-        self.dialing = False
-        self.is_self = False
-        self.forgotten = False
-        self.last_warned: str | None = None
-        self.task: asyncio.Task[None] | None = None
-        #: The last dial's result (see warpmesh.net.joining), its detail, and how often in a row.
-        self.outcome = joining.PENDING
-        self.outcome_detail = ""
-        self.outcome_repeats = 0
-
-    def note_outcome(self, kind: str) -> None:
-        self.outcome_repeats = self.outcome_repeats + 1 if kind == self.outcome else 1
-        self.outcome = kind
-
-
-class _Conn:
-    """One TCP connection: handshake, then (if admitted) a link with a send queue and a writer."""
-
-    __slots__ = (
-        "closed", "ctl", "established", "initiator", "last_rx", "last_tx", "listen", "loop", "max_data",
-        "mesh", "peer", "ping_seq", "pongs", "pstats", "q", "q_bytes", "reader", "reading_blocked",
-        "remote", "retiring", "send_bye", "space", "target", "task", "version", "wake", "writer",
-        "writer_task",
-    )
-
-    def __init__(self, mesh: TcpMesh, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
-                 initiator: bool, target: _Target | None) -> None:
-        self.mesh = mesh
-        self.loop = asyncio.get_running_loop()
-        self.reader = reader
-        self.writer = writer
-        self.initiator = initiator
-        self.target = target
-        peername = writer.get_extra_info("peername")
-        self.remote: Address | None = (str(peername[0]), int(peername[1])) if peername else None
-        self.peer: PeerInfo | None = None
-        self.listen: Address | None = None
-        self.version = PROTOCOL_VERSION
-        #: Largest DATA payload this link may carry: both ends' frame limits, less the header.
-        self.max_data = mesh.max_payload
-        self.established = False
-        self.retiring = False
-        self.send_bye: dict[str, str] | None = None
-        self.closed = False
-        self.reading_blocked = False
-        self.pstats: PeerStats | None = None
-        self.q: deque[bytes] = deque()
-        self.q_bytes = 0
-        self.ctl: deque[bytes] = deque()
-        self.space: deque[asyncio.Future[None]] = deque()
-        self.wake: asyncio.Future[None] | None = None
-        self.writer_task: asyncio.Task[None] | None = None
-        self.task: asyncio.Task[Any] | None = None
-        self.last_rx = self.last_tx = self.loop.time()
-        self.ping_seq = 0
-        self.pongs: dict[int, asyncio.Future[None]] = {}
-
-    @property
-    def peer_id(self) -> PeerId:
-        assert self.peer is not None
-        return self.peer.node_id
-
-    def initiator_id(self) -> PeerId:
-        return self.mesh.self_id if self.initiator else self.peer_id
-
-    def describe(self) -> str:
-        who = self.peer.node_id if self.peer else "?"
-        where = format_address(self.remote) if self.remote else "?"
-        return f"{who}@{where} ({'dialled' if self.initiator else 'accepted'})"
-
-    # -- sending ------------------------------------------------------------------------
-    def _kick(self) -> None:
-        w = self.wake
-        if w is not None and not w.done():
-            w.set_result(None)
-
-    async def put(self, frame: bytes) -> None:
-        """Queue a DATA frame, waiting while the queue is full (at least one frame always fits)."""
-        cfg = self.mesh.config
-        while self.q and (len(self.q) >= cfg.send_queue_frames or self.q_bytes >= cfg.send_queue_bytes):
-            if self.closed or self.retiring:
-                raise _LinkClosed
-            fut = self.loop.create_future()
-            self.space.append(fut)
-            try:
-                await fut
-            except asyncio.CancelledError:
-                fut.cancel()
-                self._release_space()
-                raise
-        if self.closed or self.retiring:
-            raise _LinkClosed
-        self.q.append(frame)
-        self.q_bytes += len(frame)
-        self._kick()
-
-    def _release_space(self) -> None:
-        cfg = self.mesh.config
-        space = self.space
-        while space and (self.closed or self.retiring or (len(self.q) < cfg.send_queue_frames
-                                                          and self.q_bytes < cfg.send_queue_bytes)):
-            fut = space.popleft()
-            if not fut.done():
-                fut.set_result(None)
-                if not (self.closed or self.retiring):
-                    return
-
-    def send_ctl(self, kind: int, body: Any) -> None:
-        """Queue a control frame; it is written ahead of queued DATA frames."""
-        if self.closed:
-            return
-        self.ctl.append(length_prefixed(encode_frame(kind, body, version=self.version)))
-        self._kick()
-
-    async def probe(self, timeout: float) -> bool:
-        """True if the peer answers a PING within ``timeout`` (or is visibly sending to us)."""
-        if self.closed:
-            return False
-        if self.reading_blocked and self.loop.time() - self.last_rx < self.mesh.config.keepalive_timeout:
-            return True  # we are not reading because our subscriber is slow, and it did talk recently
-        self.ping_seq += 1
-        n = self.ping_seq
-        fut = self.pongs[n] = self.loop.create_future()
-        self.send_ctl(PING, n)
-        try:
-            await asyncio.wait_for(fut, timeout)
-            return not self.closed
-        except (TimeoutError, _LinkClosed):
-            return False
-        finally:
-            self.pongs.pop(n, None)
 
 
 class TcpMesh(Seam):
@@ -493,9 +184,9 @@ class TcpMesh(Seam):
         self._server: asyncio.Server | None = None
         self._started = False
         self._closed = False
-        self._slots: dict[PeerId, _Conn] = {}
-        self._conns: set[_Conn] = set()
-        self._targets: dict[Address, _Target] = {}
+        self._slots: dict[PeerId, Link] = {}
+        self._conns: set[Link] = set()
+        self._targets: dict[Address, Target] = {}
         self._locks: dict[PeerId, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._changes: Observable[int] = Observable(0)
@@ -521,7 +212,7 @@ class TcpMesh(Seam):
         )
         sock = self._server.sockets[0].getsockname()
         self.address = (str(sock[0]), int(sock[1]))
-        adv = self._advertise or (host if host not in _WILDCARDS else "", self.address[1])
+        adv = self._advertise or (host if host not in WILDCARDS else "", self.address[1])
         self._advertised = (adv[0], int(adv[1]))
         self._self_addrs = {self.address, self._advertised}
         log.info("%s listening on %s (incarnation %d, tls=%s)", self.self_id, format_address(self.address),
@@ -546,7 +237,7 @@ class TcpMesh(Seam):
             raise PeerUnreachable(peer)
         if n > conn.max_data:
             raise PayloadTooLarge(f"{n} bytes exceeds the {conn.max_data}-byte limit of {peer!r}")
-        frame = _DATA_HDR.pack(n + _DATA_OVERHEAD, conn.version, DATA, 0xC6, n) + data
+        frame = DATA_HEADER.pack(n + _DATA_OVERHEAD, conn.version, DATA, 0xC6, n) + data
         q = conn.q
         if len(q) < self._q_frames and conn.q_bytes < self._q_bytes and not conn.space and not conn.retiring:
             # Fast path (room, and nobody waiting ahead of us): append without a coroutine hop.
@@ -558,7 +249,7 @@ class TcpMesh(Seam):
             return
         try:
             await conn.put(frame)
-        except _LinkClosed:
+        except LinkClosed:
             raise PeerUnreachable(peer) from None
 
     async def broadcast(self, data: bytes) -> None:
@@ -568,7 +259,7 @@ class TcpMesh(Seam):
         n = len(data)
         if n > self.max_payload:
             raise PayloadTooLarge(f"{n} bytes exceeds the {self.max_payload}-byte limit")
-        frame = _DATA_HDR.pack(n + _DATA_OVERHEAD, PROTOCOL_VERSION, DATA, 0xC6, n) + data
+        frame = DATA_HEADER.pack(n + _DATA_OVERHEAD, PROTOCOL_VERSION, DATA, 0xC6, n) + data
         for peer in sorted(self._slots):
             conn = self._slots.get(peer)
             if conn is None or not conn.established:
@@ -579,11 +270,8 @@ class TcpMesh(Seam):
                 continue
             try:
                 await conn.put(frame)
-            except _LinkClosed:
+            except LinkClosed:
                 continue
-
-    def subscribe(self, maxsize: int = DEFAULT_SUBSCRIPTION_SIZE) -> Subscription:
-        return self.hub.subscribe(maxsize)
 
     @property
     def closed(self) -> bool:
@@ -591,11 +279,8 @@ class TcpMesh(Seam):
 
     async def close(self) -> None:
         """Leave the mesh: say BYE on every link, flush queues briefly, close everything."""
-        if self._closed:
+        if not self._stop_accepting():
             return
-        self._closed = True
-        if self._server is not None:
-            self._server.close()
         for conn in list(self._conns):
             if conn.established and not conn.closed:
                 self._retire(conn, bye={"code": "leaving", "reason": f"{self.self_id} is shutting down"})
@@ -608,26 +293,31 @@ class TcpMesh(Seam):
         serving = [c.task for c in self._conns if c.task is not None and not c.task.done()]
         if serving:
             await asyncio.wait(serving, timeout=self.config.close_timeout)
-        for conn in list(self._conns):
-            self._close_conn(conn, "shutdown")
-        await cancel_and_wait([t for t in self._tasks if not t.done()])
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), self.config.close_timeout)
-        self.hub.close()
-        self.roster.set(frozenset({self.self_id}))
+        await self._stopped("shutdown", wait_server=True)
         log.info("%s closed", self.self_id)
 
     async def abort(self) -> None:
         """Stop at once without BYE or flushing, as a crashed process would (for fault injection)."""
+        if self._stop_accepting():
+            await self._stopped("aborted", wait_server=False)
+
+    def _stop_accepting(self) -> bool:
+        """Mark the mesh closed and stop listening; False if it already was."""
         if self._closed:
-            return
+            return False
         self._closed = True
         if self._server is not None:
             self._server.close()
+        return True
+
+    async def _stopped(self, reason: str, *, wait_server: bool) -> None:
+        """Close what is left (counted under ``reason``), end every task, close the hub, empty the roster."""
         for conn in list(self._conns):
-            self._close_conn(conn, "aborted")
+            self._close_conn(conn, reason)
         await cancel_and_wait([t for t in self._tasks if not t.done()])
+        if wait_server and self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), self.config.close_timeout)
         self.hub.close()
         self.roster.set(frozenset({self.self_id}))
 
@@ -700,17 +390,15 @@ class TcpMesh(Seam):
         self._changed()
 
     def _backoff(self, attempt: int) -> float:
-        cfg = self.config
-        d = min(cfg.backoff_max, cfg.backoff_initial * cfg.backoff_multiplier ** min(attempt, 64))
-        return d * (1.0 - cfg.backoff_jitter * self.rng.random())
+        return backoff_delay(self.config, attempt, self.rng.random())
 
     def _target(self, addr: Address, *, seed: bool, peer_id: PeerId | None, now: float,
-                defer: bool = False) -> _Target | None:
+                defer: bool = False) -> Target | None:
         if addr in self._self_addrs and not seed:
             return None
         t = self._targets.get(addr)
         if t is None:
-            t = self._targets[addr] = _Target(addr, seed=seed, peer_id=peer_id, now=now)
+            t = self._targets[addr] = Target(addr, seed=seed, peer_id=peer_id, now=now)
         else:
             t.seed = t.seed or seed
             if peer_id is not None:
@@ -720,7 +408,7 @@ class TcpMesh(Seam):
             t.task = self._spawn(self._connector(t, defer=defer))
         return t
 
-    def _wanted(self, t: _Target) -> bool:
+    def _wanted(self, t: Target) -> bool:
         """Should the connector for ``t`` dial now?"""
         if self._closed or t.is_self or t.forgotten:
             return False
@@ -732,7 +420,7 @@ class TcpMesh(Seam):
         # A link exists; dial only if gossip announced a newer incarnation than the linked one.
         return conn.peer is not None and conn.peer.incarnation < t.known_inc
 
-    async def _connector(self, t: _Target, *, defer: bool = False) -> None:
+    async def _connector(self, t: Target, *, defer: bool = False) -> None:
         """Keep a link to ``t``: dial with backoff while there is none."""
         attempt = 0
         delay_next = defer  # learned from gossip: the peer may be dialling us right now
@@ -768,7 +456,7 @@ class TcpMesh(Seam):
         finally:
             t.task = None
 
-    async def _dial(self, t: _Target) -> str:
+    async def _dial(self, t: Target) -> str:
         host, port = t.addr
         self.stats.dials += 1
         t.dialing = True
@@ -809,9 +497,10 @@ class TcpMesh(Seam):
     # Internals: one connection
     # ------------------------------------------------------------------------------------------
     async def _run_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
-                        initiator: bool, target: _Target | None) -> str:
+                        initiator: bool, target: Target | None) -> str:
         """Handshake, then serve the link until it closes. Returns "established" or a refusal code."""
-        conn = _Conn(self, reader, writer, initiator=initiator, target=target)
+        conn = Link(reader, writer, self_id=self.self_id, config=self.config, max_payload=self.max_payload,
+                    initiator=initiator, target=target)
         conn.task = asyncio.current_task()
         self._conns.add(conn)
         try:
@@ -829,7 +518,7 @@ class TcpMesh(Seam):
             self._close_conn(conn, "ended")
             self._conns.discard(conn)
 
-    async def _handshake(self, conn: _Conn) -> str | tuple[StreamDecoder, deque[Frame | bytes]]:
+    async def _handshake(self, conn: Link) -> str | tuple[StreamDecoder, deque[Frame | bytes]]:
         loop = conn.loop
         cfg = self.config
         assert self._advertised is not None
@@ -918,16 +607,16 @@ class TcpMesh(Seam):
             if inbound:
                 self._pending_handshakes -= 1
 
-    def _write_raw(self, conn: _Conn, data: bytes) -> None:
+    def _write_raw(self, conn: Link, data: bytes) -> None:
         if data and not conn.writer.is_closing():
             conn.writer.write(data)
 
-    def _refuse_raw(self, conn: _Conn, code: Refusal, reason: str) -> None:
+    def _refuse_raw(self, conn: Link, code: Refusal, reason: str) -> None:
         self.stats.refused_by_us[code.value] += 1
         log.warning("%s refused %s: %s", self.self_id, conn.describe(), reason)
         self._write_raw(conn, length_prefixed(encode_frame(REFUSE, {"code": code.value, "reason": reason})))
 
-    def _on_refused(self, conn: _Conn, hs: Handshake, outcome: Failed) -> None:
+    def _on_refused(self, conn: Link, hs: Handshake, outcome: Failed) -> None:
         peer = hs.peer.node_id if hs.peer else "?"
         where = format_address(conn.remote) if conn.remote else "?"
         level = logging.DEBUG if outcome.code in _QUIET else logging.WARNING
@@ -943,18 +632,15 @@ class TcpMesh(Seam):
                     outcome.reason)
 
     # -- admission ----------------------------------------------------------------------------
-    async def _admit(self, conn: _Conn, peer: PeerInfo) -> tuple[Refusal | None, str]:
-        """Host policy after the peer proved the secret: ids, incarnations, one link per pair."""
+    async def _admit(self, conn: Link, peer: PeerInfo) -> tuple[Refusal | None, str]:
+        """Host policy after the peer proved the secret (decided by :mod:`warpmesh.net.admission`)."""
         if self._closed:
             return Refusal.SHUTTING_DOWN, f"{self.self_id} is shutting down"
         pid = peer.node_id
         conn.peer = peer  # authenticated: from here on the connection is known by the peer's id
-        if pid == self.self_id:
-            if peer.incarnation == self.incarnation:
-                return Refusal.SELF, f"{self.self_id} connected to itself"
-            return Refusal.DUPLICATE_ID, (
-                f"node id {pid!r} is already in use by a live node (incarnations {peer.incarnation} and "
-                f"{self.incarnation}); give every node a unique --id")
+        refused = admission.check_identity(self.self_id, self.incarnation, peer)
+        if refused is not None:
+            return refused.code, refused.reason
         lock = self._locks.get(pid)
         if lock is None:
             lock = self._locks[pid] = asyncio.Lock()
@@ -962,19 +648,30 @@ class TcpMesh(Seam):
             if self._closed:
                 return Refusal.SHUTTING_DOWN, f"{self.self_id} is shutting down"
             old = self._slots.get(pid)
-            if old is not None and old is not conn:
-                code, reason = await self._resolve(conn, old, peer)
-                if code is not None:
-                    return code, reason
-            elif old is None and not conn.initiator and self.self_id < pid and self._dialing(pid):
-                return Refusal.DUPLICATE_LINK, (f"{self.self_id} is dialling {pid} itself; the link dialled "
-                                                f"by {self.self_id} wins")
+            if old is conn:  # pragma: no cover - a connection is admitted once
+                old = None
+            existing = None
+            if old is not None:
+                assert old.peer is not None
+                existing = admission.Existing(old.peer.incarnation, old.established, old.initiator_id())
+            probe = admission.Probe.NOT_YET
+            while True:
+                decision = admission.decide(self.self_id, peer, initiator=conn.initiator_id(), old=existing,
+                                            dialing=self._dialing(pid), probe=probe)
+                if not isinstance(decision, admission.ProbeOld):
+                    break
+                assert old is not None
+                if not await old.probe(self.config.probe_timeout):
+                    probe = admission.Probe.SILENT
+                else:
+                    probe = admission.Probe.ANSWERED if self._slots.get(pid) is old else admission.Probe.GONE
+            if isinstance(decision, admission.Refuse):
+                return decision.code, decision.reason
+            if old is not None:
+                self._replace(old, conn, decision.old)
             if conn.closed:
                 return Refusal.PROTOCOL, "connection closed during admission"
-            listen = peer.listen
-            if listen is not None and listen[0] in _WILDCARDS and conn.remote is not None:
-                listen = (conn.remote[0], listen[1])
-            conn.listen = listen
+            conn.listen = resolve_listen(peer.listen, conn.remote)
             self._slots[pid] = conn
             self._changed()
             return None, ""
@@ -982,47 +679,24 @@ class TcpMesh(Seam):
     def _dialing(self, pid: PeerId) -> bool:
         return any(t.dialing and t.peer_id == pid for t in self._targets.values())
 
-    async def _resolve(self, new: _Conn, old: _Conn, peer: PeerInfo) -> tuple[Refusal | None, str]:
-        """Two connections to the same id: keep one, deterministically on both sides."""
-        pid = peer.node_id
-        assert old.peer is not None
-        old_inc = old.peer.incarnation
-        if peer.incarnation < old_inc:
-            return Refusal.STALE_INCARNATION, (
-                f"{pid!r} incarnation {peer.incarnation} is older than the connected incarnation {old_inc}")
-        if old.established:
-            if not await old.probe(self.config.probe_timeout):
-                log.info("%s: link to %s did not answer a probe; replacing it with %s", self.self_id,
-                         old.describe(), new.describe())
-                self._close_conn(old, "replaced_dead")
-                return None, ""
-            if self._slots.get(pid) is not old:  # it went away while we probed
-                return None, ""
-        if peer.incarnation > old_inc:
-            if not old.established:
-                self._close_conn(old, "replaced_restarted")
-                return None, ""
-            return Refusal.DUPLICATE_ID, (
-                f"node id {pid!r} is already connected (incarnation {old_inc}) and answers pings; two live "
-                f"nodes share the id {pid!r}: give every node a unique --id")
-        # Same process, two connections (simultaneous dials). Keep the one dialled by the smaller id;
-        # if both were dialled by the same side, it gave up on the old one: keep the new one.
-        preferred = min(self.self_id, pid)
-        if new.initiator_id() == old.initiator_id() and old.established:
+    def _replace(self, old: Link, new: Link, how: admission.OldLink) -> None:
+        """Carry out what admitting ``new`` does to ``old`` (see :class:`warpmesh.net.admission.OldLink`)."""
+        Old = admission.OldLink
+        if how is Old.KEEP:
+            return
+        if how is Old.CLOSE_DEAD:
+            log.info("%s: link to %s did not answer a probe; replacing it with %s", self.self_id,
+                     old.describe(), new.describe())
+        if how in (Old.CLOSE_DEAD, Old.CLOSE_RESTARTED, Old.CLOSE_DUPLICATE):
+            self._close_conn(old, how.value)
+        elif how is Old.RETIRE_NEWER:
             self._retire(old, bye={"code": Refusal.DUPLICATE_LINK.value, "reason": "replaced by a newer link"})
-            return None, ""
-        if new.initiator_id() == preferred and old.initiator_id() != preferred:
-            if old.established:
-                self._retire(old, bye={"code": Refusal.DUPLICATE_LINK.value,
-                                       "reason": f"the link dialled by {preferred} wins"})
-            else:
-                self._close_conn(old, "duplicate_link")
-            return None, ""
-        return Refusal.DUPLICATE_LINK, (f"{self.self_id} already has a link to {pid}; the link dialled by "
-                                        f"{old.initiator_id()} is kept")
+        else:
+            self._retire(old, bye={"code": Refusal.DUPLICATE_LINK.value,
+                                   "reason": f"the link dialled by {min(self.self_id, old.peer_id)} wins"})
 
     # -- serving a link -----------------------------------------------------------------------
-    async def _serve(self, conn: _Conn, decoder: StreamDecoder, frames: deque[Frame | bytes]) -> None:
+    async def _serve(self, conn: Link, decoder: StreamDecoder, frames: deque[Frame | bytes]) -> None:
         loop = conn.loop
         pid = conn.peer_id
         ps = self.stats.peer(pid)
@@ -1078,104 +752,50 @@ class TcpMesh(Seam):
                     await asyncio.wait([wt], timeout=self.config.close_timeout)
             self._close_conn(conn, reason)
 
-    async def _process(self, conn: _Conn, frames: Iterable[Frame | bytes]) -> None:
+    async def _process(self, conn: Link, frames: Iterable[Frame | bytes]) -> None:
         hub = self.hub
         pid = conn.peer_id
         ps = conn.pstats
         assert ps is not None
         for f in frames:
             if type(f) is bytes:  # a DATA payload from the decoder's fast path
-                ps.frames_in += 1
-                conn.reading_blocked = True
-                try:
-                    await hub.deliver(pid, f)
-                finally:
-                    conn.reading_blocked = False
-                continue
-            assert isinstance(f, Frame)
-            kind = f.kind
-            if kind == DATA:
-                body = f.body
-                if type(body) is not bytes:
-                    ps.frames.refused["bad_body"] += 1
-                    continue
-                ps.frames_in += 1
-                conn.reading_blocked = True
-                try:
-                    await hub.deliver(pid, body)
-                finally:
-                    conn.reading_blocked = False
-            elif kind == PING:
-                conn.send_ctl(PONG, f.body if type(f.body) is int else 0)
-            elif kind == PONG:
-                fut = conn.pongs.get(f.body) if type(f.body) is int else None
-                if fut is not None and not fut.done():
-                    fut.set_result(None)
-            elif kind == ROSTER:
-                self._on_roster(conn, f.body)
-            elif kind == BYE:
-                self._on_bye(conn, f.body)
+                payload = f
             else:
-                ps.frames.refused["unknown_kind"] += 1
-
-    async def _writer(self, conn: _Conn) -> None:
-        """Drain the link's queues: control frames first, then DATA, coalesced into one write."""
-        loop = conn.loop
-        w = conn.writer
-        ps = conn.pstats
-        assert ps is not None
-        batch = self.config.write_batch_bytes
-        try:
-            while True:
-                if not conn.ctl and not conn.q:
-                    if conn.retiring or conn.closed:
-                        break
-                    conn.wake = loop.create_future()
-                    await conn.wake
-                    conn.wake = None
+                assert isinstance(f, Frame)
+                event, value = decode_link_frame(f)
+                if event is not Event.DATA:
+                    self._on_control(conn, ps, event, value)
                     continue
-                parts: list[bytes] = []
-                ctl = conn.ctl
-                while ctl:
-                    parts.append(ctl.popleft())
-                q = conn.q
-                size = 0
-                nframes = 0
-                while q and size < batch:
-                    f = q.popleft()
-                    parts.append(f)
-                    size += len(f)
-                    nframes += 1
-                conn.q_bytes -= size
-                if conn.space:
-                    conn._release_space()
-                if conn.closed:
-                    break
-                if len(parts) == 1:
-                    w.write(parts[0])
-                    nbytes = len(parts[0])
-                else:
-                    # One system call for the whole batch (3.12+ transports scatter-gather it with
-                    # sendmsg; 3.11 joins the parts once).
-                    w.writelines(parts)
-                    nbytes = sum(map(len, parts))
-                ps.frames_out += nframes
-                ps.bytes_out += nbytes
-                conn.last_tx = loop.time()
-                await w.drain()
-            if conn.retiring and not conn.closed:
-                if conn.send_bye is not None:
-                    w.write(length_prefixed(encode_frame(BYE, conn.send_bye, version=conn.version)))
-                    await w.drain()
-                if w.can_write_eof():
-                    w.write_eof()
-                else:
-                    w.close()
+                payload = value
+            ps.frames_in += 1
+            conn.reading_blocked = True
+            try:
+                await hub.deliver(pid, payload)
+            finally:
+                conn.reading_blocked = False
+
+    def _on_control(self, conn: Link, ps: PeerStats, event: Event, value: Any) -> None:
+        if event is Event.PING:
+            conn.send_ctl(PONG, value)
+        elif event is Event.PONG:
+            fut = conn.pongs.get(value) if value is not None else None
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+        elif event is Event.GOSSIP:
+            self._on_roster(conn, value)
+        elif event is Event.BYE:
+            self._on_bye(conn, value)
+        else:
+            ps.frames.refused[value] += 1
+
+    async def _writer(self, conn: Link) -> None:
+        try:
+            await conn.write_loop(self.config.write_batch_bytes)
         except (ConnectionError, OSError, RuntimeError, ssl.SSLError) as err:
             log.debug("%s: write to %s failed: %s", self.self_id, conn.describe(), err)
             self._close_conn(conn, "reset")
 
-    def _retire(self, conn: _Conn, *, bye: dict[str, str] | None) -> None:
+    def _retire(self, conn: Link, *, bye: dict[str, str] | None) -> None:
         """Take ``conn`` out of service gracefully: flush its queue, say BYE, read it to EOF."""
         if conn.closed or conn.retiring:
             return
@@ -1184,11 +804,11 @@ class TcpMesh(Seam):
         if conn.peer is not None and self._slots.get(conn.peer.node_id) is conn:
             del self._slots[conn.peer.node_id]
             self._note_unlinked(conn)
-        conn._release_space()
-        conn._kick()
+        conn.release_space()
+        conn.kick()
         self._publish_roster()
 
-    def _close_conn(self, conn: _Conn, reason: str) -> None:
+    def _close_conn(self, conn: Link, reason: str) -> None:
         """Close ``conn`` now (idempotent): drop it from the roster, wake everyone waiting on it."""
         if conn.closed:
             return
@@ -1201,11 +821,11 @@ class TcpMesh(Seam):
                 log.info("%s: link to %s closed (%s)", self.self_id, conn.describe(), reason)
         conn.q.clear()
         conn.q_bytes = 0
-        conn._release_space()
-        conn._kick()
+        conn.release_space()
+        conn.kick()
         for fut in conn.pongs.values():
             if not fut.done():
-                fut.set_exception(_LinkClosed())
+                fut.set_exception(LinkClosed())
         if reason in ("ended", "eof", "shutdown"):
             conn.writer.close()  # flushes what the transport still buffers, then FIN
         else:
@@ -1216,7 +836,7 @@ class TcpMesh(Seam):
                 self._note_unlinked(conn)
             self._publish_roster()
 
-    def _note_linked(self, conn: _Conn) -> None:
+    def _note_linked(self, conn: Link) -> None:
         now = conn.loop.time()
         assert conn.peer is not None
         pid = conn.peer_id
@@ -1236,20 +856,19 @@ class TcpMesh(Seam):
             elif t.peer_id == pid:
                 t.last_seen = now
 
-    def _note_unlinked(self, conn: _Conn) -> None:
+    def _note_unlinked(self, conn: Link) -> None:
         now = conn.loop.time()
         for t in self._targets.values():
             if t.peer_id == conn.peer_id:
                 t.last_seen = now
 
-    def _forget(self, t: _Target) -> None:
+    def _forget(self, t: Target) -> None:
         t.forgotten = True
         self._targets.pop(t.addr, None)
         if t.task is not None:
             t.task.cancel()
 
-    def _on_bye(self, conn: _Conn, body: Any) -> None:
-        code = body.get("code") if isinstance(body, dict) else None
+    def _on_bye(self, conn: Link, code: Any) -> None:
         log.info("%s: %s said BYE (%s)", self.self_id, conn.describe(), code)
         if code == "leaving" and conn.peer is not None:
             for t in list(self._targets.values()):
@@ -1258,16 +877,14 @@ class TcpMesh(Seam):
         self._retire(conn, bye=None)
 
     # -- roster gossip ------------------------------------------------------------------------
-    def _roster_entries(self) -> list[list[Any]]:
+    def _roster_body(self) -> dict[str, Any]:
         assert self._advertised is not None
-        out: list[list[Any]] = [[self.self_id, self.incarnation, self._advertised[0], self._advertised[1]]]
-        for pid, c in sorted(self._slots.items()):
-            if c.established and c.listen is not None and c.peer is not None:
-                out.append([pid, c.peer.incarnation, c.listen[0], c.listen[1]])
-        return out
+        live = [RosterEntry(pid, c.peer.incarnation, c.listen) for pid, c in sorted(self._slots.items())
+                if c.established and c.listen is not None and c.peer is not None]
+        return encode_roster([RosterEntry(self.self_id, self.incarnation, self._advertised), *live])
 
-    def _send_roster(self, conn: _Conn) -> None:
-        conn.send_ctl(ROSTER, {"peers": self._roster_entries()})
+    def _send_roster(self, conn: Link) -> None:
+        conn.send_ctl(ROSTER, self._roster_body())
 
     def _schedule_gossip(self) -> None:
         if self._gossip_scheduled or self._closed:
@@ -1279,50 +896,41 @@ class TcpMesh(Seam):
         self._gossip_scheduled = False
         if self._closed:
             return
-        body = {"peers": self._roster_entries()}
+        body = self._roster_body()
         for c in list(self._slots.values()):
             if c.established:
                 c.send_ctl(ROSTER, body)
 
-    def _on_roster(self, conn: _Conn, body: Any) -> None:
+    def _on_roster(self, conn: Link, body: Any) -> None:
         ps = conn.pstats
         assert ps is not None
-        entries = body.get("peers") if isinstance(body, dict) else None
-        if not isinstance(entries, list) or len(entries) > MAX_ROSTER:
+        parsed = parse_roster(body)
+        if parsed is None:
             ps.frames.refused["bad_roster"] += 1
             return
+        entries, bad = parsed
+        if bad:
+            ps.frames.refused["bad_roster"] += bad
         now = conn.loop.time()
-        for e in entries:
-            if not (isinstance(e, list) and len(e) == 4 and isinstance(e[0], str) and 0 < len(e[0]) <= 255
-                    and type(e[1]) is int and e[1] >= 0 and isinstance(e[2], str) and type(e[3]) is int
-                    and 0 < e[3] <= 0xFFFF):
-                ps.frames.refused["bad_roster"] += 1
-                continue
-            pid, inc, host, port = e
-            if pid == self.self_id:
-                continue
-            if pid == conn.peer_id:
-                continue  # we know the sender from its own handshake
-            if host in _WILDCARDS:
-                continue  # the gossiping peer should have resolved it; do not guess
-            if not self.secret and not is_loopback(host):
-                if (host, port) in self._warned:
-                    continue
-                self._warned.add((host, port))
-                log.warning("%s: not dialling %s at %s learned from %s: no cluster secret, so only loopback "
-                            "addresses may be used", self.self_id, pid, format_address((host, port)),
-                            conn.peer_id)
-                continue
-            cur = self._slots.get(pid)
-            if cur is not None and cur.peer is not None and cur.peer.incarnation >= inc:
+        linked = {pid: c.peer.incarnation for pid, c in self._slots.items() if c.peer is not None}
+        for action, e in merge_roster(entries, self_id=self.self_id, sender=conn.peer_id, linked=linked,
+                                      has_secret=bool(self.secret)):
+            if action is Action.SEEN:
                 for t in self._targets.values():
-                    if t.peer_id == pid:
+                    if t.peer_id == e.peer:
                         t.last_seen = now
-                continue
-            learned = self._target((host, port), seed=False, peer_id=pid, now=now, defer=True)
-            if learned is not None:
-                learned.known_inc = max(learned.known_inc, inc)
-                learned.last_seen = now
+            elif action is Action.BLOCKED:
+                if e.address in self._warned:
+                    continue
+                self._warned.add(e.address)
+                log.warning("%s: not dialling %s at %s learned from %s: no cluster secret, so only loopback "
+                            "addresses may be used", self.self_id, e.peer, format_address(e.address),
+                            conn.peer_id)
+            else:
+                learned = self._target(e.address, seed=False, peer_id=e.peer, now=now, defer=True)
+                if learned is not None:
+                    learned.known_inc = max(learned.known_inc, e.incarnation)
+                    learned.last_seen = now
         self._changed()
 
     # -- periodic work ------------------------------------------------------------------------
@@ -1357,6 +965,7 @@ class TcpMesh(Seam):
 __all__ = [
     "BYE",
     "DATA",
+    "MAX_ROSTER",
     "PING",
     "PONG",
     "ROSTER",

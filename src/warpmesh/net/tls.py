@@ -16,10 +16,23 @@ from __future__ import annotations
 
 import os
 import ssl
-
-from warpmesh.net.tcp import TlsConfig
+from dataclasses import dataclass
 
 PathLike = str | os.PathLike[str]
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """TLS for the mesh: ``server`` wraps accepted connections, ``client`` wraps dialled ones.
+
+    Build both from a cluster CA with :func:`server_context` and :func:`client_context`. ``server_hostname`` is the name the
+    client checks in the server's certificate (when the client context has ``check_hostname``); by
+    default the dialled host.
+    """
+
+    server: ssl.SSLContext
+    client: ssl.SSLContext
+    server_hostname: str | None = None
 
 
 def server_context(*, ca_file: PathLike, cert_file: PathLike, key_file: PathLike,

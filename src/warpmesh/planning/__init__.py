@@ -10,8 +10,9 @@ draft computes). The runtime (:mod:`~warpmesh.planning.runtime`: ``IncrementalRe
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from warpmesh._lazy import lazy_exports
 from warpmesh.planning.cost import CoordinationCost
 from warpmesh.planning.model import Draft, DraftError, DraftNode, Stage, StageKind, Warp
 from warpmesh.planning.stats import WarpStats
@@ -25,7 +26,9 @@ if TYPE_CHECKING:
         PlanningNode,
     )
 
-_RUNTIME = ("ConvergentExecution", "ExecutionReport", "IncrementalResult", "LocalBackend", "PlanningNode")
+__getattr__, __dir__ = lazy_exports(__name__, globals(), dict.fromkeys(
+    ("ConvergentExecution", "ExecutionReport", "IncrementalResult", "LocalBackend", "PlanningNode"),
+    "warpmesh.planning.runtime"))
 
 __all__ = [
     "ConvergentExecution",
@@ -43,10 +46,3 @@ __all__ = [
     "WarpStats",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _RUNTIME:
-        from warpmesh.planning import runtime
-
-        return getattr(runtime, name)
-    raise AttributeError(f"module 'warpmesh.planning' has no attribute {name!r}")

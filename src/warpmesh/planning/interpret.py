@@ -55,15 +55,7 @@ def apply_embroider(op: str, ops: OpTable, batch: list[Any]) -> list[Any]:
 def sink_keys(d: Draft) -> dict[Port, str]:
     """Each sink vertex's result key: its sorted ancestor op ids, so equivalent drafts (whatever
     their shape) key their outputs alike."""
-    anc: dict[Port, frozenset[str]] = {}
-    read: set[Port] = set()
-    for v in d.vertices():
-        s = set(v.stage.op_ids)
-        for p in v.inputs:
-            s |= anc[p]
-            read.add(p)
-        anc[(v.node, v.port)] = frozenset(s)
-    return {p: ",".join(sorted(s)) for p, s in anc.items() if p not in read}
+    return {p: ",".join(sorted(s)) for p, s in d.sink_ancestors().items()}
 
 
 def source_elements(stage: Stage, ops: OpTable, sources: Mapping[str, Iterable[Any]] | None) -> list[Any]:

@@ -230,6 +230,19 @@ class Draft:
             for port in range(n.stage.ports):
                 yield Vertex(n.id, port, n.stage.member(port), n.inputs[port])
 
+    def sink_ancestors(self) -> dict[Port, frozenset[str]]:
+        """Each sink vertex (an output no vertex reads) -> the op ids of every stage it depends on,
+        its own included: what that output computes, whatever the draft's shape."""
+        anc: dict[Port, frozenset[str]] = {}
+        read: set[Port] = set()
+        for v in self.vertices():
+            ops = set(v.stage.op_ids)
+            for p in v.inputs:
+                ops |= anc[p]
+                read.add(p)
+            anc[(v.node, v.port)] = frozenset(ops)
+        return {p: ops for p, ops in anc.items() if p not in read}
+
     def components(self) -> list[list[DraftNode]]:
         """Weakly connected components, each in node order, ordered by their first node."""
         parent: dict[int, int] = {n.id: n.id for n in self._nodes}

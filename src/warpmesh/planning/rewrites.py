@@ -311,15 +311,7 @@ def plan(d: Draft, stats: WarpStats | None = None, *, max_coupling: int | None =
 
 
 def _ancestor_sets(d: Draft) -> Counter[frozenset[str]]:
-    anc: dict[Port, frozenset[str]] = {}
-    read: set[Port] = set()
-    for v in d.vertices():
-        ops = set(v.stage.op_ids)
-        for p in v.inputs:
-            ops |= anc[p]
-            read.add(p)
-        anc[(v.node, v.port)] = frozenset(ops)
-    return Counter(s for p, s in anc.items() if p not in read)
+    return Counter(d.sink_ancestors().values())
 
 
 def _signature(d: Draft) -> tuple[Counter[str], Counter[str], Counter[str], Counter[frozenset[str]]]:

@@ -57,6 +57,59 @@ async def _stop(fabric: MemoryFabric, r: _Replica) -> None:
     r.node = r.server = None
 
 
+#: A client's op mix as cumulative bounds: each op is the first whose bound exceeds a uniform draw.
+OpMix = tuple[tuple[str, float], ...]
+#: The mix of the KV sweep: gets, puts, compare-and-sets and deletes.
+KV_MIX: OpMix = (("get", 0.35), ("put", 0.7), ("cas", 0.9), ("del", 1.0))
+
+
+async def client_load(kv: KVClient, hist: History, crng: random.Random, *, index: int, ops: int,
+                      keyspace: list[str], clients: int, mix: OpMix, pause: float) -> None:
+    """Client ``index``'s seeded random workload: ``ops`` operations drawn from ``mix`` on random keys of
+    ``keyspace``, each recorded in ``hist`` with its virtual call and return times (an error is an op of
+    unknown outcome), with an exponential pause of mean ``pause`` seconds after each.
+
+    Written values are ``"{index}-{n}"`` (``"...c"`` for a compare-and-set), unique per client and op, so
+    the linearizability check can tell every write apart; a compare-and-set expects nothing or a value
+    some client may have written. ``crng`` alone decides the stream, so a seed replays it exactly.
+    """
+    loop = asyncio.get_running_loop()
+    for n in range(ops):
+        key = crng.choice(keyspace)
+        r = crng.random()
+        op = next(name for name, bound in mix if r < bound)
+        if op == "get":
+            o = hist.invoke(kv.client_id, "get", key, at=loop.time())
+            try:
+                hist.ok(o, await kv.get(key), at=loop.time())
+            except KVError:
+                hist.unknown(o)
+        elif op == "put":
+            v = f"{index}-{n}".encode()
+            o = hist.invoke(kv.client_id, "put", key, v, at=loop.time())
+            try:
+                await kv.put(key, v)
+                hist.ok(o, True, at=loop.time())
+            except KVError:
+                hist.unknown(o)
+        elif op == "cas":
+            exp = crng.choice([None, f"{crng.randrange(clients)}-{crng.randrange(max(1, n))}".encode()])
+            new = f"{index}-{n}c".encode()
+            o = hist.invoke(kv.client_id, "cas", key, exp, new, at=loop.time())
+            try:
+                ok, _ = await kv.cas(key, exp, new)
+                hist.ok(o, ok, at=loop.time())
+            except KVError:
+                hist.unknown(o)
+        else:
+            o = hist.invoke(kv.client_id, "del", key, at=loop.time())
+            try:
+                hist.ok(o, await kv.delete(key), at=loop.time())
+            except KVError:
+                hist.unknown(o)
+        await asyncio.sleep(crng.expovariate(1 / pause))
+
+
 def run_kv(seed: int, *, nodes: int = 3, clients: int = 5, ops: int = 40, keys: int = 3,
            crashes: bool = True, partitions: bool = True) -> SimReport:
     """One seeded run; see the module docstring. Returns a :class:`SimReport`."""
@@ -105,40 +158,8 @@ async def _run(seed: int, n_nodes: int, n_clients: int, n_ops: int, n_keys: int,
     stop = asyncio.Event()
 
     async def client(i: int, kv: KVClient) -> None:
-        crng = random.Random(rng.getrandbits(32))
-        for n in range(n_ops):
-            key = crng.choice(keyspace)
-            r = crng.random()
-            if r < 0.35:
-                o = hist.invoke(kv.client_id, "get", key, at=loop.time())
-                try:
-                    hist.ok(o, await kv.get(key), at=loop.time())
-                except KVError:
-                    hist.unknown(o)
-            elif r < 0.7:
-                v = f"{i}-{n}".encode()
-                o = hist.invoke(kv.client_id, "put", key, v, at=loop.time())
-                try:
-                    await kv.put(key, v)
-                    hist.ok(o, True, at=loop.time())
-                except KVError:
-                    hist.unknown(o)
-            elif r < 0.9:
-                exp = crng.choice([None, f"{crng.randrange(n_clients)}-{crng.randrange(max(1, n))}".encode()])
-                new = f"{i}-{n}c".encode()
-                o = hist.invoke(kv.client_id, "cas", key, exp, new, at=loop.time())
-                try:
-                    ok, _ = await kv.cas(key, exp, new)
-                    hist.ok(o, ok, at=loop.time())
-                except KVError:
-                    hist.unknown(o)
-            else:
-                o = hist.invoke(kv.client_id, "del", key, at=loop.time())
-                try:
-                    hist.ok(o, await kv.delete(key), at=loop.time())
-                except KVError:
-                    hist.unknown(o)
-            await asyncio.sleep(crng.expovariate(1 / 0.003))
+        await client_load(kv, hist, random.Random(rng.getrandbits(32)), index=i, ops=n_ops, keyspace=keyspace,
+                          clients=n_clients, mix=KV_MIX, pause=0.003)
 
     async def chaos() -> None:
         down: set[str] = set()

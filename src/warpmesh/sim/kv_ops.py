@@ -32,10 +32,12 @@ from warpmesh.raft.config import RaftConfig
 from warpmesh.raft.runtime import RaftNode
 from warpmesh.raft.transport import RAFT_CHANNEL, SeamRaftTransport
 from warpmesh.sim.harness import SimReport
-from warpmesh.sim.kv import _Replica, _stop
+from warpmesh.sim.kv import OpMix, _Replica, _stop, client_load
 from warpmesh.sim.loop import run_virtual
 
 SCENARIOS = ("grow", "shrink", "replace", "transfer")
+#: The op mix of the scenarios' clients: reads, writes and compare-and-sets.
+_MIX: OpMix = (("get", 0.4), ("put", 0.85), ("cas", 1.0))
 
 
 def run_kv_ops(seed: int, scenario: str, *, clients: int = 5, ops: int = 40, keys: int = 3,
@@ -102,35 +104,8 @@ class _Run:
         await _stop(self.fabric, self.reps[nid])
 
     async def load(self, i: int, kv: KVClient, keyspace: list[str]) -> None:
-        loop = asyncio.get_running_loop()
-        crng = random.Random(self.rng.getrandbits(32))
-        hist = self.hist
-        for n in range(self.n_ops):
-            key = crng.choice(keyspace)
-            r = crng.random()
-            if r < 0.4:
-                o = hist.invoke(kv.client_id, "get", key, at=loop.time())
-                try:
-                    hist.ok(o, await kv.get(key), at=loop.time())
-                except KVError:
-                    hist.unknown(o)
-            elif r < 0.85:
-                v = f"{i}-{n}".encode()
-                o = hist.invoke(kv.client_id, "put", key, v, at=loop.time())
-                try:
-                    await kv.put(key, v)
-                    hist.ok(o, True, at=loop.time())
-                except KVError:
-                    hist.unknown(o)
-            else:
-                exp = crng.choice([None, f"{crng.randrange(self.n_clients)}-{crng.randrange(max(1, n))}".encode()])
-                o = hist.invoke(kv.client_id, "cas", key, exp, f"{i}-{n}c".encode(), at=loop.time())
-                try:
-                    ok, _ = await kv.cas(key, exp, f"{i}-{n}c".encode())
-                    hist.ok(o, ok, at=loop.time())
-                except KVError:
-                    hist.unknown(o)
-            await asyncio.sleep(crng.expovariate(1 / 0.02))
+        await client_load(kv, self.hist, random.Random(self.rng.getrandbits(32)), index=i, ops=self.n_ops,
+                          keyspace=keyspace, clients=self.n_clients, mix=_MIX, pause=0.02)
 
     async def wait_members(self, admin: KVClient, voters: set[str], learners: set[str] | frozenset[str] = frozenset(),
                            timeout: float = 30.0) -> dict[str, Any]:

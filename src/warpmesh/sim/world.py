@@ -19,6 +19,7 @@ import hashlib
 import random
 from typing import Any
 
+from warpmesh.aio.tasks import cancel_and_wait
 from warpmesh.net.memory import LinkFaults, MemoryFabric
 from warpmesh.net.mux import MuxSeam
 from warpmesh.raft.config import RaftConfig
@@ -140,11 +141,7 @@ async def _run(seed: int, n: int, ticks: int, crashes: bool, diverge: bool, loss
 
     async def halt(p: _Peer) -> None:
         fabric.crash(p.id)
-        for t in p.tasks:
-            t.cancel()
-        for t in p.tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_and_wait(p.tasks)
         if p.world is not None:
             await p.world.close()
         if p.node is not None:

@@ -134,12 +134,17 @@ def _str(v: Any) -> str:
     return v
 
 
+def _unpack(data: bytes, what: str) -> Any:
+    """msgpack-decode ``data``; undecodable bytes raise :class:`WorldCodecError` naming ``what``."""
+    try:
+        return unpack(data)
+    except (FrameError, ValueError, TypeError) as err:
+        raise WorldCodecError(f"undecodable {what}: {err}") from None
+
+
 def decode_entry(data: bytes) -> Entry:
     """One Raft entry of a world; raises :class:`WorldCodecError` if malformed."""
-    try:
-        obj = unpack(data)
-    except (FrameError, ValueError, TypeError) as err:
-        raise WorldCodecError(f"undecodable world entry: {err}") from None
+    obj = _unpack(data, "world entry")
     if type(obj) is not list or not obj or type(obj[0]) is not int:
         raise WorldCodecError("a world entry is a list starting with its kind")
     kind = obj[0]
@@ -232,10 +237,7 @@ def state_from_obj(obj: Any) -> WarpState:
 
 
 def decode_state(data: bytes) -> WarpState:
-    try:
-        obj = unpack(data)
-    except (FrameError, ValueError, TypeError) as err:
-        raise WorldCodecError(f"undecodable state: {err}") from None
+    obj = _unpack(data, "state")
     return state_from_obj(obj)
 
 
@@ -281,10 +283,7 @@ def encode_snapshot(snap: WorldSnapshot) -> bytes:
 
 def decode_snapshot(data: bytes) -> WorldSnapshot:
     """Raises :class:`WorldCodecError` on anything but a well-formed snapshot."""
-    try:
-        obj = unpack(data)
-    except (FrameError, ValueError, TypeError) as err:
-        raise WorldCodecError(f"undecodable snapshot: {err}") from None
+    obj = _unpack(data, "snapshot")
     if type(obj) is not list or len(obj) != 5:
         raise WorldCodecError("a world snapshot is [tick, index, last, state, standing]")
     standing = obj[4]

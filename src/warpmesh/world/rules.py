@@ -17,7 +17,6 @@ a malformed intent is ignored by every replica alike (the rules are deterministi
 
 from __future__ import annotations
 
-import struct
 from functools import lru_cache
 from typing import Any
 
@@ -39,7 +38,16 @@ from warpmesh.engine import (
 from warpmesh.engine.graph import EdgeRecord
 from warpmesh.engine.ident import NodeKey
 from warpmesh.engine.state import WarpState
-from warpmesh.examples.dind.typeids import TYPEID_PAYLOAD_MOTION_V2
+from warpmesh.examples.dind.motion import (
+    ONE,
+    WORLD_ROOT,
+    WORLD_TYPE,
+    advance,
+    has_motion,
+    motion_of,
+    motion_payload,
+    wrap_i64,
+)
 from warpmesh.wire.frame import pack, unpack
 
 __all__ = [
@@ -58,12 +66,9 @@ __all__ = [
     "spawn",
 ]
 
-ONE = 1 << 32  # Q32.32
 OP_SPAWN = 1
 OP_PUSH = 2
 
-WORLD_ROOT = make_node_id("world-root")
-WORLD_TYPE = make_type_id("world")
 INPUT = make_node_id("world/input")
 INPUT_TYPE = make_type_id("world/input")
 INPUT_EDGE = make_edge_id("edge:world/input")
@@ -71,12 +76,7 @@ INPUT_EDGE_TYPE = make_type_id("edge:input")
 ENTITY_TYPE = make_type_id("world/entity")
 ENTITY_EDGE_TYPE = make_type_id("edge:entity")
 
-_motion = struct.Struct("<6q")
 _I64 = 1 << 63
-
-
-def _wrap(v: int) -> int:
-    return ((v + _I64) % (1 << 64)) - _I64
 
 
 def entity_id(name: str) -> NodeId:
@@ -126,7 +126,7 @@ def _parse_input(data: bytes) -> tuple[dict[bytes, tuple[str, tuple[int, ...]]],
             spawns.setdefault(eid, (name, tuple(args)))  # the first spawn of a name wins
         elif op == OP_PUSH and len(args) == 3:
             old = pushes.get(eid, (0, 0, 0))
-            pushes[eid] = (_wrap(old[0] + args[0]), _wrap(old[1] + args[1]), _wrap(old[2] + args[2]))
+            pushes[eid] = (wrap_i64(old[0] + args[0]), wrap_i64(old[1] + args[1]), wrap_i64(old[2] + args[2]))
     return spawns, pushes
 
 
@@ -155,18 +155,7 @@ def spawn_execute(view: GraphView, scope: NodeId, delta: TickDelta) -> None:
     for eid, name, args in _new_spawns(view):
         delta.upsert_node(eid, ENTITY_TYPE)  # type: ignore[arg-type]
         delta.upsert_edge(_entity_edge(name), WORLD_ROOT, eid, ENTITY_EDGE_TYPE)  # type: ignore[arg-type]
-        delta.set_node_attachment(eid, AtomPayload(TYPEID_PAYLOAD_MOTION_V2, _motion.pack(*args)))  # type: ignore[arg-type]
-
-
-def _motion_of(view: GraphView, node: NodeId) -> tuple[int, ...] | None:
-    att = view.node_attachment(node)
-    if type(att) is not AtomPayload or att.type_id != TYPEID_PAYLOAD_MOTION_V2 or len(att.data) != 48:
-        return None
-    return _motion.unpack(att.data)
-
-
-def step_matches(view: GraphView, scope: NodeId) -> bool:
-    return _motion_of(view, scope) is not None
+        delta.set_node_attachment(eid, motion_payload(args))  # type: ignore[arg-type]
 
 
 def step_footprint(view: GraphView, scope: NodeId) -> Footprint:
@@ -175,21 +164,17 @@ def step_footprint(view: GraphView, scope: NodeId) -> Footprint:
 
 
 def step_execute(view: GraphView, scope: NodeId, delta: TickDelta) -> None:
-    m = _motion_of(view, scope)
+    m = motion_of(view, scope)
     if m is None:
         return
-    x, y, z, vx, vy, vz = m
     dv = _parse_input(_input_of(view))[1].get(scope)
-    if dv is not None:
-        vx, vy, vz = _wrap(vx + dv[0]), _wrap(vy + dv[1]), _wrap(vz + dv[2])
-    data = _motion.pack(_wrap(x + vx), _wrap(y + vy), _wrap(z + vz), vx, vy, vz)
-    delta.set_node_attachment(scope, AtomPayload(TYPEID_PAYLOAD_MOTION_V2, data))
+    delta.set_node_attachment(scope, motion_payload(advance(m) if dv is None else advance(m, dv)))
 
 
 def register_world_rules(engine: Engine) -> Engine:
     """Register the world's rules (in a fixed order, so the rule pack is the same everywhere)."""
     engine.register_rule(RewriteRule("world/spawn", spawn_matches, spawn_execute, spawn_footprint))
-    engine.register_rule(RewriteRule("world/step", step_matches, step_execute, step_footprint))
+    engine.register_rule(RewriteRule("world/step", has_motion, step_execute, step_footprint))
     return engine
 
 
@@ -229,4 +214,4 @@ def run_tick(engine: Engine, tick: int, intents: list[bytes]) -> Snapshot:
 
 def entity_motion(engine: Engine, name: str) -> tuple[int, ...] | None:
     """(x, y, z, vx, vy, vz) of entity ``name`` in Q32.32, or None."""
-    return _motion_of(engine.view(), entity_id(name))
+    return motion_of(engine.view(), entity_id(name))

@@ -10,6 +10,8 @@ Every executor is a module-level function, so the kernel also runs on a process 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from typing import TypeVar
 
 from warpmesh.engine import (
     ApplyResult,
@@ -32,8 +34,17 @@ from warpmesh.engine.hashing import get_profile
 from warpmesh.engine.ident import Hash, hash_bytes
 from warpmesh.engine.inbox import ack_pending_rule
 from warpmesh.examples.dind.eintlog import unpack_intent
+from warpmesh.examples.dind.motion import (
+    ONE,
+    WORLD_ROOT,
+    WORLD_TYPE,
+    advance,
+    has_motion,
+    motion_of,
+    motion_payload,
+    own_motion_footprint,
+)
 from warpmesh.examples.dind.typeids import (
-    TYPEID_PAYLOAD_MOTION_V2,
     TYPEID_STATE_KV,
     TYPEID_STATE_NAV_OPEN,
     TYPEID_STATE_ROUTE_PATH,
@@ -63,8 +74,6 @@ OP_TOGGLE_NAV = 3272403183
 OP_DROP_BALL = 778504871
 OP_PUT_KV = 3000000001
 
-WORLD_ROOT = make_node_id("world-root")
-WORLD_TYPE = make_type_id("world")
 BALL = make_node_id("ball")
 ENTITY_TYPE = make_type_id("entity")
 INTENT_TYPE = make_type_id("intent")
@@ -80,9 +89,9 @@ SIM_VIEW_TYPE = make_type_id("sim/view")
 VIEW_OP_TYPE = make_type_id("sys/view/op")
 VIEW_OP_EDGE_TYPE = make_type_id("edge:view/op")
 
-ONE = 1 << 32  # Q32.32 fixed point
-_motion = struct.Struct("<6q")
-_i64_min = -(1 << 63)
+
+
+_T = TypeVar("_T")
 
 
 # ---------------------------------------------------------------------------------------------- decoding
@@ -91,6 +100,13 @@ def _intent(view: GraphView, scope: NodeId) -> tuple[int, bytes] | None:
     if type(att) is not AtomPayload or att.type_id != INTENT_TYPE:
         return None
     return unpack_intent(att.data)
+
+
+def _decoded(view: GraphView, scope: NodeId, decode: Callable[[bytes], _T | None]) -> _T | None:
+    """The args of the intent at ``scope`` decoded by ``decode``; ``None`` without an intent or when the
+    args do not decode."""
+    got = _intent(view, scope)
+    return decode(got[1]) if got else None
 
 
 def _string(buf: bytes, off: int = 0) -> tuple[str, int] | None:
@@ -186,8 +202,7 @@ def route_push_footprint(view: GraphView, scope: NodeId) -> Footprint:
 
 
 def route_push_execute(view: GraphView, scope: NodeId, delta: TickDelta) -> None:
-    got = _intent(view, scope)
-    path = _decode_route(got[1]) if got else None
+    path = _decoded(view, scope, _decode_route)
     if path is None:
         return
     _emit_state(delta, ROUTE_PATH, "routePath", make_type_id(ROUTE_PATH), "edge:routePath",
@@ -195,16 +210,14 @@ def route_push_execute(view: GraphView, scope: NodeId, delta: TickDelta) -> None
 
 
 def set_theme_footprint(view: GraphView, scope: NodeId) -> Footprint:
-    got = _intent(view, scope)
-    if got is None or _decode_theme(got[1]) is None:
+    if _decoded(view, scope, _decode_theme) is None:
         # Echo's minimal_decode_footprint: undecodable args still match, read only the event.
         return Footprint(view.warp_id).read_node(scope).read_alpha(scope)
     return _state_path_footprint(view, scope, THEME_PATH)
 
 
 def set_theme_execute(view: GraphView, scope: NodeId, delta: TickDelta) -> None:
-    got = _intent(view, scope)
-    mode = _decode_theme(got[1]) if got else None
+    mode = _decoded(view, scope, _decode_theme)
     if mode is None:
         return
     _emit_state(delta, THEME_PATH, "theme", make_type_id(THEME_PATH), "edge:theme", TYPEID_STATE_THEME,
@@ -222,20 +235,15 @@ def toggle_nav_execute(view: GraphView, scope: NodeId, delta: TickDelta) -> None
                 b"\x00" if is_open else b"\x01")
 
 
-def _kv_path(view: GraphView, scope: NodeId) -> tuple[str, str] | None:
-    got = _intent(view, scope)
-    return _decode_kv(got[1]) if got else None
-
-
 def put_kv_footprint(view: GraphView, scope: NodeId) -> Footprint:
-    kv = _kv_path(view, scope)
+    kv = _decoded(view, scope, _decode_kv)
     if kv is None:
         return Footprint(view.warp_id).read_node(scope).read_alpha(scope)
     return _state_path_footprint(view, scope, "sim/state/kv/" + kv[0])
 
 
 def put_kv_execute(view: GraphView, scope: NodeId, delta: TickDelta) -> None:
-    kv = _kv_path(view, scope)
+    kv = _decoded(view, scope, _decode_kv)
     if kv is None:
         return
     path = "sim/state/kv/" + kv[0]
@@ -251,8 +259,7 @@ def toast_footprint(view: GraphView, scope: NodeId) -> Footprint:
 
 
 def _toast(view: GraphView, scope: NodeId, delta: TickDelta, label: str) -> None:
-    got = _intent(view, scope)
-    msg = _decode_toast(got[1]) if got else None
+    msg = _decoded(view, scope, _decode_toast)
     if msg is None:
         return
     op = make_node_id("sim/view/op:" + label)
@@ -283,27 +290,16 @@ def drop_ball_footprint(view: GraphView, scope: NodeId) -> Footprint:
 
 def drop_ball_execute(view: GraphView, scope: NodeId, delta: TickDelta) -> None:
     delta.upsert_node(BALL, ENTITY_TYPE)
-    delta.set_node_attachment(BALL, AtomPayload(TYPEID_PAYLOAD_MOTION_V2, _motion.pack(0, 400 * ONE, 0, 0, -5 * ONE, 0)))
-
-
-def _motion_of(view: GraphView, node: NodeId) -> tuple[int, ...] | None:
-    att = view.node_attachment(node)
-    if type(att) is not AtomPayload or att.type_id != TYPEID_PAYLOAD_MOTION_V2 or len(att.data) != 48:
-        return None
-    return _motion.unpack(att.data)
+    delta.set_node_attachment(BALL, motion_payload((0, 400 * ONE, 0, 0, -5 * ONE, 0)))
 
 
 def ball_matches(view: GraphView, scope: NodeId) -> bool:
-    m = _motion_of(view, scope)
+    m = motion_of(view, scope)
     return m is not None and (m[1] != 0 or m[3] != 0 or m[4] != 0 or m[5] != 0)
 
 
-def ball_footprint(view: GraphView, scope: NodeId) -> Footprint:
-    return Footprint(view.warp_id).read_node(scope).read_alpha(scope).write_alpha(scope)
-
-
 def ball_execute(view: GraphView, scope: NodeId, delta: TickDelta) -> None:
-    m = _motion_of(view, scope)
+    m = motion_of(view, scope)
     if m is None:
         return
     x, y, z, vx, vy, vz = m
@@ -313,33 +309,18 @@ def ball_execute(view: GraphView, scope: NodeId, delta: TickDelta) -> None:
     if y <= 0:
         y = 0
         vx = vy = vz = 0
-    delta.set_node_attachment(scope, AtomPayload(TYPEID_PAYLOAD_MOTION_V2, _motion.pack(x, y, z, vx, vy, vz)))
+    delta.set_node_attachment(scope, motion_payload((x, y, z, vx, vy, vz)))
 
 
 # ---------------------------------------------------------------------------------------------- motion
 MOTION_RULE_ID = Hash(hash_bytes(b"rule:motion/update"))  # Echo's demo convention: blake3("rule:" ‖ name)
 
 
-def _wrap64(v: int) -> int:
-    return ((v - _i64_min) % (1 << 64)) + _i64_min
-
-
-def motion_matches(view: GraphView, scope: NodeId) -> bool:
-    return _motion_of(view, scope) is not None
-
-
-def motion_footprint(view: GraphView, scope: NodeId) -> Footprint:
-    return Footprint(view.warp_id).read_node(scope).read_alpha(scope).write_alpha(scope)
-
-
 def motion_execute(view: GraphView, scope: NodeId, delta: TickDelta) -> None:
     """``pos += vel`` in Q32.32 (wrapping i64, like Rust's ``wrapping_add``)."""
-    m = _motion_of(view, scope)
-    if m is None:
-        return
-    x, y, z, vx, vy, vz = m
-    data = _motion.pack(_wrap64(x + vx), _wrap64(y + vy), _wrap64(z + vz), vx, vy, vz)
-    delta.set_node_attachment(scope, AtomPayload(TYPEID_PAYLOAD_MOTION_V2, data))
+    m = motion_of(view, scope)
+    if m is not None:
+        delta.set_node_attachment(scope, motion_payload(advance(m)))
 
 
 # ---------------------------------------------------------------------------------------------- engine
@@ -358,13 +339,13 @@ def build_motion_demo_engine(profile: str = "echo", workers: int = 1, executor: 
                     executor=None if seed else executor)
     toast = (toast_footprint_seed, toast_execute_seed) if seed else (toast_footprint, toast_execute)
     rules = [
-        RewriteRule("motion/update", motion_matches, motion_execute, motion_footprint, MOTION_RULE_ID),
+        RewriteRule("motion/update", has_motion, motion_execute, own_motion_footprint, MOTION_RULE_ID),
         RewriteRule("cmd/toast", OpMatcher(OP_TOAST), toast[1], toast[0]),
         RewriteRule("cmd/route_push", OpMatcher(OP_ROUTE_PUSH), route_push_execute, route_push_footprint),
         RewriteRule("cmd/set_theme", OpMatcher(OP_SET_THEME), set_theme_execute, set_theme_footprint),
         RewriteRule("cmd/toggle_nav", OpMatcher(OP_TOGGLE_NAV), toggle_nav_execute, toggle_nav_footprint),
         RewriteRule("cmd/drop_ball", OpMatcher(OP_DROP_BALL), drop_ball_execute, drop_ball_footprint),
-        RewriteRule("physics/ball", ball_matches, ball_execute, ball_footprint),
+        RewriteRule("physics/ball", ball_matches, ball_execute, own_motion_footprint),
         RewriteRule("cmd/put_kv", OpMatcher(OP_PUT_KV), put_kv_execute, put_kv_footprint),
         ack_pending_rule(),
     ]
