@@ -172,6 +172,20 @@ class GraphStore:
             self._descend_nodes.discard(node_id)
             self._topo_version += 1
 
+    def set_node_atoms(self, node_ids: list[NodeId], values: list[AtomPayload]) -> list[AttachmentValue | None] | None:
+        """Set many nodes' alpha atoms at once; return the previous values, or None (nothing changed)
+        if the batch does not qualify: ids must be distinct existing nodes none of which holds a portal,
+        and every value must be an :class:`AtomPayload`. Equivalent to ``set_node_attachment`` per pair."""
+        ids = set(node_ids)
+        if (len(ids) != len(node_ids) or not ids <= self.nodes.keys() or not self._descend_nodes.isdisjoint(ids)
+                or set(map(type, values)) != {AtomPayload}):
+            return None
+        atts = self.node_attachments
+        before = list(map(atts.get, node_ids))
+        atts.update(zip(node_ids, values))
+        self._dirty_nodes |= ids
+        return before
+
     def delete_node(self, node_id: NodeId) -> None:
         """Delete an isolated node and its alpha attachment (Echo HEAD: incident edges must go first)."""
         if node_id not in self.nodes:
