@@ -153,6 +153,10 @@ class _Segment:
             self._regather()
             return
         nodes, buckets = store.refresh_chunks()
+        if (len(nodes) + len(buckets)) * 8 > len(self.ids) + len(self.owners):
+            # Much changed (a tick that rewrote most nodes): one C-level regather beats patching.
+            self._regather()
+            return
         if nodes:
             if self.node_pos is None:
                 self.node_pos = dict(zip(self.ids, range(len(self.ids))))
