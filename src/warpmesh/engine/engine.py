@@ -525,7 +525,19 @@ class Engine:
 
     def apply(self, tx: int, rule_name: str, scope: NodeId) -> ApplyResult:
         """Match ``rule_name`` at ``scope`` in the root warp and enqueue it (see :meth:`apply_in_warp`)."""
-        return self.apply_in_warp(tx, self._root[0], rule_name, scope)
+        # apply_in_warp() for the root warp, inlined: it runs once per candidate of every tick.
+        pending = self._live.get(tx)
+        ix = self._by_name.get(rule_name)
+        warp = self._root[0]
+        view = self._views.get(warp)
+        if pending is None or ix is None or view is None or view._s is not self._state.stores.get(warp):
+            return self.apply_in_warp(tx, warp, rule_name, scope)  # raises, or caches the view
+        rule = self._rules[ix]
+        if not rule.matcher(view, scope):
+            return _NO_MATCH
+        pending.add(rule, ix, blake3(rule.rule_id + warp + scope).digest(), _tnew(NodeKey, (warp, scope)),
+                    rule.footprint(view, scope))
+        return _APPLIED
 
     def apply_in_warp(self, tx: int, warp: WarpId, rule_name: str, scope: NodeId,
                       descent_stack: Sequence[AttachmentKey] = ()) -> ApplyResult:
@@ -555,8 +567,7 @@ class Engine:
         for key in descent_stack:
             fp.read_attachment(key)
         # scope_hash(), inlined: once per apply
-        pending.enqueue(PendingRewrite(rule, ix, blake3(rule.rule_id + warp + scope).digest(),
-                                       _tnew(NodeKey, (warp, scope)), fp))
+        pending.add(rule, ix, blake3(rule.rule_id + warp + scope).digest(), _tnew(NodeKey, (warp, scope)), fp)
         return _APPLIED
 
     def abort(self, tx: int) -> None:

@@ -60,6 +60,20 @@ class PendingTx:
     def __len__(self) -> int:
         return len(self._items)
 
+    def add(self, rule: Any, compact: int, scope_hash: Hash, scope: NodeKey, footprint: Footprint) -> None:
+        """``enqueue(PendingRewrite(rule, compact, scope_hash, scope, footprint))``, in one call (apply's path)."""
+        pr = PendingRewrite(rule, compact, scope_hash, scope, footprint)
+        nonce = pr.nonce = self._next_nonce
+        self._next_nonce = (nonce + 1) & 0xFFFF_FFFF
+        items = self._items
+        slot = self._index.setdefault(scope_hash, len(items))
+        if slot == len(items):
+            items.append(pr)
+        elif items[slot].compact == compact:
+            items[slot] = pr
+        else:
+            self._enqueue_colliding(pr)
+
     def enqueue(self, pr: PendingRewrite) -> None:
         """Add ``pr``; a repeat of the same ``(scope_hash, rule)`` replaces the earlier one (last wins)."""
         nonce = pr.nonce = self._next_nonce
