@@ -570,6 +570,26 @@ class Engine:
         pending.add(rule, ix, blake3(rule.rule_id + warp + scope).digest(), _tnew(NodeKey, (warp, scope)), fp)
         return _APPLIED
 
+    def run_tick(self, applies: Iterable[tuple[str, NodeId]]) -> tuple[Snapshot, TickReceipt, TickPatch]:
+        """One whole tick: ``begin``, ``apply(tx, rule, scope)`` for each pair, ``commit_with_receipt``.
+
+        The whole tick, matching included, is then one bulk section (see :mod:`warpmesh.bulk`), where
+        ``commit`` alone covers only its own part: a tick's candidates (footprints, pending rewrites)
+        are thousands of containers that live until the commit, and the generational collections
+        they trigger while they are being built re-walk the engine's whole history. If an apply
+        raises, the transaction is aborted and the error re-raised.
+        """
+        with bulk():
+            tx = self.begin()
+            apply = self.apply
+            try:
+                for rule_name, scope in applies:
+                    apply(tx, rule_name, scope)
+            except BaseException:
+                self.abort(tx)
+                raise
+            return self.commit_with_receipt(tx)
+
     def abort(self, tx: int) -> None:
         """Drop a transaction and its pending rewrites (nothing was mutated, so nothing to undo)."""
         self._live.pop(tx, None)

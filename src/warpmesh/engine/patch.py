@@ -90,6 +90,11 @@ class SlotSet(NamedTuple):
     def encode(self, profile: HashProfile) -> bytes:
         """``u64le(n) ‖ slots…`` with Node ``01‖warp‖id``, Edge ``02‖warp‖id``, Attachment ``03‖attkey``,
         Port ``04‖[warp]‖u64le(key)`` (the warp only in the echo profile)."""
+        return b"".join(self.encode_parts(profile, {}))
+
+    def encode_parts(self, profile: HashProfile, memo: dict[tuple[int, Any], bytes]) -> list[bytes]:
+        """:meth:`encode` as a list of parts; ``memo`` (by ``id`` of a kind's tuple) lets the out side
+        reuse what the in side encoded (out ⊆ in, and a kind equal on both sides is the same tuple)."""
         if profile.port_slot_has_warp:
             ports = [b"\x04" + w + _u64(p) for w, p in self.ports]
         else:
@@ -97,13 +102,16 @@ class SlotSet(NamedTuple):
             ports = [b"\x04" + _u64(p) for p in sorted({p for _, p in self.ports})]
         n = len(self.nodes) + len(self.edges) + len(self.attachments) + len(ports)
         # Each kind is one separator-join over the (warp, id) pairs: no per-slot Python bytes objects.
-        return b"".join((
-            _u64(n),
-            _tagged(b"\x01", self.nodes),
-            _tagged(b"\x02", self.edges),
-            _encode_attachment_slots(self.attachments),
-            *ports,
-        ))
+        parts = [_u64(n)]
+        for kind, encode in ((self.nodes, _node_slots), (self.edges, _edge_slots),
+                             (self.attachments, _encode_attachment_slots)):
+            if kind:
+                enc = memo.get((id(kind), encode))
+                if enc is None:
+                    enc = memo[(id(kind), encode)] = encode(kind)
+                parts.append(enc)
+        parts += ports
+        return parts
 
 
 def _tagged(tag: bytes, pairs: Sequence[tuple[bytes, bytes]]) -> bytes:
@@ -113,7 +121,14 @@ def _tagged(tag: bytes, pairs: Sequence[tuple[bytes, bytes]]) -> bytes:
     return tag + tag.join(map(b"".join, pairs))
 
 
-_owner_plane = itemgetter(0, 3)
+def _node_slots(pairs: Sequence[tuple[bytes, bytes]]) -> bytes:
+    return _tagged(b"\x01", pairs)
+
+
+def _edge_slots(pairs: Sequence[tuple[bytes, bytes]]) -> bytes:
+    return _tagged(b"\x02", pairs)
+
+
 _warp_local = itemgetter(1, 2)
 
 
@@ -121,8 +136,8 @@ def _encode_attachment_slots(atts: tuple[tuple[int, bytes, bytes, int], ...]) ->
     """``03 ‖ owner ‖ plane ‖ warp ‖ id`` per slot; one join when every slot is a node's alpha plane."""
     if not atts:
         return b""
-    if set(map(_owner_plane, atts)) == {(NODE, PLANE_ALPHA)}:
-        return _tagged(b"\x03\x01\x01", tuple(map(_warp_local, atts)))
+    if set(map(_owner_of, atts)) == {NODE} and set(map(_plane_of, atts)) == {PLANE_ALPHA}:
+        return _tagged(b"\x03\x01\x01", list(map(_warp_local, atts)))
     return b"".join([b"\x03" + bytes((o, pl)) + w + i for o, w, i, pl in atts])
 
 
@@ -182,20 +197,16 @@ class TickPatch:
     def digest(self, profile: HashProfile = ECHO) -> Hash:
         """``compute_patch_digest_v2``: prefix ‖ u16le(2) ‖ u32le(policy) ‖ rule_pack ‖ status ‖ in ‖ out ‖ ops."""
         ops = self.ops
-        data = b"".join(
-            (
-                profile.patch_digest_prefix,
-                b"\x02\x00",
-                struct.pack("<I", self.policy_id),
-                self.rule_pack_id,
-                bytes((self.status,)),
-                self.in_slots.encode(profile),
-                self.out_slots.encode(profile),
-                _u64(len(ops)),
-                *_encode_ops(ops),
-            )
-        )
-        return Hash(blake3(data).digest())
+        h = blake3(b"".join((profile.patch_digest_prefix, b"\x02\x00", struct.pack("<I", self.policy_id),
+                             self.rule_pack_id, bytes((self.status,)))))
+        memo: dict[tuple[int, Any], bytes] = {}
+        for part in self.in_slots.encode_parts(profile, memo):
+            h.update(part)
+        for part in self.out_slots.encode_parts(profile, memo):
+            h.update(part)
+        h.update(_u64(len(ops)))
+        h.update(b"".join(_encode_ops(ops)))
+        return Hash(h.digest())
 
     def apply_to(self, state: WarpState) -> None:
         """Apply the ops to ``state``; on failure the state is restored and the error re-raised."""

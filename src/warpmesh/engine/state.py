@@ -153,10 +153,15 @@ class _Segment:
             self._regather()
             return
         nodes, buckets = store.refresh_chunks()
-        if (len(nodes) + len(buckets)) * 8 > len(self.ids) + len(self.owners):
+        if len(nodes) * 8 > len(self.ids):
             # Much changed (a tick that rewrote most nodes): one C-level regather beats patching.
-            self._regather()
-            return
+            self.node_chunks = list(map(store._node_chunk.__getitem__, self.ids))
+            self.node_buf, self.node_off = _concat(self.node_chunks)
+            nodes = set()
+        if len(buckets) * 8 > len(self.owners):
+            self.bucket_chunks = list(map(store._bucket_chunk.__getitem__, self.owners))
+            self.bucket_buf, self.bucket_off = _concat(self.bucket_chunks)
+            buckets = set()
         if nodes:
             if self.node_pos is None:
                 self.node_pos = dict(zip(self.ids, range(len(self.ids))))
