@@ -155,9 +155,9 @@ def slots_of(footprints: Iterable[Any]) -> tuple[SlotSet, SlotSet]:
 def slots_from_union(u: FootprintUnion) -> tuple[SlotSet, SlotSet]:
     """:func:`slots_of`, from the footprints' union (the commit has it from admission already)."""
     ins = SlotSet(
-        tuple(sorted(u.n_read | u.n_write)),
-        tuple(sorted(u.e_read | u.e_write)) if u.e_read or u.e_write else (),
-        tuple(sorted(u.a_read | u.a_write)),
+        _sorted_pairs(u.n_read | u.n_write),
+        _sorted_pairs(u.e_read | u.e_write) if u.e_read or u.e_write else (),
+        _sorted_attachment_slots(u.a_read | u.a_write),
         tuple(sorted(u.b_in | u.b_out)) if u.b_in or u.b_out else (),
     )
     # out ⊆ in: filter the sorted in-lists instead of sorting again.
@@ -166,6 +166,22 @@ def slots_from_union(u: FootprintUnion) -> tuple[SlotSet, SlotSet]:
         have if len(w) == len(have) else tuple(filter(w.__contains__, have)) for have, w in zip(ins, writes)
     ])
     return ins, outs
+
+
+def _sorted_pairs(pairs: set[tuple[bytes, bytes]]) -> tuple[tuple[bytes, bytes], ...]:
+    """``tuple(sorted(pairs))``; when every warp id has one length, keyed by the joined bytes (the same
+    order: a fixed-length first field compares like a prefix), which compares faster than tuples."""
+    if len(set(map(len, map(_first, pairs)))) == 1:
+        return tuple(sorted(pairs, key=b"".join))
+    return tuple(sorted(pairs))
+
+
+def _sorted_attachment_slots(keys: set[tuple[int, bytes, bytes, int]]) -> tuple[tuple[int, bytes, bytes, int], ...]:
+    """``tuple(sorted(keys))``; keyed by the owner id alone when owner, warp and plane are all the same."""
+    if len(set(map(_owner_of, keys))) == 1 and len(set(map(_warp_of, keys))) == 1 \
+            and len(set(map(_plane_of, keys))) == 1:
+        return tuple(sorted(keys, key=_local_of))
+    return tuple(sorted(keys))
 
 
 def canonical_ops(ops: Iterable[WarpOp]) -> list[WarpOp]:
@@ -612,4 +628,5 @@ _warp_of = itemgetter(1)
 _local_of = itemgetter(2)
 _owner_of = itemgetter(0)
 _plane_of = itemgetter(3)
+_first = itemgetter(0)
 _op_encode = methodcaller("encode")
