@@ -721,7 +721,9 @@ class Engine:
         except MergeFailure as failure:
             writers = [(accepted[o[0]].rule.name, NodeKey(*accepted[o[0]].scope), op) for o, op in failure.writers]
             raise MergeConflict(failure.key, writers) from None
-        new_warps = {op.child_warp for op in merged if type(op) is OpenPortal and op.init_root is not None}
+        new_warps = set()
+        if OpenPortal in set(map(type, merged)):  # (one C-level pass over the ops when there is none)
+            new_warps = {op.child_warp for op in merged if type(op) is OpenPortal and op.init_root is not None}
         if new_warps:
             for op in merged:
                 if type(op) is not OpenPortal and _op_warp(op) in new_warps:
