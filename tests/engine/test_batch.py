@@ -7,6 +7,7 @@ instead of patching it. Each shortcut is checked here against the plain path it 
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +15,7 @@ from tests.engine.workload import entity, make_engine
 from warpmesh.engine import (
     AtomPayload,
     Descend,
+    Engine,
     Footprint,
     NodeKey,
     NodeRecord,
@@ -25,7 +27,7 @@ from warpmesh.engine import (
     make_warp_id,
     node_alpha,
 )
-from warpmesh.engine.errors import InvalidOperation
+from warpmesh.engine.errors import InvalidOperation, UnknownRule
 from warpmesh.engine.footprint import ActiveFootprints, union_footprints
 from warpmesh.engine.graph import GraphStore
 from warpmesh.engine.patch import apply_ops, canonical_ops
@@ -156,3 +158,37 @@ def test_rules_sharing_a_scope_hash_stay_apart_and_each_is_last_wins() -> None:
         tx.enqueue(p)
     assert len(tx) == 3
     assert tx.drain() == [b2, a2, c]
+
+
+def test_run_tick_is_begin_apply_commit_in_one_bulk_section() -> None:
+    """run_tick commits what begin/apply/commit commits, with matching inside the bulk section too, and
+    aborts (recording nothing) when an apply raises."""
+    import gc
+
+    from warpmesh import bulk
+    from warpmesh.aio.tuning import GcPause
+
+    work = [("test/counter", entity(i)) for i in (3, 1, 2)] + [("test/spawn", entity(0))]
+    seen: list[bool] = []
+
+    def with_probe(engine: Engine) -> Engine:  # a rule that never matches and records the GC state
+        engine.register_rule("probe", lambda v, s: seen.append(gc.isenabled()) or False,
+                             lambda v, s, d: None, lambda v, s: Footprint(v.warp_id))
+        return engine
+
+    plain = with_probe(make_engine(4))
+    tx = plain.begin()
+    for name, scope in work:
+        plain.apply(tx, name, scope)
+    expected = plain.commit_with_receipt(tx)
+
+    previous = bulk.set_guard(GcPause)
+    try:
+        engine = with_probe(make_engine(4))
+        assert engine.run_tick([*work, ("probe", entity(0))]) == expected
+        assert seen == [False] and gc.isenabled()  # the collector paused while matching, restored after
+        with pytest.raises(UnknownRule):
+            engine.run_tick([("test/counter", entity(0)), ("no/such/rule", entity(1))])
+        assert engine._live == {} and len(engine.history) == 1 and gc.isenabled()
+    finally:
+        bulk.set_guard(previous)
