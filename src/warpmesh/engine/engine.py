@@ -17,7 +17,7 @@ import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from itertools import repeat
+from itertools import chain, repeat
 from operator import attrgetter, itemgetter
 from typing import Any, NamedTuple, Protocol
 
@@ -623,10 +623,8 @@ class Engine:
         scope_hashes = list(map(_scope_hash_of, drained))
         scopes = list(map(_scope_of, drained))
 
-        plan_digest = hash_bytes(_u64(n) + b"".join(map(b"".join, zip(scope_hashes, rule_ids))))
-
-        # Per candidate, the bytes the rewrites and receipt digests share: rule_id ‖ scope_hash ‖ warp ‖ local.
-        rows = list(map(b"".join, zip(rule_ids, scope_hashes, map(b"".join, scopes))))
+        # The digests' byte streams are joined straight from the columns (no per-candidate bytes objects).
+        plan_digest = _digest(_u64(n), chain.from_iterable(zip(scope_hashes, rule_ids)))
         union, conflict_free = union_footprints(list(map(_footprint_of, drained)))
         if conflict_free:
             # No two candidates conflict, so reserving them in order admits all (see union_footprints).
@@ -635,14 +633,17 @@ class Engine:
             entries = tuple(map(_tnew, repeat(ReceiptEntry),
                                 zip(rule_ids, names, scope_hashes, scopes, repeat(Disposition.APPLIED))))
             receipt = TickReceipt(tx, entries, ((),) * n)
-            rewrites_digest = hash_bytes(_u64(n) + b"".join(rows))
-            decision_digest = hash_bytes(b"\x02\x00" + _u64(n) + b"\x01".join(rows) + b"\x01") if n \
-                else digest_len0_u64()
+            # rule_id ‖ scope_hash ‖ warp ‖ local per rewrite; the receipt adds each one's code (01).
+            row = zip(rule_ids, scope_hashes, map(_warp_of, scopes), map(_local_of, scopes))
+            rewrites_digest = _digest(_u64(n), chain.from_iterable(row))
+            decision_digest = _digest(b"\x02\x00" + _u64(n), chain.from_iterable(zip(
+                rule_ids, scope_hashes, map(_warp_of, scopes), map(_local_of, scopes), repeat(b"\x01")))) \
+                if n else digest_len0_u64()
         else:
             accepted, receipt = self._reserve(tx, drained)
             union = union_footprints([pr.footprint for pr in accepted])[0]
-            rewrites_digest = hash_bytes(_u64(len(accepted)) + b"".join(
-                [row for row, e in zip(rows, receipt.entries) if e[4] == Disposition.APPLIED]))
+            rewrites_digest = _digest(_u64(len(accepted)), chain.from_iterable(
+                (pr.rule.rule_id, pr.scope_hash, pr.scope[0], pr.scope[1]) for pr in accepted))
             decision_digest = receipt.digest()
         in_slots, out_slots = slots_from_union(union)
 
@@ -777,6 +778,13 @@ class Engine:
         child._history = list(self._history[: tick + 1])
         child._last = child._history[-1].snapshot
         return child
+
+
+def _digest(head: bytes, parts: Iterable[bytes]) -> Hash:
+    """BLAKE3 of ``head`` followed by ``parts``."""
+    h = blake3(head)
+    h.update(b"".join(parts))
+    return Hash(h.digest())
 
 
 def _op_warp(op: WarpOp) -> bytes:

@@ -186,10 +186,10 @@ def merge_deltas(deltas: Sequence[tuple[Sequence[WarpOp], Sequence[tuple[int, in
     ops: list[WarpOp] = []
     for delta_ops, _ in deltas:
         ops += delta_ops
-    keys = sort_keys(ops)
-    if len(set(keys)) == len(keys):
+    by_key = dict(zip(sort_keys(ops), ops))
+    if len(by_key) == len(ops):
         # No key twice (the usual tick): the order is the keys' order, with nothing to dedupe or refuse.
-        return list(map(ops.__getitem__, sorted(range(len(keys)), key=keys.__getitem__)))
+        return list(map(by_key.__getitem__, sorted(by_key)))
     flat: list[tuple[bytes, tuple[int, int], WarpOp]] = []
     for delta_ops, origins in deltas:
         flat.extend(zip(sort_keys(delta_ops), origins, delta_ops))

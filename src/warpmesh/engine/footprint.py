@@ -237,8 +237,10 @@ def union_footprints(fps: Sequence[Footprint]) -> tuple[FootprintUnion, bool]:
     footprint (each footprint's reads minus its own writes, united, must miss every write), and no port
     may be used by two footprints.
     """
+    n = len(fps)
     parts = [list(map(get, fps)) for get in _GET]
-    union = FootprintUnion(*[set().union(*p) for p in parts])
+    # A kind no footprint used is the shared empty frozenset everywhere: count() finds that by identity.
+    union = FootprintUnion(*[set() if p.count(_EMPTY) == n else set().union(*p) for p in parts])
     free = True
     for r, w in ((0, 1), (2, 3), (4, 5)):
         writes = union[w]
