@@ -581,14 +581,31 @@ class Engine:
         """
         with bulk():
             tx = self.begin()
-            apply = self.apply
             try:
-                for rule_name, scope in applies:
-                    apply(tx, rule_name, scope)
+                self._apply_all(self._live[tx], applies)
             except BaseException:
                 self.abort(tx)
                 raise
             return self.commit_with_receipt(tx)
+
+    def _apply_all(self, pending: PendingTx, applies: Iterable[tuple[str, NodeId]]) -> None:
+        """:meth:`apply` for each pair, as one loop: the lookups every apply repeats are done once."""
+        warp = self._root[0]
+        store = self._state.stores[warp]
+        view = self._views.get(warp)
+        if view is None or view._s is not store:
+            view = self._views[warp] = GraphView(store)
+        by_name = self._by_name
+        rules = self._rules
+        add = pending.add
+        for rule_name, scope in applies:
+            ix = by_name.get(rule_name)
+            if ix is None:
+                raise UnknownRule(rule_name)
+            rule = rules[ix]
+            if rule.matcher(view, scope):
+                add(rule, ix, blake3(rule.rule_id + warp + scope).digest(), _tnew(NodeKey, (warp, scope)),
+                    rule.footprint(view, scope))
 
     def abort(self, tx: int) -> None:
         """Drop a transaction and its pending rewrites (nothing was mutated, so nothing to undo)."""
