@@ -4,8 +4,11 @@ Prints JSON lines (medians over repeated runs):
 
 * ``engine.rewrites_per_s`` — ticks of 5,000 independent rewrites (each updates its own entity's
   motion atom), timed from the first ``apply`` to the end of ``commit`` (wall clock; CPU time beside
-  it); Echo's headline is ~5,000 rewrites per 60 fps frame, i.e. 300,000/s, in Rust. Variants: the
-  footprint guard off, 4 logical workers, and the comparison-sort drain instead of Echo's radix switch.
+  it); Echo's headline is ~5,000 rewrites per 60 fps frame, i.e. 300,000/s, in Rust. Beside it, the
+  same tick's arithmetic done by a plain Python loop with no engine (``plain_python_rewrites_per_s``,
+  measured in the same run). Variants: the tick through ``Engine.run_tick`` (one bulk section, so the
+  cyclic GC also pauses while the candidates are matched), the footprint guard off, 4 logical
+  workers, and the comparison-sort drain instead of Echo's radix switch.
 * ``engine.state_root`` — state root of a chain of 1,000 and 30,000 entities, cold (hash caches dropped,
   i.e. encoding everything like Echo does) and warm (after a tick that changed 1% of the entities), beside
   BLAKE3 alone over the same canonical bytes measured in the same run; Echo reports 0.85 ms and 42.8 ms.
@@ -15,7 +18,7 @@ on a machine shared with other jobs the wall clock also measures the other jobs.
 * ``engine.process_pool`` — a tick of CPU-heavy executors serially vs on a 2-process pool (what
   parallelism buys once executors do real work).
 
-Run: ``.venv/bin/python bench/engine.py [--quick]``.
+Run: ``.venv/bin/python bench/engine.py [--quick] [--only rewrites|state_root|pool]``.
 """
 
 from __future__ import annotations
@@ -105,17 +108,39 @@ def median_ms(samples: list[float]) -> float:
     return round(statistics.median(samples) * 1e3, 3)
 
 
-def bench_rewrites(runs: int, per_tick: int, label: str, **options: object) -> dict:
+def plain_python_tick_s(per_tick: int, runs: int) -> float:
+    """Median seconds of the same tick's work done by hand, without an engine: read each entity's motion
+    atom, integrate it, write it back (what the executors compute, with no matching, footprints,
+    scheduling, patch or hashes)."""
+    atoms = {make_node_id(f"entity-{i}"): AtomPayload(MOTION, _motion.pack(i, 0, 0, 1, 1, 0)) for i in range(per_tick)}
+    samples = []
+    for _ in range(runs + 1):
+        t0 = time.perf_counter()
+        for node, att in atoms.items():
+            x, y, z, vx, vy, vz = _motion.unpack(att[1])
+            atoms[node] = AtomPayload(MOTION, _motion.pack(x + vx, y + vy, z + vz, vx, vy, vz))
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples[1:])
+
+
+def bench_rewrites(runs: int, per_tick: int, label: str, run_tick: bool = False, **options: object) -> dict:
+    """Ticks of ``per_tick`` motion rewrites: ``begin``/``apply``/``commit`` as a caller writes them, or
+    (``run_tick``) :meth:`Engine.run_tick`, which makes the whole tick one bulk section."""
     engine, ids = engine_for(per_tick, **options)
+    work = [("motion/update", node) for node in ids]
     ticks, applies, commits, cpu = [], [], [], []
     for _ in range(runs + 1):  # the first tick warms the hash caches
         c0 = time.process_time()
         t0 = time.perf_counter()
-        tx = engine.begin()
-        for node in ids:
-            engine.apply(tx, "motion/update", node)
-        t1 = time.perf_counter()
-        engine.commit(tx)
+        if run_tick:
+            engine.run_tick(work)
+            t1 = t0
+        else:
+            tx = engine.begin()
+            for node in ids:
+                engine.apply(tx, "motion/update", node)
+            t1 = time.perf_counter()
+            engine.commit(tx)
         t2 = time.perf_counter()
         cpu.append(time.process_time() - c0)
         ticks.append(t2 - t0)
@@ -124,7 +149,8 @@ def bench_rewrites(runs: int, per_tick: int, label: str, **options: object) -> d
     ticks, applies, commits, cpu = ticks[1:], applies[1:], commits[1:], cpu[1:]
     tick = statistics.median(ticks)
     ours = per_tick / tick
-    return {
+    plain = per_tick / plain_python_tick_s(per_tick, runs)
+    line = {
         "bench": "engine.rewrites_per_s",
         "variant": label,
         "tick_rewrites": per_tick,
@@ -132,14 +158,17 @@ def bench_rewrites(runs: int, per_tick: int, label: str, **options: object) -> d
         "peer": "Echo warp-core (Rust), reported",
         "peer_value": ECHO_REWRITES_PER_S,
         "ratio": round(ours / ECHO_REWRITES_PER_S, 4),
+        "plain_python_rewrites_per_s": round(plain),
+        "ratio_to_plain_python": round(ours / plain, 4),
         "cpu_rewrites_per_s": round(per_tick / statistics.median(cpu)),
         "median_tick_ms": median_ms(ticks),
-        "median_apply_ms": median_ms(applies),
-        "median_commit_ms": median_ms(commits),
+        "median_apply_ms": None if run_tick else median_ms(applies),
+        "median_commit_ms": None if run_tick else median_ms(commits),
         "median_tick_cpu_ms": median_ms(cpu),
         "us_per_rewrite": round(tick / per_tick * 1e6, 2),
         "runs": runs,
     }
+    return line
 
 
 def _timed(fn: Callable[..., object], *args: object) -> tuple[float, float]:
@@ -227,18 +256,24 @@ def main() -> None:
     install_gc_pause()  # as the engine CLI and the runtimes do: a tick is a bulk section
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer runs (smoke test)")
+    ap.add_argument("--only", choices=["rewrites", "state_root", "pool"], help="run one group of lines")
     args = ap.parse_args()
     runs = 3 if args.quick else 7
-    for line in (
-        bench_rewrites(runs, 5_000, "default (guard on, 1 worker)"),
-        bench_rewrites(runs, 5_000, "guard off", footprint_guard=False),
-        bench_rewrites(runs, 5_000, "4 logical workers", workers=4),
-        bench_rewrites(runs, 5_000, "comparison drain (radix_threshold=None)", radix_threshold=None),
-        bench_state_root(1_000, runs * 3),
-        bench_state_root(30_000, runs),
-        bench_pool(max(3, runs // 2), 200, 2),
-    ):
-        print(json.dumps(line), flush=True)
+    groups: dict[str, list[Callable[[], dict]]] = {
+        "rewrites": [
+            lambda: bench_rewrites(runs, 5_000, "default (guard on, 1 worker)"),
+            lambda: bench_rewrites(runs, 5_000, "run_tick (whole tick one bulk section)", run_tick=True),
+            lambda: bench_rewrites(runs, 5_000, "guard off", footprint_guard=False),
+            lambda: bench_rewrites(runs, 5_000, "4 logical workers", workers=4),
+            lambda: bench_rewrites(runs, 5_000, "comparison drain (radix_threshold=None)", radix_threshold=None),
+        ],
+        "state_root": [lambda: bench_state_root(1_000, runs * 3), lambda: bench_state_root(30_000, runs)],
+        "pool": [lambda: bench_pool(max(3, runs // 2), 200, 2)],
+    }
+    for name, lines in groups.items():
+        if args.only in (None, name):
+            for make in lines:
+                print(json.dumps(make()), flush=True)
 
 
 if __name__ == "__main__":

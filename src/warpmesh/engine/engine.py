@@ -17,6 +17,8 @@ import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from itertools import chain, repeat
+from operator import attrgetter, itemgetter
 from typing import Any, NamedTuple, Protocol
 
 from blake3 import blake3
@@ -43,7 +45,7 @@ from warpmesh.engine.execution import (
     partition_units,
     run_batch,
 )
-from warpmesh.engine.footprint import ActiveFootprints, Footprint, footprints_conflict
+from warpmesh.engine.footprint import ActiveFootprints, Footprint, footprints_conflict, union_footprints
 from warpmesh.engine.graph import EdgeRecord, GraphStore, GraphView, NodeRecord
 from warpmesh.engine.guard import footprint_slice
 from warpmesh.engine.hashing import (
@@ -71,7 +73,7 @@ from warpmesh.engine.ident import (
     pending_edge_id,
 )
 from warpmesh.engine.ops import OpenPortal, SetAttachment, UpsertEdge, UpsertNode, WarpOp
-from warpmesh.engine.patch import STATUS_COMMITTED, SlotSet, TickPatch, apply_ops, slots_of
+from warpmesh.engine.patch import STATUS_COMMITTED, SlotSet, TickPatch, apply_ops, slots_from_union
 from warpmesh.engine.scheduler import SMALL_SORT_THRESHOLD, PendingRewrite, PendingTx
 from warpmesh.engine.state import WarpState, compute_state_root
 
@@ -99,6 +101,15 @@ FootprintFn = Callable[[GraphView, NodeId], Footprint]
 
 _u64 = struct.Struct("<Q").pack
 _tnew = tuple.__new__  # builds named tuples without their Python-level __new__ (hot loops only)
+_rule_id_of = attrgetter("rule.rule_id")
+_rule_name_of = attrgetter("rule.name")
+_scope_hash_of = attrgetter("scope_hash")
+_scope_of = attrgetter("scope")
+_footprint_of = attrgetter("footprint")
+_executor_of = attrgetter("rule.executor")
+_system_of = attrgetter("rule.system")
+_warp_of = itemgetter(0)
+_local_of = itemgetter(1)
 
 # Structural ids used by ingest_intent (reference §1, "Structural ids created by ingest_intent").
 SIM_NODE = make_node_id("sim")
@@ -180,6 +191,8 @@ class Disposition(IntEnum):
     FOOTPRINT_CONFLICT = 2
 
 
+_NO_MATCH = ApplyResult.NO_MATCH
+_APPLIED = ApplyResult.APPLIED
 _CODE = {Disposition.APPLIED: b"\x01", Disposition.FOOTPRINT_CONFLICT: b"\x02"}
 
 
@@ -512,7 +525,19 @@ class Engine:
 
     def apply(self, tx: int, rule_name: str, scope: NodeId) -> ApplyResult:
         """Match ``rule_name`` at ``scope`` in the root warp and enqueue it (see :meth:`apply_in_warp`)."""
-        return self.apply_in_warp(tx, self._root[0], rule_name, scope)
+        # apply_in_warp() for the root warp, inlined: it runs once per candidate of every tick.
+        pending = self._live.get(tx)
+        ix = self._by_name.get(rule_name)
+        warp = self._root[0]
+        view = self._views.get(warp)
+        if pending is None or ix is None or view is None or view._s is not self._state.stores.get(warp):
+            return self.apply_in_warp(tx, warp, rule_name, scope)  # raises, or caches the view
+        rule = self._rules[ix]
+        if not rule.matcher(view, scope):
+            return _NO_MATCH
+        pending.add(rule, ix, blake3(rule.rule_id + warp + scope).digest(), _tnew(NodeKey, (warp, scope)),
+                    rule.footprint(view, scope))
+        return _APPLIED
 
     def apply_in_warp(self, tx: int, warp: WarpId, rule_name: str, scope: NodeId,
                       descent_stack: Sequence[AttachmentKey] = ()) -> ApplyResult:
@@ -522,6 +547,7 @@ class Engine:
         ``descent_stack`` lists the portal slots traversed to reach ``warp``; they join the footprint's
         attachment reads, so a rewrite conflicts with anything re-pointing a portal it came through.
         """
+        # The per-rewrite hot path of a tick: one call per candidate, so lookups are kept to a minimum.
         pending = self._live.get(tx)
         if pending is None:
             raise UnknownTx(f"transaction {tx} is not open")
@@ -536,13 +562,50 @@ class Engine:
             view = self._views[warp] = GraphView(store)
         rule = self._rules[ix]
         if not rule.matcher(view, scope):
-            return ApplyResult.NO_MATCH
+            return _NO_MATCH
         fp = rule.footprint(view, scope)
         for key in descent_stack:
             fp.read_attachment(key)
-        sh = Hash(blake3(rule.rule_id + warp + scope).digest())  # scope_hash(), inlined: once per apply
-        pending.enqueue(PendingRewrite(rule, ix, sh, _tnew(NodeKey, (warp, scope)), fp))
-        return ApplyResult.APPLIED
+        # scope_hash(), inlined: once per apply
+        pending.add(rule, ix, blake3(rule.rule_id + warp + scope).digest(), _tnew(NodeKey, (warp, scope)), fp)
+        return _APPLIED
+
+    def run_tick(self, applies: Iterable[tuple[str, NodeId]]) -> tuple[Snapshot, TickReceipt, TickPatch]:
+        """One whole tick: ``begin``, ``apply(tx, rule, scope)`` for each pair, ``commit_with_receipt``.
+
+        The whole tick, matching included, is then one bulk section (see :mod:`warpmesh.bulk`), where
+        ``commit`` alone covers only its own part: a tick's candidates (footprints, pending rewrites)
+        are thousands of containers that live until the commit, and the generational collections
+        they trigger while they are being built re-walk the engine's whole history. If an apply
+        raises, the transaction is aborted and the error re-raised.
+        """
+        with bulk():
+            tx = self.begin()
+            try:
+                self._apply_all(self._live[tx], applies)
+            except BaseException:
+                self.abort(tx)
+                raise
+            return self.commit_with_receipt(tx)
+
+    def _apply_all(self, pending: PendingTx, applies: Iterable[tuple[str, NodeId]]) -> None:
+        """:meth:`apply` for each pair, as one loop: the lookups every apply repeats are done once."""
+        warp = self._root[0]
+        store = self._state.stores[warp]
+        view = self._views.get(warp)
+        if view is None or view._s is not store:
+            view = self._views[warp] = GraphView(store)
+        by_name = self._by_name
+        rules = self._rules
+        add = pending.add
+        for rule_name, scope in applies:
+            ix = by_name.get(rule_name)
+            if ix is None:
+                raise UnknownRule(rule_name)
+            rule = rules[ix]
+            if rule.matcher(view, scope):
+                add(rule, ix, blake3(rule.rule_id + warp + scope).digest(), _tnew(NodeKey, (warp, scope)),
+                    rule.footprint(view, scope))
 
     def abort(self, tx: int) -> None:
         """Drop a transaction and its pending rewrites (nothing was mutated, so nothing to undo)."""
@@ -572,11 +635,54 @@ class Engine:
     def _commit(self, tx: int, pending: PendingTx) -> tuple[Snapshot, TickReceipt, TickPatch]:
         pack = self.rule_pack_id
         drained = pending.drain(self.radix_threshold)
+        n = len(drained)
+        rule_ids = list(map(_rule_id_of, drained))
+        scope_hashes = list(map(_scope_hash_of, drained))
+        scopes = list(map(_scope_of, drained))
 
-        plan = [_u64(len(drained))]
-        plan += [pr.scope_hash + pr.rule.rule_id for pr in drained]
-        plan_digest = hash_bytes(b"".join(plan))
+        # The digests' byte streams are joined straight from the columns (no per-candidate bytes objects).
+        plan_digest = _digest(_u64(n), chain.from_iterable(zip(scope_hashes, rule_ids)))
+        union, conflict_free = union_footprints(list(map(_footprint_of, drained)))
+        if conflict_free:
+            # No two candidates conflict, so reserving them in order admits all (see union_footprints).
+            accepted = drained
+            names = list(map(_rule_name_of, drained))
+            entries = tuple(map(_tnew, repeat(ReceiptEntry),
+                                zip(rule_ids, names, scope_hashes, scopes, repeat(Disposition.APPLIED))))
+            receipt = TickReceipt(tx, entries, ((),) * n)
+            # rule_id ‖ scope_hash ‖ warp ‖ local per rewrite; the receipt adds each one's code (01).
+            row = zip(rule_ids, scope_hashes, map(_warp_of, scopes), map(_local_of, scopes))
+            rewrites_digest = _digest(_u64(n), chain.from_iterable(row))
+            decision_digest = _digest(b"\x02\x00" + _u64(n), chain.from_iterable(zip(
+                rule_ids, scope_hashes, map(_warp_of, scopes), map(_local_of, scopes), repeat(b"\x01")))) \
+                if n else digest_len0_u64()
+        else:
+            accepted, receipt = self._reserve(tx, drained)
+            union = union_footprints([pr.footprint for pr in accepted])[0]
+            rewrites_digest = _digest(_u64(len(accepted)), chain.from_iterable(
+                (pr.rule.rule_id, pr.scope_hash, pr.scope[0], pr.scope[1]) for pr in accepted))
+            decision_digest = receipt.digest()
+        in_slots, out_slots = slots_from_union(union)
 
+        merged = self._execute(accepted)
+        applier = apply_ops(self._state, merged, canonical=True)
+        ops = applier.effective_ops()
+
+        patch = TickPatch(self.policy_id, pack, STATUS_COMMITTED, in_slots, out_slots, tuple(ops))
+        patch_digest = patch.digest(self.profile)
+        state_root = self.state_root()
+        parents = (self._last.hash,) if self._last is not None else ()
+        commit = commit_hash_v2(self.profile, state_root, list(parents), patch_digest, self.policy_id)
+        snap = Snapshot(self._root, commit, state_root, parents, plan_digest, decision_digest, rewrites_digest,
+                        patch_digest, self.policy_id, tx)
+        self._history.append(TickRecord(snap, receipt, patch, tuple(self._journal)))
+        self._journal = []
+        self._last = snap
+        return snap, receipt, patch
+
+    @staticmethod
+    def _reserve(tx: int, drained: list[PendingRewrite]) -> tuple[list[PendingRewrite], TickReceipt]:
+        """Admit candidates one by one in canonical order (Echo's reserve), attributing each rejection."""
         active = ActiveFootprints()
         entries: list[ReceiptEntry] = []
         blocked: list[tuple[int, ...]] = []
@@ -597,28 +703,7 @@ class Engine:
                 blocked.append(blockers)
                 disp = Disposition.FOOTPRINT_CONFLICT
             entries.append(_tnew(ReceiptEntry, (rule.rule_id, rule.name, pr.scope_hash, pr.scope, disp)))
-        receipt = TickReceipt(tx, tuple(entries), tuple(blocked))
-        in_slots, out_slots = slots_of(pr.footprint for pr in accepted)
-
-        rw = [_u64(len(accepted))]
-        rw += [pr.rule.rule_id + pr.scope_hash + pr.scope[0] + pr.scope[1] for pr in accepted]
-        rewrites_digest = hash_bytes(b"".join(rw))
-
-        merged = self._execute(accepted)
-        applier = apply_ops(self._state, merged)
-        ops = applier.effective_ops()
-
-        patch = TickPatch(self.policy_id, pack, STATUS_COMMITTED, in_slots, out_slots, tuple(ops))
-        patch_digest = patch.digest(self.profile)
-        state_root = self.state_root()
-        parents = (self._last.hash,) if self._last is not None else ()
-        commit = commit_hash_v2(self.profile, state_root, list(parents), patch_digest, self.policy_id)
-        snap = Snapshot(self._root, commit, state_root, parents, plan_digest, receipt.digest(), rewrites_digest,
-                        patch_digest, self.policy_id, tx)
-        self._history.append(TickRecord(snap, receipt, patch, tuple(self._journal)))
-        self._journal = []
-        self._last = snap
-        return snap, receipt, patch
+        return accepted, TickReceipt(tx, tuple(entries), tuple(blocked))
 
     def _execute(self, accepted: list[PendingRewrite]) -> list[WarpOp]:
         """Run the admitted rewrites over shards and merge their deltas canonically."""
@@ -627,14 +712,16 @@ class Engine:
         stores = self._state.stores
         guard = self.footprint_guard
         remote = self.executor is not None
-        items: list[ExecItem] = []
-        for i, pr in enumerate(accepted):
-            store = stores[pr.scope[0]]
-            fp = pr.footprint
-            if remote:
-                store = footprint_slice(store, fp)
-            items.append((i, pr.rule.executor, store, pr.scope[1], fp if (guard or remote) else None,
-                          pr.rule.system))
+        items: list[ExecItem]
+        if remote:
+            items = [(i, pr.rule.executor, footprint_slice(stores[pr.scope[0]], pr.footprint), pr.scope[1],
+                      pr.footprint, pr.rule.system) for i, pr in enumerate(accepted)]
+        else:
+            scopes = list(map(_scope_of, accepted))
+            items = list(zip(
+                range(len(accepted)), map(_executor_of, accepted), map(stores.__getitem__, map(_warp_of, scopes)),
+                map(_local_of, scopes), map(_footprint_of, accepted) if guard else repeat(None),
+                map(_system_of, accepted)))
         if self.workers == 1 and not remote:
             # One worker runs everything in canonical order (Echo's serial path).
             results = [run_batch(items)]
@@ -652,7 +739,9 @@ class Engine:
         except MergeFailure as failure:
             writers = [(accepted[o[0]].rule.name, NodeKey(*accepted[o[0]].scope), op) for o, op in failure.writers]
             raise MergeConflict(failure.key, writers) from None
-        new_warps = {op.child_warp for op in merged if type(op) is OpenPortal and op.init_root is not None}
+        new_warps = set()
+        if OpenPortal in set(map(type, merged)):  # (one C-level pass over the ops when there is none)
+            new_warps = {op.child_warp for op in merged if type(op) is OpenPortal and op.init_root is not None}
         if new_warps:
             for op in merged:
                 if type(op) is not OpenPortal and _op_warp(op) in new_warps:
@@ -706,6 +795,13 @@ class Engine:
         child._history = list(self._history[: tick + 1])
         child._last = child._history[-1].snapshot
         return child
+
+
+def _digest(head: bytes, parts: Iterable[bytes]) -> Hash:
+    """BLAKE3 of ``head`` followed by ``parts``."""
+    h = blake3(head)
+    h.update(b"".join(parts))
+    return Hash(h.digest())
 
 
 def _op_warp(op: WarpOp) -> bytes:

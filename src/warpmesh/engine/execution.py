@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from itertools import repeat
+from operator import itemgetter, methodcaller
 from typing import Any
 
 from warpmesh.engine.attachment import NODE, PLANE_ALPHA, AttachmentKey, AttachmentValue
@@ -102,7 +104,15 @@ class TickDelta:
 
     def set_node_attachment(self, node: NodeId, value: AttachmentValue | None) -> None:
         """Set or clear ``node``'s alpha attachment."""
-        self.emit(_tnew(SetAttachment, (_tnew(AttachmentKey, (NODE, self._warp, node, PLANE_ALPHA)), value)))
+        key = _tnew(AttachmentKey, (NODE, self._warp, node, PLANE_ALPHA))
+        fp = self._fp
+        if fp is not None and key not in fp.a_write:
+            check_write(_tnew(SetAttachment, (key, value)), fp, self._warp, self._system)  # raises
+        # emit(), inlined for the most common op (its guard check is the line above)
+        self.ops.append(_tnew(SetAttachment, (key, value)))
+        ix = self._op_ix
+        self.origins.append((self._match_ix, ix))
+        self._op_ix = ix + 1
 
     def set_attachment(self, key: AttachmentKey, value: AttachmentValue | None) -> None:
         """Set or clear any attachment slot."""
@@ -173,9 +183,16 @@ def merge_deltas(deltas: Sequence[tuple[Sequence[WarpOp], Sequence[tuple[int, in
 
     Origins must be unique (the engine numbers them per rewrite and op), so sorting never compares ops.
     """
+    ops: list[WarpOp] = []
+    for delta_ops, _ in deltas:
+        ops += delta_ops
+    by_key = dict(zip(sort_keys(ops), ops))
+    if len(by_key) == len(ops):
+        # No key twice (the usual tick): the order is the keys' order, with nothing to dedupe or refuse.
+        return list(map(by_key.__getitem__, sorted(by_key)))
     flat: list[tuple[bytes, tuple[int, int], WarpOp]] = []
-    for ops, origins in deltas:
-        flat.extend(zip([op.sort_key() for op in ops], origins, ops))
+    for delta_ops, origins in deltas:
+        flat.extend(zip(sort_keys(delta_ops), origins, delta_ops))
     flat.sort()  # by (key, origin); origins are unique, so ops themselves are never compared
     out: list[WarpOp] = []
     n = len(flat)
@@ -193,3 +210,26 @@ def merge_deltas(deltas: Sequence[tuple[Sequence[WarpOp], Sequence[tuple[int, in
         i = j
     return out
 
+
+_Z30 = bytes(30)
+_NODE_ALPHA_KEY = b"\x01\x01" + _Z30
+_sort_key = methodcaller("sort_key")
+
+
+def sort_keys(ops: Sequence[WarpOp]) -> list[bytes]:
+    """``[op.sort_key() for op in ops]``; node-atom ``SetAttachment`` ops (most of a tick) by one C-level map."""
+    types = set(map(type, ops))
+    if types == {SetAttachment}:
+        keys = list(map(_key_of, ops))
+        if set(map(_owner_of, keys)) == {NODE} and set(map(_plane_of, keys)) == {PLANE_ALPHA}:
+            # SetAttachment.sort_key(): 08 ‖ warp ‖ owner ‖ plane ‖ 0×30 ‖ owner id
+            return list(map(b"".join, zip(repeat(b"\x08"), map(_warp_of, keys), repeat(_NODE_ALPHA_KEY),
+                                          map(_local_of, keys))))
+    return list(map(_sort_key, ops))
+
+
+_key_of = itemgetter(0)
+_owner_of = itemgetter(0)
+_warp_of = itemgetter(1)
+_local_of = itemgetter(2)
+_plane_of = itemgetter(3)

@@ -11,10 +11,14 @@ equal to :class:`~warpmesh.engine.ident.NodeKey` and :class:`~warpmesh.engine.at
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from operator import attrgetter, or_, sub
+from typing import NamedTuple
+
 from warpmesh.engine.attachment import EDGE, NODE, PLANE_ALPHA, PLANE_BETA
 from warpmesh.engine.ident import EdgeId, NodeId, WarpId, pack_port_key
 
-__all__ = ["ActiveFootprints", "Footprint", "footprints_conflict"]
+__all__ = ["ActiveFootprints", "Footprint", "FootprintUnion", "footprints_conflict", "union_footprints"]
 
 _EMPTY: frozenset = frozenset()
 
@@ -205,3 +209,53 @@ class ActiveFootprints:
             self.ports |= fp.b_in
             self.ports |= fp.b_out
         return True
+
+
+class FootprintUnion(NamedTuple):
+    """Each of the eight sets of a footprint, united over a batch of footprints."""
+
+    n_read: set[tuple[bytes, bytes]]
+    n_write: set[tuple[bytes, bytes]]
+    e_read: set[tuple[bytes, bytes]]
+    e_write: set[tuple[bytes, bytes]]
+    a_read: set[tuple[int, bytes, bytes, int]]
+    a_write: set[tuple[int, bytes, bytes, int]]
+    b_in: set[tuple[bytes, int]]
+    b_out: set[tuple[bytes, int]]
+
+
+_FIELDS = ("n_read", "n_write", "e_read", "e_write", "a_read", "a_write", "b_in", "b_out")
+_GET = [attrgetter(name) for name in _FIELDS]
+
+
+def union_footprints(fps: Sequence[Footprint]) -> tuple[FootprintUnion, bool]:
+    """The union of ``fps`` per set, and whether no two of them conflict.
+
+    When no two conflict, reserving them one by one in order admits every one, so a tick can decide
+    admission for the whole batch at once. The test runs in C-level set operations: writes must be
+    pairwise disjoint (their sizes add up to the size of their union), no write may be read by another
+    footprint (each footprint's reads minus its own writes, united, must miss every write), and no port
+    may be used by two footprints.
+    """
+    n = len(fps)
+    parts = [list(map(get, fps)) for get in _GET]
+    # A kind no footprint used is the shared empty frozenset everywhere: count() finds that by identity.
+    union = FootprintUnion(*[set() if p.count(_EMPTY) == n else set().union(*p) for p in parts])
+    free = True
+    for r, w in ((0, 1), (2, 3), (4, 5)):
+        writes = union[w]
+        if not writes:
+            continue
+        if sum(map(len, parts[w])) != len(writes):
+            free = False
+            break
+        if not writes.isdisjoint(union[r]):
+            # Some footprint reads a written item; that is fine only if it is its own write.
+            others = set().union(*map(sub, parts[r], parts[w]))
+            if not writes.isdisjoint(others):
+                free = False
+                break
+    if free and (union.b_in or union.b_out):
+        ports = list(map(or_, parts[6], parts[7]))
+        free = sum(map(len, ports)) == len(set().union(*ports))
+    return union, free

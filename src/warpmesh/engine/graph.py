@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
+from itertools import repeat
+from operator import itemgetter
 from typing import NamedTuple
 
 from warpmesh.engine.attachment import AtomPayload, AttachmentValue, Descend, encode_opt_attachment_value
@@ -24,6 +26,8 @@ __all__ = ["EdgeRecord", "GraphStore", "GraphView", "NodeRecord"]
 
 _u64 = struct.Struct("<Q").pack
 _ONE = _u64(1)
+_first = itemgetter(0)
+_second = itemgetter(1)
 
 
 class NodeRecord(NamedTuple):
@@ -171,6 +175,20 @@ class GraphStore:
         elif node_id in self._descend_nodes:
             self._descend_nodes.discard(node_id)
             self._topo_version += 1
+
+    def set_node_atoms(self, node_ids: list[NodeId], values: list[AtomPayload]) -> list[AttachmentValue | None] | None:
+        """Set many nodes' alpha atoms at once; return the previous values, or None (nothing changed)
+        if the batch does not qualify: ids must be distinct existing nodes none of which holds a portal,
+        and every value must be an :class:`AtomPayload`. Equivalent to ``set_node_attachment`` per pair."""
+        ids = set(node_ids)
+        if (len(ids) != len(node_ids) or not ids <= self.nodes.keys() or not self._descend_nodes.isdisjoint(ids)
+                or set(map(type, values)) != {AtomPayload}):
+            return None
+        atts = self.node_attachments
+        before = list(map(atts.get, node_ids))
+        atts.update(zip(node_ids, values))
+        self._dirty_nodes |= ids
+        return before
 
     def delete_node(self, node_id: NodeId) -> None:
         """Delete an isolated node and its alpha attachment (Echo HEAD: incident edges must go first)."""
@@ -322,7 +340,8 @@ class GraphStore:
             atts = self.node_attachments
             chunks = self._node_chunk
             join = b"".join
-            for n in dirty_nodes:
+            bulk = len(dirty_nodes) > 64 and self._refresh_atom_nodes(dirty_nodes)
+            for n in () if bulk else dirty_nodes:
                 rec = nodes.get(n)
                 if rec is None:
                     chunks.pop(n, None)
@@ -360,6 +379,20 @@ class GraphStore:
                 bchunks[src] = join(parts)
             self._dirty_buckets = set()
         return dirty_nodes, dirty_buckets
+
+    def _refresh_atom_nodes(self, dirty: set[NodeId]) -> bool:
+        """Re-encode dirty nodes in one C-level pass if every one exists and holds an atom (a tick of
+        attachment writes); False, with nothing done, otherwise."""
+        ids = list(dirty)
+        recs = list(map(self.nodes.get, ids))
+        values = list(map(self.node_attachments.get, ids))
+        if None in recs or set(map(type, values)) != {AtomPayload}:
+            return False
+        data = list(map(_second, values))
+        # node ‖ ty ‖ 01 01 ‖ atom type ‖ u64le(len) ‖ bytes, as in the per-node loop below
+        self._node_chunk.update(zip(ids, map(b"".join, zip(
+            ids, map(_first, recs), repeat(b"\x01\x01"), map(_first, values), map(_u64, map(len, data)), data))))
+        return True
 
     def node_chunk(self, node_id: NodeId) -> bytes:
         """``node_id ‖ ty ‖ attval?(alpha)``: this node's part of the state root stream."""

@@ -60,9 +60,11 @@ class GuardedView(GraphView):
 
     def node_attachment(self, node_id: NodeId) -> AttachmentValue | None:
         k = (NODE, self._w, node_id, PLANE_ALPHA)
-        if k not in self._fp.a_read and k not in self._fp.a_write:
-            raise FootprintViolation(f"read of undeclared alpha attachment of {node_id.hex()}")
-        return self._s.node_attachments.get(node_id)
+        fp = self._fp
+        # Writes first: executors mostly read the atom they rewrite (and a_read is then empty).
+        if k in fp.a_write or k in fp.a_read:
+            return self._s.node_attachments.get(node_id)
+        raise FootprintViolation(f"read of undeclared alpha attachment of {node_id.hex()}")
 
     def edge(self, edge_id: EdgeId) -> EdgeRecord | None:
         k = (self._w, edge_id)

@@ -10,9 +10,10 @@ is the same diff because untouched keys cannot differ. The same memory undoes a 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from operator import methodcaller
+from itertools import compress, repeat
+from operator import itemgetter, methodcaller, ne
 from typing import Any, NamedTuple
 
 from blake3 import blake3
@@ -28,6 +29,7 @@ from warpmesh.engine.attachment import (
     Descend,
 )
 from warpmesh.engine.errors import InvalidOperation
+from warpmesh.engine.footprint import FootprintUnion, union_footprints
 from warpmesh.engine.graph import EdgeRecord, GraphStore, NodeRecord
 from warpmesh.engine.hashing import ECHO, HashProfile
 from warpmesh.engine.ident import Hash, WarpId
@@ -88,21 +90,55 @@ class SlotSet(NamedTuple):
     def encode(self, profile: HashProfile) -> bytes:
         """``u64le(n) ‖ slots…`` with Node ``01‖warp‖id``, Edge ``02‖warp‖id``, Attachment ``03‖attkey``,
         Port ``04‖[warp]‖u64le(key)`` (the warp only in the echo profile)."""
+        return b"".join(self.encode_parts(profile, {}))
+
+    def encode_parts(self, profile: HashProfile, memo: dict[tuple[int, Any], bytes]) -> list[bytes]:
+        """:meth:`encode` as a list of parts; ``memo`` (by ``id`` of a kind's tuple) lets the out side
+        reuse what the in side encoded (out ⊆ in, and a kind equal on both sides is the same tuple)."""
         if profile.port_slot_has_warp:
             ports = [b"\x04" + w + _u64(p) for w, p in self.ports]
         else:
             # The seed revision keyed ports by the bare u64, so ports differing only by warp merge.
             ports = [b"\x04" + _u64(p) for p in sorted({p for _, p in self.ports})]
         n = len(self.nodes) + len(self.edges) + len(self.attachments) + len(ports)
-        return b"".join(
-            (
-                _u64(n),
-                *[b"\x01" + w + i for w, i in self.nodes],
-                *[b"\x02" + w + i for w, i in self.edges],
-                *[b"\x03" + bytes((o, pl)) + w + i for o, w, i, pl in self.attachments],
-                *ports,
-            )
-        )
+        # Each kind is one separator-join over the (warp, id) pairs: no per-slot Python bytes objects.
+        parts = [_u64(n)]
+        for kind, encode in ((self.nodes, _node_slots), (self.edges, _edge_slots),
+                             (self.attachments, _encode_attachment_slots)):
+            if kind:
+                enc = memo.get((id(kind), encode))
+                if enc is None:
+                    enc = memo[(id(kind), encode)] = encode(kind)
+                parts.append(enc)
+        parts += ports
+        return parts
+
+
+def _tagged(tag: bytes, pairs: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """``tag ‖ a ‖ b`` for every pair, concatenated."""
+    if not pairs:
+        return b""
+    return tag + tag.join(map(b"".join, pairs))
+
+
+def _node_slots(pairs: Sequence[tuple[bytes, bytes]]) -> bytes:
+    return _tagged(b"\x01", pairs)
+
+
+def _edge_slots(pairs: Sequence[tuple[bytes, bytes]]) -> bytes:
+    return _tagged(b"\x02", pairs)
+
+
+_warp_local = itemgetter(1, 2)
+
+
+def _encode_attachment_slots(atts: tuple[tuple[int, bytes, bytes, int], ...]) -> bytes:
+    """``03 ‖ owner ‖ plane ‖ warp ‖ id`` per slot; one join when every slot is a node's alpha plane."""
+    if not atts:
+        return b""
+    if set(map(_owner_of, atts)) == {NODE} and set(map(_plane_of, atts)) == {PLANE_ALPHA}:
+        return _tagged(b"\x03\x01\x01", list(map(_warp_local, atts)))
+    return b"".join([b"\x03" + bytes((o, pl)) + w + i for o, w, i, pl in atts])
 
 
 EMPTY_SLOTS = SlotSet()
@@ -113,36 +149,39 @@ def slots_of(footprints: Iterable[Any]) -> tuple[SlotSet, SlotSet]:
 
     n_read→in; n_write→in+out; likewise edges and attachments; b_in→in; b_out→in+out.
     """
-    nr: set = set()
-    nw: set = set()
-    er: set = set()
-    ew: set = set()
-    ar: set = set()
-    aw: set = set()
-    bi: set = set()
-    bo: set = set()
-    for fp in footprints:
-        nr |= fp.n_read
-        nw |= fp.n_write
-        if fp.e_read:
-            er |= fp.e_read
-        if fp.e_write:
-            ew |= fp.e_write
-        ar |= fp.a_read
-        aw |= fp.a_write
-        if fp.b_in:
-            bi |= fp.b_in
-        if fp.b_out:
-            bo |= fp.b_out
-    ins = SlotSet.of(nr | nw, er | ew, ar | aw, bi | bo)
-    # out ⊆ in: filter the sorted in-lists instead of sorting again.
-    outs = SlotSet(
-        tuple(x for x in ins.nodes if x in nw) if len(nw) != len(ins.nodes) else ins.nodes,
-        tuple(x for x in ins.edges if x in ew) if len(ew) != len(ins.edges) else ins.edges,
-        tuple(x for x in ins.attachments if x in aw) if len(aw) != len(ins.attachments) else ins.attachments,
-        tuple(x for x in ins.ports if x in bo) if len(bo) != len(ins.ports) else ins.ports,
+    return slots_from_union(union_footprints(list(footprints))[0])
+
+
+def slots_from_union(u: FootprintUnion) -> tuple[SlotSet, SlotSet]:
+    """:func:`slots_of`, from the footprints' union (the commit has it from admission already)."""
+    ins = SlotSet(
+        _sorted_pairs(u.n_read | u.n_write),
+        _sorted_pairs(u.e_read | u.e_write) if u.e_read or u.e_write else (),
+        _sorted_attachment_slots(u.a_read | u.a_write),
+        tuple(sorted(u.b_in | u.b_out)) if u.b_in or u.b_out else (),
     )
+    # out ⊆ in: filter the sorted in-lists instead of sorting again.
+    writes: tuple[set[Any], ...] = (u.n_write, u.e_write, u.a_write, u.b_out)
+    outs = SlotSet(*[
+        have if len(w) == len(have) else tuple(filter(w.__contains__, have)) for have, w in zip(ins, writes)
+    ])
     return ins, outs
+
+
+def _sorted_pairs(pairs: set[tuple[bytes, bytes]]) -> tuple[tuple[bytes, bytes], ...]:
+    """``tuple(sorted(pairs))``; when every warp id has one length, keyed by the joined bytes (the same
+    order: a fixed-length first field compares like a prefix), which compares faster than tuples."""
+    if len(set(map(len, map(_first, pairs)))) == 1:
+        return tuple(sorted(pairs, key=b"".join))
+    return tuple(sorted(pairs))
+
+
+def _sorted_attachment_slots(keys: set[tuple[int, bytes, bytes, int]]) -> tuple[tuple[int, bytes, bytes, int], ...]:
+    """``tuple(sorted(keys))``; keyed by the owner id alone when owner, warp and plane are all the same."""
+    if len(set(map(_owner_of, keys))) == 1 and len(set(map(_warp_of, keys))) == 1 \
+            and len(set(map(_plane_of, keys))) == 1:
+        return tuple(sorted(keys, key=_local_of))
+    return tuple(sorted(keys))
 
 
 def canonical_ops(ops: Iterable[WarpOp]) -> list[WarpOp]:
@@ -174,20 +213,16 @@ class TickPatch:
     def digest(self, profile: HashProfile = ECHO) -> Hash:
         """``compute_patch_digest_v2``: prefix ‖ u16le(2) ‖ u32le(policy) ‖ rule_pack ‖ status ‖ in ‖ out ‖ ops."""
         ops = self.ops
-        data = b"".join(
-            (
-                profile.patch_digest_prefix,
-                b"\x02\x00",
-                struct.pack("<I", self.policy_id),
-                self.rule_pack_id,
-                bytes((self.status,)),
-                self.in_slots.encode(profile),
-                self.out_slots.encode(profile),
-                _u64(len(ops)),
-                *_encode_ops(ops),
-            )
-        )
-        return Hash(blake3(data).digest())
+        h = blake3(b"".join((profile.patch_digest_prefix, b"\x02\x00", struct.pack("<I", self.policy_id),
+                             self.rule_pack_id, bytes((self.status,)))))
+        memo: dict[tuple[int, Any], bytes] = {}
+        for part in self.in_slots.encode_parts(profile, memo):
+            h.update(part)
+        for part in self.out_slots.encode_parts(profile, memo):
+            h.update(part)
+        h.update(_u64(len(ops)))
+        h.update(b"".join(_encode_ops(ops)))
+        return Hash(h.digest())
 
     def apply_to(self, state: WarpState) -> None:
         """Apply the ops to ``state``; on failure the state is restored and the error re-raised."""
@@ -197,9 +232,30 @@ class TickPatch:
 _SET_ATT_PREFIX = {(NODE, PLANE_ALPHA): b"\x07\x01\x01", (EDGE, PLANE_BETA): b"\x07\x02\x02"}
 
 
-def _encode_ops(ops: Iterable[WarpOp]) -> list[bytes]:
-    """Digest encodings of ``ops``; the common ``SetAttachment`` of an atom is encoded inline."""
+def _encode_ops(ops: Sequence[WarpOp]) -> list[bytes]:
+    """Digest encodings of ``ops``; the common ``SetAttachment`` of an atom is encoded inline.
+
+    Ops in key order end with their ``SetAttachment`` ops (the greatest sort kind); when those are all
+    node atoms they are encoded by one C-level join over their fields.
+    """
     out: list[bytes] = []
+    types = list(map(type, ops))
+    try:
+        first = types.index(SetAttachment)
+    except ValueError:
+        first = len(ops)
+    tail = ops[first:]
+    if tail and types.count(SetAttachment) == len(tail):
+        keys = list(map(_key_of, tail))
+        values = list(map(_value_of, tail))
+        if (set(map(_owner_of, keys)) == {NODE} and set(map(_plane_of, keys)) == {PLANE_ALPHA}
+                and set(map(type, values)) == {AtomPayload}):
+            out += map(_op_encode, ops[:first])
+            data = list(map(_value_of, values))
+            out.append(b"".join(map(b"".join, zip(
+                repeat(b"\x07\x01\x01"), map(_warp_of, keys), map(_local_of, keys), repeat(b"\x01\x01"),
+                map(_key_of, values), map(_u64, map(len, data)), data))))
+            return out
     for op in ops:
         if type(op) is SetAttachment:
             key, value = op
@@ -211,12 +267,19 @@ def _encode_ops(ops: Iterable[WarpOp]) -> list[bytes]:
     return out
 
 
-def apply_ops(state: WarpState, ops: Iterable[WarpOp]) -> TickApplier:
-    """Apply ops with undo tracking; roll back and re-raise if any op fails."""
+def apply_ops(state: WarpState, ops: Iterable[WarpOp], canonical: bool = False) -> TickApplier:
+    """Apply ops with undo tracking; roll back and re-raise if any op fails.
+
+    ``canonical`` promises that ``ops`` is sorted by op key with no key twice (a merged tick): the
+    run of node-atom ``SetAttachment`` ops that then ends the list is applied in bulk.
+    """
     applier = TickApplier(state)
     try:
-        for op in ops:
-            applier.apply(op)
+        if canonical:
+            applier.apply_canonical(list(ops))
+        else:
+            for op in ops:
+                applier.apply(op)
         if applier.portal_touched:
             applier.check_portal_invariants()
     except BaseException:
@@ -232,7 +295,7 @@ class TickApplier:
     restores ``before`` exactly.
     """
 
-    __slots__ = ("_alpha", "_beta", "_edges", "_instances", "_nodes", "portal_touched", "state")
+    __slots__ = ("_alpha", "_beta", "_bulk", "_edges", "_instances", "_nodes", "portal_touched", "state")
 
     def __init__(self, state: WarpState) -> None:
         self.state = state
@@ -242,6 +305,8 @@ class TickApplier:
         self._beta: dict[tuple[bytes, bytes], AttachmentValue | None] = {}
         self._instances: dict[bytes, tuple[WarpInstance | None, GraphStore | None]] = {}
         self.portal_touched = False
+        # (ops, values before) when the applier's only work was one bulk run of node-atom writes.
+        self._bulk: tuple[list[WarpOp], list[AttachmentValue | None]] | None = None
 
     # ------------------------------------------------------------------ apply
     def _store(self, warp: WarpId) -> GraphStore:
@@ -250,8 +315,48 @@ class TickApplier:
             raise InvalidOperation(f"op targets unknown warp {warp.hex()}")
         return store
 
+    def apply_canonical(self, ops: list[WarpOp]) -> None:
+        """Apply ops sorted by key with unique keys (see :func:`apply_ops`).
+
+        ``SetAttachment`` has the greatest sort kind, so such ops form the tail of the list, grouped by
+        warp. A tail of node-alpha atom writes into one warp is applied with
+        :meth:`GraphStore.set_node_atoms`, and when it was the whole tick :meth:`effective_ops` is
+        just the ops whose value changed, already in order.
+        """
+        try:
+            first = list(map(type, ops)).index(SetAttachment)
+        except ValueError:
+            first = len(ops)
+        for op in ops[:first]:
+            self.apply(op)
+        tail = ops[first:]
+        if not tail:
+            return
+        keys = list(map(_key_of, tail))
+        warps = set(map(_warp_of, keys))
+        store = self.state.stores.get(next(iter(warps))) if len(warps) == 1 else None
+        before = None
+        if (store is not None and set(map(type, keys)) == {AttachmentKey}
+                and set(map(_owner_of, keys)) == {NODE} and set(map(_plane_of, keys)) == {PLANE_ALPHA}):
+            nodes = list(map(_local_of, keys))
+            before = store.set_node_atoms(nodes, list(map(_value_of, tail)))
+        if before is None:
+            for op in tail:
+                self.apply(op)
+            return
+        w = store.warp_id  # type: ignore[union-attr]
+        alpha = self._alpha
+        if alpha:
+            for k, v in zip(zip(repeat(w), nodes), before):
+                alpha.setdefault(k, v)
+        else:
+            self._alpha = dict(zip(zip(repeat(w), nodes), before))
+        if first == 0:
+            self._bulk = (tail, before)
+
     def apply(self, op: WarpOp) -> None:
         """Apply one op (HEAD semantics of ``apply_to_state``)."""
+        self._bulk = None
         t = type(op)
         if t is SetAttachment:
             key, value = op
@@ -390,6 +495,10 @@ class TickApplier:
     # ------------------------------------------------------------------ diff / undo
     def effective_ops(self) -> list[WarpOp]:
         """Echo's ``diff_state(before, after)``, computed over the touched keys, sorted by op key."""
+        if self._bulk is not None:
+            # Only distinct node-atom writes in key order: the diff is each write that changed its value.
+            ops, before = self._bulk
+            return list(compress(ops, map(ne, map(_value_of, ops), before)))
         st = self.state
         out: list[WarpOp] = []
         suppressed_nodes: set[tuple[bytes, bytes]] = set()
@@ -513,3 +622,11 @@ class TickApplier:
 
 
 _sort_key = methodcaller("sort_key")
+_key_of = itemgetter(0)
+_value_of = itemgetter(1)
+_warp_of = itemgetter(1)
+_local_of = itemgetter(2)
+_owner_of = itemgetter(0)
+_plane_of = itemgetter(3)
+_first = itemgetter(0)
+_op_encode = methodcaller("encode")

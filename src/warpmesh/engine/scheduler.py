@@ -10,9 +10,9 @@ above it. Both orders are identical; tests check it.
 from __future__ import annotations
 
 import struct
-from collections import Counter
-from collections.abc import Sequence
-from itertools import accumulate
+import sys
+from array import array
+from collections.abc import Callable, Sequence
 from operator import attrgetter
 from typing import Any
 
@@ -26,6 +26,7 @@ SMALL_SORT_THRESHOLD = 1024
 
 _be16 = struct.Struct(">H").unpack_from
 _sort_key = attrgetter("scope_hash", "compact", "nonce")
+_scope_hash = attrgetter("scope_hash")
 
 
 class PendingRewrite:
@@ -48,24 +49,51 @@ class PendingRewrite:
 class PendingTx:
     """The rewrites enqueued in one open transaction."""
 
-    __slots__ = ("_index", "_items", "_next_nonce")
+    __slots__ = ("_collisions", "_index", "_items", "_next_nonce")
 
     def __init__(self) -> None:
         self._items: list[PendingRewrite] = []
-        self._index: dict[tuple[bytes, int], int] = {}
+        self._index: dict[bytes, int] = {}  # scope_hash -> slot of the first rule enqueued with it
+        self._collisions: dict[tuple[bytes, int], int] = {}  # (scope_hash, rule) -> slot, for any other rule
         self._next_nonce = 0
 
     def __len__(self) -> int:
         return len(self._items)
 
+    def add(self, rule: Any, compact: int, scope_hash: Hash, scope: NodeKey, footprint: Footprint) -> None:
+        """``enqueue(PendingRewrite(rule, compact, scope_hash, scope, footprint))``, in one call (apply's path)."""
+        pr = PendingRewrite(rule, compact, scope_hash, scope, footprint)
+        nonce = pr.nonce = self._next_nonce
+        self._next_nonce = (nonce + 1) & 0xFFFF_FFFF
+        items = self._items
+        slot = self._index.setdefault(scope_hash, len(items))
+        if slot == len(items):
+            items.append(pr)
+        elif items[slot].compact == compact:
+            items[slot] = pr
+        else:
+            self._enqueue_colliding(pr)
+
     def enqueue(self, pr: PendingRewrite) -> None:
         """Add ``pr``; a repeat of the same ``(scope_hash, rule)`` replaces the earlier one (last wins)."""
-        pr.nonce = self._next_nonce
-        self._next_nonce = (self._next_nonce + 1) & 0xFFFF_FFFF
+        nonce = pr.nonce = self._next_nonce
+        self._next_nonce = (nonce + 1) & 0xFFFF_FFFF
+        # Indexed by scope_hash alone (a bytes key: no tuple to build and hash per rewrite); two rules
+        # sharing a scope hash would need a BLAKE3 collision, and are still told apart below.
+        items = self._items
+        slot = self._index.setdefault(pr.scope_hash, len(items))
+        if slot == len(items):
+            items.append(pr)
+        elif items[slot].compact == pr.compact:
+            items[slot] = pr
+        else:
+            self._enqueue_colliding(pr)
+
+    def _enqueue_colliding(self, pr: PendingRewrite) -> None:
         key = (pr.scope_hash, pr.compact)
-        slot = self._index.get(key)
+        slot = self._collisions.get(key)
         if slot is None:
-            self._index[key] = len(self._items)
+            self._collisions[key] = len(self._items)
             self._items.append(pr)
         else:
             self._items[slot] = pr
@@ -78,6 +106,7 @@ class PendingTx:
         items = self._items
         self._items = []
         self._index = {}
+        self._collisions = {}
         self._next_nonce = 0
         if threshold is None or len(items) <= threshold:
             return sort_order(items)
@@ -86,6 +115,10 @@ class PendingTx:
 
 def sort_order(items: Sequence[PendingRewrite]) -> list[PendingRewrite]:
     """Canonical order by comparison sort."""
+    hashes = list(map(_scope_hash, items))
+    if len(set(hashes)) == len(hashes):
+        # Distinct scope hashes decide the order alone; the rule and nonce never break a tie.
+        return sorted(items, key=_scope_hash)
     return sorted(items, key=_sort_key)
 
 
@@ -93,22 +126,42 @@ def radix_order(items: Sequence[PendingRewrite]) -> list[PendingRewrite]:
     """Canonical order by Echo's stable LSD radix sort: 20 passes of 16-bit digits.
 
     Passes, least significant first: nonce (lo, hi), compact rule (lo, hi), then the scope hash as sixteen
-    big-endian byte pairs from bytes 30..32 down to 0..2. The sort permutes an index array and reads each
-    pass's digits from precomputed columns. Two shortcuts leave the result unchanged: a pass whose digit
-    is the same for every item is the identity permutation of a stable sort, and passes below the
-    shortest most-significant digit prefix that is already unique cannot reorder anything.
+    big-endian byte pairs from bytes 30..32 down to 0..2. Each pass stably reorders an index array by one
+    precomputed digit column; the reorder is done by CPython's stable sort keyed on the digit (the very
+    permutation a counting pass produces, computed in C). Two shortcuts leave the result unchanged: a pass
+    whose digit is the same for every item is the identity permutation of a stable sort, and passes below
+    the shortest most-significant digit prefix that is already unique cannot reorder anything.
     """
     n = len(items)
     if n < 2:
         return list(items)
-    hashes = [pr.scope_hash for pr in items]
+    hashes = list(map(_scope_hash, items))
+    if set(map(len, hashes)) == {32}:
+        words = array("I", b"".join(hashes))  # eight 32-bit words per hash
+        if sys.byteorder == "little":
+            words.byteswap()
+        prefix = words[0::8]  # each hash's first two digits as one big-endian number
+        if len(set(prefix)) == n:
+            # The two most significant digits already tell every key apart: the LSD passes reduce to
+            # those two, and two stable passes over digits 1 then 0 are one stable pass over their
+            # composite, the 32-bit prefix.
+            perm = sorted(range(n), key=prefix.__getitem__)
+            return list(map(items.__getitem__, perm))
+    digits = _digit_table(hashes)
     # If the k most significant scope digits already tell every key apart, the less significant passes
     # cannot change the final order (they only break ties), so only those k passes run. With random
     # 256-bit scope hashes k is 2 or 3; colliding hashes fall back to all 20 passes.
     columns: list[Sequence[int]] = []
+    top = digits(0)
     for k in range(1, 17):
-        if len({h[: 2 * k] for h in hashes}) == n:
-            columns = [[_be16(h, 2 * j)[0] for h in hashes] for j in range(k - 1, -1, -1)]
+        if k == 1:
+            unique = len(set(top)) == n
+        elif k == 2:
+            unique = len(set(zip(top, digits(1)))) == n
+        else:
+            unique = len({h[: 2 * k] for h in hashes}) == n
+        if unique:
+            columns = [digits(j) for j in range(k - 1, -1, -1)]
             break
     else:
         nonces = [pr.nonce for pr in items]
@@ -119,21 +172,20 @@ def radix_order(items: Sequence[PendingRewrite]) -> list[PendingRewrite]:
             [x & 0xFFFF for x in rules],
             [x >> 16 for x in rules],
         ]
-        columns += [[_be16(h, 2 * j)[0] for h in hashes] for j in range(15, -1, -1)]
+        columns += [digits(j) for j in range(15, -1, -1)]
     perm = list(range(n))
     for col in columns:
         if min(col) == max(col):
             continue
-        # Counting pass over a sparse histogram: prefix sums over the digits present (at most n)
-        # instead of all 65,536 buckets, which would dominate for the batch sizes a tick sees.
-        counts = Counter(col)
-        digits = sorted(counts)
-        starts = dict(zip(digits, accumulate([0, *[counts[d] for d in digits[:-1]]])))
-        out = [0] * n
-        for i in perm:
-            d = col[i]
-            j = starts[d]
-            out[j] = i
-            starts[d] = j + 1
-        perm = out
-    return [items[i] for i in perm]
+        perm.sort(key=col.__getitem__)
+    return list(map(items.__getitem__, perm))
+
+
+def _digit_table(hashes: list[bytes]) -> Callable[[int], Sequence[int]]:
+    """``digits(j)``: the j-th big-endian 16-bit digit of every hash, as one column."""
+    if set(map(len, hashes)) == {32}:
+        table = array("H", b"".join(hashes))
+        if sys.byteorder == "little":
+            table.byteswap()
+        return lambda j: table[j::16]
+    return lambda j: [_be16(h, 2 * j)[0] for h in hashes]

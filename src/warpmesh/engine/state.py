@@ -153,22 +153,40 @@ class _Segment:
             self._regather()
             return
         nodes, buckets = store.refresh_chunks()
+        if len(nodes) * 8 > len(self.ids):
+            # Much changed (a tick that rewrote most nodes): one C-level regather beats patching.
+            self.node_chunks = list(map(store._node_chunk.__getitem__, self.ids))
+            self.node_buf, self.node_off = _concat(self.node_chunks)
+            nodes = set()
+        if len(buckets) * 8 > len(self.owners):
+            self.bucket_chunks = list(map(store._bucket_chunk.__getitem__, self.owners))
+            self.bucket_buf, self.bucket_off = _concat(self.bucket_chunks)
+            buckets = set()
         if nodes:
             if self.node_pos is None:
                 self.node_pos = dict(zip(self.ids, range(len(self.ids))))
+            if self.node_off is None:
+                self.node_off = _offsets(self.node_chunks)
             if _patch(nodes, store._node_chunk, self.node_pos, self.node_chunks, self.node_buf, self.node_off):
                 self.node_buf, self.node_off = _concat(self.node_chunks)
         if buckets:
             if self.bucket_pos is None:
                 self.bucket_pos = dict(zip(self.owners, range(len(self.owners))))
+            if self.bucket_off is None:
+                self.bucket_off = _offsets(self.bucket_chunks)
             if _patch(buckets, store._bucket_chunk, self.bucket_pos, self.bucket_chunks, self.bucket_buf,
                       self.bucket_off):
                 self.bucket_buf, self.bucket_off = _concat(self.bucket_chunks)
         self.refresh_count = store._refresh_count
 
 
-def _concat(chunks: list[bytes]) -> tuple[bytearray, list[int]]:
-    return bytearray(b"".join(chunks)), [0, *accumulate(map(len, chunks))]
+def _concat(chunks: list[bytes]) -> tuple[bytearray, None]:
+    """The joined buffer; its chunk offsets are computed when a patch first needs them (:func:`_offsets`)."""
+    return bytearray(b"".join(chunks)), None
+
+
+def _offsets(chunks: list[bytes]) -> list[int]:
+    return [0, *accumulate(map(len, chunks))]
 
 
 def _patch(changed: set[NodeId], chunks: dict[NodeId, bytes], pos: dict[NodeId, int], out: list[bytes],
