@@ -18,7 +18,9 @@
    and stored, beside the transport floor: the same bytes streamed A -> B on a raw channel of the
    same mesh in frames of the same size, no verification, no store.
 
-Usage: python bench/isolates.py [--quick] [--mesh-only]
+Usage: python bench/isolates.py [--quick] [--mesh-only | --fold-only]
+
+``--fold-only`` runs just 2 and 3 (cold fold and memoized rerun), for quick before/after A/B runs.
 """
 
 from __future__ import annotations
@@ -412,6 +414,9 @@ async def _bench_mesh(tmp: Path) -> None:
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="warpmesh-bench-") as d:
         tmp = Path(d)
+        if "--fold-only" in sys.argv:
+            bench_fold(tmp)
+            return
         if "--mesh-only" not in sys.argv:
             bench_job_overhead(tmp)
             bench_fold(tmp)
