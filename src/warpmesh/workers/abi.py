@@ -272,6 +272,12 @@ def encode_job(depth: int, worker_kind: WorkerKind, worker_id: bytes, args: byte
     return head + encode_entries(entries)[4:]
 
 
+def encode_job_parts(depth: int, worker_kind: WorkerKind, worker_id: bytes, args: bytes, salt: bytes,
+                     count: int, encoded_entries: bytes) -> bytes:
+    """:func:`encode_job` from the args entries already encoded (``encode_entries(entries)[4:]``)."""
+    return _JOB_HEAD.pack(1, depth, int(worker_kind), worker_id, args, salt, count) + encoded_entries
+
+
 def encode_result(ref: Ref, size: int) -> bytes:
     return _RESULT.pack(int(ref.kind), ref.id, size)
 

@@ -21,6 +21,7 @@ against a :class:`GuestServices` supplied by the caller (the :class:`~warpmesh.w
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -123,15 +124,17 @@ class _Job:
     """State of one guest execution, reachable from host callbacks through a thread-local stack."""
 
     __slots__ = ("armed_at", "base", "budget", "ctx", "failure", "host", "logs", "mem", "memp", "out", "pending",
-                 "services")
+                 "services", "size", "view")
 
-    def __init__(self, host: IsolateHost, services: GuestServices, ctx: int, budget: int) -> None:
+    def __init__(self, host: IsolateHost, services: GuestServices, ctx: int, budget: int, mem: capi.ExternT) -> None:
         self.host = host
         self.services = services
         self.ctx = ctx
-        self.mem = capi.ExternT()
+        self.mem = mem
         self.memp = 0  # address of the memory inside self.mem once looked up
         self.base = 0  # its base address: fixed for the job's life (the engine never moves memories)
+        self.size = 0  # its size when last asked: a lower bound, since memories never shrink
+        self.view: memoryview | None = None  # bytes [0, size) of the memory, once asked for
         self.pending = b""
         self.out: Ref | None = None
         self.failure: JobError | None = None
@@ -139,22 +142,44 @@ class _Job:
         self.budget = budget  # epoch ticks of own execution left
         self.armed_at = 0
 
-    def memory(self, caller: int) -> tuple[int, int]:
-        """(base address, size) of the guest's linear memory, or (0, 0) if it has none."""
+    def memory(self, caller: int, need: int = -1) -> tuple[int, int]:
+        """(base address, size) of the guest's linear memory, or (0, 0) if it has none.
+
+        The size is re-read only when ``need`` (the end of the access about to be made; -1: always)
+        exceeds the size last seen -- the guest can only have grown it since, never shrunk it.
+        """
         if not self.memp:
             if not _caller_export_get(caller, b"memory", 6, ctypes.addressof(self.mem)) or \
                     self.mem.kind != _EXTERN_MEMORY:
                 return 0, 0
             self.memp = ctypes.addressof(self.mem) + capi.EXTERN_OF
             self.base = capi.memory_data(self.ctx, self.memp) or 0
+        elif 0 <= need <= self.size:
+            return self.base, self.size
         # Growth changes the size, never the base (Config.memory_may_move is off).
-        return self.base, capi.memory_data_size(self.ctx, self.memp)
+        self.size = capi.memory_data_size(self.ctx, self.memp)
+        return self.base, self.size
+
+    def bytes_view(self, caller: int, end: int) -> memoryview | None:
+        """A view of the guest's memory covering ``[0, end)``, or ``None`` if ``end`` is outside it.
+
+        Copying through a view costs no foreign call (a ctypes call per access used to be a tenth of
+        a small job). Valid only while the job runs: execute() drops it before the store goes.
+        """
+        view = self.view
+        if view is not None and end <= self.size:
+            return view
+        base, size = self.memory(caller, end)
+        if end > size or not base:
+            return None
+        view = self.view = memoryview((ctypes.c_ubyte * size).from_address(base)).cast("B")
+        return view
 
     def write(self, caller: int, ptr: int, data: bytes) -> bool:
-        base, size = self.memory(caller)
-        if ptr + len(data) > size:
+        view = self.bytes_view(caller, ptr + len(data))
+        if view is None:
             return False
-        ctypes.memmove(base + ptr, data, len(data))
+        view[ptr : ptr + len(data)] = data
         return True
 
     def suspend(self) -> None:
@@ -173,6 +198,21 @@ class _Job:
         if self.logs == MAX_LOG_MESSAGES:
             text += f" [further output of this job dropped after {MAX_LOG_MESSAGES} messages]"
         self.services.log(f"{channel}: {text}" if channel != "log" else text)
+
+
+class _Scratch:
+    """The ctypes out-parameters one job execution needs (see IsolateHost.execute)."""
+
+    __slots__ = ("args", "args_p", "ext", "ext_p", "inst", "inst_p", "mem", "trap", "trap_p")
+
+    def __init__(self) -> None:
+        self.inst = capi.InstanceT()
+        self.ext = capi.ExternT()
+        self.mem = capi.ExternT()
+        self.trap = ctypes.c_void_p()
+        self.args = (ctypes.c_uint8 * capi.VAL_RAW_SIZE)()
+        self.inst_p, self.ext_p = ctypes.addressof(self.inst), ctypes.addressof(self.ext)
+        self.trap_p, self.args_p = ctypes.addressof(self.trap), ctypes.addressof(self.args)
 
 
 _caller_export_get = capi._fn("wasmtime_caller_export_get", ctypes.c_bool, ctypes.c_void_p,
@@ -201,14 +241,14 @@ def _host_call(env: int, caller: int, args: ctypes._Pointer, n: int) -> int:  # 
         op = args[0]
         ptr = args[4] & 0xFFFFFFFF
         length = args[8] & 0xFFFFFFFF
-        base, size = job.memory(caller)
-        if ptr + length > size:
+        view = job.bytes_view(caller, ptr + length)
+        if view is None:
             resp, ok = (f"bad_request: request window [{ptr}, {ptr + length}) is outside memory "
-                        f"(size {size})").encode(), False
+                        f"(size {job.memory(caller)[1]})").encode(), False
         elif length > abi.MAX_REQUEST:
             resp, ok = f"too_large: request of {length} bytes exceeds {abi.MAX_REQUEST}".encode(), False
         else:
-            resp, ok = job.host._dispatch(job, op, ctypes.string_at(base + ptr, length))
+            resp, ok = job.host._dispatch(job, op, bytes(view[ptr : ptr + length]))
         job.pending = resp
         args[0] = len(resp) if ok else -len(resp)
         return 0
@@ -620,18 +660,22 @@ class IsolateHost:
         store = capi.store_new(self._engine_ptr, None, None)
         ctx = capi.store_context(store)
         budget = int(limits.deadline_s / self.config.epoch_tick_s) + 1
-        job = _Job(self, services, ctx, budget)
         stack = getattr(_tls, "stack", None)
         if stack is None:
             stack = _tls.stack = []
+            _tls.scratch = []
+        # The ctypes out-parameters of a job, reused by the thread's later jobs (a job nested on
+        # this thread by helping takes another set): allocating them cost a few µs per job.
+        free = _tls.scratch
+        scratch = free.pop() if free else _Scratch()
+        trap = scratch.trap
+        inst_p, ext_p, trap_p = scratch.inst_p, scratch.ext_p, scratch.trap_p
+        job = _Job(self, services, ctx, budget, scratch.mem)
         stack.append(job)
         self._running[id(job)] = job
         if self._ticker_idle:
             self._wakeup.set()
-        inst = capi.InstanceT()
-        ext = capi.ExternT()
-        trap = ctypes.c_void_p()
-        args = (ctypes.c_uint8 * capi.VAL_RAW_SIZE)()
+        trap.value = None
         t_inst = t0
         try:
             capi.store_limiter(store, limits.memory_bytes // PAGE * PAGE, 100_000, 1, 4, 1)
@@ -640,18 +684,16 @@ class IsolateHost:
                 raise JobError(FailureKind.HOST_ERROR, f"cannot set fuel: {capi.take_error(err)}")
             job.armed_at = self._epoch
             capi.set_epoch_deadline(ctx, budget)
-            err = capi.pre_instantiate(loaded.pre_ptr, ctx, ctypes.addressof(inst), ctypes.addressof(trap))
+            err = capi.pre_instantiate(loaded.pre_ptr, ctx, inst_p, trap_p)
             if measure:
                 t_inst = time.perf_counter()
             if err or trap.value:
                 self._fail(job, loaded, limits, err, trap.value, during="instantiation")
-            if not capi.instance_export_get(ctx, ctypes.addressof(inst), b"warpmesh_run", 12,
-                                            ctypes.addressof(ext)):
+            if not capi.instance_export_get(ctx, inst_p, b"warpmesh_run", 12, ext_p):
                 raise JobError(FailureKind.MODULE_REJECTED, "warpmesh_run export disappeared")
-            err = capi.func_call_unchecked(ctx, ctypes.addressof(ext) + capi.EXTERN_OF, ctypes.addressof(args), 1,
-                                           ctypes.addressof(trap))
+            err = capi.func_call_unchecked(ctx, ext_p + capi.EXTERN_OF, scratch.args_p, 1, trap_p)
             if err or trap.value:
-                self._fail(job, loaded, limits, err, trap.value, during="execution", inst=ctypes.addressof(inst))
+                self._fail(job, loaded, limits, err, trap.value, during="execution", inst=inst_p)
             if job.failure is not None:
                 raise job.failure
             if job.out is None:
@@ -665,7 +707,12 @@ class IsolateHost:
         finally:
             stack.pop()
             del self._running[id(job)]
+            if job.view is not None:
+                with contextlib.suppress(BufferError):
+                    job.view.release()
+                job.view = None
             capi.store_delete(store)
+            free.append(scratch)
 
     def _fail(self, job: _Job, loaded: LoadedModule, limits: Limits, err: int | None, trap: int | None,
               during: str, inst: int = 0) -> None:

@@ -29,7 +29,6 @@ import logging
 import os
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,16 +140,21 @@ OpFunction = Callable[["JobContext"], Ref | bytes | str]
 class Flight:
     """One in-progress execution that identical concurrent requests wait on."""
 
-    __slots__ = ("desc", "done", "error", "key", "result", "waiters")
+    __slots__ = ("done", "error", "key", "result", "waiters", "worker")
 
-    def __init__(self, key: bytes, desc: str) -> None:
+    def __init__(self, key: bytes, worker: Worker) -> None:
         self.key = key
-        self.desc = desc
+        self.worker = worker
         #: How many callers joined this flight instead of running the request themselves.
         self.waiters = 0
         self.done = Latch()
         self.result: RunResult | None = None
         self.error: JobError | None = None
+
+    @property
+    def desc(self) -> str:
+        """What runs, for messages (``wasm:<module>`` or ``op:<name@version>``)."""
+        return self.worker.describe()
 
 
 class _Flights:
@@ -159,7 +163,8 @@ class _Flights:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.table: dict[bytes, Flight] = {}
-        self.waits: dict[bytes, Counter[bytes]] = {}
+        # parent key -> {child key: how many of the parent's batches wait on it}
+        self.waits: dict[bytes, dict[bytes, int]] = {}
 
     def get(self, key: bytes) -> Flight | None:
         """The flight running ``key``, if any."""
@@ -170,12 +175,12 @@ class _Flights:
         f = self.table.get(key)
         return f"{f.desc}[{short(key)}]" if f is not None else f"[{short(key)}]"
 
-    def begin(self, key: bytes, desc: str, stack: tuple[bytes, ...]) -> tuple[Flight, bool]:
+    def begin(self, key: bytes, worker: Worker, stack: tuple[bytes, ...]) -> tuple[Flight, bool]:
         """Own a new flight for ``key``, or join the running one if that cannot deadlock."""
         with self.lock:
             flight = self.table.get(key)
             if flight is None:
-                flight = self.table[key] = Flight(key, desc)
+                flight = self.table[key] = Flight(key, worker)
                 return flight, True
             path = self._path_to(key, set(stack))
             if path is not None:
@@ -203,16 +208,23 @@ class _Flights:
 
     def add_waits(self, parent: bytes, children: list[bytes]) -> None:
         with self.lock:
-            self.waits.setdefault(parent, Counter()).update(children)
+            c = self.waits.get(parent)
+            if c is None:
+                c = self.waits[parent] = {}
+            for k in children:
+                c[k] = c.get(k, 0) + 1
 
     def remove_waits(self, parent: bytes, children: list[bytes]) -> None:
         with self.lock:
             c = self.waits.get(parent)
             if c is None:
                 return
-            c.subtract(children)
-            for k in [k for k, v in c.items() if v <= 0]:
-                del c[k]
+            for k in children:
+                n = c.get(k, 0) - 1
+                if n > 0:
+                    c[k] = n
+                else:
+                    c.pop(k, None)
             if not c:
                 del self.waits[parent]
 
@@ -280,7 +292,7 @@ class JobContext:
         for worker, args in items:
             try:
                 reqs.append(self.runner._prepare(self.runner._make_request(
-                    worker, args, salt=self.request.salt, limits=self.request.limits)))
+                    worker, args, salt=self.request.salt, limits=self.request.limits), nested=True))
             except JobError as exc:
                 reqs.append(exc)
         return self._nested(reqs)
@@ -306,8 +318,19 @@ class JobContext:
             wk, wid = WorkerKind.WASM, w.module
         else:
             wk, wid = WorkerKind.OP, blob_id(w.spec.encode("utf-8"))
-        return abi.encode_job(self.depth, wk, wid, self.request.args, self.request.salt,
-                              self._sized(self._arg_entries()))
+        args = self.request.args
+        # The args part (entries with their sizes) depends only on the args tree: the same args
+        # under another salt or parent encode once. Sizes of objects not here yet are never cached.
+        cache = self.runner._job_args
+        hit = cache.get(args)
+        if hit is None:
+            sized = self._sized(self._arg_entries())
+            hit = len(sized), abi.encode_entries(sized)[4:]
+            if all(e.size or self.runner.store.has(e.id) for e in sized):
+                if len(cache) >= 65536:
+                    cache.clear()
+                cache[args] = hit
+        return abi.encode_job_parts(self.depth, wk, wid, args, self.request.salt, *hit)
 
     def get(self, oid: bytes, offset: int = 0, max_len: int | None = None) -> bytes:
         data = self.runner._get_blob(oid)
@@ -339,7 +362,7 @@ class JobContext:
         reqs: list[_Prepared | JobError] = []
         for spec in specs:
             try:
-                reqs.append(self.runner._prepare(self._spec_request(spec)))
+                reqs.append(self.runner._prepare(self._spec_request(spec), nested=True))
             except JobError as exc:
                 reqs.append(exc)
         return [r if isinstance(r, JobError) else (r.ref, r.size) for r in self._nested(reqs)]
@@ -416,6 +439,7 @@ class Runner:
         self._executions = 0
         self._count_lock = threading.Lock()
         self._cost: dict[Any, float] = {}  # worker -> mean seconds of its own work per job (EWMA)
+        self._job_args: dict[bytes, tuple[int, bytes]] = {}  # args tree id -> its part of `job` (see job_info)
 
     @property
     def executions(self) -> int:
@@ -479,13 +503,18 @@ class Runner:
             args_id = ref.id
         return JobRequest(worker, args_id, salt, limits, self.host.engine_tag)
 
-    def _prepare(self, request: JobRequest) -> _Prepared:
+    def _prepare(self, request: JobRequest, *, nested: bool = False) -> _Prepared:
         w = request.worker
         if isinstance(w, WasmWorker) and self.store.kind_of(w.module) is not Kind.BLOB \
                 and not self._fetch_into_store(Ref(Kind.BLOB, w.module)):
             raise JobError(FailureKind.WORKER_NOT_FOUND,
                            f"module {short(w.module)} is not in the store; store it first (Runner.put_module, "
                            "or 'warpmesh run MODULE.wasm')")
+        if nested:
+            # A nested request's tree is never read back (its key is all the memo and single-flight
+            # use), so only top-level requests are stored: storing one tree per nested job was half
+            # of the index rows a fold wrote.
+            return _Prepared(request, request.key)
         key, pending = request.plan()
         for kind, oid, data in pending:
             self.store.put_computed(kind, oid, data)
@@ -586,8 +615,9 @@ class Runner:
             ref = self._lookup(key)
             if ref is not None:
                 return self._hit(key, ref, stack, t0)
-        desc = prep.request.worker.describe()
+        worker = prep.request.worker
         if key in stack:
+            desc = worker.describe()
             start = stack.index(key)
             chain = [*stack[start:], key]
             if self.trace is not None:
@@ -597,7 +627,7 @@ class Runner:
         if len(stack) >= self.max_depth:
             raise JobError(FailureKind.DEPTH_EXCEEDED,
                            f"nested runs are {len(stack)} deep, the limit is {self.max_depth}")
-        flight, owner = self.flights.begin(key, desc, stack)
+        flight, owner = self.flights.begin(key, worker, stack)
         if not owner:
             flight.done.wait()
             if self.trace is not None:
@@ -644,7 +674,7 @@ class Runner:
         self.flights.finish(flight, result, None)
         if self.trace is not None:
             self._emit(req=key.hex(), parent=stack[-1].hex() if stack else None, depth=len(stack),
-                       outcome="run", worker=desc, total_us=(time.perf_counter() - t0) * 1e6, **stats)
+                       outcome="run", worker=worker.describe(), total_us=(time.perf_counter() - t0) * 1e6, **stats)
         return result
 
     def _observe_cost(self, worker: Any, seconds: float) -> None:
@@ -698,7 +728,7 @@ class Runner:
     def _resolve_many(self, reqs: list[_Prepared | JobError], stack: tuple[bytes, ...]
                       ) -> list[RunResult | JobError]:
         results: list[RunResult | JobError | None] = [None] * len(reqs)
-        tasks: list[tuple[int, Task]] = []
+        todo: list[tuple[int, _Prepared]] = []
         hits = self._lookup_many([p.key for p in reqs if not isinstance(p, JobError)])
         for i, prep in enumerate(reqs):
             if isinstance(prep, JobError):
@@ -709,27 +739,39 @@ class Runner:
                 st = self.store.stat(ref.id)
                 results[i] = RunResult(prep.key, ref, st[1] if st else 0, "memo")
                 continue
-            tasks.append((i, Task(lambda p=prep: self._resolve(p, stack, looked_up=True))))  # type: ignore[misc]
-        if tasks:
-            keys = [reqs[i].key for i, _ in tasks]  # type: ignore[union-attr]
-            parent = stack[-1] if stack else None
-            if parent is not None:
-                self.flights.add_waits(parent, keys)
-            # Jobs cheaper than a thread hand-off run one after another on this thread: under the
-            # GIL, spreading them only adds contention. A worker not measured yet is spread.
-            spread = len(tasks) > 1 and any(
-                self._cost.get(reqs[i].request.worker, SPREAD_MIN_S) >= SPREAD_MIN_S  # type: ignore[union-attr]
-                for i, _ in tasks)
-            try:
+            todo.append((i, prep))
+        if not todo:
+            return results  # type: ignore[return-value]
+        keys = [p.key for _, p in todo]
+        parent = stack[-1] if stack else None
+        if parent is not None:
+            self.flights.add_waits(parent, keys)
+        # Jobs cheaper than a thread hand-off run one after another on this thread: under the
+        # GIL, spreading them only adds contention. A worker not measured yet is spread.
+        cost = self._cost
+        spread = len(todo) > 1 and any(cost.get(p.request.worker, SPREAD_MIN_S) >= SPREAD_MIN_S for _, p in todo)
+        try:
+            if not spread and self.pool.nesting() < self.pool.inline_limit:
+                # The pool would run them in order on this thread anyway: skip its task objects.
+                for i, prep in todo:
+                    try:
+                        results[i] = self._resolve(prep, stack, looked_up=True)
+                    except JobError as exc:
+                        results[i] = exc
+                    except BaseException as exc:
+                        results[i] = JobError(FailureKind.HOST_ERROR, f"{type(exc).__name__}: {exc}")
+            else:
+                tasks = [(i, Task(lambda p=prep: self._resolve(p, stack, looked_up=True)))  # type: ignore[misc]
+                         for i, prep in todo]
                 self.pool.join_all([t for _, t in tasks], spread=spread)
-            finally:
-                if parent is not None:
-                    self.flights.remove_waits(parent, keys)
-            for i, task in tasks:
-                if task.error is None:
-                    results[i] = task.result
-                elif isinstance(task.error, JobError):
-                    results[i] = task.error
-                else:
-                    results[i] = JobError(FailureKind.HOST_ERROR, f"{type(task.error).__name__}: {task.error}")
+                for i, task in tasks:
+                    if task.error is None:
+                        results[i] = task.result
+                    elif isinstance(task.error, JobError):
+                        results[i] = task.error
+                    else:
+                        results[i] = JobError(FailureKind.HOST_ERROR, f"{type(task.error).__name__}: {task.error}")
+        finally:
+            if parent is not None:
+                self.flights.remove_waits(parent, keys)
         return results  # type: ignore[return-value]

@@ -163,6 +163,8 @@ class Store:
         # Recently written or read small objects (job results are mostly tiny and read by parents).
         self._small: OrderedDict[bytes, tuple[Kind, bytes]] = OrderedDict()
         self._cache_entries = cache_entries
+        # entries tuple -> the id of the tree they make (see put_tree)
+        self._tree_ids: dict[tuple[TreeEntry, ...], bytes] = {}
         self.put_tree(())  # the empty tree is always present
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -217,6 +219,16 @@ class Store:
 
     def put_tree(self, entries: Iterable[TreeEntry] | Mapping[str, Ref]) -> bytes:
         """Store a tree built from ``entries`` (any order); every entry must already be present."""
+        known = None
+        if isinstance(entries, tuple):
+            # The same entries again (a job's args under a new salt, a fold's results): skip the
+            # validation, sorting, encoding and hashing they went through the first time.
+            try:
+                known = self._tree_ids.get(entries)
+            except TypeError:  # an unhashable id (bytearray): encode it below, which normalizes it
+                known = None
+            if known is not None and self._fresh(known):
+                return known
         if isinstance(entries, tuple | list):
             norm = entries
         elif isinstance(entries, Mapping):
@@ -225,6 +237,7 @@ class Store:
             norm = list(entries)
         oid, data = make_tree(norm)
         if self._fresh(oid):
+            self._remember_tree_id(entries, oid)
             return oid
         for e in norm:
             got = self.kind_of(e.id)
@@ -235,7 +248,15 @@ class Store:
                 raise StoreError(f"tree entry {e.name!r} says {e.kind.name.lower()} but "
                                  f"{short(e.id)} is a {got.name.lower()}")
         self._put(oid, Kind.TREE, data)
+        self._remember_tree_id(entries, oid)
         return oid
+
+    def _remember_tree_id(self, entries: object, oid: bytes) -> None:
+        if isinstance(entries, tuple):
+            if len(self._tree_ids) >= self._cache_entries:
+                self._tree_ids.clear()
+            with contextlib.suppress(TypeError):  # unhashable entries: just not remembered
+                self._tree_ids[entries] = oid
 
     def put_verified(self, expected: Ref, data: bytes | bytearray | memoryview) -> None:
         """Store bytes received from elsewhere, refusing them unless they hash to ``expected``.
