@@ -395,6 +395,10 @@ def _wasi_proc_exit(env: int, caller: int, args: ctypes._Pointer, n: int) -> int
 
 
 _I32, _I64 = wasmtime.ValType.i32(), wasmtime.ValType.i64()
+_OP_JOB, _OP_OUT, _OP_GET, _OP_RUN_MANY, _OP_RUN = int(Op.JOB), int(Op.OUT), int(Op.GET), int(Op.RUN_MANY), int(Op.RUN)
+_OP_TREE, _OP_PUT_TREE, _OP_PUT_BLOB, _OP_LOG = int(Op.TREE), int(Op.PUT_TREE), int(Op.PUT_BLOB), int(Op.LOG)
+_OUT_INLINE, _OUT_BLOB = OutMode.INLINE_BLOB, OutMode.BLOB
+_BLOB, _TREE = Kind.BLOB, Kind.TREE
 
 #: name -> (params, results, callback) of every import a guest may have.
 _IMPORTS: dict[tuple[str, str], tuple[list[wasmtime.ValType], list[wasmtime.ValType], Callable[..., int]]] = {
@@ -761,22 +765,33 @@ class IsolateHost:
     def _dispatch(self, job: _Job, op: int, req: bytes) -> tuple[bytes, bool]:
         svc = job.services
         try:
-            if op == Op.OUT:
-                return self._op_out(job, req)
-            if op == Op.JOB:
+            # Most frequent first; plain ints, since comparing with Op.X costs an enum attribute
+            # access each (~0.2 µs in CPython 3.11), paid on every host call.
+            if op == _OP_JOB:
                 if req:
                     raise AbiError("job: takes an empty request")
                 return svc.job_info(), True
-            if op == Op.GET:
+            if op == _OP_OUT:
+                return self._op_out(job, req)
+            if op == _OP_GET:
                 oid, offset, max_len = abi.decode_get(req)
                 return svc.get(oid, offset, max_len), True
-            if op == Op.PUT_BLOB:
-                return svc.put_blob(req), True
-            if op == Op.PUT_TREE:
-                return svc.put_tree(abi.decode_put_tree(req)), True
-            if op == Op.TREE:
+            if op == _OP_RUN_MANY:
+                specs = abi.decode_run_many(req)
+                job.suspend()
+                try:
+                    results = svc.run_specs(specs)
+                finally:
+                    job.resume()
+                return abi.encode_run_many([f"job_failed: {r}" if isinstance(r, JobError) else r
+                                            for r in results]), True
+            if op == _OP_TREE:
                 return abi.encode_entries(svc.tree(abi.decode_id(req, "tree"))), True
-            if op == Op.RUN:
+            if op == _OP_PUT_TREE:
+                return svc.put_tree(abi.decode_put_tree(req)), True
+            if op == _OP_PUT_BLOB:
+                return svc.put_blob(req), True
+            if op == _OP_RUN:
                 spec = abi.decode_run(req)
                 job.suspend()
                 try:
@@ -786,16 +801,7 @@ class IsolateHost:
                 if isinstance(res, JobError):
                     return f"job_failed: {res}".encode(), False
                 return abi.encode_result(*res), True
-            if op == Op.RUN_MANY:
-                specs = abi.decode_run_many(req)
-                job.suspend()
-                try:
-                    results = svc.run_specs(specs)
-                finally:
-                    job.resume()
-                return abi.encode_run_many([f"job_failed: {r}" if isinstance(r, JobError) else r
-                                            for r in results]), True
-            if op == Op.LOG:
+            if op == _OP_LOG:
                 job.guest_text("log", req)
                 return b"", True
             raise AbiError(f"unknown op {op}; ABI v1 ops are 1..9")
@@ -820,10 +826,10 @@ class IsolateHost:
             if job.failure is None:
                 job.failure = JobError(FailureKind.DOUBLE_OUT, "the guest called out more than once")
             return b"out_twice: out may be called exactly once per job; this job has failed", False
-        if mode is OutMode.INLINE_BLOB:
-            ref = Ref(Kind.BLOB, job.services.put_blob(payload))
+        if mode is _OUT_INLINE:
+            ref = Ref(_BLOB, job.services.put_blob(payload))
         else:
-            ref = Ref(Kind.BLOB if mode is OutMode.BLOB else Kind.TREE, payload)
+            ref = Ref(_BLOB if mode is _OUT_BLOB else _TREE, payload)
             job.services.check_out(ref)
         job.out = ref
         return b"", True
