@@ -156,6 +156,20 @@ def test_gc_keeps_pinned_trees_and_drops_the_rest(store: Store) -> None:
     assert not store.has(keep)
 
 
+def test_a_tree_put_again_after_gc_is_stored_again(store: Store) -> None:
+    # put_tree remembers entries -> id; a repeat must still notice the tree was collected since.
+    entries = (TreeEntry("x", Kind.BLOB, store.put_blob(b"x")),)
+    tid = store.put_tree(entries)
+    assert store.put_tree(entries) == tid  # remembered
+    store.gc(grace_seconds=-1)
+    assert not store.has(tid)
+    with pytest.raises(ObjectNotFound):  # its entry went too: refused, as for any new tree
+        store.put_tree(entries)
+    store.put_blob(b"x")
+    assert store.put_tree(entries) == tid and store.has(tid)
+    assert store.get_tree(tid) == entries
+
+
 def test_gc_grace_protects_recent_objects(store: Store) -> None:
     fresh = store.put_blob(b"fresh")
     store.gc(grace_seconds=3600)
@@ -222,4 +236,5 @@ def test_request_keys_are_the_canonical_tree_of_the_request() -> None:
         else:
             entries["op"] = Ref(Kind.BLOB, blob_id(b"count@2"))
         assert (key, pending[-1][2]) == make_tree(entries)
+        assert req.key == key  # the key-only path (nested requests) hashes the same bytes
         assert args != key

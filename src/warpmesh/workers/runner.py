@@ -376,7 +376,12 @@ class JobContext:
         worker: Worker
         if spec.worker_kind is _WASM:
             assert isinstance(spec.worker, bytes)
-            worker = WasmWorker(spec.worker)
+            worker = self.runner._wasm_workers.get(spec.worker)  # type: ignore[assignment]
+            if worker is None:
+                worker = WasmWorker(spec.worker)
+                if len(self.runner._wasm_workers) >= 4096:
+                    self.runner._wasm_workers.clear()
+                self.runner._wasm_workers[spec.worker] = worker
         else:
             assert isinstance(spec.worker, str)
             worker = _op_worker(spec.worker)
@@ -444,6 +449,7 @@ class Runner:
         self._count_lock = threading.Lock()
         self._cost: dict[Any, float] = {}  # worker -> mean seconds of its own work per job (EWMA)
         self._job_args: dict[bytes, tuple[int, bytes]] = {}  # args tree id -> its part of `job` (see job_info)
+        self._wasm_workers: dict[bytes, WasmWorker] = {}  # module id -> its (immutable) worker object
 
     @property
     def executions(self) -> int:

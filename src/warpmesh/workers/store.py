@@ -31,6 +31,7 @@ unverified byte never reaches the compiler.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sqlite3
 import sys
@@ -86,6 +87,15 @@ CREATE TABLE IF NOT EXISTS memo (
     created REAL NOT NULL
 ) WITHOUT ROWID;
 """
+
+
+@functools.lru_cache(maxsize=64)
+def _memo_select(n: int) -> str:
+    # A few keys (a job's nested batch): one primary-key probe each, UNION ALL'd -- about a third
+    # cheaper than IN (...), for which SQLite first builds a temporary index of the keys.
+    if n <= 16:
+        return " UNION ALL ".join(["SELECT key, kind, id FROM memo WHERE key = ?"] * n)
+    return f"SELECT key, kind, id FROM memo WHERE key IN ({','.join('?' * n)})"
 
 
 class StoreError(WarpmeshError):
@@ -497,11 +507,10 @@ class Store:
                     rest.append(k)
             for i in range(0, len(rest), 500):
                 chunk = rest[i : i + 500]
-                rows = self._db.execute(f"SELECT key, kind, id FROM memo WHERE key IN ({','.join('?' * len(chunk))})",
-                                        chunk).fetchall()
+                rows = self._db.execute(_memo_select(len(chunk)), chunk).fetchall()
                 for key, kind, oid in rows:
                     found[key] = Ref(_KIND[kind], oid)
-        return {k: r for k, r in found.items() if self.kind_of(r.id) is r.kind}
+        return {k: r for k, r in found.items() if self.kind_of(r.id) is r.kind} if found else found
 
     def memo_put(self, key: bytes, ref: Ref) -> None:
         with self._lock:
