@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 from warpmesh.workers import CorruptObject, Kind, ObjectNotFound, Ref, Store, blob_id, tree_id
 from warpmesh.workers.canonical import CanonicalError, build_tree
 from warpmesh.workers.store import StoreError, default_store_dir
-from warpmesh.workers.tree import EMPTY_TREE_ID, TreeEntry, TreeError, decode_tree, encode_tree
+from warpmesh.workers.tree import (
+    EMPTY_TREE_ID,
+    TreeEntry,
+    TreeError,
+    decode_tree,
+    encode_tree,
+    make_tree_sorted,
+)
 
 # Frozen test vectors: changing the hashing or the tree encoding changes every cache key, so a
 # change here must be a deliberate, versioned format change (new derive_key contexts).
@@ -79,6 +86,9 @@ def test_tree_encoding_round_trips(entries: dict[str, tuple[Kind, bytes]]) -> No
     assert encode_tree(decoded) == data
     assert sorted(decoded) == sorted(tree)
     assert encode_tree(list(reversed(tree))) == data
+    # what the store remembers of a tree it writes is exactly what reading it back decodes
+    oid, data2, remembered = make_tree_sorted(list(reversed(tree)))
+    assert (oid, data2) == (tree_id(data), data) and remembered == decoded
 
 
 def test_blobs_inline_and_on_disk(store: Store) -> None:

@@ -45,7 +45,7 @@ from pathlib import Path
 
 from warpmesh.errors import WarpmeshError
 from warpmesh.workers.ids import ID_LEN, Kind, Ref, blob_id, object_id, short
-from warpmesh.workers.tree import EMPTY_TREE_ID, TreeEntry, decode_tree, make_tree
+from warpmesh.workers.tree import EMPTY_TREE_ID, TreeEntry, decode_tree, make_tree_sorted
 
 # Enum members as module constants: an attribute access on an enum class costs ~0.2 µs in CPython
 # 3.11, paid several times per job on these paths.
@@ -250,7 +250,7 @@ class Store:
             norm = [TreeEntry(name, ref.kind, ref.id) for name, ref in entries.items()]
         else:
             norm = list(entries)
-        oid, data = make_tree(norm)
+        oid, data, decoded = make_tree_sorted(norm)
         if self._fresh(oid):
             self._remember_tree_id(entries, oid)
             return oid
@@ -264,6 +264,12 @@ class Store:
                                  f"{short(e.id)} is a {got.name.lower()}")
         self._put(oid, _TREE, data)
         self._remember_tree_id(entries, oid)
+        # A tree just written is usually read next (a job's args, a fold's children): keep it
+        # decoded, as get_tree would.
+        with self._lock:
+            self._trees[oid] = decoded
+            if len(self._trees) > self._cache_entries:
+                self._trees.popitem(last=False)
         return oid
 
     def _remember_tree_id(self, entries: object, oid: bytes) -> None:
