@@ -195,6 +195,29 @@ def test_index_is_durable_after_flush_and_reopen(tmp_path: Path) -> None:
         assert s.memo_get(b"m" * 32) == Ref(Kind.BLOB, oid)
 
 
+def test_pending_rows_commit_by_the_age_of_the_oldest_not_the_last_commit(tmp_path: Path) -> None:
+    import time
+
+    from warpmesh.workers.store import COMMIT_EVERY_S
+
+    def committed(key: bytes) -> bool:  # seen by another connection, i.e. in the database
+        db = sqlite3.connect(tmp_path / "s" / "index.sqlite")
+        try:
+            return db.execute("SELECT 1 FROM memo WHERE key = ?", (key,)).fetchone() is not None
+        finally:
+            db.close()
+
+    with Store(tmp_path / "s") as s:
+        oid = s.put_blob(b"x")
+        s.flush()
+        time.sleep(COMMIT_EVERY_S * 1.5)  # a quiet spell
+        s.memo_put(b"a" * 32, Ref(Kind.BLOB, oid))
+        assert not committed(b"a" * 32)  # the first write after it waits for its batch
+        time.sleep(COMMIT_EVERY_S * 1.5)
+        s.memo_put(b"b" * 32, Ref(Kind.BLOB, oid))  # ... which a later write closes
+        assert committed(b"a" * 32) and committed(b"b" * 32)
+
+
 def test_unreadable_index_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "s").mkdir()
     (tmp_path / "s" / "index.sqlite").write_bytes(b"this is not a database" * 100)

@@ -155,7 +155,7 @@ class Store:
         self._pend_obj: dict[bytes, tuple[bytes, int, int, bytes | None, float]] = {}
         self._pend_memo: dict[bytes, tuple[bytes, int, bytes, float]] = {}
         self._pend_touch: dict[bytes, float] = {}
-        self._pend_since = time.monotonic()
+        self._pend_since: float | None = None  # when the oldest pending row was written
         try:
             self._db = sqlite3.connect(self.root / "index.sqlite", check_same_thread=False,
                                        isolation_level=None, timeout=30.0)
@@ -203,9 +203,10 @@ class Store:
                 return
             self._db.execute("BEGIN")
             try:
+                # In key order: each B-tree page is then visited once, in one pass.
                 self._db.executemany("INSERT INTO objects VALUES (?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE "
-                                     "SET created = excluded.created", list(self._pend_obj.values()))
-                self._db.executemany("INSERT OR REPLACE INTO memo VALUES (?, ?, ?, ?)", list(self._pend_memo.values()))
+                                     "SET created = excluded.created", sorted(self._pend_obj.values()))
+                self._db.executemany("INSERT OR REPLACE INTO memo VALUES (?, ?, ?, ?)", sorted(self._pend_memo.values()))
                 self._db.executemany("UPDATE objects SET created = ? WHERE id = ?",
                                      [(t, oid) for oid, t in self._pend_touch.items()])
                 self._db.execute("COMMIT")
@@ -215,12 +216,18 @@ class Store:
             self._pend_obj.clear()
             self._pend_memo.clear()
             self._pend_touch.clear()
-            self._pend_since = time.monotonic()
+            self._pend_since = None
 
     def _maybe_flush(self) -> None:
-        # Called with the lock held.
-        if len(self._pend_obj) + len(self._pend_memo) >= COMMIT_EVERY_WRITES or \
-                time.monotonic() - self._pend_since >= COMMIT_EVERY_S:
+        # Called with the lock held, after adding a pending row. The clock starts at the oldest
+        # pending row (not at the last commit), so the first write after a quiet spell does not
+        # commit at once on its own -- which cost every top-level run an extra commit.
+        if self._pend_since is None:
+            self._pend_since = time.monotonic()
+        elif time.monotonic() - self._pend_since >= COMMIT_EVERY_S:
+            self.flush()
+            return
+        if len(self._pend_obj) + len(self._pend_memo) >= COMMIT_EVERY_WRITES:
             self.flush()
 
     # -- writing ---------------------------------------------------------------------------------
