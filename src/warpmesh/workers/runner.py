@@ -447,7 +447,8 @@ class Runner:
         self._recent: dict[bytes, Ref] = {}  # results this runner produced (see _resolve)
         self._executions = 0
         self._count_lock = threading.Lock()
-        self._cost: dict[Any, float] = {}  # worker -> mean seconds of its own work per job (EWMA)
+        self._cost: dict[Any, float] = {}  # worker -> typical seconds of its own work per job
+        self._cost_seen: dict[Any, list[float]] = {}  # worker -> its last three observations
         self._job_args: dict[bytes, tuple[int, bytes]] = {}  # args tree id -> its part of `job` (see job_info)
         self._wasm_workers: dict[bytes, WasmWorker] = {}  # module id -> its (immutable) worker object
 
@@ -688,8 +689,17 @@ class Runner:
         return result
 
     def _observe_cost(self, worker: Any, seconds: float) -> None:
-        old = self._cost.get(worker)
-        self._cost[worker] = seconds if old is None else old + 0.2 * (seconds - old)
+        # The median of the last three: one job preempted for a few ms on a loaded machine no
+        # longer makes a cheap worker look costly (and its siblings fight over the GIL on threads),
+        # while a worker that really got costly is seen as such by its second costly job.
+        seen = self._cost_seen.get(worker)
+        if seen is None:
+            seen = self._cost_seen[worker] = []
+        seen.append(seconds)
+        if len(seen) > 3:
+            del seen[0]
+        self._cost[worker] = sorted(seen)[len(seen) // 2] if len(seen) == 3 else max(seen) if len(seen) == 2 \
+            else seconds
 
     def _execute(self, ctx: JobContext) -> tuple[Ref, dict[str, Any]]:
         with self._count_lock:
