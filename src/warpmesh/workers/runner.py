@@ -151,7 +151,8 @@ class Flight:
         self.worker = worker
         #: How many callers joined this flight instead of running the request themselves.
         self.waiters = 0
-        self.done = Latch()
+        #: Set when the flight ends; made by the first caller that joins (most flights have none).
+        self.done: Latch | None = None
         self.result: RunResult | None = None
         self.error: JobError | None = None
 
@@ -194,6 +195,8 @@ class _Flights:
                 raise JobError(FailureKind.CYCLE, "requests wait on each other: "
                                + " -> ".join(self.describe(k) for k in cycle))
             flight.waiters += 1
+            if flight.done is None:
+                flight.done = Latch()  # under the lock, so finish() sees it
             return flight, False
 
     def _path_to(self, start: bytes, targets: set[bytes]) -> list[bytes] | None:
@@ -235,9 +238,11 @@ class _Flights:
     def finish(self, flight: Flight, result: RunResult | None, error: JobError | None) -> None:
         with self.lock:
             self.table.pop(flight.key, None)
+            done = flight.done  # no one can join any more
         flight.result = result
         flight.error = error
-        flight.done.set()
+        if done is not None:
+            done.set()
 
 
 class _Prepared:
@@ -640,6 +645,7 @@ class Runner:
                            f"nested runs are {len(stack)} deep, the limit is {self.max_depth}")
         flight, owner = self.flights.begin(key, worker, stack)
         if not owner:
+            assert flight.done is not None
             flight.done.wait()
             if self.trace is not None:
                 self._emit(req=key.hex(), parent=stack[-1].hex() if stack else None, depth=len(stack),
