@@ -244,6 +244,11 @@ def _host_call(env: int, caller: int, args: ctypes._Pointer, n: int) -> int:  # 
         op = args[0]
         ptr = args[4] & 0xFFFFFFFF
         length = args[8] & 0xFFFFFFFF
+        if length == 0 and ptr <= job.size:  # `job`: no request bytes, so no view of memory needed
+            resp, ok = job.host._dispatch(job, op, b"")
+            job.pending = resp
+            args[0] = len(resp) if ok else -len(resp)
+            return 0
         view = job.bytes_view(caller, ptr + length)
         if view is None:
             resp, ok = (f"bad_request: request window [{ptr}, {ptr + length}) is outside memory "
