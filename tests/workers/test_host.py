@@ -86,3 +86,28 @@ def test_the_ticker_idles_and_deadlines_still_fire(tmp_path: Path) -> None:
             r.run(r.put_module(spin), limits=Limits(fuel=2**62, deadline_s=0.1))
         assert info.value.kind is FailureKind.DEADLINE
     host.close()
+
+
+PEEK = wat(r"""(module
+  (import "warpmesh_abi_v1" "call" (func $call (param i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "warpmesh_run")
+    (drop (memory.grow (i32.const 1)))
+    ;; out: what this instance finds at 1000 (first page) and 66536 (grown page), then leave a mark
+    (i32.store8 (i32.const 2000) (i32.const 3))
+    (i64.store (i32.const 2001) (i64.load (i32.const 1000)))
+    (i64.store (i32.const 2009) (i64.load (i32.const 66536)))
+    (i64.store (i32.const 1000) (i64.const -1))
+    (i64.store (i32.const 66536) (i64.const -1))
+    (drop (call $call (i32.const 8) (i32.const 2000) (i32.const 17)))))""")
+
+
+def test_a_job_never_sees_the_memory_a_previous_job_left_in_its_pool_slot(store: Store, host: IsolateHost) -> None:
+    # Pool slots keep their first pages resident between jobs (HostConfig.keep_resident_bytes):
+    # they must still come back zeroed, in the initial pages and in grown ones.
+    assert host.config.pooling and host.config.keep_resident_bytes >= 2 * 65536
+    with Runner(store, host, parallelism=1) as r:
+        mid = r.put_module(PEEK)
+        for i in range(20):
+            res = r.run(mid, {"i": str(i)})
+            assert store.get_blob(res.ref.id) == bytes(16), f"job {i} saw a previous job's memory"

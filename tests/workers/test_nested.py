@@ -75,6 +75,38 @@ def test_parent_waiting_on_children_holds_no_slot(store: Store, host: IsolateHos
     assert seen == [0] * 11
 
 
+def test_one_slow_run_of_a_cheap_worker_does_not_spread_its_siblings(store: Store, host: IsolateHost) -> None:
+    # A cheap job preempted once on a loaded machine looks costly for that one run: its siblings
+    # must still run on the asking thread (spreading cheap jobs only makes threads fight the GIL).
+    import threading
+    import time
+
+    threads: set[int] = set()
+
+    def cheap(ctx):  # type: ignore[no-untyped-def]
+        threads.add(threading.get_ident())
+        if ctx.arg_bytes("v") == b"preempted":
+            time.sleep(0.05)
+        return ctx.arg_bytes("v")
+
+    def fan(ctx):  # type: ignore[no-untyped-def]
+        results = ctx.run_many([("cheap", {"v": str(i)}) for i in range(8)])
+        return ",".join(ctx.runner.store.get_blob(r.ref.id).decode() for r in results)
+
+    with Runner(store, host, parallelism=2) as runner:
+        runner.register_op("cheap", cheap)
+        runner.register_op("fan", fan)
+        for v in ("a", "b", "preempted"):
+            runner.run("cheap", {"v": v})
+        from warpmesh.workers.request import OpWorker
+        from warpmesh.workers.runner import SPREAD_MIN_S
+
+        assert runner._cost[OpWorker("cheap")] < SPREAD_MIN_S  # still known cheap
+        threads.clear()
+        runner.run("fan")
+        assert threads == {threading.get_ident()}
+
+
 def test_the_top_level_api_is_refused_inside_a_job(runner: Runner) -> None:
     runner.register_op("leaf", lambda ctx: "x")
     runner.register_op("bad", lambda ctx: ctx.runner.run("leaf").ref)

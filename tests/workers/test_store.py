@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 from warpmesh.workers import CorruptObject, Kind, ObjectNotFound, Ref, Store, blob_id, tree_id
 from warpmesh.workers.canonical import CanonicalError, build_tree
 from warpmesh.workers.store import StoreError, default_store_dir
-from warpmesh.workers.tree import EMPTY_TREE_ID, TreeEntry, TreeError, decode_tree, encode_tree
+from warpmesh.workers.tree import (
+    EMPTY_TREE_ID,
+    TreeEntry,
+    TreeError,
+    decode_tree,
+    encode_tree,
+    make_tree_sorted,
+)
 
 # Frozen test vectors: changing the hashing or the tree encoding changes every cache key, so a
 # change here must be a deliberate, versioned format change (new derive_key contexts).
@@ -79,6 +86,9 @@ def test_tree_encoding_round_trips(entries: dict[str, tuple[Kind, bytes]]) -> No
     assert encode_tree(decoded) == data
     assert sorted(decoded) == sorted(tree)
     assert encode_tree(list(reversed(tree))) == data
+    # what the store remembers of a tree it writes is exactly what reading it back decodes
+    oid, data2, remembered = make_tree_sorted(list(reversed(tree)))
+    assert (oid, data2) == (tree_id(data), data) and remembered == decoded
 
 
 def test_blobs_inline_and_on_disk(store: Store) -> None:
@@ -156,6 +166,20 @@ def test_gc_keeps_pinned_trees_and_drops_the_rest(store: Store) -> None:
     assert not store.has(keep)
 
 
+def test_a_tree_put_again_after_gc_is_stored_again(store: Store) -> None:
+    # put_tree remembers entries -> id; a repeat must still notice the tree was collected since.
+    entries = (TreeEntry("x", Kind.BLOB, store.put_blob(b"x")),)
+    tid = store.put_tree(entries)
+    assert store.put_tree(entries) == tid  # remembered
+    store.gc(grace_seconds=-1)
+    assert not store.has(tid)
+    with pytest.raises(ObjectNotFound):  # its entry went too: refused, as for any new tree
+        store.put_tree(entries)
+    store.put_blob(b"x")
+    assert store.put_tree(entries) == tid and store.has(tid)
+    assert store.get_tree(tid) == entries
+
+
 def test_gc_grace_protects_recent_objects(store: Store) -> None:
     fresh = store.put_blob(b"fresh")
     store.gc(grace_seconds=3600)
@@ -169,6 +193,29 @@ def test_index_is_durable_after_flush_and_reopen(tmp_path: Path) -> None:
     with Store(tmp_path / "s") as s:
         assert s.get_blob(oid) == b"durable"
         assert s.memo_get(b"m" * 32) == Ref(Kind.BLOB, oid)
+
+
+def test_pending_rows_commit_by_the_age_of_the_oldest_not_the_last_commit(tmp_path: Path) -> None:
+    import time
+
+    from warpmesh.workers.store import COMMIT_EVERY_S
+
+    def committed(key: bytes) -> bool:  # seen by another connection, i.e. in the database
+        db = sqlite3.connect(tmp_path / "s" / "index.sqlite")
+        try:
+            return db.execute("SELECT 1 FROM memo WHERE key = ?", (key,)).fetchone() is not None
+        finally:
+            db.close()
+
+    with Store(tmp_path / "s") as s:
+        oid = s.put_blob(b"x")
+        s.flush()
+        time.sleep(COMMIT_EVERY_S * 1.5)  # a quiet spell
+        s.memo_put(b"a" * 32, Ref(Kind.BLOB, oid))
+        assert not committed(b"a" * 32)  # the first write after it waits for its batch
+        time.sleep(COMMIT_EVERY_S * 1.5)
+        s.memo_put(b"b" * 32, Ref(Kind.BLOB, oid))  # ... which a later write closes
+        assert committed(b"a" * 32) and committed(b"b" * 32)
 
 
 def test_unreadable_index_is_a_clear_error(tmp_path: Path) -> None:
@@ -222,4 +269,5 @@ def test_request_keys_are_the_canonical_tree_of_the_request() -> None:
         else:
             entries["op"] = Ref(Kind.BLOB, blob_id(b"count@2"))
         assert (key, pending[-1][2]) == make_tree(entries)
+        assert req.key == key  # the key-only path (nested requests) hashes the same bytes
         assert args != key

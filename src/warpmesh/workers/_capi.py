@@ -85,6 +85,10 @@ pooling_total_memories = _fn("wasmtime_pooling_allocation_config_total_memories_
 pooling_total_tables = _fn("wasmtime_pooling_allocation_config_total_tables_set", None, c_void_p, c_uint32)
 pooling_max_memory_size = _fn("wasmtime_pooling_allocation_config_max_memory_size_set", None, c_void_p, c_size_t)
 pooling_strategy_set = _fn("wasmtime_pooling_allocation_strategy_set", None, c_void_p, c_void_p)
+pooling_memory_keep_resident = _fn("wasmtime_pooling_allocation_config_linear_memory_keep_resident_set", None,
+                                   c_void_p, c_size_t)
+pooling_table_keep_resident = _fn("wasmtime_pooling_allocation_config_table_keep_resident_set", None,
+                                  c_void_p, c_size_t)
 
 #: Signature of an unchecked host function: (env, caller, args_and_results, n) -> wasm_trap_t*.
 #: Arguments and results are 16-byte ``wasmtime_val_raw_t`` slots; an i32 sits in a slot's first
@@ -136,14 +140,22 @@ def make_trap(message: str) -> int:
     return trap_new(raw, len(raw)) or 0
 
 
-def configure_pooling(config: wasmtime.Config, *, instances: int, max_memory: int) -> None:
-    """Switch ``config`` to the pooling instance allocator (not exposed by wasmtime-py's Config)."""
+def configure_pooling(config: wasmtime.Config, *, instances: int, max_memory: int, keep_resident: int = 0) -> None:
+    """Switch ``config`` to the pooling instance allocator (not exposed by wasmtime-py's Config).
+
+    ``keep_resident``: bytes of each memory (and table) slot that are zeroed in place when an
+    instance goes, instead of being given back to the kernel (``madvise``) and faulted in again by
+    the next instance; a small guest's whole memory then costs no system call per job.
+    """
     pac = pooling_new()
     try:
         pooling_total_core_instances(pac, instances)
         pooling_total_memories(pac, instances)
         pooling_total_tables(pac, instances)
         pooling_max_memory_size(pac, max_memory)
+        if keep_resident:
+            pooling_memory_keep_resident(pac, keep_resident)
+            pooling_table_keep_resident(pac, keep_resident)
         pooling_strategy_set(ptr(config), pac)
     finally:
         pooling_delete(pac)

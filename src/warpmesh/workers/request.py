@@ -157,7 +157,13 @@ class JobRequest:
 
     @property
     def key(self) -> bytes:
-        return self.plan()[0]
+        """The cache key alone (``plan()[0]``), without building the objects to store."""
+        w = self.worker
+        if isinstance(w, OpWorker):
+            return self.plan()[0]
+        runtime_id = _blob_id_cached(_runtime_text(self.engine, self.limits.fuel, self.limits.memory_bytes))
+        return tree_id(b"".join((_REQ_COUNT, _REQ_ARGS, self.args, _REQ_RUNTIME, runtime_id, _REQ_SALT, self.salt,
+                                 _REQ_WASM, w.module)))
 
     def ref(self) -> Ref:
         return Ref(Kind.TREE, self.key)

@@ -29,7 +29,6 @@ import logging
 import os
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +47,10 @@ from warpmesh.workers.tree import EMPTY_TREE_ID, TreeEntry
 
 log = logging.getLogger("warpmesh.workers")
 guest_log = logging.getLogger("warpmesh.guest")
+
+# Enum members as module constants (an enum class attribute access costs ~0.2 µs in CPython 3.11).
+_BLOB, _TREE = Kind.BLOB, Kind.TREE
+_WASM, _OP = WorkerKind.WASM, WorkerKind.OP
 
 #: Default bound on nested-run depth (the length of the request stack).
 DEFAULT_MAX_DEPTH = 128
@@ -141,16 +144,22 @@ OpFunction = Callable[["JobContext"], Ref | bytes | str]
 class Flight:
     """One in-progress execution that identical concurrent requests wait on."""
 
-    __slots__ = ("desc", "done", "error", "key", "result", "waiters")
+    __slots__ = ("done", "error", "key", "result", "waiters", "worker")
 
-    def __init__(self, key: bytes, desc: str) -> None:
+    def __init__(self, key: bytes, worker: Worker) -> None:
         self.key = key
-        self.desc = desc
+        self.worker = worker
         #: How many callers joined this flight instead of running the request themselves.
         self.waiters = 0
-        self.done = Latch()
+        #: Set when the flight ends; made by the first caller that joins (most flights have none).
+        self.done: Latch | None = None
         self.result: RunResult | None = None
         self.error: JobError | None = None
+
+    @property
+    def desc(self) -> str:
+        """What runs, for messages (``wasm:<module>`` or ``op:<name@version>``)."""
+        return self.worker.describe()
 
 
 class _Flights:
@@ -159,7 +168,8 @@ class _Flights:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.table: dict[bytes, Flight] = {}
-        self.waits: dict[bytes, Counter[bytes]] = {}
+        # parent key -> {child key: how many of the parent's batches wait on it}
+        self.waits: dict[bytes, dict[bytes, int]] = {}
 
     def get(self, key: bytes) -> Flight | None:
         """The flight running ``key``, if any."""
@@ -170,12 +180,12 @@ class _Flights:
         f = self.table.get(key)
         return f"{f.desc}[{short(key)}]" if f is not None else f"[{short(key)}]"
 
-    def begin(self, key: bytes, desc: str, stack: tuple[bytes, ...]) -> tuple[Flight, bool]:
+    def begin(self, key: bytes, worker: Worker, stack: tuple[bytes, ...]) -> tuple[Flight, bool]:
         """Own a new flight for ``key``, or join the running one if that cannot deadlock."""
         with self.lock:
             flight = self.table.get(key)
             if flight is None:
-                flight = self.table[key] = Flight(key, desc)
+                flight = self.table[key] = Flight(key, worker)
                 return flight, True
             path = self._path_to(key, set(stack))
             if path is not None:
@@ -185,6 +195,8 @@ class _Flights:
                 raise JobError(FailureKind.CYCLE, "requests wait on each other: "
                                + " -> ".join(self.describe(k) for k in cycle))
             flight.waiters += 1
+            if flight.done is None:
+                flight.done = Latch()  # under the lock, so finish() sees it
             return flight, False
 
     def _path_to(self, start: bytes, targets: set[bytes]) -> list[bytes] | None:
@@ -203,25 +215,34 @@ class _Flights:
 
     def add_waits(self, parent: bytes, children: list[bytes]) -> None:
         with self.lock:
-            self.waits.setdefault(parent, Counter()).update(children)
+            c = self.waits.get(parent)
+            if c is None:
+                c = self.waits[parent] = {}
+            for k in children:
+                c[k] = c.get(k, 0) + 1
 
     def remove_waits(self, parent: bytes, children: list[bytes]) -> None:
         with self.lock:
             c = self.waits.get(parent)
             if c is None:
                 return
-            c.subtract(children)
-            for k in [k for k, v in c.items() if v <= 0]:
-                del c[k]
+            for k in children:
+                n = c.get(k, 0) - 1
+                if n > 0:
+                    c[k] = n
+                else:
+                    c.pop(k, None)
             if not c:
                 del self.waits[parent]
 
     def finish(self, flight: Flight, result: RunResult | None, error: JobError | None) -> None:
         with self.lock:
             self.table.pop(flight.key, None)
+            done = flight.done  # no one can join any more
         flight.result = result
         flight.error = error
-        flight.done.set()
+        if done is not None:
+            done.set()
 
 
 class _Prepared:
@@ -262,7 +283,7 @@ class JobContext:
         entry = self.args.get(name)
         if entry is None:
             raise JobError(FailureKind.BAD_REQUEST, f"missing argument {name!r}")
-        if entry.kind is not Kind.BLOB:
+        if entry.kind is not _BLOB:
             raise JobError(FailureKind.BAD_REQUEST, f"argument {name!r} is a tree, expected a blob")
         return self.runner.store.get_blob(entry.id)
 
@@ -280,7 +301,7 @@ class JobContext:
         for worker, args in items:
             try:
                 reqs.append(self.runner._prepare(self.runner._make_request(
-                    worker, args, salt=self.request.salt, limits=self.request.limits)))
+                    worker, args, salt=self.request.salt, limits=self.request.limits), nested=True))
             except JobError as exc:
                 reqs.append(exc)
         return self._nested(reqs)
@@ -303,11 +324,22 @@ class JobContext:
     def job_info(self) -> bytes:
         w = self.request.worker
         if isinstance(w, WasmWorker):
-            wk, wid = WorkerKind.WASM, w.module
+            wk, wid = _WASM, w.module
         else:
-            wk, wid = WorkerKind.OP, blob_id(w.spec.encode("utf-8"))
-        return abi.encode_job(self.depth, wk, wid, self.request.args, self.request.salt,
-                              self._sized(self._arg_entries()))
+            wk, wid = _OP, blob_id(w.spec.encode("utf-8"))
+        args = self.request.args
+        # The args part (entries with their sizes) depends only on the args tree: the same args
+        # under another salt or parent encode once. Sizes of objects not here yet are never cached.
+        cache = self.runner._job_args
+        hit = cache.get(args)
+        if hit is None:
+            sized = self._sized(self._arg_entries())
+            hit = len(sized), abi.encode_entries(sized)[4:]
+            if all(e.size or self.runner.store.has(e.id) for e in sized):
+                if len(cache) >= 65536:
+                    cache.clear()
+                cache[args] = hit
+        return abi.encode_job_parts(self.depth, wk, wid, args, self.request.salt, *hit)
 
     def get(self, oid: bytes, offset: int = 0, max_len: int | None = None) -> bytes:
         data = self.runner._get_blob(oid)
@@ -339,7 +371,7 @@ class JobContext:
         reqs: list[_Prepared | JobError] = []
         for spec in specs:
             try:
-                reqs.append(self.runner._prepare(self._spec_request(spec)))
+                reqs.append(self.runner._prepare(self._spec_request(spec), nested=True))
             except JobError as exc:
                 reqs.append(exc)
         return [r if isinstance(r, JobError) else (r.ref, r.size) for r in self._nested(reqs)]
@@ -347,14 +379,19 @@ class JobContext:
     def _spec_request(self, spec: RunSpec) -> JobRequest:
         store = self.runner.store
         worker: Worker
-        if spec.worker_kind is WorkerKind.WASM:
+        if spec.worker_kind is _WASM:
             assert isinstance(spec.worker, bytes)
-            worker = WasmWorker(spec.worker)
+            worker = self.runner._wasm_workers.get(spec.worker)  # type: ignore[assignment]
+            if worker is None:
+                worker = WasmWorker(spec.worker)
+                if len(self.runner._wasm_workers) >= 4096:
+                    self.runner._wasm_workers.clear()
+                self.runner._wasm_workers[spec.worker] = worker
         else:
             assert isinstance(spec.worker, str)
             worker = _op_worker(spec.worker)
         if spec.args_tree is not None:
-            if store.kind_of(spec.args_tree) is not Kind.TREE:
+            if store.kind_of(spec.args_tree) is not _TREE:
                 raise JobError(FailureKind.BAD_REQUEST, f"args tree {short(spec.args_tree)} is not in the store")
             args = spec.args_tree
         else:
@@ -415,7 +452,10 @@ class Runner:
         self._recent: dict[bytes, Ref] = {}  # results this runner produced (see _resolve)
         self._executions = 0
         self._count_lock = threading.Lock()
-        self._cost: dict[Any, float] = {}  # worker -> mean seconds of its own work per job (EWMA)
+        self._cost: dict[Any, float] = {}  # worker -> typical seconds of its own work per job
+        self._cost_seen: dict[Any, list[float]] = {}  # worker -> its last three observations
+        self._job_args: dict[bytes, tuple[int, bytes]] = {}  # args tree id -> its part of `job` (see job_info)
+        self._wasm_workers: dict[bytes, WasmWorker] = {}  # module id -> its (immutable) worker object
 
     @property
     def executions(self) -> int:
@@ -469,7 +509,7 @@ class Runner:
         if args is None:
             args_id = EMPTY_TREE_ID
         elif isinstance(args, Ref):
-            if args.kind is not Kind.TREE or self.store.kind_of(args.id) is not Kind.TREE:
+            if args.kind is not _TREE or self.store.kind_of(args.id) is not _TREE:
                 raise JobError(FailureKind.BAD_REQUEST, f"args must be a stored tree, got {args}")
             args_id = args.id
         else:
@@ -479,13 +519,18 @@ class Runner:
             args_id = ref.id
         return JobRequest(worker, args_id, salt, limits, self.host.engine_tag)
 
-    def _prepare(self, request: JobRequest) -> _Prepared:
+    def _prepare(self, request: JobRequest, *, nested: bool = False) -> _Prepared:
         w = request.worker
-        if isinstance(w, WasmWorker) and self.store.kind_of(w.module) is not Kind.BLOB \
-                and not self._fetch_into_store(Ref(Kind.BLOB, w.module)):
+        if isinstance(w, WasmWorker) and self.store.kind_of(w.module) is not _BLOB \
+                and not self._fetch_into_store(Ref(_BLOB, w.module)):
             raise JobError(FailureKind.WORKER_NOT_FOUND,
                            f"module {short(w.module)} is not in the store; store it first (Runner.put_module, "
                            "or 'warpmesh run MODULE.wasm')")
+        if nested:
+            # A nested request's tree is never read back (its key is all the memo and single-flight
+            # use), so only top-level requests are stored: storing one tree per nested job was half
+            # of the index rows a fold wrote.
+            return _Prepared(request, request.key)
         key, pending = request.plan()
         for kind, oid, data in pending:
             self.store.put_computed(kind, oid, data)
@@ -558,12 +603,12 @@ class Runner:
 
     def _get_blob(self, oid: bytes) -> bytes:
         if not self.store.has(oid):
-            self._fetch_into_store(Ref(Kind.BLOB, oid))
+            self._fetch_into_store(Ref(_BLOB, oid))
         return self.store.get_blob(oid)
 
     def _get_tree(self, oid: bytes) -> tuple[TreeEntry, ...]:
         if not self.store.has(oid):
-            self._fetch_into_store(Ref(Kind.TREE, oid))
+            self._fetch_into_store(Ref(_TREE, oid))
         return self.store.get_tree(oid)
 
     def _emit(self, **fields: Any) -> None:
@@ -586,8 +631,9 @@ class Runner:
             ref = self._lookup(key)
             if ref is not None:
                 return self._hit(key, ref, stack, t0)
-        desc = prep.request.worker.describe()
+        worker = prep.request.worker
         if key in stack:
+            desc = worker.describe()
             start = stack.index(key)
             chain = [*stack[start:], key]
             if self.trace is not None:
@@ -597,8 +643,9 @@ class Runner:
         if len(stack) >= self.max_depth:
             raise JobError(FailureKind.DEPTH_EXCEEDED,
                            f"nested runs are {len(stack)} deep, the limit is {self.max_depth}")
-        flight, owner = self.flights.begin(key, desc, stack)
+        flight, owner = self.flights.begin(key, worker, stack)
         if not owner:
+            assert flight.done is not None
             flight.done.wait()
             if self.trace is not None:
                 self._emit(req=key.hex(), parent=stack[-1].hex() if stack else None, depth=len(stack),
@@ -644,12 +691,21 @@ class Runner:
         self.flights.finish(flight, result, None)
         if self.trace is not None:
             self._emit(req=key.hex(), parent=stack[-1].hex() if stack else None, depth=len(stack),
-                       outcome="run", worker=desc, total_us=(time.perf_counter() - t0) * 1e6, **stats)
+                       outcome="run", worker=worker.describe(), total_us=(time.perf_counter() - t0) * 1e6, **stats)
         return result
 
     def _observe_cost(self, worker: Any, seconds: float) -> None:
-        old = self._cost.get(worker)
-        self._cost[worker] = seconds if old is None else old + 0.2 * (seconds - old)
+        # The median of the last three: one job preempted for a few ms on a loaded machine no
+        # longer makes a cheap worker look costly (and its siblings fight over the GIL on threads),
+        # while a worker that really got costly is seen as such by its second costly job.
+        seen = self._cost_seen.get(worker)
+        if seen is None:
+            seen = self._cost_seen[worker] = []
+        seen.append(seconds)
+        if len(seen) > 3:
+            del seen[0]
+        self._cost[worker] = sorted(seen)[len(seen) // 2] if len(seen) == 3 else max(seen) if len(seen) == 2 \
+            else seconds
 
     def _execute(self, ctx: JobContext) -> tuple[Ref, dict[str, Any]]:
         with self._count_lock:
@@ -657,7 +713,7 @@ class Runner:
         worker = ctx.request.worker
         if isinstance(worker, WasmWorker):
             mid = worker.module
-            if not self.store.has(mid) and not self._fetch_into_store(Ref(Kind.BLOB, mid)):
+            if not self.store.has(mid) and not self._fetch_into_store(Ref(_BLOB, mid)):
                 raise JobError(FailureKind.WORKER_NOT_FOUND,
                                f"module {short(mid)} is not in the store; store it first (Runner.put_module, "
                                "or 'warpmesh run MODULE.wasm')")
@@ -680,7 +736,7 @@ class Runner:
             ctx.check_out(out)
             return out, {}
         if isinstance(out, bytes | str):
-            return Ref(Kind.BLOB, self.store.put_blob(value_to_blob(out, "op result"))), {}
+            return Ref(_BLOB, self.store.put_blob(value_to_blob(out, "op result"))), {}
         raise JobError(FailureKind.OP_FAILED, f"op {worker.spec} returned {type(out).__name__}; "
                        "return a Ref, bytes or str")
 
@@ -698,7 +754,7 @@ class Runner:
     def _resolve_many(self, reqs: list[_Prepared | JobError], stack: tuple[bytes, ...]
                       ) -> list[RunResult | JobError]:
         results: list[RunResult | JobError | None] = [None] * len(reqs)
-        tasks: list[tuple[int, Task]] = []
+        todo: list[tuple[int, _Prepared]] = []
         hits = self._lookup_many([p.key for p in reqs if not isinstance(p, JobError)])
         for i, prep in enumerate(reqs):
             if isinstance(prep, JobError):
@@ -709,27 +765,39 @@ class Runner:
                 st = self.store.stat(ref.id)
                 results[i] = RunResult(prep.key, ref, st[1] if st else 0, "memo")
                 continue
-            tasks.append((i, Task(lambda p=prep: self._resolve(p, stack, looked_up=True))))  # type: ignore[misc]
-        if tasks:
-            keys = [reqs[i].key for i, _ in tasks]  # type: ignore[union-attr]
-            parent = stack[-1] if stack else None
-            if parent is not None:
-                self.flights.add_waits(parent, keys)
-            # Jobs cheaper than a thread hand-off run one after another on this thread: under the
-            # GIL, spreading them only adds contention. A worker not measured yet is spread.
-            spread = len(tasks) > 1 and any(
-                self._cost.get(reqs[i].request.worker, SPREAD_MIN_S) >= SPREAD_MIN_S  # type: ignore[union-attr]
-                for i, _ in tasks)
-            try:
+            todo.append((i, prep))
+        if not todo:
+            return results  # type: ignore[return-value]
+        keys = [p.key for _, p in todo]
+        parent = stack[-1] if stack else None
+        if parent is not None:
+            self.flights.add_waits(parent, keys)
+        # Jobs cheaper than a thread hand-off run one after another on this thread: under the
+        # GIL, spreading them only adds contention. A worker not measured yet is spread.
+        cost = self._cost
+        spread = len(todo) > 1 and any(cost.get(p.request.worker, SPREAD_MIN_S) >= SPREAD_MIN_S for _, p in todo)
+        try:
+            if not spread and self.pool.nesting() < self.pool.inline_limit:
+                # The pool would run them in order on this thread anyway: skip its task objects.
+                for i, prep in todo:
+                    try:
+                        results[i] = self._resolve(prep, stack, looked_up=True)
+                    except JobError as exc:
+                        results[i] = exc
+                    except BaseException as exc:
+                        results[i] = JobError(FailureKind.HOST_ERROR, f"{type(exc).__name__}: {exc}")
+            else:
+                tasks = [(i, Task(lambda p=prep: self._resolve(p, stack, looked_up=True)))  # type: ignore[misc]
+                         for i, prep in todo]
                 self.pool.join_all([t for _, t in tasks], spread=spread)
-            finally:
-                if parent is not None:
-                    self.flights.remove_waits(parent, keys)
-            for i, task in tasks:
-                if task.error is None:
-                    results[i] = task.result
-                elif isinstance(task.error, JobError):
-                    results[i] = task.error
-                else:
-                    results[i] = JobError(FailureKind.HOST_ERROR, f"{type(task.error).__name__}: {task.error}")
+                for i, task in tasks:
+                    if task.error is None:
+                        results[i] = task.result
+                    elif isinstance(task.error, JobError):
+                        results[i] = task.error
+                    else:
+                        results[i] = JobError(FailureKind.HOST_ERROR, f"{type(task.error).__name__}: {task.error}")
+        finally:
+            if parent is not None:
+                self.flights.remove_waits(parent, keys)
         return results  # type: ignore[return-value]

@@ -55,6 +55,41 @@ class Latch:
         return self._set
 
 
+class Slots:
+    """A counting semaphore whose uncontended acquire/release is one lock round trip.
+
+    ``threading.Semaphore`` takes a Condition (several Python-level calls) on every operation; every
+    job takes and gives back a slot, so that cost was paid a few times per job.
+    """
+
+    __slots__ = ("_cv", "_lock", "_value", "_waiting")
+
+    def __init__(self, n: int) -> None:
+        self._lock = threading.Lock()
+        self._cv = threading.Condition(self._lock)
+        self._value = n
+        self._waiting = 0
+
+    def acquire(self) -> None:
+        with self._lock:
+            if self._value > 0:
+                self._value -= 1
+                return
+            self._waiting += 1
+            try:
+                while self._value <= 0:
+                    self._cv.wait()
+            finally:
+                self._waiting -= 1
+            self._value -= 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._value += 1
+            if self._waiting:
+                self._cv.notify()
+
+
 class Task:
     """A unit of work that exactly one thread runs (whoever claims it first)."""
 
@@ -92,7 +127,7 @@ class Pool:
         self.parallelism = parallelism
         self.inline_limit = inline_limit
         self.idle_exit_s = idle_exit_s
-        self.slots = threading.Semaphore(parallelism)
+        self.slots = Slots(parallelism)
         self._cv = threading.Condition(threading.Lock())
         self._queue: deque[Task] = deque()
         self._threads = 0

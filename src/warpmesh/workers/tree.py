@@ -134,6 +134,20 @@ def make_tree(entries: Iterable[TreeEntry] | Mapping[str, Ref]) -> tuple[bytes, 
     return tree_id(data), data
 
 
+def make_tree_sorted(entries: Iterable[TreeEntry] | Mapping[str, Ref]
+                     ) -> tuple[bytes, bytes, tuple[TreeEntry, ...]]:
+    """:func:`make_tree` plus the entries as :func:`decode_tree` would return them (sorted,
+    normalized), so a store can remember the decoded tree without decoding it."""
+    keyed = _entries_of(entries)
+    parts = [_COUNT.pack(len(keyed))]
+    for raw, e in keyed:
+        parts.append(_HEAD.pack(e.kind, len(raw)))
+        parts.append(raw)
+        parts.append(e.id)
+    data = b"".join(parts)
+    return tree_id(data), data, tuple(e for _, e in keyed)
+
+
 def decode_tree(data: bytes | bytearray | memoryview) -> tuple[TreeEntry, ...]:
     """Decode canonical tree bytes. Raises :class:`TreeError` on anything non-canonical."""
     buf = bytes(data)
