@@ -21,7 +21,7 @@ import logging
 import os
 import random
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +29,7 @@ from typing import Any
 from warpmesh.aio.observable import Observable
 from warpmesh.aio.tasks import cancel_and_wait
 from warpmesh.aio.tuning import tune_gc_for_server  # noqa: F401  (re-exported: kv serve uses it)
-from warpmesh.net.seam import SeamClosed
+from warpmesh.net.seam import SeamClosed, Subscription
 from warpmesh.raft.config import RaftConfig
 from warpmesh.raft.core import Completion, RaftCore, Ready
 from warpmesh.raft.errors import (
@@ -109,7 +109,7 @@ Committed = CommittedEntry | CommittedInternal | CommittedInstall
 
 
 class _Outbox:
-    __slots__ = ("dropped", "frames", "peer", "task", "wake")
+    __slots__ = ("busy", "dropped", "frames", "peer", "stalled", "task", "wake")
 
     def __init__(self, peer: str) -> None:
         self.peer = peer
@@ -117,6 +117,31 @@ class _Outbox:
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.dropped = 0
+        #: True while the outbox task owns sending to this peer (frames go behind it, in order).
+        self.busy = False
+        #: A send started inline that had to wait, and what it waits on: the task finishes it.
+        self.stalled: tuple[Coroutine[Any, Any, bool], Any] | None = None
+
+
+async def _finish_send(coro: Coroutine[Any, Any, bool], waiting: Any) -> bool:
+    """Run a send that suspended on its first step to the end, as a Task would have: wait for
+    what it waits on, then resume it (``Future.__await__`` then returns or raises the result).
+    Our own cancellation (the node closing) closes the send."""
+    try:
+        while True:
+            if waiting is None:
+                await asyncio.sleep(0)
+            else:
+                waiting._asyncio_future_blocking = False
+                await asyncio.wait((waiting,))
+            try:
+                waiting = coro.send(None)
+            except StopIteration as done:
+                return bool(done.value)
+            except BaseException:  # the transport's own failure (ours would surface in the wait)
+                return False
+    finally:
+        coro.close()
 
 
 class RaftNode:
@@ -179,7 +204,11 @@ class RaftNode:
         self._cursors: dict[int, int] = {}
         self.max_apply_lag = 200_000
         self._writing = False
+        self._commit_early = False
         self._early_scheduled = False
+        self._sub: Subscription | None = None
+        self._unhandle: Callable[[], None] | None = None
+        self._max_frame = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> RaftNode:
@@ -200,9 +229,14 @@ class RaftNode:
         self.applied_index.set(self.core.log.applied)
         self._publish()
         self._progress: asyncio.Future[None] = loop.create_future()
-        self._sub = self.transport.subscribe()
         self._tasks.append(loop.create_task(self._engine(), name=f"raft-{self.id}-engine"))
-        self._tasks.append(loop.create_task(self._receive(), name=f"raft-{self.id}-recv"))
+        # Step frames inside the transport's delivery where it can (one task hop less per message
+        # on the write path); else read a subscription on a task of our own.
+        self._max_frame = self.transport.max_payload + 16
+        self._unhandle = self.transport.add_handler(self._on_frame)
+        if self._unhandle is None:
+            self._sub = self.transport.subscribe()
+            self._tasks.append(loop.create_task(self._receive(), name=f"raft-{self.id}-recv"))
         return self
 
     async def __aenter__(self) -> RaftNode:
@@ -222,8 +256,11 @@ class RaftNode:
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
-        with contextlib.suppress(Exception):
-            self._sub.close()
+        if self._unhandle is not None:
+            self._unhandle()
+        elif self._sub is not None:
+            with contextlib.suppress(Exception):
+                self._sub.close()
         tasks = self._tasks + [o.task for o in self._outboxes.values() if o.task is not None]
         await cancel_and_wait(tasks)
         for futs in self._futures.values():
@@ -262,6 +299,16 @@ class RaftNode:
             return
         for m in core.take_early():
             self._send(m.to, encode(m))
+        if self._commit_early and core.role == Role.LEADER:
+            # The followers' acknowledgements may have committed entries while our own write is
+            # still in flight: answer now (a majority holds them durably), not after our fsync.
+            committed, completions = core.take_committed()
+            if committed:
+                self.applied_index.set(core.log.applied)
+                self.commit_index.set(core.commit)
+                self._notify()
+            for c in completions:
+                self._resolve(c)
 
     def _notify(self) -> None:
         """Wake every committed-stream reader (new entries, an install, or close)."""
@@ -578,11 +625,15 @@ class RaftNode:
         if rd.must_persist:
             batch = StorageBatch(rd.snapshot, rd.log_reset, rd.compact_through, rd.entries, rd.hard_state)
             if self._executor is not None:
+                # Only the durable part (the commit and its fsync) runs on the worker thread.
+                finish = self.storage.begin_write(batch)
                 self._writing = True
+                # Not while a snapshot install waits for this write: its entries must follow it.
+                self._commit_early = rd.install is None and rd.snapshot is None and not rd.log_reset
                 try:
-                    await loop.run_in_executor(self._executor, self.storage.write, batch)
+                    await loop.run_in_executor(self._executor, finish)
                 finally:
-                    self._writing = False
+                    self._writing = self._commit_early = False
             else:
                 self.storage.write(batch)
             self.stats["writes"] += 1
@@ -601,46 +652,78 @@ class RaftNode:
         if box is None:
             box = self._outboxes[peer] = _Outbox(peer)
             box.task = asyncio.get_running_loop().create_task(self._sender(box), name=f"raft-{self.id}->{peer}")
+        if not box.busy and not box.frames:
+            # Nothing queued ahead: start the send right here. A transport with room (the usual
+            # case) takes the frame without suspending, which saves a task hop per message on the
+            # write path (the send used to wait for the outbox task's turn, after our own disk
+            # write was submitted). A send that must wait is finished by the outbox task.
+            coro = self.transport.send(peer, frame)
+            try:
+                waiting = coro.send(None)
+            except StopIteration as done:
+                if not done.value:
+                    self.stats["send_dropped"] += 1
+                return
+            except Exception:  # a transport bug: Raft treats it as a lost frame
+                self.stats["send_errors"] += 1
+                log.exception("raft %s: sending to %s failed", self.id, peer)
+                return
+            box.stalled = (coro, waiting)
+            box.busy = True
+            box.wake.set()
+            return
         if len(box.frames) >= OUTBOX_FRAMES:
             box.dropped += 1
             self.stats["outbox_dropped"] += 1
             return
         box.frames.append(frame)
+        box.busy = True
         box.wake.set()
 
     async def _sender(self, box: _Outbox) -> None:
         transport = self.transport
-        while not self._closed:
-            await box.wake.wait()
-            box.wake.clear()
-            while box.frames:
-                data = box.frames.popleft()
-                if not await transport.send(box.peer, data):
+        try:
+            while not self._closed:
+                await box.wake.wait()
+                box.wake.clear()
+                stalled, box.stalled = box.stalled, None
+                if stalled is not None and not await _finish_send(*stalled):
                     self.stats["send_dropped"] += 1
+                while box.frames:
+                    data = box.frames.popleft()
+                    if not await transport.send(box.peer, data):
+                        self.stats["send_dropped"] += 1
+                box.busy = False
+        finally:
+            if box.stalled is not None:
+                box.stalled[0].close()
 
     async def _receive(self) -> None:
-        loop = asyncio.get_running_loop()
         sub = self._sub
-        max_size = self.transport.max_payload + 16
+        assert sub is not None
         while not self._closed:
             try:
                 sender, data = await sub.get()
             except SeamClosed:
                 return
-            try:
-                m = decode(data, sender, self.id, max_size=max_size)
-            except (FrameError, BadMessage) as err:
-                gate = getattr(err, "gate", None) or getattr(err, "reason", "invalid")
-                self.stats[f"refused:{gate}"] += 1
-                continue
-            core = self.core
-            if core is None or self._closed:
-                return
-            try:
-                core.step(m, loop.time())
-            except Exception:  # a bug, not the peer's fault: keep serving, but loudly
-                self.stats["step_errors"] += 1
-                log.exception("raft %s: stepping %s from %s failed", self.id, type(m).__name__, sender)
-                continue
-            self.stats["received"] += 1
-            self._kick()
+            self._on_frame(sender, data)
+
+    def _on_frame(self, sender: str, data: bytes) -> None:
+        """Decode, validate and step one frame (undecodable or hostile ones are counted, dropped)."""
+        core = self.core
+        if core is None or self._closed:
+            return
+        try:
+            m = decode(data, sender, self.id, max_size=self._max_frame)
+        except (FrameError, BadMessage) as err:
+            gate = getattr(err, "gate", None) or getattr(err, "reason", "invalid")
+            self.stats[f"refused:{gate}"] += 1
+            return
+        try:
+            core.step(m, asyncio.get_running_loop().time())
+        except Exception:  # a bug, not the peer's fault: keep serving, but loudly
+            self.stats["step_errors"] += 1
+            log.exception("raft %s: stepping %s from %s failed", self.id, type(m).__name__, sender)
+            return
+        self.stats["received"] += 1
+        self._kick()
