@@ -208,3 +208,59 @@ def test_a_large_batch_is_written_wholly_by_the_returned_call(tmp_path: Path) ->
     finish()
     assert s.last_index() == len(big)
     s.close()
+
+
+class StallingTransport(SeamRaftTransport):
+    """Every third send waits a little before it reaches the seam (a link with no room)."""
+
+    def __init__(self, inner: SeamRaftTransport) -> None:
+        super().__init__(inner.seam, owned_mux=inner._mux)
+        self.n = 0
+        self.delivered: dict[str, list[bytes]] = {}
+
+    async def send(self, peer: str, data: bytes) -> bool:
+        self.n += 1
+        if self.n % 3 == 0:
+            await asyncio.sleep(0.002)
+        self.delivered.setdefault(peer, []).append(data)
+        return await super().send(peer, data)
+
+
+def test_sends_that_must_wait_keep_every_peer_in_order_and_lose_nothing() -> None:
+    async def main() -> None:
+        fabric = MemoryFabric(seed=7)
+        ids = ["a", "b", "c"]
+        tr = {i: StallingTransport(SeamRaftTransport.over(fabric.join(i))) for i in ids}
+        nodes = {i: await RaftNode(i, tr[i], InMemoryRaftStorage(), voters=ids, config=CFG, seed=k).start()
+                 for k, i in enumerate(ids)}
+        sent: dict[str, dict[str, list[bytes]]] = {i: {} for i in ids}
+        for i, n in nodes.items():
+            orig = n._send
+
+            def record(peer: str, frame: bytes, i: str = i, orig=orig) -> None:  # type: ignore[no-untyped-def]
+                sent[i].setdefault(peer, []).append(frame)
+                orig(peer, frame)
+
+            n._send = record  # type: ignore[method-assign]
+        try:
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 10
+            while not any(n.role.value == Role.LEADER and n.commit_index.value >= 1 for n in nodes.values()):
+                assert loop.time() < end, "no leader"
+                await asyncio.sleep(0.01)
+            ld = _leader(nodes)
+            for k in range(10):
+                await ld.propose(bytes([k]), timeout=10)
+            await asyncio.gather(*(ld.propose(bytes([k]), timeout=10) for k in range(40)))
+            await asyncio.sleep(0.05)
+            for i in ids:
+                for peer, frames in sent[i].items():
+                    got = tr[i].delivered.get(peer, [])
+                    assert got == frames[:len(got)] and len(frames) - len(got) <= 2, (i, peer)
+            assert all(n.stats["send_dropped"] == 0 for n in nodes.values())
+        finally:
+            for n in nodes.values():
+                await n.close()
+            await fabric.close()
+
+    asyncio.run(main())

@@ -15,6 +15,7 @@ deterministically, on :class:`warpmesh.sim.loop.VirtualTimeLoop`.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import logging
@@ -190,7 +191,6 @@ class RaftNode:
         self.applied_index: Observable[int] = Observable(0)
         self.term: Observable[int] = Observable(0)
         self.stats: Counter[str] = Counter()
-        self._wake = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
         self._futures: dict[tuple[str, Any], list[asyncio.Future[Any]]] = {}
@@ -203,7 +203,11 @@ class RaftNode:
         self._room.set()
         self._cursors: dict[int, int] = {}
         self.max_apply_lag = 200_000
-        self._writing = False
+        #: The Ready whose durable write runs on the worker thread (None: no write in flight).
+        self._inflight: Ready | None = None
+        self._pumping = False
+        self._again = False
+        self._dead = False
         self._commit_early = False
         self._early_scheduled = False
         self._sub: Subscription | None = None
@@ -229,7 +233,7 @@ class RaftNode:
         self.applied_index.set(self.core.log.applied)
         self._publish()
         self._progress: asyncio.Future[None] = loop.create_future()
-        self._tasks.append(loop.create_task(self._engine(), name=f"raft-{self.id}-engine"))
+        self._loop = loop
         # Step frames inside the transport's delivery where it can (one task hop less per message
         # on the write path); else read a subscription on a task of our own.
         self._max_frame = self.transport.max_payload + 16
@@ -237,6 +241,7 @@ class RaftNode:
         if self._unhandle is None:
             self._sub = self.transport.subscribe()
             self._tasks.append(loop.create_task(self._receive(), name=f"raft-{self.id}-recv"))
+        self._pump()
         return self
 
     async def __aenter__(self) -> RaftNode:
@@ -268,7 +273,6 @@ class RaftNode:
                 if not f.done():
                     f.set_exception(RaftClosed(f"raft node {self.id} is closed"))
         self._futures.clear()
-        self._wake.set()
         self._notify()  # wake iterators so they can end
         with contextlib.suppress(Exception):
             await self.transport.close()
@@ -284,13 +288,15 @@ class RaftNode:
         return self.core
 
     def _kick(self) -> None:
-        self._wake.set()
-        if self._writing and not self._early_scheduled:
+        self._pump()
+
+    def _schedule_early(self) -> None:
+        if not self._early_scheduled:
             # A write is in flight: replicate new entries now instead of after it (the leader's
             # disk write and the followers' run in parallel, thesis §10.2.1). call_soon batches
             # every proposal of this loop iteration into one append per follower.
             self._early_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_early)
+            self._loop.call_soon(self._flush_early)
 
     def _flush_early(self) -> None:
         self._early_scheduled = False
@@ -582,70 +588,123 @@ class RaftNode:
         # Forget the fired deadline, so the next _arm_timer arms again even for the same value.
         self._timer = None
         self._timer_at = float("nan")
-        self._wake.set()
+        self._pump()
 
-    async def _engine(self) -> None:
-        loop = asyncio.get_running_loop()
+    def _pump(self) -> None:
+        """Run Ready batches until the core is idle or a durable write is in flight.
+
+        Called inline wherever work appears (an API call, a stepped frame, a timer, a finished
+        write), so the first event after a quiet spell is handled at once, with no task hop. Group
+        commit is unchanged: whatever arrives while a write is in flight accumulates in the core
+        and goes out in the next Ready, when that write is done."""
+        if self._inflight is not None:
+            self._schedule_early()
+            return
+        if self._pumping:
+            self._again = True  # called from inside the pump: it goes round once more
+            return
         core = self.core
-        assert core is not None
+        if core is None or self._closed or self._dead:
+            return
+        self._pumping = True
+        loop = self._loop
         try:
+            now = loop.time()
+            due = core.next_deadline()
+            if now + TIMER_SLACK >= due:
+                # A timer that fired early (within the clock resolution) still counts: skipping
+                # the tick here used to leave the engine asleep with no timer armed, so a lone
+                # leader whose appends were lost never retried (a membership change hung).
+                core.tick(max(now, due))
+            self._again = False
             while not self._closed:
-                self._arm_timer(loop)
-                await self._wake.wait()
-                self._wake.clear()
-                now = loop.time()
-                due = core.next_deadline()
-                if now + TIMER_SLACK >= due:
-                    # A timer that fired early (within the clock resolution) still counts: skipping
-                    # the tick here used to leave the engine asleep with no timer armed, so a lone
-                    # leader whose appends were lost never retried (a membership change hung).
-                    core.tick(max(now, due))
-                while True:
-                    rd = core.ready()
-                    if rd is None:
+                rd = core.ready()
+                if rd is None:
+                    if not self._again:
                         break
-                    await self._handle(rd, loop)
-                self._publish()
-        except asyncio.CancelledError:
-            raise
+                    self._again = False
+                    continue
+                for m in rd.early_messages:
+                    self._send(m.to, encode(m))
+                if rd.must_persist:
+                    batch = StorageBatch(rd.snapshot, rd.log_reset, rd.compact_through, rd.entries,
+                                         rd.hard_state)
+                    if self._executor is not None:
+                        self._inflight = rd
+                        # Not while a snapshot install waits for this write: its entries follow it.
+                        self._commit_early = rd.install is None and rd.snapshot is None and not rd.log_reset
+                        self._start_write(batch)
+                        return
+                    self.storage.write(batch)
+                    self.stats["writes"] += 1
+                    self.stats["entries_written"] += len(rd.entries)
+                self._finish(rd)
+            self._publish()
+            self._arm_timer(loop)
         except Exception as err:  # a bug: fail loudly rather than hang callers
-            self.stats["engine_crashed"] += 1
-            for futs in self._futures.values():
-                for f in futs:
-                    if not f.done():
-                        f.set_exception(RaftError(f"raft engine of {self.id} crashed: {err!r}"))
-            self._futures.clear()
-            raise
+            self._crash(err)
+        finally:
+            self._pumping = False
 
-    async def _handle(self, rd: Ready, loop: asyncio.AbstractEventLoop) -> None:
+    def _start_write(self, batch: StorageBatch) -> None:
+        # Only the durable part (the commit and its fsync) runs on the worker thread; its end is
+        # reported straight into the loop (no future-then-task hop).
+        assert self._executor is not None
+        if self._closed or self._dead:
+            return
+        try:
+            finish = self.storage.begin_write(batch)
+        except Exception as err:
+            self._crash(err)
+            return
+        self._executor.submit(finish).add_done_callback(self._write_returned)
+
+    def _write_returned(self, done: concurrent.futures.Future[None]) -> None:
+        """On the worker thread: hand the finished write to the loop."""
+        with contextlib.suppress(RuntimeError):  # the loop is gone: the node was closed
+            self._loop.call_soon_threadsafe(self._write_done, done)
+
+    def _write_done(self, done: concurrent.futures.Future[None]) -> None:
+        rd = self._inflight
+        self._inflight = None
+        self._commit_early = False
+        if rd is None or self._closed or self._dead:
+            return
+        err = done.exception()
+        if err is not None:
+            self._crash(err)
+            return
+        self.stats["writes"] += 1
+        self.stats["entries_written"] += len(rd.entries)
+        try:
+            self._finish(rd)
+        except Exception as exc:
+            self._crash(exc)
+            return
+        self._pump()
+
+    def _finish(self, rd: Ready) -> None:
+        """What follows ``rd``'s durable write: acknowledgements, applying, answering callers."""
         core = self.core
         assert core is not None
-        for m in rd.early_messages:
-            self._send(m.to, encode(m))
-        if rd.must_persist:
-            batch = StorageBatch(rd.snapshot, rd.log_reset, rd.compact_through, rd.entries, rd.hard_state)
-            if self._executor is not None:
-                # Only the durable part (the commit and its fsync) runs on the worker thread.
-                finish = self.storage.begin_write(batch)
-                self._writing = True
-                # Not while a snapshot install waits for this write: its entries must follow it.
-                self._commit_early = rd.install is None and rd.snapshot is None and not rd.log_reset
-                try:
-                    await loop.run_in_executor(self._executor, finish)
-                finally:
-                    self._writing = self._commit_early = False
-            else:
-                self.storage.write(batch)
-            self.stats["writes"] += 1
-            self.stats["entries_written"] += len(rd.entries)
         for m in rd.messages:
             self._send(m.to, encode(m))
-        core.advance(rd, loop.time())
+        core.advance(rd, self._loop.time())
         if rd.committed or rd.install is not None:
             self.applied_index.set(core.log.applied)
             self._notify()
         for c in rd.completions:
             self._resolve(c)
+
+    def _crash(self, err: BaseException) -> None:
+        self._dead = True
+        self.stats["engine_crashed"] += 1
+        log.error("raft %s: engine crashed: %r", self.id, err, exc_info=err)
+        for futs in self._futures.values():
+            for f in futs:
+                if not f.done():
+                    f.set_exception(RaftError(f"raft engine of {self.id} crashed: {err!r}"))
+        self._futures.clear()
 
     def _send(self, peer: str, frame: bytes) -> None:
         box = self._outboxes.get(peer)
