@@ -1,12 +1,15 @@
 """``RaftNode``: the asyncio runtime that binds :class:`RaftCore` to a transport, storage and clock.
 
-One engine task owns the core. It waits for work (a message, an API call, a timer), takes a
-:class:`~warpmesh.raft.core.Ready` batch, sends what may go early, persists the rest in one durable
-write (group commit: everything that arrived meanwhile rides on the next write), sends what depended
-on that write, hands committed entries to subscribers and resolves API futures. Receiving is a
-separate task that decodes, validates and steps frames into the core (undecodable or hostile frames
-are counted and dropped). Sending goes through one bounded outbox per peer, so a slow peer never
-stalls the engine; a full outbox drops frames, which Raft treats as loss and repairs.
+The engine (:meth:`RaftNode._pump`) runs inline wherever work appears (an API call, a frame, a
+timer, a finished write): it takes a :class:`~warpmesh.raft.core.Ready` batch, sends what may go
+early, persists the rest in one durable write (group commit: everything that arrives meanwhile rides
+on the next write; only the commit and its fsync run on a worker thread), and when that write is
+done sends what depended on it, hands committed entries to subscribers and resolves API futures.
+While a leader's write is in flight, entries that a majority of followers already hold are answered
+at once. Frames are decoded, validated and stepped inside the transport's delivery (undecodable or
+hostile frames are counted and dropped). A frame goes to the transport inline when nothing is
+queued ahead of it; otherwise through one bounded outbox per peer, so a slow peer never stalls the
+engine; a full outbox drops frames, which Raft treats as loss and repairs.
 
 Time is ``asyncio.get_running_loop().time()``, so the same runtime runs on a real loop and,
 deterministically, on :class:`warpmesh.sim.loop.VirtualTimeLoop`.
