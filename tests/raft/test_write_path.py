@@ -252,11 +252,19 @@ def test_sends_that_must_wait_keep_every_peer_in_order_and_lose_nothing() -> Non
             for k in range(10):
                 await ld.propose(bytes([k]), timeout=10)
             await asyncio.gather(*(ld.propose(bytes([k]), timeout=10) for k in range(40)))
-            await asyncio.sleep(0.05)
+
+            def lagging() -> list[tuple[str, str]]:  # frames still queued (heartbeats keep coming)
+                return [(i, peer) for i in ids for peer, frames in sent[i].items()
+                        if len(frames) - len(tr[i].delivered.get(peer, [])) > 2]
+
+            end = loop.time() + 10
+            while lagging() and loop.time() < end:  # a loaded machine drains the outboxes slowly
+                await asyncio.sleep(0.01)
+            assert not lagging()
             for i in ids:
                 for peer, frames in sent[i].items():
                     got = tr[i].delivered.get(peer, [])
-                    assert got == frames[:len(got)] and len(frames) - len(got) <= 2, (i, peer)
+                    assert got == frames[:len(got)], (i, peer)  # in order, nothing skipped
             assert all(n.stats["send_dropped"] == 0 for n in nodes.values())
         finally:
             for n in nodes.values():
