@@ -24,6 +24,11 @@ Figures (JSON lines; medians over ``--repeats`` fresh clusters):
   (client -> leader -> replicas -> client), as a KV user sees it.
 
     python bench/raft_vs_pysyncobj.py [--seconds 5] [--outstanding 1000] [--repeats 3]
+    python bench/raft_vs_pysyncobj.py --single-only --seconds 3 --repeats 5   # single writes only
+
+The ``single_write`` line carries both systems' single-write p50/p99, their ratio, and
+``fsync_floor_p50_ms``: a one-row SQLite commit (WAL, FULL) in the same directory just before each
+cluster started, i.e. what the disk alone costs a durable write at that moment.
 
 Needs ``pip install -e '.[bench]'`` (pysyncobj).
 """
@@ -367,13 +372,39 @@ def stop(procs: list[Proc]) -> None:
             p.kill()
 
 
+def fsync_floor_ms(directory: str, n: int = 100) -> float:
+    """p50 of a one-row SQLite commit (WAL, synchronous=FULL) in ``directory``: the disk's share of
+    a durable write right now (it swings from ~0.05 to ~5 ms on the shared test machine)."""
+    import sqlite3
+
+    db = sqlite3.connect(Path(directory) / "floor.sqlite", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE t (i INTEGER PRIMARY KEY, v BLOB)")
+    lat = []
+    for i in range(n):
+        t = time.perf_counter()
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT INTO t VALUES (?, ?)", (i, PAYLOAD))
+        db.execute("COMMIT")
+        lat.append(time.perf_counter() - t)
+    db.close()
+    return pct(lat, 0.5) * 1e3
+
+
 def measure_cluster(system: str, args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix=f"bench-{system}-") as data:
+        floor = fsync_floor_ms(data)
         procs = start_cluster(system, data)
         try:
             leader = find_leader(procs)
             time.sleep(0.5)
-            out: dict[str, Any] = {}
+            out: dict[str, Any] = {"fsync_floor_ms": floor}
+            if args.single_only:
+                n = len(leader.events)
+                leader.send(cmd="load", outstanding=1, seconds=args.seconds)
+                out["latency_single"] = leader.wait("load_done", args.seconds + 60, after=n)
+                return out
             n = len(leader.events)
             leader.send(cmd="load", outstanding=args.outstanding, seconds=args.seconds)
             out["throughput"] = leader.wait("load_done", args.seconds + 120, after=n)
@@ -475,6 +506,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--kv-clients", type=int, default=256)
     ap.add_argument("--only", choices=["warpmesh", "pysyncobj"], default=None)
+    ap.add_argument("--single-only", action="store_true",
+                    help="measure only one-write-at-a-time latency (for --seconds; no throughput, "
+                         "failover or KV figures)")
     args = ap.parse_args()
     if args.role == "node":
         ports = json.loads(args.ports)
@@ -503,7 +537,7 @@ def main() -> None:
             r = measure_cluster(s, args)
             runs[s].append(r)
             print(json.dumps({"system": s, "repeat": rep, **r}), file=sys.stderr, flush=True)
-        if "warpmesh" in systems:
+        if "warpmesh" in systems and not args.single_only:
             e2e.append(measure_kv_e2e(args))
             print(json.dumps({"system": "warpmesh-kv", "repeat": rep, **e2e[-1]}), file=sys.stderr, flush=True)
     meta = {"python": platform.python_version(), "cpus": os.cpu_count(), "repeats": args.repeats,
@@ -516,6 +550,8 @@ def main() -> None:
         ("single_write_p99_ms", ("latency_single", "p99_ms"), False),
         ("failover_s", ("failover_s",), False),
     ]
+    if args.single_only:
+        figures = [f for f in figures if f[1][0] == "latency_single"]
     for name, path, higher_better in figures:
         line: dict[str, Any] = {"bench": "raft_vs_pysyncobj", "figure": name, **meta}
         for s in systems:
@@ -525,6 +561,18 @@ def main() -> None:
             line["ratio_warpmesh_over_pysyncobj"] = round(ratio, 3)
             line["better"] = "warpmesh" if (ratio > 1) == higher_better else "pysyncobj"
         print(json.dumps(line), flush=True)
+    # The single-write figure in one line: both systems' p50/p99 from the same run, the ratio, and
+    # what the disk alone cost meanwhile (a durable write cannot be faster than one fsync).
+    line = {"bench": "raft_vs_pysyncobj", "figure": "single_write", **meta,
+            "fsync_floor_p50_ms": round(statistics.median(r["fsync_floor_ms"] for s in systems
+                                                          for r in runs[s]), 3)}
+    for s in systems:
+        line[f"{s}_p50_ms"] = round(med(runs[s], "latency_single", "p50_ms"), 3)
+        line[f"{s}_p99_ms"] = round(med(runs[s], "latency_single", "p99_ms"), 3)
+    if len(systems) == 2:
+        line["ratio_p50_warpmesh_over_pysyncobj"] = round(line["warpmesh_p50_ms"] / line["pysyncobj_p50_ms"], 4)
+        line["ratio_p99_warpmesh_over_pysyncobj"] = round(line["warpmesh_p99_ms"] / line["pysyncobj_p99_ms"], 4)
+    print(json.dumps(line), flush=True)
     if e2e:
         print(json.dumps({"bench": "raft_vs_pysyncobj", "figure": "kv_e2e_writes_per_s", **meta,
                           "warpmesh": round(statistics.median(r["rate"] for r in e2e), 1),

@@ -310,7 +310,7 @@ class RaftCore:
         if not (self._msgs or self._early or self._completions or self._hs_dirty
                 or self._snapshot_out is not None or self._install_out is not None
                 or self._compact_through or log.unstable <= log.last_index()
-                or log.applied < log.commit or self._hs_last[2] != log.commit
+                or log.applied < log.commit
                 or self._hs_last[0] != self.term or self._hs_last[1] != self.vote):
             return None
         rd = Ready()
@@ -323,37 +323,21 @@ class RaftCore:
             rd.compact_through = self._compact_through
             self._compact_through = 0
         rd.entries = log.take_unstable()
-        hs = HardState(self.term, self.vote, log.commit)
-        if self._hs_dirty or hs != self._hs_last:
-            rd.hard_state = hs
-            self._hs_last = hs
+        last = self._hs_last
+        if (self._hs_dirty or last[0] != self.term or last[1] != self.vote
+                or (last[2] != log.commit and (rd.entries or rd.snapshot is not None
+                                               or rd.compact_through))):
+            # The commit index is only a hint (a restarted node relearns it from the leader, and
+            # load clamps it to the log): it rides along with a write that happens anyway, never
+            # costs an fsync of its own. A commit-only write used to sit between a leader's commit
+            # and its reply to the client, and stalled followers' next append behind it.
+            rd.hard_state = self._hs_last = HardState(self.term, self.vote, log.commit)
             self._hs_dirty = False
         if self._install_out is not None:
             rd.install = self._install_out
             self._install_out = None
         if log.applied < log.commit:
-            hi = min(log.commit, log.applied + self.cfg.max_committed_per_ready)
-            rd.committed = log.slice(log.applied + 1, hi + 1)
-            log.applied = hi
-            removed_check = False
-            pending = self.pending
-            for e in rd.committed:
-                if e.client is not None:
-                    if pending:
-                        p = pending.pop((e.client, e.seq), None)
-                        if p is not None:
-                            self._resolve_pending(p, e.index)
-                elif e.kind == EntryKind.CONFIG:
-                    removed_check = True
-            if (removed_check or rd.install is not None) and self.pending:
-                self._fail_pending_if_removed()
-            if self.known:
-                for k, idx in list(self.known.items()):
-                    if idx <= hi:
-                        del self.known[k]
-                        p = self.pending.pop(k, None)
-                        if p is not None:
-                            self._resolve_pending(p, idx)
+            rd.committed = self._take_committed(rd.install is not None)
         rd.early_messages, self._early = self._early, []
         rd.messages, self._msgs = self._msgs, []
         rd.completions, self._completions = self._completions, []
@@ -361,6 +345,45 @@ class RaftCore:
                 or rd.completions):
             return None
         return rd
+
+    def _take_committed(self, installed: bool) -> list[Entry]:
+        """Hand out the next committed entries (marking them applied) and resolve their proposals."""
+        log = self.log
+        hi = min(log.commit, log.applied + self.cfg.max_committed_per_ready)
+        committed = log.slice(log.applied + 1, hi + 1)
+        log.applied = hi
+        removed_check = False
+        pending = self.pending
+        for e in committed:
+            if e.client is not None:
+                if pending:
+                    p = pending.pop((e.client, e.seq), None)
+                    if p is not None:
+                        self._resolve_pending(p, e.index)
+            elif e.kind == EntryKind.CONFIG:
+                removed_check = True
+        if (removed_check or installed) and self.pending:
+            self._fail_pending_if_removed()
+        if self.known:
+            for k, idx in list(self.known.items()):
+                if idx <= hi:
+                    del self.known[k]
+                    p = self.pending.pop(k, None)
+                    if p is not None:
+                        self._resolve_pending(p, idx)
+        return committed
+
+    def take_committed(self) -> tuple[list[Entry], list[Completion]]:
+        """Committed entries not yet handed out, and the completions so far, for a host whose
+        durable write is still in flight: a leader's entry commits once a majority *of followers*
+        holds it durably (thesis §10.2.1; the leader counts itself only once its own write is
+        done), and nothing about applying it or answering its proposer depends on that write.
+        A host calls this between :meth:`ready` and :meth:`advance`; the next Ready carries on
+        from here. Entries come in order and each exactly once across both calls."""
+        log = self.log
+        committed = self._take_committed(False) if log.applied < log.commit else []
+        done, self._completions = self._completions, []
+        return committed, done
 
     def take_early(self) -> list[Message]:
         """Only the messages that need no durable write first (a leader's appends and heartbeats,

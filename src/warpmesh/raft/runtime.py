@@ -1,12 +1,15 @@
 """``RaftNode``: the asyncio runtime that binds :class:`RaftCore` to a transport, storage and clock.
 
-One engine task owns the core. It waits for work (a message, an API call, a timer), takes a
-:class:`~warpmesh.raft.core.Ready` batch, sends what may go early, persists the rest in one durable
-write (group commit: everything that arrived meanwhile rides on the next write), sends what depended
-on that write, hands committed entries to subscribers and resolves API futures. Receiving is a
-separate task that decodes, validates and steps frames into the core (undecodable or hostile frames
-are counted and dropped). Sending goes through one bounded outbox per peer, so a slow peer never
-stalls the engine; a full outbox drops frames, which Raft treats as loss and repairs.
+The engine (:meth:`RaftNode._pump`) runs inline wherever work appears (an API call, a frame, a
+timer, a finished write): it takes a :class:`~warpmesh.raft.core.Ready` batch, sends what may go
+early, persists the rest in one durable write (group commit: everything that arrives meanwhile rides
+on the next write; only the commit and its fsync run on a worker thread), and when that write is
+done sends what depended on it, hands committed entries to subscribers and resolves API futures.
+While a leader's write is in flight, entries that a majority of followers already hold are answered
+at once. Frames are decoded, validated and stepped inside the transport's delivery (undecodable or
+hostile frames are counted and dropped). A frame goes to the transport inline when nothing is
+queued ahead of it; otherwise through one bounded outbox per peer, so a slow peer never stalls the
+engine; a full outbox drops frames, which Raft treats as loss and repairs.
 
 Time is ``asyncio.get_running_loop().time()``, so the same runtime runs on a real loop and,
 deterministically, on :class:`warpmesh.sim.loop.VirtualTimeLoop`.
@@ -15,13 +18,14 @@ deterministically, on :class:`warpmesh.sim.loop.VirtualTimeLoop`.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import logging
 import os
 import random
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +33,7 @@ from typing import Any
 from warpmesh.aio.observable import Observable
 from warpmesh.aio.tasks import cancel_and_wait
 from warpmesh.aio.tuning import tune_gc_for_server  # noqa: F401  (re-exported: kv serve uses it)
-from warpmesh.net.seam import SeamClosed
+from warpmesh.net.seam import SeamClosed, Subscription
 from warpmesh.raft.config import RaftConfig
 from warpmesh.raft.core import Completion, RaftCore, Ready
 from warpmesh.raft.errors import (
@@ -109,7 +113,7 @@ Committed = CommittedEntry | CommittedInternal | CommittedInstall
 
 
 class _Outbox:
-    __slots__ = ("dropped", "frames", "peer", "task", "wake")
+    __slots__ = ("busy", "dropped", "frames", "peer", "stalled", "task", "wake")
 
     def __init__(self, peer: str) -> None:
         self.peer = peer
@@ -117,6 +121,31 @@ class _Outbox:
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.dropped = 0
+        #: True while the outbox task owns sending to this peer (frames go behind it, in order).
+        self.busy = False
+        #: A send started inline that had to wait, and what it waits on: the task finishes it.
+        self.stalled: tuple[Coroutine[Any, Any, bool], Any] | None = None
+
+
+async def _finish_send(coro: Coroutine[Any, Any, bool], waiting: Any) -> bool:
+    """Run a send that suspended on its first step to the end, as a Task would have: wait for
+    what it waits on, then resume it (``Future.__await__`` then returns or raises the result).
+    Our own cancellation (the node closing) closes the send."""
+    try:
+        while True:
+            if waiting is None:
+                await asyncio.sleep(0)
+            else:
+                waiting._asyncio_future_blocking = False
+                await asyncio.wait((waiting,))
+            try:
+                waiting = coro.send(None)
+            except StopIteration as done:
+                return bool(done.value)
+            except BaseException:  # the transport's own failure (ours would surface in the wait)
+                return False
+    finally:
+        coro.close()
 
 
 class RaftNode:
@@ -165,7 +194,6 @@ class RaftNode:
         self.applied_index: Observable[int] = Observable(0)
         self.term: Observable[int] = Observable(0)
         self.stats: Counter[str] = Counter()
-        self._wake = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
         self._futures: dict[tuple[str, Any], list[asyncio.Future[Any]]] = {}
@@ -178,8 +206,16 @@ class RaftNode:
         self._room.set()
         self._cursors: dict[int, int] = {}
         self.max_apply_lag = 200_000
-        self._writing = False
+        #: The Ready whose durable write runs on the worker thread (None: no write in flight).
+        self._inflight: Ready | None = None
+        self._pumping = False
+        self._again = False
+        self._dead = False
+        self._commit_early = False
         self._early_scheduled = False
+        self._sub: Subscription | None = None
+        self._unhandle: Callable[[], None] | None = None
+        self._max_frame = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> RaftNode:
@@ -200,9 +236,15 @@ class RaftNode:
         self.applied_index.set(self.core.log.applied)
         self._publish()
         self._progress: asyncio.Future[None] = loop.create_future()
-        self._sub = self.transport.subscribe()
-        self._tasks.append(loop.create_task(self._engine(), name=f"raft-{self.id}-engine"))
-        self._tasks.append(loop.create_task(self._receive(), name=f"raft-{self.id}-recv"))
+        self._loop = loop
+        # Step frames inside the transport's delivery where it can (one task hop less per message
+        # on the write path); else read a subscription on a task of our own.
+        self._max_frame = self.transport.max_payload + 16
+        self._unhandle = self.transport.add_handler(self._on_frame)
+        if self._unhandle is None:
+            self._sub = self.transport.subscribe()
+            self._tasks.append(loop.create_task(self._receive(), name=f"raft-{self.id}-recv"))
+        self._pump()
         return self
 
     async def __aenter__(self) -> RaftNode:
@@ -222,8 +264,11 @@ class RaftNode:
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
-        with contextlib.suppress(Exception):
-            self._sub.close()
+        if self._unhandle is not None:
+            self._unhandle()
+        elif self._sub is not None:
+            with contextlib.suppress(Exception):
+                self._sub.close()
         tasks = self._tasks + [o.task for o in self._outboxes.values() if o.task is not None]
         await cancel_and_wait(tasks)
         for futs in self._futures.values():
@@ -231,7 +276,6 @@ class RaftNode:
                 if not f.done():
                     f.set_exception(RaftClosed(f"raft node {self.id} is closed"))
         self._futures.clear()
-        self._wake.set()
         self._notify()  # wake iterators so they can end
         with contextlib.suppress(Exception):
             await self.transport.close()
@@ -247,13 +291,15 @@ class RaftNode:
         return self.core
 
     def _kick(self) -> None:
-        self._wake.set()
-        if self._writing and not self._early_scheduled:
+        self._pump()
+
+    def _schedule_early(self) -> None:
+        if not self._early_scheduled:
             # A write is in flight: replicate new entries now instead of after it (the leader's
             # disk write and the followers' run in parallel, thesis §10.2.1). call_soon batches
             # every proposal of this loop iteration into one append per follower.
             self._early_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_early)
+            self._loop.call_soon(self._flush_early)
 
     def _flush_early(self) -> None:
         self._early_scheduled = False
@@ -262,6 +308,16 @@ class RaftNode:
             return
         for m in core.take_early():
             self._send(m.to, encode(m))
+        if self._commit_early and core.role == Role.LEADER:
+            # The followers' acknowledgements may have committed entries while our own write is
+            # still in flight: answer now (a majority holds them durably), not after our fsync.
+            committed, completions = core.take_committed()
+            if committed:
+                self.applied_index.set(core.log.applied)
+                self.commit_index.set(core.commit)
+                self._notify()
+            for c in completions:
+                self._resolve(c)
 
     def _notify(self) -> None:
         """Wake every committed-stream reader (new entries, an install, or close)."""
@@ -535,112 +591,201 @@ class RaftNode:
         # Forget the fired deadline, so the next _arm_timer arms again even for the same value.
         self._timer = None
         self._timer_at = float("nan")
-        self._wake.set()
+        self._pump()
 
-    async def _engine(self) -> None:
-        loop = asyncio.get_running_loop()
+    def _pump(self) -> None:
+        """Run Ready batches until the core is idle or a durable write is in flight.
+
+        Called inline wherever work appears (an API call, a stepped frame, a timer, a finished
+        write), so the first event after a quiet spell is handled at once, with no task hop. Group
+        commit is unchanged: whatever arrives while a write is in flight accumulates in the core
+        and goes out in the next Ready, when that write is done."""
+        if self._inflight is not None:
+            self._schedule_early()
+            return
+        if self._pumping:
+            self._again = True  # called from inside the pump: it goes round once more
+            return
         core = self.core
-        assert core is not None
+        if core is None or self._closed or self._dead:
+            return
+        self._pumping = True
+        loop = self._loop
         try:
+            now = loop.time()
+            due = core.next_deadline()
+            if now + TIMER_SLACK >= due:
+                # A timer that fired early (within the clock resolution) still counts: skipping
+                # the tick here used to leave the engine asleep with no timer armed, so a lone
+                # leader whose appends were lost never retried (a membership change hung).
+                core.tick(max(now, due))
+            self._again = False
             while not self._closed:
-                self._arm_timer(loop)
-                await self._wake.wait()
-                self._wake.clear()
-                now = loop.time()
-                due = core.next_deadline()
-                if now + TIMER_SLACK >= due:
-                    # A timer that fired early (within the clock resolution) still counts: skipping
-                    # the tick here used to leave the engine asleep with no timer armed, so a lone
-                    # leader whose appends were lost never retried (a membership change hung).
-                    core.tick(max(now, due))
-                while True:
-                    rd = core.ready()
-                    if rd is None:
+                rd = core.ready()
+                if rd is None:
+                    if not self._again:
                         break
-                    await self._handle(rd, loop)
-                self._publish()
-        except asyncio.CancelledError:
-            raise
+                    self._again = False
+                    continue
+                for m in rd.early_messages:
+                    self._send(m.to, encode(m))
+                if rd.must_persist:
+                    batch = StorageBatch(rd.snapshot, rd.log_reset, rd.compact_through, rd.entries,
+                                         rd.hard_state)
+                    if self._executor is not None:
+                        self._inflight = rd
+                        # Not while a snapshot install waits for this write: its entries follow it.
+                        self._commit_early = rd.install is None and rd.snapshot is None and not rd.log_reset
+                        self._start_write(batch)
+                        return
+                    self.storage.write(batch)
+                    self.stats["writes"] += 1
+                    self.stats["entries_written"] += len(rd.entries)
+                self._finish(rd)
+            self._publish()
+            self._arm_timer(loop)
         except Exception as err:  # a bug: fail loudly rather than hang callers
-            self.stats["engine_crashed"] += 1
-            for futs in self._futures.values():
-                for f in futs:
-                    if not f.done():
-                        f.set_exception(RaftError(f"raft engine of {self.id} crashed: {err!r}"))
-            self._futures.clear()
-            raise
+            self._crash(err)
+        finally:
+            self._pumping = False
 
-    async def _handle(self, rd: Ready, loop: asyncio.AbstractEventLoop) -> None:
+    def _start_write(self, batch: StorageBatch) -> None:
+        # Only the durable part (the commit and its fsync) runs on the worker thread; its end is
+        # reported straight into the loop (no future-then-task hop).
+        assert self._executor is not None
+        if self._closed or self._dead:
+            return
+        try:
+            finish = self.storage.begin_write(batch)
+        except Exception as err:
+            self._crash(err)
+            return
+        self._executor.submit(finish).add_done_callback(self._write_returned)
+
+    def _write_returned(self, done: concurrent.futures.Future[None]) -> None:
+        """On the worker thread: hand the finished write to the loop."""
+        with contextlib.suppress(RuntimeError):  # the loop is gone: the node was closed
+            self._loop.call_soon_threadsafe(self._write_done, done)
+
+    def _write_done(self, done: concurrent.futures.Future[None]) -> None:
+        rd = self._inflight
+        self._inflight = None
+        self._commit_early = False
+        if rd is None or self._closed or self._dead:
+            return
+        err = done.exception()
+        if err is not None:
+            self._crash(err)
+            return
+        self.stats["writes"] += 1
+        self.stats["entries_written"] += len(rd.entries)
+        try:
+            self._finish(rd)
+        except Exception as exc:
+            self._crash(exc)
+            return
+        self._pump()
+
+    def _finish(self, rd: Ready) -> None:
+        """What follows ``rd``'s durable write: acknowledgements, applying, answering callers."""
         core = self.core
         assert core is not None
-        for m in rd.early_messages:
-            self._send(m.to, encode(m))
-        if rd.must_persist:
-            batch = StorageBatch(rd.snapshot, rd.log_reset, rd.compact_through, rd.entries, rd.hard_state)
-            if self._executor is not None:
-                self._writing = True
-                try:
-                    await loop.run_in_executor(self._executor, self.storage.write, batch)
-                finally:
-                    self._writing = False
-            else:
-                self.storage.write(batch)
-            self.stats["writes"] += 1
-            self.stats["entries_written"] += len(rd.entries)
         for m in rd.messages:
             self._send(m.to, encode(m))
-        core.advance(rd, loop.time())
+        core.advance(rd, self._loop.time())
         if rd.committed or rd.install is not None:
             self.applied_index.set(core.log.applied)
             self._notify()
         for c in rd.completions:
             self._resolve(c)
 
+    def _crash(self, err: BaseException) -> None:
+        self._dead = True
+        self.stats["engine_crashed"] += 1
+        log.error("raft %s: engine crashed: %r", self.id, err, exc_info=err)
+        for futs in self._futures.values():
+            for f in futs:
+                if not f.done():
+                    f.set_exception(RaftError(f"raft engine of {self.id} crashed: {err!r}"))
+        self._futures.clear()
+
     def _send(self, peer: str, frame: bytes) -> None:
         box = self._outboxes.get(peer)
         if box is None:
             box = self._outboxes[peer] = _Outbox(peer)
             box.task = asyncio.get_running_loop().create_task(self._sender(box), name=f"raft-{self.id}->{peer}")
+        if not box.busy and not box.frames:
+            # Nothing queued ahead: start the send right here. A transport with room (the usual
+            # case) takes the frame without suspending, which saves a task hop per message on the
+            # write path (the send used to wait for the outbox task's turn, after our own disk
+            # write was submitted). A send that must wait is finished by the outbox task.
+            coro = self.transport.send(peer, frame)
+            try:
+                waiting = coro.send(None)
+            except StopIteration as done:
+                if not done.value:
+                    self.stats["send_dropped"] += 1
+                return
+            except Exception:  # a transport bug: Raft treats it as a lost frame
+                self.stats["send_errors"] += 1
+                log.exception("raft %s: sending to %s failed", self.id, peer)
+                return
+            box.stalled = (coro, waiting)
+            box.busy = True
+            box.wake.set()
+            return
         if len(box.frames) >= OUTBOX_FRAMES:
             box.dropped += 1
             self.stats["outbox_dropped"] += 1
             return
         box.frames.append(frame)
+        box.busy = True
         box.wake.set()
 
     async def _sender(self, box: _Outbox) -> None:
         transport = self.transport
-        while not self._closed:
-            await box.wake.wait()
-            box.wake.clear()
-            while box.frames:
-                data = box.frames.popleft()
-                if not await transport.send(box.peer, data):
+        try:
+            while not self._closed:
+                await box.wake.wait()
+                box.wake.clear()
+                stalled, box.stalled = box.stalled, None
+                if stalled is not None and not await _finish_send(*stalled):
                     self.stats["send_dropped"] += 1
+                while box.frames:
+                    data = box.frames.popleft()
+                    if not await transport.send(box.peer, data):
+                        self.stats["send_dropped"] += 1
+                box.busy = False
+        finally:
+            if box.stalled is not None:
+                box.stalled[0].close()
 
     async def _receive(self) -> None:
-        loop = asyncio.get_running_loop()
         sub = self._sub
-        max_size = self.transport.max_payload + 16
+        assert sub is not None
         while not self._closed:
             try:
                 sender, data = await sub.get()
             except SeamClosed:
                 return
-            try:
-                m = decode(data, sender, self.id, max_size=max_size)
-            except (FrameError, BadMessage) as err:
-                gate = getattr(err, "gate", None) or getattr(err, "reason", "invalid")
-                self.stats[f"refused:{gate}"] += 1
-                continue
-            core = self.core
-            if core is None or self._closed:
-                return
-            try:
-                core.step(m, loop.time())
-            except Exception:  # a bug, not the peer's fault: keep serving, but loudly
-                self.stats["step_errors"] += 1
-                log.exception("raft %s: stepping %s from %s failed", self.id, type(m).__name__, sender)
-                continue
-            self.stats["received"] += 1
-            self._kick()
+            self._on_frame(sender, data)
+
+    def _on_frame(self, sender: str, data: bytes) -> None:
+        """Decode, validate and step one frame (undecodable or hostile ones are counted, dropped)."""
+        core = self.core
+        if core is None or self._closed:
+            return
+        try:
+            m = decode(data, sender, self.id, max_size=self._max_frame)
+        except (FrameError, BadMessage) as err:
+            gate = getattr(err, "gate", None) or getattr(err, "reason", "invalid")
+            self.stats[f"refused:{gate}"] += 1
+            return
+        try:
+            core.step(m, asyncio.get_running_loop().time())
+        except Exception:  # a bug, not the peer's fault: keep serving, but loudly
+            self.stats["step_errors"] += 1
+            log.exception("raft %s: stepping %s from %s failed", self.id, type(m).__name__, sender)
+            return
+        self.stats["received"] += 1
+        self._kick()

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import functools
 import os
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -125,6 +126,14 @@ class RaftStorage(abc.ABC):
     @abc.abstractmethod
     def write(self, batch: StorageBatch) -> None:
         """Apply ``batch`` atomically and durably."""
+
+    def begin_write(self, batch: StorageBatch) -> Callable[[], None]:
+        """Two-phase :meth:`write` for a host that makes writes durable on another thread: do the
+        cheap part of writing ``batch`` now, on the caller's thread, and return the call that makes
+        it durable (the host runs it wherever it likes; it is as durable as :meth:`write` once that
+        call returns). Nothing else may use this storage until it has run. By default everything
+        happens in the returned call."""
+        return functools.partial(self.write, batch)
 
     def load(self) -> LoadedState:
         """Everything a restarting node needs, validated (raises :class:`CorruptState`)."""
@@ -267,6 +276,7 @@ class SqliteRaftStorage(RaftStorage):
             raise ValueError("synchronous must be FULL, EXTRA, NORMAL or OFF")
         self._lock = threading.RLock()
         self._closed = False
+        self._staged = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -411,46 +421,91 @@ class SqliteRaftStorage(RaftStorage):
                 raise
             self._last = self._read_last_index()
 
+    #: Batches up to this many entries (and :attr:`STAGE_BYTES` of data) are staged on the caller's
+    #: thread by :meth:`begin_write`; larger ones are written wholly by the returned call.
+    STAGE_ENTRIES = 64
+    STAGE_BYTES = 256 * 1024
+
     def write(self, batch: StorageBatch) -> None:
         if batch.empty:
             return
         with self._lock:
             self._check_open()
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                if batch.snapshot is not None:
-                    s = batch.snapshot
-                    db.execute("INSERT OR REPLACE INTO snapshot VALUES (1, ?, ?, ?, ?)",
-                               (s.index, s.term, s.meta.membership.to_bytes(), s.data))
-                if batch.log_reset:
-                    db.execute("DELETE FROM log")
-                if batch.compact_through:
-                    db.execute("DELETE FROM log WHERE idx <= ?", (batch.compact_through,))
-                ents = batch.entries
-                if ents:
-                    db.execute("DELETE FROM log WHERE idx >= ?", (ents[0].index,))
-                    db.executemany("INSERT INTO log VALUES (?, ?, ?, ?, ?, ?, ?)", ents)
-                hs = batch.hard_state
-                if hs is not None:
-                    db.executemany("UPDATE meta SET value = ? WHERE key = ?",
-                                   ((hs.term, "term"), (hs.vote, "vote"), (hs.commit, "commit")))
-                db.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-                raise
-            if hs is not None:
-                self._hs = hs
-            if self._ckpt_thread is not None:
-                self._since_ckpt += sum(len(e.data) + 64 for e in ents) + 256
-                if self._since_ckpt >= self.CHECKPOINT_BYTES:
-                    self._since_ckpt = 0
-                    self._ckpt_wake.set()
+            self._stage(batch)
+            self._commit(batch)
+
+    def begin_write(self, batch: StorageBatch) -> Callable[[], None]:
+        """Run a small batch's statements now, inside an open transaction, and return the call that
+        commits it: SQLite's COMMIT (the WAL write and its fsync, padded exactly as
+        ``synchronous=FULL`` pads it) is all that is left for the worker thread. A thread that runs
+        the whole transaction re-takes the GIL around every statement, and a busy event loop holds
+        the GIL for milliseconds at a time: staging turned a ~80 us write into 0.3-0.8 ms on the
+        loaded test machine. Large batches (throughput load) are still written wholly off-thread."""
+        ents = batch.entries
+        if batch.empty or batch.snapshot is not None or len(ents) > self.STAGE_ENTRIES or sum(
+                len(e.data) for e in ents) > self.STAGE_BYTES:
+            return functools.partial(self.write, batch)
+        with self._lock:
+            self._check_open()
+            self._stage(batch)
+        return functools.partial(self._commit_staged, batch)
+
+    def _commit_staged(self, batch: StorageBatch) -> None:
+        with self._lock:
+            self._commit(batch)
+
+    def _stage(self, batch: StorageBatch) -> None:
+        """BEGIN and every statement of ``batch`` (rolled back if any fails); no COMMIT yet."""
+        db = self._db
+        if self._staged:
+            raise RuntimeError(f"{self.path}: a staged write is not committed yet")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if batch.snapshot is not None:
+                s = batch.snapshot
+                db.execute("INSERT OR REPLACE INTO snapshot VALUES (1, ?, ?, ?, ?)",
+                           (s.index, s.term, s.meta.membership.to_bytes(), s.data))
+            if batch.log_reset:
+                db.execute("DELETE FROM log")
+            if batch.compact_through:
+                db.execute("DELETE FROM log WHERE idx <= ?", (batch.compact_through,))
+            ents = batch.entries
             if ents:
-                self._last = ents[-1].index
-            elif batch.log_reset or batch.snapshot is not None:
-                self._last = self._read_last_index()
+                db.execute("DELETE FROM log WHERE idx >= ?", (ents[0].index,))
+                db.executemany("INSERT INTO log VALUES (?, ?, ?, ?, ?, ?, ?)", ents)
+            hs = batch.hard_state
+            if hs is not None:
+                db.executemany("UPDATE meta SET value = ? WHERE key = ?",
+                               ((hs.term, "term"), (hs.vote, "vote"), (hs.commit, "commit")))
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise
+        self._staged = True
+
+    def _commit(self, batch: StorageBatch) -> None:
+        """COMMIT the staged transaction (durable when it returns), then update cached state."""
+        db = self._db
+        self._staged = False
+        try:
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise
+        hs = batch.hard_state
+        ents = batch.entries
+        if hs is not None:
+            self._hs = hs
+        if self._ckpt_thread is not None:
+            self._since_ckpt += sum(len(e.data) + 64 for e in ents) + 256
+            if self._since_ckpt >= self.CHECKPOINT_BYTES:
+                self._since_ckpt = 0
+                self._ckpt_wake.set()
+        if ents:
+            self._last = ents[-1].index
+        elif batch.log_reset or batch.snapshot is not None:
+            self._last = self._read_last_index()
 
     def _check_open(self) -> None:
         if self._closed:

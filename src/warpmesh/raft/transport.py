@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+from collections.abc import Callable
 
 from warpmesh.net.mux import MuxSeam
 from warpmesh.net.seam import PeerUnreachable, Seam, SeamClosed, Subscription
@@ -35,6 +36,12 @@ class RaftTransport(abc.ABC):
     @abc.abstractmethod
     def subscribe(self) -> Subscription:
         """The stream of incoming ``(sender, frame)``."""
+
+    def add_handler(self, handler: Callable[[str, bytes], None]) -> Callable[[], None] | None:
+        """Optionally call ``handler(sender, frame)`` for each incoming frame, inside delivery
+        (no queue, no task hop); returns the call that removes it. None (the default) means
+        "not supported": the node then reads :meth:`subscribe` instead."""
+        return None
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the transport owns."""
@@ -78,6 +85,12 @@ class SeamRaftTransport(RaftTransport):
 
     def subscribe(self) -> Subscription:
         return self.seam.subscribe()
+
+    def add_handler(self, handler: Callable[[str, bytes], None]) -> Callable[[], None] | None:
+        try:
+            return self.seam.add_handler(handler)
+        except AttributeError:  # a Seam without an IncomingHub: subscribe instead
+            return None
 
     async def close(self) -> None:
         if self._mux is not None:
