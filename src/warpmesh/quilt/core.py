@@ -9,8 +9,10 @@ Protocol (frames on one channel; each node's *stream* is its replica id, which c
 ``DELTA [stream, seq, delta]``
     Local mutations are joined into one pending delta and broadcast as one batch per flush
     (coalescing). Batches are numbered per stream and kept until every live peer acks them.
-``ACK [stream, upto]``
+``ACK [stream, upto, held?]``
     Cumulative: the receiver has every batch of ``stream`` up to ``upto`` (coalesced per flush).
+    ``held`` (selective ack, only while there is a gap) lists batches beyond ``upto`` it holds too,
+    so the origin's timed resends skip them: after one lost batch, only that batch is resent.
 ``RESEND [stream, from, to]``
     Gap detection: a receiver that sees ``seq`` beyond ``upto + 1`` (or learns the stream's tail
     from a digest) asks the origin for the gap. If the origin no longer holds it, it sends its full
@@ -172,6 +174,7 @@ class _Transfer:
 
 
 Outgoing = tuple[str | None, bytes]  # (peer, frame); peer None = broadcast
+MAX_SACK = 64  # batches beyond the cumulative ack listed in a selective ack
 MAX_FORGOTTEN = 100_000  # evicted streams remembered (a few dozen bytes each)
 
 
@@ -207,10 +210,13 @@ class QuilterCore(Generic[S]):
         self._seq = 0
         self._buffer: dict[int, _Batch] = {}
         self._buffer_bytes = 0
+        self._gc_due = False
         self._peers: dict[str, float] = {}  # live peer -> when it joined
         self._departed: dict[str, float] = {}  # peer -> when it left the roster
         self._acked: dict[str, int] = {}  # for buffer GC: acked, or assumed covered by a full state
         self._confirmed: dict[str, int] = {}  # acked for real: the peer holds our batches up to here
+        # Batches beyond its cumulative ack that a peer told us it holds (selective ack): never resent.
+        self._sacked: dict[str, frozenset[int]] = {}
         self._last_resend: dict[str, float] = {}
         self._resend_backoff: dict[str, tuple[int, float]] = {}  # peer -> (its ack then, next wait)
         self._state_sent: dict[str, tuple[float, int, float]] = {}  # peer -> (when, its ack then, gap)
@@ -338,6 +344,8 @@ class QuilterCore(Generic[S]):
     def flush(self, now: float) -> None:
         """Broadcast the coalesced pending delta as one batch and send owed acks."""
         pending, self._pending = self._pending, None
+        if self._gc_due:
+            self._gc_buffer()
         if pending is not None and not pending.is_bottom():  # type: ignore[attr-defined]
             self._seq += 1
             frame = encode_frame(QuiltKind.DELTA, [self.stream, self._seq, self.codec.encode(pending)])
@@ -351,7 +359,12 @@ class QuilterCore(Generic[S]):
                 for stream in sorted(owed[peer]):
                     r = self._recv.get(stream)
                     if r is not None:
-                        self._send(peer, encode_frame(QuiltKind.ACK, [stream, r.upto]), "ack")
+                        body: list[Any] = [stream, r.upto]
+                        if r.extra:
+                            # Selective ack: what we hold beyond the gap, so the origin resends only
+                            # the gap (resending every overdue batch made most resends redundant).
+                            body.append(sorted(r.extra)[:MAX_SACK])
+                        self._send(peer, encode_frame(QuiltKind.ACK, body), "ack")
 
     def request_sync(self, peer: str) -> None:
         """Ask ``peer`` for everything it holds: send it our state with ``want_reply``.
@@ -468,6 +481,8 @@ class QuilterCore(Generic[S]):
         if self.listener is not None:
             self.listener(delta)
         r = self._track(stream, sender, now, first_seen=seq)
+        if seq <= r.upto or seq in r.extra:
+            self.stats["deltas_redundant"] += 1  # a resend or a duplicate of what we hold
         if seq > r.upto:
             r.extra.add(seq)
             while r.upto + 1 in r.extra:
@@ -490,11 +505,21 @@ class QuilterCore(Generic[S]):
             return  # an ack for a previous incarnation of ours
         if upto > self._seq:
             raise ValueError("ack beyond our last batch")
+        sack = body[2] if len(body) > 2 else []
+        if not isinstance(sack, list) or len(sack) > MAX_SACK or not all(
+                isinstance(x, int) and not isinstance(x, bool) and upto < x <= self._seq for x in sack):
+            raise ValueError("bad selective ack")
+        if sack:
+            self._sacked[sender] = frozenset(sack)
+        else:
+            self._sacked.pop(sender, None)
         if upto > self._confirmed.get(sender, 0):
             self._confirmed[sender] = upto
         if upto > self._acked.get(sender, 0):
             self._acked[sender] = upto
-            self._gc_buffer()
+            # Buffer GC runs at the next flush or tick: scanning every peer's ack on every ack cost
+            # O(peers) per ack, O(peers^2) per batch.
+            self._gc_due = True
 
     def _on_resend(self, sender: str, body: list[Any], now: float) -> None:
         stream, lo = self._stream_and_seq(body)
@@ -855,8 +880,9 @@ class QuilterCore(Generic[S]):
                 wait = cfg.resend_after if backoff is None else backoff[1]
                 if now - self._last_resend.get(peer, float("-inf")) < wait:
                     continue
+                held = self._sacked.get(peer, frozenset())
                 overdue = [s for s in range(acked + 1, self._seq + 1)
-                           if s in self._buffer and now - self._buffer[s].sent_at >= cfg.resend_after]
+                           if s in self._buffer and s not in held and now - self._buffer[s].sent_at >= cfg.resend_after]
                 if not overdue:
                     continue
                 self._last_resend[peer] = now
@@ -874,6 +900,7 @@ class QuilterCore(Generic[S]):
                 self._confirmed.pop(peer, None)
                 self._last_resend.pop(peer, None)
                 self._resend_backoff.pop(peer, None)
+                self._sacked.pop(peer, None)
                 self._state_sent.pop(peer, None)
                 self._mismatch.pop(peer, None)
                 self._synced.pop(peer, None)
@@ -946,6 +973,7 @@ class QuilterCore(Generic[S]):
             self._send(peer, encode_frame(kind, body), what)
 
     def _gc_buffer(self) -> None:
+        self._gc_due = False
         if not self._buffer:
             return
         floor = min((self._acked.get(p, 0) for p in self._peers), default=self._seq)

@@ -1,0 +1,40 @@
+"""Quilter costs that must not grow with the mesh (issue 16): redundant resends, per-ack work."""
+
+from __future__ import annotations
+
+from warpmesh.quilt import QuilterConfig, QuilterCore, QuiltKind
+
+from .lattice import CODEC, MaxMap
+from .test_quilter import _pump
+
+CFG = QuilterConfig(anti_entropy_interval=100.0, resend_after=0.1, evict_after=20.0)
+
+
+def test_one_lost_batch_is_the_only_batch_resent() -> None:
+    # Batch 2 of five never reaches b. b holds 1, 3, 4 and 5: its ack says so (selective ack), and
+    # the origin's timed resend brings batch 2 alone, not every batch after the last cumulative ack.
+    cores = {n: QuilterCore(n, f"{n}@1", MaxMap(), CODEC, config=CFG) for n in "ab"}
+    for core in cores.values():
+        core.roster_changed({"a", "b"}, 0.0)
+    _pump(cores, 0.0, set())
+    a, b = cores["a"], cores["b"]
+    for i in range(1, 6):
+        a.mutate(lambda s, i=i: s.put(f"k{i}", i))
+        a.flush(0.0)
+        for _peer, frame in a.take_outbox():
+            if i != 2 and frame[1] == QuiltKind.DELTA:
+                b.receive("a", frame, 0.0)
+    b.flush(0.0)
+    for _peer, frame in b.take_outbox():  # b's resend request is lost: only a's timer repairs the gap
+        if frame[1] != QuiltKind.RESEND:
+            a.receive("b", frame, 0.0)
+    now = 0.0
+    for _ in range(40):
+        now += 0.05
+        for core in cores.values():
+            core.tick(now)
+            core.flush(now)
+        _pump(cores, now, set())
+    assert b.state.items == a.state.items
+    assert b.stats["deltas_redundant"] == 0, b.stats
+    assert a.stats["out_resend"] == 1, a.stats
