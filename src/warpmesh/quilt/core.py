@@ -210,7 +210,11 @@ class QuilterCore(Generic[S]):
         self._seq = 0
         self._buffer: dict[int, _Batch] = {}
         self._buffer_bytes = 0
-        self._gc_due = False
+        # Buffer GC floor (the least ack of any live peer) and how many peers sit at it: an ack
+        # rescans the peers only when it lifts the last peer off the floor (O(peers) per batch, not
+        # per ack: scanning on every ack cost O(peers^2) per batch in a big mesh).
+        self._floor = 0
+        self._at_floor = 0
         self._peers: dict[str, float] = {}  # live peer -> when it joined
         self._departed: dict[str, float] = {}  # peer -> when it left the roster
         self._acked: dict[str, int] = {}  # for buffer GC: acked, or assumed covered by a full state
@@ -344,8 +348,6 @@ class QuilterCore(Generic[S]):
     def flush(self, now: float) -> None:
         """Broadcast the coalesced pending delta as one batch and send owed acks."""
         pending, self._pending = self._pending, None
-        if self._gc_due:
-            self._gc_buffer()
         if pending is not None and not pending.is_bottom():  # type: ignore[attr-defined]
             self._seq += 1
             frame = encode_frame(QuiltKind.DELTA, [self.stream, self._seq, self.codec.encode(pending)])
@@ -515,11 +517,13 @@ class QuilterCore(Generic[S]):
             self._sacked.pop(sender, None)
         if upto > self._confirmed.get(sender, 0):
             self._confirmed[sender] = upto
-        if upto > self._acked.get(sender, 0):
+        old = self._acked.get(sender, 0)
+        if upto > old:
             self._acked[sender] = upto
-            # Buffer GC runs at the next flush or tick: scanning every peer's ack on every ack cost
-            # O(peers) per ack, O(peers^2) per batch.
-            self._gc_due = True
+            if sender in self._peers and old == self._floor:
+                self._at_floor -= 1
+                if self._at_floor <= 0:
+                    self._gc_buffer()
 
     def _on_resend(self, sender: str, body: list[Any], now: float) -> None:
         stream, lo = self._stream_and_seq(body)
@@ -973,10 +977,11 @@ class QuilterCore(Generic[S]):
             self._send(peer, encode_frame(kind, body), what)
 
     def _gc_buffer(self) -> None:
-        self._gc_due = False
+        acks = [self._acked.get(p, 0) for p in self._peers]
+        floor = min(acks, default=self._seq)
+        self._floor, self._at_floor = floor, acks.count(floor)
         if not self._buffer:
             return
-        floor = min((self._acked.get(p, 0) for p in self._peers), default=self._seq)
         for s in [s for s in self._buffer if s <= floor]:
             self._buffer_bytes -= len(self._buffer.pop(s).frame)
         # A peer that never acks must not grow memory without bound: it will get a full state.
