@@ -117,7 +117,7 @@ def sim_crdt(seed: int | None, seeds: int, start: int, as_json: bool, fail_fast:
 
 @sim.command("warp")
 @seed_options
-@click.option("--peers", type=click.IntRange(min=3, max=32), default=8, show_default=True)
+@click.option("--peers", type=click.IntRange(min=3, max=128), default=8, show_default=True)
 @click.option("--jobs", type=click.IntRange(min=3), default=1000, show_default=True)
 @click.option("--no-churn", is_flag=True, help="Keep membership steady throughout (expect zero duplicates).")
 @click.option("--strategy", type=click.Choice(["intent", "ring"]), default="intent", show_default=True)

@@ -147,7 +147,14 @@ def run_warp(
         faults = LinkFaults(drop=rng.uniform(0, 0.05), duplicate=rng.uniform(0, 0.05),
                             reorder=rng.uniform(0, 0.1), delay=rng.uniform(0.0005, 0.003),
                             jitter=rng.uniform(0, 0.003))
-        fabric = MemoryFabric(seed=rng.getrandbits(32), faults=faults, classify=traffic_kind)
+        frames: Counter[str] = Counter()
+
+        def classify(data: bytes) -> str:
+            kind = traffic_kind(data)
+            frames[kind] += 1
+            return kind
+
+        fabric = MemoryFabric(seed=rng.getrandbits(32), faults=faults, classify=classify)
         cfg = replace(SIM_CONFIG, strategy=ClaimStrategy(strategy))
         mesh = _Mesh(fabric, cfg, log)
         loop = asyncio.get_running_loop()
@@ -288,6 +295,9 @@ def run_warp(
             bytes_per_job=round(fabric.bytes_sent / max(1, len(order))),
             bytes_by_kind=bytes_by_kind(fabric.bytes_by_kind),
             bytes_by_board_kind=dict(sorted(fabric.bytes_by_kind.items())),
+            frames_by_kind=bytes_by_kind(frames),
+            # Whole boards on the wire: full states, and differences as big as a board (bootstraps).
+            full_states_sent=sum(n for k, n in frames.items() if k.endswith(".full_state")),
         )
         if not answered:
             report.failures.append("some jobs were not answered on every live peer within 120 virtual seconds")
