@@ -35,7 +35,8 @@ Protocol (frames on one channel; each node's *stream* is its replica id, which c
     state moved on meanwhile would start another exchange. Part 0 carries the sender's frontier
     ``[[stream, upto], ...]``: the receiver now holds all of that too, and acks it to each origin.
 ``FRONTIER [stream, [[stream, upto], ...]]``
-    The explicit frontier (evicted streams included, at the point we had them), sent at most every
+    The explicit frontier of *closed* streams (evicted ones included, at the point we had them; open
+    streams are left out, so the frame does not grow with the mesh), sent at most every
     ``frontier_interval`` to a peer whose frontier digest differs from ours while our states are not
     known to be equal (a settled mesh never sends one). A receiver that holds
     more of a *closed* stream (its origin gone or restarted, so no resend can ever come) than the
@@ -594,8 +595,12 @@ class QuilterCore(Generic[S]):
         if peer not in self._peers or now - self._frontier_sent.get(peer, float("-inf")) < self.config.frontier_interval:
             return
         self._frontier_sent[peer] = now
+        # Only closed streams matter to the receiver (it compares what it holds of streams it sees
+        # closed); open ones would make the frame grow with the mesh. An omitted stream reads as
+        # "none of it": if the receiver sees closed a stream we still see open, it repairs only after
+        # the gap outlives two frontiers, by which time our view has caught up.
         shown = dict(self._forgotten)
-        shown.update(self.frontier())
+        shown.update((s_id, r.upto) for s_id, r in self._recv.items() if self._closed(s_id))
         entries = [[s_id, upto] for s_id, upto in sorted(shown.items())]
         self._send(peer, encode_frame(QuiltKind.FRONTIER, [self.stream, entries]), "frontier")
 
