@@ -155,6 +155,11 @@ class _RecvStream:
     extra: set[int]
     last_heard: float
     last_resend_request: float = float("-inf")
+    #: Highest batch known to exist (seen, or named by a digest) and since when we lack some batch
+    #: up to it (None: no gap). Gaps are asked for only once they outlive a short grace: most are
+    #: reordered or in-flight batches, and asking at once made most resends redundant.
+    known: int = 0
+    gap_since: float | None = None
 
 
 @dataclass(slots=True)
@@ -491,9 +496,21 @@ class QuilterCore(Generic[S]):
             while r.upto + 1 in r.extra:
                 r.upto += 1
                 r.extra.discard(r.upto)
-            if r.extra:
-                self._request_resend(r, stream, r.upto + 1, min(r.extra) - 1, now)
+            if r.extra and r.gap_since is None:
+                r.gap_since = now
         self._owed_acks.setdefault(sender, set()).add(stream)
+
+    def _ask_for_gaps(self, now: float) -> None:
+        grace = self.config.resend_after / 2
+        for stream, r in self._recv.items():
+            if r.gap_since is None or now - r.gap_since < grace:
+                continue
+            hi = min(r.extra) - 1 if r.extra else r.known
+            if hi <= r.upto:
+                r.gap_since = None  # filled meanwhile
+                continue
+            r.gap_since = now
+            self._request_resend(r, stream, r.upto + 1, hi, now)
 
     def _request_resend(self, r: _RecvStream, stream: str, lo: int, hi: int, now: float) -> None:
         if hi < lo or now - r.last_resend_request < self.config.resend_after:
@@ -551,8 +568,10 @@ class QuilterCore(Generic[S]):
         self._note_bootstrapping(sender, len(body) > 4 and body[4] is True)
         if stream != self.stream and seq > 0:
             r = self._track(stream, sender, now, first_seen=seq + 1)
-            if seq > r.upto:  # batches (its tail, or history) that never reached us
-                self._request_resend(r, stream, r.upto + 1, seq, now)
+            if seq > r.upto:  # batches (its tail, or history) that never reached us, or are in flight
+                r.known = max(r.known, seq)
+                if r.gap_since is None:
+                    r.gap_since = now
         settled = bool(theirs) and (theirs == self.state_digest() or theirs in self._sync_sent.get(sender, ()))
         mine = self.frontier_digest()
         if their_frontier != mine and not settled:
@@ -869,6 +888,7 @@ class QuilterCore(Generic[S]):
         """Periodic work: anti-entropy digest, resends of unacked batches, eviction."""
         cfg = self.config
         self._bootstrap_tick(now)
+        self._ask_for_gaps(now)
         if now >= self._next_ae:
             self._next_ae = now + self.rng.uniform(0.75, 1.25) * cfg.anti_entropy_interval
             if self._peers:
