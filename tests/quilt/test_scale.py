@@ -70,3 +70,31 @@ def test_a_reordered_batch_costs_no_resend() -> None:
     assert b.state.items == a.state.items
     assert b.stats["out_resend_request"] == 0 and a.stats["out_resend"] == 0, (a.stats, b.stats)
     assert b.stats["deltas_redundant"] == 0
+
+
+def test_a_peer_that_does_not_answer_gets_probes_not_the_whole_range_again() -> None:
+    # b is cut off while a sends 10 batches: a resends them once, then probes with one batch per
+    # (backed-off) round; after the cut heals, b catches up.
+    cores = {n: QuilterCore(n, f"{n}@1", MaxMap(), CODEC, config=CFG) for n in "ab"}
+    for core in cores.values():
+        core.roster_changed({"a", "b"}, 0.0)
+    _pump(cores, 0.0, set())
+    a = cores["a"]
+    for i in range(10):
+        a.mutate(lambda s, i=i: s.put(f"k{i}", i))
+        a.flush(0.0)
+    a.take_outbox()
+    now = 0.0
+    while now < 6.0:  # b unreachable: everything a sends is lost
+        now += 0.05
+        a.tick(now)
+        a.flush(now)
+        a.take_outbox()
+    assert a.stats["out_resend"] <= 10 + 8, a.stats["out_resend"]
+    while now < 30.0 and cores["b"].state.items != a.state.items:
+        now += 0.05
+        for core in cores.values():
+            core.tick(now)
+            core.flush(now)
+        _pump(cores, now, set())
+    assert cores["b"].state.items == a.state.items

@@ -920,6 +920,10 @@ class QuilterCore(Generic[S]):
                     if self._repair(peer, now=now):
                         self._acked[peer] = self._seq  # the state covers them; do not resend again
                 else:
+                    if backoff is not None:
+                        # It did not answer our last resend (partitioned, stalled): probe with the
+                        # oldest batch instead of the whole range; its ack brings the rest next round.
+                        overdue = overdue[:1]
                     for s in overdue:
                         self._send(peer, self._buffer[s].frame, "resend")
         for peer, left in list(self._departed.items()):
