@@ -20,6 +20,7 @@ of ``--peers`` x the first of ``--jobs``, default 8 x 1,000) measured in the sam
     python bench/scale.py --peers 8,16,32,64 --jobs 1000,10000,100000 --timeout 3600
     python bench/scale.py --quick               # smoke: 4 peers x 100 jobs
     python bench/scale.py --repeats 5           # medians over interleaved repeats (seeds seed..)
+    python bench/scale.py --peers 64 --jobs 20000 --ack-answers   # a staged target of issue 16
 
 Churn follows run time, so single seeds are noisy: quote medians of repeats (``--repeats``).
 """
@@ -41,12 +42,12 @@ from typing import Any
 ISSUE_BEFORE = {"8x1000": 3786, "32x1000": 19853, "8x10000": 23564}
 
 
-def one(peers: int, jobs: int, seed: int) -> dict[str, Any]:
+def one(peers: int, jobs: int, seed: int, ack_answers: bool = False) -> dict[str, Any]:
     """Run one size in this process and describe it."""
     from warpmesh.sim.warp import run_warp
 
     t0 = time.perf_counter()
-    report = run_warp(seed, peers=peers, jobs=jobs)
+    report = run_warp(seed, peers=peers, jobs=jobs, ack_answers=ack_answers)
     wall = time.perf_counter() - t0
     m = report.metrics
     per_job = {k: round(v / jobs, 1) for k, v in sorted(m.get("bytes_by_kind", {}).items())}
@@ -68,8 +69,8 @@ def one(peers: int, jobs: int, seed: int) -> dict[str, Any]:
     }
 
 
-def run_child(peers: int, jobs: int, seed: int, timeout: float) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--one", f"{peers},{jobs},{seed}"]
+def run_child(peers: int, jobs: int, seed: int, timeout: float, ack_answers: bool = False) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--one", f"{peers},{jobs},{seed},{int(ack_answers)}"]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -98,12 +99,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1, help="first seed (repeat r uses seed + r)")
     ap.add_argument("--repeats", type=int, default=1, help="interleaved repeats per size; medians are quoted")
     ap.add_argument("--timeout", type=float, default=1800.0, help="wall seconds allowed per run")
+    ap.add_argument("--ack-answers", action="store_true",
+                    help="a client acknowledges answers as they land (boards stay small; issue 16's staged runs)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 4 peers x 100 jobs, once")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # child mode: "peers,jobs,seed"
     args = ap.parse_args(argv)
     if args.one:
-        peers, jobs, seed = (int(x) for x in args.one.split(","))
-        print(json.dumps(one(peers, jobs, seed)))
+        peers, jobs, seed, ack = (int(x) for x in args.one.split(","))
+        print(json.dumps(one(peers, jobs, seed, bool(ack))))
         return 0
     if args.quick:
         args.peers, args.jobs, args.repeats = "4", "100", 1
@@ -115,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[tuple[int, int], list[dict[str, Any]]] = {s: [] for s in sizes}
     for r in range(args.repeats):  # interleaved: every size once per repeat
         for p, j in sizes:
-            runs[(p, j)].append(run_child(p, j, args.seed + r, args.timeout))
+            runs[(p, j)].append(run_child(p, j, args.seed + r, args.timeout, args.ack_answers))
 
     def median_of(key: str, results: list[dict[str, Any]]) -> float | None:
         vals = [x[key] for x in results if x.get(key) is not None]
@@ -130,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             "bench": "scale",
             "peers": p,
             "jobs": j,
+            "ack_answers": args.ack_answers,
             "ours": ours,
             "peer": base,
             "peer_name": f"this mesh at {sizes[0][0]} peers x {sizes[0][1]} jobs (same invocation)",
