@@ -19,6 +19,7 @@ of ``--peers`` x the first of ``--jobs``, default 8 x 1,000) measured in the sam
     python bench/scale.py                       # quick subset: 8 and 16 peers x 1,000 jobs
     python bench/scale.py --peers 8,16,32,64 --jobs 1000,10000,100000 --timeout 3600
     python bench/scale.py --quick               # smoke: 4 peers x 100 jobs
+    python bench/scale.py --heartbeats --peers 8,32,64   # heartbeat cost per peer, busy and quiet
     python bench/scale.py --repeats 5           # medians over interleaved repeats (seeds seed..)
     python bench/scale.py --peers 64 --jobs 20000 --ack-answers   # a staged target of issue 16
 
@@ -69,6 +70,61 @@ def one(peers: int, jobs: int, seed: int, ack_answers: bool = False) -> dict[str
     }
 
 
+def heartbeat_cost(peers: int, busy: bool, skip: bool, seconds: float = 5.0) -> float:
+    """Heartbeat bytes per peer per second in a mesh of Liveness runtimes (virtual time).
+
+    ``busy``: every peer also broadcasts a small app frame every 0.2 s (as a working Warp peer does).
+    ``skip=False`` restores the old behaviour (a heartbeat to every peer every interval) for comparison.
+    """
+    import asyncio
+
+    from warpmesh.liveness import HeartbeatConfig, Liveness
+    from warpmesh.net import MuxSeam
+    from warpmesh.net.memory import MemoryFabric
+    from warpmesh.sim import run_virtual
+
+    async def main() -> float:
+        fabric = MemoryFabric(seed=1, classify=lambda d: "beat" if d[:1] == b"\x10" else "app")
+        muxes = [MuxSeam(fabric.join(f"p{i}")) for i in range(peers)]
+        nodes = [await Liveness(m, HeartbeatConfig(interval=0.5, timeout=2.0, lost_after=10.0)).start() for m in muxes]
+        if not skip:
+            for m in muxes:
+                m.on_send = None  # nothing reports sends: every peer is due every interval
+        apps = [m.channel(0x42) for m in muxes]
+        for ch in apps:
+            ch.add_handler(lambda _s, _d: None)
+        await asyncio.sleep(1.0)
+        b0 = fabric.bytes_by_kind["beat"]
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        while loop.time() < end:
+            if busy:
+                for ch in apps:
+                    await ch.broadcast(b"work")
+            await asyncio.sleep(0.2)
+        beat = fabric.bytes_by_kind["beat"] - b0
+        for n in nodes:
+            await n.close()
+        await fabric.close()
+        return beat / peers / seconds
+
+    return run_virtual(main())
+
+
+def heartbeat_lines(peer_counts: list[int]) -> None:
+    for busy in (True, False):
+        for p in peer_counts:
+            ours, old = heartbeat_cost(p, busy, True), heartbeat_cost(p, busy, False)
+            print(json.dumps({
+                "bench": "scale_heartbeats", "peers": p, "mesh": "busy" if busy else "quiet",
+                "ours": round(ours, 1), "peer": round(old, 1),
+                "peer_name": "heartbeat to every peer every interval (the previous liveness, same run)",
+                "ratio": round(ours / old, 3) if old else None,
+                "unit": "heartbeat bytes per peer per second (payload, 1-byte mux tag included)", "runs": 1,
+            }))
+            sys.stdout.flush()
+
+
 def run_child(peers: int, jobs: int, seed: int, timeout: float, ack_answers: bool = False) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--one", f"{peers},{jobs},{seed},{int(ack_answers)}"]
     try:
@@ -101,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=1800.0, help="wall seconds allowed per run")
     ap.add_argument("--ack-answers", action="store_true",
                     help="a client acknowledges answers as they land (boards stay small; issue 16's staged runs)")
+    ap.add_argument("--heartbeats", action="store_true",
+                    help="instead: heartbeat bytes per peer per second at each --peers, busy and quiet meshes")
     ap.add_argument("--quick", action="store_true", help="smoke run: 4 peers x 100 jobs, once")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # child mode: "peers,jobs,seed"
     args = ap.parse_args(argv)
@@ -111,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.peers, args.jobs, args.repeats = "4", "100", 1
     peer_counts = _ints(args.peers, "peers", 3)
+    if args.heartbeats:
+        heartbeat_lines(peer_counts)
+        return 0
     job_counts = _ints(args.jobs, "jobs", 3)
     if args.repeats < 1:
         ap.error("--repeats must be >= 1")
