@@ -86,7 +86,7 @@ def heartbeat_cost(peers: int, busy: bool, skip: bool, seconds: float = 5.0) -> 
     async def main() -> float:
         fabric = MemoryFabric(seed=1, classify=lambda d: "beat" if d[:1] == b"\x10" else "app")
         muxes = [MuxSeam(fabric.join(f"p{i}")) for i in range(peers)]
-        nodes = [await Liveness(m, HeartbeatConfig(interval=0.5, timeout=2.0, lost_after=10.0)).start() for m in muxes]
+        nodes = [await Liveness(m, HeartbeatConfig(interval=0.5, timeout=2.0, lost_after=10.0, quiet_when_busy=True)).start() for m in muxes]
         if not skip:
             for m in muxes:
                 m.on_send = None  # nothing reports sends: every peer is due every interval

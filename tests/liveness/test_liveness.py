@@ -138,7 +138,8 @@ def test_heartbeats_go_only_to_peers_that_heard_nothing_else_from_us() -> None:
     async def main() -> None:
         fabric = MemoryFabric(seed=5)
         muxes = {n: MuxSeam(fabric.join(n)) for n in "abc"}
-        nodes = {n: await Liveness(m, CFG).start() for n, m in muxes.items()}
+        quiet = HeartbeatConfig(interval=0.1, timeout=0.5, lost_after=2.0, quiet_when_busy=True)
+        nodes = {n: await Liveness(m, quiet).start() for n, m in muxes.items()}
         beats_from_a: dict[str, int] = {"b": 0, "c": 0}
         for n in "bc":
             muxes[n].channel(0x42).add_handler(lambda _s, _d: None)

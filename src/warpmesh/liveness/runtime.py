@@ -1,8 +1,8 @@
 """Asyncio runtime of the failure detector: heartbeats out, every inbound frame counted as alive.
 
 ``Liveness(mux)`` sends a tiny heartbeat on mux channel :data:`HEARTBEAT_TAG` each ``interval`` to
-every roster peer that has not received another frame from us (on any channel of the mux) within
-that interval, and watches *all* inbound traffic on the parent seam: any frame is a sign of life, so
+every roster peer (with ``HeartbeatConfig.quiet_when_busy``, only to those that have not received
+another frame from us, on any channel of the mux, in the last half interval), and watches *all* inbound traffic on the parent seam: any frame is a sign of life, so
 a busy mesh sends almost no heartbeats (they used to cost every peer one frame per peer per
 interval, growing with the mesh). It publishes:
 
@@ -59,7 +59,7 @@ class Liveness:
 
     async def start(self) -> Liveness:
         loop = asyncio.get_running_loop()
-        if self._mux.on_send is None:
+        if self.config.quiet_when_busy and self._mux.on_send is None:
             self._mux.on_send = self._note_sent
         # Every inbound frame on the seam is a sign of life, observed inline (no queue, no task).
         self._removers = [

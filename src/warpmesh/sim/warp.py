@@ -38,7 +38,7 @@ SIM_CONFIG = WarpConfig(
     settle_window=0.2,
     reclaim_interval=0.5,
     replicate_timeout=1.0,
-    heartbeat=HeartbeatConfig(interval=0.5, timeout=2.0, lost_after=10.0),
+    heartbeat=HeartbeatConfig(interval=0.5, timeout=2.0, lost_after=10.0, quiet_when_busy=True),
     quilter=QuilterConfig(anti_entropy_interval=1.0, resend_after=0.25, evict_after=20.0),
 )
 
