@@ -16,6 +16,16 @@ its constant 11-byte frame header per frame on top). For each state size (defaul
 * ``settled_round_bytes``: a converged mesh idling: all bytes divided by the number of anti-entropy
   digest rounds (a round is one digest to one random peer, and whatever answer it provokes).
 * ``full_state_bytes``: the state's canonical encoding (what a full-state transfer ships).
+* ``churn`` (ORMap of LWWRegisters, the Warp boards' type): bytes on all links to repair two kinds
+  of churn, from the moment it heals until every replica's state digest is equal again, split by
+  Quilter frame kind:
+
+  - ``partition``: one peer is cut off while another makes ``--churn-mutations`` single mutations
+    (more batches than a resend may cover, so the history comes back by repair), then the cut heals.
+    Repair costs the difference, so it must stay flat as the state grows.
+  - ``restart``: one peer crashes, loses its state and comes back under a new incarnation (empty),
+    while the others keep the board. It must receive the board about once (``restart_over_full``),
+    not once per peer.
 
 Mutations: ORSet ``add`` of a new element and ``remove`` of an existing one; ORMap (of
 LWWRegisters, like the WarpNode boards) ``put`` of a new key, ``overwrite`` of an existing key and
@@ -27,7 +37,7 @@ Reference figures (kuilt-warp report §4.6, §5.4): a settled anti-entropy round
 a full state at 100k entries is about 3.5 MB. Medians over ``--repeats`` runs (different seeds).
 
     python bench/crdt_sync.py [--sizes 100,10000,100000] [--mutations 200] [--burst 100]
-                              [--repeats 3] [--peers 3] [--quick]
+                              [--repeats 3] [--peers 3] [--churn-peers 4] [--churn-mutations 300] [--quick]
 
 Prints ONE JSON line.
 """
@@ -220,6 +230,79 @@ async def measure(kind: str, n: int, mutations: int, burst: int, peers: int, see
     return out
 
 
+_QUILT_KINDS = {1: "delta", 2: "ack", 3: "resend_request", 4: "digest", 5: "full_state", 6: "frontier",
+                7: "summary", 8: "difference"}
+
+
+def _quilt_kind(data: bytes) -> str:
+    # payload = mux tag, frame version, frame kind, ...
+    return _QUILT_KINDS.get(data[2], "other") if len(data) > 2 else "other"
+
+
+async def _converged(quilters: list[Quilter[Any]], limit: float = 120.0) -> float:
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    while loop.time() - t0 < limit:
+        if len({q.core.state_digest() for q in quilters}) == 1:
+            return loop.time() - t0
+        await asyncio.sleep(0.05)
+    raise RuntimeError("replicas did not converge after the churn healed")
+
+
+async def measure_churn(n: int, peers: int, mutations: int, seed: int) -> dict[str, Any]:
+    """Repair bytes after a partition and after a crash-restart, on an ORMap board of ``n`` entries."""
+    replica = replica_id("peer-1", INCARNATION)
+    state = build_state("ormap", n, replica)
+    mesh = await start_mesh(state, peers, seed)
+    fabric = mesh.fabric
+    fabric.classify = _quilt_kind
+    names = [f"peer-{i + 1}" for i in range(peers)]
+    writer = mesh.quilters[0]
+    out: dict[str, Any] = {"full_state_bytes": len(encoded_bytes(state))}
+
+    def window() -> tuple[int, dict[str, int]]:
+        return fabric.bytes_sent, dict(fabric.bytes_by_kind)
+
+    def since(mark: tuple[int, dict[str, int]]) -> dict[str, Any]:
+        kinds = {k: v - mark[1].get(k, 0) for k, v in fabric.bytes_by_kind.items() if v - mark[1].get(k, 0)}
+        return {"bytes": fabric.bytes_sent - mark[0], "by_kind": dict(sorted(kinds.items()))}
+
+    # -- partition: peer-N misses more batches than one resend covers ------------------------------
+    cut = names[-1]
+    fabric.isolate(cut)
+    _, inverse = mutator("ormap", "put", n, replica)
+    put, _ = mutator("ormap", "put", n, replica)
+    for j in range(mutations):
+        writer.mutate(put(j))
+        await asyncio.sleep(0.002)  # one batch each
+    for j in range(mutations):
+        writer.mutate(inverse(j))  # and back to n entries, so the board size stays n
+        await asyncio.sleep(0.002)
+    mark = window()
+    fabric.heal()
+    seconds = await _converged(mesh.quilters)
+    out["partition"] = since(mark) | {"seconds": round(seconds, 2), "batches_missed": 2 * mutations}
+    # -- restart: peer-2 crashes, comes back empty under a new incarnation -------------------------
+    victim = 1
+    await mesh.quilters[victim].close()
+    fabric.crash(names[victim])
+    await asyncio.sleep(2.0)
+    mark = window()
+    seam = fabric.join(names[victim])
+    mux = MuxSeam(seam)
+    fresh: ORMap[LWWRegister] = ORMap(LWWRegister)
+    q = Quilter(mux.channel(CHANNEL_TAG), fresh, stream=replica_id(names[victim], INCARNATION + 1),
+                config=QuilterConfig(), rng=random.Random(seed * 1000 + 99))
+    mesh.quilters[victim] = await q.start()
+    mesh.muxes[victim] = mux
+    seconds = await _converged(mesh.quilters)
+    restart = since(mark)
+    out["restart"] = restart | {"seconds": round(seconds, 2),
+                                "over_full_state": round(restart["bytes"] / out["full_state_bytes"], 2)}
+    await mesh.close()
+    return out
+
+
 def run_once(kind: str, n: int, mutations: int, burst: int, peers: int, seed: int) -> dict[str, Any]:
     return run_virtual(measure(kind, n, mutations, burst, peers, seed))
 
@@ -236,21 +319,39 @@ def main(argv: list[str] | None = None) -> int:
                     help="mutations in the coalesced burst (at most the state size)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--peers", type=int, default=3)
+    ap.add_argument("--churn-peers", type=int, default=4, help="peers in the churn case")
+    ap.add_argument("--churn-mutations", type=int, default=300,
+                    help="mutations a partitioned peer misses (twice as many batches: puts, then removes)")
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, one repeat")
     args = ap.parse_args(argv)
     if args.quick:
         args.sizes, args.mutations, args.burst, args.repeats = "10,100", 10, 10, 1
+        args.churn_mutations = 150
     sizes = [int(s) for s in args.sizes.split(",") if s]
     if not sizes or min(sizes) < 1 or args.mutations < 1 or args.burst < 1 or args.repeats < 1 or args.peers < 2:
         ap.error("sizes, mutations, burst and repeats must be >= 1 and peers >= 2")
+    if args.churn_peers < 3 or args.churn_mutations < 1:
+        ap.error("churn-peers must be >= 3 and churn-mutations >= 1")
     load_before = os.getloadavg()[0]
     t_start = time.perf_counter()
     samples: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    for kind in OPS:
-        for n in sizes:
-            for r in range(args.repeats):
+    churn_samples: dict[int, list[dict[str, Any]]] = {}
+    for r in range(args.repeats):  # interleaved: every size and kind once per repeat
+        for kind in OPS:
+            for n in sizes:
                 samples.setdefault((kind, n), []).append(
                     run_once(kind, n, args.mutations, args.burst, args.peers, seed=1 + r))
+        for n in sizes:
+            churn_samples.setdefault(n, []).append(
+                run_virtual(measure_churn(n, args.churn_peers, args.churn_mutations, seed=1 + r)))
+    churn: dict[str, Any] = {"peers": args.churn_peers, "mutations_missed": 2 * args.churn_mutations}
+    for case in ("partition", "restart"):
+        churn[f"{case}_repair_bytes"] = {str(n): med([s[case]["bytes"] for s in churn_samples[n]], 0) for n in sizes}
+        churn[f"{case}_by_kind"] = {str(n): churn_samples[n][0][case]["by_kind"] for n in sizes}
+    churn["restart_over_full_state"] = {str(n): med([s["restart"]["over_full_state"] for s in churn_samples[n]], 2)
+                                        for n in sizes}
+    part = list(churn["partition_repair_bytes"].values())
+    churn["partition_flatness_max_over_min"] = round(max(part) / max(1, min(part)), 3)
 
     per_mutation: dict[str, dict[str, float]] = {}
     coalesced: dict[str, dict[str, float]] = {}
@@ -295,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         "settled_round_ref": list(REF_SETTLED_ROUND),
         "full_state_bytes": full,
         "full_state_ref_100k": REF_FULL_STATE_100K,
+        "churn": churn,
         f"full_state_over_settled_round_{big}": {k: round(full[k][str(big)] / settled[k][str(big)]) for k in OPS},
         "loadavg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "cpus": os.cpu_count(),

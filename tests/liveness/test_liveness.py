@@ -129,3 +129,36 @@ def test_runtime_follows_roster_on_crash_and_restart() -> None:
         await fabric.close()
 
     run_virtual(main())
+
+
+def test_heartbeats_go_only_to_peers_that_heard_nothing_else_from_us() -> None:
+    # a talks to b on an app channel all the time: b needs no heartbeat from a (any frame counts),
+    # c still gets them, and everyone stays healthy (issue 16: heartbeats cost every peer one frame
+    # per peer per interval, however busy the mesh).
+    async def main() -> None:
+        fabric = MemoryFabric(seed=5)
+        muxes = {n: MuxSeam(fabric.join(n)) for n in "abc"}
+        quiet = HeartbeatConfig(interval=0.1, timeout=0.5, lost_after=2.0, quiet_when_busy=True)
+        nodes = {n: await Liveness(m, quiet).start() for n, m in muxes.items()}
+        beats_from_a: dict[str, int] = {"b": 0, "c": 0}
+        for n in "bc":
+            muxes[n].channel(0x42).add_handler(lambda _s, _d: None)
+
+            def count(sender: str, _data: bytes, n: str = n) -> None:
+                if sender == "a":
+                    beats_from_a[n] += 1
+
+            muxes[n].channel(0x10).add_handler(count)
+        await asyncio.sleep(0.3)
+        beats_from_a.update(b=0, c=0)
+        app = muxes["a"].channel(0x42)
+        for _ in range(40):  # 2 s of app traffic a -> b every 50 ms (heartbeats every 100 ms)
+            await app.send_to("b", b"work")
+            await asyncio.sleep(0.05)
+        assert nodes["b"].state("a") is PeerHealth.HEALTHY and nodes["c"].state("a") is PeerHealth.HEALTHY
+        assert beats_from_a["b"] == 0 and beats_from_a["c"] >= 15, beats_from_a
+        for n in nodes.values():
+            await n.close()
+        await fabric.close()
+
+    run_virtual(main())

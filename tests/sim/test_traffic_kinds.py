@@ -27,3 +27,11 @@ def test_traffic_kind_reads_the_mux_tag_and_the_quilt_frame_kind() -> None:
     assert traffic_kind(bytes((0x06,)) + b"\x01\x02") == "warp.control"
     assert traffic_kind(bytes((0x10,)) + b"x") == "liveness.heartbeat"
     assert traffic_kind(b"") == "other"
+
+
+def test_answers_acknowledged_as_they_arrive_keep_boards_empty_and_lose_nothing() -> None:
+    report = run_warp(3, peers=4, jobs=120, ack_answers=True)
+    m = report.metrics
+    assert report.ok, report.failures
+    assert m["lost"] == 0 and m["wrong"] == 0 and m["steady_duplicates"] == 0
+    assert m["answers_acked"] >= 120 and m["answers_left_on_boards"] == 0

@@ -117,12 +117,14 @@ def sim_crdt(seed: int | None, seeds: int, start: int, as_json: bool, fail_fast:
 
 @sim.command("warp")
 @seed_options
-@click.option("--peers", type=click.IntRange(min=3, max=32), default=8, show_default=True)
+@click.option("--peers", type=click.IntRange(min=3, max=128), default=8, show_default=True)
 @click.option("--jobs", type=click.IntRange(min=3), default=1000, show_default=True)
 @click.option("--no-churn", is_flag=True, help="Keep membership steady throughout (expect zero duplicates).")
 @click.option("--strategy", type=click.Choice(["intent", "ring"]), default="intent", show_default=True)
+@click.option("--ack-answers", is_flag=True,
+              help="A client reads, checks and acknowledges answers as they land, so boards stay small.")
 def sim_warp(seed: int | None, seeds: int, start: int, as_json: bool, fail_fast: bool, peers: int, jobs: int,
-             no_churn: bool, strategy: str) -> None:
+             no_churn: bool, strategy: str, ack_answers: bool) -> None:
     """Warp scheduling under churn: joins, leaves, crashes, restarts and partitions over lossy links.
 
     Checks zero lost jobs, zero wrong answers and zero duplicates at steady membership, and reports
@@ -133,7 +135,7 @@ def sim_warp(seed: int | None, seeds: int, start: int, as_json: bool, fail_fast:
     rates: list[float] = []
 
     def run(s: int) -> SimReport:
-        report = run_warp(s, peers=peers, jobs=jobs, churn=not no_churn, strategy=strategy)
+        report = run_warp(s, peers=peers, jobs=jobs, churn=not no_churn, strategy=strategy, ack_answers=ack_answers)
         if report.ok:
             rates.append(report.metrics["churn_duplicate_rate"])
         return report

@@ -1,8 +1,10 @@
 """Asyncio runtime of the failure detector: heartbeats out, every inbound frame counted as alive.
 
-``Liveness(mux)`` sends a tiny heartbeat on mux channel :data:`HEARTBEAT_TAG` to every roster peer
-each ``interval`` and watches *all* inbound traffic on the parent seam, so a busy peer never needs a
-heartbeat to stay alive. It publishes:
+``Liveness(mux)`` sends a tiny heartbeat on mux channel :data:`HEARTBEAT_TAG` each ``interval`` to
+every roster peer (with ``HeartbeatConfig.quiet_when_busy``, only to those that have not received
+another frame from us, on any channel of the mux, in the last half interval), and watches *all* inbound traffic on the parent seam: any frame is a sign of life, so
+a busy mesh sends almost no heartbeats (they used to cost every peer one frame per peer per
+interval, growing with the mesh). It publishes:
 
 * ``live``: the peers work may be routed to (self, plus roster peers that are Healthy or Recovered);
 * ``health``: every tracked peer's :class:`~warpmesh.liveness.core.PeerHealth`;
@@ -47,12 +49,18 @@ class Liveness:
         self._listeners: list[ClosableQueue[LivenessEvent]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.heartbeats_sent = 0
+        #: Heartbeats not sent because the peer had just received another frame from us.
+        self.heartbeats_skipped = 0
+        self._sent_at: dict[PeerId, float] = {}  # peer -> when we last sent it any frame
+        self._broadcast_at = float("-inf")  # when we last broadcast any frame
         #: Times this node noticed it had been stalled (and excused its peers' silence).
         self.stalls = 0
         self._removers: list[Any] = []
 
     async def start(self) -> Liveness:
         loop = asyncio.get_running_loop()
+        if self.config.quiet_when_busy and self._mux.on_send is None:
+            self._mux.on_send = self._note_sent
         # Every inbound frame on the seam is a sign of life, observed inline (no queue, no task).
         self._removers = [
             self._seam.add_handler(self._on_frame),
@@ -118,6 +126,13 @@ class Liveness:
         if ev is not None:
             self._emit([ev])
 
+    def _note_sent(self, peer: PeerId | None) -> None:
+        now = asyncio.get_running_loop().time()
+        if peer is None:
+            self._broadcast_at = now
+        else:
+            self._sent_at[peer] = now
+
     async def _beat(self) -> None:
         loop = asyncio.get_running_loop()
         interval = self.config.interval
@@ -131,11 +146,23 @@ class Liveness:
                 self.stalls += 1
             last = now
             self._emit(self.detector.tick(now))
+            # A frame sent within the last interval already told the peer we live (it counts every
+            # frame). Half an interval, so its silence clock stays within 1.5 intervals without losses.
+            recent = now - interval / 2
+            due = [p for p in sorted(self._seam.roster.value) if p != self.self_id
+                   and max(self._sent_at.get(p, float("-inf")), self._broadcast_at) <= recent]
+            skipped = len(self._seam.roster.value - {self.self_id}) - len(due)
+            self.heartbeats_skipped += skipped
             try:
-                await self._channel.broadcast(_PING)
+                if due and not skipped:
+                    await self._channel.broadcast(_PING)
+                else:
+                    for peer in due:
+                        await self._channel.send_to(peer, _PING)
             except SeamClosed:
                 return
-            self.heartbeats_sent += 1
+            if due:
+                self.heartbeats_sent += 1
             await asyncio.sleep(interval)
 
     async def _watch_roster(self) -> None:
@@ -158,6 +185,8 @@ class Liveness:
         for remove in self._removers:
             remove()
         self._removers.clear()
+        if self._mux.on_send == self._note_sent:
+            self._mux.on_send = None
         await cancel_and_wait(self._tasks, swallow=(SeamClosed,))
         self._tasks.clear()
         for q in self._listeners:

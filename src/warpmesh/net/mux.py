@@ -34,9 +34,13 @@ class ChannelSeam(Seam):
         self.max_payload = mux.parent.max_payload - 1
 
     async def send_to(self, peer: PeerId, data: bytes) -> None:
+        if self._mux.on_send is not None:
+            self._mux.on_send(peer)
         await self._mux.parent.send_to(peer, self._prefix + data)
 
     async def broadcast(self, data: bytes) -> None:
+        if self._mux.on_send is not None:
+            self._mux.on_send(None)
         await self._mux.parent.broadcast(self._prefix + data)
 
     def subscribe(self, maxsize: int = DEFAULT_SUBSCRIPTION_SIZE) -> Subscription:
@@ -74,6 +78,9 @@ class MuxSeam:
         self.closed = False
         #: Frames dropped because no channel (or no subscriber) claimed them, by tag.
         self.unrouted: Counter[int] = Counter()
+        #: Called with the destination (None: broadcast) of every frame a channel sends; liveness
+        #: uses it to skip heartbeats to peers that just heard from us anyway.
+        self.on_send: Callable[[PeerId | None], None] | None = None
 
     def channel(self, tag: int) -> ChannelSeam:
         """The channel for ``tag`` (0..255), created on first use."""

@@ -9,8 +9,10 @@ Protocol (frames on one channel; each node's *stream* is its replica id, which c
 ``DELTA [stream, seq, delta]``
     Local mutations are joined into one pending delta and broadcast as one batch per flush
     (coalescing). Batches are numbered per stream and kept until every live peer acks them.
-``ACK [stream, upto]``
+``ACK [stream, upto, held?]``
     Cumulative: the receiver has every batch of ``stream`` up to ``upto`` (coalesced per flush).
+    ``held`` (selective ack, only while there is a gap) lists batches beyond ``upto`` it holds too,
+    so the origin's timed resends skip them: after one lost batch, only that batch is resent.
 ``RESEND [stream, from, to]``
     Gap detection: a receiver that sees ``seq`` beyond ``upto + 1`` (or learns the stream's tail
     from a digest) asks the origin for the gap. If the origin no longer holds it, it sends its full
@@ -33,7 +35,8 @@ Protocol (frames on one channel; each node's *stream* is its replica id, which c
     state moved on meanwhile would start another exchange. Part 0 carries the sender's frontier
     ``[[stream, upto], ...]``: the receiver now holds all of that too, and acks it to each origin.
 ``FRONTIER [stream, [[stream, upto], ...]]``
-    The explicit frontier (evicted streams included, at the point we had them), sent at most every
+    The explicit frontier of *closed* streams (evicted ones included, at the point we had them; open
+    streams are left out, so the frame does not grow with the mesh), sent at most every
     ``frontier_interval`` to a peer whose frontier digest differs from ours while our states are not
     known to be equal (a settled mesh never sends one). A receiver that holds
     more of a *closed* stream (its origin gone or restarted, so no resend can ever come) than the
@@ -152,6 +155,11 @@ class _RecvStream:
     extra: set[int]
     last_heard: float
     last_resend_request: float = float("-inf")
+    #: Highest batch known to exist (seen, or named by a digest) and since when we lack some batch
+    #: up to it (None: no gap). Gaps are asked for only once they outlive a short grace: most are
+    #: reordered or in-flight batches, and asking at once made most resends redundant.
+    known: int = 0
+    gap_since: float | None = None
 
 
 @dataclass(slots=True)
@@ -172,6 +180,7 @@ class _Transfer:
 
 
 Outgoing = tuple[str | None, bytes]  # (peer, frame); peer None = broadcast
+MAX_SACK = 64  # batches beyond the cumulative ack listed in a selective ack
 MAX_FORGOTTEN = 100_000  # evicted streams remembered (a few dozen bytes each)
 
 
@@ -207,10 +216,17 @@ class QuilterCore(Generic[S]):
         self._seq = 0
         self._buffer: dict[int, _Batch] = {}
         self._buffer_bytes = 0
+        # Buffer GC floor (the least ack of any live peer) and how many peers sit at it: an ack
+        # rescans the peers only when it lifts the last peer off the floor (O(peers) per batch, not
+        # per ack: scanning on every ack cost O(peers^2) per batch in a big mesh).
+        self._floor = 0
+        self._at_floor = 0
         self._peers: dict[str, float] = {}  # live peer -> when it joined
         self._departed: dict[str, float] = {}  # peer -> when it left the roster
         self._acked: dict[str, int] = {}  # for buffer GC: acked, or assumed covered by a full state
         self._confirmed: dict[str, int] = {}  # acked for real: the peer holds our batches up to here
+        # Batches beyond its cumulative ack that a peer told us it holds (selective ack): never resent.
+        self._sacked: dict[str, frozenset[int]] = {}
         self._last_resend: dict[str, float] = {}
         self._resend_backoff: dict[str, tuple[int, float]] = {}  # peer -> (its ack then, next wait)
         self._state_sent: dict[str, tuple[float, int, float]] = {}  # peer -> (when, its ack then, gap)
@@ -240,6 +256,10 @@ class QuilterCore(Generic[S]):
         # One round for a greeting digest to name a reachable peer before the timer picks one.
         self._bootstrap_deadline = now + self.config.anti_entropy_interval
         self._bootstrap_failed: set[str] = set()
+        # Peers whose latest digest, summary or difference said they are bootstrapping themselves:
+        # never a bootstrap source (an empty peer's answer would end ours with nothing), and a state
+        # equal to theirs proves nothing.
+        self._peer_bootstrapping: set[str] = set()
         self._version_at_round = -1
         self._next_ae = now + self.rng.uniform(0.5, 1.0) * self.config.anti_entropy_interval
         self._digest_cache: tuple[int, bytes] | None = None
@@ -347,7 +367,12 @@ class QuilterCore(Generic[S]):
                 for stream in sorted(owed[peer]):
                     r = self._recv.get(stream)
                     if r is not None:
-                        self._send(peer, encode_frame(QuiltKind.ACK, [stream, r.upto]), "ack")
+                        body: list[Any] = [stream, r.upto]
+                        if r.extra:
+                            # Selective ack: what we hold beyond the gap, so the origin resends only
+                            # the gap (resending every overdue batch made most resends redundant).
+                            body.append(sorted(r.extra)[:MAX_SACK])
+                        self._send(peer, encode_frame(QuiltKind.ACK, body), "ack")
 
     def request_sync(self, peer: str) -> None:
         """Ask ``peer`` for everything it holds: send it our state with ``want_reply``.
@@ -464,14 +489,28 @@ class QuilterCore(Generic[S]):
         if self.listener is not None:
             self.listener(delta)
         r = self._track(stream, sender, now, first_seen=seq)
+        if seq <= r.upto or seq in r.extra:
+            self.stats["deltas_redundant"] += 1  # a resend or a duplicate of what we hold
         if seq > r.upto:
             r.extra.add(seq)
             while r.upto + 1 in r.extra:
                 r.upto += 1
                 r.extra.discard(r.upto)
-            if r.extra:
-                self._request_resend(r, stream, r.upto + 1, min(r.extra) - 1, now)
+            if r.extra and r.gap_since is None:
+                r.gap_since = now
         self._owed_acks.setdefault(sender, set()).add(stream)
+
+    def _ask_for_gaps(self, now: float) -> None:
+        grace = self.config.resend_after / 2
+        for stream, r in self._recv.items():
+            if r.gap_since is None or now - r.gap_since < grace:
+                continue
+            hi = min(r.extra) - 1 if r.extra else r.known
+            if hi <= r.upto:
+                r.gap_since = None  # filled meanwhile
+                continue
+            r.gap_since = now
+            self._request_resend(r, stream, r.upto + 1, hi, now)
 
     def _request_resend(self, r: _RecvStream, stream: str, lo: int, hi: int, now: float) -> None:
         if hi < lo or now - r.last_resend_request < self.config.resend_after:
@@ -486,11 +525,23 @@ class QuilterCore(Generic[S]):
             return  # an ack for a previous incarnation of ours
         if upto > self._seq:
             raise ValueError("ack beyond our last batch")
+        sack = body[2] if len(body) > 2 else []
+        if not isinstance(sack, list) or len(sack) > MAX_SACK or not all(
+                isinstance(x, int) and not isinstance(x, bool) and upto < x <= self._seq for x in sack):
+            raise ValueError("bad selective ack")
+        if sack:
+            self._sacked[sender] = frozenset(sack)
+        else:
+            self._sacked.pop(sender, None)
         if upto > self._confirmed.get(sender, 0):
             self._confirmed[sender] = upto
-        if upto > self._acked.get(sender, 0):
+        old = self._acked.get(sender, 0)
+        if upto > old:
             self._acked[sender] = upto
-            self._gc_buffer()
+            if sender in self._peers and old == self._floor:
+                self._at_floor -= 1
+                if self._at_floor <= 0:
+                    self._gc_buffer()
 
     def _on_resend(self, sender: str, body: list[Any], now: float) -> None:
         stream, lo = self._stream_and_seq(body)
@@ -514,10 +565,13 @@ class QuilterCore(Generic[S]):
         theirs, their_frontier = body[2], body[3]
         if not isinstance(theirs, bytes) or not isinstance(their_frontier, bytes) or len(theirs) > 64:
             raise ValueError("bad digest")
+        self._note_bootstrapping(sender, len(body) > 4 and body[4] is True)
         if stream != self.stream and seq > 0:
             r = self._track(stream, sender, now, first_seen=seq + 1)
-            if seq > r.upto:  # batches (its tail, or history) that never reached us
-                self._request_resend(r, stream, r.upto + 1, seq, now)
+            if seq > r.upto:  # batches (its tail, or history) that never reached us, or are in flight
+                r.known = max(r.known, seq)
+                if r.gap_since is None:
+                    r.gap_since = now
         settled = bool(theirs) and (theirs == self.state_digest() or theirs in self._sync_sent.get(sender, ()))
         mine = self.frontier_digest()
         if their_frontier != mine and not settled:
@@ -526,7 +580,8 @@ class QuilterCore(Generic[S]):
             return  # the sender is busy; this round only checked its tail
         if settled:
             self._synced[sender] = now
-            self._bootstrap_done()  # we hold all it holds: nothing to bootstrap from it
+            if sender not in self._peer_bootstrapping:
+                self._bootstrap_done()  # we hold all it holds: nothing to bootstrap from it
             self._mismatch.pop(sender, None)
             self._mismatch_frontiers.pop(sender, None)
             self.stats["digest_match"] += 1
@@ -559,8 +614,12 @@ class QuilterCore(Generic[S]):
         if peer not in self._peers or now - self._frontier_sent.get(peer, float("-inf")) < self.config.frontier_interval:
             return
         self._frontier_sent[peer] = now
+        # Only closed streams matter to the receiver (it compares what it holds of streams it sees
+        # closed); open ones would make the frame grow with the mesh. An omitted stream reads as
+        # "none of it": if the receiver sees closed a stream we still see open, it repairs only after
+        # the gap outlives two frontiers, by which time our view has caught up.
         shown = dict(self._forgotten)
-        shown.update(self.frontier())
+        shown.update((s_id, r.upto) for s_id, r in self._recv.items() if self._closed(s_id))
         entries = [[s_id, upto] for s_id, upto in sorted(shown.items())]
         self._send(peer, encode_frame(QuiltKind.FRONTIER, [self.stream, entries]), "frontier")
 
@@ -700,7 +759,7 @@ class QuilterCore(Generic[S]):
     # -- bootstrap ------------------------------------------------------------------------------
     def _maybe_bootstrap(self, peer: str, now: float) -> None:
         """Ask ``peer`` for everything we lack, unless a bootstrap from another peer is in flight."""
-        if self._bootstrapped or peer not in self._peers:
+        if self._bootstrapped or peer not in self._peers or peer in self._peer_bootstrapping:
             return
         current = self._bootstrap_peer
         if current is not None and current in self._peers and now < self._bootstrap_deadline:
@@ -721,8 +780,10 @@ class QuilterCore(Generic[S]):
         if self._bootstrap_peer is not None:
             self._bootstrap_failed.add(self._bootstrap_peer)
             self.stats["bootstrap_timeouts"] += 1
-        candidates = sorted(set(self._peers) - self._bootstrap_failed)
+        candidates = sorted(set(self._peers) - self._bootstrap_failed - self._peer_bootstrapping)
         if not candidates:
+            # Every peer failed us or is new itself (e.g. a whole mesh starting together): stop
+            # waiting and repair the usual way, or nobody would ever serve as a source.
             self._bootstrap_done()
             return
         self._bootstrap_peer = None
@@ -734,6 +795,12 @@ class QuilterCore(Generic[S]):
             self._bootstrap_peer = None
             self._bootstrap_failed.clear()
 
+    def _note_bootstrapping(self, peer: str, flag: bool) -> None:
+        if flag:
+            self._peer_bootstrapping.add(peer)
+        else:
+            self._peer_bootstrapping.discard(peer)
+
     def _send_summary(self, peer: str, *, want_reply: bool) -> None:
         summary = summarize(self.state)  # type: ignore[arg-type]
         self._summary_seq += 1
@@ -742,22 +809,26 @@ class QuilterCore(Generic[S]):
         while len(asked) > 4:  # a few outstanding questions per peer are enough
             del asked[min(asked)]
         body = [self.stream, self._seq, self._summary_seq, want_reply, summary.to_wire()]
+        if not self._bootstrapped:
+            body.append(True)  # never take us as a bootstrap source
         self._send(peer, encode_frame(QuiltKind.SUMMARY, body), "summary")
 
     def _on_summary(self, sender: str, body: list[Any], now: float) -> None:
         stream, seq = self._stream_and_seq(body)
-        if len(body) != 5 or not isinstance(body[2], int) or not isinstance(body[3], bool):
+        if len(body) not in (5, 6) or not isinstance(body[2], int) or not isinstance(body[3], bool):
             raise ValueError("bad summary frame")
         if not self._by_difference:
             raise ValueError("summary on a channel whose state is not causal")
         nonce, want_reply = body[2], body[3]
         summary = Summary.from_wire(body[4])
+        self._note_bootstrapping(sender, len(body) > 5 and body[5] is True)
         diff = difference_for(self.state, summary)  # type: ignore[arg-type]
         self.stats["summaries_in"] += 1
         if not diff.is_empty() or want_reply:
             # Even an empty difference is worth sending to an asker: it carries our frontier, so the
             # asker learns it holds everything we have (and can ack it to the origins).
-            self._send_chunked(sender, QuiltKind.DIFF, pack([nonce, diff.to_wire(self.codec.encode)]),
+            self._send_chunked(sender, QuiltKind.DIFF,
+                               pack([nonce, diff.to_wire(self.codec.encode), not self._bootstrapped]),
                                want_reply=False, what="difference")
         if not diff.we_lack and stream != self.stream:
             # We hold all the sender holds (every dot it has seen, and its alive entries): so every
@@ -783,8 +854,10 @@ class QuilterCore(Generic[S]):
             return
         t, payload = done
         top = unpack(payload)
-        if not isinstance(top, list) or len(top) != 2 or not isinstance(top[0], int):
+        if not isinstance(top, list) or len(top) not in (2, 3) or not isinstance(top[0], int):
             raise ValueError("bad difference payload")
+        source_bootstrapping = len(top) > 2 and top[2] is True
+        self._note_bootstrapping(sender, source_bootstrapping)
         delta, their_ctx, bits, alive = Difference.from_wire(top[1], self._decode_state)
         before = self.state_digest()
         self.state.join(delta)  # type: ignore[attr-defined]
@@ -800,8 +873,13 @@ class QuilterCore(Generic[S]):
             # We now hold all the sender holds: its frontier too. (Without the question's context the
             # retirements could not be judged; the next round repairs them, and nothing is acked early.)
             self._cover(sender, body[0], t, now)
-            if asked is not None:
+            if asked is not None and not source_bootstrapping:
                 self._bootstrap_done()  # it answered our question: we hold all it holds
+            elif asked is not None and sender == self._bootstrap_peer:
+                # It is new itself: what it holds is no board. Ask another peer at the next tick.
+                self.stats["bootstrap_sources_refused"] += 1
+                self._bootstrap_peer = None
+                self._bootstrap_deadline = now
         if before != self.state_digest():
             self.stats["differences_useful"] += 1
 
@@ -810,6 +888,7 @@ class QuilterCore(Generic[S]):
         """Periodic work: anti-entropy digest, resends of unacked batches, eviction."""
         cfg = self.config
         self._bootstrap_tick(now)
+        self._ask_for_gaps(now)
         if now >= self._next_ae:
             self._next_ae = now + self.rng.uniform(0.75, 1.25) * cfg.anti_entropy_interval
             if self._peers:
@@ -830,8 +909,9 @@ class QuilterCore(Generic[S]):
                 wait = cfg.resend_after if backoff is None else backoff[1]
                 if now - self._last_resend.get(peer, float("-inf")) < wait:
                     continue
+                held = self._sacked.get(peer, frozenset())
                 overdue = [s for s in range(acked + 1, self._seq + 1)
-                           if s in self._buffer and now - self._buffer[s].sent_at >= cfg.resend_after]
+                           if s in self._buffer and s not in held and now - self._buffer[s].sent_at >= cfg.resend_after]
                 if not overdue:
                     continue
                 self._last_resend[peer] = now
@@ -840,6 +920,10 @@ class QuilterCore(Generic[S]):
                     if self._repair(peer, now=now):
                         self._acked[peer] = self._seq  # the state covers them; do not resend again
                 else:
+                    if backoff is not None:
+                        # It did not answer our last resend (partitioned, stalled): probe with the
+                        # oldest batch instead of the whole range; its ack brings the rest next round.
+                        overdue = overdue[:1]
                     for s in overdue:
                         self._send(peer, self._buffer[s].frame, "resend")
         for peer, left in list(self._departed.items()):
@@ -849,6 +933,7 @@ class QuilterCore(Generic[S]):
                 self._confirmed.pop(peer, None)
                 self._last_resend.pop(peer, None)
                 self._resend_backoff.pop(peer, None)
+                self._sacked.pop(peer, None)
                 self._state_sent.pop(peer, None)
                 self._mismatch.pop(peer, None)
                 self._synced.pop(peer, None)
@@ -860,6 +945,7 @@ class QuilterCore(Generic[S]):
                 for key in [k for k in self._diff_transfers if k[0] == peer]:
                     del self._diff_transfers[key]
                 self._asked.pop(peer, None)
+                self._peer_bootstrapping.discard(peer)
         for stream, r in list(self._recv.items()):
             if r.peer not in self._peers and now - r.last_heard >= cfg.evict_after:
                 del self._recv[stream]
@@ -881,6 +967,8 @@ class QuilterCore(Generic[S]):
     def _send_digest(self, peer: str, *, with_state: bool = True) -> None:
         state = self.state_digest() if with_state else b""
         body = [self.stream, self._seq, state, self.frontier_digest()]
+        if not self._bootstrapped:
+            body.append(True)  # "I am bootstrapping": see _note_bootstrapping
         self._send(peer, encode_frame(QuiltKind.DIGEST, body), "digest")
 
     def _heavy_allowed(self, peer: str, now: float) -> bool:
@@ -918,9 +1006,11 @@ class QuilterCore(Generic[S]):
             self._send(peer, encode_frame(kind, body), what)
 
     def _gc_buffer(self) -> None:
+        acks = [self._acked.get(p, 0) for p in self._peers]
+        floor = min(acks, default=self._seq)
+        self._floor, self._at_floor = floor, acks.count(floor)
         if not self._buffer:
             return
-        floor = min((self._acked.get(p, 0) for p in self._peers), default=self._seq)
         for s in [s for s in self._buffer if s <= floor]:
             self._buffer_bytes -= len(self._buffer.pop(s).frame)
         # A peer that never acks must not grow memory without bound: it will get a full state.

@@ -38,7 +38,7 @@ SIM_CONFIG = WarpConfig(
     settle_window=0.2,
     reclaim_interval=0.5,
     replicate_timeout=1.0,
-    heartbeat=HeartbeatConfig(interval=0.5, timeout=2.0, lost_after=10.0),
+    heartbeat=HeartbeatConfig(interval=0.5, timeout=2.0, lost_after=10.0, quiet_when_busy=True),
     quilter=QuilterConfig(anti_entropy_interval=1.0, resend_after=0.25, evict_after=20.0),
 )
 
@@ -96,6 +96,36 @@ class _Mesh:
         self.phase = "steady"
         self.nodes: dict[str, WarpNode] = {}
         self.events: list[tuple[float, str, str]] = []
+        #: With ``ack_answers``: every answer the client has read (task -> it was correct).
+        self.ack_answers = False
+        self.seen: dict[str, bool] = {}
+        self.acked = 0
+
+    async def acker(self, every: float = 0.25) -> None:
+        """The client of ``--ack-answers``: read every answer as it lands, check it, acknowledge it.
+
+        An answer is acknowledged (removed from the board) once no live peer still queues its task,
+        so it can never be run again for want of an answer; boards then hold only answers in flight.
+        """
+        loop = asyncio.get_running_loop()
+        acked_at: dict[str, float] = {}  # one ack per answer (again only if it is still around later)
+        while True:
+            await asyncio.sleep(every)
+            now = loop.time()
+            nodes = [self.nodes[n] for n in sorted(self.nodes)]
+            for node in nodes:
+                for task in sorted(node.results.task_ids):
+                    res = node.results.get(task)
+                    if res is None:
+                        continue
+                    x = int(task.rpartition("-")[2])
+                    ok = res.ok and res.value == job_answer(x)
+                    self.seen[task] = self.seen.get(task, True) and ok
+                    if now - acked_at.get(task, float("-inf")) >= 5.0 and all(
+                            task not in other.queue.state for other in nodes):
+                        acked_at[task] = now
+                        node.ack(task)
+                        self.acked += 1
 
     def registry(self, peer: str) -> OpRegistry:
         reg = OpRegistry()
@@ -132,6 +162,7 @@ def run_warp(
     jobs: int = 1000,
     churn: bool = True,
     strategy: str = "intent",
+    ack_answers: bool = False,
 ) -> SimReport:
     """One seeded run of the Warp workload; see the module docstring."""
     params: dict[str, Any] = {"peers": peers, "jobs": jobs}
@@ -139,6 +170,8 @@ def run_warp(
         params["no_churn"] = True
     if strategy != "intent":
         params["strategy"] = strategy
+    if ack_answers:
+        params["ack_answers"] = True
     report = SimReport("warp", seed, params)
     log: list[_Exec] = []
 
@@ -147,9 +180,17 @@ def run_warp(
         faults = LinkFaults(drop=rng.uniform(0, 0.05), duplicate=rng.uniform(0, 0.05),
                             reorder=rng.uniform(0, 0.1), delay=rng.uniform(0.0005, 0.003),
                             jitter=rng.uniform(0, 0.003))
-        fabric = MemoryFabric(seed=rng.getrandbits(32), faults=faults, classify=traffic_kind)
+        frames: Counter[str] = Counter()
+
+        def classify(data: bytes) -> str:
+            kind = traffic_kind(data)
+            frames[kind] += 1
+            return kind
+
+        fabric = MemoryFabric(seed=rng.getrandbits(32), faults=faults, classify=classify)
         cfg = replace(SIM_CONFIG, strategy=ClaimStrategy(strategy))
         mesh = _Mesh(fabric, cfg, log)
+        mesh.ack_answers = ack_answers
         loop = asyncio.get_running_loop()
         names = [f"p{i}" for i in range(peers)]
         for n in names:
@@ -167,6 +208,7 @@ def run_warp(
         if not await settled(30.0):
             report.failures.append("the initial mesh never settled")
             return
+        acker = loop.create_task(mesh.acker()) if ack_answers else None
         order = list(range(1, jobs + 1))
         steady_jobs = order[: jobs // 3]
         churn_jobs = order[jobs // 3:]
@@ -261,13 +303,20 @@ def run_warp(
                 break
             await asyncio.sleep(0.5)
         lost = wrong = 0
-        for node in mesh.nodes.values():
-            for x in order:
-                res = node.results.get(f"job-{x}")
-                if res is None:
-                    lost += 1
-                elif not res.ok or res.value != job_answer(x):
-                    wrong += 1
+        if ack_answers:
+            # The client read (and checked) every answer once; boards hold only unread ones.
+            lost = sum(1 for x in order if f"job-{x}" not in mesh.seen)
+            wrong = sum(1 for ok in mesh.seen.values() if not ok)
+            report.metrics["answers_acked"] = mesh.acked
+            report.metrics["answers_left_on_boards"] = max(len(node.results) for node in mesh.nodes.values())
+        else:
+            for node in mesh.nodes.values():
+                for x in order:
+                    res = node.results.get(f"job-{x}")
+                    if res is None:
+                        lost += 1
+                    elif not res.ok or res.value != job_answer(x):
+                        wrong += 1
         boards = {node.results_board.core.state_digest() for node in mesh.nodes.values()}
         runs = Counter(e.task for e in log)
         executions = sum(runs.values())
@@ -288,6 +337,9 @@ def run_warp(
             bytes_per_job=round(fabric.bytes_sent / max(1, len(order))),
             bytes_by_kind=bytes_by_kind(fabric.bytes_by_kind),
             bytes_by_board_kind=dict(sorted(fabric.bytes_by_kind.items())),
+            frames_by_kind=bytes_by_kind(frames),
+            # Whole boards on the wire: full states, and differences as big as a board (bootstraps).
+            full_states_sent=sum(n for k, n in frames.items() if k.endswith(".full_state")),
         )
         if not answered:
             report.failures.append("some jobs were not answered on every live peer within 120 virtual seconds")
@@ -310,6 +362,10 @@ def run_warp(
             trace.update(f"{e.peer}/{e.task}/{e.phase};".encode())
         trace.update(b"".join(sorted(boards)))
         report.trace = trace.hexdigest()[:16]
+        if acker is not None:
+            if acker.done() and acker.exception() is not None:
+                report.failures.append(f"the answer reader failed: {acker.exception()!r}")
+            acker.cancel()
         for name in sorted(mesh.nodes):
             await mesh.nodes[name].close()
         await fabric.close()
@@ -325,7 +381,10 @@ async def _all_answered(mesh: _Mesh, tasks: list[str], timeout: float) -> bool:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
-        if all(all(t in node.results for t in tasks) for node in list(mesh.nodes.values())):
+        if mesh.ack_answers:
+            if all(t in mesh.seen for t in tasks):
+                return True
+        elif all(all(t in node.results for t in tasks) for node in list(mesh.nodes.values())):
             return True
         await asyncio.sleep(0.1)
     return False

@@ -1,0 +1,36 @@
+"""bench/scale.py: one JSON line per size with bytes per job by kind, full states, wall seconds."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCALE = Path(__file__).resolve().parents[2] / "bench" / "scale.py"
+
+
+@pytest.mark.process
+def test_scale_bench_quick_prints_a_line_per_size_with_the_cost_split_by_kind() -> None:
+    out = subprocess.run([sys.executable, str(SCALE), "--quick"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (line,) = [json.loads(x) for x in out.stdout.splitlines() if x.strip()]
+    assert line["bench"] == "scale" and (line["peers"], line["jobs"]) == (4, 100)
+    assert line["ok"] and line["lost"] == 0 and line["wrong"] == 0 and line["steady_duplicates"] == 0
+    by_kind = line["bytes_per_job_by_kind"]
+    assert by_kind["delta"] > 0 and by_kind["ack"] > 0
+    assert abs(sum(by_kind.values()) - line["ours"]) <= 2  # every byte is attributed to a kind
+    assert line["ratio"] == 1.0 and line["full_states_sent"] == 0  # causal boards: no full states
+    assert line["wall_s"] > 0 and line["peak_rss_mib"] > 0
+
+
+@pytest.mark.slow
+def test_scale_sweep_at_8_32_and_64_peers_loses_nothing() -> None:
+    # Minutes to an hour on a 2-core machine. Issue 16 also wants 32 x 1,000 within 2x of 8 x 1,000
+    # bytes per job; that is not met yet (see docs/crdt.md), so only correctness is asserted here.
+    out = subprocess.run([sys.executable, str(SCALE), "--peers", "8,32,64", "--jobs", "1000"],
+                         capture_output=True, text=True, timeout=3 * 3600)
+    lines = [json.loads(x) for x in out.stdout.splitlines() if x.strip()]
+    assert len(lines) == 3 and all(x["ok"] and x["lost"] == 0 and x["wrong"] == 0 for x in lines), lines
