@@ -111,3 +111,30 @@ def test_peer_events_needs_a_feed() -> None:
 
     with pytest.raises(RuntimeError):
         Peer(node=None, mesh=None).events()  # type: ignore[arg-type]
+
+
+def test_a_watcher_asks_again_until_a_late_feed_answers() -> None:
+    class SlowStart:  # holds back the peer's start (and its feed) after it has joined the mesh
+        def __init__(self, _node: Any) -> None:
+            pass
+
+        async def start(self) -> None:
+            await asyncio.sleep(0.6)
+
+        async def close(self) -> None:
+            pass
+
+    async def main() -> int:
+        fabric = warpmesh.MemoryFabric()
+        async with warpmesh.open_node("w", fabric=fabric, ops=_ops(), role="client") as w:
+            board = w.observer.watch()
+            async with warpmesh.open_node("a", fabric=fabric, ops=_ops(), attach=[SlowStart]) as a:
+                for i in range(3):
+                    a.observer.record("finished", job=f"a{i}")
+                for _ in range(40):
+                    await asyncio.sleep(0.05)
+                    if board.counts["finished"] == 3:
+                        break
+                return board.counts["finished"]
+
+    assert asyncio.run(main()) == 3

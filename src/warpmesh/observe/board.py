@@ -170,15 +170,20 @@ class Board:
             if isinstance(owner, str):
                 d.owner = owner
         elif kind in ("claimed", "contested", "settled"):
-            if kind == "claimed" and who not in d.claims:
-                d.claims.append(who)
+            claimants = detail.get("claimants")
+            for p in (claimants if isinstance(claimants, list) else [who] if kind == "claimed" else []):
+                if isinstance(p, str) and p not in d.claims:
+                    d.claims.append(p)
             if kind == "settled":
                 winner = detail.get("winner", who)
                 d.owner = winner if isinstance(winner, str) else who
             if d.state == "enqueued":
                 d.state = "claimed"
-        elif kind in ("stolen", "adopted"):
-            d.stolen = d.stolen or kind == "stolen"
+        elif kind == "stolen":
+            d.stolen = True
+            # WarpCore reports both sides: "out" on the owner (peer: the thief), "in" on the thief.
+            d.owner = e.node if detail.get("direction") == "in" else who
+        elif kind == "adopted":
             d.owner = who
         elif kind == "started":
             d.attempts += 1
@@ -273,7 +278,10 @@ class Board:
             if peer not in self._known_peers and self._peer_events.get(peer):
                 state = self._peer_events[peer]
             row = rows.get(peer, {})
-            out.append({"peer": peer, "role": row.get("role", self._known_peers.get(peer, "?")), "state": state,
+            role = row.get("role", self._known_peers.get(peer, "?"))
+            if state == "lost" and role in ("client", "?"):
+                continue  # a client (or unknown) that came and went (warpmesh submit ...): not a peer that died
+            out.append({"peer": peer, "role": role, "state": state,
                         "ring_share": float(shares.get(peer, row.get("ring_share", 0.0)) or 0.0),
                         "executions": int(executions.get(peer, row.get("executions", 0)) or 0),
                         "queued": int(row.get("queued", 0) or 0),
@@ -345,7 +353,7 @@ class Board:
             "peers": self.peers(),
             "counters": self.counters(),
             "series": self.series()[-120:],
-            "stream": self.stream_page(limit=25),
+            "stream": self.stream_page(limit=20),
             "raft": {n: dict(v) for n, v in sorted(self.raft.items())},
             "isolates": {"memo_hits": self.memo["hit"], "memo_misses": self.memo["miss"],
                          "memo_hit_rate": round(self.memo["hit"] / lookups, 4) if lookups else None,

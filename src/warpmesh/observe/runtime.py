@@ -68,7 +68,7 @@ class Observer:
         self._channel = node.mux.channel(OBSERVE_TAG)
         self._subscribers: dict[str, Cursor] = {}
         self._watched: dict[str, float] = {}  # peer -> when we last subscribed to it
-        self._watched_once: set[str] = set()  # peers whose held backlog we already asked for
+        self._confirmed: set[str] = set()  # watched peers that answered (their feed serves us)
         self._sending: set[asyncio.Task[None]] = set()
         self._board_cursor: Cursor | None = None
         self._wake = asyncio.Event()
@@ -186,12 +186,16 @@ class Observer:
                 peer = str(peer)
                 if peer == self.self_id:
                     continue
-                if now - self._watched.get(peer, float("-inf")) >= RESUBSCRIBE_EVERY:
+                # Until a peer answers, ask again each round (our first frame can beat its feed's start);
+                # then now and again, as a restarted peer has forgotten us. A peer that still serves
+                # us ignores a repeat, so asking for the held backlog never duplicates events.
+                every = RESUBSCRIBE_EVERY if peer in self._confirmed else 0.0
+                if now - self._watched.get(peer, float("-inf")) >= every:
                     self._watched[peer] = now
-                    self._send(peer, encode_subscribe(backlog=peer not in self._watched_once))
-                    self._watched_once.add(peer)
+                    self._send(peer, encode_subscribe(backlog=True))
             for peer in [p for p in self._watched if p not in roster.value]:
-                del self._watched[peer]  # subscribe again (without backlog) if it comes back
+                del self._watched[peer]
+                self._confirmed.discard(peer)
             try:
                 self.refresh()
             except Exception:  # the board must never take the peer down
@@ -222,7 +226,9 @@ class Observer:
             elif sender not in self._subscribers:
                 self._subscribers[sender] = self.ring.cursor(from_start=msg.backlog)
                 self._serving.set()
+                self._send(sender, encode_events((), 0))  # at once, even if empty: "I serve you"
         elif isinstance(msg, EventsMsg):
+            self._confirmed.add(sender)
             self.stats["received"] += len(msg.events)
             self.stats["dropped_remote"] += msg.dropped
             if self.board is not None:

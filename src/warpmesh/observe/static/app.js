@@ -6,9 +6,11 @@ let paging = null;  // null: the live first page; else the "before" cursor of th
 let pages = [];     // cursors of the pages walked back through
 
 function text(v) { return v === null || v === undefined ? "" : String(v); }
-function fmtTime(t) { return t === null || t === undefined ? "" : Number(t).toFixed(2); }
+let serverNow = 0;  // the server's clock in the newest summary: runs show "N s ago" against it
+function fmtAgo(t) { return t === null || t === undefined ? "" : Math.max(0, serverNow - t).toFixed(1) + " s ago"; }
 function fmtDur(d) {
   if (d === null || d === undefined) return "";
+  if (d < 0.001) return (d * 1e6).toFixed(0) + " µs";
   return d < 1 ? (d * 1000).toFixed(1) + " ms" : d.toFixed(2) + " s";
 }
 function cell(row, value, cls) {
@@ -49,7 +51,7 @@ function renderStream(page) {
     j.onclick = () => showJob(r.job);
     cell(tr, r.op);
     cell(tr, r.peer);
-    cell(tr, fmtTime(r.end));
+    cell(tr, fmtAgo(r.end));
     cell(tr, fmtDur(r.duration));
     const marks = cell(tr, "");
     for (const [on, cls, label] of [[!r.ok, "fail", "failed"], [r.duplicate, "dup", "duplicate"], [r.stolen, "stolen", "stolen"]]) {
@@ -66,7 +68,9 @@ function renderStream(page) {
 }
 
 function renderChart(series) {
-  const c = $("chart"), g = c.getContext("2d");
+  const c = $("chart");
+  c.width = c.clientWidth || 560;
+  const g = c.getContext("2d");
   g.clearRect(0, 0, c.width, c.height);
   if (series.length < 2) return;
   const draw = (key, colour) => {
@@ -96,6 +100,7 @@ function renderRaft(raft) {
 }
 
 function render(s) {
+  serverNow = s.at;
   document.title = s.title;
   $("title").textContent = s.title;
   $("jobs-finished").textContent = s.jobs.finished;
@@ -122,7 +127,7 @@ async function showJob(job) {
 }
 
 async function page(before) {
-  const r = await fetch("/api/stream?limit=25&before=" + before);
+  const r = await fetch("/api/stream?limit=20&before=" + before);
   if (r.ok) renderStream(await r.json());
 }
 
