@@ -77,6 +77,7 @@ class Observer:
         self._tasks: list[asyncio.Task[Any]] = []
         self._unsubscribe: Callable[[], None] | None = None
         self._remove_handler: Callable[[], None] | None = None
+        self._remove_sink: Callable[[], None] | None = None
         self._tracer = tracer
         self._started = False
         #: Frames refused on the channel, and events sent to / received from other peers.
@@ -92,6 +93,9 @@ class Observer:
         if subscribe is not None:
             self._unsubscribe = subscribe(self._on_node_event)
         self._remove_handler = self._channel.add_handler(self._on_frame)
+        from warpmesh.observe.bus import add_sink
+
+        self._remove_sink = add_sink(lambda kind, node, detail: self.record(kind, peer=node, detail=detail))
         self._tasks.append(asyncio.create_task(self._pump(), name=f"observe-pump-{self.self_id}"))
         return self
 
@@ -103,6 +107,9 @@ class Observer:
         if self._remove_handler is not None:
             self._remove_handler()
             self._remove_handler = None
+        if self._remove_sink is not None:
+            self._remove_sink()
+            self._remove_sink = None
         if self.board is not None and not self._channel.closed:
             for peer in list(self._watched):
                 with contextlib.suppress(Exception):
