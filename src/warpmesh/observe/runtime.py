@@ -95,7 +95,7 @@ class Observer:
         self._remove_handler = self._channel.add_handler(self._on_frame)
         from warpmesh.observe.bus import add_sink
 
-        self._remove_sink = add_sink(lambda kind, node, detail: self.record(kind, peer=node, detail=detail))
+        self._remove_sink = add_sink(self._on_bus_event)
         self._tasks.append(asyncio.create_task(self._pump(), name=f"observe-pump-{self.self_id}"))
         return self
 
@@ -120,6 +120,9 @@ class Observer:
         self._tasks.clear()
 
     # -- recording --------------------------------------------------------------------------
+    def _on_bus_event(self, kind: str, node: str | None, detail: Mapping[str, Any]) -> None:
+        self.record(kind, peer=node, detail=detail)
+
     def _on_node_event(self, event: Any) -> None:
         kind, at, job, peer, detail = event_fields(event)
         self.record(kind, job=job, peer=peer, detail=detail, at=at)
