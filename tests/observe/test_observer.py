@@ -58,18 +58,19 @@ def test_events_follow_the_node_and_a_slow_reader_is_told_what_it_lost() -> None
         seam = fabric.join("a")
         node = FakeNode(MuxSeam(seam), seam)
         obs = await Observer(node, capacity=8).start()
-        assert node.listeners, "the observer subscribes to the node's events"
+        assert not node.listeners, "nobody reads yet: the node builds no event"
         it = obs.events()
         first = asyncio.ensure_future(it.__anext__())
         await asyncio.sleep(0)
+        assert node.listeners, "a reader: the observer follows the node's events"
         node.emit(FakeEvent("enqueued", 1.0, job="j0", detail={"op": "sq"}))
         got = [(await first).kind]
         for i in range(20):  # the reader is not reading: a node never waits for it
             node.emit(FakeEvent("finished", 2.0 + i, job=f"j{i}"))
         rest = [await it.__anext__() for _ in range(9)]
         await it.aclose()
+        assert not node.listeners, "the last reader gone: the node builds no event again"
         await obs.close()
-        assert not node.listeners
         return got, rest
 
     got, rest = asyncio.run(main())
@@ -138,3 +139,32 @@ def test_a_watcher_asks_again_until_a_late_feed_answers() -> None:
                 return board.counts["finished"]
 
     assert asyncio.run(main()) == 3
+
+
+def test_a_resubscription_after_a_dropped_link_does_not_count_events_twice() -> None:
+    async def main() -> tuple[int, int]:
+        fabric = warpmesh.MemoryFabric()
+        async with (warpmesh.open_node("a", fabric=fabric, ops=_ops()) as a,
+                    warpmesh.open_node("w", fabric=fabric, ops=_ops(), role="client") as w):
+            board = w.observer.watch()
+            for i in range(5):
+                a.observer.record("finished", job=f"j{i}")
+            for _ in range(40):
+                await asyncio.sleep(0.05)
+                if board.counts["finished"] == 5:
+                    break
+            # As after a link drop: a forgets its watcher, the watcher asks again (with the backlog).
+            a.observer._subscribers.clear()
+            w.observer._confirmed.clear()
+            w.observer._watched.clear()
+            a.observer.record("finished", job="j5")
+            for _ in range(40):
+                await asyncio.sleep(0.05)
+                if "a" in w.observer._confirmed and board.counts["finished"] >= 6:
+                    break
+            await asyncio.sleep(0.3)
+            return board.counts["finished"], a.observer.stats["sent"]
+
+    finished, sent = asyncio.run(main())
+    assert sent == 11  # the ring's events went out twice...
+    assert finished == 6  # ...and were folded once

@@ -9,6 +9,7 @@ runs on worker threads) is handed to the observer's event loop, never run off it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -46,7 +47,10 @@ def publish(kind: str, node: str | None = None, detail: Mapping[str, Any] | None
     for loop, sink in list(sinks):
         if loop is here:
             sink(kind, node, detail or {})
-        elif not loop.is_closed():
+        elif loop.is_closed():  # an observer whose loop ended without closing it
+            with contextlib.suppress(ValueError):
+                sinks.remove((loop, sink))
+        else:
             loop.call_soon_threadsafe(sink, kind, node, detail or {})
 
 

@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds between two flushes of events to remote watchers (events batch up meanwhile).
 FLUSH_INTERVAL = 0.1
-#: Most events in one frame to a watcher.
-MAX_BATCH = 1000
+#: Most events in one frame to a watcher (a whole ring's worth: one flush catches a watcher up).
+MAX_BATCH = DEFAULT_CAPACITY
 #: Seconds between a watcher's status snapshots and re-subscriptions (a restarted peer forgets us).
 WATCH_INTERVAL = 0.5
 RESUBSCRIBE_EVERY = 5.0
@@ -69,6 +69,9 @@ class Observer:
         self._subscribers: dict[str, Cursor] = {}
         self._watched: dict[str, float] = {}  # peer -> when we last subscribed to it
         self._confirmed: set[str] = set()  # watched peers that answered (their feed serves us)
+        self._last_seq: dict[str, tuple[int, int]] = {}  # watched peer -> (origin, newest seq folded)
+        #: Names this ring: sequence numbers restart with a new incarnation of the peer.
+        self.origin = int(getattr(node, "incarnation", 0) or id(self))
         self._sending: set[asyncio.Task[None]] = set()
         self._board_cursor: Cursor | None = None
         self._wake = asyncio.Event()
@@ -89,9 +92,6 @@ class Observer:
         if self._started:
             return self
         self._started = True
-        subscribe = getattr(self.node, "subscribe_events", None)
-        if subscribe is not None:
-            self._unsubscribe = subscribe(self._on_node_event)
         self._remove_handler = self._channel.add_handler(self._on_frame)
         from warpmesh.observe.bus import add_sink
 
@@ -101,9 +101,7 @@ class Observer:
 
     async def close(self) -> None:
         """Stop serving and watching (readers of :meth:`events` end)."""
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
+        self._feed(False)
         if self._remove_handler is not None:
             self._remove_handler()
             self._remove_handler = None
@@ -120,6 +118,19 @@ class Observer:
         self._tasks.clear()
 
     # -- recording --------------------------------------------------------------------------
+    def _feed(self, on: bool) -> None:
+        """Follow the node's events while anyone consumes them: an unwatched node builds no event."""
+        if on and self._unsubscribe is None and self._started:
+            subscribe = getattr(self.node, "subscribe_events", None)
+            if subscribe is not None:
+                self._unsubscribe = subscribe(self._on_node_event)
+        elif not on and self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    def _consumers_changed(self) -> None:
+        self._feed(bool(self._readers or self._subscribers or self.board is not None))
+
     def _on_bus_event(self, kind: str, node: str | None, detail: Mapping[str, Any]) -> None:
         self.record(kind, peer=node, detail=detail)
 
@@ -146,6 +157,7 @@ class Observer:
         """
         cursor = self.ring.cursor(from_start=backlog)
         self._readers += 1
+        self._consumers_changed()
         try:
             while self._started:
                 batch = self.ring.take(cursor, MAX_BATCH)
@@ -158,6 +170,7 @@ class Observer:
                     await self._wake.wait()
         finally:
             self._readers -= 1
+            self._consumers_changed()
 
     # -- watching ---------------------------------------------------------------------------
     def watch(self, board: Board | None = None) -> Board:
@@ -165,6 +178,7 @@ class Observer:
         if self.board is None:
             self.board = board or Board()
             self._board_cursor = self.ring.cursor(from_start=True)
+            self._consumers_changed()
             self._tasks.append(asyncio.create_task(self._watcher(), name=f"observe-watch-{self.self_id}"))
         return self.board
 
@@ -233,17 +247,27 @@ class Observer:
         if isinstance(msg, SubscribeMsg):
             if not msg.on:
                 self._subscribers.pop(sender, None)
+                self._consumers_changed()
             elif sender not in self._subscribers:
                 self._subscribers[sender] = self.ring.cursor(from_start=msg.backlog)
                 self._serving.set()
-                self._send(sender, encode_events((), 0))  # at once, even if empty: "I serve you"
+                self._consumers_changed()
+                self._send(sender, encode_events((), 0, self.origin))  # at once, even if empty: "I serve you"
         elif isinstance(msg, EventsMsg):
             self._confirmed.add(sender)
             self.stats["received"] += len(msg.events)
             self.stats["dropped_remote"] += msg.dropped
+            # A re-subscription (after a link dropped and came back) resends what the ring holds:
+            # fold only what is newer than what we have from that ring.
+            origin, last = self._last_seq.get(sender, (msg.origin, 0))
+            if origin != msg.origin:
+                last = 0
+            fresh = [e for e in msg.events if e.seq > last] if msg.events and msg.events[0].seq <= last else msg.events
+            if msg.events:
+                self._last_seq[sender] = (msg.origin, max(last, msg.events[-1].seq))
             if self.board is not None:
                 self.board.add_dropped(msg.dropped)
-                self.board.apply_many(msg.events)
+                self.board.apply_many(fresh)
 
     async def _pump(self) -> None:
         """Send each remote watcher the events it has not had yet (one frame per watcher per flush)."""
@@ -253,14 +277,17 @@ class Observer:
                 self._serving.clear()
                 await self._serving.wait()  # no watcher: no timer either
             await asyncio.sleep(FLUSH_INTERVAL)
-            for peer in [p for p in self._subscribers if p not in roster.value]:
+            gone = [p for p in self._subscribers if p not in roster.value]
+            for peer in gone:
                 del self._subscribers[peer]
+            if gone:
+                self._consumers_changed()
             for peer, cursor in list(self._subscribers.items()):
                 batch = self.ring.take(cursor, MAX_BATCH)
                 if not batch.events and not batch.dropped:
                     continue
                 try:
-                    await self._channel.send_to(peer, encode_events(batch.events, batch.dropped))
+                    await self._channel.send_to(peer, encode_events(batch.events, batch.dropped, self.origin))
                     self.stats["sent"] += len(batch.events)
                 except Exception as err:  # closed link: the roster drops the watcher
                     log.debug("%s: could not send events to %s: %s", self.self_id, peer, err)

@@ -32,10 +32,15 @@ class SubscribeMsg:
 
 @dataclass(frozen=True, slots=True)
 class EventsMsg:
-    """A batch of the sender's events; ``dropped``: how many this watcher missed before them."""
+    """A batch of the sender's events; ``dropped``: how many this watcher missed before them.
+
+    ``origin`` names the sender's ring (its incarnation): sequence numbers are only comparable
+    within one origin, which lets a watcher drop events it already has after re-subscribing.
+    """
 
     events: tuple[Event, ...]
     dropped: int
+    origin: int = 0
 
 
 def encode_subscribe(backlog: bool = False) -> bytes:
@@ -48,9 +53,9 @@ def encode_unsubscribe() -> bytes:
     return encode_frame(UNSUBSCRIBE, {})
 
 
-def encode_events(events: tuple[Event, ...] | list[Event], dropped: int) -> bytes:
+def encode_events(events: tuple[Event, ...] | list[Event], dropped: int, origin: int = 0) -> bytes:
     """An ``EVENTS`` frame."""
-    return encode_frame(EVENTS, {"d": dropped, "e": [e.to_wire() for e in events]})
+    return encode_frame(EVENTS, {"d": dropped, "o": origin, "e": [e.to_wire() for e in events]})
 
 
 def decode(data: bytes) -> SubscribeMsg | EventsMsg:
@@ -67,8 +72,8 @@ def decode(data: bytes) -> SubscribeMsg | EventsMsg:
     if frame.kind == UNSUBSCRIBE:
         return SubscribeMsg(on=False)
     if frame.kind == EVENTS:
-        dropped, events = body.get("d", 0), body.get("e")
-        if not isinstance(dropped, int) or dropped < 0 or not isinstance(events, list):
+        dropped, events, origin = body.get("d", 0), body.get("e"), body.get("o", 0)
+        if not isinstance(dropped, int) or dropped < 0 or not isinstance(events, list) or not isinstance(origin, int):
             raise ValueError("bad EVENTS body")
-        return EventsMsg(tuple(Event.from_wire(w) for w in events), dropped)
+        return EventsMsg(tuple(Event.from_wire(w) for w in events), dropped, origin)
     raise ValueError(f"unknown observe frame kind {frame.kind}")
