@@ -266,6 +266,7 @@ class Board:
         executions = snap.get("executions_by_peer", {}) or {}
         rows = {str(p["peer"]): p for p in snap.get("peers", ()) if isinstance(p, dict) and "peer" in p}
         self_id = snap.get("node")
+        running: Counter[str | None] = Counter(d.owner for d in self._jobs.values() if d.state == "running")
         out = []
         for peer in sorted(set(self._known_peers) | set(self._peer_events)):
             h = health.get(peer)
@@ -285,7 +286,7 @@ class Board:
                         "ring_share": float(shares.get(peer, row.get("ring_share", 0.0)) or 0.0),
                         "executions": int(executions.get(peer, row.get("executions", 0)) or 0),
                         "queued": int(row.get("queued", 0) or 0),
-                        "running": sum(1 for d in self._jobs.values() if d.state == "running" and d.owner == peer)})
+                        "running": running[peer]})
         return out
 
     def counters(self) -> dict[str, int]:
