@@ -168,3 +168,27 @@ def test_a_resubscription_after_a_dropped_link_does_not_count_events_twice() -> 
     finished, sent = asyncio.run(main())
     assert sent == 11  # the ring's events went out twice...
     assert finished == 6  # ...and were folded once
+
+
+def test_a_board_behind_its_ring_is_told_how_many_it_lost_and_keeps_up_with_bursts() -> None:
+    async def main() -> tuple[int, int, int]:
+        from warpmesh.net.mux import MuxSeam
+
+        seam = warpmesh.MemoryFabric().join("a")
+        node = FakeNode(MuxSeam(seam), seam)
+        obs = await Observer(node, capacity=8).start()
+        board = obs.watch()
+        for i in range(20):  # one synchronous burst, bigger than the ring
+            node.emit(FakeEvent("finished", float(i), job=f"j{i}"))
+        obs.refresh()
+        lost, kept = board.events_dropped, board.counts["finished"]
+        for i in range(20, 26):  # bursts spread over loop turns are folded as they come
+            node.emit(FakeEvent("finished", float(i), job=f"j{i}"))
+            await asyncio.sleep(0)
+        after = board.counts["finished"]
+        await obs.close()
+        return lost, kept, after
+
+    lost, kept, after = asyncio.run(main())
+    assert (lost, kept) == (12, 8)
+    assert after == 13  # no tick was due: every second event (a quarter of the ring) flushed early; the last waits

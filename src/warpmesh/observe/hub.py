@@ -18,7 +18,8 @@ from typing import Any
 __all__ = ["DEFAULT_CAPACITY", "Batch", "Cursor", "Event", "EventRing"]
 
 #: Events one ring keeps for its readers (a reader further behind than this loses the oldest).
-DEFAULT_CAPACITY = 4096
+#: A peer holds them only while someone watches it: about 5 MB when full.
+DEFAULT_CAPACITY = 16384
 
 
 @dataclass(frozen=True, slots=True)

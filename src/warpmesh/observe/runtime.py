@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds between two flushes of events to remote watchers (events batch up meanwhile).
 FLUSH_INTERVAL = 0.1
-#: Most events in one frame to a watcher (a whole ring's worth: one flush catches a watcher up).
-MAX_BATCH = DEFAULT_CAPACITY
+#: Most events in one frame to a watcher (a flush sends as many frames as it takes to catch up).
+MAX_BATCH = 4096
 #: Seconds between a watcher's status snapshots and re-subscriptions (a restarted peer forgets us).
 WATCH_INTERVAL = 0.5
 RESUBSCRIBE_EVERY = 5.0
@@ -76,6 +76,9 @@ class Observer:
         self._board_cursor: Cursor | None = None
         self._wake = asyncio.Event()
         self._serving = asyncio.Event()  # set while some remote watcher is subscribed
+        self._flush = asyncio.Event()  # set to send to watchers before the next tick
+        self._unflushed = 0  # events recorded since the last flush
+        self._early = max(1, capacity // 4)  # this many unflushed events: flush at once
         self._readers = 0
         self._tasks: list[asyncio.Task[Any]] = []
         self._unsubscribe: Callable[[], None] | None = None
@@ -147,7 +150,20 @@ class Observer:
             self._tracer.on_event(event)
         if self._readers:
             self._wake.set()
+        self._unflushed += 1
+        if self._unflushed == self._early:
+            # A burst (a batch enqueued at once): fold and send once this loop iteration ends,
+            # not at the next tick, so readers keep up instead of losing the burst's oldest.
+            asyncio.get_running_loop().call_soon(self._flush_soon)
         return event
+
+    def _flush_soon(self) -> None:
+        self._unflushed = 0
+        self._flush.set()
+        if self.board is not None and self._board_cursor is not None:
+            batch = self.ring.take(self._board_cursor)
+            self.board.add_dropped(batch.dropped)
+            self.board.apply_many(batch.events)
 
     async def events(self, *, backlog: bool = False) -> AsyncIterator[Event]:
         """This peer's events as they happen (``backlog``: first the ones the ring still holds).
@@ -270,24 +286,31 @@ class Observer:
                 self.board.apply_many(fresh)
 
     async def _pump(self) -> None:
-        """Send each remote watcher the events it has not had yet (one frame per watcher per flush)."""
+        """Send each remote watcher the events it has not had yet, every tick or at once after a burst."""
         roster = self.node.seam.roster
         while True:
             if not self._subscribers:
                 self._serving.clear()
                 await self._serving.wait()  # no watcher: no timer either
-            await asyncio.sleep(FLUSH_INTERVAL)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._flush.wait(), FLUSH_INTERVAL)
+            self._flush.clear()
+            self._unflushed = 0
             gone = [p for p in self._subscribers if p not in roster.value]
             for peer in gone:
                 del self._subscribers[peer]
             if gone:
                 self._consumers_changed()
             for peer, cursor in list(self._subscribers.items()):
-                batch = self.ring.take(cursor, MAX_BATCH)
-                if not batch.events and not batch.dropped:
-                    continue
-                try:
-                    await self._channel.send_to(peer, encode_events(batch.events, batch.dropped, self.origin))
-                    self.stats["sent"] += len(batch.events)
-                except Exception as err:  # closed link: the roster drops the watcher
-                    log.debug("%s: could not send events to %s: %s", self.self_id, peer, err)
+                while True:  # frames of at most MAX_BATCH until this watcher has caught up
+                    batch = self.ring.take(cursor, MAX_BATCH)
+                    if not batch.events and not batch.dropped:
+                        break
+                    try:
+                        await self._channel.send_to(peer, encode_events(batch.events, batch.dropped, self.origin))
+                        self.stats["sent"] += len(batch.events)
+                    except Exception as err:  # closed link: the roster drops the watcher
+                        log.debug("%s: could not send events to %s: %s", self.self_id, peer, err)
+                        break
+                    if len(batch.events) < MAX_BATCH:
+                        break
