@@ -7,8 +7,9 @@ Prints JSON lines ``{"bench", "ours", "peer", "peer_name", "ratio", "unit", "run
     loopback - on two meshes side by side: one plain (the peer figure), one whose peer 1 runs
     ``--http`` with the dashboard open (ours): a reader on the page's live stream (``/api/live``,
     a summary every 0.5 s) and a ``/metrics`` scrape every second, while peer 1 folds every peer's
-    events (channel 0x70) into its board. Runs alternate between the meshes (the order flips each
-    run) so load drift hits both alike. Ratio = ours / peer; the goal is >= 0.95 (at most 5% cost).
+    events (channel 0x70) into its board. Each run starts fresh meshes, as bench (a) does; runs
+    alternate between the two (the order flips each run) so load drift hits both alike. Wall-clock
+    jobs/s and the mesh's CPU ms per job (from /proc). Ratio = ours / peer; the goal is >= 0.95.
 (2) ``dashboard_memory``: one peer (in this process, memory fabric) with the dashboard server is fed
     ``--events`` (1,000,000) job events through its event feed, the board folded and the summary
     and ``/metrics`` built every 1,000 events as a page and a scraper would. The RSS is sampled
@@ -102,52 +103,64 @@ async def open_page(url: str, stop: asyncio.Event, seen: dict[str, int]) -> None
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def one_run(args: argparse.Namespace, with_dashboard: bool, seen: dict[str, int]) -> dict[str, float]:
+    """One bench (a) batch on a fresh mesh (as bench (a) does), with or without the dashboard open."""
+    port = free_port()
+    cluster = await (DashboardCluster(args.peers, port) if with_dashboard else WarpCluster(args.peers)).start()
+    url = f"http://127.0.0.1:{port}/"
+    stop = asyncio.Event()
+    page = asyncio.create_task(open_page(url, stop, seen)) if with_dashboard else None
+    try:
+        await asyncio.sleep(0.5)
+        c0 = cpu_seconds(cluster)
+        seconds, _ = await cluster.run_batch("demo.collatz", list(range(1, args.jobs + 1)), args.timeout)
+        c1 = cpu_seconds(cluster)
+        out = {"jobs_per_s": args.jobs / seconds, "cpu_ms_per_job": 1000 * (c1 - c0) / args.jobs}
+        if with_dashboard:
+            board = json.loads(await _get(url + "api/summary"))
+            out["stream_total"] = board["stream"]["total"]
+            out["events_dropped"] = board["counters"]["events_dropped"]
+        return out
+    finally:
+        stop.set()
+        if page is not None:
+            await page
+        await cluster.stop()
+
+
 async def section_1(args: argparse.Namespace) -> None:
     progress(f"(1) {args.jobs} trivial jobs on {args.peers} peers, with and without the dashboard, {args.runs} runs")
-    port = free_port()
-    plain = await WarpCluster(args.peers).start()
-    dash = await DashboardCluster(args.peers, port).start()
-    url = f"http://127.0.0.1:{port}/"
-    with_dash: list[float] = []
-    without: list[float] = []
-    cpu = {id(dash): [], id(plain): []}  # CPU ms per job of the whole mesh: far less noisy than wall time
+    runs: dict[bool, list[dict[str, float]]] = {True: [], False: []}
     seen = {"summaries": 0, "scrapes": 0}
+    failed = {True: 0, False: 0}
     load_before = load()
-    try:
-        for r in range(args.runs + 1):  # run 0 warms both meshes up (untimed)
-            order = [(dash, with_dash), (plain, without)] if r % 2 else [(plain, without), (dash, with_dash)]
-            for cluster, out in order:
-                stop = asyncio.Event()
-                page = asyncio.create_task(open_page(url, stop, seen)) if cluster is dash else None
-                await asyncio.sleep(0.5)
-                c0 = cpu_seconds(cluster)
-                seconds, _ = await cluster.run_batch("demo.collatz", list(range(1, args.jobs + 1)), 300)
-                c1 = cpu_seconds(cluster)
-                stop.set()
-                if page is not None:
-                    await page
-                if r > 0:
-                    out.append(args.jobs / seconds)
-                    cpu[id(cluster)].append(1000 * (c1 - c0) / args.jobs)
-            if r > 0:
-                progress(f"(1) run {r}: with the dashboard {with_dash[-1]:.0f} jobs/s "
-                         f"({cpu[id(dash)][-1]:.3f} CPU ms/job), without {without[-1]:.0f} "
-                         f"({cpu[id(plain)][-1]:.3f})")
-        board = json.loads(await _get(url + "api/summary"))
-    finally:
-        await plain.stop()
-        await dash.stop()
-    ours, peer = statistics.median(with_dash), statistics.median(without)
+    for r in range(args.runs):
+        for with_dashboard in ((True, False) if r % 2 else (False, True)):  # the order flips each run
+            try:
+                runs[with_dashboard].append(await one_run(args, with_dashboard, seen))
+            except Exception as err:  # an overloaded machine: count it, do not hang the bench
+                failed[with_dashboard] += 1
+                progress(f"(1) run {r + 1} {'with' if with_dashboard else 'without'} the dashboard failed: {err}")
+        if runs[True] and runs[False]:
+            w, wo = runs[True][-1], runs[False][-1]
+            progress(f"(1) run {r + 1}: with the dashboard {w['jobs_per_s']:.0f} jobs/s ({w['cpu_ms_per_job']:.3f} "
+                     f"CPU ms/job), without {wo['jobs_per_s']:.0f} ({wo['cpu_ms_per_job']:.3f})")
+
+    def med(flag: bool, key: str) -> float:
+        return statistics.median(x[key] for x in runs[flag])
+
+    ours, peer = med(True, "jobs_per_s"), med(False, "jobs_per_s")
     emit({"bench": "dashboard_throughput", "ours": round(ours), "peer": round(peer),
           "peer_name": "the same mesh without the dashboard", "ratio": round(ours / peer, 3), "unit": "jobs/s",
-          "runs": args.runs, "jobs": args.jobs, "peers": args.peers, "with": [round(x) for x in with_dash],
-          "without": [round(x) for x in without],
-          "cpu_ms_per_job": {"with": round(statistics.median(cpu[id(dash)]), 4),
-                             "without": round(statistics.median(cpu[id(plain)]), 4)},
-          "page_summaries": seen["summaries"],
-          "metrics_scrapes": seen["scrapes"], "board_stream_total": board["stream"]["total"],
-          "board_events_dropped": board["counters"]["events_dropped"], "load_before": load_before,
-          "load_after": load()})
+          "runs": args.runs, "jobs": args.jobs, "peers": args.peers,
+          "with": [round(x["jobs_per_s"]) for x in runs[True]], "without": [round(x["jobs_per_s"]) for x in runs[False]],
+          "cpu_ms_per_job": {"with": round(med(True, "cpu_ms_per_job"), 4),
+                             "without": round(med(False, "cpu_ms_per_job"), 4)},
+          "failed_runs": {"with": failed[True], "without": failed[False]},
+          "page_summaries": seen["summaries"], "metrics_scrapes": seen["scrapes"],
+          "board_stream_totals": [x["stream_total"] for x in runs[True]],
+          "board_events_dropped": [x["events_dropped"] for x in runs[True]],
+          "load_before": load_before, "load_after": load()})
 
 
 async def _get(url: str) -> str:
@@ -220,6 +233,7 @@ async def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peers", type=int, default=4)
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--only", default="1,2")
+    ap.add_argument("--timeout", type=float, default=180.0, help="Seconds one batch may take before it counts as failed.")
     args = ap.parse_args(argv)
     only = set(args.only.split(","))
     if "1" in only:

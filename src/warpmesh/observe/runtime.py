@@ -1,11 +1,11 @@
 """``Observer``: a peer's event feed on asyncio - its ring, ``events()``, and the 0x70 channel (a runtime).
 
-Every peer started by :func:`~warpmesh.peer.open_node` has one. It subscribes to the node's events
-(``WarpNode.subscribe_events``), appends each to a bounded :class:`~warpmesh.observe.hub.EventRing`
-(the node's only cost: one append), and serves them to watchers on mux channel 0x70. A watcher
-(``node --http``, ``warpmesh dashboard``, ``warpmesh top``) calls :meth:`Observer.watch`: it then
-subscribes to every peer of the roster and folds their events and its own node's status into a
-:class:`~warpmesh.observe.board.Board`.
+Every peer started by :func:`~warpmesh.peer.open_node` has one. While anyone consumes them it
+follows the node's events (``WarpNode.subscribe_events``), appends each to a bounded
+:class:`~warpmesh.observe.hub.EventRing` (the node's only cost: one append), and serves them to
+watchers on mux channel 0x70. A watcher (``node --http``, ``warpmesh dashboard``, ``warpmesh top``)
+calls :meth:`Observer.watch`: it then subscribes to every peer of the roster and folds their events
+and its own node's status into a :class:`~warpmesh.observe.board.Board`.
 
 A slow consumer never slows the node: local readers (:meth:`Observer.events`) and remote watchers
 each read the ring through their own cursor and lose the oldest events when they fall behind, and
@@ -91,7 +91,8 @@ class Observer:
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> Observer:
-        """Subscribe to the node's events and serve the channel."""
+        """Serve the channel and the process's event bus (the node's events are followed once a
+        reader, a watcher or a board wants them)."""
         if self._started:
             return self
         self._started = True
