@@ -107,7 +107,7 @@ function render(s) {
   $("jobs-failed").textContent = s.jobs.failed;
   $("jobs-running").textContent = s.jobs.running;
   $("queue-depth").textContent = s.jobs.queue_depth;
-  $("rate").textContent = s.series.length ? s.series[s.series.length - 1].rate : 0;
+  $("rate").textContent = s.series.length ? Number(s.series[s.series.length - 1].rate).toFixed(1) : "0";
   $("duplicates").textContent = s.jobs.duplicates;
   $("stolen").textContent = s.jobs.stolen;
   $("dropped").textContent = s.counters.events_dropped;
