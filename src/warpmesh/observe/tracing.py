@@ -27,18 +27,19 @@ class JobTracer:
     def __init__(self, tracer: Any, node: str) -> None:
         self._tracer = tracer
         self._node = node
-        self._open: OrderedDict[str, Any] = OrderedDict()
+        self._open: OrderedDict[str, tuple[Any, str]] = OrderedDict()  # job -> (its process span, op)
 
-    def _attrs(self, event: Event, operation: str) -> dict[str, Any]:
+    def _attrs(self, event: Event, operation: str, op: str | None = None) -> dict[str, Any]:
         attrs: dict[str, Any] = {"messaging.system": "warpmesh", "messaging.operation.type": operation,
                                  "messaging.operation.name": event.kind, "messaging.destination.name":
-                                 str(event.detail.get("op", "")), "messaging.client.id": self._node}
+                                 op if op is not None else str(event.detail.get("op", "")),
+                                 "messaging.client.id": self._node}
         if event.job is not None:
             attrs["messaging.message.id"] = event.job
         return attrs
 
-    def _instant(self, name: str, event: Event, operation: str, kind: Any) -> None:
-        span = self._tracer.start_span(name, kind=kind, attributes=self._attrs(event, operation))
+    def _instant(self, name: str, event: Event, operation: str, kind: Any, op: str | None = None) -> None:
+        span = self._tracer.start_span(name, kind=kind, attributes=self._attrs(event, operation, op))
         span.end()
 
     def on_event(self, event: Event) -> None:
@@ -53,16 +54,16 @@ class JobTracer:
         elif event.kind == "started" and event.job is not None:
             span = self._tracer.start_span(f"process {op}", kind=SpanKind.CONSUMER,
                                            attributes=self._attrs(event, "process"))
-            self._open[event.job] = span
+            self._open[event.job] = (span, op)
             while len(self._open) > MAX_OPEN:
-                self._open.popitem(last=False)[1].end()
+                self._open.popitem(last=False)[1][0].end()
         elif event.kind in ("finished", "failed") and event.job is not None:
-            span = self._open.pop(event.job, None)
+            span, op = self._open.pop(event.job, (None, op))  # WarpCore names the op when the run starts
             if span is not None:
                 if event.kind == "failed":
                     span.set_status(Status(StatusCode.ERROR, str(event.detail.get("error", ""))[:200]))
                 span.end()
-            self._instant(f"settle {op}", event, "settle", SpanKind.PRODUCER)
+            self._instant(f"settle {op}", event, "settle", SpanKind.PRODUCER, op)
 
 
 def job_tracer(node: str) -> JobTracer | None:
