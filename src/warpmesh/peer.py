@@ -21,6 +21,7 @@ from warpmesh.errors import Unavailable
 if TYPE_CHECKING:
     from warpmesh.net.memory import MemoryFabric
     from warpmesh.net.tls import TlsConfig
+    from warpmesh.observe.hub import Event
     from warpmesh.warp.claim import ClaimStrategy
     from warpmesh.warp.model import OpResult
     from warpmesh.warp.node import WarpConfig, WarpNode
@@ -41,6 +42,8 @@ class Peer:
     node: WarpNode
     #: The transport seam: a ``TcpMesh`` or a ``MemorySeam``.
     mesh: Any
+    #: The peer's event feed (:class:`~warpmesh.observe.Observer`): ``events()``, dashboards' channel 0x70.
+    observer: Any = None
 
     @property
     def id(self) -> str:
@@ -73,6 +76,15 @@ class Peer:
     def status(self) -> dict[str, Any]:
         """The node's status (as ``warpmesh node`` reports it)."""
         return self.node.status()
+
+    def events(self, *, backlog: bool = False) -> AsyncIterator[Event]:
+        """This peer's events as they happen (:class:`~warpmesh.observe.Event`: job enqueued, started,
+        finished ...; peer lost ...), from a bounded buffer: a consumer that falls behind loses the
+        oldest and gets a ``"dropped"`` event saying how many, and never slows the node. ``backlog``:
+        first the events the buffer still holds."""
+        if self.observer is None:
+            raise RuntimeError("this peer has no event feed (open it with warpmesh.open_node)")
+        return self.observer.events(backlog=backlog)
 
 
 def _registry(ops: OpRegistry | Iterable[str] | None) -> OpRegistry | None:
@@ -173,6 +185,7 @@ async def open_node(node_id: str, *, listen: str | tuple[str, int] = ("127.0.0.1
             raise Unavailable(f"cannot listen on {where[0]}:{where[1]}: {err.strerror or err}") from None
     node: WarpNode | None = None
     mux: MuxSeam | None = None
+    observer: Any = None
     attached: list[Any] = []
     try:
         if fabric is None and seeds:
@@ -185,11 +198,18 @@ async def open_node(node_id: str, *, listen: str | tuple[str, int] = ("127.0.0.1
             if extra is not None:
                 attached.append(extra)
                 await extra.start()
+        from warpmesh.observe.runtime import Observer
+        from warpmesh.observe.tracing import job_tracer
+
+        observer = Observer(node, tracer=job_tracer(node_id))
+        await observer.start()  # before the node: its first events are recorded too
         await node.start()
         if wait_live:
             await _settle(node, mesh, join_timeout)
-        yield Peer(node, mesh)
+        yield Peer(node, mesh, observer)
     finally:
+        if observer is not None:
+            await observer.close()
         if node is not None:
             await node.close()
         for extra in reversed(attached):

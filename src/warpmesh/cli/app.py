@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cache": ("warpmesh.cli.check:cache", "Warm build caches on this machine: list, collect old ones."),
     "cancel": ("warpmesh.cli.jobs:cancel", "Cancel jobs of a running mesh (queued ones removed, running ones stopped)."),
     "check": ("warpmesh.cli.check:check", "Run a build tool's check in many worktrees as command jobs (warm boot)."),
+    "dashboard": ("warpmesh.cli.dashboard:dashboard", "Serve a live web dashboard of a running mesh (peers, jobs, metrics)."),
     "demo": ("warpmesh.cli.demo:demo", "N local peer processes share a pile of jobs; every answer is checked."),
     "draft": ("warpmesh.cli.draft:draft", "Drafts: explain a plan; run the seed's query planned vs unplanned on 3 peers."),
     "engine": ("warpmesh.cli.engine:engine", "Deterministic graph-rewrite engine: replay Echo's DIND logs."),
@@ -37,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("warpmesh.cli.sim:sim", "Deterministic simulations over many seeds, with one-command replay."),
     "status": ("warpmesh.cli.client:status", "Show a running mesh: peers, ring shares, queue, counters."),
     "submit": ("warpmesh.cli.client:submit", "Submit jobs to a running mesh and wait for their answers."),
+    "top": ("warpmesh.cli.top:top", "Watch a running mesh live in the terminal: peers, job counts, task stream."),
     "world": ("warpmesh.cli.world:world", "Replicated worlds: one engine per peer, ordered by Raft, hashes compared."),
 }
 

@@ -106,15 +106,25 @@ def _emit(event: str, **fields: Any) -> None:
 @click.option("--speculative", is_flag=True, default=False,
               help="Command workers (--ops warpmesh.workers.commands): warm build caches once per content key "
                    "and seed each job's own directory from them (default off: every job builds from empty).")
+@click.option("--http", "http", callback=_addr_callback, metavar="HOST:PORT", default=None,
+              help="Serve the read-only dashboard and /metrics here (off by default; loopback only unless a "
+                   "secret or TLS is configured), e.g. --http 127.0.0.1:8080.")
 @mesh_options
 def node(node_id: str, listen: tuple[str, int], join: list[tuple[str, int]], ops_modules: tuple[str, ...],
          role: str, strategy: str, control: str, status_every: float, incarnation: int | None, speculative: bool,
-         concurrency: int | None, max_attempts: int,
+         concurrency: int | None, max_attempts: int, http: tuple[str, int] | None,
          join_timeout: float, log_level: str, secret_file: Path | None, tls_cert: Path | None, tls_key: Path | None,
          tls_ca: Path | None) -> None:
     """Run one long-lived mesh peer (a Warp worker) until interrupted."""
     setup_logging(log_level)
     secret, tls = load_mesh_security(secret_file, tls_cert, tls_key, tls_ca)
+    if http is not None:
+        from warpmesh.observe.http import is_loopback
+
+        if secret is None and tls is None and not is_loopback(http[0]):
+            raise click.BadParameter(f"{http[0]} is not a loopback address: the dashboard listens beyond "
+                                     "loopback only with a secret or TLS (--secret-file or $WARPMESH_SECRET)",
+                                     param_hint="--http")
     import importlib
     import inspect
 
@@ -184,9 +194,21 @@ def node(node_id: str, listen: tuple[str, int], join: list[tuple[str, int]], ops
             except (JoinError, Unavailable, ValueError) as err:
                 raise click.ClickException(str(err)) from None
             warp, mesh, board = peer.node, peer.mesh, boards[0]
+            dashboard: dict[str, str] = {}
+            if http is not None:
+                from warpmesh.errors import WarpmeshError
+                from warpmesh.observe.http import DashboardServer
+
+                try:
+                    server = await DashboardServer(peer.observer, http[0], http[1],
+                                                   secured=secret is not None or tls is not None).start()
+                except WarpmeshError as err:
+                    raise click.ClickException(str(err)) from None
+                stack.push_async_callback(server.close)
+                dashboard["http"] = server.url
             tune_gc_for_server()  # a dedicated peer process: start-up objects frozen, cheaper GC
             _emit("ready", node=node_id, address=f"{mesh.address[0]}:{mesh.address[1]}", incarnation=warp.incarnation,
-                  ops=warp.registry.names(), role=role)
+                  ops=warp.registry.names(), role=role, **dashboard)
 
             def status() -> None:
                 _emit("status", node=node_id, roster=sorted(mesh.roster.value), **board.snapshot(),

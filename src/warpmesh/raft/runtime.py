@@ -34,6 +34,7 @@ from warpmesh.aio.observable import Observable
 from warpmesh.aio.tasks import cancel_and_wait
 from warpmesh.aio.tuning import tune_gc_for_server  # noqa: F401  (re-exported: kv serve uses it)
 from warpmesh.net.seam import SeamClosed, Subscription
+from warpmesh.observe import bus as observe_bus
 from warpmesh.raft.config import RaftConfig
 from warpmesh.raft.core import Completion, RaftCore, Ready
 from warpmesh.raft.errors import (
@@ -555,6 +556,8 @@ class RaftNode:
     def _publish(self) -> None:
         core = self.core
         assert core is not None
+        if observe_bus.sinks:  # a dashboard in this process: leader changes and commit progress
+            observe_bus.publish_raft(self, core)
         self.role.set(core.role)
         self.leader.set(core.leader)
         self.membership.set(core.membership)

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from warpmesh.observe import bus as observe_bus
 from warpmesh.workers import abi
 from warpmesh.workers.abi import RunSpec, SizedEntry, WorkerKind
 from warpmesh.workers.canonical import build_tree, value_to_blob
@@ -619,6 +620,8 @@ class Runner:
 
     def _hit(self, key: bytes, ref: Ref, stack: tuple[bytes, ...], t0: float) -> RunResult:
         st = self.store.stat(ref.id)
+        if observe_bus.sinks:  # a dashboard in this process counts memo hits and misses
+            observe_bus.publish("memo_hit", None, {"key": key.hex()[:16]})
         if self.trace is not None:
             self._emit(req=key.hex(), parent=stack[-1].hex() if stack else None, depth=len(stack),
                        outcome="hit", total_us=(time.perf_counter() - t0) * 1e6)
@@ -663,6 +666,8 @@ class Runner:
             self.flights.finish(flight, result, None)
             return result
         ctx = JobContext(self, prep.request, key, (*stack, key))
+        if observe_bus.sinks:
+            observe_bus.publish("memo_miss", None, {"key": key.hex()[:16]})
         try:
             started = time.perf_counter()
             ref, stats = self.pool.run_inline(lambda: self._execute(ctx))
