@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import blake3
 
@@ -81,6 +81,9 @@ from warpmesh.warp.steal import (
 )
 from warpmesh.warp.steal import decode as decode_steal
 from warpmesh.wire.frame import FrameUndecodable, pack, unpack
+
+if TYPE_CHECKING:
+    from warpmesh.quilt.store import NodeStore
 
 log = logging.getLogger("warpmesh.warp")
 
@@ -229,6 +232,7 @@ class WarpNode:
         clock: Callable[[], float] | None = None,
         mux: MuxSeam | None = None,
         wall_clock: Callable[[], float] | None = None,
+        data_dir: str | os.PathLike[str] | NodeStore | None = None,
     ) -> None:
         if role not in ("worker", "client"):
             raise ValueError("role must be 'worker' or 'client'")
@@ -251,6 +255,15 @@ class WarpNode:
         if executor is not None:
             mode = "async" if asyncio.iscoroutinefunction(executor) else "inline"
             self.registry.register(EXECUTOR_OP, executor, mode=mode)  # type: ignore[arg-type]
+        #: Durable boards (``data_dir``: a directory or an open :class:`~warpmesh.quilt.store.NodeStore`),
+        #: restored before the node talks; None keeps them in memory only. See docs/warp.md, "Durability".
+        self.store: NodeStore | None = None
+        if data_dir is not None:
+            from warpmesh.quilt.store import NodeStore
+
+            self.store = data_dir if isinstance(data_dir, NodeStore) else NodeStore.open(data_dir, self.self_id)
+            # Always above the stored one: a restart never reuses its past incarnation's dots.
+            incarnation = self.store.claim_incarnation(incarnation, default=seam_incarnation(seam))
         if incarnation is None:
             incarnation = seam_incarnation(seam)
         self.incarnation = int(incarnation)
@@ -267,7 +280,8 @@ class WarpNode:
 
         def board(tag: int, state: Any) -> Quilter[Any]:
             return Quilter(self.mux.channel(tag), state, stream=self.replica, config=qcfg,
-                           rng=random.Random(self.rng.getrandbits(32)), coalesce_delay=cfg.coalesce_delay)
+                           rng=random.Random(self.rng.getrandbits(32)), coalesce_delay=cfg.coalesce_delay,
+                           store=None if self.store is None else self.store.board(f"warp-{tag}"))
 
         self.queue: Quilter[ORMap] = board(QUEUE_TAG, ORMap(LWWRegister))
         self.results_board: Quilter[ORMap] = board(RESULTS_TAG, ORMap(LWWRegister))
