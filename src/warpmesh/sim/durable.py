@@ -104,8 +104,9 @@ def run_power_cut(seed: int, *, peers: int = 3, jobs: int = 60) -> SimReport:
                 else:
                     power_cut()
 
-        assert nodes[victim].store is not None
-        nodes[victim].store.step_hook = hook
+        victim_store = nodes[victim].store
+        assert victim_store is not None
+        victim_store.step_hook = hook
 
         async def submit() -> None:
             for x in range(1, jobs + 1):
