@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("warpmesh.quilt.store")
 
-__all__ = ["DB_NAME", "BoardStore", "DataDirError", "MemoryMedium", "NodeStore"]
+__all__ = ["DB_NAME", "BoardStore", "DataDirError", "IncarnationRefused", "MemoryMedium", "NodeStore"]
 
 MAGIC = "warpmesh-node-data"
 SCHEMA = 1
@@ -60,6 +60,10 @@ JOURNAL_SLACK = 256 * 1024
 
 class DataDirError(WarpmeshError):
     """A data directory that cannot be used: corrupt, foreign, another node's, or an incarnation refused."""
+
+
+class IncarnationRefused(DataDirError):
+    """An explicit incarnation not above the one stored in the data directory."""
 
 
 def _check(data: bytes) -> bytes:
@@ -376,7 +380,7 @@ class NodeStore:
         stored = self.stored_incarnation
         if incarnation is not None:
             if incarnation <= stored:
-                raise DataDirError(f"incarnation {incarnation} is not above {stored}, the one stored in "
+                raise IncarnationRefused(f"incarnation {incarnation} is not above {stored}, the one stored in "
                                    f"{self.describe()}; omit --incarnation (the data directory picks a higher one)")
         else:
             incarnation = max(default, stored + 1)

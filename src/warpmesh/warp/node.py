@@ -502,7 +502,8 @@ class WarpNode:
         Enqueuing an id again starts a new run that replaces the previous answer.
 
         Returns once a majority of the mesh holds the task, so it survives any minority of peers
-        crashing; on a mesh of one it returns at once. Raises :class:`NotReplicated` when no
+        crashing (with ``data_dir`` peers: holds it on disk, so it survives every peer losing power
+        at once); on a mesh of one it returns at once (with ``data_dir``: once on its disk). Raises :class:`NotReplicated` when no
         majority acknowledged it within ``WarpConfig.replicate_timeout`` (at once when too few
         peers are reachable, e.g. on the minority side of a partition); the task then stays queued
         here and replicates when it can. To retry through another peer without risking a second
@@ -510,8 +511,8 @@ class WarpNode:
         everywhere, and a run is answered once.
         """
         run = self.enqueue_nowait(task_id, op, *args, pin=pin, run=run, deadline=deadline, **kwargs)
-        if not self.queue.core.peers:
-            return run  # a mesh of one: nothing to replicate to
+        if not self.queue.core.peers and self.store is None:
+            return run  # a mesh of one: nothing to replicate to (with a store: once on its disk)
         need = self.holders_needed()
         reachable = len(self.liveness.live.value - {self.self_id})
         if reachable < need:
