@@ -107,3 +107,60 @@ def test_whole_mesh_power_cut_loses_no_acknowledged_job(seed: int) -> None:
 def test_whole_mesh_power_cut_sweep() -> None:
     bad = [r for r in (run_power_cut(seed) for seed in range(12, 400)) if not r.ok]
     assert not bad, [(r.seed, r.failures) for r in bad[:3]]
+
+
+def _disk_bytes(root: Path) -> int:
+    return sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+
+
+def _held(node: WarpNode) -> dict[str, int]:
+    """What a node holds that could grow with every job ever run: its boards (encoded), its unacked
+    batches, and its per-task bookkeeping (``_executed``, a bounded cache of 100,000, excluded)."""
+    out = {name: len(pack(encode(q.state))) for name, q in zip(("queue", "results", "intents", "counters"),
+                                                               node._boards, strict=False)}
+    out["buffered"] = sum(q.core._buffer_bytes for q in node._boards)
+    out["bookkeeping"] = sum(len(m) for m in (node._claimed, node._written, node._standby, node._deferred,
+                                               node._delegated, node._stolen))
+    return out
+
+
+def _growth(tmp: Path, jobs: int) -> tuple[dict[str, int], dict[str, int], int, int, int]:
+    async def main() -> tuple[dict[str, int], dict[str, int], int, int, int]:
+        fabric = MemoryFabric(seed=7)
+        async with warpmesh.open_node("a", fabric=fabric, ops=_ops(), data_dir=tmp / "a") as a, \
+                warpmesh.open_node("b", fabric=fabric, ops=_ops(), data_dir=tmp / "b"), \
+                warpmesh.open_node("c", fabric=fabric, ops=_ops(), data_dir=tmp / "c"):
+            assert a.node.store is not None
+            a.node.store.idle_after = 0.5
+            await asyncio.sleep(1.5)
+            start, disk0 = _held(a.node), _disk_bytes(tmp)
+            peak = 0
+            for s in range(0, jobs, 2000):
+                ids = [f"t{i}" for i in range(s, min(jobs, s + 2000))]
+                for i, t in enumerate(ids, s):
+                    a.node.enqueue_nowait(t, "sq", i)
+                for t in ids:
+                    await a.node.outcome(t, timeout=120)
+                    a.node.ack(t)
+                peak = max(peak, _disk_bytes(tmp))
+            await asyncio.sleep(3.0)  # idle: answers acked, journals folded, WALs truncated
+            return start, _held(a.node), disk0, peak, _disk_bytes(tmp)
+
+    return asyncio.run(main())
+
+
+def _check_growth(tmp: Path, jobs: int) -> None:
+    start, end, disk0, peak, disk1 = _growth(tmp, jobs)
+    for key in ("queue", "results", "intents"):
+        assert end[key] <= start[key] + 160, (key, start, end)  # a bottom map and its context: one entry per replica
+    assert end["counters"] <= 200 and end["buffered"] == 0 and end["bookkeeping"] == 0, end
+    assert disk1 <= max(disk0, 256 * 1024), (disk0, peak, disk1)
+
+
+def test_growth_is_bounded_by_what_is_still_held(tmp_path: Path) -> None:
+    _check_growth(tmp_path, 2000)
+
+
+@pytest.mark.slow
+def test_growth_200k_jobs_memory_and_disk_back_near_start(tmp_path: Path) -> None:
+    _check_growth(tmp_path, 200_000)

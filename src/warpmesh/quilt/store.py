@@ -115,6 +115,7 @@ class Disk(Protocol):
     def load(self) -> DiskImage: ...
     def write(self, txn: Txn) -> None: ...
     def sync(self) -> None: ...
+    def checkpoint(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -173,6 +174,7 @@ class SqliteDisk:
         if str(mode).lower() != "wal":
             raise sqlite3.DatabaseError(f"could not enable WAL (journal_mode={mode})")
         db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA journal_size_limit=4194304")  # a checkpointed WAL shrinks back to 4 MiB at most
         if not tables:
             db.execute("BEGIN IMMEDIATE")
             db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID")
@@ -223,22 +225,18 @@ class SqliteDisk:
         try:
             if txn.incarnation is not None:
                 db.execute("UPDATE meta SET value = ? WHERE key = 'incarnation'", (txn.incarnation,))
-            vacuum = False
             for name, w in txn.boards.items():
                 db.execute("INSERT OR IGNORE INTO board (name) VALUES (?)", (name,))
                 if w.snapshot is not None:
                     db.execute("UPDATE board SET snapshot = ?, snapshot_check = ? WHERE name = ?",
                                (w.snapshot, _check(w.snapshot), name))
                     db.execute("DELETE FROM journal WHERE name = ?", (name,))
-                    vacuum = True
                 if w.deltas:
                     db.executemany("INSERT INTO journal (name, delta, delta_check) VALUES (?, ?, ?)",
                                    [(name, d, _check(d)) for d in w.deltas])
                 if w.frontier is not None:
                     db.execute("UPDATE board SET frontier = ?, frontier_check = ? WHERE name = ?",
                                (w.frontier, _check(w.frontier), name))
-            if vacuum:
-                db.execute("PRAGMA incremental_vacuum")
         except BaseException:
             self._rollback()
             raise
@@ -256,6 +254,11 @@ class SqliteDisk:
             self._rollback()
             raise
         self._in_txn = False
+
+    def checkpoint(self) -> None:
+        """Return free pages, copy the WAL into the database file and truncate it (the node is idle)."""
+        # executescript steps the pragma to the end (execute would free one page per call).
+        self._db.executescript("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);")
 
     def close(self) -> None:
         self._rollback()
@@ -329,6 +332,9 @@ class MemoryDisk:
         self._staged.clear()
         self.medium.syncs += 1
 
+    def checkpoint(self) -> None:
+        pass
+
     def close(self) -> None:
         self._staged.clear()
 
@@ -353,6 +359,8 @@ class NodeStore:
         self.failed: BaseException | None = None
         #: Commits written (each one transaction and one sync).
         self.commits = 0
+        #: Seconds without a commit after which journals are folded into snapshots and the WAL truncated.
+        self.idle_after = 1.0
         #: Test hook, called with "collected", "written", "synced", "released" at each commit step.
         self.step_hook: Callable[[str], None] | None = None
         self._boards: dict[str, BoardStore] = {}
@@ -421,22 +429,38 @@ class NodeStore:
             self.step_hook(what)
 
     async def _run(self) -> None:
+        compacted = True
         while not self._closed:
-            await self._wake.wait()
+            if compacted:
+                await self._wake.wait()
+            else:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.idle_after)
+                except TimeoutError:
+                    # Idle: fold every journal into a snapshot and shrink the WAL, so a quiet node's
+                    # files shrink back to what it still holds.
+                    compacted = True
+                    if not await self.commit(compact=True):
+                        return
+                    continue
             self._wake.clear()
             await asyncio.sleep(0)  # let this loop iteration's joins in
             if not await self.commit():
                 return
+            compacted = False
         await self.commit()  # closing: the last of it
 
-    async def commit(self) -> bool:
+    async def commit(self, *, compact: bool = False) -> bool:
         """Write what every board journaled since the last commit (one transaction, one sync),
-        then release the acks and local writes it covers. False once the store has failed."""
+        then release the acks and local writes it covers. False once the store has failed.
+        ``compact``: snapshot every board that has a journal, then checkpoint and truncate the WAL."""
         if self.failed is not None:
             return False
         txn = Txn()
         marks: list[tuple[BoardStore, int]] = []
         for b in self._boards.values():
+            if compact and b._journal_bytes:
+                b._snapshot_due = True
             mark = b.collect(txn)
             if mark is not None:
                 marks.append((b, mark))
@@ -455,6 +479,11 @@ class NodeStore:
                         await asyncio.sleep(delay)
                     self.disk.sync()
                 self.commits += 1
+            if compact:
+                if self.disk.blocking:
+                    await asyncio.to_thread(self.disk.checkpoint)
+                else:
+                    self.disk.checkpoint()
         except (sqlite3.Error, OSError) as err:
             self.failed = err
             log.error("%s: cannot write the data directory (%s); this node no longer acknowledges anything. "

@@ -645,6 +645,11 @@ class WarpNode:
 
     def ack(self, task_id: str) -> None:
         """Acknowledge (remove) a task's answer from the board on every peer."""
+        run = self._result_run(task_id)
+        if run is not None:
+            # The answered run may still be queued somewhere (its dequeue waits for a majority): it
+            # leaves with its answer, or a peer that sees the queue entry but no answer runs it again.
+            self._remove_from_queue(task_id, run)
         self.results_board.mutate(lambda m: m.remove(task_id))
         self._written.pop(task_id, None)
 
