@@ -163,7 +163,8 @@ class Quilter(Generic[S]):
         everything mutated so far).
 
         Returns False on timeout; True at once when no peer is connected. The roster is read at
-        every check, so a peer leaving can complete the wait.
+        every check, so a peer leaving can complete the wait. With a :attr:`store`, our own copy
+        counts only once on disk (alone: True once there), and peers with stores ack only then.
         """
         core = self.core
         if seq is None:

@@ -484,7 +484,7 @@ class NodeStore:
                     await asyncio.to_thread(self.disk.checkpoint)
                 else:
                     self.disk.checkpoint()
-        except (sqlite3.Error, OSError) as err:
+        except Exception as err:  # whatever it was, nothing more may be acknowledged
             self.failed = err
             log.error("%s: cannot write the data directory (%s); this node no longer acknowledges anything. "
                       "Free space or fix the disk, then restart it", self.describe(), err)
