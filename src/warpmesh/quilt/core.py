@@ -250,10 +250,11 @@ class QuilterCore(Generic[S]):
         #: (anything may have changed). Lets applications react to just the keys a delta touched.
         self.listener: Callable[[S | None], None] | None = None
         #: Durability hooks (set by a runtime with a store, :mod:`warpmesh.quilt.store`). ``journal`` is
-        #: called with every value joined into the state (local or remote delta), or None when a full
-        #: state or difference was joined. With ``hold_acks``, an ack owed at :attr:`version` v is sent
-        #: only after :meth:`persisted` reports v on disk: an ack promises the batches survive a crash.
-        self.journal: Callable[[S | None], None] | None = None
+        #: called with every value joined into the state (local or remote delta) and its wire form when
+        #: at hand (a received delta: no need to encode it again), or (None, None) when a full state or
+        #: difference was joined. With ``hold_acks``, an ack owed at :attr:`version` v is sent only
+        #: after :meth:`persisted` reports v on disk: an ack promises the batches survive a crash.
+        self.journal: Callable[[S | None, Any], None] | None = None
         self.hold_acks = False
         self._persisted = 0
         self._held_acks: list[tuple[int, str, str, int]] = []  # (version owed at, peer, stream, upto)
@@ -327,7 +328,7 @@ class QuilterCore(Generic[S]):
     def _queue_delta(self, delta: S) -> None:
         self.version += 1
         if self.journal is not None:
-            self.journal(delta)
+            self.journal(delta, None)
         if self._pending is None:
             self._pending = delta.copy()  # type: ignore[attr-defined]
         else:
@@ -518,7 +519,7 @@ class QuilterCore(Generic[S]):
         self.version += 1
         self.stats["deltas_in"] += 1
         if self.journal is not None:
-            self.journal(delta)
+            self.journal(delta, body[2])
         if self.listener is not None:
             self.listener(delta)
         r = self._track(stream, sender, now, first_seen=seq)
@@ -696,7 +697,7 @@ class QuilterCore(Generic[S]):
         self.version += 1
         self.stats["states_in"] += 1
         if self.journal is not None:
-            self.journal(None)
+            self.journal(None, None)
         if self.listener is not None:
             self.listener(None)
         self._cover(sender, body[0], t, now)
@@ -855,7 +856,7 @@ class QuilterCore(Generic[S]):
         self.version += 1
         self.stats["differences_in"] += 1
         if self.journal is not None:
-            self.journal(None)
+            self.journal(None, None)
         if self.listener is not None:
             self.listener(None)
         if complete:

@@ -517,7 +517,8 @@ class BoardStore:
         self.name = name
         self._image = image
         self._quilter: Quilter[Any] | None = None
-        self._pending: Any = None  # joined deltas since the last commit
+        self._pending: Any = None  # local deltas since the last commit, joined
+        self._wires: list[Any] = []  # received deltas since the last commit, as they came (encoded)
         self._snapshot_due = False
         self._snapshot_bytes = 0
         self._journal_bytes = 0
@@ -537,7 +538,11 @@ class BoardStore:
             try:
                 if image.snapshot is not None:
                     values.append(core.codec.decode(unpack(image.snapshot)))
-                values.extend(core.codec.decode(unpack(d)) for d in image.journal)
+                for record in image.journal:
+                    wires = unpack(record)
+                    if not isinstance(wires, list):
+                        raise ValueError("a journal record is not a list of deltas")
+                    values.extend(core.codec.decode(w) for w in wires)
                 if image.frontier is not None:
                     frontier = {str(s): int(u) for s, u in unpack(image.frontier)}
             except (ValueError, TypeError, KeyError, IndexError) as err:
@@ -558,15 +563,19 @@ class BoardStore:
         core.hold_acks = True
         core.journal = self._journaled
 
-    def _journaled(self, value: Any) -> None:
+    def _journaled(self, value: Any, wire: Any) -> None:
         if value is None:
             self._snapshot_due = True
             self._pending = None
-        elif not self._snapshot_due:
-            if self._pending is None:
-                self._pending = value.copy()
-            else:
-                self._pending.join(value)
+            self._wires.clear()
+        elif self._snapshot_due:
+            pass  # the snapshot will hold it
+        elif wire is not None:
+            self._wires.append(wire)  # a received delta: already encoded, nothing to join
+        elif self._pending is None:
+            self._pending = value.copy()
+        else:
+            self._pending.join(value)
         self.node.wake()
 
     def collect(self, txn: Txn) -> int | None:
@@ -576,9 +585,13 @@ class BoardStore:
             return None
         core = q.core
         w = BoardWrite()
-        if self._pending is not None and not self._snapshot_due:
-            delta = pack(core.codec.encode(self._pending))
-            self._pending = None
+        if (self._pending is not None or self._wires) and not self._snapshot_due:
+            # One journal record per commit: the wire forms of every delta joined since the last one.
+            wires, self._wires = self._wires, []
+            if self._pending is not None:
+                wires.append(core.codec.encode(self._pending))
+                self._pending = None
+            delta = pack(wires)
             self._journal_bytes += len(delta)
             if self._journal_bytes > 2 * self._snapshot_bytes + JOURNAL_SLACK:
                 self._snapshot_due = True
@@ -587,6 +600,7 @@ class BoardStore:
         if self._snapshot_due:
             self._snapshot_due = False
             self._pending = None
+            self._wires = []
             w.snapshot = pack(core.codec.encode(core.state))
             self._snapshot_bytes = len(w.snapshot)
             self._journal_bytes = 0
