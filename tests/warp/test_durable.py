@@ -169,5 +169,6 @@ def test_growth_is_bounded_by_what_is_still_held(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_growth_200k_jobs_memory_and_disk_back_near_start(tmp_path: Path) -> None:
     _check_growth(tmp_path, 200_000)

@@ -467,7 +467,9 @@ class NodeStore:
         self._step("collected")
         try:
             if not txn.empty():
-                if self.disk.blocking:
+                if self.disk.blocking and self.step_hook is None:
+                    await asyncio.to_thread(self._write_sync, txn)  # one hop to the worker thread
+                elif self.disk.blocking:
                     await asyncio.to_thread(self.disk.write, txn)
                     self._step("written")
                     await asyncio.to_thread(self.disk.sync)
@@ -494,6 +496,10 @@ class NodeStore:
             b.release(version)
         self._step("released")
         return True
+
+    def _write_sync(self, txn: Txn) -> None:
+        self.disk.write(txn)
+        self.disk.sync()
 
     async def close(self) -> None:
         """Commit what is left (unless failed), stop the committer and close the disk."""
