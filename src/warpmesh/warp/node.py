@@ -57,9 +57,11 @@ from warpmesh.liveness import HeartbeatConfig, Liveness
 from warpmesh.net.mux import MuxSeam
 from warpmesh.net.seam import PeerId, Seam, seam_incarnation
 from warpmesh.quilt import Quilter, QuilterConfig
+from warpmesh.warp import events as ev
 from warpmesh.warp import policy
 from warpmesh.warp.claim import ClaimStrategy, ClaimView, Decision, decide, winner
 from warpmesh.warp.context import JobContext, _reset, _set
+from warpmesh.warp.events import WarpEvent
 from warpmesh.warp.model import (
     EXECUTOR_OP,
     ArgsUndecodable,
@@ -308,6 +310,9 @@ class WarpNode:
         self._member_extra: dict[str, Any] = {}  # extra published fields (set_member_field)
         self._member_replicas: dict[str, str] = {}  # node id -> replica id of its newest incarnation
         self._result_listeners: list[Callable[[list[str]], None]] = []
+        self._event_subscribers: list[Callable[[WarpEvent], None]] = []
+        self._run_started: dict[tuple[str, str], float] = {}  # (task, run) -> start, only while observed
+        self._seen_workers: set[str] = set()  # every worker ever in our live set (joined vs readmitted)
         self._pending_counts: dict[str, int] = {}
         self._to_consider: dict[str, None] = {}  # insertion-ordered set
         self._ready: deque[tuple[str, TaskDescriptor]] = deque()
@@ -569,6 +574,8 @@ class WarpNode:
         r = self.replica
         self.queue.mutate(lambda m: m.update(r, task_id, lambda cur: cur.set(r, wire)))
         self._count("enqueued")
+        if self._event_subscribers:
+            self._emit(ev.ENQUEUED, task_id, self.self_id, run=desc.run, op=op, pin=pin)
         # Considered in a batch at the end of this loop iteration: a loop of enqueues pays for the
         # claim view once, not once per task.
         if not self._to_consider:
@@ -667,6 +674,33 @@ class WarpNode:
                 self._result_listeners.remove(fn)
 
         return remove
+
+    def subscribe_events(self, fn: Callable[[WarpEvent], None]) -> Callable[[], None]:
+        """Call ``fn(event)`` for each :class:`~warpmesh.warp.events.WarpEvent` of this peer.
+
+        Called synchronously on the event loop, in order, as the protocol steps (keep it cheap; an
+        exception from ``fn`` is logged and does not stop the node). Returns a function that
+        unsubscribes. With no subscriber, no event is even built.
+        """
+        self._event_subscribers.append(fn)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._event_subscribers.remove(fn)
+
+        return unsubscribe
+
+    def _publish_events(self, events: Iterable[WarpEvent]) -> None:
+        for event in events:
+            for fn in list(self._event_subscribers):
+                try:
+                    fn(event)
+                except Exception:  # an observer's bug never stops the scheduler
+                    log.exception("%s: event subscriber failed on %s", self.self_id, event.kind)
+
+    def _emit(self, kind: str, job: str | None = None, peer: str | None = None, **detail: Any) -> None:
+        # Callers guard with ``if self._event_subscribers`` so an unobserved node builds nothing.
+        self._publish_events((WarpEvent(kind, self.now(), job, peer, detail),))
 
     async def sync_from(self, peer: PeerId, timeout: float | None = None) -> None:
         """Wait until every board here holds everything ``peer``'s boards held when it answered.
@@ -801,7 +835,10 @@ class WarpNode:
             self._all_workers = all_workers
             self._ring_all = TaskRing(all_workers, vnodes=self.config.vnodes, seed=self.config.ring_seed)
         changed = workers_f != self._workers
+        if changed and self._event_subscribers:
+            self._emit_membership(self._workers, workers_f, roster)
         if changed:
+            self._seen_workers.update(workers_f)
             self._workers = workers_f
             self._ring = TaskRing(workers_f, vnodes=self.config.vnodes, seed=self.config.ring_seed)
             self._view = _view_digest(workers_f)
@@ -814,6 +851,12 @@ class WarpNode:
                 del self._delegated[task_id]  # its thief left: ours again (the re-claim below)
                 self.steal_stats["taken_back"] += 1
             self._claim_all()
+
+    def _emit_membership(self, old: frozenset[str], new: frozenset[str], roster: frozenset[str]) -> None:
+        for peer in sorted(new - old):
+            self._emit(ev.PEER_READMITTED if peer in self._seen_workers else ev.PEER_JOINED, peer=peer)
+        for peer in sorted(old - new):
+            self._emit(ev.PEER_SUSPECTED if peer in roster else ev.PEER_LOST, peer=peer)
 
     def _on_members_delta(self, _delta: ORMap | None) -> None:
         self._forget_own_past_incarnations()
@@ -978,6 +1021,11 @@ class WarpNode:
             me, run = self.self_id, desc.run
             if me not in claimants:
                 self.intents.mutate(lambda m: m.update(self.replica, run, lambda cur: cur.add(me)))
+        if self._event_subscribers:
+            if decision is Decision.RUN:
+                self._emit(ev.CLAIMED, task_id, self.self_id, run=desc.run, op=desc.op)
+            else:
+                self._emit(ev.CONTESTED, task_id, self.self_id, run=desc.run, claimants=sorted(claimants | {self.self_id}))
         if decision is Decision.RUN:
             self._ready.append((task_id, desc))
             self._ready_event.set()
@@ -1005,6 +1053,8 @@ class WarpNode:
         # Every reachable claimant counts, even one outside our ring: it believes the task is its own.
         reachable = self.liveness.live.value | self._workers
         win = winner(task_id, claimants, reachable, vnodes=self.config.vnodes, seed=self.config.ring_seed)
+        if self._event_subscribers:
+            self._emit(ev.SETTLED, task_id, win, run=run, claimants=sorted(claimants), won=win == self.self_id)
         if win == self.self_id:
             self._ready.append((task_id, desc))
             self._ready_event.set()
@@ -1075,6 +1125,8 @@ class WarpNode:
         wire, r = reg.value if reg is not None else None, self.replica
         self.results_board.mutate(lambda m: m.update(r, task_id, lambda cur: cur.set(r, wire)))
         self._count("adopted")
+        if self._event_subscribers:
+            self._emit(ev.ADOPTED, task_id, writer.rpartition("@")[0] or writer, run=desc.run)
         self._dequeues.append((self.results_board.core.pending_seq, task_id, desc.run))
         self._dequeuing.add((task_id, desc.run))
         self._dequeue_event.set()
@@ -1233,6 +1285,8 @@ class WarpNode:
             moved += self._costs.estimate(desc.op)
             self._claimed.pop(task_id, None)
             self._delegated[task_id] = (desc.run, thief, seq)
+            if self._event_subscribers:
+                self._emit(ev.STOLEN, task_id, thief, run=desc.run, direction="out")
         self._ready.extend(reversed(kept))
         self.steal_stats["tasks_out"] += len(granted)
         return granted
@@ -1270,6 +1324,8 @@ class WarpNode:
             self._ready.append((task_id, desc))
             self._count("stolen")
             self.steal_stats["tasks_in"] += 1
+            if self._event_subscribers:
+                self._emit(ev.STOLEN, task_id, owner, run=desc.run, direction="in")
         self._ready_event.set()
 
 
@@ -1384,6 +1440,8 @@ class WarpNode:
             self._complete(task_id, desc, OpResult.failure(desc.run, str(err), by=self.self_id))
             return
         ctx = JobContext(task_id, desc.run, desc.op)
+        if self._event_subscribers:
+            self._note_start(task_id, desc, "inline")
         attempts = 0
         while True:
             attempts += 1
@@ -1418,6 +1476,8 @@ class WarpNode:
         loop = asyncio.get_running_loop()
         job = _Job(JobContext(task_id, desc.run, desc.op), spec.mode, since=self.wall_clock())
         self._jobs[key] = job
+        if self._event_subscribers:
+            self._note_start(task_id, desc, spec.mode)
         timer: asyncio.TimerHandle | None = None
         try:
             if desc.deadline is not None:
@@ -1537,9 +1597,23 @@ class WarpNode:
     def _retryable(err: Exception, spec: OpSpec) -> bool:
         return isinstance(err, TransientError) or (bool(spec.retry_on) and isinstance(err, spec.retry_on))
 
+    def _note_start(self, task_id: str, desc: TaskDescriptor, mode: str) -> None:
+        now = self.now()
+        self._run_started[(task_id, desc.run)] = now
+        if len(self._run_started) > 100_000:  # runs that never completed here (deferred, cancelled)
+            self._run_started.pop(next(iter(self._run_started)))
+        self._emit(ev.STARTED, task_id, self.self_id, run=desc.run, op=desc.op, mode=mode)
+
     def _complete(self, task_id: str, desc: TaskDescriptor, result: OpResult) -> None:
         if self._closed:
             return
+        if self._event_subscribers:
+            t0 = self._run_started.pop((task_id, desc.run), None)
+            detail: dict[str, Any] = {"run": desc.run, "attempts": result.attempts,
+                                      "duration": None if t0 is None else self.now() - t0}
+            if not result.ok:
+                detail["error"] = result.error
+            self._emit(ev.FINISHED if result.ok else ev.FAILED, task_id, self.self_id, **detail)
         self._claimed.pop(task_id, None)
         stolen = self._stolen.get(task_id)
         if stolen is not None and stolen[0] == desc.run:
