@@ -12,6 +12,9 @@ machine hits all of them alike; every line carries the 1-minute load average bef
     ``multiprocessing.Pool(2).imap_unordered(chunksize=1)``, timed from submission to the last
     answer. Process start-up and mesh/cluster formation are outside the clock for all three.
     Unit: jobs/s; ratio = ours / peer. Target: >= 10x Dask.
+    Durable column (``trivial_jobs_durable``): the same run again with ``--data DIR`` on every peer
+    (boards in SQLite, acks only once on disk), interleaved with the in-memory run; ratio = durable /
+    in memory (target >= 0.7), and ``vs_dask`` = durable / Dask (target >= 10).
 (b) ``cpu_jobs``: ``--burn-jobs`` (200) jobs of ``--burn-ms`` (20) ms of CPU each (``demo.burn``).
     Wall time from enqueue to the last answer beside ``Pool(2)``; efficiency = Pool's wall / ours.
     Two warpmesh configurations: 2 peers running the op inline (one process per core), and 4 peers
@@ -86,14 +89,17 @@ def progress(msg: str) -> None:
 class WarpCluster:
     """``peers`` ``warpmesh node --control stdio`` processes on loopback, joined through peer 1."""
 
-    def __init__(self, peers: int, profile_dir: Path | None = None) -> None:
+    def __init__(self, peers: int, profile_dir: Path | None = None, data_dir: Path | None = None) -> None:
         self.names = [f"peer-{i + 1}" for i in range(peers)]
         self.profile_dir = profile_dir
+        self.data_dir = data_dir
         self.procs: list[NodeProcess] = []
         self._batch = 0
 
     def _args(self, name: str, join: list[str]) -> list[str]:
         cmd = NodeProcess.command(name, "127.0.0.1:0", join, "--ops", OPS_MODULE)
+        if self.data_dir is not None:
+            cmd += ["--data", str(self.data_dir / name)]
         if self.profile_dir is None:
             return cmd
         node_args = cmd[cmd.index("node"):]
@@ -170,16 +176,20 @@ class WarpCluster:
 
 
 @asynccontextmanager
-async def warp_cluster(peers: int, profile_dir: Path | None = None) -> Any:
-    cluster = WarpCluster(peers, profile_dir)
-    try:
-        yield await cluster.start()
-    finally:
-        await cluster.stop()
+async def warp_cluster(peers: int, profile_dir: Path | None = None, durable: bool = False) -> Any:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="warp-bench-") as tmp:
+        cluster = WarpCluster(peers, profile_dir, Path(tmp) if durable else None)
+        try:
+            yield await cluster.start()
+        finally:
+            await cluster.stop()
 
 
-async def warp_trivial(peers: int, jobs: int, timeout: float, profile_dir: Path | None) -> dict[str, Any]:
-    async with warp_cluster(peers, profile_dir) as c:
+async def warp_trivial(peers: int, jobs: int, timeout: float, profile_dir: Path | None,
+                       durable: bool = False) -> dict[str, Any]:
+    async with warp_cluster(peers, profile_dir, durable) as c:
         args = list(range(1, jobs + 1))
         b0 = await c.mesh_bytes_out()
         seconds, info = await c.run_batch("demo.collatz", args, timeout)
@@ -313,6 +323,7 @@ def section_a(args: argparse.Namespace) -> None:
     ours: list[dict[str, Any]] = []
     pool: list[dict[str, Any]] = []
     dask: list[dict[str, Any]] = []
+    durable: list[dict[str, Any]] = []
     for r in range(args.runs):
         pool.append(pool_run(collatz_steps, list(range(1, args.jobs + 1)), collatz_steps))
         progress(f"(a) run {r + 1}: Pool(2) {pool[-1]['jobs_per_s']:.0f} jobs/s")
@@ -323,6 +334,9 @@ def section_a(args: argparse.Namespace) -> None:
         ours.append(asyncio.run(warp_trivial(args.peers, args.jobs, args.timeout, prof)))
         progress(f"(a) run {r + 1}: warpmesh {ours[-1]['jobs_per_s']:.0f} jobs/s, "
                  f"{ours[-1]['duplicates']} duplicates, {ours[-1]['failovers']} failovers")
+        if not args.no_durable:
+            durable.append(asyncio.run(warp_trivial(args.peers, args.jobs, args.timeout, None, durable=True)))
+            progress(f"(a) run {r + 1}: warpmesh --data {durable[-1]['jobs_per_s']:.0f} jobs/s")
     ours_rate = med([o["jobs_per_s"] for o in ours], 1)
     common = {
         "unit": "jobs/s", "runs": args.runs, "jobs": args.jobs, "peers": args.peers, "op": "demo.collatz",
@@ -350,6 +364,19 @@ def section_a(args: argparse.Namespace) -> None:
           "peer_name": "multiprocessing.Pool(2).imap_unordered(chunksize=1)",
           "ratio": round(ours_rate / pool_rate, 4), "peer_samples": [round(p["jobs_per_s"], 1) for p in pool],
           "peer_wrong": sum(p["wrong"] for p in pool), **common, "loadavg_1m": [load0, load()]})
+    if durable:
+        durable_rate = med([o["jobs_per_s"] for o in durable], 1)
+        dask_rate_or_none = med([d["jobs_per_s"] for d in dask], 1) if dask else None
+        emit({"bench": "trivial_jobs_durable", "ours": durable_rate, "peer": ours_rate,
+              "peer_name": "warpmesh in memory, same run (interleaved)", "ratio": round(durable_rate / ours_rate, 3),
+              "target_ratio": 0.7, "met": durable_rate / ours_rate >= 0.7,
+              "vs_dask": None if dask_rate_or_none is None else round(durable_rate / dask_rate_or_none, 3),
+              "dask": dask_rate_or_none, "unit": "jobs/s", "runs": args.runs, "jobs": args.jobs, "peers": args.peers,
+              "ours_samples": [round(o["jobs_per_s"], 1) for o in durable],
+              "ours_lost": sum(o["lost"] for o in durable), "ours_wrong": sum(o["wrong"] for o in durable),
+              "ours_duplicates": [o["duplicates"] for o in durable],
+              "durability": "--data DIR on every peer: SQLite WAL, synchronous=FULL, group commit; acks after fsync",
+              "timed": common["timed"], "loadavg_1m": [load0, load()]})
     if args.profile is not None:
         from profile_node import show
 
@@ -432,6 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="a,b,c", help="sections to run, e.g. 'a' or 'b,c'")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for one batch's answers")
     ap.add_argument("--no-dask", action="store_true", help="skip the Dask peer")
+    ap.add_argument("--no-durable", action="store_true", help="(a) skip the durable (--data) column")
     ap.add_argument("--profile", type=Path, default=None, metavar="DIR",
                     help="run (a)'s first warpmesh run under cProfile, write DIR/peer-N.prof, print the top")
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, one run")

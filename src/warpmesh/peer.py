@@ -142,7 +142,7 @@ async def open_node(node_id: str, *, listen: str | tuple[str, int] = ("127.0.0.1
                     tls_ca: str | os.PathLike[str] | None = None, tls: TlsConfig | None = None,
                     strategy: ClaimStrategy | str | None = None,
                     attach: Iterable[Callable[[WarpNode], Any]] = (), join_timeout: float = 30.0,
-                    wait_live: bool = True) -> AsyncIterator[Peer]:
+                    wait_live: bool = True, data_dir: str | os.PathLike[str] | None = None) -> AsyncIterator[Peer]:
     """Start a peer, yield its :class:`Peer` handle, close everything on exit.
 
     * transport: TCP on ``listen`` (``"HOST:PORT"``, port 0 picks one; see :attr:`Peer.address`),
@@ -159,6 +159,10 @@ async def open_node(node_id: str, *, listen: str | tuple[str, int] = ("127.0.0.1
       object with ``start()``/``close()``: started before the node, closed after it.
     * ``wait_live``: before yielding, wait (up to ``join_timeout``) until the node hears every linked
       peer, so a first ``enqueue`` finds its majority.
+    * ``data_dir``: keep the boards in this directory (SQLite): restored on restart before the peer
+      talks, and acknowledged only once on disk. The incarnation then comes from the directory (an
+      explicit ``incarnation`` must exceed the stored one). A corrupt or foreign directory raises
+      :class:`~warpmesh.quilt.store.DataDirError`.
     """
     from warpmesh.net.mux import MuxSeam
     from warpmesh.warp.claim import ClaimStrategy
@@ -167,6 +171,19 @@ async def open_node(node_id: str, *, listen: str | tuple[str, int] = ("127.0.0.1
     registry = _registry(ops)
     mesh: Any
     seeds: list[tuple[str, int]] = []
+    store: Any = None
+    if data_dir is not None:
+        from warpmesh.quilt.store import NodeStore
+
+        store = NodeStore.open(data_dir, node_id)
+        if fabric is None:
+            from warpmesh.net.seam import boot_incarnation
+
+            try:
+                incarnation = store.claim_incarnation(incarnation, default=boot_incarnation())
+            except BaseException:
+                store.disk.close()
+                raise
     if fabric is not None:
         mesh = fabric.join(node_id)
     else:
@@ -192,7 +209,7 @@ async def open_node(node_id: str, *, listen: str | tuple[str, int] = ("127.0.0.1
             await wait_joined(mesh, join_timeout)
         mux = MuxSeam(mesh)  # one reader of the seam: the node's boards and the app's channels share it
         node = WarpNode(mesh, registry=registry, role=role, config=config, incarnation=incarnation, mux=mux,
-                        strategy=None if strategy is None else ClaimStrategy(strategy))
+                        strategy=None if strategy is None else ClaimStrategy(strategy), data_dir=store)
         for hook in attach:
             extra = hook(node)
             if extra is not None:
@@ -212,6 +229,8 @@ async def open_node(node_id: str, *, listen: str | tuple[str, int] = ("127.0.0.1
             await observer.close()
         if node is not None:
             await node.close()
+        elif store is not None:
+            store.disk.close()  # the node never took it over
         for extra in reversed(attached):
             await extra.close()
         if mux is not None:

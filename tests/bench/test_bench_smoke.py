@@ -52,7 +52,11 @@ def test_crdt_sync_prints_one_line_with_flat_deltas_and_settled_rounds() -> None
 def test_warp_vs_peers_trivial_jobs_beside_pool_and_dask() -> None:
     lines = run_bench("warp_vs_peers.py", "--only", "a")
     by = {ln["bench"]: ln for ln in lines}
-    assert set(by) == {"trivial_jobs", "trivial_jobs_vs_pool"}
+    assert set(by) == {"trivial_jobs", "trivial_jobs_vs_pool", "trivial_jobs_durable"}
+    durable = by["trivial_jobs_durable"]  # --data on every peer beside the in-memory run
+    assert durable["ours"] > 0 and durable["peer"] == by["trivial_jobs"]["ours"]
+    assert durable["ours_lost"] == 0 and durable["ours_wrong"] == 0
+    assert durable["ratio"] == pytest.approx(durable["ours"] / durable["peer"], rel=0.01)
     pool = by["trivial_jobs_vs_pool"]
     assert pool["unit"] == "jobs/s" and pool["ours"] > 0 and pool["peer"] > 0 and pool["peer_wrong"] == 0
     assert pool["ours_lost"] == 0 and pool["ours_wrong"] == 0

@@ -3,14 +3,21 @@
 Starts ``--peers`` ``warpmesh node`` processes on loopback serving ``warpmesh.warp.demo_ops``,
 enqueues ``--jobs`` jobs through one peer (each computes a known function of its argument), shows
 live progress per peer, optionally SIGKILLs one peer mid-run, then checks every answer.
+
+Every peer keeps its boards in a data directory (``--data DIR``, else a temporary one). With
+``--power-cut``, when about half the answers are in, every peer is SIGKILLed at once and restarted
+on its directory; the answers then still all come, and the ones already shown stay as they were.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -52,10 +59,27 @@ def _peer_table(statuses: dict[str, dict[str, Any] | None], killed: set[str]) ->
 
 
 async def run_demo(console: Console | None, *, peers: int, jobs: int, kill_one: bool,
-                   timeout: float) -> dict[str, Any]:
+                   timeout: float, power_cut: bool = False, data: Path | None = None) -> dict[str, Any]:
+    with contextlib.ExitStack() as stack:
+        root = data if data is not None else Path(stack.enter_context(tempfile.TemporaryDirectory(
+            prefix="warpmesh-demo-")))
+        return await _run_demo(console, peers=peers, jobs=jobs, kill_one=kill_one, timeout=timeout,
+                               power_cut=power_cut, root=root)
+
+
+async def _run_demo(console: Console | None, *, peers: int, jobs: int, kill_one: bool,
+                    timeout: float, power_cut: bool, root: Path) -> dict[str, Any]:
     names = [f"peer-{i + 1}" for i in range(peers)]
     procs: dict[str, NodeProcess] = {}
     killed: set[str] = set()
+    restarted = 0
+    power_cut_at: int | None = None
+    shown: dict[str, Any] = {}
+
+    def spawn(name: str, join: list[str]) -> NodeProcess:
+        return NodeProcess(name, NodeProcess.command(name, "127.0.0.1:0", join, "--ops", OPS_MODULE,
+                                                     "--data", str(root / name)))
+
     statuses: dict[str, dict[str, Any] | None] = dict.fromkeys(names)
     progress = Progress(TextColumn("[bold]jobs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     bar = progress.add_task("jobs", total=jobs)
@@ -64,35 +88,41 @@ async def run_demo(console: Console | None, *, peers: int, jobs: int, kill_one: 
     try:
         if live is not None:
             live.start()
-        first = await NodeProcess(names[0], NodeProcess.command(
-            names[0], "127.0.0.1:0", [], "--ops", OPS_MODULE)).start()
-        procs[names[0]] = first
-        assert first.address is not None
-        rest = [NodeProcess(n, NodeProcess.command(n, "127.0.0.1:0", [first.address], "--ops", OPS_MODULE))
-                for n in names[1:]]
-        for p in await asyncio.gather(*(p.start() for p in rest)):
-            procs[p.node_id] = p
+        async def boot(up: list[str]) -> None:
+            first = await spawn(up[0], []).start()
+            procs[up[0]] = first
+            assert first.address is not None
+            rest = [spawn(n, [first.address]) for n in up[1:]]
+            for p in await asyncio.gather(*(p.start() for p in rest)):
+                procs[p.node_id] = p
+            views: dict[str, list[str]] = {}
 
-        views: dict[str, list[str]] = {}
+            async def mesh_formed() -> None:
+                while True:
+                    for n in up:
+                        views[n] = (await procs[n].status())["warp"]["live_workers"]
+                    if all(len(v) == len(up) for v in views.values()):
+                        return
+                    await asyncio.sleep(0.1)
 
-        async def mesh_formed() -> None:
-            while True:
-                for p in procs.values():
-                    views[p.node_id] = (await p.status())["warp"]["live_workers"]
-                if all(len(v) == peers for v in views.values()):
-                    return
-                await asyncio.sleep(0.1)
+            try:
+                await asyncio.wait_for(mesh_formed(), min(timeout, 60.0))
+            except TimeoutError:
+                seen = "; ".join(f"{n} sees {', '.join(v)}" for n, v in sorted(views.items()))
+                raise NodeProcessError(f"the {len(up)} peers did not all see each other within 60 s ({seen})") \
+                    from None
 
-        try:
-            await asyncio.wait_for(mesh_formed(), min(timeout, 60.0))
-        except TimeoutError:
-            seen = "; ".join(f"{n} sees {', '.join(v)}" for n, v in sorted(views.items()))
-            raise NodeProcessError(f"the {peers} peers did not all see each other within 60 s ({seen})") from None
+        await boot(names)
+        first = procs[names[0]]
         args = {f"job-{i}": i + 1 for i in range(jobs)}
         started = time.perf_counter()
         items = [{"task": t, "op": "demo.collatz", "args": a} for t, a in args.items()]
         for chunk in range(0, len(items), 5000):
-            await first.call({"cmd": "enqueue_many", "items": items[chunk:chunk + 5000]}, timeout=60)
+            # Acknowledged: a majority holds the jobs on disk, so even a power cut keeps them.
+            answer = await first.call({"cmd": "enqueue_many", "items": items[chunk:chunk + 5000], "wait": True},
+                                      timeout=60)
+            if not answer.get("acknowledged"):
+                raise NodeProcessError(f"no majority acknowledged jobs {chunk}..{chunk + 4999} within 30 s")
         victim = names[-1] if kill_one and peers > 1 else None
         done = 0
         deadline = started + timeout
@@ -112,6 +142,18 @@ async def run_demo(console: Console | None, *, peers: int, jobs: int, kill_one: 
             if victim is not None and victim not in killed and done >= jobs * 0.1:
                 procs[victim].kill()
                 killed.add(victim)
+            if power_cut and power_cut_at is None and done >= jobs * 0.5 and done < jobs:
+                # What a client was shown so far must survive the cut unchanged.
+                shown = (await procs[next(n for n in names if n not in killed)].call(
+                    {"cmd": "results"}, timeout=60))["results"]
+                power_cut_at = len(shown)
+                up = [n for n in names if n not in killed]
+                for n in up:
+                    procs[n].kill()  # every peer at once: no goodbye, no flush
+                await asyncio.gather(*(procs[n].stop() for n in up), return_exceptions=True)
+                await boot(up)
+                restarted = len(up)
+                continue
             if done >= jobs:
                 break
             if time.perf_counter() > deadline:
@@ -133,6 +175,8 @@ async def run_demo(console: Console | None, *, peers: int, jobs: int, kill_one: 
             await asyncio.sleep(0.1)
         statuses[survivors[0]] = {**final, "ran_here": w.get("executions_by_peer", {}).get(survivors[0], 0)}
         wrong = [t for t, r in results.items() if t in args and (not r["ok"] or r["value"] != collatz_steps(args[t]))]
+        # An answer shown before the power cut that is gone or different now is wrong too.
+        wrong += [t for t, r in shown.items() if t not in wrong and (t not in results or results[t]["value"] != r["value"])]
         lost = [t for t in args if t not in results]
         counters = final["warp"]["counters"]
         by_peer = final["warp"].get("executions_by_peer", {})
@@ -149,6 +193,8 @@ async def run_demo(console: Console | None, *, peers: int, jobs: int, kill_one: 
             "executions_by_peer": by_peer,
             "seconds": round(seconds, 3),
             "jobs_per_s": round(len(results) / seconds, 1) if seconds > 0 else None,
+            "restarted": restarted,
+            "power_cut_at": power_cut_at,
         }
     finally:
         if live is not None:
@@ -163,14 +209,21 @@ async def run_demo(console: Console | None, *, peers: int, jobs: int, kill_one: 
               help="Peer processes to start on loopback.")
 @click.option("--jobs", type=click.IntRange(min=1, max=1_000_000), default=2000, show_default=True)
 @click.option("--kill-one", is_flag=True, help="SIGKILL one peer when 10% of the jobs are done.")
+@click.option("--power-cut", is_flag=True,
+              help="When about half the answers are in, SIGKILL every peer at once and restart them all on "
+                   "their data directories (combinable with --kill-one).")
+@click.option("--data", "data", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+              help="Keep the peers' data directories in DIR (DIR/peer-1, ...; default: a temporary directory).")
 @click.option("--timeout", type=click.FloatRange(min=1), default=300.0, show_default=True,
               help="Give up waiting for answers after this many seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line with the summary.")
-def demo(peers: int, jobs: int, kill_one: bool, timeout: float, as_json: bool) -> None:
+def demo(peers: int, jobs: int, kill_one: bool, power_cut: bool, data: Path | None, timeout: float,
+         as_json: bool) -> None:
     """Share a pile of jobs among local peer processes with no scheduler, and check every answer."""
     console = None if as_json else Console()
     try:
-        summary = asyncio.run(run_demo(console, peers=peers, jobs=jobs, kill_one=kill_one, timeout=timeout))
+        summary = asyncio.run(run_demo(console, peers=peers, jobs=jobs, kill_one=kill_one, timeout=timeout,
+                                       power_cut=power_cut, data=data))
     except NodeProcessError as err:
         raise click.ClickException(str(err)) from None
     if as_json:
@@ -183,7 +236,9 @@ def demo(peers: int, jobs: int, kill_one: bool, timeout: float, as_json: bool) -
             f"[{colour}]{summary['completed']}/{summary['jobs']} jobs answered[/{colour}], "
             f"lost {summary['lost']}, wrong {summary['wrong']}, duplicates {summary['duplicates']}, "
             f"failovers {summary['failovers']}; {summary['seconds']} s, {summary['jobs_per_s']} jobs/s"
-            + (f"; killed {', '.join(summary['killed'])}" if summary["killed"] else ""))
+            + (f"; killed {', '.join(summary['killed'])}" if summary["killed"] else "")
+            + (f"; power cut at {summary['power_cut_at']} answers, {summary['restarted']} peers restarted"
+               if summary["power_cut_at"] is not None else ""))
         console.print("executions by peer: " + ", ".join(f"{p} {n}" for p, n in sorted(summary["executions_by_peer"].items())))
         console.print(LEGEND, style="dim", highlight=False)
     sys.exit(0 if summary["lost"] == 0 and summary["wrong"] == 0 else 1)

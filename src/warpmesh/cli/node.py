@@ -11,6 +11,7 @@ stdout (used by ``warpmesh mesh-demo``, ``warpmesh demo`` and the process tests)
     {"cmd": "put", "key": "k", "value": 1}   {"cmd": "del", "key": "k"}
     {"cmd": "enqueue", "task": "t1", "op": "demo.square", "args": 7}
     {"cmd": "enqueue_many", "items": [{"task": "t1", "op": "demo.collatz", "args": 7}, ...]}
+        (with "wait": true, answered once a majority holds them: "acknowledged": true/false)
     {"cmd": "status"}    {"cmd": "results"}    {"cmd": "quit"}
 
 Every command is answered by an event line; ``status`` events carry the roster, the board digests
@@ -96,7 +97,11 @@ def _emit(event: str, **fields: Any) -> None:
 @click.option("--status-every", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Also print a status event every N seconds (0: only when asked).")
 @click.option("--incarnation", type=click.IntRange(min=0), default=None,
-              help="This boot's incarnation (default: microseconds since the epoch).")
+              help="This boot's incarnation (default: microseconds since the epoch; with --data, above the "
+                   "stored one, and an explicit one must be).")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+              help="Keep this peer's boards in DIR (SQLite): restored on restart, acknowledged only once on "
+                   "disk, so acknowledged jobs survive every peer losing power at once.")
 @click.option("--concurrency", type=click.IntRange(min=1), default=None, metavar="N",
               help="Run at most N jobs at once on this peer, whatever their mode (default: 64).")
 @click.option("--max-attempts", type=click.IntRange(min=1), default=3, show_default=True, metavar="N",
@@ -111,7 +116,8 @@ def _emit(event: str, **fields: Any) -> None:
                    "secret or TLS is configured), e.g. --http 127.0.0.1:8080.")
 @mesh_options
 def node(node_id: str, listen: tuple[str, int], join: list[tuple[str, int]], ops_modules: tuple[str, ...],
-         role: str, strategy: str, control: str, status_every: float, incarnation: int | None, speculative: bool,
+         role: str, strategy: str, control: str, status_every: float, incarnation: int | None,
+         data_dir: Path | None, speculative: bool,
          concurrency: int | None, max_attempts: int, http: tuple[str, int] | None,
          join_timeout: float, log_level: str, secret_file: Path | None, tls_cert: Path | None, tls_key: Path | None,
          tls_ca: Path | None) -> None:
@@ -154,6 +160,7 @@ def node(node_id: str, listen: tuple[str, int], join: list[tuple[str, int]], ops
         from warpmesh.crdt import replica_id
         from warpmesh.net.secret import InsecureAddressError
         from warpmesh.peer import JoinError, open_node
+        from warpmesh.quilt.store import DataDirError, IncarnationRefused
         from warpmesh.warp import WarpConfig
         from warpmesh.workers.warmcore import WorkerConfig  # the one config object of command workers
 
@@ -175,7 +182,7 @@ def node(node_id: str, listen: tuple[str, int], join: list[tuple[str, int]], ops
         peer_cm = open_node(node_id, listen=listen, join=join, ops=registry, role=role, config=cfg,
                             incarnation=incarnation, secret=secret, tls=tls, strategy=strategy,
                             attach=[*(bind(h) for h in hooks), demo_boards], join_timeout=join_timeout,
-                            wait_live=False)
+                            wait_live=False, data_dir=data_dir)
         async with contextlib.AsyncExitStack() as stack:
             # Joining can take join_timeout seconds: a signal meanwhile stops quietly, as before.
             entering = asyncio.ensure_future(stack.enter_async_context(peer_cm))
@@ -189,8 +196,10 @@ def node(node_id: str, listen: tuple[str, int], join: list[tuple[str, int]], ops
                 return
             try:
                 peer = entering.result()
-            except InsecureAddressError as err:  # a bad combination of arguments: a usage error
+            except (InsecureAddressError, IncarnationRefused) as err:  # a bad combination of arguments
                 raise click.UsageError(str(err)) from None
+            except DataDirError as err:
+                raise click.ClickException(str(err)) from None
             except (JoinError, Unavailable, ValueError) as err:
                 raise click.ClickException(str(err)) from None
             warp, mesh, board = peer.node, peer.mesh, boards[0]
@@ -208,11 +217,13 @@ def node(node_id: str, listen: tuple[str, int], join: list[tuple[str, int]], ops
                 dashboard["http"] = server.url
             tune_gc_for_server()  # a dedicated peer process: start-up objects frozen, cheaper GC
             _emit("ready", node=node_id, address=f"{mesh.address[0]}:{mesh.address[1]}", incarnation=warp.incarnation,
-                  ops=warp.registry.names(), role=role, **dashboard)
+                  ops=warp.registry.names(), role=role, data=None if data_dir is None else str(data_dir),
+                  **dashboard)
 
             def status() -> None:
                 _emit("status", node=node_id, roster=sorted(mesh.roster.value), **board.snapshot(),
-                      warp=warp.status(), mesh=mesh.stats.as_dict())
+                      warp=warp.status(), mesh=mesh.stats.as_dict(),
+                      store=None if warp.store is None else warp.store.stats())
 
             tasks: list[asyncio.Task[Any]] = []
             if control == "stdio":
@@ -259,6 +270,12 @@ async def _control(boards: DemoBoards, warp: Any, status: Any, stop: asyncio.Eve
             elif what == "enqueue_many":
                 for item in cmd["items"]:
                     warp.enqueue_nowait(str(item["task"]), item.get("op"), item.get("args"))
+                if cmd.get("wait"):
+                    # Answer once a majority holds them (on disk, with --data): an acknowledged enqueue.
+                    acked = await warp.queue.replicated(timeout=float(cmd.get("timeout", 30)),
+                                                        count=warp.holders_needed())
+                    _emit("enqueued", count=len(cmd["items"]), acknowledged=acked)
+                    continue
                 _emit("enqueued", count=len(cmd["items"]))
                 continue
             elif what == "status":

@@ -182,6 +182,7 @@ class _Transfer:
 Outgoing = tuple[str | None, bytes]  # (peer, frame); peer None = broadcast
 MAX_SACK = 64  # batches beyond the cumulative ack listed in a selective ack
 MAX_FORGOTTEN = 100_000  # evicted streams remembered (a few dozen bytes each)
+MAX_HELD_ACKS = 10_000  # acks awaiting the disk before they are folded per peer and stream
 
 
 def _short_digest(data: bytes) -> bytes:
@@ -268,6 +269,15 @@ class QuilterCore(Generic[S]):
         #: Called after every remote join with the joined delta, or None after a full state
         #: (anything may have changed). Lets applications react to just the keys a delta touched.
         self.listener: Callable[[S | None], None] | None = None
+        #: Durability hooks (set by a runtime with a store, :mod:`warpmesh.quilt.store`). ``journal`` is
+        #: called with every value joined into the state (local or remote delta) and its wire form when
+        #: at hand (a received delta: no need to encode it again), or (None, None) when a full state or
+        #: difference was joined. With ``hold_acks``, an ack owed at :attr:`version` v is sent only
+        #: after :meth:`persisted` reports v on disk: an ack promises the batches survive a crash.
+        self.journal: Callable[[S | None, Any], None] | None = None
+        self.hold_acks = False
+        self._persisted = 0
+        self._held_acks: list[tuple[int, str, str, int]] = []  # (version owed at, peer, stream, upto)
 
     # -- observation ------------------------------------------------------------------------
     @property
@@ -337,6 +347,8 @@ class QuilterCore(Generic[S]):
 
     def _queue_delta(self, delta: S) -> None:
         self.version += 1
+        if self.journal is not None:
+            self.journal(delta, None)
         if self._pending is None:
             self._pending = delta.copy()  # type: ignore[attr-defined]
         else:
@@ -349,7 +361,30 @@ class QuilterCore(Generic[S]):
 
     @property
     def has_pending(self) -> bool:
-        return self._pending is not None or bool(self._owed_acks)
+        return (self._pending is not None or bool(self._owed_acks)
+                or bool(self._held_acks and self._held_acks[0][0] <= self._persisted))
+
+    @property
+    def persisted_version(self) -> int:
+        """The :attr:`version` last reported durable (see :meth:`persisted`)."""
+        return self._persisted
+
+    def persisted(self, version: int) -> None:
+        """The runtime made the state as of ``version`` durable: acks owed up to it may go (next flush)."""
+        self._persisted = max(self._persisted, version)
+
+    def restore(self, values: list[S], frontier: dict[str, int], now: float) -> None:
+        """Resume from durable storage, before any frame: join the stored ``values`` (a snapshot and
+        journaled deltas) and how far we held each stream then (our acks promised it, and the values
+        hold it). Our own stream is new (a new incarnation); the old one is a stream like any other."""
+        for value in values:
+            self.state.join(value)  # type: ignore[attr-defined]
+        self.version += 1
+        for s_id, upto in frontier.items():
+            if s_id != self.stream and upto > 0:
+                self._recv[s_id] = _RecvStream(s_id.rpartition("@")[0] or s_id, upto, set(), now,
+                                               last_resend_request=now)
+        self._persisted = self.version
 
     def flush(self, now: float) -> None:
         """Broadcast the coalesced pending delta as one batch and send owed acks."""
@@ -367,12 +402,35 @@ class QuilterCore(Generic[S]):
                 for stream in sorted(owed[peer]):
                     r = self._recv.get(stream)
                     if r is not None:
+                        if self.hold_acks:
+                            # Durable: the ack waits for the disk (cumulative only; held acks fold).
+                            self._held_acks.append((self.version, peer, stream, r.upto))
+                            continue
                         body: list[Any] = [stream, r.upto]
                         if r.extra:
                             # Selective ack: what we hold beyond the gap, so the origin resends only
                             # the gap (resending every overdue batch made most resends redundant).
                             body.append(sorted(r.extra)[:MAX_SACK])
                         self._send(peer, encode_frame(QuiltKind.ACK, body), "ack")
+        if self._held_acks and self._held_acks[0][0] <= self._persisted:
+            self._release_acks()
+        elif len(self._held_acks) > MAX_HELD_ACKS:
+            # Nothing reaches the disk (a failed store): keep only the newest ack per peer and stream.
+            newest = {(p, s): (v, p, s, u) for v, p, s, u in self._held_acks}
+            self._held_acks = sorted(newest.values())
+
+    def _release_acks(self) -> None:
+        # Held acks are in version order; send those now durable, one (the highest) per peer and stream.
+        n = 0
+        ready: dict[tuple[str, str], int] = {}
+        for version, peer, stream, upto in self._held_acks:
+            if version > self._persisted:
+                break
+            n += 1
+            ready[(peer, stream)] = max(ready.get((peer, stream), 0), upto)
+        del self._held_acks[:n]
+        for (peer, stream), upto in sorted(ready.items()):
+            self._send(peer, encode_frame(QuiltKind.ACK, [stream, upto]), "ack")
 
     def request_sync(self, peer: str) -> None:
         """Ask ``peer`` for everything it holds: send it our state with ``want_reply``.
@@ -486,6 +544,8 @@ class QuilterCore(Generic[S]):
         self.state.join(delta)  # type: ignore[attr-defined]
         self.version += 1
         self.stats["deltas_in"] += 1
+        if self.journal is not None:
+            self.journal(delta, body[2])
         if self.listener is not None:
             self.listener(delta)
         r = self._track(stream, sender, now, first_seen=seq)
@@ -696,6 +756,8 @@ class QuilterCore(Generic[S]):
         self.state.join(received)  # type: ignore[attr-defined]
         self.version += 1
         self.stats["states_in"] += 1
+        if self.journal is not None:
+            self.journal(None, None)
         if self.listener is not None:
             self.listener(None)
         self._cover(sender, body[0], t, now)
@@ -867,6 +929,8 @@ class QuilterCore(Generic[S]):
             self.state.join(retirements(self.state, asked, their_ctx, bits, alive))  # type: ignore[arg-type, attr-defined]
         self.version += 1
         self.stats["differences_in"] += 1
+        if self.journal is not None:
+            self.journal(None, None)
         if self.listener is not None:
             self.listener(None)
         if complete:

@@ -16,14 +16,18 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections import deque
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from warpmesh.aio.observable import Observable
 from warpmesh.aio.tasks import cancel_and_wait
 from warpmesh.aio.tuning import install_gc_pause
 from warpmesh.net.seam import PeerUnreachable, Seam, SeamClosed
 from warpmesh.quilt.core import QuilterConfig, QuilterCore, StateCodec
+
+if TYPE_CHECKING:
+    from warpmesh.quilt.store import BoardStore
 
 S = TypeVar("S")
 log = logging.getLogger("warpmesh.quilt")
@@ -42,6 +46,7 @@ class Quilter(Generic[S]):
         config: QuilterConfig | None = None,
         rng: random.Random | None = None,
         coalesce_delay: float = 0.0,
+        store: BoardStore | None = None,
     ) -> None:
         install_gc_pause()  # full states of big boards are bulk sections: pause the cyclic GC in them
         if codec is None:
@@ -63,6 +68,13 @@ class Quilter(Generic[S]):
         self._closed = False
         self._ack_waiters: list[tuple[int, bool, int | None, asyncio.Future[None]]] = []
         self.send_failures = 0
+        #: Durable storage of this board (None: memory only). It restores the state here, before
+        #: any frame, and from then on acks (and local writes) count only once they are on disk.
+        self.store = store
+        self._durable_seq = 0  # our own batches on disk up to here
+        self._flushed: deque[tuple[int, int]] = deque()  # (our batch seq, state version it was cut at)
+        if store is not None:
+            store.attach(self)
 
     @property
     def state(self) -> S:
@@ -72,6 +84,8 @@ class Quilter(Generic[S]):
     async def start(self) -> Quilter[S]:
         loop = asyncio.get_running_loop()
         # Frames are handled inline as they are delivered: no queue, no task per frame.
+        if self.store is not None:
+            self.store.node._start()
         self._remove_handler = self.seam.add_handler(self._on_frame)
         self.core.roster_changed(self.seam.roster.value, loop.time())
         name = f"{self.seam.self_id}/{self.core.stream}"
@@ -149,7 +163,8 @@ class Quilter(Generic[S]):
         everything mutated so far).
 
         Returns False on timeout; True at once when no peer is connected. The roster is read at
-        every check, so a peer leaving can complete the wait.
+        every check, so a peer leaving can complete the wait. With a :attr:`store`, our own copy
+        counts only once on disk (alone: True once there), and peers with stores ack only then.
         """
         core = self.core
         if seq is None:
@@ -168,12 +183,37 @@ class Quilter(Generic[S]):
 
     def _ack_satisfied(self, seq: int, majority: bool, count: int | None = None) -> bool:
         core = self.core
+        if self.store is not None and (seq > self._durable_seq or self.store.node.failed is not None):
+            return False  # our own copy counts only once it is on disk
         if not core.peers:
             return True
         if seq > core.seq:
             return False
         need = count if count is not None else core.majority_others() if majority else 1
         return core.acked_count(seq) >= need
+
+    def _persisted(self, version: int) -> None:
+        # The store made the state as of ``version`` durable: so every batch of ours cut by then.
+        self.core.persisted(version)
+        if self._settle_durable():
+            self._release_ack_waiters()
+        if self.core.has_pending:
+            self._wake.set()
+
+    def _note_flushed(self) -> None:
+        core = self.core
+        if core.seq > (self._flushed[-1][0] if self._flushed else self._durable_seq):
+            self._flushed.append((core.seq, core.version))
+            if self._settle_durable():
+                self._release_ack_waiters()
+
+    def _settle_durable(self) -> bool:
+        moved = False
+        done = self.core.persisted_version
+        while self._flushed and self._flushed[0][1] <= done:
+            self._durable_seq = self._flushed.popleft()[0]
+            moved = True
+        return moved
 
     def _release_ack_waiters(self) -> None:
         for seq, majority, count, fut in self._ack_waiters:
@@ -206,6 +246,8 @@ class Quilter(Generic[S]):
             else:
                 await asyncio.sleep(0)  # let the rest of this loop iteration's mutations join in
             core.flush(loop.time())
+            if self.store is not None:
+                self._note_flushed()
             for peer, frame in core.take_outbox():
                 try:
                     if peer is None:
@@ -254,3 +296,5 @@ class Quilter(Generic[S]):
             self._remove_handler = None
         await cancel_and_wait(self._tasks, swallow=(SeamClosed,))
         self._tasks.clear()
+        if self.store is not None:
+            await self.store.node._detach()

@@ -708,7 +708,14 @@ class WarpCore:
             self.write_cancel(now, task_id, desc, reason)
 
     def ack(self, task_id: str) -> None:
-        """Acknowledge (remove) a task's answer."""
+        """Acknowledge (remove) a task's answer, and its run from the queue.
+
+        The answered run may still be queued somewhere (its dequeue waits for a majority): it leaves
+        with its answer, or a peer that sees the queue entry but no answer would run it again.
+        """
+        run = self.result_run(task_id)
+        if run is not None:
+            self._remove_from_queue(task_id, run)
         self._remove(RESULTS, task_id)
         self._written.pop(task_id, None)
 

@@ -51,7 +51,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from warpmesh.aio.observable import Observable
 from warpmesh.aio.tasks import cancel_and_wait
@@ -78,6 +78,9 @@ from warpmesh.warp.model import (
 from warpmesh.warp.ops import OpRegistry, OpSpec
 from warpmesh.warp.ring import TaskRing
 from warpmesh.wire.frame import FrameUndecodable, pack, unpack
+
+if TYPE_CHECKING:
+    from warpmesh.quilt.store import NodeStore
 
 log = logging.getLogger("warpmesh.warp")
 
@@ -152,6 +155,7 @@ class WarpNode:
         clock: Callable[[], float] | None = None,
         mux: MuxSeam | None = None,
         wall_clock: Callable[[], float] | None = None,
+        data_dir: str | os.PathLike[str] | NodeStore | None = None,
     ) -> None:
         if role not in ("worker", "client"):
             raise ValueError("role must be 'worker' or 'client'")
@@ -172,6 +176,15 @@ class WarpNode:
         if executor is not None:
             mode = "async" if asyncio.iscoroutinefunction(executor) else "inline"
             self.registry.register(EXECUTOR_OP, executor, mode=mode)  # type: ignore[arg-type]
+        #: Durable boards (``data_dir``: a directory or an open :class:`~warpmesh.quilt.store.NodeStore`),
+        #: restored before the node talks; None keeps them in memory only. See docs/warp.md, "Durability".
+        self.store: NodeStore | None = None
+        if data_dir is not None:
+            from warpmesh.quilt.store import NodeStore
+
+            self.store = data_dir if isinstance(data_dir, NodeStore) else NodeStore.open(data_dir, self.self_id)
+            # Always above the stored one: a restart never reuses its past incarnation's dots.
+            incarnation = self.store.claim_incarnation(incarnation, default=seam_incarnation(seam))
         if incarnation is None:
             incarnation = seam_incarnation(seam)
         self.incarnation = int(incarnation)
@@ -238,7 +251,8 @@ class WarpNode:
 
         def board(tag: int, state: Any) -> Quilter[Any]:
             return Quilter(self.mux.channel(tag), state, stream=self.replica, config=cfg.quilter,
-                           rng=random.Random(self.rng.getrandbits(32)), coalesce_delay=cfg.coalesce_delay)
+                           rng=random.Random(self.rng.getrandbits(32)), coalesce_delay=cfg.coalesce_delay,
+                           store=None if self.store is None else self.store.board(f"warp-{tag}"))
 
         return (board(QUEUE_TAG, ORMap(LWWRegister)), board(RESULTS_TAG, ORMap(LWWRegister)),
                 board(INTENTS_TAG, ORMap(GSet)), board(COUNTERS_TAG, ORMap(GCounter)),
@@ -484,7 +498,8 @@ class WarpNode:
         Enqueuing an id again starts a new run that replaces the previous answer.
 
         Returns once a majority of the mesh holds the task, so it survives any minority of peers
-        crashing; on a mesh of one it returns at once. Raises :class:`NotReplicated` when no
+        crashing (with ``data_dir`` peers: holds it on disk, so it survives every peer losing power
+        at once); on a mesh of one it returns at once (with ``data_dir``: once on its disk). Raises :class:`NotReplicated` when no
         majority acknowledged it within ``WarpConfig.replicate_timeout`` (at once when too few
         peers are reachable, e.g. on the minority side of a partition); the task then stays queued
         here and replicates when it can. To retry through another peer without risking a second
@@ -492,8 +507,8 @@ class WarpNode:
         everywhere, and a run is answered once.
         """
         run = self.enqueue_nowait(task_id, op, *args, pin=pin, run=run, deadline=deadline, **kwargs)
-        if not self.queue.core.peers:
-            return run  # a mesh of one: nothing to replicate to
+        if not self.queue.core.peers and self.store is None:
+            return run  # a mesh of one: nothing to replicate to (with a store: once on its disk)
         need = self.holders_needed()
         reachable = len(self.liveness.live.value - {self.self_id})
         if reachable < need:
