@@ -115,13 +115,14 @@ def _disk_bytes(root: Path) -> int:
 
 def _held(node: WarpNode) -> dict[str, int]:
     """What a node holds that could grow with every job ever run: its boards (encoded), its unacked
-    batches, and its per-task bookkeeping (``_executed``, a bounded cache of 100,000, excluded)."""
+    batches, and its per-task bookkeeping (the core's ``_executed``, a bounded cache of 100,000, excluded)."""
     out = {name: len(pack(encode(q.state))) for name, q in zip(("queue", "results", "intents", "counters"),
                                                                node._boards, strict=False)}
     out["buffered"] = sum(q.core._buffer_bytes for q in node._boards)
     out["answers_held"] = len(node.results)
-    out["bookkeeping"] = sum(len(m) for m in (node._claimed, node._written, node._standby, node._deferred,
-                                               node._delegated, node._stolen))
+    core = node.core
+    out["bookkeeping"] = sum(len(m) for m in (core.claimed, core._written, core.standby, core.deferred,
+                                               core.delegated, core.stolen))
     return out
 
 
