@@ -146,24 +146,32 @@ class Liveness:
                 self.stalls += 1
             last = now
             self._emit(self.detector.tick(now))
-            # A frame sent within the last interval already told the peer we live (it counts every
-            # frame). Half an interval, so its silence clock stays within 1.5 intervals without losses.
-            recent = now - interval / 2
-            due = [p for p in sorted(self._seam.roster.value) if p != self.self_id
-                   and max(self._sent_at.get(p, float("-inf")), self._broadcast_at) <= recent]
-            skipped = len(self._seam.roster.value - {self.self_id}) - len(due)
-            self.heartbeats_skipped += skipped
             try:
-                if due and not skipped:
-                    await self._channel.broadcast(_PING)
+                if self.config.quiet_when_busy:
+                    await self._beat_quietly(now - interval / 2)
                 else:
-                    for peer in due:
-                        await self._channel.send_to(peer, _PING)
+                    # Every connected peer, whether the roster lists it yet or not (a joining peer may not).
+                    await self._channel.broadcast(_PING)
+                    self.heartbeats_sent += 1
             except SeamClosed:
                 return
-            if due:
-                self.heartbeats_sent += 1
             await asyncio.sleep(interval)
+
+    async def _beat_quietly(self, recent: float) -> None:
+        # A frame sent since ``recent`` (half an interval ago) already told the peer we live (it counts
+        # every frame), so its silence clock stays within 1.5 intervals without losses.
+        others = self._seam.roster.value - {self.self_id}
+        due = [p for p in sorted(others)
+               if max(self._sent_at.get(p, float("-inf")), self._broadcast_at) <= recent]
+        self.heartbeats_skipped += len(others) - len(due)
+        if not due:
+            return
+        if len(due) == len(others):
+            await self._channel.broadcast(_PING)
+        else:
+            for peer in due:
+                await self._channel.send_to(peer, _PING)
+        self.heartbeats_sent += 1
 
     async def _watch_roster(self) -> None:
         loop = asyncio.get_running_loop()

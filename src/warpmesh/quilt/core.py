@@ -257,10 +257,6 @@ class QuilterCore(Generic[S]):
         # One round for a greeting digest to name a reachable peer before the timer picks one.
         self._bootstrap_deadline = now + self.config.anti_entropy_interval
         self._bootstrap_failed: set[str] = set()
-        # Peers whose latest digest, summary or difference said they are bootstrapping themselves:
-        # never a bootstrap source (an empty peer's answer would end ours with nothing), and a state
-        # equal to theirs proves nothing.
-        self._peer_bootstrapping: set[str] = set()
         self._version_at_round = -1
         self._next_ae = now + self.rng.uniform(0.5, 1.0) * self.config.anti_entropy_interval
         self._digest_cache: tuple[int, bytes] | None = None
@@ -625,7 +621,6 @@ class QuilterCore(Generic[S]):
         theirs, their_frontier = body[2], body[3]
         if not isinstance(theirs, bytes) or not isinstance(their_frontier, bytes) or len(theirs) > 64:
             raise ValueError("bad digest")
-        self._note_bootstrapping(sender, len(body) > 4 and body[4] is True)
         if stream != self.stream and seq > 0:
             r = self._track(stream, sender, now, first_seen=seq + 1)
             if seq > r.upto:  # batches (its tail, or history) that never reached us, or are in flight
@@ -640,8 +635,7 @@ class QuilterCore(Generic[S]):
             return  # the sender is busy; this round only checked its tail
         if settled:
             self._synced[sender] = now
-            if sender not in self._peer_bootstrapping:
-                self._bootstrap_done()  # we hold all it holds: nothing to bootstrap from it
+            self._bootstrap_done()  # we hold all it holds: nothing to bootstrap from it
             self._mismatch.pop(sender, None)
             self._mismatch_frontiers.pop(sender, None)
             self.stats["digest_match"] += 1
@@ -821,7 +815,7 @@ class QuilterCore(Generic[S]):
     # -- bootstrap ------------------------------------------------------------------------------
     def _maybe_bootstrap(self, peer: str, now: float) -> None:
         """Ask ``peer`` for everything we lack, unless a bootstrap from another peer is in flight."""
-        if self._bootstrapped or peer not in self._peers or peer in self._peer_bootstrapping:
+        if self._bootstrapped or peer not in self._peers:
             return
         current = self._bootstrap_peer
         if current is not None and current in self._peers and now < self._bootstrap_deadline:
@@ -842,10 +836,8 @@ class QuilterCore(Generic[S]):
         if self._bootstrap_peer is not None:
             self._bootstrap_failed.add(self._bootstrap_peer)
             self.stats["bootstrap_timeouts"] += 1
-        candidates = sorted(set(self._peers) - self._bootstrap_failed - self._peer_bootstrapping)
+        candidates = sorted(set(self._peers) - self._bootstrap_failed)
         if not candidates:
-            # Every peer failed us or is new itself (e.g. a whole mesh starting together): stop
-            # waiting and repair the usual way, or nobody would ever serve as a source.
             self._bootstrap_done()
             return
         self._bootstrap_peer = None
@@ -857,12 +849,6 @@ class QuilterCore(Generic[S]):
             self._bootstrap_peer = None
             self._bootstrap_failed.clear()
 
-    def _note_bootstrapping(self, peer: str, flag: bool) -> None:
-        if flag:
-            self._peer_bootstrapping.add(peer)
-        else:
-            self._peer_bootstrapping.discard(peer)
-
     def _send_summary(self, peer: str, *, want_reply: bool) -> None:
         summary = summarize(self.state)  # type: ignore[arg-type]
         self._summary_seq += 1
@@ -871,26 +857,22 @@ class QuilterCore(Generic[S]):
         while len(asked) > 4:  # a few outstanding questions per peer are enough
             del asked[min(asked)]
         body = [self.stream, self._seq, self._summary_seq, want_reply, summary.to_wire()]
-        if not self._bootstrapped:
-            body.append(True)  # never take us as a bootstrap source
         self._send(peer, encode_frame(QuiltKind.SUMMARY, body), "summary")
 
     def _on_summary(self, sender: str, body: list[Any], now: float) -> None:
         stream, seq = self._stream_and_seq(body)
-        if len(body) not in (5, 6) or not isinstance(body[2], int) or not isinstance(body[3], bool):
+        if len(body) != 5 or not isinstance(body[2], int) or not isinstance(body[3], bool):
             raise ValueError("bad summary frame")
         if not self._by_difference:
             raise ValueError("summary on a channel whose state is not causal")
         nonce, want_reply = body[2], body[3]
         summary = Summary.from_wire(body[4])
-        self._note_bootstrapping(sender, len(body) > 5 and body[5] is True)
         diff = difference_for(self.state, summary)  # type: ignore[arg-type]
         self.stats["summaries_in"] += 1
         if not diff.is_empty() or want_reply:
             # Even an empty difference is worth sending to an asker: it carries our frontier, so the
             # asker learns it holds everything we have (and can ack it to the origins).
-            self._send_chunked(sender, QuiltKind.DIFF,
-                               pack([nonce, diff.to_wire(self.codec.encode), not self._bootstrapped]),
+            self._send_chunked(sender, QuiltKind.DIFF, pack([nonce, diff.to_wire(self.codec.encode)]),
                                want_reply=False, what="difference")
         if not diff.we_lack and stream != self.stream:
             # We hold all the sender holds (every dot it has seen, and its alive entries): so every
@@ -916,10 +898,8 @@ class QuilterCore(Generic[S]):
             return
         t, payload = done
         top = unpack(payload)
-        if not isinstance(top, list) or len(top) not in (2, 3) or not isinstance(top[0], int):
+        if not isinstance(top, list) or len(top) != 2 or not isinstance(top[0], int):
             raise ValueError("bad difference payload")
-        source_bootstrapping = len(top) > 2 and top[2] is True
-        self._note_bootstrapping(sender, source_bootstrapping)
         delta, their_ctx, bits, alive = Difference.from_wire(top[1], self._decode_state)
         before = self.state_digest()
         self.state.join(delta)  # type: ignore[attr-defined]
@@ -937,13 +917,8 @@ class QuilterCore(Generic[S]):
             # We now hold all the sender holds: its frontier too. (Without the question's context the
             # retirements could not be judged; the next round repairs them, and nothing is acked early.)
             self._cover(sender, body[0], t, now)
-            if asked is not None and not source_bootstrapping:
+            if asked is not None:
                 self._bootstrap_done()  # it answered our question: we hold all it holds
-            elif asked is not None and sender == self._bootstrap_peer:
-                # It is new itself: what it holds is no board. Ask another peer at the next tick.
-                self.stats["bootstrap_sources_refused"] += 1
-                self._bootstrap_peer = None
-                self._bootstrap_deadline = now
         if before != self.state_digest():
             self.stats["differences_useful"] += 1
 
@@ -1009,7 +984,6 @@ class QuilterCore(Generic[S]):
                 for key in [k for k in self._diff_transfers if k[0] == peer]:
                     del self._diff_transfers[key]
                 self._asked.pop(peer, None)
-                self._peer_bootstrapping.discard(peer)
         for stream, r in list(self._recv.items()):
             if r.peer not in self._peers and now - r.last_heard >= cfg.evict_after:
                 del self._recv[stream]
@@ -1031,8 +1005,6 @@ class QuilterCore(Generic[S]):
     def _send_digest(self, peer: str, *, with_state: bool = True) -> None:
         state = self.state_digest() if with_state else b""
         body = [self.stream, self._seq, state, self.frontier_digest()]
-        if not self._bootstrapped:
-            body.append(True)  # "I am bootstrapping": see _note_bootstrapping
         self._send(peer, encode_frame(QuiltKind.DIGEST, body), "digest")
 
     def _heavy_allowed(self, peer: str, now: float) -> bool:
