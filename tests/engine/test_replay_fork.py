@@ -6,8 +6,26 @@ import dataclasses
 
 import pytest
 
-from tests.engine.workload import entity, make_engine, run
-from warpmesh.engine import AtomPayload, ReplayMismatch, make_node_id, make_type_id, replay_history
+from tests.engine.workload import LINK, ROOT, child_of, entity, is_entity, link_of, make_engine, run
+from warpmesh.engine import (
+    AtomPayload,
+    DeleteNode,
+    EdgeRecord,
+    Footprint,
+    GraphView,
+    NodeId,
+    NodeNotIsolated,
+    ReplayMismatch,
+    RewriteRule,
+    SlotSet,
+    TickDelta,
+    TickPatch,
+    UpsertEdge,
+    compute_state_root,
+    make_node_id,
+    make_type_id,
+    replay_history,
+)
 
 TICKS = [
     [("test/spawn", i) for i in range(6)],
@@ -83,3 +101,51 @@ def test_seed_profile_history_replays_under_seed() -> None:
     run(engine, TICKS)
     engine.replay()
     assert engine.history[-1].snapshot.hash != make_engine(6).snapshot().hash
+
+
+# repoint: move the scope's link edge off its child onto the world root, then delete the child
+def _repoint_fp(view: GraphView, scope: NodeId) -> Footprint:
+    c, e = child_of(scope), link_of(scope)
+    return (Footprint(view.warp_id).read_node(scope).write_node(scope).write_node(c).read_edge(e)
+            .write_edge(e).write_beta(e).write_alpha(c))
+
+
+def _repoint_exec(view: GraphView, scope: NodeId, delta: TickDelta) -> None:
+    e = link_of(scope)
+    delta.delete_edge(scope, e)  # (sort kind 4: before the DeleteNode, so the tick itself applies)
+    delta.upsert_edge(e, scope, ROOT, LINK)
+    delta.delete_node(child_of(scope))
+
+
+def test_a_patch_that_repoints_an_edge_off_a_node_it_deletes_replays() -> None:
+    """The diff of such a tick is Echo's: the edge kept its source, so it is one UpsertEdge (no
+    DeleteEdge), and it sorts after the DeleteNode of its old target. Applied op by op in key order,
+    that DeleteNode meets a node still holding the edge; playback must still reach the tick's state."""
+    engine = make_engine(3)
+    engine.register_rule(RewriteRule("test/repoint", is_entity, _repoint_exec, _repoint_fp))
+    run(engine, [[("test/spawn", i) for i in range(3)], [("test/repoint", 1)]])
+    patch = engine.history[-1].patch
+    assert [type(op) for op in patch.ops] == [DeleteNode, UpsertEdge]
+    state = engine.replay()  # raised NodeNotIsolated before the fix
+    w = engine.root_key.warp_id
+    assert state.stores[w].nodes == engine.state.stores[w].nodes
+    assert state.stores[w].edge(link_of(entity(1))) == EdgeRecord(link_of(entity(1)), entity(1), ROOT, LINK)
+    fork = engine.fork(1)
+    assert fork.state_root() == engine.state_root()
+    replica = engine.replay(0)
+    patch.apply_to(replica)
+    assert compute_state_root(replica, w, engine.root_key.local_id) == engine.state_root()
+
+
+def test_patch_playback_still_refuses_deleting_a_node_that_keeps_its_edges() -> None:
+    """Deferring a blocked DeleteNode is only for edges the same patch moves away: a node that still
+    has an edge once the patch's edge ops ran is refused, and the state is left as it was."""
+    engine = make_engine(3)
+    run(engine, [[("test/spawn", i) for i in range(3)]])
+    state = engine.state.clone()
+    w = engine.root_key.warp_id
+    root_before = compute_state_root(state, w, ROOT)
+    bogus = TickPatch(0, bytes(32), 1, SlotSet(), SlotSet(), (DeleteNode(w, child_of(entity(0))),))
+    with pytest.raises(NodeNotIsolated):
+        bogus.apply_to(state)
+    assert compute_state_root(state, w, ROOT) == root_before

@@ -160,7 +160,7 @@ def test_tick_diff_equals_whole_state_diff_and_rolls_back(data: st.DataObject) -
     assert ops == reference_diff(before, after)
     # The diff replays: applying it to a fresh copy of `before` reproduces `after`.
     replica = build(*before)
-    apply_ops(state_of(replica), ops)
+    apply_ops(state_of(replica), ops, playback=True)
     assert contents(replica) == after
     # Cached incremental state root == a from-scratch one, in any insertion order.
     fresh = state_of(build(*after, order=random.Random(data.draw(st.integers(0, 99)))))

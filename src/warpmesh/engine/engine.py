@@ -819,8 +819,8 @@ def replay_history(initial: WarpState, root: NodeKey, records: Sequence[TickReco
     parent: Hash | None = None
     for t, rec in enumerate(records):
         if rec.pre_ops:
-            apply_ops(state, rec.pre_ops)
-        apply_ops(state, rec.patch.ops)
+            apply_ops(state, rec.pre_ops, playback=True)
+        apply_ops(state, rec.patch.ops, playback=True)
         snap = rec.snapshot
         state_root = compute_state_root(state, root[0], root[1], prof)
         if state_root != snap.state_root:

@@ -225,8 +225,9 @@ class TickPatch:
         return Hash(h.digest())
 
     def apply_to(self, state: WarpState) -> None:
-        """Apply the ops to ``state``; on failure the state is restored and the error re-raised."""
-        apply_ops(state, self.ops)
+        """Apply the ops to ``state`` (as a recorded diff, see :func:`apply_ops`'s ``playback``); on failure
+        the state is restored and the error re-raised."""
+        apply_ops(state, self.ops, playback=True)
 
 
 _SET_ATT_PREFIX = {(NODE, PLANE_ALPHA): b"\x07\x01\x01", (EDGE, PLANE_BETA): b"\x07\x02\x02"}
@@ -267,16 +268,33 @@ def _encode_ops(ops: Sequence[WarpOp]) -> list[bytes]:
     return out
 
 
-def apply_ops(state: WarpState, ops: Iterable[WarpOp], canonical: bool = False) -> TickApplier:
+def apply_ops(state: WarpState, ops: Iterable[WarpOp], canonical: bool = False,
+              playback: bool = False) -> TickApplier:
     """Apply ops with undo tracking; roll back and re-raise if any op fails.
 
     ``canonical`` promises that ``ops`` is sorted by op key with no key twice (a merged tick): the
     run of node-atom ``SetAttachment`` ops that then ends the list is applied in bulk.
+
+    ``playback`` applies a recorded diff (a patch's ops, a tick's ``pre_ops``): a ``DeleteNode`` whose
+    node still has incident edges at its place in key order is retried after every other op. A diff
+    states an edge that kept its source but changed its target as one ``UpsertEdge``, which sorts after
+    the ``DeleteNode`` of its old target (Echo's own ``diff_state`` does the same), so in key order the
+    node is deleted while the edge still points at it. The retry keeps the isolation check: a node still
+    holding an edge once the other ops ran is refused as before.
     """
     applier = TickApplier(state)
     try:
         if canonical:
             applier.apply_canonical(list(ops))
+        elif playback:
+            blocked: list[DeleteNode] = []
+            for op in ops:
+                if type(op) is DeleteNode and applier.blocks_delete(op):
+                    blocked.append(op)
+                else:
+                    applier.apply(op)
+            for op in blocked:
+                applier.apply(op)
         else:
             for op in ops:
                 applier.apply(op)
@@ -422,6 +440,13 @@ class TickApplier:
             st.stores.pop(op.warp_id, None)
         else:  # pragma: no cover - the union is closed
             raise InvalidOperation(f"unknown op {op!r}")
+
+    def blocks_delete(self, op: DeleteNode) -> bool:
+        """Whether ``op`` would be refused now only because its node still has incident edges."""
+        store = self.state.stores.get(op.warp_id)
+        node = op.node
+        return (store is not None and node in store.nodes
+                and bool(store.edges_from.get(node) or store.edges_to.get(node)))
 
     def _track_instance(self, warp: bytes) -> None:
         if warp not in self._instances:
