@@ -157,7 +157,7 @@ def test_rules_sharing_a_scope_hash_stay_apart_and_each_is_last_wins() -> None:
     for p in (a1, b1, a2, b2, c):
         tx.enqueue(p)
     assert len(tx) == 3
-    assert tx.drain() == [b2, a2, c]
+    assert [p.rule for p in tx.drain()] == [b2.rule, a2.rule, c.rule]
 
 
 def test_run_tick_is_begin_apply_commit_in_one_bulk_section() -> None:

@@ -14,9 +14,7 @@ class _Rule:
 
 
 def _pr(scope_hash: bytes, compact: int, nonce: int) -> PendingRewrite:
-    pr = PendingRewrite(_Rule(), compact, scope_hash, NodeKey(b"w", b"s"), Footprint(b"w"))  # type: ignore[arg-type]
-    pr.nonce = nonce
-    return pr
+    return PendingRewrite(_Rule(), compact, scope_hash, NodeKey(b"w", b"s"), Footprint(b"w"), nonce)  # type: ignore[arg-type]
 
 
 # Scope hashes that share long prefixes exercise every 16-bit pass, not just the last one.
@@ -43,15 +41,14 @@ def test_radix_order_on_a_large_batch_with_ties_is_stable() -> None:
 def test_enqueue_is_last_wins_and_drain_resets() -> None:
     tx = PendingTx()
     a1, b, a2 = _pr(b"\x02" * 32, 0, 0), _pr(b"\x01" * 32, 0, 0), _pr(b"\x02" * 32, 0, 0)
-    for p in (a1, b, a2):
-        tx.enqueue(p)
+    queued = [tx.enqueue(p) for p in (a1, b, a2)]  # the records as queued, each with its nonce
     assert len(tx) == 2
-    assert tx.drain() == [b, a2]
-    assert (a2.nonce, b.nonce) == (2, 1)
+    drained = tx.drain()
+    assert drained == [queued[1], queued[2]] and drained[1].rule is a2.rule  # a2 replaced a1
+    assert (drained[1].nonce, drained[0].nonce) == (2, 1)
     assert len(tx) == 0
     c = _pr(b"\x03" * 32, 0, 0)
-    tx.enqueue(c)
-    assert c.nonce == 0
+    assert tx.enqueue(c).nonce == 0
 
 
 def test_drain_switches_to_radix_above_threshold() -> None:
@@ -60,7 +57,6 @@ def test_drain_switches_to_radix_above_threshold() -> None:
     rng = random.Random(1)
     tx = PendingTx()
     items = [_pr(rng.randbytes(32), rng.randrange(4), 0) for _ in range(SMALL_SORT_THRESHOLD + 50)]
-    for p in items:
-        tx.enqueue(p)
+    queued = [tx.enqueue(p) for p in items]
     drained = tx.drain()
-    assert [id(p) for p in drained] == [id(p) for p in sort_order(items)]
+    assert [id(p) for p in drained] == [id(p) for p in sort_order(queued)]

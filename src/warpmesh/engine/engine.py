@@ -103,9 +103,9 @@ _u64 = struct.Struct("<Q").pack
 _tnew = tuple.__new__  # builds named tuples without their Python-level __new__ (hot loops only)
 _rule_id_of = attrgetter("rule.rule_id")
 _rule_name_of = attrgetter("rule.name")
-_scope_hash_of = attrgetter("scope_hash")
-_scope_of = attrgetter("scope")
-_footprint_of = attrgetter("footprint")
+_scope_hash_of = itemgetter(2)  # PendingRewrite.scope_hash (its fields by position: C-level getters)
+_scope_of = itemgetter(3)  # PendingRewrite.scope
+_footprint_of = itemgetter(4)  # PendingRewrite.footprint
 _executor_of = attrgetter("rule.executor")
 _system_of = attrgetter("rule.system")
 _warp_of = itemgetter(0)
@@ -334,6 +334,9 @@ class Engine:
         self._journal: list[WarpOp] = []
         self._last: Snapshot | None = None
         self._views: dict[bytes, GraphView] = {}
+        # One hasher reused for every scope hash (reset, update, digest): cheaper than a new BLAKE3 object
+        # per candidate. Engines are single-threaded, and nothing runs between the three calls.
+        self._scope_hasher = blake3()
 
     # ------------------------------------------------------------------ construction helpers
     @staticmethod
@@ -535,8 +538,10 @@ class Engine:
         rule = self._rules[ix]
         if not rule.matcher(view, scope):
             return _NO_MATCH
-        pending.add(rule, ix, blake3(rule.rule_id + warp + scope).digest(), _tnew(NodeKey, (warp, scope)),
-                    rule.footprint(view, scope))
+        h = self._scope_hasher  # scope_hash(), inlined
+        h.reset()
+        h.update(rule.rule_id + warp + scope)
+        pending.add(rule, ix, h.digest(), _tnew(NodeKey, (warp, scope)), rule.footprint(view, scope))
         return _APPLIED
 
     def apply_in_warp(self, tx: int, warp: WarpId, rule_name: str, scope: NodeId,
@@ -566,8 +571,10 @@ class Engine:
         fp = rule.footprint(view, scope)
         for key in descent_stack:
             fp.read_attachment(key)
-        # scope_hash(), inlined: once per apply
-        pending.add(rule, ix, blake3(rule.rule_id + warp + scope).digest(), _tnew(NodeKey, (warp, scope)), fp)
+        h = self._scope_hasher  # scope_hash(), inlined: once per apply
+        h.reset()
+        h.update(rule.rule_id + warp + scope)
+        pending.add(rule, ix, h.digest(), _tnew(NodeKey, (warp, scope)), fp)
         return _APPLIED
 
     def run_tick(self, applies: Iterable[tuple[str, NodeId]]) -> tuple[Snapshot, TickReceipt, TickPatch]:
@@ -598,14 +605,17 @@ class Engine:
         by_name = self._by_name
         rules = self._rules
         add = pending.add
+        h = self._scope_hasher
+        reset, update, digest = h.reset, h.update, h.digest
         for rule_name, scope in applies:
             ix = by_name.get(rule_name)
             if ix is None:
                 raise UnknownRule(rule_name)
             rule = rules[ix]
             if rule.matcher(view, scope):
-                add(rule, ix, blake3(rule.rule_id + warp + scope).digest(), _tnew(NodeKey, (warp, scope)),
-                    rule.footprint(view, scope))
+                reset()
+                update(rule.rule_id + warp + scope)
+                add(rule, ix, digest(), _tnew(NodeKey, (warp, scope)), rule.footprint(view, scope))
 
     def abort(self, tx: int) -> None:
         """Drop a transaction and its pending rewrites (nothing was mutated, so nothing to undo)."""
@@ -713,19 +723,24 @@ class Engine:
         guard = self.footprint_guard
         remote = self.executor is not None
         items: list[ExecItem]
+        results: list[tuple[list[WarpOp], list[tuple[int, int]]]]
         if remote:
             items = [(i, pr.rule.executor, footprint_slice(stores[pr.scope[0]], pr.footprint), pr.scope[1],
                       pr.footprint, pr.rule.system) for i, pr in enumerate(accepted)]
         else:
             scopes = list(map(_scope_of, accepted))
-            items = list(zip(
+            columns: Iterable[ExecItem] = zip(
                 range(len(accepted)), map(_executor_of, accepted), map(stores.__getitem__, map(_warp_of, scopes)),
                 map(_local_of, scopes), map(_footprint_of, accepted) if guard else repeat(None),
-                map(_system_of, accepted)))
-        if self.workers == 1 and not remote:
-            # One worker runs everything in canonical order (Echo's serial path).
-            results = [run_batch(items)]
-        else:
+                map(_system_of, accepted))
+            if self.workers == 1:
+                # One worker runs everything in canonical order (Echo's serial path), the items streamed
+                # from the columns: zip recycles its tuple, so no per-rewrite item is built and kept.
+                results = [run_batch(columns)]
+                items = []
+            else:
+                items = list(columns)
+        if remote or self.workers > 1:
             units = partition_units([(i, pr.scope[0], pr.scope[1]) for i, pr in enumerate(accepted)])
             plan = assign_units(len(units), self.workers, self.claim_rng)
             batches = [[items[m] for u in claimed for m in units[u]] for claimed in plan]

@@ -12,7 +12,7 @@ Every executor reads the pre-tick graph: nothing is applied until the merge is d
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import repeat
 from operator import itemgetter, methodcaller
 from typing import Any
@@ -149,22 +149,29 @@ def assign_units(n_units: int, workers: int, claim_rng: random.Random | None = N
     return plan
 
 
-def run_batch(batch: Sequence[ExecItem]) -> tuple[list[WarpOp], list[tuple[int, int]]]:
+def run_batch(batch: Iterable[ExecItem]) -> tuple[list[WarpOp], list[tuple[int, int]]]:
     """Run a sequence of rewrites into one fresh delta. Module-level so a process pool can call it."""
     delta = TickDelta()
     plain: dict[int, GraphView] = {}
+    # One guarded view per store, re-aimed at each rewrite's footprint (a view is only valid during its
+    # executor's call): building one per rewrite was a Python-level constructor per candidate.
+    guarded: GuardedView | None = None
     for match_ix, executor, store, scope, fp, system in batch:
         delta._match_ix = match_ix
         delta._op_ix = 0
         delta._warp = store.warp_id
         delta._fp = fp
         delta._system = system
+        view: GraphView
         if fp is None:
-            view = plain.get(id(store))
+            view = plain.get(id(store))  # type: ignore[assignment]
             if view is None:
                 view = plain[id(store)] = GraphView(store)
+        elif guarded is not None and guarded._s is store:
+            guarded._fp = fp
+            view = guarded
         else:
-            view = GuardedView(store, fp)
+            view = guarded = GuardedView(store, fp)
         executor(view, scope, delta)
     return delta.ops, delta.origins
 
@@ -186,6 +193,13 @@ def merge_deltas(deltas: Sequence[tuple[Sequence[WarpOp], Sequence[tuple[int, in
     ops: list[WarpOp] = []
     for delta_ops, _ in deltas:
         ops += delta_ops
+    locals_ = _node_atom_locals(ops)
+    if locals_ is not None:
+        # Node-alpha writes into one warp (the usual tick): their keys differ only in the node id, so
+        # the node ids order them, and no per-op key bytes need building.
+        by_local = dict(zip(locals_, ops))
+        if len(by_local) == len(ops):
+            return list(map(by_local.__getitem__, sorted(by_local)))
     by_key = dict(zip(sort_keys(ops), ops))
     if len(by_key) == len(ops):
         # No key twice (the usual tick): the order is the keys' order, with nothing to dedupe or refuse.
@@ -226,6 +240,17 @@ def sort_keys(ops: Sequence[WarpOp]) -> list[bytes]:
             return list(map(b"".join, zip(repeat(b"\x08"), map(_warp_of, keys), repeat(_NODE_ALPHA_KEY),
                                           map(_local_of, keys))))
     return list(map(_sort_key, ops))
+
+
+def _node_atom_locals(ops: Sequence[WarpOp]) -> list[bytes] | None:
+    """The node ids of ``ops`` if every op is a ``SetAttachment`` of a node's alpha slot in one warp."""
+    if not ops or set(map(type, ops)) != {SetAttachment}:
+        return None
+    keys = list(map(_key_of, ops))
+    if (len(set(map(_warp_of, keys))) != 1 or set(map(_owner_of, keys)) != {NODE}
+            or set(map(_plane_of, keys)) != {PLANE_ALPHA}):
+        return None
+    return list(map(_local_of, keys))
 
 
 _key_of = itemgetter(0)

@@ -34,18 +34,24 @@ class Footprint:
     __slots__ = ("a_read", "a_write", "b_in", "b_out", "e_read", "e_write", "factor_mask", "n_read",
                  "n_write", "warp")
 
+    warp: WarpId
+    n_read: set[tuple[bytes, bytes]] | frozenset
+    n_write: set[tuple[bytes, bytes]] | frozenset
+    e_read: set[tuple[bytes, bytes]] | frozenset
+    e_write: set[tuple[bytes, bytes]] | frozenset
+    a_read: set[tuple[int, bytes, bytes, int]] | frozenset
+    a_write: set[tuple[int, bytes, bytes, int]] | frozenset
+    b_in: set[tuple[bytes, int]] | frozenset
+    b_out: set[tuple[bytes, int]] | frozenset
+    factor_mask: int
+
     def __init__(self, warp: WarpId) -> None:
         self.warp = warp
         # Every set starts as one shared empty frozenset and becomes a real set on first add: most
-        # footprints use two or three of the eight, and a tick builds thousands of footprints.
-        self.n_read: set[tuple[bytes, bytes]] | frozenset = _EMPTY
-        self.n_write: set[tuple[bytes, bytes]] | frozenset = _EMPTY
-        self.e_read: set[tuple[bytes, bytes]] | frozenset = _EMPTY
-        self.e_write: set[tuple[bytes, bytes]] | frozenset = _EMPTY
-        self.a_read: set[tuple[int, bytes, bytes, int]] | frozenset = _EMPTY
-        self.a_write: set[tuple[int, bytes, bytes, int]] | frozenset = _EMPTY
-        self.b_in: set[tuple[bytes, int]] | frozenset = _EMPTY
-        self.b_out: set[tuple[bytes, int]] | frozenset = _EMPTY
+        # footprints use two or three of the eight, and a tick builds thousands of footprints (one
+        # chained store: this runs once per candidate of every tick).
+        self.n_read = self.n_write = self.e_read = self.e_write = self.a_read = self.a_write = self.b_in = \
+            self.b_out = _EMPTY
         #: Echo's O(1) prefilter; ignored by the scheduler exactly as Echo's default scheduler ignores it.
         self.factor_mask = 0
 
@@ -61,16 +67,18 @@ class Footprint:
         """Declare a node read."""
         s = self.n_read
         if s is _EMPTY:
-            s = self.n_read = set()
-        s.add((warp or self.warp, node))
+            self.n_read = {(warp or self.warp, node)}  # a set display: no set() call and add() for the usual first item
+        else:
+            s.add((warp or self.warp, node))
         return self
 
     def write_node(self, node: NodeId, warp: WarpId | None = None) -> Footprint:
         """Declare a node write (create, replace, delete)."""
         s = self.n_write
         if s is _EMPTY:
-            s = self.n_write = set()
-        s.add((warp or self.warp, node))
+            self.n_write = {(warp or self.warp, node)}  # a set display: no set() call and add() for the usual first item
+        else:
+            s.add((warp or self.warp, node))
         return self
 
     def read_edge(self, edge: EdgeId, warp: WarpId | None = None) -> Footprint:
@@ -85,16 +93,18 @@ class Footprint:
         """Declare a read of a node's alpha attachment."""
         s = self.a_read
         if s is _EMPTY:
-            s = self.a_read = set()
-        s.add((NODE, warp or self.warp, node, PLANE_ALPHA))
+            self.a_read = {(NODE, warp or self.warp, node, PLANE_ALPHA)}  # a set display: no set() call and add() for the usual first item
+        else:
+            s.add((NODE, warp or self.warp, node, PLANE_ALPHA))
         return self
 
     def write_alpha(self, node: NodeId, warp: WarpId | None = None) -> Footprint:
         """Declare a write of a node's alpha attachment."""
         s = self.a_write
         if s is _EMPTY:
-            s = self.a_write = set()
-        s.add((NODE, warp or self.warp, node, PLANE_ALPHA))
+            self.a_write = {(NODE, warp or self.warp, node, PLANE_ALPHA)}  # a set display: no set() call and add() for the usual first item
+        else:
+            s.add((NODE, warp or self.warp, node, PLANE_ALPHA))
         return self
 
     def read_beta(self, edge: EdgeId, warp: WarpId | None = None) -> Footprint:

@@ -118,6 +118,11 @@ def _tagged(tag: bytes, pairs: Sequence[tuple[bytes, bytes]]) -> bytes:
     """``tag ‖ a ‖ b`` for every pair, concatenated."""
     if not pairs:
         return b""
+    firsts = set(map(_first, pairs))
+    if len(firsts) == 1:
+        # One warp: ``tag ‖ warp`` is a separator between the ids, so one join covers the whole kind.
+        sep: bytes = tag + firsts.pop()
+        return sep + sep.join(map(_second, pairs))
     return tag + tag.join(map(b"".join, pairs))
 
 
@@ -137,6 +142,10 @@ def _encode_attachment_slots(atts: tuple[tuple[int, bytes, bytes, int], ...]) ->
     if not atts:
         return b""
     if set(map(_owner_of, atts)) == {NODE} and set(map(_plane_of, atts)) == {PLANE_ALPHA}:
+        warps = set(map(_warp_of, atts))
+        if len(warps) == 1:
+            sep: bytes = b"\x03\x01\x01" + warps.pop()  # a separator between the ids, as in _tagged
+            return sep + sep.join(map(_local_of, atts))
         return _tagged(b"\x03\x01\x01", list(map(_warp_local, atts)))
     return b"".join([b"\x03" + bytes((o, pl)) + w + i for o, w, i, pl in atts])
 
@@ -169,9 +178,13 @@ def slots_from_union(u: FootprintUnion) -> tuple[SlotSet, SlotSet]:
 
 
 def _sorted_pairs(pairs: set[tuple[bytes, bytes]]) -> tuple[tuple[bytes, bytes], ...]:
-    """``tuple(sorted(pairs))``; when every warp id has one length, keyed by the joined bytes (the same
-    order: a fixed-length first field compares like a prefix), which compares faster than tuples."""
-    if len(set(map(len, map(_first, pairs)))) == 1:
+    """``tuple(sorted(pairs))``; keyed by the id alone when all pairs share one warp, or by the joined
+    bytes when every warp id has one length (the same order: a fixed-length first field compares like a
+    prefix); either compares faster than tuples."""
+    warps = set(map(_first, pairs))
+    if len(warps) == 1:
+        return tuple(sorted(pairs, key=_second))
+    if len(set(map(len, warps))) == 1:
         return tuple(sorted(pairs, key=b"".join))
     return tuple(sorted(pairs))
 
@@ -313,7 +326,8 @@ class TickApplier:
     restores ``before`` exactly.
     """
 
-    __slots__ = ("_alpha", "_beta", "_bulk", "_edges", "_instances", "_nodes", "portal_touched", "state")
+    __slots__ = ("_alpha", "_alpha_bulk", "_beta", "_bulk", "_edges", "_instances", "_nodes", "portal_touched",
+                 "state")
 
     def __init__(self, state: WarpState) -> None:
         self.state = state
@@ -325,6 +339,23 @@ class TickApplier:
         self.portal_touched = False
         # (ops, values before) when the applier's only work was one bulk run of node-atom writes.
         self._bulk: tuple[list[WarpOp], list[AttachmentValue | None]] | None = None
+        # (warp, node ids, values before) of a bulk run not yet entered into _alpha (see _settle).
+        self._alpha_bulk: tuple[bytes, list[bytes], list[AttachmentValue | None]] | None = None
+
+    def _settle(self) -> None:
+        """Enter a pending bulk run's before-values into ``_alpha`` (first writer wins, as op by op).
+
+        A tick that is one bulk run never needs them (its diff comes from ``_bulk``), so they are
+        only built when something else reads or extends the undo log.
+        """
+        pending = self._alpha_bulk
+        if pending is None:
+            return
+        self._alpha_bulk = None
+        w, nodes, before = pending
+        alpha = self._alpha
+        for k, v in zip(zip(repeat(w), nodes), before):
+            alpha.setdefault(k, v)
 
     # ------------------------------------------------------------------ apply
     def _store(self, warp: WarpId) -> GraphStore:
@@ -362,19 +393,15 @@ class TickApplier:
             for op in tail:
                 self.apply(op)
             return
-        w = store.warp_id  # type: ignore[union-attr]
-        alpha = self._alpha
-        if alpha:
-            for k, v in zip(zip(repeat(w), nodes), before):
-                alpha.setdefault(k, v)
-        else:
-            self._alpha = dict(zip(zip(repeat(w), nodes), before))
+        self._alpha_bulk = (store.warp_id, nodes, before)  # type: ignore[union-attr]
         if first == 0:
             self._bulk = (tail, before)
 
     def apply(self, op: WarpOp) -> None:
         """Apply one op (HEAD semantics of ``apply_to_state``)."""
         self._bulk = None
+        if self._alpha_bulk is not None:
+            self._settle()
         t = type(op)
         if t is SetAttachment:
             key, value = op
@@ -524,6 +551,7 @@ class TickApplier:
             # Only distinct node-atom writes in key order: the diff is each write that changed its value.
             ops, before = self._bulk
             return list(compress(ops, map(ne, map(_value_of, ops), before)))
+        self._settle()
         st = self.state
         out: list[WarpOp] = []
         suppressed_nodes: set[tuple[bytes, bytes]] = set()
@@ -607,6 +635,7 @@ class TickApplier:
 
     def rollback(self) -> None:
         """Restore every touched key to its value before the first op."""
+        self._settle()
         st = self.state
         created = [w for w, (inst, _) in self._instances.items() if inst is None]
         for w in created:
@@ -654,4 +683,5 @@ _local_of = itemgetter(2)
 _owner_of = itemgetter(0)
 _plane_of = itemgetter(3)
 _first = itemgetter(0)
+_second = itemgetter(1)
 _op_encode = methodcaller("encode")

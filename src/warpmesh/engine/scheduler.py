@@ -13,8 +13,8 @@ import struct
 import sys
 from array import array
 from collections.abc import Callable, Sequence
-from operator import attrgetter
-from typing import Any
+from operator import itemgetter
+from typing import Any, NamedTuple
 
 from warpmesh.engine.footprint import Footprint
 from warpmesh.engine.ident import Hash, NodeKey
@@ -25,25 +25,28 @@ __all__ = ["SMALL_SORT_THRESHOLD", "PendingRewrite", "PendingTx", "radix_order",
 SMALL_SORT_THRESHOLD = 1024
 
 _be16 = struct.Struct(">H").unpack_from
-_sort_key = attrgetter("scope_hash", "compact", "nonce")
-_scope_hash = attrgetter("scope_hash")
+_tnew = tuple.__new__  # builds named tuples without their Python-level __new__ (hot path only)
 
 
-class PendingRewrite:
-    """A matched rewrite waiting for commit."""
+class PendingRewrite(NamedTuple):
+    """A matched rewrite waiting for commit (an immutable record: a tick builds thousands, so it is a
+    tuple built in C rather than an object with a Python ``__init__``)."""
 
-    __slots__ = ("compact", "footprint", "nonce", "rule", "scope", "scope_hash")
-
-    def __init__(self, rule: Any, compact: int, scope_hash: Hash, scope: NodeKey, footprint: Footprint) -> None:
-        self.rule = rule
-        self.compact = compact
-        self.scope_hash = scope_hash
-        self.scope = scope
-        self.footprint = footprint
-        self.nonce = 0
+    rule: Any
+    compact: int
+    scope_hash: Hash
+    scope: NodeKey
+    footprint: Footprint
+    #: Enqueue order within the transaction; :meth:`PendingTx.enqueue` assigns it.
+    nonce: int = 0
 
     def __repr__(self) -> str:
         return f"PendingRewrite({self.rule.name}@{self.scope[1].hex()[:12]}, nonce={self.nonce})"
+
+
+# Column getters by field position (C-level itemgetters; the field order above is fixed).
+_scope_hash = itemgetter(2)
+_sort_key = itemgetter(2, 1, 5)  # (scope_hash, compact, nonce)
 
 
 class PendingTx:
@@ -62,22 +65,24 @@ class PendingTx:
 
     def add(self, rule: Any, compact: int, scope_hash: Hash, scope: NodeKey, footprint: Footprint) -> None:
         """``enqueue(PendingRewrite(rule, compact, scope_hash, scope, footprint))``, in one call (apply's path)."""
-        pr = PendingRewrite(rule, compact, scope_hash, scope, footprint)
-        nonce = pr.nonce = self._next_nonce
+        nonce = self._next_nonce
         self._next_nonce = (nonce + 1) & 0xFFFF_FFFF
+        pr = _tnew(PendingRewrite, (rule, compact, scope_hash, scope, footprint, nonce))
         items = self._items
         slot = self._index.setdefault(scope_hash, len(items))
         if slot == len(items):
             items.append(pr)
-        elif items[slot].compact == compact:
+        elif items[slot][1] == compact:
             items[slot] = pr
         else:
             self._enqueue_colliding(pr)
 
-    def enqueue(self, pr: PendingRewrite) -> None:
-        """Add ``pr``; a repeat of the same ``(scope_hash, rule)`` replaces the earlier one (last wins)."""
-        nonce = pr.nonce = self._next_nonce
+    def enqueue(self, pr: PendingRewrite) -> PendingRewrite:
+        """Add ``pr`` with the next nonce and return the queued record; a repeat of the same
+        ``(scope_hash, rule)`` replaces the earlier one (last wins)."""
+        nonce = self._next_nonce
         self._next_nonce = (nonce + 1) & 0xFFFF_FFFF
+        pr = _tnew(PendingRewrite, (*pr[:5], nonce))
         # Indexed by scope_hash alone (a bytes key: no tuple to build and hash per rewrite); two rules
         # sharing a scope hash would need a BLAKE3 collision, and are still told apart below.
         items = self._items
@@ -88,6 +93,7 @@ class PendingTx:
             items[slot] = pr
         else:
             self._enqueue_colliding(pr)
+        return pr
 
     def _enqueue_colliding(self, pr: PendingRewrite) -> None:
         key = (pr.scope_hash, pr.compact)
@@ -164,8 +170,8 @@ def radix_order(items: Sequence[PendingRewrite]) -> list[PendingRewrite]:
             columns = [digits(j) for j in range(k - 1, -1, -1)]
             break
     else:
-        nonces = [pr.nonce for pr in items]
-        rules = [pr.compact for pr in items]
+        nonces = [pr[5] for pr in items]  # nonce
+        rules = [pr[1] for pr in items]  # compact
         columns = [
             [x & 0xFFFF for x in nonces],
             [x >> 16 for x in nonces],
