@@ -33,10 +33,13 @@ from warpmesh.engine import (
     GraphStore,
     GraphView,
     MergeConflict,
+    NodeKey,
     NodeNotIsolated,
     NodeRecord,
+    ReceiptEntry,
     RewriteRule,
     SetAttachment,
+    TickReceipt,
     UnknownRule,
     UnknownTx,
     UpsertEdge,
@@ -224,6 +227,31 @@ def test_receipt_and_snapshot_digests_agree() -> None:
     assert snap.parents == ()
     snap2 = engine.commit(engine.begin())
     assert snap2.parents == (snap.hash,)
+
+
+def test_an_all_applied_receipt_builds_its_entries_on_demand_and_equals_the_eager_one() -> None:
+    """A conflict-free tick keeps its receipt as columns of atoms (which the cyclic GC untracks) and builds
+    the same ReceiptEntry records, NodeKey scopes included, when they are read."""
+    import gc
+
+    engine = make_engine(4)
+    tx = engine.begin()
+    for i in (2, 0, 3):
+        engine.apply(tx, "test/counter", entity(i))
+    snap, receipt, _ = engine.commit_with_receipt(tx)
+    for _ in range(4):  # each pass untracks one more level of nesting (tuples of tuples of atoms)
+        gc.collect()
+    assert not gc.is_tracked(receipt._rows)  # nothing a full collection has to walk again
+    rule = engine.rules[engine._by_name["test/counter"]]
+    w = engine.root_key.warp_id
+    eager = TickReceipt(tx, tuple(sorted(
+        (ReceiptEntry(rule.rule_id, rule.name, scope_hash(rule.rule_id, w, entity(i)), NodeKey(w, entity(i)),
+                      Disposition.APPLIED) for i in (0, 2, 3)), key=lambda e: e.scope_hash)), ((),) * 3)
+    assert receipt == eager and hash(receipt) == hash(eager) and repr(receipt) == repr(eager)
+    assert all(type(e.scope) is NodeKey for e in receipt.entries)
+    assert receipt.digest() == snap.decision_digest and receipt.rejected() == []
+    with pytest.raises(AttributeError):
+        receipt.tx = 9  # type: ignore[misc]
 
 
 def test_snapshot_does_not_advance_history() -> None:

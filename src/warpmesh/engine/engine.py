@@ -206,18 +206,72 @@ class ReceiptEntry(NamedTuple):
     disposition: Disposition
 
 
-@dataclass(frozen=True, slots=True)
 class TickReceipt:
-    """Per-candidate outcome of a tick, in canonical order.
+    """Per-candidate outcome of a tick, in canonical order (immutable).
 
     ``blocked_by[i]`` lists, ascending, the indices of earlier *applied* entries whose footprints conflict
     with rejected entry ``i`` (empty for applied entries). Rejected rewrites are dropped, not retried: a
     retry is a new causal act (a new ``apply`` in a later tick).
+
+    A tick where every candidate was applied keeps its entries as columns of bytes and plain tuples, and
+    builds the :class:`ReceiptEntry` records on first access: a history holds a receipt per tick, and
+    thousands of named tuples per tick would stay tracked by the cyclic collector for good (it only
+    untracks exact tuples of atoms), making every full collection slower as the history grows.
     """
 
+    __slots__ = ("_entries", "_rows", "blocked_by", "tx")
+
     tx: int
-    entries: tuple[ReceiptEntry, ...]
     blocked_by: tuple[tuple[int, ...], ...]
+    _entries: tuple[ReceiptEntry, ...] | None
+    _rows: tuple[tuple[bytes, ...], tuple[str, ...], tuple[Hash, ...], tuple[tuple[bytes, bytes], ...]] | None
+
+    def __init__(self, tx: int, entries: tuple[ReceiptEntry, ...],
+                 blocked_by: tuple[tuple[int, ...], ...]) -> None:
+        _set = object.__setattr__
+        _set(self, "tx", tx)
+        _set(self, "_entries", tuple(entries))
+        _set(self, "_rows", None)
+        _set(self, "blocked_by", blocked_by)
+
+    @classmethod
+    def all_applied(cls, tx: int, rule_ids: Sequence[bytes], rule_names: Sequence[str],
+                    scope_hashes: Sequence[Hash], scopes: Sequence[tuple[bytes, bytes]]) -> TickReceipt:
+        """The receipt of a tick that applied every candidate, from its columns (in canonical order)."""
+        receipt = cls.__new__(cls)
+        _set = object.__setattr__
+        _set(receipt, "tx", tx)
+        _set(receipt, "_entries", None)
+        _set(receipt, "_rows", (tuple(rule_ids), tuple(rule_names), tuple(scope_hashes), tuple(scopes)))
+        _set(receipt, "blocked_by", ((),) * len(rule_ids))
+        return receipt
+
+    @property
+    def entries(self) -> tuple[ReceiptEntry, ...]:
+        """One :class:`ReceiptEntry` per drained candidate, in canonical order."""
+        entries: tuple[ReceiptEntry, ...] | None = self._entries
+        if entries is None:
+            assert self._rows is not None
+            ids, names, hashes, scopes = self._rows
+            entries = tuple(map(_tnew, repeat(ReceiptEntry), zip(
+                ids, names, hashes, map(_tnew, repeat(NodeKey), scopes), repeat(Disposition.APPLIED))))
+            object.__setattr__(self, "_entries", entries)
+            object.__setattr__(self, "_rows", None)
+        return entries
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"TickReceipt is immutable (cannot set {name!r})")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TickReceipt):
+            return NotImplemented
+        return (self.tx, self.blocked_by, self.entries) == (other.tx, other.blocked_by, other.entries)
+
+    def __hash__(self) -> int:
+        return hash((self.tx, self.entries, self.blocked_by))
+
+    def __repr__(self) -> str:
+        return f"TickReceipt(tx={self.tx}, entries={self.entries!r}, blocked_by={self.blocked_by!r})"
 
     def digest(self) -> Hash:
         """``u16le(2) ‖ u64le(n) ‖ (rule_id ‖ scope_hash ‖ warp ‖ local ‖ code u8)*`` (``blocked_by`` excluded)."""
@@ -541,7 +595,7 @@ class Engine:
         h = self._scope_hasher  # scope_hash(), inlined
         h.reset()
         h.update(rule.rule_id + warp + scope)
-        pending.add(rule, ix, h.digest(), _tnew(NodeKey, (warp, scope)), rule.footprint(view, scope))
+        pending.add(rule, ix, h.digest(), (warp, scope), rule.footprint(view, scope))
         return _APPLIED
 
     def apply_in_warp(self, tx: int, warp: WarpId, rule_name: str, scope: NodeId,
@@ -574,7 +628,7 @@ class Engine:
         h = self._scope_hasher  # scope_hash(), inlined: once per apply
         h.reset()
         h.update(rule.rule_id + warp + scope)
-        pending.add(rule, ix, h.digest(), _tnew(NodeKey, (warp, scope)), fp)
+        pending.add(rule, ix, h.digest(), (warp, scope), fp)
         return _APPLIED
 
     def run_tick(self, applies: Iterable[tuple[str, NodeId]]) -> tuple[Snapshot, TickReceipt, TickPatch]:
@@ -615,7 +669,7 @@ class Engine:
             if rule.matcher(view, scope):
                 reset()
                 update(rule.rule_id + warp + scope)
-                add(rule, ix, digest(), _tnew(NodeKey, (warp, scope)), rule.footprint(view, scope))
+                add(rule, ix, digest(), (warp, scope), rule.footprint(view, scope))
 
     def abort(self, tx: int) -> None:
         """Drop a transaction and its pending rewrites (nothing was mutated, so nothing to undo)."""
@@ -656,10 +710,7 @@ class Engine:
         if conflict_free:
             # No two candidates conflict, so reserving them in order admits all (see union_footprints).
             accepted = drained
-            names = list(map(_rule_name_of, drained))
-            entries = tuple(map(_tnew, repeat(ReceiptEntry),
-                                zip(rule_ids, names, scope_hashes, scopes, repeat(Disposition.APPLIED))))
-            receipt = TickReceipt(tx, entries, ((),) * n)
+            receipt = TickReceipt.all_applied(tx, rule_ids, list(map(_rule_name_of, drained)), scope_hashes, scopes)
             # rule_id ‖ scope_hash ‖ warp ‖ local per rewrite; the receipt adds each one's code (01).
             row = zip(rule_ids, scope_hashes, map(_warp_of, scopes), map(_local_of, scopes))
             rewrites_digest = _digest(_u64(n), chain.from_iterable(row))
@@ -712,7 +763,8 @@ class Engine:
                     raise InternalCorruption(f"{rule.name}: rejected but no admitted footprint conflicts")
                 blocked.append(blockers)
                 disp = Disposition.FOOTPRINT_CONFLICT
-            entries.append(_tnew(ReceiptEntry, (rule.rule_id, rule.name, pr.scope_hash, pr.scope, disp)))
+            entries.append(_tnew(ReceiptEntry, (rule.rule_id, rule.name, pr.scope_hash, _tnew(NodeKey, pr.scope),
+                                                disp)))
         return accepted, TickReceipt(tx, tuple(entries), tuple(blocked))
 
     def _execute(self, accepted: list[PendingRewrite]) -> list[WarpOp]:

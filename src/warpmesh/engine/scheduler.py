@@ -17,7 +17,7 @@ from operator import itemgetter
 from typing import Any, NamedTuple
 
 from warpmesh.engine.footprint import Footprint
-from warpmesh.engine.ident import Hash, NodeKey
+from warpmesh.engine.ident import Hash
 
 __all__ = ["SMALL_SORT_THRESHOLD", "PendingRewrite", "PendingTx", "radix_order", "sort_order"]
 
@@ -35,7 +35,8 @@ class PendingRewrite(NamedTuple):
     rule: Any
     compact: int
     scope_hash: Hash
-    scope: NodeKey
+    #: ``(warp, local id)``: a plain tuple (equal to its ``NodeKey``), which the cyclic GC can untrack.
+    scope: tuple[bytes, bytes]
     footprint: Footprint
     #: Enqueue order within the transaction; :meth:`PendingTx.enqueue` assigns it.
     nonce: int = 0
@@ -63,7 +64,8 @@ class PendingTx:
     def __len__(self) -> int:
         return len(self._items)
 
-    def add(self, rule: Any, compact: int, scope_hash: Hash, scope: NodeKey, footprint: Footprint) -> None:
+    def add(self, rule: Any, compact: int, scope_hash: Hash, scope: tuple[bytes, bytes],
+            footprint: Footprint) -> None:
         """``enqueue(PendingRewrite(rule, compact, scope_hash, scope, footprint))``, in one call (apply's path)."""
         nonce = self._next_nonce
         self._next_nonce = (nonce + 1) & 0xFFFF_FFFF
