@@ -192,3 +192,26 @@ def test_run_tick_is_begin_apply_commit_in_one_bulk_section() -> None:
         assert engine._live == {} and len(engine.history) == 1 and gc.isenabled()
     finally:
         bulk.set_guard(previous)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sets(st.sampled_from(IDS), min_size=1), st.sets(st.sampled_from(IDS)), st.sets(st.sampled_from(IDS)),
+       st.booleans())
+def test_slot_and_merge_order_from_a_stores_node_order_equals_sorting(
+        reads: set, writes: set, in_store: set, other_warp: bool) -> None:
+    """Taking a tick's ids in order from the store's sorted node ids (ordered_ids) gives what sorting
+    gives, also when some ids are not in the store (then it sorts)."""
+    from warpmesh.engine.execution import merge_deltas
+    from warpmesh.engine.patch import slots_from_union
+
+    fps = []
+    for n in reads:
+        fps.append(Footprint(W).read_node(n).write_alpha(n))
+    for n in writes:
+        fps.append(Footprint(make_warp_id("v") if other_warp else W).write_node(n).write_alpha(n))
+    order = sorted(in_store)
+    union = union_footprints(fps)[0]
+    assert slots_from_union(union, lambda w: order if w == W else None) == slots_from_union(union)
+    ops = [SetAttachment(node_alpha(W, n), AtomPayload(ATOM, n[:4])) for n in reads]
+    assert merge_deltas([(ops, [(i, 0) for i in range(len(ops))])], lambda w: order) == sorted(
+        ops, key=lambda op: op.sort_key())

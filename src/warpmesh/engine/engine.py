@@ -723,7 +723,7 @@ class Engine:
             rewrites_digest = _digest(_u64(len(accepted)), chain.from_iterable(
                 (pr.rule.rule_id, pr.scope_hash, pr.scope[0], pr.scope[1]) for pr in accepted))
             decision_digest = receipt.digest()
-        in_slots, out_slots = slots_from_union(union)
+        in_slots, out_slots = slots_from_union(union, self._node_order)
 
         merged = self._execute(accepted)
         applier = apply_ops(self._state, merged, canonical=True)
@@ -740,6 +740,12 @@ class Engine:
         self._journal = []
         self._last = snap
         return snap, receipt, patch
+
+    def _node_order(self, warp: bytes) -> list[NodeId] | None:
+        """A warp's node ids ascending if its store has them cached (the state root keeps them), so a
+        tick naming many of its nodes orders them by filtering instead of sorting."""
+        store = self._state.stores.get(WarpId(warp))
+        return store.cached_node_order() if store is not None else None
 
     @staticmethod
     def _reserve(tx: int, drained: list[PendingRewrite]) -> tuple[list[PendingRewrite], TickReceipt]:
@@ -802,7 +808,7 @@ class Engine:
             else:
                 results = [run_batch(b) for b in batches]
         try:
-            merged = merge_deltas(results)
+            merged = merge_deltas(results, self._node_order)
         except MergeFailure as failure:
             writers = [(accepted[o[0]].rule.name, NodeKey(*accepted[o[0]].scope), op) for o, op in failure.writers]
             raise MergeConflict(failure.key, writers) from None

@@ -19,7 +19,7 @@ from typing import Any
 
 from warpmesh.engine.attachment import NODE, PLANE_ALPHA, AttachmentKey, AttachmentValue
 from warpmesh.engine.footprint import Footprint
-from warpmesh.engine.graph import EdgeRecord, GraphStore, GraphView, NodeRecord
+from warpmesh.engine.graph import EdgeRecord, GraphStore, GraphView, NodeRecord, ordered_ids
 from warpmesh.engine.guard import GuardedView, check_write
 from warpmesh.engine.ident import NUM_SHARDS, EdgeId, NodeId, TypeId, WarpId
 from warpmesh.engine.ops import (
@@ -185,21 +185,26 @@ class MergeFailure(WarpmeshError):
         self.writers = writers
 
 
-def merge_deltas(deltas: Sequence[tuple[Sequence[WarpOp], Sequence[tuple[int, int]]]]) -> list[WarpOp]:
+def merge_deltas(deltas: Sequence[tuple[Sequence[WarpOp], Sequence[tuple[int, int]]]],
+                 node_order: Callable[[bytes], Sequence[bytes] | None] | None = None) -> list[WarpOp]:
     """The canonical merge: ops sorted by key; identical duplicates kept once; divergent ones refused.
 
     Origins must be unique (the engine numbers them per rewrite and op), so sorting never compares ops.
+    ``node_order(warp)`` (a warp's node ids ascending, or None) can spare a tick of node-atom writes its
+    sort (see :func:`warpmesh.engine.graph.ordered_ids`).
     """
     ops: list[WarpOp] = []
     for delta_ops, _ in deltas:
         ops += delta_ops
-    locals_ = _node_atom_locals(ops)
-    if locals_ is not None:
+    atoms = _node_atom_locals(ops)
+    if atoms is not None:
         # Node-alpha writes into one warp (the usual tick): their keys differ only in the node id, so
         # the node ids order them, and no per-op key bytes need building.
+        warp, locals_ = atoms
         by_local = dict(zip(locals_, ops))
         if len(by_local) == len(ops):
-            return list(map(by_local.__getitem__, sorted(by_local)))
+            order = node_order(warp) if node_order is not None else None
+            return list(map(by_local.__getitem__, ordered_ids(by_local.keys(), order)))
     by_key = dict(zip(sort_keys(ops), ops))
     if len(by_key) == len(ops):
         # No key twice (the usual tick): the order is the keys' order, with nothing to dedupe or refuse.
@@ -242,15 +247,15 @@ def sort_keys(ops: Sequence[WarpOp]) -> list[bytes]:
     return list(map(_sort_key, ops))
 
 
-def _node_atom_locals(ops: Sequence[WarpOp]) -> list[bytes] | None:
-    """The node ids of ``ops`` if every op is a ``SetAttachment`` of a node's alpha slot in one warp."""
+def _node_atom_locals(ops: Sequence[WarpOp]) -> tuple[bytes, list[bytes]] | None:
+    """The warp and node ids of ``ops`` if every op is a ``SetAttachment`` of a node's alpha slot in one warp."""
     if not ops or set(map(type, ops)) != {SetAttachment}:
         return None
     keys = list(map(_key_of, ops))
-    if (len(set(map(_warp_of, keys))) != 1 or set(map(_owner_of, keys)) != {NODE}
-            or set(map(_plane_of, keys)) != {PLANE_ALPHA}):
+    warps = set(map(_warp_of, keys))
+    if len(warps) != 1 or set(map(_owner_of, keys)) != {NODE} or set(map(_plane_of, keys)) != {PLANE_ALPHA}:
         return None
-    return list(map(_local_of, keys))
+    return warps.pop(), list(map(_local_of, keys))
 
 
 _key_of = itemgetter(0)

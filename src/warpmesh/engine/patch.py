@@ -10,7 +10,7 @@ is the same diff because untouched keys cannot differ. The same memory undoes a 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import compress, repeat
 from operator import itemgetter, methodcaller, ne
@@ -30,7 +30,7 @@ from warpmesh.engine.attachment import (
 )
 from warpmesh.engine.errors import InvalidOperation
 from warpmesh.engine.footprint import FootprintUnion, union_footprints
-from warpmesh.engine.graph import EdgeRecord, GraphStore, NodeRecord
+from warpmesh.engine.graph import EdgeRecord, GraphStore, NodeRecord, ordered_ids
 from warpmesh.engine.hashing import ECHO, HashProfile
 from warpmesh.engine.ident import Hash, WarpId
 from warpmesh.engine.ops import (
@@ -161,12 +161,19 @@ def slots_of(footprints: Iterable[Any]) -> tuple[SlotSet, SlotSet]:
     return slots_from_union(union_footprints(list(footprints))[0])
 
 
-def slots_from_union(u: FootprintUnion) -> tuple[SlotSet, SlotSet]:
-    """:func:`slots_of`, from the footprints' union (the commit has it from admission already)."""
+NodeOrder = Callable[[bytes], Sequence[bytes] | None]
+"""``node_order(warp)``: that warp's node ids ascending (a store keeps them; see :func:`~warpmesh.engine.graph.ordered_ids`), or None."""
+
+
+def slots_from_union(u: FootprintUnion, node_order: NodeOrder | None = None) -> tuple[SlotSet, SlotSet]:
+    """:func:`slots_of`, from the footprints' union (the commit has it from admission already).
+
+    ``node_order`` lets a tick that names many of a warp's nodes take their order from the store's
+    sorted node ids instead of sorting them again (same result)."""
     ins = SlotSet(
-        _sorted_pairs(u.n_read | u.n_write),
+        _sorted_pairs(u.n_read | u.n_write, node_order),
         _sorted_pairs(u.e_read | u.e_write) if u.e_read or u.e_write else (),
-        _sorted_attachment_slots(u.a_read | u.a_write),
+        _sorted_attachment_slots(u.a_read | u.a_write, node_order),
         tuple(sorted(u.b_in | u.b_out)) if u.b_in or u.b_out else (),
     )
     # out ⊆ in: filter the sorted in-lists instead of sorting again.
@@ -177,22 +184,33 @@ def slots_from_union(u: FootprintUnion) -> tuple[SlotSet, SlotSet]:
     return ins, outs
 
 
-def _sorted_pairs(pairs: set[tuple[bytes, bytes]]) -> tuple[tuple[bytes, bytes], ...]:
-    """``tuple(sorted(pairs))``; keyed by the id alone when all pairs share one warp, or by the joined
-    bytes when every warp id has one length (the same order: a fixed-length first field compares like a
-    prefix); either compares faster than tuples."""
+def _sorted_pairs(pairs: set[tuple[bytes, bytes]], node_order: NodeOrder | None = None) -> tuple[tuple[bytes, bytes], ...]:
+    """``tuple(sorted(pairs))``; by the id alone when all pairs share one warp (its order from
+    ``node_order`` when it helps), or keyed by the joined bytes when every warp id has one length (the
+    same order: a fixed-length first field compares like a prefix); either compares faster than tuples."""
     warps = set(map(_first, pairs))
     if len(warps) == 1:
+        w = next(iter(warps))
+        order = node_order(w) if node_order is not None else None
+        if order is not None:
+            return tuple(zip(repeat(w), ordered_ids(set(map(_second, pairs)), order)))
         return tuple(sorted(pairs, key=_second))
     if len(set(map(len, warps))) == 1:
         return tuple(sorted(pairs, key=b"".join))
     return tuple(sorted(pairs))
 
 
-def _sorted_attachment_slots(keys: set[tuple[int, bytes, bytes, int]]) -> tuple[tuple[int, bytes, bytes, int], ...]:
-    """``tuple(sorted(keys))``; keyed by the owner id alone when owner, warp and plane are all the same."""
-    if len(set(map(_owner_of, keys))) == 1 and len(set(map(_warp_of, keys))) == 1 \
-            and len(set(map(_plane_of, keys))) == 1:
+def _sorted_attachment_slots(keys: set[tuple[int, bytes, bytes, int]],
+                             node_order: NodeOrder | None = None) -> tuple[tuple[int, bytes, bytes, int], ...]:
+    """``tuple(sorted(keys))``; by the owner id alone when owner, warp and plane are all the same (node
+    alpha slots of one warp take their order from ``node_order`` when it helps)."""
+    owners, warps, planes = set(map(_owner_of, keys)), set(map(_warp_of, keys)), set(map(_plane_of, keys))
+    if len(owners) == 1 and len(warps) == 1 and len(planes) == 1:
+        owner, w, plane = owners.pop(), warps.pop(), planes.pop()
+        order = node_order(w) if node_order is not None and owner == NODE else None
+        if order is not None:
+            return tuple(zip(repeat(owner), repeat(w), ordered_ids(set(map(_local_of, keys)), order),
+                             repeat(plane)))
         return tuple(sorted(keys, key=_local_of))
     return tuple(sorted(keys))
 
