@@ -17,7 +17,6 @@ from warpmesh.engine import (
     Descend,
     Engine,
     Footprint,
-    NodeKey,
     NodeRecord,
     SetAttachment,
     WarpState,
@@ -151,7 +150,7 @@ def test_rules_sharing_a_scope_hash_stay_apart_and_each_is_last_wins() -> None:
     tx = PendingTx()
 
     def pr(compact: int) -> PendingRewrite:
-        return PendingRewrite(_Rule(), compact, b"\x07" * 32, NodeKey(W, IDS[0]), Footprint(W))
+        return PendingRewrite(_Rule(), compact, b"\x07" * 32, W, IDS[0], Footprint(W))
 
     a1, b1, a2, b2, c = pr(1), pr(0), pr(1), pr(0), pr(2)
     for p in (a1, b1, a2, b2, c):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from warpmesh.engine import Footprint, NodeKey
+from warpmesh.engine import Footprint
 from warpmesh.engine.scheduler import SMALL_SORT_THRESHOLD, PendingRewrite, PendingTx, radix_order, sort_order
 
 
@@ -14,7 +14,7 @@ class _Rule:
 
 
 def _pr(scope_hash: bytes, compact: int, nonce: int) -> PendingRewrite:
-    return PendingRewrite(_Rule(), compact, scope_hash, NodeKey(b"w", b"s"), Footprint(b"w"), nonce)  # type: ignore[arg-type]
+    return PendingRewrite(_Rule(), compact, scope_hash, b"w", b"s", Footprint(b"w"), nonce)  # type: ignore[arg-type]
 
 
 # Scope hashes that share long prefixes exercise every 16-bit pass, not just the last one.

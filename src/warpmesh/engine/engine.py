@@ -104,12 +104,11 @@ _tnew = tuple.__new__  # builds named tuples without their Python-level __new__ 
 _rule_id_of = attrgetter("rule.rule_id")
 _rule_name_of = attrgetter("rule.name")
 _scope_hash_of = itemgetter(2)  # PendingRewrite.scope_hash (its fields by position: C-level getters)
-_scope_of = itemgetter(3)  # PendingRewrite.scope
-_footprint_of = itemgetter(4)  # PendingRewrite.footprint
+_scope_warp_of = itemgetter(3)  # PendingRewrite.warp
+_scope_local_of = itemgetter(4)  # PendingRewrite.local
+_footprint_of = itemgetter(5)  # PendingRewrite.footprint
 _executor_of = attrgetter("rule.executor")
 _system_of = attrgetter("rule.system")
-_warp_of = itemgetter(0)
-_local_of = itemgetter(1)
 
 # Structural ids used by ingest_intent (reference §1, "Structural ids created by ingest_intent").
 SIM_NODE = make_node_id("sim")
@@ -224,7 +223,7 @@ class TickReceipt:
     tx: int
     blocked_by: tuple[tuple[int, ...], ...]
     _entries: tuple[ReceiptEntry, ...] | None
-    _rows: tuple[tuple[bytes, ...], tuple[str, ...], tuple[Hash, ...], tuple[tuple[bytes, bytes], ...]] | None
+    _rows: tuple[tuple[bytes, ...], tuple[str, ...], tuple[Hash, ...], tuple[bytes, ...], tuple[bytes, ...]] | None
 
     def __init__(self, tx: int, entries: tuple[ReceiptEntry, ...],
                  blocked_by: tuple[tuple[int, ...], ...]) -> None:
@@ -236,13 +235,14 @@ class TickReceipt:
 
     @classmethod
     def all_applied(cls, tx: int, rule_ids: Sequence[bytes], rule_names: Sequence[str],
-                    scope_hashes: Sequence[Hash], scopes: Sequence[tuple[bytes, bytes]]) -> TickReceipt:
+                    scope_hashes: Sequence[Hash], warps: Sequence[bytes], locals_: Sequence[bytes]) -> TickReceipt:
         """The receipt of a tick that applied every candidate, from its columns (in canonical order)."""
         receipt = cls.__new__(cls)
         _set = object.__setattr__
         _set(receipt, "tx", tx)
         _set(receipt, "_entries", None)
-        _set(receipt, "_rows", (tuple(rule_ids), tuple(rule_names), tuple(scope_hashes), tuple(scopes)))
+        _set(receipt, "_rows", (tuple(rule_ids), tuple(rule_names), tuple(scope_hashes), tuple(warps),
+                                tuple(locals_)))
         _set(receipt, "blocked_by", ((),) * len(rule_ids))
         return receipt
 
@@ -252,9 +252,9 @@ class TickReceipt:
         entries: tuple[ReceiptEntry, ...] | None = self._entries
         if entries is None:
             assert self._rows is not None
-            ids, names, hashes, scopes = self._rows
+            ids, names, hashes, warps, locals_ = self._rows
             entries = tuple(map(_tnew, repeat(ReceiptEntry), zip(
-                ids, names, hashes, map(_tnew, repeat(NodeKey), scopes), repeat(Disposition.APPLIED))))
+                ids, names, hashes, map(_tnew, repeat(NodeKey), zip(warps, locals_)), repeat(Disposition.APPLIED))))
             object.__setattr__(self, "_entries", entries)
             object.__setattr__(self, "_rows", None)
         return entries
@@ -595,7 +595,7 @@ class Engine:
         h = self._scope_hasher  # scope_hash(), inlined
         h.reset()
         h.update(rule.rule_id + warp + scope)
-        pending.add(rule, ix, h.digest(), (warp, scope), rule.footprint(view, scope))
+        pending.add(rule, ix, h.digest(), warp, scope, rule.footprint(view, scope))
         return _APPLIED
 
     def apply_in_warp(self, tx: int, warp: WarpId, rule_name: str, scope: NodeId,
@@ -628,7 +628,7 @@ class Engine:
         h = self._scope_hasher  # scope_hash(), inlined: once per apply
         h.reset()
         h.update(rule.rule_id + warp + scope)
-        pending.add(rule, ix, h.digest(), (warp, scope), fp)
+        pending.add(rule, ix, h.digest(), warp, scope, fp)
         return _APPLIED
 
     def run_tick(self, applies: Iterable[tuple[str, NodeId]]) -> tuple[Snapshot, TickReceipt, TickPatch]:
@@ -669,7 +669,7 @@ class Engine:
             if rule.matcher(view, scope):
                 reset()
                 update(rule.rule_id + warp + scope)
-                add(rule, ix, digest(), (warp, scope), rule.footprint(view, scope))
+                add(rule, ix, digest(), warp, scope, rule.footprint(view, scope))
 
     def abort(self, tx: int) -> None:
         """Drop a transaction and its pending rewrites (nothing was mutated, so nothing to undo)."""
@@ -702,7 +702,8 @@ class Engine:
         n = len(drained)
         rule_ids = list(map(_rule_id_of, drained))
         scope_hashes = list(map(_scope_hash_of, drained))
-        scopes = list(map(_scope_of, drained))
+        warps = list(map(_scope_warp_of, drained))
+        locals_ = list(map(_scope_local_of, drained))
 
         # The digests' byte streams are joined straight from the columns (no per-candidate bytes objects).
         plan_digest = _digest(_u64(n), chain.from_iterable(zip(scope_hashes, rule_ids)))
@@ -710,13 +711,12 @@ class Engine:
         if conflict_free:
             # No two candidates conflict, so reserving them in order admits all (see union_footprints).
             accepted = drained
-            receipt = TickReceipt.all_applied(tx, rule_ids, list(map(_rule_name_of, drained)), scope_hashes, scopes)
+            receipt = TickReceipt.all_applied(tx, rule_ids, list(map(_rule_name_of, drained)), scope_hashes,
+                                              warps, locals_)
             # rule_id ‖ scope_hash ‖ warp ‖ local per rewrite; the receipt adds each one's code (01).
-            row = zip(rule_ids, scope_hashes, map(_warp_of, scopes), map(_local_of, scopes))
-            rewrites_digest = _digest(_u64(n), chain.from_iterable(row))
+            rewrites_digest = _digest(_u64(n), chain.from_iterable(zip(rule_ids, scope_hashes, warps, locals_)))
             decision_digest = _digest(b"\x02\x00" + _u64(n), chain.from_iterable(zip(
-                rule_ids, scope_hashes, map(_warp_of, scopes), map(_local_of, scopes), repeat(b"\x01")))) \
-                if n else digest_len0_u64()
+                rule_ids, scope_hashes, warps, locals_, repeat(b"\x01")))) if n else digest_len0_u64()
         else:
             accepted, receipt = self._reserve(tx, drained)
             union = union_footprints([pr.footprint for pr in accepted])[0]
@@ -786,10 +786,9 @@ class Engine:
             items = [(i, pr.rule.executor, footprint_slice(stores[pr.scope[0]], pr.footprint), pr.scope[1],
                       pr.footprint, pr.rule.system) for i, pr in enumerate(accepted)]
         else:
-            scopes = list(map(_scope_of, accepted))
             columns: Iterable[ExecItem] = zip(
-                range(len(accepted)), map(_executor_of, accepted), map(stores.__getitem__, map(_warp_of, scopes)),
-                map(_local_of, scopes), map(_footprint_of, accepted) if guard else repeat(None),
+                range(len(accepted)), map(_executor_of, accepted), map(stores.__getitem__, map(_scope_warp_of, accepted)),
+                map(_scope_local_of, accepted), map(_footprint_of, accepted) if guard else repeat(None),
                 map(_system_of, accepted))
             if self.workers == 1:
                 # One worker runs everything in canonical order (Echo's serial path), the items streamed

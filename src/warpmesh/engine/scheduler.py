@@ -35,19 +35,26 @@ class PendingRewrite(NamedTuple):
     rule: Any
     compact: int
     scope_hash: Hash
-    #: ``(warp, local id)``: a plain tuple (equal to its ``NodeKey``), which the cyclic GC can untrack.
-    scope: tuple[bytes, bytes]
+    #: The scope's warp and local id, kept apart: a ``(warp, id)`` tuple per candidate would be one more
+    #: object for the cyclic GC to count while a tick is being matched.
+    warp: bytes
+    local: bytes
     footprint: Footprint
     #: Enqueue order within the transaction; :meth:`PendingTx.enqueue` assigns it.
     nonce: int = 0
 
+    @property
+    def scope(self) -> tuple[bytes, bytes]:
+        """``(warp, local id)`` (equal to the scope's ``NodeKey``)."""
+        return (self[3], self[4])
+
     def __repr__(self) -> str:
-        return f"PendingRewrite({self.rule.name}@{self.scope[1].hex()[:12]}, nonce={self.nonce})"
+        return f"PendingRewrite({self.rule.name}@{self.local.hex()[:12]}, nonce={self.nonce})"
 
 
 # Column getters by field position (C-level itemgetters; the field order above is fixed).
 _scope_hash = itemgetter(2)
-_sort_key = itemgetter(2, 1, 5)  # (scope_hash, compact, nonce)
+_sort_key = itemgetter(2, 1, 6)  # (scope_hash, compact, nonce)
 
 
 class PendingTx:
@@ -64,12 +71,13 @@ class PendingTx:
     def __len__(self) -> int:
         return len(self._items)
 
-    def add(self, rule: Any, compact: int, scope_hash: Hash, scope: tuple[bytes, bytes],
+    def add(self, rule: Any, compact: int, scope_hash: Hash, warp: bytes, local: bytes,
             footprint: Footprint) -> None:
-        """``enqueue(PendingRewrite(rule, compact, scope_hash, scope, footprint))``, in one call (apply's path)."""
+        """``enqueue(PendingRewrite(rule, compact, scope_hash, warp, local, footprint))``, in one call (apply's
+        path)."""
         nonce = self._next_nonce
         self._next_nonce = (nonce + 1) & 0xFFFF_FFFF
-        pr = _tnew(PendingRewrite, (rule, compact, scope_hash, scope, footprint, nonce))
+        pr = _tnew(PendingRewrite, (rule, compact, scope_hash, warp, local, footprint, nonce))
         items = self._items
         slot = self._index.setdefault(scope_hash, len(items))
         if slot == len(items):
@@ -84,7 +92,7 @@ class PendingTx:
         ``(scope_hash, rule)`` replaces the earlier one (last wins)."""
         nonce = self._next_nonce
         self._next_nonce = (nonce + 1) & 0xFFFF_FFFF
-        pr = _tnew(PendingRewrite, (*pr[:5], nonce))
+        pr = _tnew(PendingRewrite, (*pr[:6], nonce))
         # Indexed by scope_hash alone (a bytes key: no tuple to build and hash per rewrite); two rules
         # sharing a scope hash would need a BLAKE3 collision, and are still told apart below.
         items = self._items
@@ -172,7 +180,7 @@ def radix_order(items: Sequence[PendingRewrite]) -> list[PendingRewrite]:
             columns = [digits(j) for j in range(k - 1, -1, -1)]
             break
     else:
-        nonces = [pr[5] for pr in items]  # nonce
+        nonces = [pr[6] for pr in items]  # nonce
         rules = [pr[1] for pr in items]  # compact
         columns = [
             [x & 0xFFFF for x in nonces],
