@@ -22,6 +22,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,6 +36,21 @@ SRC = str(Path(__file__).resolve().parents[2] / "src")
 ENV = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
 ENV.pop("WARPMESH_SECRET", None)
 FAST = ["--election-timeout", "0.15"]
+_CLUSTERS: list[Cluster] = []
+
+
+@pytest.fixture(autouse=True)
+def _server_logs_on_failure() -> Any:
+    """Each long-running node's stderr (log level info) is copied to a file as it comes (a full pipe
+    would stall the node); at teardown the tails are printed, which pytest shows only on failure."""
+    _CLUSTERS.clear()
+    yield
+    for c in _CLUSTERS:
+        for nid, path in sorted(c.logs.items()):
+            lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+            print(f"----- {nid} stderr (last 40 of {len(lines)} lines; {path}) -----")
+            print("\n".join(lines[-40:]))
+    _CLUSTERS.clear()
 
 
 class Cluster:
@@ -47,6 +63,9 @@ class Cluster:
         self.spare_ports = ports[len(ids):]
         self.boot = list(ids)
         self.procs: dict[str, asyncio.subprocess.Process] = {}
+        self.logs: dict[str, Path] = {}
+        self._drains: dict[str, tuple[asyncio.Task[None], Path]] = {}
+        _CLUSTERS.append(self)
 
     @property
     def peers(self) -> str:
@@ -64,7 +83,7 @@ class Cluster:
 
     async def start(self, nid: str, *extra: str) -> None:
         args = extra or ("--peers", self.peers)
-        proc = await self.spawn(nid, *args)
+        proc = await self.spawn(nid, *args, "--log-level", "info")
         assert proc.stdout is not None and proc.stderr is not None
         line = await asyncio.wait_for(proc.stdout.readline(), 60)
         if not line:
@@ -72,6 +91,14 @@ class Cluster:
             raise AssertionError(f"{nid} failed to start:\n{err[-3000:]}")
         assert json.loads(line)["event"] == "ready"
         self.procs[nid] = proc
+        log = self.logs[f"{nid}#{len(self.logs)}"] = self.tmp / f"{nid}.{len(self.logs)}.log"
+        self._drains[nid] = (asyncio.get_running_loop().create_task(_copy(proc.stderr, log)), log)
+
+    async def stderr_of(self, nid: str) -> bytes:
+        """Everything the last started ``nid`` wrote on stderr, once it has exited."""
+        task, log = self._drains[nid]
+        await asyncio.wait_for(task, 20)
+        return log.read_bytes()
 
     async def join(self, nid: str, via: str, *extra: str) -> None:
         self.add_id(nid)
@@ -89,6 +116,13 @@ class Cluster:
 
     def servers(self, ids: list[str] | None = None) -> str:
         return ",".join(self.addr[i] for i in (ids or sorted(self.procs)))
+
+
+async def _copy(stream: asyncio.StreamReader, path: Path) -> None:
+    with path.open("wb") as f:
+        while chunk := await stream.read(65536):
+            f.write(chunk)
+            f.flush()
 
 
 async def cli(*args: str, timeout: float = 60) -> tuple[int, str, str]:
@@ -166,7 +200,7 @@ def test_grow_3_to_5_under_load_then_shrink_to_3(tmp_path: Path) -> None:
             proc = c.procs.pop(victim)
             rc = await asyncio.wait_for(proc.wait(), 20)
             assert rc == 1
-            assert b"was removed from the cluster" in await proc.stderr.read()  # type: ignore[union-attr]
+            assert b"was removed from the cluster" in await c.stderr_of(victim)
         await kv.close()
         await c.kill_all()
 

@@ -111,11 +111,13 @@ def serve(node_id: str, listen: str, peers: str | None, join_addrs: str | None, 
         print(json.dumps({"event": "ready", "id": node_id, "address": f"{addr[0]}:{addr[1]}",
                           "data": str(data_dir)}), flush=True)
         try:
-            removed = await serve_until(stop, node)
+            ended = await serve_until(stop, node)
         finally:
             await node.close()
-        if removed:
-            raise click.ClickException(f"{removed}; the data in {data_dir} is stale and this node stops: "
+        if ended is not None and ended[0] == "crashed":
+            raise click.ClickException(ended[1])
+        if ended is not None:
+            raise click.ClickException(f"{ended[1]}; the data in {data_dir} is stale and this node stops: "
                                        "delete it and add the machine back under a new id with "
                                        "`warpmesh kv serve --join HOST:PORT --id NEW_ID`")
 

@@ -539,6 +539,16 @@ class KVNode:
         assert self.server.removed is not None
         return await asyncio.shield(self.server.removed)
 
+    async def _engine_crashed(self) -> str:
+        err = await self.node.wait_crashed()
+        return (f"the Raft engine of {self.node.id} stopped on an error ({type(err).__name__}: {err}); "
+                "this node takes no further part in the cluster and stops; restart it on the same "
+                "--data (its log is intact up to the last acknowledged write)")
+
+    def _crashed_task(self) -> asyncio.Task[str]:
+        """A task that ends (with the reason) if this node's Raft engine stops on an error."""
+        return asyncio.get_running_loop().create_task(self._engine_crashed())
+
     def _removed_task(self) -> asyncio.Task[str]:
         """A task that ends (with the reason) when this node learns it was removed."""
         return asyncio.get_running_loop().create_task(self._removed())

@@ -212,6 +212,9 @@ class RaftNode:
         self._pumping = False
         self._again = False
         self._dead = False
+        #: Why the engine stopped (a bug or a failed disk write); None while it runs.
+        self.crash: BaseException | None = None
+        self._crashed = asyncio.Event()
         self._commit_early = False
         self._early_scheduled = False
         self._sub: Subscription | None = None
@@ -558,6 +561,10 @@ class RaftNode:
         assert core is not None
         if observe_bus.sinks:  # a dashboard in this process: leader changes and commit progress
             observe_bus.publish_raft(self, core)
+        if core.leader != self.leader.value or core.term != self.term.value:
+            # Rare (elections), and what an operator reading a node's log after an outage needs.
+            log.info("raft %s: term %d, leader %s, this node %s", self.id, core.term, core.leader,
+                     core.role.name.lower())
         self.role.set(core.role)
         self.leader.set(core.leader)
         self.membership.set(core.membership)
@@ -702,8 +709,19 @@ class RaftNode:
         for c in rd.completions:
             self._resolve(c)
 
+    async def wait_crashed(self) -> BaseException:
+        """Wait until the engine stops on an internal error or a failed durable write, and return
+        it. A node in that state takes no further part in Raft (it neither votes nor acknowledges),
+        so a host process should stop and be restarted rather than linger as a silent member."""
+        await self._crashed.wait()
+        assert self.crash is not None
+        return self.crash
+
     def _crash(self, err: BaseException) -> None:
         self._dead = True
+        if self.crash is None:
+            self.crash = err
+        self._crashed.set()
         self.stats["engine_crashed"] += 1
         log.error("raft %s: engine crashed: %r", self.id, err, exc_info=err)
         for futs in self._futures.values():
