@@ -140,6 +140,8 @@ def test_followers_acknowledge_only_what_is_durable() -> None:
         assert len(acks) >= 10
         early = [(idx, durable) for idx, durable in acks if idx > durable]
         assert not early, f"acknowledged before durable: {early[:5]}"
+        # Every answered proposal is in the commit-latency histogram (what /metrics exports).
+        assert sum(ld.commit_latency) == 70 and 0 < ld.commit_latency_sum < 70 * 10
 
     _run(body)
 

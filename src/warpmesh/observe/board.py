@@ -86,6 +86,12 @@ def _num(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def _lag(row: Any) -> dict[str, float] | None:
+    if not isinstance(row, Mapping):
+        return None
+    return {"batches": int(row.get("batches", 0) or 0), "seconds": float(row.get("seconds", 0.0) or 0.0)}
+
+
 class Board:
     """The dashboard's state; see the module docstring."""
 
@@ -264,6 +270,7 @@ class Board:
         health = snap.get("health", {}) or {}
         shares = snap.get("ring_shares", {}) or {}
         executions = snap.get("executions_by_peer", {}) or {}
+        lags = snap.get("replication_lag", {}) or {}
         rows = {str(p["peer"]): p for p in snap.get("peers", ()) if isinstance(p, dict) and "peer" in p}
         self_id = snap.get("node")
         running: Counter[str | None] = Counter(d.owner for d in self._jobs.values() if d.state == "running")
@@ -286,7 +293,9 @@ class Board:
                         "ring_share": float(shares.get(peer, row.get("ring_share", 0.0)) or 0.0),
                         "executions": int(executions.get(peer, row.get("executions", 0)) or 0),
                         "queued": int(row.get("queued", 0) or 0),
-                        "running": running[peer]})
+                        "running": running[peer],
+                        # Our deltas this peer has not confirmed (None: not a replica we send to).
+                        "lag": _lag(lags.get(peer))})
         return out
 
     def counters(self) -> dict[str, int]:

@@ -24,6 +24,7 @@ import dataclasses
 import logging
 import os
 import random
+from bisect import bisect_left
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +36,7 @@ from warpmesh.aio.tasks import cancel_and_wait
 from warpmesh.aio.tuning import tune_gc_for_server  # noqa: F401  (re-exported: kv serve uses it)
 from warpmesh.net.seam import SeamClosed, Subscription
 from warpmesh.observe import bus as observe_bus
-from warpmesh.raft.config import RaftConfig
+from warpmesh.raft.config import COMMIT_LATENCY_BUCKETS, RaftConfig
 from warpmesh.raft.core import Completion, RaftCore, Ready
 from warpmesh.raft.errors import (
     Busy,
@@ -207,6 +208,10 @@ class RaftNode:
         self._room.set()
         self._cursors: dict[int, int] = {}
         self.max_apply_lag = 200_000
+        #: Proposals committed, by how long ``propose`` took (bucket ``i``: at most
+        #: ``COMMIT_LATENCY_BUCKETS[i]`` seconds), and their total seconds.
+        self.commit_latency = [0] * len(COMMIT_LATENCY_BUCKETS)
+        self.commit_latency_sum = 0.0
         #: The Ready whose durable write runs on the worker thread (None: no write in flight).
         self._inflight: Ready | None = None
         self._pumping = False
@@ -337,7 +342,8 @@ class RaftNode:
         (followers forward; a forward lost with a failed leader is retried under the same key).
         On timeout the outcome is unknown (it may still commit)."""
         loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+        called = loop.time()
+        deadline = None if timeout is None else called + timeout
         if not self._room.is_set() or self._cursors:
             await self._wait_room(deadline)
         while True:
@@ -352,11 +358,15 @@ class RaftNode:
         fut = self._future(fk)
         self._kick()
         try:
-            return await self._await(fut, deadline)
+            done = await self._await(fut, deadline)
         except BaseException:
             if self._drop_future(fk, fut) and self.core is not None:
                 self.core.abandon_proposal(k)
             raise
+        took = loop.time() - called
+        self.commit_latency_sum += took
+        self.commit_latency[bisect_left(COMMIT_LATENCY_BUCKETS, took)] += 1
+        return done  # type: ignore[no-any-return]
 
     async def read_index(self, *, timeout: float | None = None) -> int:
         """A linearizable read index (dissertation §6.4): once this node has applied it, a local read

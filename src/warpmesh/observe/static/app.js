@@ -37,6 +37,7 @@ function renderPeers(peers) {
     cell(tr, p.role === "worker" ? (100 * p.ring_share).toFixed(1) + "%" : "");
     cell(tr, p.executions);
     cell(tr, p.running);
+    cell(tr, p.lag ? (p.lag.batches ? p.lag.batches + " (" + (1000 * p.lag.seconds).toFixed(0) + " ms)" : "0") : "");
     return tr;
   });
 }
