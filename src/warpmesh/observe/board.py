@@ -149,6 +149,31 @@ class Board:
         elif kind == "isolate_finished":
             self.isolates_running = max(0, self.isolates_running - 1)
 
+    def restore_answers(self, answers: Iterable[tuple[str, str, str, bool, Any]]) -> int:
+        """Seed the task stream and the job details from answers a peer's results board holds
+        (``(job, op, ran_by, ok, result_or_error)``): after a restart on its data directory the
+        events of those runs are gone, the durable board's answers are not. Restored runs carry
+        ``restored: True`` and no times; jobs the board already knows are left alone. Only the
+        newest ``limits.stream`` fit. Returns how many were added."""
+        added = 0
+        for job, op, by, ok, outcome in answers:
+            if job in self._jobs:
+                continue
+            d = self._job(job)
+            d.op, d.owner, d.state, d.attempts = op, by or None, "finished" if ok else "failed", 1
+            d.ran_on.append(by)
+            if ok:
+                d.result = _text(outcome)
+            else:
+                d.error = _text(outcome if outcome is not None else "failed")
+            d.history.append({"kind": "restored", "detail": "from the durable results board"})
+            self._stream_seq += 1
+            self._stream.append({"n": self._stream_seq, "job": job, "op": op, "peer": by, "ok": ok, "start": None,
+                                 "end": None, "duration": None, "duplicate": False, "stolen": False,
+                                 "error": d.error, "restored": True})
+            added += 1
+        return added
+
     def _job(self, job_id: str) -> JobDetail:
         d = self._jobs.get(job_id)
         if d is None:

@@ -52,7 +52,7 @@ function renderStream(page) {
     j.onclick = () => showJob(r.job);
     cell(tr, r.op);
     cell(tr, r.peer);
-    cell(tr, fmtAgo(r.end));
+    cell(tr, r.restored ? "restored" : fmtAgo(r.end));
     cell(tr, fmtDur(r.duration));
     const marks = cell(tr, "");
     for (const [on, cls, label] of [[!r.ok, "fail", "failed"], [r.duplicate, "dup", "duplicate"], [r.stolen, "stolen", "stolen"]]) {
