@@ -64,6 +64,7 @@ class Cluster:
         self.boot = list(ids)
         self.procs: dict[str, asyncio.subprocess.Process] = {}
         self.logs: dict[str, Path] = {}
+        self.ready: dict[str, dict[str, Any]] = {}
         self._drains: dict[str, tuple[asyncio.Task[None], Path]] = {}
         _CLUSTERS.append(self)
 
@@ -89,7 +90,8 @@ class Cluster:
         if not line:
             err = (await proc.stderr.read()).decode(errors="replace")
             raise AssertionError(f"{nid} failed to start:\n{err[-3000:]}")
-        assert json.loads(line)["event"] == "ready"
+        self.ready[nid] = json.loads(line)
+        assert self.ready[nid]["event"] == "ready"
         self.procs[nid] = proc
         log = self.logs[f"{nid}#{len(self.logs)}"] = self.tmp / f"{nid}.{len(self.logs)}.log"
         self._drains[nid] = (asyncio.get_running_loop().create_task(_copy(proc.stderr, log)), log)
@@ -384,3 +386,58 @@ def test_kv_up_keeps_serving_when_a_node_dies(tmp_path: Path) -> None:
         # above expired), its nodes must not outlive the test: they share its process group.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(up.pid, signal.SIGKILL)
+
+
+def test_kv_serve_http_shows_raft_state_commit_latency_and_members(tmp_path: Path) -> None:
+    """``kv serve --http``: the dashboard's Raft view and /metrics (parsed by prometheus_client's own
+    parser) on every node; a killed member shows as suspected on the leader's page."""
+    import aiohttp
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async def scrape(http: aiohttp.ClientSession, url: str) -> tuple[dict[Any, float], dict[str, Any]]:
+        async with http.get(url + "metrics") as r:
+            text = await r.text()
+        async with http.get(url + "api/summary") as r:
+            summary = await r.json()
+        return ({(s.name, tuple(sorted(s.labels.items()))): s.value
+                 for fam in text_string_to_metric_families(text) for s in fam.samples}, summary)
+
+    async def main() -> None:
+        c = Cluster(tmp_path, ["n1", "n2", "n3"])
+        await asyncio.gather(*(c.start(i, "--peers", c.peers, "--http", "127.0.0.1:0") for i in c.boot))
+        urls = {i: c.ready[i]["http"] for i in c.boot}
+        kv = await KVClient(c.servers().split(","), timeout=20, attempt_timeout=0.7, seed=4).connect()
+        try:
+            for i in range(30):
+                await kv.put(f"k{i}", b"v")
+            leader = (await kv.member_list())["leader"]
+            await asyncio.sleep(1.2)  # commit progress reaches the board at most every second
+            async with aiohttp.ClientSession() as http:
+                views = {i: await scrape(http, urls[i]) for i in c.boot}
+                lat = sum(m[("warpmesh_raft_commit_latency_seconds_count", (("node", i),))]
+                          for i, (m, _s) in views.items())
+                assert lat >= 30, lat  # every acknowledged put, on the node that proposed it
+                for i, (m, s) in views.items():
+                    assert m[("warpmesh_raft_term", (("node", i),))] >= 1
+                    assert s["raft"][i]["leader"] == leader and s["title"] == f"warpmesh kv - {i}"
+                    assert {p["peer"]: (p["role"], p["state"]) for p in s["peers"]} == {
+                        n: ("voter", "live") for n in c.boot}
+                lm, ls = views[leader]
+                assert lm[("warpmesh_raft_commit_index", (("node", leader),))] >= 30
+                victim = next(i for i in c.boot if i != leader)
+                await c.kill(victim)
+                loop = asyncio.get_running_loop()
+                end = loop.time() + 15
+                while True:
+                    _m, s = await scrape(http, urls[leader])
+                    state = {p["peer"]: p["state"] for p in s["peers"]}
+                    if state[victim] == "suspected":
+                        break
+                    assert loop.time() < end, state
+                    await asyncio.sleep(0.2)
+                assert state[leader] == "live"
+        finally:
+            await kv.close()
+            await c.kill_all()
+
+    asyncio.run(main())

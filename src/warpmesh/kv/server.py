@@ -179,6 +179,13 @@ class KVServer:
                for p, pr in core.prs.items()}
         return match, age
 
+    def live_members(self) -> set[str] | None:
+        """On the leader, the members it heard from within the election timeout; None elsewhere."""
+        try:
+            return self._live(self._leader_core())
+        except NotLeader:
+            return None
+
     def _live(self, core: Any) -> set[str]:
         _match, age = self._progress(core)
         return A.live_voters(self.node.membership.value, self.node.id, age,
