@@ -422,7 +422,7 @@ def test_kv_serve_http_shows_raft_state_commit_latency_and_members(tmp_path: Pat
                     assert s["raft"][i]["leader"] == leader and s["title"] == f"warpmesh kv - {i}"
                     assert {p["peer"]: (p["role"], p["state"]) for p in s["peers"]} == {
                         n: ("voter", "live") for n in c.boot}
-                lm, ls = views[leader]
+                lm, _ls = views[leader]
                 assert lm[("warpmesh_raft_commit_index", (("node", leader),))] >= 30
                 victim = next(i for i in c.boot if i != leader)
                 await c.kill(victim)
