@@ -52,7 +52,7 @@ from warpmesh.warp import events as ev
 from warpmesh.warp.claim import ClaimStrategy, ClaimView, Decision, decide, winner
 from warpmesh.warp.events import WarpEvent
 from warpmesh.warp.model import OpResult, TaskDescriptor
-from warpmesh.warp.ring import DEFAULT_VNODES, TaskRing
+from warpmesh.warp.ring import DEFAULT_VNODES, ring_for
 from warpmesh.warp.steal import (
     MAX_GRANT_BYTES,
     OpCosts,
@@ -98,7 +98,8 @@ class WarpConfig:
     heartbeat: HeartbeatConfig = field(default_factory=HeartbeatConfig)
     quilter: QuilterConfig = field(default_factory=QuilterConfig)
     #: Counter increments are batched and flushed to the counters board this often (a crashed peer
-    #: loses at most its last batch).
+    #: loses at most its last batch); in a mesh of more than 8 peers, this times peers / 8, so the
+    #: mesh's counter traffic grows with the number of peers, not its square.
     counter_flush: float = 0.02
     #: How long ``enqueue`` waits for another peer to hold a new task (see :class:`NotReplicated`).
     replicate_timeout: float = 5.0
@@ -205,6 +206,21 @@ def view_digest(workers: Iterable[str]) -> str:
     return blake3.blake3("\x00".join(sorted(workers)).encode()).hexdigest()[:16]
 
 
+#: Mesh size up to which counters flush every ``WarpConfig.counter_flush`` (see :func:`counter_interval`).
+COUNTER_FLUSH_PEERS = 8
+
+
+def counter_interval(counter_flush: float, peers: int) -> float:
+    """Seconds between counter flushes with ``peers`` other peers: ``counter_flush``, stretched in
+    proportion beyond :data:`COUNTER_FLUSH_PEERS`.
+
+    Every flush is a delta to every peer, so with a fixed interval a busy mesh of N peers sends
+    N(N-1) counter frames per interval; stretching the interval by N / 8 keeps that traffic growing
+    as N. The mesh-wide figures lag by at most the interval; a crash loses at most one batch.
+    """
+    return counter_flush * max(1.0, peers / COUNTER_FLUSH_PEERS)
+
+
 def _node_of(replica: str) -> str:
     return replica.rpartition("@")[0] or replica
 
@@ -246,11 +262,20 @@ class WarpCore:
         self.live: frozenset[str] = frozenset()
         self.workers: frozenset[str] = frozenset()
         self._all_workers: frozenset[str] = frozenset()
-        self.ring = TaskRing((), vnodes=config.vnodes, seed=config.ring_seed)
+        self.ring = ring_for(frozenset(), vnodes=config.vnodes, seed=config.ring_seed)
         self._ring_all = self.ring
         self.view = view_digest(())
         self._view_changed_at = float("-inf")
         self._member_cache: tuple[int, dict[str, dict[str, Any]]] = (-1, {})
+        # Replica id -> (value bytes, decoded entry): a members delta touches one or two entries, so
+        # re-reading the board decodes only the entries whose bytes changed (O(members) lookups per
+        # change instead of O(members) decodes; with N peers a membership change brings N deltas).
+        self._entry_cache: dict[str, tuple[bytes | None, Any]] = {}
+        # (members version, live, workers, view) -> whether some reachable peer's published view
+        # differs from ours; and (members version, workers) -> op -> eligible workers. Both are asked
+        # per claim pass, i.e. per queue delta: caching keeps a pass O(1) in the number of peers.
+        self._views_differ: tuple[tuple[Any, ...], bool] | None = None
+        self._eligible_cache: tuple[tuple[Any, ...], dict[tuple[str, bool], frozenset[str] | None]] | None = None
         self._members_version = members_version
         self._member_replicas: dict[str, str] = {}  # node id -> replica id of its newest incarnation
         self.member_extra: dict[str, Any] = {}  # extra published fields (set_member_field)
@@ -345,14 +370,27 @@ class WarpCore:
             return self._member_cache[1]
         info: dict[str, dict[str, Any]] = {}
         newest: dict[str, int] = {}
-        for rid in self.members.keys():
+        cache = self._entry_cache
+        keys = self.members.keys()
+        for rid in keys:
             node, _, inc = str(rid).rpartition("@")
             if not node or not inc.isdigit() or int(inc) < newest.get(node, -1):
                 continue
-            value = board_value(self.members.get(rid))
+            reg = self.members.get(rid)
+            raw = reg.value if reg is not None and isinstance(reg.value, bytes) else None
+            hit = cache.get(rid)
+            if hit is not None and hit[0] == raw:
+                value = hit[1]
+            else:
+                value = board_value(reg)
+                cache[rid] = (raw, value)
             if isinstance(value, dict):
                 info[node] = value
                 newest[node] = int(inc)
+        if len(cache) > len(keys):
+            present = set(keys)
+            for rid in [r for r in cache if r not in present]:
+                del cache[rid]
         self._member_cache = (-1 if version is None else version, info)
         self._member_replicas = {node: f"{node}@{inc}" for node, inc in newest.items()}
         return info
@@ -372,8 +410,21 @@ class WarpCore:
     def eligible(self, op: str) -> frozenset[str] | None:
         """Live workers that have ``op`` registered (None: all of them, the common case)."""
         info = self.member_info()
+        key = (self._member_cache[0], self.workers)
+        cached = self._eligible_cache
+        if cached is None or cached[0] != key or key[0] == -1:
+            cached = self._eligible_cache = (key, {})
+        local = op in self.ops  # the local table may change at any time: part of the key
+        slot = (op, local)
+        if slot in cached[1]:
+            return cached[1][slot]
+        result = self._eligible(op, local, info)
+        cached[1][slot] = result
+        return result
+
+    def _eligible(self, op: str, local: bool, info: dict[str, dict[str, Any]]) -> frozenset[str] | None:
         holders = {p for p in self.workers if op in info.get(p, {}).get("ops", ())}
-        if op in self.ops:
+        if local:
             holders.add(self.self_id)
         holders &= self.workers
         return None if holders == self.workers else frozenset(holders)
@@ -383,6 +434,15 @@ class WarpCore:
         if now - self._view_changed_at < self.config.settle_window:
             return True
         info = self.member_info()
+        key = (self._member_cache[0], self.live, self.workers, self.view)
+        cached = self._views_differ
+        if cached is not None and cached[0] == key and key[0] != -1:
+            return cached[1]
+        differ = self._views_differ_from(info)
+        self._views_differ = (key, differ)
+        return differ
+
+    def _views_differ_from(self, info: dict[str, dict[str, Any]]) -> bool:
         # Any reachable worker - in our ring or not (an injected roster source may leave it out) -
         # that sees a different worker set may believe it owns our tasks. A reachable peer that
         # has not published anything yet may be such a worker too.
@@ -403,6 +463,11 @@ class WarpCore:
         """Write this peer's entry (role, view, ops, extra fields) on the members board."""
         # Keyed by replica id: each incarnation owns its entry, so a restart never races its past.
         value = pack({**self.member_extra, "role": self.role, "view": self.view, "ops": self.ops.names()})
+        current = self.members.get(self.replica)
+        if current is not None and current.value == value:
+            # The board already holds exactly this entry: a republish would cost a delta to every
+            # peer (and N of them per membership change) for nothing.
+            return
         self._put(MEMBERS, self.replica, value)
 
     def set_membership(self, now: float, roster: frozenset[str], live: frozenset[str],
@@ -422,7 +487,7 @@ class WarpCore:
             {self.self_id} if self.role == "worker" else set())
         if all_workers != self._all_workers:
             self._all_workers = all_workers
-            self._ring_all = TaskRing(all_workers, vnodes=self.config.vnodes, seed=self.config.ring_seed)
+            self._ring_all = ring_for(all_workers, vnodes=self.config.vnodes, seed=self.config.ring_seed)
         changed = workers_f != self.workers
         if changed:
             if self.observed:
@@ -432,7 +497,7 @@ class WarpCore:
                     self._emit(ev.PEER_SUSPECTED if peer in roster else ev.PEER_LOST, peer=peer)
             self._seen_workers.update(workers_f)
             self.workers = workers_f
-            self.ring = TaskRing(workers_f, vnodes=self.config.vnodes, seed=self.config.ring_seed)
+            self.ring = ring_for(workers_f, vnodes=self.config.vnodes, seed=self.config.ring_seed)
             self.view = view_digest(workers_f)
             self._view_changed_at = now
             self.standby.clear()  # a new ring may make a stood-down claimant the winner
@@ -444,11 +509,12 @@ class WarpCore:
                 self.steal_stats["taken_back"] += 1
             self.claim_all(now)
 
-    def on_members(self, now: float) -> None:
-        """A members-board delta arrived: forget our past incarnations, republish if we were forgotten."""
+    def on_members(self, now: float, keys: Iterable[str] | None = None) -> None:
+        """A members-board delta arrived (touching ``keys``; None: a whole state was merged): forget
+        our past incarnations, republish if we were forgotten."""
         self._now = now
-        for rid in [rid for rid in self.members.keys()
-                    if str(rid).rpartition("@")[0] == self.self_id and rid != self.replica]:
+        for rid in [rid for rid in (self.members.keys() if keys is None else keys)
+                    if str(rid).rpartition("@")[0] == self.self_id and rid != self.replica and rid in self.members]:
             self._remove(MEMBERS, rid)
         if self.started and not self.closed and self.replica not in self.members:
             self.publish_member()  # a peer forgot us while we were cut off (see _forget_lost_members)
