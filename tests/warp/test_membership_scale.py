@@ -150,3 +150,33 @@ def test_counters_flush_less_often_in_proportion_beyond_eight_peers() -> None:
     assert counter_interval(0.02, 8) == 0.02
     assert counter_interval(0.2, 32) == 0.2 * 4
     assert counter_interval(0.2, 64) == 0.2 * 8
+
+
+def test_a_burst_of_view_changes_is_published_twice_and_an_isolated_one_at_once() -> None:
+    a = _Peer("a")
+    a.core.set_membership(0.0, frozenset({"a"}), frozenset({"a"}), force_publish=True)
+    a.apply()
+    puts = a.member_puts
+    names = ["a"]
+    # A mesh forming: eight peers appear one by one within 20 ms (their entries say "worker").
+    for i, t in enumerate([1.0 + k * 0.0025 for k in range(8)]):
+        p = _Peer(f"p{i}")
+        p.core.set_membership(t, frozenset({p.name}), frozenset({p.name}), force_publish=True)
+        p.apply()
+        a.boards[wc.MEMBERS].join(p.boards[wc.MEMBERS].copy())
+        a.version += 1
+        names.append(p.name)
+        a.core.set_membership(t, frozenset(names), frozenset(names))
+        a.apply()
+    assert a.member_puts == puts + 1  # the first change went out at once; the rest wait for the gap
+    assert a.core.next_deadline() == 1.0 + CFG.view_publish_gap
+    a.core.tick(1.0 + CFG.view_publish_gap)
+    a.apply()
+    assert a.member_puts == puts + 2  # one more, carrying the view as it stands now
+    assert a.core.member_info()["a"]["view"] == a.core.view == wc.view_digest(names)
+    assert a.core.next_deadline() is None
+    # Quiet for a while, then one change: published at once, as before.
+    names.remove("p3")
+    a.core.set_membership(5.0, frozenset(names), frozenset(names))
+    a.apply()
+    assert a.member_puts == puts + 3 and a.core.member_info()["a"]["view"] == wc.view_digest(names)

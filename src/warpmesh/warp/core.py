@@ -101,6 +101,13 @@ class WarpConfig:
     #: loses at most its last batch); in a mesh of more than 8 peers, this times peers / 8, so the
     #: mesh's counter traffic grows with the number of peers, not its square.
     counter_flush: float = 0.02
+    #: Least time between two publishes of this peer's changed view on the members board. A change
+    #: is published at once, unless the previous publish was more recent: then the view as it stands
+    #: that long after the previous publish is. A burst of changes (a mesh forming, a partition or
+    #: its heal, seen peer by peer) so costs two publishes, not one per change: N peers republishing
+    #: on each of N joins is N^2 deltas, each sent to N peers. Keep it well under ``settle_window``
+    #: (0: publish every change at once).
+    view_publish_gap: float = 0.05
     #: How long ``enqueue`` waits for another peer to hold a new task (see :class:`NotReplicated`).
     replicate_timeout: float = 5.0
     #: How long a graceful ``close`` waits for its boards to replicate before leaving.
@@ -120,8 +127,10 @@ class WarpConfig:
     steal_timeout: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.settle_window < 0 or self.reclaim_interval <= 0 or self.retry_backoff < 0:
-            raise ValueError("settle_window, reclaim_interval and retry_backoff must be non-negative")
+        if (self.settle_window < 0 or self.reclaim_interval <= 0 or self.retry_backoff < 0
+                or self.view_publish_gap < 0):
+            raise ValueError("settle_window, reclaim_interval, retry_backoff and view_publish_gap must be "
+                             "non-negative")
         if self.max_attempts < 1 or self.max_concurrency < 1:
             raise ValueError("max_attempts and max_concurrency must be >= 1")
 
@@ -266,6 +275,8 @@ class WarpCore:
         self._ring_all = self.ring
         self.view = view_digest(())
         self._view_changed_at = float("-inf")
+        self._publish_at: float | None = None  # when our changed view is due on the members board
+        self._published_at = float("-inf")  # when we last published our entry
         self._member_cache: tuple[int, dict[str, dict[str, Any]]] = (-1, {})
         # Replica id -> (value bytes, decoded entry): a members delta touches one or two entries, so
         # re-reading the board decodes only the entries whose bytes changed (O(members) lookups per
@@ -461,6 +472,8 @@ class WarpCore:
     # -- membership -------------------------------------------------------------------------
     def publish_member(self) -> None:
         """Write this peer's entry (role, view, ops, extra fields) on the members board."""
+        self._publish_at = None
+        self._published_at = self._now
         # Keyed by replica id: each incarnation owns its entry, so a restart never races its past.
         value = pack({**self.member_extra, "role": self.role, "view": self.view, "ops": self.ops.names()})
         current = self.members.get(self.replica)
@@ -501,8 +514,13 @@ class WarpCore:
             self.view = view_digest(workers_f)
             self._view_changed_at = now
             self.standby.clear()  # a new ring may make a stood-down claimant the winner
-        if changed or force_publish:
+        if force_publish or (changed and now - self._published_at >= self.config.view_publish_gap):
             self.publish_member()
+        elif changed and self._publish_at is None:
+            # Within the gap after a publish (a burst): the view as it stands at the end of the gap
+            # is published then, once, whatever changes come meanwhile.
+            self._publish_at = self._published_at + self.config.view_publish_gap
+            self._need_tick(self._publish_at)
         if changed:
             for task_id in [t for t, (_, thief, _) in self.delegated.items() if thief not in workers_f]:
                 del self.delegated[task_id]  # its thief left: ours again (the re-claim below)
@@ -619,20 +637,29 @@ class WarpCore:
             self._settle_seq += 1
             until = now + self.config.settle_window
             heapq.heappush(self._settling, (until, self._settle_seq, task_id, desc.run))
-            self._out.deadline = until if self._out.deadline is None else min(self._out.deadline, until)
+            self._need_tick(until)
 
     def tick(self, now: float) -> None:
-        """Time passed: settle the contested claims whose window ended."""
+        """Time passed: settle the contested claims whose window ended, publish a view that is due."""
         self._now = now
+        if self._publish_at is not None and self._publish_at <= now and not self.closed:
+            self.publish_member()
         while self._settling and self._settling[0][0] <= now:
             _, _, task_id, run = heapq.heappop(self._settling)
             self._after_settle(task_id, run)
-        if self._settling:
-            self._out.deadline = self._settling[0][0]
+        due = self.next_deadline()
+        if due is not None:
+            self._out.deadline = due
 
     def next_deadline(self) -> float | None:
         """When the core next needs a :meth:`tick` (None: nothing pending)."""
-        return self._settling[0][0] if self._settling else None
+        settle = self._settling[0][0] if self._settling else None
+        if self._publish_at is None:
+            return settle
+        return self._publish_at if settle is None else min(settle, self._publish_at)
+
+    def _need_tick(self, at: float) -> None:
+        self._out.deadline = at if self._out.deadline is None else min(self._out.deadline, at)
 
     def _after_settle(self, task_id: str, run: str) -> None:
         if self.closed or self.claimed.get(task_id) != run:
