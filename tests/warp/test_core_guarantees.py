@@ -141,10 +141,12 @@ class Net:
             for n in sorted(self.up):
                 self.membership(n, live)
             self.sync()
-        self.advance(CFG.settle_window + 0.01)
+        self.advance(CFG.settle_window + 0.01)  # past the settle window (and the view publish gap)
+        self.sync()
         for n in sorted(self.up):
             self.membership(n, live)
         assert all(not self.peers[n].core.contested(self.now) for n in self.up)
+        self.advance(2 * CFG.view_publish_gap)  # quiet since: the next view change is published at once
 
     def advance(self, seconds: float) -> None:
         self.now += seconds

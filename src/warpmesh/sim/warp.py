@@ -109,23 +109,39 @@ class _Mesh:
         """
         loop = asyncio.get_running_loop()
         acked_at: dict[str, float] = {}  # one ack per answer (again only if it is still around later)
+        # Answer bytes already checked, per task: each copy is checked once, not on every round
+        # (a copy is the same bytes on every peer; a duplicate run's answer is other bytes).
+        checked: dict[str, set[bytes]] = {}
         while True:
             await asyncio.sleep(every)
             now = loop.time()
             nodes = [self.nodes[n] for n in sorted(self.nodes)]
+            holder: dict[str, WarpNode] = {}  # task -> the first peer (by name) that holds an answer
             for node in nodes:
-                for task in sorted(node.results.task_ids):
-                    res = node.results.get(task)
-                    if res is None:
+                board = node.results_board.state
+                for task in sorted(board.keys()):
+                    reg = board.get(task)
+                    raw = reg.value if reg is not None and isinstance(reg.value, bytes) else None
+                    if raw is None:
                         continue
-                    x = int(task.rpartition("-")[2])
-                    ok = res.ok and res.value == job_answer(x)
-                    self.seen[task] = self.seen.get(task, True) and ok
-                    if now - acked_at.get(task, float("-inf")) >= 5.0 and all(
-                            task not in other.queue.state for other in nodes):
-                        acked_at[task] = now
-                        node.ack(task)
-                        self.acked += 1
+                    done = checked.setdefault(task, set())
+                    if raw not in done:
+                        res = node.results.get(task)
+                        if res is None:
+                            continue
+                        done.add(raw)
+                        x = int(task.rpartition("-")[2])
+                        ok = res.ok and res.value == job_answer(x)
+                        self.seen[task] = self.seen.get(task, True) and ok
+                    holder.setdefault(task, node)
+            # Acks in the order the peers were read (as one pass per peer would make them); whether
+            # any live peer still queues the task is asked once per task, not once per holder.
+            for task, node in holder.items():
+                if now - acked_at.get(task, float("-inf")) >= 5.0 and all(
+                        task not in other.queue.state for other in nodes):
+                    acked_at[task] = now
+                    node.ack(task)
+                    self.acked += 1
 
     def registry(self, peer: str) -> OpRegistry:
         reg = OpRegistry()

@@ -52,7 +52,7 @@ from warpmesh.warp import events as ev
 from warpmesh.warp.claim import ClaimStrategy, ClaimView, Decision, decide, winner
 from warpmesh.warp.events import WarpEvent
 from warpmesh.warp.model import OpResult, TaskDescriptor
-from warpmesh.warp.ring import DEFAULT_VNODES, TaskRing
+from warpmesh.warp.ring import DEFAULT_VNODES, ring_for
 from warpmesh.warp.steal import (
     MAX_GRANT_BYTES,
     OpCosts,
@@ -98,8 +98,16 @@ class WarpConfig:
     heartbeat: HeartbeatConfig = field(default_factory=HeartbeatConfig)
     quilter: QuilterConfig = field(default_factory=QuilterConfig)
     #: Counter increments are batched and flushed to the counters board this often (a crashed peer
-    #: loses at most its last batch).
+    #: loses at most its last batch); in a mesh of more than 8 peers, this times peers / 8, so the
+    #: mesh's counter traffic grows with the number of peers, not its square.
     counter_flush: float = 0.02
+    #: Least time between two publishes of this peer's changed view on the members board. A change
+    #: is published at once, unless the previous publish was more recent: then the view as it stands
+    #: that long after the previous publish is. A burst of changes (a mesh forming, a partition or
+    #: its heal, seen peer by peer) so costs two publishes, not one per change: N peers republishing
+    #: on each of N joins is N^2 deltas, each sent to N peers. Keep it well under ``settle_window``
+    #: (0: publish every change at once).
+    view_publish_gap: float = 0.05
     #: How long ``enqueue`` waits for another peer to hold a new task (see :class:`NotReplicated`).
     replicate_timeout: float = 5.0
     #: How long a graceful ``close`` waits for its boards to replicate before leaving.
@@ -119,8 +127,10 @@ class WarpConfig:
     steal_timeout: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.settle_window < 0 or self.reclaim_interval <= 0 or self.retry_backoff < 0:
-            raise ValueError("settle_window, reclaim_interval and retry_backoff must be non-negative")
+        if (self.settle_window < 0 or self.reclaim_interval <= 0 or self.retry_backoff < 0
+                or self.view_publish_gap < 0):
+            raise ValueError("settle_window, reclaim_interval, retry_backoff and view_publish_gap must be "
+                             "non-negative")
         if self.max_attempts < 1 or self.max_concurrency < 1:
             raise ValueError("max_attempts and max_concurrency must be >= 1")
 
@@ -205,6 +215,21 @@ def view_digest(workers: Iterable[str]) -> str:
     return blake3.blake3("\x00".join(sorted(workers)).encode()).hexdigest()[:16]
 
 
+#: Mesh size up to which counters flush every ``WarpConfig.counter_flush`` (see :func:`counter_interval`).
+COUNTER_FLUSH_PEERS = 8
+
+
+def counter_interval(counter_flush: float, peers: int) -> float:
+    """Seconds between counter flushes with ``peers`` other peers: ``counter_flush``, stretched in
+    proportion beyond :data:`COUNTER_FLUSH_PEERS`.
+
+    Every flush is a delta to every peer, so with a fixed interval a busy mesh of N peers sends
+    N(N-1) counter frames per interval; stretching the interval by N / 8 keeps that traffic growing
+    as N. The mesh-wide figures lag by at most the interval; a crash loses at most one batch.
+    """
+    return counter_flush * max(1.0, peers / COUNTER_FLUSH_PEERS)
+
+
 def _node_of(replica: str) -> str:
     return replica.rpartition("@")[0] or replica
 
@@ -246,11 +271,22 @@ class WarpCore:
         self.live: frozenset[str] = frozenset()
         self.workers: frozenset[str] = frozenset()
         self._all_workers: frozenset[str] = frozenset()
-        self.ring = TaskRing((), vnodes=config.vnodes, seed=config.ring_seed)
+        self.ring = ring_for(frozenset(), vnodes=config.vnodes, seed=config.ring_seed)
         self._ring_all = self.ring
         self.view = view_digest(())
         self._view_changed_at = float("-inf")
+        self._publish_at: float | None = None  # when our changed view is due on the members board
+        self._published_at = float("-inf")  # when we last published our entry
         self._member_cache: tuple[int, dict[str, dict[str, Any]]] = (-1, {})
+        # Replica id -> (value bytes, decoded entry): a members delta touches one or two entries, so
+        # re-reading the board decodes only the entries whose bytes changed (O(members) lookups per
+        # change instead of O(members) decodes; with N peers a membership change brings N deltas).
+        self._entry_cache: dict[str, tuple[bytes | None, Any]] = {}
+        # (members version, live, workers, view) -> whether some reachable peer's published view
+        # differs from ours; and (members version, workers) -> op -> eligible workers. Both are asked
+        # per claim pass, i.e. per queue delta: caching keeps a pass O(1) in the number of peers.
+        self._views_differ: tuple[tuple[Any, ...], bool] | None = None
+        self._eligible_cache: tuple[tuple[Any, ...], dict[tuple[str, bool], frozenset[str] | None]] | None = None
         self._members_version = members_version
         self._member_replicas: dict[str, str] = {}  # node id -> replica id of its newest incarnation
         self.member_extra: dict[str, Any] = {}  # extra published fields (set_member_field)
@@ -345,14 +381,27 @@ class WarpCore:
             return self._member_cache[1]
         info: dict[str, dict[str, Any]] = {}
         newest: dict[str, int] = {}
-        for rid in self.members.keys():
+        cache = self._entry_cache
+        keys = self.members.keys()
+        for rid in keys:
             node, _, inc = str(rid).rpartition("@")
             if not node or not inc.isdigit() or int(inc) < newest.get(node, -1):
                 continue
-            value = board_value(self.members.get(rid))
+            reg = self.members.get(rid)
+            raw = reg.value if reg is not None and isinstance(reg.value, bytes) else None
+            hit = cache.get(rid)
+            if hit is not None and hit[0] == raw:
+                value = hit[1]
+            else:
+                value = board_value(reg)
+                cache[rid] = (raw, value)
             if isinstance(value, dict):
                 info[node] = value
                 newest[node] = int(inc)
+        if len(cache) > len(keys):
+            present = set(keys)
+            for rid in [r for r in cache if r not in present]:
+                del cache[rid]
         self._member_cache = (-1 if version is None else version, info)
         self._member_replicas = {node: f"{node}@{inc}" for node, inc in newest.items()}
         return info
@@ -372,8 +421,21 @@ class WarpCore:
     def eligible(self, op: str) -> frozenset[str] | None:
         """Live workers that have ``op`` registered (None: all of them, the common case)."""
         info = self.member_info()
+        key = (self._member_cache[0], self.workers)
+        cached = self._eligible_cache
+        if cached is None or cached[0] != key or key[0] == -1:
+            cached = self._eligible_cache = (key, {})
+        local = op in self.ops  # the local table may change at any time: part of the key
+        slot = (op, local)
+        if slot in cached[1]:
+            return cached[1][slot]
+        result = self._eligible(op, local, info)
+        cached[1][slot] = result
+        return result
+
+    def _eligible(self, op: str, local: bool, info: dict[str, dict[str, Any]]) -> frozenset[str] | None:
         holders = {p for p in self.workers if op in info.get(p, {}).get("ops", ())}
-        if op in self.ops:
+        if local:
             holders.add(self.self_id)
         holders &= self.workers
         return None if holders == self.workers else frozenset(holders)
@@ -383,6 +445,15 @@ class WarpCore:
         if now - self._view_changed_at < self.config.settle_window:
             return True
         info = self.member_info()
+        key = (self._member_cache[0], self.live, self.workers, self.view)
+        cached = self._views_differ
+        if cached is not None and cached[0] == key and key[0] != -1:
+            return cached[1]
+        differ = self._views_differ_from(info)
+        self._views_differ = (key, differ)
+        return differ
+
+    def _views_differ_from(self, info: dict[str, dict[str, Any]]) -> bool:
         # Any reachable worker - in our ring or not (an injected roster source may leave it out) -
         # that sees a different worker set may believe it owns our tasks. A reachable peer that
         # has not published anything yet may be such a worker too.
@@ -401,8 +472,15 @@ class WarpCore:
     # -- membership -------------------------------------------------------------------------
     def publish_member(self) -> None:
         """Write this peer's entry (role, view, ops, extra fields) on the members board."""
+        self._publish_at = None
+        self._published_at = self._now
         # Keyed by replica id: each incarnation owns its entry, so a restart never races its past.
         value = pack({**self.member_extra, "role": self.role, "view": self.view, "ops": self.ops.names()})
+        current = self.members.get(self.replica)
+        if current is not None and current.value == value:
+            # The board already holds exactly this entry: a republish would cost a delta to every
+            # peer (and N of them per membership change) for nothing.
+            return
         self._put(MEMBERS, self.replica, value)
 
     def set_membership(self, now: float, roster: frozenset[str], live: frozenset[str],
@@ -422,7 +500,7 @@ class WarpCore:
             {self.self_id} if self.role == "worker" else set())
         if all_workers != self._all_workers:
             self._all_workers = all_workers
-            self._ring_all = TaskRing(all_workers, vnodes=self.config.vnodes, seed=self.config.ring_seed)
+            self._ring_all = ring_for(all_workers, vnodes=self.config.vnodes, seed=self.config.ring_seed)
         changed = workers_f != self.workers
         if changed:
             if self.observed:
@@ -432,23 +510,29 @@ class WarpCore:
                     self._emit(ev.PEER_SUSPECTED if peer in roster else ev.PEER_LOST, peer=peer)
             self._seen_workers.update(workers_f)
             self.workers = workers_f
-            self.ring = TaskRing(workers_f, vnodes=self.config.vnodes, seed=self.config.ring_seed)
+            self.ring = ring_for(workers_f, vnodes=self.config.vnodes, seed=self.config.ring_seed)
             self.view = view_digest(workers_f)
             self._view_changed_at = now
             self.standby.clear()  # a new ring may make a stood-down claimant the winner
-        if changed or force_publish:
+        if force_publish or (changed and now - self._published_at >= self.config.view_publish_gap):
             self.publish_member()
+        elif changed and self._publish_at is None:
+            # Within the gap after a publish (a burst): the view as it stands at the end of the gap
+            # is published then, once, whatever changes come meanwhile.
+            self._publish_at = self._published_at + self.config.view_publish_gap
+            self._need_tick(self._publish_at)
         if changed:
             for task_id in [t for t, (_, thief, _) in self.delegated.items() if thief not in workers_f]:
                 del self.delegated[task_id]  # its thief left: ours again (the re-claim below)
                 self.steal_stats["taken_back"] += 1
             self.claim_all(now)
 
-    def on_members(self, now: float) -> None:
-        """A members-board delta arrived: forget our past incarnations, republish if we were forgotten."""
+    def on_members(self, now: float, keys: Iterable[str] | None = None) -> None:
+        """A members-board delta arrived (touching ``keys``; None: a whole state was merged): forget
+        our past incarnations, republish if we were forgotten."""
         self._now = now
-        for rid in [rid for rid in self.members.keys()
-                    if str(rid).rpartition("@")[0] == self.self_id and rid != self.replica]:
+        for rid in [rid for rid in (self.members.keys() if keys is None else keys)
+                    if str(rid).rpartition("@")[0] == self.self_id and rid != self.replica and rid in self.members]:
             self._remove(MEMBERS, rid)
         if self.started and not self.closed and self.replica not in self.members:
             self.publish_member()  # a peer forgot us while we were cut off (see _forget_lost_members)
@@ -553,20 +637,29 @@ class WarpCore:
             self._settle_seq += 1
             until = now + self.config.settle_window
             heapq.heappush(self._settling, (until, self._settle_seq, task_id, desc.run))
-            self._out.deadline = until if self._out.deadline is None else min(self._out.deadline, until)
+            self._need_tick(until)
 
     def tick(self, now: float) -> None:
-        """Time passed: settle the contested claims whose window ended."""
+        """Time passed: settle the contested claims whose window ended, publish a view that is due."""
         self._now = now
+        if self._publish_at is not None and self._publish_at <= now and not self.closed:
+            self.publish_member()
         while self._settling and self._settling[0][0] <= now:
             _, _, task_id, run = heapq.heappop(self._settling)
             self._after_settle(task_id, run)
-        if self._settling:
-            self._out.deadline = self._settling[0][0]
+        due = self.next_deadline()
+        if due is not None:
+            self._out.deadline = due
 
     def next_deadline(self) -> float | None:
         """When the core next needs a :meth:`tick` (None: nothing pending)."""
-        return self._settling[0][0] if self._settling else None
+        settle = self._settling[0][0] if self._settling else None
+        if self._publish_at is None:
+            return settle
+        return self._publish_at if settle is None else min(settle, self._publish_at)
+
+    def _need_tick(self, at: float) -> None:
+        self._out.deadline = at if self._out.deadline is None else min(self._out.deadline, at)
 
     def _after_settle(self, task_id: str, run: str) -> None:
         if self.closed or self.claimed.get(task_id) != run:

@@ -771,8 +771,8 @@ class WarpNode:
                                  force_publish=force_publish)
         self._drain()
 
-    def _on_members_delta(self, _delta: ORMap | None) -> None:
-        self.core.on_members(self.now())
+    def _on_members_delta(self, delta: ORMap | None) -> None:
+        self.core.on_members(self.now(), None if delta is None else delta.keys())
         self._drain()
         self._refresh_membership()
 
@@ -1161,8 +1161,11 @@ class WarpNode:
         # ``counter_flush`` seconds, so a busy peer does not ship a counters delta per job.
         self.local_stats[name] += n
         if not self._pending_counts and not self._closed:
-            asyncio.get_running_loop().call_later(self.config.counter_flush, self._flush_counts)
+            asyncio.get_running_loop().call_later(self._counter_interval(), self._flush_counts)
         self._pending_counts[name] = self._pending_counts.get(name, 0) + n
+
+    def _counter_interval(self) -> float:
+        return wc.counter_interval(self.config.counter_flush, len(self.counters.core.peers))
 
     def _flush_counts(self) -> None:
         pending, self._pending_counts = self._pending_counts, {}

@@ -16,7 +16,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Callable, Collection, Iterable
 from functools import lru_cache
-from heapq import merge
+from itertools import chain
 
 import blake3
 
@@ -42,6 +42,16 @@ def task_position(task_id: str, seed: int = 0) -> int:
     return _position(_TASK_DOMAIN + seed.to_bytes(8, "big", signed=True), task_id.encode())
 
 
+def ring_for(peers: frozenset[str], *, vnodes: int = DEFAULT_VNODES, seed: int = 0) -> TaskRing:
+    """The ring over ``peers``, shared with every caller that asks for the same worker set.
+
+    Rings are immutable, so one is built per distinct (peers, vnodes, seed) among the recently used
+    ones: a membership that flaps back to a set seen before, or many peers of one process (the
+    simulator) with the same view, reuse it instead of rebuilding ``len(peers) x vnodes`` points.
+    """
+    return _cached_ring(frozenset(peers), vnodes, seed)
+
+
 class TaskRing:
     """An immutable ring over a set of peers."""
 
@@ -53,7 +63,9 @@ class TaskRing:
         self.vnodes = vnodes
         self.seed = seed
         self._peers = frozenset(peers)
-        points = list(merge(*(_peer_points(peer, vnodes, seed) for peer in sorted(self._peers))))
+        # Sorting the concatenated per-peer runs is a C-level merge (timsort finds the runs); the
+        # order is the same as heapq.merge's: by position, ties broken by peer id.
+        points = sorted(chain.from_iterable(_peer_points(peer, vnodes, seed) for peer in self._peers))
         self._positions = [p for p, _ in points]
         self._owners = [peer for _, peer in points]
 
@@ -125,3 +137,9 @@ class TaskRing:
             share[peer] += pos - prev
             prev = pos
         return {p: share[p] / span for p in sorted(share)}
+
+
+@lru_cache(maxsize=64)
+def _cached_ring(peers: frozenset[str], vnodes: int, seed: int) -> TaskRing:
+    # 64 rings of 64 peers x 150 vnodes are about 30 MB at most.
+    return TaskRing(peers, vnodes=vnodes, seed=seed)
