@@ -1184,7 +1184,11 @@ class WarpNode:
     def _complete(self, task_id: str, desc: TaskDescriptor, result: OpResult) -> None:
         if self._closed:
             return
-        result = replace(result, op=desc.op)
+        if result.op != desc.op:
+            # Built field by field: dataclasses.replace costs more than the rest of a trivial job's answer.
+            result = OpResult(run=result.run, ok=result.ok, value=result.value, error=result.error, by=result.by,
+                              attempts=result.attempts, traceback=result.traceback, cancelled=result.cancelled,
+                              op=desc.op)
         wire, ok = self._encode(task_id, desc, result)
         self.core.run_finished(self.now(), task_id, desc, wire, ok, result)
         if not self._burst:
