@@ -22,6 +22,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,6 +36,21 @@ SRC = str(Path(__file__).resolve().parents[2] / "src")
 ENV = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
 ENV.pop("WARPMESH_SECRET", None)
 FAST = ["--election-timeout", "0.15"]
+_CLUSTERS: list[Cluster] = []
+
+
+@pytest.fixture(autouse=True)
+def _server_logs_on_failure() -> Any:
+    """Each long-running node's stderr (log level info) is copied to a file as it comes (a full pipe
+    would stall the node); at teardown the tails are printed, which pytest shows only on failure."""
+    _CLUSTERS.clear()
+    yield
+    for c in _CLUSTERS:
+        for nid, path in sorted(c.logs.items()):
+            lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+            print(f"----- {nid} stderr (last 40 of {len(lines)} lines; {path}) -----")
+            print("\n".join(lines[-40:]))
+    _CLUSTERS.clear()
 
 
 class Cluster:
@@ -47,6 +63,10 @@ class Cluster:
         self.spare_ports = ports[len(ids):]
         self.boot = list(ids)
         self.procs: dict[str, asyncio.subprocess.Process] = {}
+        self.logs: dict[str, Path] = {}
+        self.ready: dict[str, dict[str, Any]] = {}
+        self._drains: dict[str, tuple[asyncio.Task[None], Path]] = {}
+        _CLUSTERS.append(self)
 
     @property
     def peers(self) -> str:
@@ -64,14 +84,23 @@ class Cluster:
 
     async def start(self, nid: str, *extra: str) -> None:
         args = extra or ("--peers", self.peers)
-        proc = await self.spawn(nid, *args)
+        proc = await self.spawn(nid, *args, "--log-level", "info")
         assert proc.stdout is not None and proc.stderr is not None
         line = await asyncio.wait_for(proc.stdout.readline(), 60)
         if not line:
             err = (await proc.stderr.read()).decode(errors="replace")
             raise AssertionError(f"{nid} failed to start:\n{err[-3000:]}")
-        assert json.loads(line)["event"] == "ready"
+        self.ready[nid] = json.loads(line)
+        assert self.ready[nid]["event"] == "ready"
         self.procs[nid] = proc
+        log = self.logs[f"{nid}#{len(self.logs)}"] = self.tmp / f"{nid}.{len(self.logs)}.log"
+        self._drains[nid] = (asyncio.get_running_loop().create_task(_copy(proc.stderr, log)), log)
+
+    async def stderr_of(self, nid: str) -> bytes:
+        """Everything the last started ``nid`` wrote on stderr, once it has exited."""
+        task, log = self._drains[nid]
+        await asyncio.wait_for(task, 20)
+        return log.read_bytes()
 
     async def join(self, nid: str, via: str, *extra: str) -> None:
         self.add_id(nid)
@@ -89,6 +118,13 @@ class Cluster:
 
     def servers(self, ids: list[str] | None = None) -> str:
         return ",".join(self.addr[i] for i in (ids or sorted(self.procs)))
+
+
+async def _copy(stream: asyncio.StreamReader, path: Path) -> None:
+    with path.open("wb") as f:
+        while chunk := await stream.read(65536):
+            f.write(chunk)
+            f.flush()
 
 
 async def cli(*args: str, timeout: float = 60) -> tuple[int, str, str]:
@@ -166,7 +202,7 @@ def test_grow_3_to_5_under_load_then_shrink_to_3(tmp_path: Path) -> None:
             proc = c.procs.pop(victim)
             rc = await asyncio.wait_for(proc.wait(), 20)
             assert rc == 1
-            assert b"was removed from the cluster" in await proc.stderr.read()  # type: ignore[union-attr]
+            assert b"was removed from the cluster" in await c.stderr_of(victim)
         await kv.close()
         await c.kill_all()
 
@@ -350,3 +386,58 @@ def test_kv_up_keeps_serving_when_a_node_dies(tmp_path: Path) -> None:
         # above expired), its nodes must not outlive the test: they share its process group.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(up.pid, signal.SIGKILL)
+
+
+def test_kv_serve_http_shows_raft_state_commit_latency_and_members(tmp_path: Path) -> None:
+    """``kv serve --http``: the dashboard's Raft view and /metrics (parsed by prometheus_client's own
+    parser) on every node; a killed member shows as suspected on the leader's page."""
+    import aiohttp
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async def scrape(http: aiohttp.ClientSession, url: str) -> tuple[dict[Any, float], dict[str, Any]]:
+        async with http.get(url + "metrics") as r:
+            text = await r.text()
+        async with http.get(url + "api/summary") as r:
+            summary = await r.json()
+        return ({(s.name, tuple(sorted(s.labels.items()))): s.value
+                 for fam in text_string_to_metric_families(text) for s in fam.samples}, summary)
+
+    async def main() -> None:
+        c = Cluster(tmp_path, ["n1", "n2", "n3"])
+        await asyncio.gather(*(c.start(i, "--peers", c.peers, "--http", "127.0.0.1:0") for i in c.boot))
+        urls = {i: c.ready[i]["http"] for i in c.boot}
+        kv = await KVClient(c.servers().split(","), timeout=20, attempt_timeout=0.7, seed=4).connect()
+        try:
+            for i in range(30):
+                await kv.put(f"k{i}", b"v")
+            leader = (await kv.member_list())["leader"]
+            await asyncio.sleep(1.2)  # commit progress reaches the board at most every second
+            async with aiohttp.ClientSession() as http:
+                views = {i: await scrape(http, urls[i]) for i in c.boot}
+                lat = sum(m[("warpmesh_raft_commit_latency_seconds_count", (("node", i),))]
+                          for i, (m, _s) in views.items())
+                assert lat >= 30, lat  # every acknowledged put, on the node that proposed it
+                for i, (m, s) in views.items():
+                    assert m[("warpmesh_raft_term", (("node", i),))] >= 1
+                    assert s["raft"][i]["leader"] == leader and s["title"] == f"warpmesh kv - {i}"
+                    assert {p["peer"]: (p["role"], p["state"]) for p in s["peers"]} == {
+                        n: ("voter", "live") for n in c.boot}
+                lm, _ls = views[leader]
+                assert lm[("warpmesh_raft_commit_index", (("node", leader),))] >= 30
+                victim = next(i for i in c.boot if i != leader)
+                await c.kill(victim)
+                loop = asyncio.get_running_loop()
+                end = loop.time() + 15
+                while True:
+                    _m, s = await scrape(http, urls[leader])
+                    state = {p["peer"]: p["state"] for p in s["peers"]}
+                    if state[victim] == "suspected":
+                        break
+                    assert loop.time() < end, state
+                    await asyncio.sleep(0.2)
+                assert state[leader] == "live"
+        finally:
+            await kv.close()
+            await c.kill_all()
+
+    asyncio.run(main())

@@ -132,3 +132,42 @@ def test_one_membership_change_at_a_time():
         await run.fabric.close()
 
     run_virtual(main())
+
+
+def test_removing_a_voter_right_after_another_died_is_refused_and_the_cluster_keeps_serving():
+    """A voter that died a moment ago still looks recent by contact age. Counting it, the leader
+    appended a configuration whose majority needed the dead node, and the cluster wedged for good
+    (seen on real processes: both live nodes pre-campaigning forever). Live now means "answered a
+    heartbeat sent after the request"."""
+    import asyncio
+
+    from warpmesh.kv.client import KVClient, KVError
+    from warpmesh.raft.types import Role
+    from warpmesh.sim.harness import SimReport
+    from warpmesh.sim.kv_ops import _Run
+    from warpmesh.sim.loop import run_virtual
+
+    async def main() -> None:
+        run = _Run(3, "replace", 1, 1, 1, False, SimReport("raft", 3, {}))
+        for nid in ("n1", "n2", "n3"):
+            await run.start(nid, ["n1", "n2", "n3"])
+        kv = await KVClient(seam=run.fabric.join("c"), timeout=20.0, client_id="c").connect()
+        await kv.put("a", b"1")
+        leader = (await kv.member_list())["leader"]
+        dead, other = [n for n in ("n1", "n2", "n3") if n != leader]
+        await asyncio.sleep(1.0)
+        await run.crash(dead)
+        await asyncio.sleep(0.2)  # well within the contact-age window
+        with pytest.raises(KVError, match="quorum"):
+            await kv.member_remove(other)
+        await kv.put("a", b"2")  # still serving: nothing was appended that needs the dead node
+        assert await kv.get("a") == b"2"
+        raft = run.reps[leader].node
+        assert raft is not None and raft.role.value == Role.LEADER
+        assert raft.membership.value.all_voters == {"n1", "n2", "n3"}
+        await kv.close()
+        for nid in (leader, other):
+            await run.crash(nid)
+        await run.fabric.close()
+
+    run_virtual(main())

@@ -67,3 +67,33 @@ def test_metrics_parse_and_match_the_board() -> None:
     runs = summary["counters"]["finished"] + summary["counters"]["failed"]
     assert samples[("warpmesh_job_duration_seconds_count", ())] == runs
     assert samples[("warpmesh_events_total", (("kind", "finished"),))] == summary["counters"]["finished"]
+    # Replication lag: a's view of b and c (at rest, they confirmed every delta of a's).
+    for peer in ("b", "c"):
+        row = next(p for p in summary["peers"] if p["peer"] == peer)
+        assert row["lag"] == {"batches": 0, "seconds": 0.0}, row
+        assert samples[("warpmesh_replication_lag_batches", (("peer", peer),))] == 0
+        assert samples[("warpmesh_replication_lag_seconds", (("peer", peer),))] == 0
+
+
+def test_raft_commit_latency_is_a_histogram_per_node() -> None:
+    from warpmesh.observe.board import Board
+    from warpmesh.observe.hub import Event
+    from warpmesh.observe.metrics import metrics_text
+    from warpmesh.raft.config import COMMIT_LATENCY_BUCKETS
+
+    board = Board()
+    counts = [0] * len(COMMIT_LATENCY_BUCKETS)
+    counts[1], counts[3], counts[-1] = 5, 2, 1  # <= 1 ms, <= 5 ms, beyond 10 s
+    detail = {"leader": "r1", "term": 2, "commit": 9, "role": "leader",
+              "commit_latency": {"buckets": counts, "sum": 12.5}}
+    board.apply(Event(seq=1, kind="raft_commit", at=1.0, node="r1", job=None, peer="r1", detail=detail))
+    text = metrics_text(lambda: board).decode()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for fam in text_string_to_metric_families(text) for s in fam.samples}
+    name = "warpmesh_raft_commit_latency_seconds"
+    assert samples[(f"{name}_bucket", (("le", "0.0005"), ("node", "r1")))] == 0
+    assert samples[(f"{name}_bucket", (("le", "0.001"), ("node", "r1")))] == 5
+    assert samples[(f"{name}_bucket", (("le", "0.005"), ("node", "r1")))] == 7
+    assert samples[(f"{name}_bucket", (("le", "+Inf"), ("node", "r1")))] == 8
+    assert samples[(f"{name}_count", (("node", "r1"),))] == 8
+    assert samples[(f"{name}_sum", (("node", "r1"),))] == 12.5

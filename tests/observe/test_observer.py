@@ -192,3 +192,26 @@ def test_a_board_behind_its_ring_is_told_how_many_it_lost_and_keeps_up_with_burs
     lost, kept, after = asyncio.run(main())
     assert (lost, kept) == (12, 8)
     assert after == 13  # no tick was due: every second event (a quarter of the ring) flushed early; the last waits
+
+
+def test_the_task_stream_survives_a_restart_where_the_durable_board_holds_the_answers(tmp_path: Any) -> None:
+    # Flower's history is lost on restart; ours comes back from the results board on disk.
+    async def run(jobs: range, wait: bool) -> dict[str, Any]:
+        async with warpmesh.open_node("a", fabric=warpmesh.MemoryFabric(), ops=_ops(),
+                                      data_dir=tmp_path / "a") as a:
+            for i in jobs:
+                await a.enqueue(f"t{i}", "sq", i)
+            if wait:
+                for i in jobs:
+                    assert await a.result(f"t{i}", 10) == i * i
+            board = a.observer.watch()
+            a.observer.refresh()
+            return {"stream": board.stream_page(limit=100), "job": board.job("t3")}
+
+    before = asyncio.run(run(range(6), wait=True))
+    assert before["stream"]["total"] == 6
+    after = asyncio.run(run(range(0), wait=False))  # restarted on its directory: no event of those runs
+    runs = after["stream"]["runs"]
+    assert sorted(r["job"] for r in runs) == [f"t{i}" for i in range(6)]
+    assert all(r["restored"] and r["ok"] and r["peer"] == "a" and r["op"] == "sq" for r in runs)
+    assert after["job"]["state"] == "finished" and after["job"]["result"] == "9" and after["job"]["ran_on"] == ["a"]

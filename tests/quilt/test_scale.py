@@ -98,3 +98,32 @@ def test_a_peer_that_does_not_answer_gets_probes_not_the_whole_range_again() -> 
             core.flush(now)
         _pump(cores, now, set())
     assert cores["b"].state.items == a.state.items
+
+
+def test_replication_lag_counts_what_a_peer_has_not_confirmed_and_how_long_it_waited() -> None:
+    # What the dashboard and /metrics show as a peer's replication lag: our batches it has not
+    # confirmed and the age of the oldest; back to zero once it acknowledges them.
+    cores = {n: QuilterCore(n, f"{n}@1", MaxMap(), CODEC, config=CFG) for n in "ab"}
+    for core in cores.values():
+        core.roster_changed({"a", "b"}, 0.0)
+    _pump(cores, 0.0, set())
+    a, b = cores["a"], cores["b"]
+    assert a.replication_lag(0.0) == {"b": (0, 0.0)}
+    for i, t in enumerate((1.0, 1.5, 2.0), 1):
+        a.mutate(lambda s, i=i: s.put(f"k{i}", i))
+        a.flush(t)
+        a.take_outbox()  # lost on the way: b confirms nothing
+    assert a.replication_lag(2.5) == {"b": (3, 1.5)}
+    for i in range(4, 6):
+        a.mutate(lambda s, i=i: s.put(f"k{i}", i))
+        a.flush(3.0)
+    _pump(cores, 3.0, set())  # b gets 4 and 5, asks for the rest; a resends; b confirms all
+    now = 3.0
+    for _ in range(20):
+        now += 0.05
+        for core in cores.values():
+            core.tick(now)
+            core.flush(now)
+        _pump(cores, now, set())
+    assert b.state.items == a.state.items
+    assert a.replication_lag(now) == {"b": (0, 0.0)}

@@ -19,6 +19,7 @@ import pytest
 
 from warpmesh.net.memory import MemoryFabric
 from warpmesh.raft.config import RaftConfig
+from warpmesh.raft.errors import RaftError
 from warpmesh.raft.messages import AppendResponse, decode
 from warpmesh.raft.runtime import RaftNode
 from warpmesh.raft.storage import InMemoryRaftStorage, SqliteRaftStorage, StorageBatch
@@ -139,6 +140,8 @@ def test_followers_acknowledge_only_what_is_durable() -> None:
         assert len(acks) >= 10
         early = [(idx, durable) for idx, durable in acks if idx > durable]
         assert not early, f"acknowledged before durable: {early[:5]}"
+        # Every answered proposal is in the commit-latency histogram (what /metrics exports).
+        assert sum(ld.commit_latency) == 70 and 0 < ld.commit_latency_sum < 70 * 10
 
     _run(body)
 
@@ -266,6 +269,47 @@ def test_sends_that_must_wait_keep_every_peer_in_order_and_lose_nothing() -> Non
                     got = tr[i].delivered.get(peer, [])
                     assert got == frames[:len(got)], (i, peer)  # in order, nothing skipped
             assert all(n.stats["send_dropped"] == 0 for n in nodes.values())
+        finally:
+            for n in nodes.values():
+                await n.close()
+            await fabric.close()
+
+    asyncio.run(main())
+
+
+def test_a_failed_disk_write_stops_the_engine_and_says_so() -> None:
+    """A node whose durable write fails must not linger as a silent member: its engine stops,
+    ``wait_crashed`` hands the host the error (``kv serve`` then exits 1), pending callers fail."""
+    class FailingStorage(GatedStorage):
+        fail = False
+
+        def write(self, batch: StorageBatch) -> None:
+            if self.fail and batch.entries:
+                raise OSError(28, "No space left on device")
+            super().write(batch)
+
+    async def main() -> None:
+        fabric = MemoryFabric(seed=7)
+        ids = ["a", "b", "c"]
+        st = {i: FailingStorage() for i in ids}
+        nodes = {i: await RaftNode(i, SeamRaftTransport.over(fabric.join(i)), st[i], voters=ids, config=CFG,
+                                   seed=n, offload_io=True).start() for n, i in enumerate(ids)}
+        try:
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 10
+            while not any(n.role.value == Role.LEADER for n in nodes.values()):
+                assert loop.time() < end, "no leader"
+                await asyncio.sleep(0.01)
+            ld = _leader(nodes)
+            await ld.propose(b"warm", timeout=10)
+            crashed = loop.create_task(ld.wait_crashed())
+            await asyncio.sleep(0.05)
+            assert not crashed.done() and ld.crash is None
+            st[ld.id].fail = True
+            with pytest.raises(RaftError, match="crashed"):
+                await ld.propose(b"x", timeout=5)
+            err = await asyncio.wait_for(crashed, 5)
+            assert isinstance(err, OSError) and ld.crash is err and ld.stats["engine_crashed"] == 1
         finally:
             for n in nodes.values():
                 await n.close()

@@ -232,3 +232,43 @@ def test_a_shared_results_backend_makes_a_result_a_hit_elsewhere(tmp_path: Path,
         again = b.run("op", {"x": "1"})
         assert again.source == "memo" and sb.get_blob(again.ref.id) == b"computed once"
     assert len(calls) == 1
+
+
+def test_a_dashboard_sees_runs_in_flight_and_memo_lookups(runner: Runner) -> None:
+    import asyncio
+
+    from warpmesh.observe import bus
+    from warpmesh.observe.board import Board
+    from warpmesh.observe.hub import Event
+
+    release = threading.Event()
+
+    def slow(ctx: JobContext) -> bytes:
+        assert release.wait(30)
+        return b"ok"
+
+    runner.register_op("slow-seen", slow)
+
+    async def main() -> tuple[list[int], list[str]]:
+        board, kinds, running = Board(), [], []
+        remove = bus.add_sink(lambda kind, node, detail: (kinds.append(kind), board.apply(
+            Event(kind=kind, at=0.0, node=node, job=None, peer=None, detail=dict(detail)))))
+        try:
+            loop = asyncio.get_running_loop()
+            run = loop.run_in_executor(None, runner.run, "slow-seen")
+            while board.isolates_running == 0:
+                await asyncio.sleep(0.005)
+            running.append(board.isolates_running)  # the run is in flight
+            release.set()
+            assert (await run).source == "run"
+            await asyncio.sleep(0.05)
+            running.append(board.isolates_running)  # and done
+            assert (await loop.run_in_executor(None, runner.run, "slow-seen")).source == "memo"
+            await asyncio.sleep(0.05)
+        finally:
+            remove()
+        return running, kinds
+
+    running, kinds = asyncio.run(main())
+    assert running == [1, 0]
+    assert kinds == ["memo_miss", "isolate_started", "isolate_finished", "memo_hit"]

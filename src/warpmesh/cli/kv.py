@@ -27,7 +27,14 @@ from typing import Any
 
 import click
 
-from warpmesh.cli.common import load_mesh_security, mesh_options, parse_addr, setup_logging, tls_options
+from warpmesh.cli.common import (
+    _addr_callback,
+    load_mesh_security,
+    mesh_options,
+    parse_addr,
+    setup_logging,
+    tls_options,
+)
 
 DEFAULT_SERVERS = "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103"
 
@@ -71,9 +78,13 @@ def kv() -> None:
               help="Publish a snapshot (and compact the log) every N applied entries; 0 never.")
 @click.option("--election-timeout", type=click.FloatRange(0.01, 60), default=None, metavar="SECONDS",
               help="Minimum election timeout (default 0.3; the maximum is twice it).")
+@click.option("--http", "http", callback=_addr_callback, metavar="HOST:PORT", default=None,
+              help="Serve the read-only dashboard and /metrics (Raft leader, term, commit index, commit latency, "
+                   "members) here; loopback only unless a secret or TLS is configured.")
 @mesh_options
 def serve(node_id: str, listen: str, peers: str | None, join_addrs: str | None, force: bool, learner: bool,
-          join_timeout: float, data_dir: Path, snapshot_every: int, election_timeout: float | None, secret_file: Path | None,
+          join_timeout: float, data_dir: Path, snapshot_every: int, election_timeout: float | None,
+          http: tuple[str, int] | None, secret_file: Path | None,
           tls_cert: Path | None, tls_key: Path | None, tls_ca: Path | None, log_level: str) -> None:
     """Run one KV node until SIGINT/SIGTERM. Prints a JSON "ready" line on stdout once serving.
     Exits 1 if the node learns it was removed from the cluster (its data is then stale)."""
@@ -83,6 +94,13 @@ def serve(node_id: str, listen: str, peers: str | None, join_addrs: str | None, 
     listen_addr = parse_addr(listen, "--listen")
     members, join = serve_members(node_id, peers, join_addrs, force, learner)
     secret, tls = load_mesh_security(secret_file, tls_cert, tls_key, tls_ca)
+    if http is not None and secret is None and tls is None:
+        from warpmesh.observe.http import is_loopback
+
+        if not is_loopback(http[0]):
+            raise click.BadParameter(f"{http[0]} is not a loopback address: the dashboard listens beyond "
+                                     "loopback only with a secret or TLS (--secret-file or $WARPMESH_SECRET)",
+                                     param_hint="--http")
     _check_insecure(secret, listen=[listen_addr[0]],
                     dial=[h for h, _ in members.values()] + [h for h, _ in join or ()])
     from warpmesh.kv.server import AdminRefused as KVJoinRefused
@@ -108,14 +126,36 @@ def serve(node_id: str, listen: str, peers: str | None, join_addrs: str | None, 
 
         tune_gc_for_server()  # a dedicated server process: see the function's docstring
         addr = node.mesh.address
+        dashboard: dict[str, str] = {}
+        server = observer = None
+        if http is not None:
+            from warpmesh.errors import WarpmeshError
+            from warpmesh.observe.http import DashboardServer
+            from warpmesh.observe.raft_source import RaftObserver
+
+            observer = RaftObserver(node.node, live=node.server.live_members)
+            try:
+                server = await DashboardServer(observer, http[0], http[1], secured=secret is not None or tls is not None,
+                                               title=f"warpmesh kv - {node_id}").start()
+            except WarpmeshError as err:
+                await observer.close()
+                await node.close()
+                raise click.ClickException(str(err)) from None
+            dashboard["http"] = server.url
         print(json.dumps({"event": "ready", "id": node_id, "address": f"{addr[0]}:{addr[1]}",
-                          "data": str(data_dir)}), flush=True)
+                          "data": str(data_dir), **dashboard}), flush=True)
         try:
-            removed = await serve_until(stop, node)
+            ended = await serve_until(stop, node)
         finally:
+            if server is not None:
+                await server.close()
+            if observer is not None:
+                await observer.close()
             await node.close()
-        if removed:
-            raise click.ClickException(f"{removed}; the data in {data_dir} is stale and this node stops: "
+        if ended is not None and ended[0] == "crashed":
+            raise click.ClickException(ended[1])
+        if ended is not None:
+            raise click.ClickException(f"{ended[1]}; the data in {data_dir} is stale and this node stops: "
                                        "delete it and add the machine back under a new id with "
                                        "`warpmesh kv serve --join HOST:PORT --id NEW_ID`")
 

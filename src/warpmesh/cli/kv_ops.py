@@ -50,13 +50,16 @@ def serve_members(node_id: str, peers: str | None, join: str | None, force: bool
     return members, None
 
 
-async def serve_until(stop: asyncio.Event, node: Any) -> str | None:
-    """Serve until ``stop`` is set (None) or this node learns it was removed (the reason). A node
-    restarted on old data first asks the leader whether its id was removed meanwhile."""
+async def serve_until(stop: asyncio.Event, node: Any) -> tuple[str, str] | None:
+    """Serve until ``stop`` is set (None), this node learns it was removed (``("removed", reason)``)
+    or its Raft engine stops on an error (``("crashed", reason)``). A node restarted on old data
+    first asks the leader whether its id was removed meanwhile."""
     loop = asyncio.get_running_loop()
-    waits: list[asyncio.Future[Any]] = [loop.create_task(stop.wait()), node._removed_task()]
+    removed = [node._removed_task()]
     if node.had_data:
-        waits.append(loop.create_task(node.check_not_removed()))
+        removed.append(loop.create_task(node.check_not_removed()))
+    crashed = node._crashed_task()
+    waits: list[asyncio.Future[Any]] = [loop.create_task(stop.wait()), crashed, *removed]
     try:
         done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -64,7 +67,7 @@ async def serve_until(stop: asyncio.Event, node: Any) -> str | None:
             t.cancel()
     for t in done:
         if t is not waits[0] and not t.cancelled() and t.exception() is None and t.result():
-            return str(t.result())
+            return ("crashed" if t is crashed else "removed", str(t.result()))
     return None
 
 

@@ -34,13 +34,13 @@ def render(summary: dict[str, Any], where: str) -> Any:
                          ("  queue ", "dim"), f"{jobs['queue_depth']}", ("  rate ", "dim"), f"{rate}/s",
                          ("  duplicates ", "dim"), f"{jobs['duplicates']}", ("  stolen ", "dim"), f"{jobs['stolen']}")
     peers = Table(box=None, pad_edge=False, header_style="bold", title=None)
-    for col in ("peer", "role", "state", "ring share", "ran", "running"):
+    for col in ("peer", "role", "state", "ring share", "ran", "running", "lag"):
         peers.add_column(col, justify="left" if col in ("peer", "role", "state") else "right")
     colours = {"live": "green", "suspected": "yellow", "lost": "red"}
     for p in summary["peers"]:
         peers.add_row(p["peer"], p["role"], f"[{colours.get(p['state'], 'white')}]{p['state']}[/]",
                       f"{100 * p['ring_share']:.1f}%" if p["role"] == "worker" else "", str(p["executions"]),
-                      str(p["running"]))
+                      str(p["running"]), _lag_text(p.get("lag")))
     stream = Table(box=None, pad_edge=False, header_style="bold")
     for col in ("#", "job", "op", "peer", "took", ""):
         stream.add_column(col)
@@ -54,6 +54,13 @@ def render(summary: dict[str, Any], where: str) -> Any:
                                         + (" (leader)" if v.get("leader") == n else "") for n, v in raft.items()))] \
         if raft else []
     return Group(head, Text(""), peers, Text(""), Text("task stream (newest first)", style="bold"), stream, *extra)
+
+
+def _lag_text(lag: Any) -> str:
+    """Our board deltas a peer has not confirmed, and the oldest one's age ("" for a non-replica)."""
+    if not lag:
+        return ""
+    return f"{lag['batches']} ({1000 * lag['seconds']:.0f} ms)" if lag["batches"] else "0"
 
 
 @click.command()

@@ -179,6 +179,27 @@ class KVServer:
                for p, pr in core.prs.items()}
         return match, age
 
+    def live_members(self) -> set[str] | None:
+        """On the leader, the members it heard from within the election timeout; None elsewhere."""
+        try:
+            return self._live(self._leader_core())
+        except NotLeader:
+            return None
+
+    async def _answered_since(self, since: int) -> set[str]:
+        """The voters (this leader included) that acknowledged a heartbeat round numbered above
+        ``since``; waits up to two election timeouts for every voter to, so only a voter that is
+        really silent is left out."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 2 * self.node.config.election_timeout_max
+        while True:
+            core = self._leader_core()
+            voters = self.node.membership.value.all_voters
+            live = ({self.node.id} | {p for p, pr in core.prs.items() if pr.acked_round > since}) & voters
+            if live >= voters or loop.time() >= end:
+                return set(live)
+            await asyncio.sleep(0.02)
+
     def _live(self, core: Any) -> set[str]:
         _match, age = self._progress(core)
         return A.live_voters(self.node.membership.value, self.node.id, age,
@@ -215,7 +236,7 @@ class KVServer:
             await self._barrier()
             return await self._admin_query(op, key)
         # Membership changes: one at a time on this leader (a second one waits, then is refused).
-        self._leader_core()
+        asked_at_round = self._leader_core().round  # heartbeats after this one prove a voter is up
         try:
             await asyncio.wait_for(self._admin_lock.acquire(), ADMIN_WAIT)
         except TimeoutError:
@@ -224,7 +245,7 @@ class KVServer:
         try:
             await self._barrier()
             assert key is not None
-            return await self._admin_change(op, key, a, b if isinstance(b, dict) else {})
+            return await self._admin_change(op, key, a, b if isinstance(b, dict) else {}, asked_at_round)
         finally:
             self._admin_lock.release()
 
@@ -268,7 +289,7 @@ class KVServer:
         return {"leader": target, "previous": node.id, "detail": f"leadership moved from {node.id} to "
                                                                    f"{target}"}
 
-    async def _admin_change(self, op: str, key: str, a: Any, opts: dict[str, Any]) -> Any:
+    async def _admin_change(self, op: str, key: str, a: Any, opts: dict[str, Any], asked_at_round: int) -> Any:
         node = self.node
         if len(key) > MAX_ID_BYTES or not key.isprintable() or "," in key or "=" in key:
             raise AdminRefused(f"a node id is at most {MAX_ID_BYTES} printable characters without "
@@ -325,7 +346,12 @@ class KVServer:
                 if key in self.kv.retired:
                     return {"removed": False, "detail": f"{key} was already removed (nothing to do)"}
                 raise AdminRefused(f"no member {key!r} (`warpmesh kv member list` shows the members)")
-            live = self._live(core)
+            # Live means "answered a heartbeat sent after this request arrived": a voter that died a
+            # moment ago still looks recent by contact age, and a removal that counts it would
+            # append a configuration whose majority can never be reached (the cluster wedges).
+            live = await self._answered_since(asked_at_round)
+            core = self._leader_core()
+            m = node.membership.value
             reason = A.remove_refusal(m, key, live)
             if reason is not None:
                 raise AdminRefused(reason)
@@ -538,6 +564,16 @@ class KVNode:
     async def _removed(self) -> str:
         assert self.server.removed is not None
         return await asyncio.shield(self.server.removed)
+
+    async def _engine_crashed(self) -> str:
+        err = await self.node.wait_crashed()
+        return (f"the Raft engine of {self.node.id} stopped on an error ({type(err).__name__}: {err}); "
+                "this node takes no further part in the cluster and stops; restart it on the same "
+                "--data (its log is intact up to the last acknowledged write)")
+
+    def _crashed_task(self) -> asyncio.Task[str]:
+        """A task that ends (with the reason) if this node's Raft engine stops on an error."""
+        return asyncio.get_running_loop().create_task(self._engine_crashed())
 
     def _removed_task(self) -> asyncio.Task[str]:
         """A task that ends (with the reason) when this node learns it was removed."""

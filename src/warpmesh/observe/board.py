@@ -86,6 +86,12 @@ def _num(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def _lag(row: Any) -> dict[str, float] | None:
+    if not isinstance(row, Mapping):
+        return None
+    return {"batches": int(row.get("batches", 0) or 0), "seconds": float(row.get("seconds", 0.0) or 0.0)}
+
+
 class Board:
     """The dashboard's state; see the module docstring."""
 
@@ -142,6 +148,31 @@ class Board:
             self.isolates_running += 1
         elif kind == "isolate_finished":
             self.isolates_running = max(0, self.isolates_running - 1)
+
+    def restore_answers(self, answers: Iterable[tuple[str, str, str, bool, Any]]) -> int:
+        """Seed the task stream and the job details from answers a peer's results board holds
+        (``(job, op, ran_by, ok, result_or_error)``): after a restart on its data directory the
+        events of those runs are gone, the durable board's answers are not. Restored runs carry
+        ``restored: True`` and no times; jobs the board already knows are left alone. Only the
+        newest ``limits.stream`` fit. Returns how many were added."""
+        added = 0
+        for job, op, by, ok, outcome in answers:
+            if job in self._jobs:
+                continue
+            d = self._job(job)
+            d.op, d.owner, d.state, d.attempts = op, by or None, "finished" if ok else "failed", 1
+            d.ran_on.append(by)
+            if ok:
+                d.result = _text(outcome)
+            else:
+                d.error = _text(outcome if outcome is not None else "failed")
+            d.history.append({"kind": "restored", "detail": "from the durable results board"})
+            self._stream_seq += 1
+            self._stream.append({"n": self._stream_seq, "job": job, "op": op, "peer": by, "ok": ok, "start": None,
+                                 "end": None, "duration": None, "duplicate": False, "stolen": False,
+                                 "error": d.error, "restored": True})
+            added += 1
+        return added
 
     def _job(self, job_id: str) -> JobDetail:
         d = self._jobs.get(job_id)
@@ -264,6 +295,7 @@ class Board:
         health = snap.get("health", {}) or {}
         shares = snap.get("ring_shares", {}) or {}
         executions = snap.get("executions_by_peer", {}) or {}
+        lags = snap.get("replication_lag", {}) or {}
         rows = {str(p["peer"]): p for p in snap.get("peers", ()) if isinstance(p, dict) and "peer" in p}
         self_id = snap.get("node")
         running: Counter[str | None] = Counter(d.owner for d in self._jobs.values() if d.state == "running")
@@ -286,7 +318,9 @@ class Board:
                         "ring_share": float(shares.get(peer, row.get("ring_share", 0.0)) or 0.0),
                         "executions": int(executions.get(peer, row.get("executions", 0)) or 0),
                         "queued": int(row.get("queued", 0) or 0),
-                        "running": running[peer]})
+                        "running": running[peer],
+                        # Our deltas this peer has not confirmed (None: not a replica we send to).
+                        "lag": _lag(lags.get(peer))})
         return out
 
     def counters(self) -> dict[str, int]:

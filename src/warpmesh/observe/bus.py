@@ -59,7 +59,11 @@ def publish_raft(raft: Any, core: Any) -> None:
     leader, term, commit = core.leader, int(core.term), int(core.commit)
     last = _raft_seen.get(raft)
     now = asyncio.get_running_loop().time()  # the Raft node runs on a loop (virtual under the simulator)
-    detail = {"leader": leader, "term": term, "commit": commit, "role": str(getattr(core.role, "value", core.role))}
+    detail: dict[str, Any] = {"leader": leader, "term": term, "commit": commit,
+                              "role": str(getattr(core.role, "value", core.role))}
+    counts = getattr(raft, "commit_latency", None)
+    if counts is not None:  # cumulative, so a lost or throttled event loses no observation
+        detail["commit_latency"] = {"buckets": list(counts), "sum": float(raft.commit_latency_sum)}
     if last is None or (last[0], last[1]) != (leader, term):
         _raft_seen[raft] = (leader, term, commit, now)
         publish("raft_leader", str(raft.id), detail)

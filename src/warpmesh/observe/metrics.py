@@ -14,6 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from warpmesh.observe.board import DURATION_BUCKETS, JOB_KINDS, PEER_KINDS, Board
+from warpmesh.raft.config import COMMIT_LATENCY_BUCKETS
 
 __all__ = ["CONTENT_TYPE", "BoardCollector", "metrics_text"]
 
@@ -62,6 +63,16 @@ class BoardCollector(Collector):
             share.add_metric([p["peer"]], p["ring_share"])
         yield state
         yield share
+        lag_b = GaugeMetricFamily("warpmesh_replication_lag_batches",
+                                  "Our board deltas a peer has not confirmed yet.", labels=["peer"])
+        lag_s = GaugeMetricFamily("warpmesh_replication_lag_seconds",
+                                  "Age of the oldest board delta a peer has not confirmed.", labels=["peer"])
+        for p in summary["peers"]:
+            if p.get("lag") is not None:
+                lag_b.add_metric([p["peer"]], p["lag"]["batches"])
+                lag_s.add_metric([p["peer"]], p["lag"]["seconds"])
+        yield lag_b
+        yield lag_s
         cumulative, buckets = 0, []
         for bound, n in zip(DURATION_BUCKETS, board.duration_buckets):
             cumulative += n
@@ -75,6 +86,19 @@ class BoardCollector(Collector):
             commit.add_metric([node], float(r.get("commit") or 0))
         yield term
         yield commit
+        latency = HistogramMetricFamily("warpmesh_raft_commit_latency_seconds",
+                                        "Raft proposals: propose called -> committed, per proposing node.",
+                                        labels=["node"])
+        for node, r in sorted(board.raft.items()):
+            hist = r.get("commit_latency")
+            if not isinstance(hist, dict) or len(hist.get("buckets", ())) != len(COMMIT_LATENCY_BUCKETS):
+                continue
+            cumulative, rows = 0, []
+            for bound, n in zip(COMMIT_LATENCY_BUCKETS, hist["buckets"]):
+                cumulative += int(n)
+                rows.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+            latency.add_metric([node], rows, sum_value=float(hist.get("sum", 0.0)))
+        yield latency
 
 
 def metrics_text(board: Callable[[], Board]) -> bytes:

@@ -194,10 +194,25 @@ class Observer:
         """Fold this peer's and every other peer's events, and this node's status, into a board."""
         if self.board is None:
             self.board = board or Board()
+            self._restore_history(self.board)
             self._board_cursor = self.ring.cursor(from_start=True)
             self._consumers_changed()
             self._tasks.append(asyncio.create_task(self._watcher(), name=f"observe-watch-{self.self_id}"))
         return self.board
+
+    def _restore_history(self, board: Board) -> None:
+        """Answers already on the results board (restored from a data directory, or replicated
+        before we started watching) whose events this process never saw: the newest fit."""
+        results = getattr(self.node, "results", None)
+        if results is None or not len(results):
+            return
+        ids = list(results)[-board.limits.stream:]
+        rows = []
+        for job in ids:
+            r = results.get(job)
+            if r is not None:
+                rows.append((job, r.op, r.by, r.ok, r.value if r.ok else r.error))
+        board.restore_answers(rows)
 
     def status(self) -> dict[str, Any]:
         """The node's status plus every member's role (what the board's peer list is built from)."""

@@ -299,6 +299,17 @@ class QuilterCore(Generic[S]):
         """Whether we still wait for our first complete repair from a peer (causal states only)."""
         return not self._bootstrapped
 
+    def replication_lag(self, now: float) -> dict[str, tuple[int, float]]:
+        """Per live peer: how many of our batches it has not confirmed yet, and how long the oldest of
+        them has waited (seconds; 0.0 when it holds them all, or when the oldest left our buffer)."""
+        out: dict[str, tuple[int, float]] = {}
+        for p in self._peers:
+            done = self._confirmed.get(p, 0)
+            behind = max(0, self._seq - done)
+            oldest = self._buffer.get(done + 1) if behind else None
+            out[p] = (behind, max(0.0, now - oldest.sent_at) if oldest is not None else 0.0)
+        return out
+
     @property
     def buffered_batches(self) -> int:
         return len(self._buffer)

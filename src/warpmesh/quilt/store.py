@@ -489,7 +489,7 @@ class NodeStore:
         except Exception as err:  # whatever it was, nothing more may be acknowledged
             self.failed = err
             log.error("%s: cannot write the data directory (%s); this node no longer acknowledges anything. "
-                      "Free space or fix the disk, then restart it", self.describe(), err)
+                      "Free space or fix the disk, then restart it", self.describe(), err, exc_info=err)
             return False
         self._step("synced")
         for b, version in marks:

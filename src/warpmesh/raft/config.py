@@ -100,3 +100,9 @@ class RaftConfig:
         """
         rho = self.lease_drift
         return self.election_timeout_min * (1 - rho) / (1 + rho)
+
+
+#: Upper bounds (seconds) of ``RaftNode.commit_latency``, the histogram of ``propose`` called ->
+#: committed (``/metrics`` exports it as ``warpmesh_raft_commit_latency_seconds``).
+COMMIT_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+                          float("inf"))

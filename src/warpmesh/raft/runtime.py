@@ -24,6 +24,7 @@ import dataclasses
 import logging
 import os
 import random
+from bisect import bisect_left
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +36,7 @@ from warpmesh.aio.tasks import cancel_and_wait
 from warpmesh.aio.tuning import tune_gc_for_server  # noqa: F401  (re-exported: kv serve uses it)
 from warpmesh.net.seam import SeamClosed, Subscription
 from warpmesh.observe import bus as observe_bus
-from warpmesh.raft.config import RaftConfig
+from warpmesh.raft.config import COMMIT_LATENCY_BUCKETS, RaftConfig
 from warpmesh.raft.core import Completion, RaftCore, Ready
 from warpmesh.raft.errors import (
     Busy,
@@ -207,11 +208,18 @@ class RaftNode:
         self._room.set()
         self._cursors: dict[int, int] = {}
         self.max_apply_lag = 200_000
+        #: Proposals committed, by how long ``propose`` took (bucket ``i``: at most
+        #: ``COMMIT_LATENCY_BUCKETS[i]`` seconds), and their total seconds.
+        self.commit_latency = [0] * len(COMMIT_LATENCY_BUCKETS)
+        self.commit_latency_sum = 0.0
         #: The Ready whose durable write runs on the worker thread (None: no write in flight).
         self._inflight: Ready | None = None
         self._pumping = False
         self._again = False
         self._dead = False
+        #: Why the engine stopped (a bug or a failed disk write); None while it runs.
+        self.crash: BaseException | None = None
+        self._crashed = asyncio.Event()
         self._commit_early = False
         self._early_scheduled = False
         self._sub: Subscription | None = None
@@ -334,7 +342,8 @@ class RaftNode:
         (followers forward; a forward lost with a failed leader is retried under the same key).
         On timeout the outcome is unknown (it may still commit)."""
         loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+        called = loop.time()
+        deadline = None if timeout is None else called + timeout
         if not self._room.is_set() or self._cursors:
             await self._wait_room(deadline)
         while True:
@@ -349,11 +358,15 @@ class RaftNode:
         fut = self._future(fk)
         self._kick()
         try:
-            return await self._await(fut, deadline)
+            done = await self._await(fut, deadline)
         except BaseException:
             if self._drop_future(fk, fut) and self.core is not None:
                 self.core.abandon_proposal(k)
             raise
+        took = loop.time() - called
+        self.commit_latency_sum += took
+        self.commit_latency[bisect_left(COMMIT_LATENCY_BUCKETS, took)] += 1
+        return done  # type: ignore[no-any-return]
 
     async def read_index(self, *, timeout: float | None = None) -> int:
         """A linearizable read index (dissertation §6.4): once this node has applied it, a local read
@@ -558,6 +571,10 @@ class RaftNode:
         assert core is not None
         if observe_bus.sinks:  # a dashboard in this process: leader changes and commit progress
             observe_bus.publish_raft(self, core)
+        if core.leader != self.leader.value or core.term != self.term.value:
+            # Rare (elections), and what an operator reading a node's log after an outage needs.
+            log.info("raft %s: term %d, leader %s, this node %s", self.id, core.term, core.leader,
+                     core.role.name.lower())
         self.role.set(core.role)
         self.leader.set(core.leader)
         self.membership.set(core.membership)
@@ -702,8 +719,19 @@ class RaftNode:
         for c in rd.completions:
             self._resolve(c)
 
+    async def wait_crashed(self) -> BaseException:
+        """Wait until the engine stops on an internal error or a failed durable write, and return
+        it. A node in that state takes no further part in Raft (it neither votes nor acknowledges),
+        so a host process should stop and be restarted rather than linger as a silent member."""
+        await self._crashed.wait()
+        assert self.crash is not None
+        return self.crash
+
     def _crash(self, err: BaseException) -> None:
         self._dead = True
+        if self.crash is None:
+            self.crash = err
+        self._crashed.set()
         self.stats["engine_crashed"] += 1
         log.error("raft %s: engine crashed: %r", self.id, err, exc_info=err)
         for futs in self._futures.values():

@@ -809,7 +809,19 @@ class WarpNode:
             "counters": {n: self.counter(n) for n in COUNTER_NAMES},
             "executions_by_peer": self.counters_by_peer("executions"),
             "ops": self.registry.names(),
+            "replication_lag": self.replication_lag(),
         }
+
+    def replication_lag(self) -> dict[str, dict[str, float]]:
+        """Per peer, over every board: our batches it has not confirmed and the oldest one's age."""
+        now = self.now()
+        out: dict[str, dict[str, float]] = {}
+        for q in self._boards:
+            for peer, (batches, seconds) in q.core.replication_lag(now).items():
+                row = out.setdefault(peer, {"batches": 0, "seconds": 0.0})
+                row["batches"] = max(row["batches"], batches)
+                row["seconds"] = max(row["seconds"], round(seconds, 4))
+        return out
 
     # -- membership -------------------------------------------------------------------------
     def _roster(self) -> frozenset[PeerId]:

@@ -666,11 +666,17 @@ class Runner:
             self.flights.finish(flight, result, None)
             return result
         ctx = JobContext(self, prep.request, key, (*stack, key))
-        if observe_bus.sinks:
+        observed = bool(observe_bus.sinks)  # a dashboard in this process: misses and runs in flight
+        if observed:
             observe_bus.publish("memo_miss", None, {"key": key.hex()[:16]})
+            observe_bus.publish("isolate_started", None, {"key": key.hex()[:16]})
         try:
             started = time.perf_counter()
-            ref, stats = self.pool.run_inline(lambda: self._execute(ctx))
+            try:
+                ref, stats = self.pool.run_inline(lambda: self._execute(ctx))
+            finally:
+                if observed:
+                    observe_bus.publish("isolate_finished", None, {"key": key.hex()[:16]})
             self._observe_cost(prep.request.worker, time.perf_counter() - started - ctx.nested_s)
             st = self.store.stat(ref.id)
             result = RunResult(key, ref, st[1] if st else 0, "run", ctx.clean)

@@ -37,6 +37,7 @@ function renderPeers(peers) {
     cell(tr, p.role === "worker" ? (100 * p.ring_share).toFixed(1) + "%" : "");
     cell(tr, p.executions);
     cell(tr, p.running);
+    cell(tr, p.lag ? (p.lag.batches ? p.lag.batches + " (" + (1000 * p.lag.seconds).toFixed(0) + " ms)" : "0") : "");
     return tr;
   });
 }
@@ -51,7 +52,7 @@ function renderStream(page) {
     j.onclick = () => showJob(r.job);
     cell(tr, r.op);
     cell(tr, r.peer);
-    cell(tr, fmtAgo(r.end));
+    cell(tr, r.restored ? "restored" : fmtAgo(r.end));
     cell(tr, fmtDur(r.duration));
     const marks = cell(tr, "");
     for (const [on, cls, label] of [[!r.ok, "fail", "failed"], [r.duplicate, "dup", "duplicate"], [r.stolen, "stolen", "stolen"]]) {
