@@ -283,3 +283,92 @@ def test_key_order_stays_canonical_through_any_mix_of_edits(ops: list[tuple[str,
             m.join(other)
         expected = sorted((k for k in m._ds.store), key=lambda k: k if type(k) is bytes else pack(k))
         assert m._ds.sorted_keys() == expected
+
+
+# --- batched updates, peek and the fast wire decoder (the Warp hot path) ------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    before=st.lists(st.tuples(st.sampled_from([A, B]), st.integers(0, 12), st.binary(max_size=6)), max_size=20),
+    batch=st.lists(st.tuples(st.integers(0, 12), st.binary(max_size=6)), max_size=12, unique_by=lambda t: t[0]),
+)
+def test_update_many_is_one_update_per_key_with_the_deltas_joined(
+    before: list[tuple[str, int, bytes]], batch: list[tuple[int, bytes]]
+) -> None:
+    one, many = ORMap(LWWRegister), ORMap(LWWRegister)
+    for replica, k, v in before:
+        for m in (one, many):
+            put_result(m, replica, f"t{k}", v)
+    joined: ORMap[LWWRegister] = ORMap(LWWRegister)
+    for k, v in batch:
+        joined.join(put_result(one, A, f"t{k}", v))
+    delta = many.update_many(A, [(f"t{k}", lambda reg, v=v: reg.set(A, v)) for k, v in batch])
+    assert many == one
+    assert delta == joined
+    # The delta carries the batch to a replica that saw only the state before it.
+    replica = ORMap(LWWRegister)
+    for r, k, v in before:
+        put_result(replica, r, f"t{k}", v)
+    replica.join(delta)
+    assert replica == one
+
+
+def test_update_many_changes_nothing_when_any_update_fails() -> None:
+    m = ORMap(LWWRegister)
+    put_result(m, A, "x", b"1")
+    snapshot = m.copy()
+    with pytest.raises(ValueError, match="appears twice"):
+        m.update_many(A, [("y", lambda r: r.set(A, b"2")), ("y", lambda r: r.set(A, b"3"))])
+    with pytest.raises(TypeError):
+        m.update_many(A, [("y", lambda r: r.set(A, b"2")), ("x", lambda r: GSet().add("no"))])
+    assert m == snapshot and "y" not in m
+
+
+def test_peek_is_the_stored_value_until_the_key_is_rewritten() -> None:
+    m = ORMap(LWWRegister)
+    put_result(m, A, "t", b"1")
+    first = m.peek("t")
+    assert first is m.peek("t") and first == m.get("t")
+    put_result(m, A, "t", b"2")
+    assert m.peek("t") is not first and m.peek("t").value == b"2"
+    other = ORMap(LWWRegister)
+    put_result(other, B, "t", b"9")
+    m.join(other)  # two contributions: peek reads their join, like get
+    assert m.peek("t") == m.get("t") and m.peek("missing") is None
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([A, B, C]), st.sampled_from(["put", "remove"]),
+                          st.one_of(st.integers(0, 9), st.text(max_size=3)), st.binary(max_size=4)), max_size=30))
+def test_the_fast_decoder_builds_what_the_checked_one_builds(ops: list[tuple[str, str, object, bytes]]) -> None:
+    from warpmesh.crdt.base import w_tagged, wire_element
+    from warpmesh.crdt.causal import DotStore
+
+    maps = {r: ORMap(LWWRegister) for r in (A, B, C)}
+    deltas = []
+    for r, op, key, v in ops:
+        m = maps[r]
+        deltas.append(put_result(m, r, key, v) if op == "put" else m.remove(key))
+        if len(deltas) % 4 == 0:
+            sync(*maps.values())
+    for value in [*deltas, *maps.values()]:
+        wire = unpack(pack(value.to_wire()))[1:]
+        fast = DotStore._from_wire_fast(wire, wire_element, lambda v: w_tagged(v, LWWRegister, "value"))
+        checked = DotStore._from_wire(wire, wire_element, lambda v: w_tagged(v, LWWRegister, "value"), "ORMap")
+        assert fast is not None and fast == checked and fast.index == checked.index
+
+
+def test_malformed_maps_still_get_the_checked_decoders_reasons() -> None:
+    m = ORMap(LWWRegister)
+    put_result(m, A, "t", b"1")
+    tag, ctx, entries = unpack(pack(m.to_wire()))
+    bad_dot = [tag, ctx, [["t", [[0, 99, entries[0][1][0][2]]]]]]  # a dot its own context has not seen
+    with pytest.raises(CrdtDecodeError, match="has not seen"):
+        ORMap.from_wire(bad_dot)
+    twice = [tag, ctx, [entries[0], entries[0]]]
+    with pytest.raises(CrdtDecodeError, match="appears twice"):
+        ORMap.from_wire(twice)
+    bad_value = [tag, ctx, [["t", [[0, 1, [5, [1, "", b"x"]]]]]]]  # empty replica id
+    with pytest.raises(CrdtDecodeError, match="replica id"):
+        ORMap.from_wire(bad_value)

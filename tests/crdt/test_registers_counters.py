@@ -7,6 +7,7 @@ import itertools
 import pytest
 
 from warpmesh.crdt import GCounter, LWWRegister, MVRegister, PNCounter, decode, encode
+from warpmesh.wire import pack, unpack
 
 A, B, C = "a@1", "b@1", "c@1"
 
@@ -174,3 +175,10 @@ def test_pncounter_increments_and_decrements() -> None:
     r = PNCounter()
     r.join(d)
     assert r.value == -1 and r.decrements.value == 1 and r.increments.value == 0
+
+
+@pytest.mark.parametrize("value", [b"", b"\x00packed", "ascii", "ünïcode", 7, None, ("a", 1), 1.5])
+def test_lww_from_wire_fast_path_matches_the_checked_decoder(value: object) -> None:
+    reg = LWWRegister(3, "a@1", value)
+    back = LWWRegister.from_wire(unpack(pack(reg.to_wire())))
+    assert back == reg and back._key == reg._key and back.value == reg.value

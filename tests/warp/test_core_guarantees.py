@@ -599,3 +599,39 @@ def test_claim_winner_is_the_ring_owner_among_live_claimants(claimants: set[str]
         candidates = claimants & live
         assert winner(task, claimants, live, vnodes=CFG.vnodes) == owner_of(task, candidates)
     assert winner("x", {"a"}, {"b"}, vnodes=CFG.vnodes) is None
+
+
+# -- the hot path's read caches never serve a stale entry ------------------------------------
+def test_a_rewritten_task_or_answer_is_read_anew_and_a_new_ring_reassigns_owners() -> None:
+    peers = ["a", "b", "c"]
+    net = Net(peers)
+    net.converge()
+    owner = owner_of("again", set(peers))
+    other = next(n for n in peers if n != owner)
+    first = net.enqueue(other, "again")
+    net.sync()
+    assert net[owner].core.descriptor("again").run == first.run  # decoded, and remembered
+    assert net.take_all(owner) == ["again"]
+    net.sync()
+    assert all(net[n].core.result_run("again") == first.run for n in peers)
+    # The same task id again: a new run, a new queue entry and, once it ran, a new answer.
+    second = net.enqueue(other, "again")
+    net.sync()
+    assert net[owner].core.descriptor("again").run == second.run
+    assert net.take_all(owner) == ["again"]
+    net.sync()
+    assert all(net[n].core.result_run("again") == second.run for n in peers)
+    # Remembered owners belong to one ring: when the owner leaves, its successor takes over.
+    tasks = [task_owned_by(set(peers), owner, prefix=f"moved-{i}") for i in range(3)]
+    for t in tasks:
+        net.enqueue(other, t)  # every peer considers (and remembers an owner for) each of them
+    net.sync()
+    net.kill(owner)
+    survivors = set(peers) - {owner}
+    for n in sorted(survivors):
+        net.membership(n, survivors)
+    net.sync()
+    net.advance(CFG.settle_window + 0.01)
+    ran = {n: net.take_all(n) for n in sorted(survivors)}
+    for t in tasks:
+        assert [n for n in sorted(survivors) if t in ran[n]] == [owner_of(t, survivors)], t

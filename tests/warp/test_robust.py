@@ -408,3 +408,22 @@ def test_cancelling_a_process_job_kills_it_and_the_others_run_again() -> None:
         await _stop(fabric, node)
 
     asyncio.run(main())
+
+
+def test_job_context_cancel_reaches_a_waiter_whichever_comes_first() -> None:
+    import threading
+
+    from warpmesh.warp.context import JobContext
+
+    early = JobContext("t", "r", "op")
+    early.cancel("before the wait")
+    assert early.cancelled and early.wait_cancelled(0.01) and early.reason == "before the wait"
+    late = JobContext("t", "r", "op")
+    woke: list[bool] = []
+    waiter = threading.Thread(target=lambda: woke.append(late.wait_cancelled(10)))
+    waiter.start()
+    while late._cancel is None:  # the waiter has made its event
+        threading.Event().wait(0.001)
+    late.cancel("while waiting")
+    waiter.join(10)
+    assert woke == [True] and not JobContext("t", "r", "op").wait_cancelled(0.01)

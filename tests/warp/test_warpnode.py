@@ -480,3 +480,44 @@ def test_an_answer_whose_writer_is_alive_is_left_for_the_writer_to_dequeue() -> 
         await mesh.close()
 
     run_virtual(main())
+
+
+def test_enqueue_many_queues_every_item_at_once_or_none_of_them() -> None:
+    async def main() -> None:
+        mesh = await make_mesh(["a", "b", "c"])
+        a = mesh.nodes["a"]
+        v0 = a.queue.core.version
+        tasks = [f"many-{i}" for i in range(50)]
+        runs = a.enqueue_many([(t, "echo", ({"task": t},)) for t in tasks])
+        assert len(set(runs)) == 50 and all(t in a.queue.state for t in tasks)
+        assert a.queue.core.version == v0 + 1  # one queue update for the whole batch
+        with pytest.raises(TypeError, match="cannot be encoded"):
+            a.enqueue_many([("ok-1", "echo", ({"task": "ok-1"},)), ("bad", "echo", (object(),))])
+        assert "ok-1" not in a.queue.state and "bad" not in a.queue.state
+        await mesh.await_results(tasks)
+        for t, run in zip(tasks, runs):
+            assert (await mesh.nodes["c"].outcome(t, timeout=10)).run == run
+        assert sorted(mesh.log.per_task().values()) == [1] * 50
+        await mesh.close()
+
+    run_virtual(main())
+
+
+def test_a_burst_of_inline_runs_writes_its_answers_as_one_update() -> None:
+    async def main() -> None:
+        fabric = MemoryFabric(seed=3)
+        log = ExecLog()
+        node = await WarpNode(fabric.join("solo"), registry=recording_registry(log, "solo"), config=FAST).start()
+        tasks = [f"burst-{i}" for i in range(200)]
+        node.enqueue_many([(t, "echo", ({"task": t},)) for t in tasks])
+        v0 = node.results_board.core.version
+        await eventually(lambda: len(node.results) == 200, what="every answer")
+        # 200 answers; the dispatcher yields every 5 ms at most, so a handful of updates, not 200.
+        assert node.results_board.core.version - v0 <= 10
+        assert all(node.results[t].value == f"result-{t}" for t in tasks)
+        await eventually(lambda: node.queue_depth == 0, what="the queue emptied")
+        assert sorted(log.per_task().values()) == [1] * 200
+        await node.close()
+        await fabric.close()
+
+    run_virtual(main())

@@ -268,8 +268,7 @@ async def _control(boards: DemoBoards, warp: Any, status: Any, stop: asyncio.Eve
                 _emit("enqueued", task=cmd["task"], run=run)
                 continue
             elif what == "enqueue_many":
-                for item in cmd["items"]:
-                    warp.enqueue_nowait(str(item["task"]), item.get("op"), item.get("args"))
+                warp.enqueue_many([(str(item["task"]), item.get("op"), (item.get("args"),)) for item in cmd["items"]])
                 if cmd.get("wait"):
                     # Answer once a majority holds them (on disk, with --data): an acknowledged enqueue.
                     acked = await warp.queue.replicated(timeout=float(cmd.get("timeout", 30)),

@@ -459,7 +459,60 @@ class DotStore(Generic[V]):
         """Validate and build. ``value_from_wire`` None means dots carry no value (stored as None)."""
         size = len(data[1]) if type(data) is list and len(data) == 2 and type(data[1]) is list else 0
         with bulk(size):
+            ds = cls._from_wire_fast(data, key_from_wire, value_from_wire)
+            if ds is not None:
+                return ds
             return cls._from_wire(data, key_from_wire, value_from_wire, what)
+
+    @classmethod
+    def _from_wire_fast(
+        cls,
+        data: Any,
+        key_from_wire: Callable[[Any], tuple[Hashable, Any]],
+        value_from_wire: Callable[[Any], V] | None,
+    ) -> DotStore[V] | None:
+        """:meth:`_from_wire` for well-formed input: the same checks inline, or None at the first
+        doubt (then the checked decoder runs and names what is wrong). Every delta a peer receives
+        is decoded here, so the per-dot checks are kept to plain type and range tests."""
+        if type(data) is not list or len(data) != 2 or type(data[1]) is not list:
+            return None
+        try:
+            ctx, names = DotContext.from_wire_table(data[0])
+        except CrdtDecodeError:
+            return None
+        ds: DotStore[V] = cls()
+        ds.ctx = ctx
+        store, index = ds.store, ds.index
+        contains = ctx.contains
+        n_names = len(names)
+        width = 2 if value_from_wire is None else 3
+        for entry in data[1]:
+            if type(entry) is not list or len(entry) != 2:
+                return None
+            items = entry[1]
+            if type(items) is not list or not items:
+                return None
+            k0 = entry[0]
+            if type(k0) is str and k0.isascii():
+                key: Hashable = k0  # the common case (task ids): its own key
+            else:
+                key = key_from_wire(k0)[0]
+            if key in store:
+                return None
+            contribs: dict[Dot, V] = {}
+            for item in items:
+                if type(item) is not list or len(item) != width:
+                    return None
+                ri, seq = item[0], item[1]
+                if type(ri) is not int or type(seq) is not int or not (0 <= ri < n_names and 1 <= seq <= _SEQ_MAX):
+                    return None
+                dot = Dot(names[ri], seq)
+                if dot in index or not contains(dot):
+                    return None
+                contribs[dot] = None if value_from_wire is None else value_from_wire(item[2])  # type: ignore[assignment]
+                index[dot] = key
+            store[key] = contribs
+        return ds
 
     @classmethod
     def _from_wire(

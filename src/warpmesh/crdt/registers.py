@@ -18,6 +18,7 @@ from warpmesh.crdt.base import (
     wire_element,
 )
 from warpmesh.crdt.causal import Dot, DotContext, DotStore
+from warpmesh.wire.frame import pack
 
 __all__ = ["LWWRegister", "MVRegister"]
 
@@ -115,6 +116,16 @@ class LWWRegister(Crdt):
     @classmethod
     @guarded_from_wire
     def from_wire(cls, data: Any) -> LWWRegister:
+        if type(data) is list and len(data) == 3:
+            ts, rep, v = data
+            tv = type(v)
+            if (type(ts) is int and 0 <= ts <= _TS_MAX and type(rep) is str and rep
+                    and (tv is bytes or (tv is str and v.isascii()))):
+                # The common case (board values are packed bytes): what the checks below conclude.
+                r = cls.__new__(cls)
+                r._ts, r._replica, r._value = ts, rep, v
+                r._key = v if tv is str else pack(v)
+                return r
         lst = w_list(data, "LWWRegister")
         r = cls()
         if not lst:

@@ -67,6 +67,9 @@ from warpmesh.wire.frame import FrameUndecodable, pack, unpack
 #: Counter names on the mesh-wide counters board.
 COUNTER_NAMES = ("executions", "duplicates", "failovers", "retries", "failures", "enqueued", "adopted", "stolen")
 
+#: Entries a read cache of the core keeps at most (it is cleared when full).
+MAX_REMEMBERED = 200_000
+
 #: Board names in :class:`Mutation` (the runtime maps each to its Quilter).
 QUEUE, RESULTS, INTENTS, MEMBERS = "queue", "results", "intents", "members"
 #: Mutation kinds: set a register to ``value``, remove a key, add ``member`` to a set.
@@ -305,6 +308,12 @@ class WarpCore:
         self._executed: OrderedDict[str, str] = OrderedDict()  # task -> run executed here (recent)
         self._written: dict[str, tuple[str, float]] = {}  # task -> (run, when) of results written here
         self._dequeuing: set[tuple[str, str]] = set()  # answers waiting for a majority
+        # Read caches of the hot path (pruned with the queue): decoded descriptors and answered runs
+        # by the register object they came from, and ring owners while the ring stays the same.
+        self._descs: dict[str, tuple[LWWRegister, TaskDescriptor | None]] = {}
+        self._result_runs: dict[str, tuple[LWWRegister, str | None]] = {}
+        self._owners: dict[str, str | None] = {}
+        self._owners_ring: TaskRing | None = None
 
         # Work stealing (local, unreplicated; see warpmesh.warp.steal).
         self.costs = OpCosts()
@@ -353,21 +362,54 @@ class WarpCore:
     # -- reading the boards -----------------------------------------------------------------
     def descriptor(self, task_id: str) -> TaskDescriptor | None:
         """The queued descriptor of ``task_id`` (None if absent or malformed)."""
-        wire = board_value(self.queue.get(task_id))
-        if wire is None:
+        reg = self.queue.peek(task_id)
+        if reg is None:
+            self._descs.pop(task_id, None)
             return None
-        try:
-            return TaskDescriptor.from_wire(wire)
-        except ValueError:
-            if self._log is not None:
-                self._log.warning("%s: ignoring malformed descriptor for task %r", self.self_id, task_id)
-            return None
+        # Decoded once per queue entry, not once per look: the re-claim pass, every delta and every
+        # answer look the task up again. A rewritten entry is a new register object (see ORMap.peek).
+        cached = self._descs.get(task_id)
+        if cached is not None and cached[0] is reg:
+            return cached[1]
+        desc: TaskDescriptor | None = None
+        wire = board_value(reg)
+        if wire is not None:
+            try:
+                desc = TaskDescriptor.from_wire(wire)
+            except ValueError:
+                if self._log is not None:
+                    self._log.warning("%s: ignoring malformed descriptor for task %r", self.self_id, task_id)
+        self._descs[task_id] = (reg, desc)
+        return desc
 
     def result_run(self, task_id: str) -> str | None:
         """The run the results board holds an answer for (None: no answer)."""
-        wire = board_value(self.results.get(task_id))
+        reg = self.results.peek(task_id)
+        if reg is None:
+            self._result_runs.pop(task_id, None)
+            return None
+        cached = self._result_runs.get(task_id)
+        if cached is not None and cached[0] is reg:
+            return cached[1]
+        wire = board_value(reg)
         run = wire.get("run") if isinstance(wire, dict) else None
-        return run if isinstance(run, str) else None
+        run = run if isinstance(run, str) else None
+        self._result_runs[task_id] = (reg, run)
+        return run
+
+    def _ring_owner(self, task_id: str) -> str | None:
+        """``self.ring.owner(task_id)``, remembered per task until the ring changes."""
+        ring = self.ring
+        if self._owners_ring is not ring:
+            self._owners_ring = ring
+            self._owners = {}
+        owners = self._owners
+        if task_id in owners:
+            return owners[task_id]
+        if len(owners) >= MAX_REMEMBERED:
+            owners.clear()
+        owner = owners[task_id] = ring.owner(task_id)
+        return owner
 
     def claimants(self, run: str) -> frozenset[str]:
         """Peers that noted a claim on ``run`` on the intents board."""
@@ -614,6 +656,14 @@ class WarpCore:
         if deferred is not None and deferred[0] == desc.run and now < deferred[1]:
             return
         strategy = view.strategy
+        if desc.pin is None and eligible is None and self._ring_owner(task_id) != self.self_id:
+            # Not ours (the common case, in every re-claim pass): SKIP unless a claim of ours on the
+            # intents board binds us - what ``decide`` would say, without building the claimant set.
+            if strategy is not ClaimStrategy.INTENT:
+                return
+            ours = self.intents.peek(desc.run)
+            if ours is None or self.self_id not in ours:
+                return
         claimants = self.claimants(desc.run) if strategy is ClaimStrategy.INTENT else frozenset()
         decision = decide(task_id, desc, view, claimants, eligible)
         if decision is Decision.SKIP:
@@ -699,7 +749,11 @@ class WarpCore:
     def on_results(self, now: float, task_ids: Iterable[str]) -> None:
         """A results delta arrived for ``task_ids``."""
         self._now = now
+        executed, claimed = self._executed, self.claimed
+        running = {t for t, _ in self.active} if self.active else ()
         for task_id in task_ids:
+            if task_id not in executed and task_id not in claimed and task_id not in running:
+                continue  # nothing of ours to settle: most answers, on most peers
             run = self.result_run(task_id)
             if run is None:
                 continue
@@ -851,6 +905,8 @@ class WarpCore:
         self.deferred[task_id] = (run, now + retry_after)
 
     def _is_failover(self, task_id: str) -> bool:
+        if self._all_workers <= self.workers:
+            return False  # every worker we know of is live: so is the task's primary
         primary = self._ring_all.owner(task_id)
         return primary is not None and primary != self.self_id and primary not in self.workers
 
@@ -1083,6 +1139,9 @@ class WarpCore:
             self.standby.pop(task_id, None)
         for task_id in [t for t in self.deferred if t not in queued]:
             self.deferred.pop(task_id, None)
+        for cache in (self._descs, self._result_runs, self._owners):
+            for task_id in [t for t in cache if t not in queued]:
+                del cache[task_id]
         self.claim_all(now)
         ttl = self.config.result_ttl
         if ttl is not None:

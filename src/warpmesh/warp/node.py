@@ -221,6 +221,7 @@ class WarpNode:
         self._settle_timer: tuple[float, asyncio.TimerHandle] | None = None  # (deadline, handle)
         self._run_seq = 0
         self._running = 0
+        self._burst = False  # inline runs of one dispatch burst: their answers are applied together
         self._jobs: dict[tuple[str, str], _Job] = {}  # (task, run) running here: context, interrupt handle
         self._pool_gen = 0  # process pool generation (a rebuilt pool is a new one)
         self._pool_kills: set[int] = set()  # generations we killed on purpose (a cancel), not a crash
@@ -304,18 +305,8 @@ class WarpNode:
         self._apply(out)
 
     def _apply(self, out: Ready) -> None:
-        r = self.replica
-        for m in out.mutations:
-            board = self._board_by_name[m.board]
-            key = m.key
-            if m.op == wc.PUT:
-                value = m.value
-                board.mutate(lambda s, key=key, value=value: s.update(r, key, lambda cur: cur.set(r, value)))  # type: ignore[misc]
-            elif m.op == wc.REMOVE:
-                board.mutate(lambda s, key=key: s.remove(key))  # type: ignore[misc]
-            else:
-                member = m.member
-                board.mutate(lambda s, key=key, member=member: s.update(r, key, lambda cur: cur.add(member)))  # type: ignore[misc]
+        if out.mutations:
+            self._apply_mutations(out.mutations)
         for name, n in out.counts.items():
             self._count(name, n)
         if out.await_majority:
@@ -334,6 +325,48 @@ class WarpNode:
             self._schedule_tick(out.deadline)
         if out.events:
             self._publish_events(out.events)
+
+    def _apply_mutations(self, mutations: list[wc.Mutation]) -> None:
+        """Apply the core's board mutations as this peer's replica, one board update per run.
+
+        Boards replicate independently, so only the order within a board matters: each board's
+        mutations are cut into runs of one kind with distinct keys, and each run is one update (one
+        delta, joined once into the pending batch) instead of one per job.
+        """
+        r = self.replica
+        runs: dict[str, tuple[str, list[wc.Mutation], set[str]]] = {}
+        for m in mutations:
+            run = runs.get(m.board)
+            if run is not None and (run[0] != m.op or m.key in run[2]):
+                self._apply_run(m.board, run[0], run[1], r)
+                run = None
+            if run is None:
+                run = runs[m.board] = (m.op, [], set())
+            run[1].append(m)
+            run[2].add(m.key)
+        for board_name, (op, ms, _) in runs.items():
+            self._apply_run(board_name, op, ms, r)
+
+    def _apply_run(self, board_name: str, op: str, ms: list[wc.Mutation], r: str) -> None:
+        board = self._board_by_name[board_name]
+        if op == wc.REMOVE:
+            if len(ms) == 1:
+                key = ms[0].key
+                board.mutate(lambda s: s.remove(key))  # type: ignore[no-any-return]
+            else:
+                keys = [m.key for m in ms]
+                board.mutate(lambda s: s.remove_all(keys))  # type: ignore[no-any-return]
+            return
+        updates: list[tuple[str, Callable[[Any], Any]]]
+        if op == wc.PUT:
+            updates = [(m.key, functools.partial(_lww_set, r, m.value)) for m in ms]
+        else:
+            updates = [(m.key, functools.partial(_gset_add, m.member)) for m in ms]
+        if len(updates) == 1:
+            key, fn = updates[0]
+            board.mutate(lambda s: s.update(r, key, fn))  # type: ignore[no-any-return]
+        else:
+            board.mutate(lambda s: s.update_many(r, updates))  # type: ignore[no-any-return]
 
     def _schedule_tick(self, deadline: float) -> None:
         if self._settle_timer is not None:
@@ -541,6 +574,44 @@ class WarpNode:
                      *, pin: PeerId | None = None, run: str | None = None, deadline: float | None = None) -> str:
         """:meth:`enqueue_nowait` with the arguments given as a list and a dict (any keyword
         names, ``pin`` included): what ``warpmesh submit`` uses."""
+        desc = self._descriptor_for(task_id, op, args, kwargs, pin=pin, run=run, deadline=deadline)
+        self.core.enqueue(self.now(), task_id, desc)
+        self._drain()
+        self._consider_soon(task_id)
+        return desc.run
+
+    def enqueue_many(self, items: Iterable[tuple[str, str | None, Iterable[Any]]]) -> list[str]:
+        """Enqueue ``(task_id, op, args)`` for each item at once (``op`` None: the executor, as in
+        :meth:`enqueue_nowait`); returns the run tokens in order.
+
+        The same as one :meth:`enqueue_nowait` per item, but the queue takes them as one update:
+        what ``warpmesh node``'s ``enqueue_many`` command uses. Every item is checked before any is
+        queued (``ValueError``/``TypeError`` as :meth:`enqueue_call` raises them: nothing is queued
+        then). Replicated in the background; ``await node.queue.replicated(...)`` waits for it.
+        """
+        descs: list[tuple[str, TaskDescriptor]] = []
+        for task_id, op, args in items:
+            if op is None:
+                op, args = EXECUTOR_OP, (tuple(args) or (task_id,))
+            descs.append((task_id, self._descriptor_for(task_id, op, args, None)))
+        now = self.now()
+        for task_id, desc in descs:
+            self.core.enqueue(now, task_id, desc)
+        self._drain()
+        for task_id, _ in descs:
+            self._consider_soon(task_id)
+        return [desc.run for _, desc in descs]
+
+    def _consider_soon(self, task_id: str) -> None:
+        # Considered in a batch at the end of this loop iteration: a loop of enqueues pays for the
+        # claim view once, not once per task.
+        if not self._to_consider:
+            asyncio.get_running_loop().call_soon(self._consider_pending)
+        self._to_consider[task_id] = None
+
+    def _descriptor_for(self, task_id: str, op: str, args: Iterable[Any], kwargs: dict[str, Any] | None, *,
+                        pin: PeerId | None = None, run: str | None = None,
+                        deadline: float | None = None) -> TaskDescriptor:
         if not isinstance(task_id, str) or not task_id:
             raise ValueError("task_id must be a non-empty string")
         args = tuple(args)
@@ -561,14 +632,7 @@ class WarpNode:
         except (TypeError, ValueError, OverflowError) as err:
             raise TypeError(f"arguments of {op} cannot be encoded ({err}); pass lists, dicts, str, bytes, "
                             "numbers, bool or None (integers within 64 bits)") from None
-        self.core.enqueue(self.now(), task_id, desc)
-        self._drain()
-        # Considered in a batch at the end of this loop iteration: a loop of enqueues pays for the
-        # claim view once, not once per task.
-        if not self._to_consider:
-            asyncio.get_running_loop().call_soon(self._consider_pending)
-        self._to_consider[task_id] = None
-        return desc.run
+        return desc
 
     def _consider_pending(self) -> None:
         pending, self._to_consider = self._to_consider, {}
@@ -888,19 +952,31 @@ class WarpNode:
                     self.core.op_missing(task_id, desc.run)  # another peer may have the op
                     continue
                 if spec.mode == "inline":
-                    self._run_inline(task_id, desc, spec)
+                    # A burst of inline runs answers as one batch: the core takes each run's end at
+                    # once (its claim is released, so no run is taken twice), and the answers reach
+                    # the boards together below - one results update per burst, not one per job.
+                    # Each of these inputs reads only its own task's entries, which no other
+                    # answer of the burst touches.
+                    self._burst = True
+                    try:
+                        self._run_inline(task_id, desc, spec)
+                    finally:
+                        self._burst = False
                     if loop.time() >= budget_end and self.core.backlog:
                         # Yield so heartbeats and deltas keep flowing during long bursts.
+                        self._drain()
                         self._ready_event.set()
                         await asyncio.sleep(0)
                         budget_end = loop.time() + 0.005
                 else:
+                    self._drain()  # the burst's answers, before anything awaits
                     await self._sem.acquire()
                     if spec.mode == "process":
                         await self._process_slot().acquire()
                     t = loop.create_task(self._run_async(task_id, desc, spec))
                     self._inflight.add(t)
                     t.add_done_callback(self._inflight.discard)
+            self._drain()
             if self._idle():
                 self._steal_wake.set()
 
@@ -1120,10 +1196,15 @@ class WarpNode:
     def _complete(self, task_id: str, desc: TaskDescriptor, result: OpResult) -> None:
         if self._closed:
             return
-        result = replace(result, op=desc.op)
+        if result.op != desc.op:
+            # Built field by field: dataclasses.replace costs more than the rest of a trivial job's answer.
+            result = OpResult(run=result.run, ok=result.ok, value=result.value, error=result.error, by=result.by,
+                              attempts=result.attempts, traceback=result.traceback, cancelled=result.cancelled,
+                              op=desc.op)
         wire, ok = self._encode(task_id, desc, result)
         self.core.run_finished(self.now(), task_id, desc, wire, ok, result)
-        self._drain()
+        if not self._burst:
+            self._drain()
 
     def _encode(self, task_id: str, desc: TaskDescriptor, result: OpResult) -> tuple[bytes, bool]:
         """The packed answer; a value that cannot travel turns into a recorded failure (never an
@@ -1182,6 +1263,14 @@ class WarpNode:
             self._refresh_membership()
             self.core.housekeeping(self.now())
             self._drain()
+
+
+def _lww_set(replica: str, value: Any, cur: LWWRegister) -> LWWRegister:
+    return cur.set(replica, value)
+
+
+def _gset_add(member: Any, cur: GSet) -> GSet:
+    return cur.add(member)
 
 
 @dataclass
