@@ -52,7 +52,7 @@ from warpmesh.warp import events as ev
 from warpmesh.warp.claim import ClaimStrategy, ClaimView, Decision, decide, winner
 from warpmesh.warp.events import WarpEvent
 from warpmesh.warp.model import OpResult, TaskDescriptor
-from warpmesh.warp.ring import DEFAULT_VNODES, ring_for
+from warpmesh.warp.ring import DEFAULT_VNODES, TaskRing, ring_for
 from warpmesh.warp.steal import (
     MAX_GRANT_BYTES,
     OpCosts,
