@@ -10,13 +10,19 @@ from .test_quilter import _pump
 CFG = QuilterConfig(anti_entropy_interval=100.0, resend_after=0.1, evict_after=20.0)
 
 
-def test_one_lost_batch_is_the_only_batch_resent() -> None:
-    # Batch 2 of five never reaches b. b holds 1, 3, 4 and 5: its ack says so (selective ack), and
-    # the origin's timed resend brings batch 2 alone, not every batch after the last cumulative ack.
+def _linked_pair() -> dict[str, QuilterCore[MaxMap]]:
+    """Two cores, a and b, that know each other and have exchanged their greetings."""
     cores = {n: QuilterCore(n, f"{n}@1", MaxMap(), CODEC, config=CFG) for n in "ab"}
     for core in cores.values():
         core.roster_changed({"a", "b"}, 0.0)
     _pump(cores, 0.0, set())
+    return cores
+
+
+def test_one_lost_batch_is_the_only_batch_resent() -> None:
+    # Batch 2 of five never reaches b. b holds 1, 3, 4 and 5: its ack says so (selective ack), and
+    # the origin's timed resend brings batch 2 alone, not every batch after the last cumulative ack.
+    cores = _linked_pair()
     a, b = cores["a"], cores["b"]
     for i in range(1, 6):
         a.mutate(lambda s, i=i: s.put(f"k{i}", i))
@@ -43,10 +49,7 @@ def test_one_lost_batch_is_the_only_batch_resent() -> None:
 def test_a_reordered_batch_costs_no_resend() -> None:
     # Batch 2 overtakes batch 1 on the link (reordering, or a digest naming a batch still in flight):
     # asking for the gap at once made the origin resend what was about to arrive anyway.
-    cores = {n: QuilterCore(n, f"{n}@1", MaxMap(), CODEC, config=CFG) for n in "ab"}
-    for core in cores.values():
-        core.roster_changed({"a", "b"}, 0.0)
-    _pump(cores, 0.0, set())
+    cores = _linked_pair()
     a, b = cores["a"], cores["b"]
     a.mutate(lambda s: s.put("k0", 0))  # b knows a's stream already (a stream met mid-way waits anyway)
     a.flush(0.0)
@@ -75,10 +78,7 @@ def test_a_reordered_batch_costs_no_resend() -> None:
 def test_a_peer_that_does_not_answer_gets_probes_not_the_whole_range_again() -> None:
     # b is cut off while a sends 10 batches: a resends them once, then probes with one batch per
     # (backed-off) round; after the cut heals, b catches up.
-    cores = {n: QuilterCore(n, f"{n}@1", MaxMap(), CODEC, config=CFG) for n in "ab"}
-    for core in cores.values():
-        core.roster_changed({"a", "b"}, 0.0)
-    _pump(cores, 0.0, set())
+    cores = _linked_pair()
     a = cores["a"]
     for i in range(10):
         a.mutate(lambda s, i=i: s.put(f"k{i}", i))
@@ -103,10 +103,7 @@ def test_a_peer_that_does_not_answer_gets_probes_not_the_whole_range_again() -> 
 def test_replication_lag_counts_what_a_peer_has_not_confirmed_and_how_long_it_waited() -> None:
     # What the dashboard and /metrics show as a peer's replication lag: our batches it has not
     # confirmed and the age of the oldest; back to zero once it acknowledges them.
-    cores = {n: QuilterCore(n, f"{n}@1", MaxMap(), CODEC, config=CFG) for n in "ab"}
-    for core in cores.values():
-        core.roster_changed({"a", "b"}, 0.0)
-    _pump(cores, 0.0, set())
+    cores = _linked_pair()
     a, b = cores["a"], cores["b"]
     assert a.replication_lag(0.0) == {"b": (0, 0.0)}
     for i, t in enumerate((1.0, 1.5, 2.0), 1):

@@ -233,11 +233,7 @@ class ORMap(Crdt, Generic[V]):
         if len(contribs) == 1:
             for v in contribs.values():
                 return v
-        it = iter(contribs.values())
-        out = next(it).copy()
-        for v in it:
-            out.join(v)
-        return out
+        return self.get(key)  # concurrent contributions: their join, a new object
 
     def contributions(self, key: Any) -> dict[Dot, V]:
         """Copies of the key's contributions by dot (one per replica that put it concurrently)."""
