@@ -113,20 +113,39 @@ async def _run_demo(console: Console | None, *, peers: int, jobs: int, kill_one:
                     from None
 
         await boot(names)
-        first = procs[names[0]]
         args = {f"job-{i}": i + 1 for i in range(jobs)}
         started = time.perf_counter()
         items = [{"task": t, "op": "demo.collatz", "args": a} for t, a in args.items()]
-        for chunk in range(0, len(items), 5000):
-            # Acknowledged: a majority holds the jobs on disk, so even a power cut keeps them.
-            answer = await first.call({"cmd": "enqueue_many", "items": items[chunk:chunk + 5000], "wait": True},
-                                      timeout=60)
-            if not answer.get("acknowledged"):
-                raise NodeProcessError(f"no majority acknowledged jobs {chunk}..{chunk + 4999} within 30 s")
         victim = names[-1] if kill_one and peers > 1 else None
+        # With faults to inject, the jobs go in twentieths, held at 20% until the kill and at 60%
+        # until the power cut; each fault comes right after a fresh twentieth was acknowledged, so
+        # it hits jobs in flight (on a fast machine, every answer could otherwise be in before the
+        # first look, and the fault would hit an idle mesh).
+        step = max(1, jobs // 20) if victim is not None or power_cut else 5000
+        enqueued = 0
+
+        def enqueue_upto() -> int:
+            if victim is not None and victim not in killed:
+                return max(step, jobs // 5)
+            if power_cut and power_cut_at is None:
+                return max(step, jobs * 3 // 5)
+            return jobs
+
+        async def enqueue_next() -> None:
+            nonlocal enqueued
+            chunk = items[enqueued:enqueued + step]
+            # Acknowledged: a majority holds the jobs on disk, so even a power cut keeps them.
+            answer = await procs[names[0]].call({"cmd": "enqueue_many", "items": chunk, "wait": True}, timeout=60)
+            if not answer.get("acknowledged"):
+                raise NodeProcessError(f"no majority acknowledged jobs {enqueued}..{enqueued + len(chunk) - 1} "
+                                       "within 30 s")
+            enqueued += len(chunk)
+
         done = 0
         deadline = started + timeout
         while True:
+            while enqueued < min(jobs, enqueue_upto()):
+                await enqueue_next()
             for name, p in procs.items():
                 if name in killed:
                     continue
@@ -140,9 +159,13 @@ async def _run_demo(console: Console | None, *, peers: int, jobs: int, kill_one:
             if live is not None:
                 live.update(Group(progress, _peer_table(statuses, killed)))
             if victim is not None and victim not in killed and done >= jobs * 0.1:
+                if enqueued < jobs:
+                    await enqueue_next()
                 procs[victim].kill()
                 killed.add(victim)
-            if power_cut and power_cut_at is None and done >= jobs * 0.5 and done < jobs:
+            if power_cut and power_cut_at is None and done >= jobs * 0.5 and (done < jobs or enqueued < jobs):
+                if enqueued < jobs:
+                    await enqueue_next()
                 # What a client was shown so far must survive the cut unchanged.
                 shown = (await procs[next(n for n in names if n not in killed)].call(
                     {"cmd": "results"}, timeout=60))["results"]
