@@ -163,6 +163,51 @@ def test_a_local_write_counts_for_its_own_majority_only_once_on_disk() -> None:
     run_virtual(main())
 
 
+def test_a_local_batch_is_journaled_as_the_bytes_the_peers_get() -> None:
+    """One encoding per local batch: the journal record holds the very wire form sent to the peers,
+    and a commit that comes before the pump's coalescing delay cuts the batch itself (still covered)."""
+    from warpmesh.wire import unpack
+
+    async def main() -> None:
+        medium = MemoryMedium()
+        fabric = MemoryFabric(seed=2)
+        seam = fabric.join("a")
+        other = fabric.join("b")
+        store = NodeStore(medium.disk("a"), "a")
+        store.claim_incarnation(default=seam.incarnation)
+        q = Quilter(seam, ORMap(LWWRegister), stream=f"a@{store.incarnation}", config=FAST,
+                    rng=random.Random(0), store=store.board("jobs"), coalesce_delay=5.0)
+        encoded: list[Any] = []
+        codec = q.core.codec
+
+        class Counting:  # the board's codec, counting encodings
+            def __getattr__(self, name: str) -> Any:
+                return getattr(codec, name)
+
+            def encode(self, state: Any) -> Any:
+                encoded.append(state)
+                return codec.encode(state)
+
+        q.core.codec = Counting()  # type: ignore[assignment]
+        await q.start()
+        got: list[Any] = []
+        other.add_handler(lambda sender, data: got.append(decode_frame(data)))
+        _put(q, "k", 1)
+        assert await store.commit()  # long before the pump's 5 s coalescing: the commit cut the batch
+        journal = medium.images["a"].boards["jobs"].journal
+        assert len(journal) == 1
+        [wire] = unpack(journal[0])
+        assert q.core.persisted_version == q.core.version
+        await asyncio.sleep(6)  # the pump sends the cut batch when its coalescing delay ends
+        deltas = [f.body for f in got if f.kind == QuiltKind.DELTA]
+        assert deltas and all(d == [q.core.stream, 1, wire] for d in deltas)  # (and resends of it)
+        assert len(encoded) == 1  # once, for the peers and the disk
+        await q.close()
+        await fabric.close()
+
+    run_virtual(main())
+
+
 # -- refusal -----------------------------------------------------------------------------------------
 def test_foreign_corrupt_and_other_nodes_directories_are_refused(tmp_path: Path) -> None:
     other = tmp_path / "other"

@@ -271,6 +271,10 @@ class QuilterCore(Generic[S]):
         #: difference was joined. With ``hold_acks``, an ack owed at :attr:`version` v is sent only
         #: after :meth:`persisted` reports v on disk: an ack promises the batches survive a crash.
         self.journal: Callable[[S | None, Any], None] | None = None
+        #: With ``journal_batch`` set, a local delta reaches the journal as the wire form of the batch
+        #: that carries it (encoded once, for the peers and the disk): ``journal`` is still called
+        #: with it at :meth:`mutate` (so a store knows there is something to write), but may ignore it.
+        self.journal_batch: Callable[[Any], None] | None = None
         self.hold_acks = False
         self._persisted = 0
         self._held_acks: list[tuple[int, str, str, int]] = []  # (version owed at, peer, stream, upto)
@@ -398,7 +402,10 @@ class QuilterCore(Generic[S]):
         pending, self._pending = self._pending, None
         if pending is not None and not pending.is_bottom():  # type: ignore[attr-defined]
             self._seq += 1
-            frame = encode_frame(QuiltKind.DELTA, [self.stream, self._seq, self.codec.encode(pending)])
+            wire = self.codec.encode(pending)
+            frame = encode_frame(QuiltKind.DELTA, [self.stream, self._seq, wire])
+            if self.journal_batch is not None:
+                self.journal_batch(wire)
             self._buffer[self._seq] = _Batch(frame, now)
             self._buffer_bytes += len(frame)
             self._send(None, frame, "delta")

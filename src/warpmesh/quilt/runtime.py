@@ -200,6 +200,17 @@ class Quilter(Generic[S]):
         if self.core.has_pending:
             self._wake.set()
 
+    def cut_batch(self) -> None:
+        """Flush the pending local delta into a batch now (its frames leave with the pump's next turn).
+
+        The store calls it before each commit, so a commit holds every local change as the batch
+        wire the peers get (one encoding), and covers the state version it returns."""
+        core = self.core
+        core.flush(asyncio.get_running_loop().time())
+        self._note_flushed()
+        if core.outbox and not self._closed:
+            self._wake.set()
+
     def _note_flushed(self) -> None:
         core = self.core
         if core.seq > (self._flushed[-1][0] if self._flushed else self._durable_seq):

@@ -13,8 +13,9 @@ much), and the node's incarnation, so a restart always takes a higher one and ne
 * **Group commit.** One committer task per node writes whatever every board journaled since the
   previous commit in one transaction, one fsync: while one fsync runs, the next batch gathers. A
   busy node pays one fsync per batch of many jobs, never one per job.
-* **Bounded.** When a board's journal outgrows twice its last snapshot, the next commit writes a
-  fresh snapshot and drops the journal (incremental vacuum returns the pages).
+* **Bounded.** When a board's journal outgrows four times its last snapshot (plus 4 MiB), the next
+  commit writes a fresh snapshot and drops the journal; a node idle for :attr:`NodeStore.idle_after`
+  folds every journal into its snapshot and truncates the WAL (incremental vacuum returns the pages).
 * **Refusal.** A directory holding anything but this store, a file that is not a warpmesh store,
   another node's store, or a record whose checksum does not match is refused with
   :class:`DataDirError` before anything is loaded. An I/O error while committing (disk full) stops
@@ -54,8 +55,11 @@ SCHEMA = 1
 DB_NAME = "warpmesh-node.sqlite3"
 _ALLOWED = {DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm", DB_NAME + "-journal"}
 _CHECK_BYTES = 16
-#: A journal is compacted into a snapshot once it exceeds twice the last snapshot plus this much.
-JOURNAL_SLACK = 256 * 1024
+#: A journal is compacted into a snapshot once it exceeds JOURNAL_FACTOR times the last snapshot
+#: plus JOURNAL_SLACK. A snapshot encodes the whole board on the event loop, so while a node is busy
+#: it is rare (its cost amortized over many times its size in journal); an idle node compacts anyway.
+JOURNAL_FACTOR = 4
+JOURNAL_SLACK = 4 * 1024 * 1024
 
 
 class DataDirError(WarpmeshError):
@@ -364,6 +368,8 @@ class NodeStore:
         #: Test hook, called with "collected", "written", "synced", "released" at each commit step.
         self.step_hook: Callable[[str], None] | None = None
         self._boards: dict[str, BoardStore] = {}
+        # How long a commit waits after a change, to cut its batches when the Quilters would anyway.
+        self._gather_delay = 0.0
         self._attached = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -444,7 +450,11 @@ class NodeStore:
                         return
                     continue
             self._wake.clear()
-            await asyncio.sleep(0)  # let this loop iteration's joins in
+            # Let the changes of this moment join in: as long as the Quilters coalesce their batches
+            # (the commit cuts them), then to the end of this loop iteration.
+            if self._gather_delay > 0:
+                await asyncio.sleep(self._gather_delay)
+            await asyncio.sleep(0)
             if not await self.commit():
                 return
             compacted = False
@@ -523,8 +533,7 @@ class BoardStore:
         self.name = name
         self._image = image
         self._quilter: Quilter[Any] | None = None
-        self._pending: Any = None  # local deltas since the last commit, joined
-        self._wires: list[Any] = []  # received deltas since the last commit, as they came (encoded)
+        self._wires: list[Any] = []  # deltas since the last commit, as they travel (encoded)
         self._snapshot_due = False
         self._snapshot_bytes = 0
         self._journal_bytes = 0
@@ -568,21 +577,21 @@ class BoardStore:
             self._frontier = image.frontier
         core.hold_acks = True
         core.journal = self._journaled
+        core.journal_batch = self._journal_batch
+        self.node._gather_delay = max(self.node._gather_delay, quilter.coalesce_delay)
 
     def _journaled(self, value: Any, wire: Any) -> None:
         if value is None:
             self._snapshot_due = True
-            self._pending = None
             self._wires.clear()
-        elif self._snapshot_due:
-            pass  # the snapshot will hold it
-        elif wire is not None:
+        elif wire is not None and not self._snapshot_due:
             self._wires.append(wire)  # a received delta: already encoded, nothing to join
-        elif self._pending is None:
-            self._pending = value.copy()
-        else:
-            self._pending.join(value)
+        # A local delta (no wire) comes back through _journal_batch, encoded, when its batch is cut.
         self.node.wake()
+
+    def _journal_batch(self, wire: Any) -> None:
+        if not self._snapshot_due:
+            self._wires.append(wire)
 
     def collect(self, txn: Txn) -> int | None:
         """Add what this board changed since the last commit to ``txn``; the state version it covers."""
@@ -590,22 +599,19 @@ class BoardStore:
         if q is None:
             return None
         core = q.core
+        q.cut_batch()  # every local change so far joins the journal as its batch's wire form
         w = BoardWrite()
-        if (self._pending is not None or self._wires) and not self._snapshot_due:
+        if self._wires and not self._snapshot_due:
             # One journal record per commit: the wire forms of every delta joined since the last one.
             wires, self._wires = self._wires, []
-            if self._pending is not None:
-                wires.append(core.codec.encode(self._pending))
-                self._pending = None
             delta = pack(wires)
             self._journal_bytes += len(delta)
-            if self._journal_bytes > 2 * self._snapshot_bytes + JOURNAL_SLACK:
+            if self._journal_bytes > JOURNAL_FACTOR * self._snapshot_bytes + JOURNAL_SLACK:
                 self._snapshot_due = True
             else:
                 w.deltas.append(delta)
         if self._snapshot_due:
             self._snapshot_due = False
-            self._pending = None
             self._wires = []
             w.snapshot = pack(core.codec.encode(core.state))
             self._snapshot_bytes = len(w.snapshot)
