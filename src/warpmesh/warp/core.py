@@ -781,9 +781,11 @@ class WarpCore:
         back after its dequeue (an enqueue retried with the same run token races the removal, and
         the queue's add wins).
         """
-        reg = self.results.get(task_id)
+        if (task_id, desc.run) in self._dequeuing:
+            return  # ours, leaving once a majority holds the answer (every re-claim pass meets these)
+        reg = self.results.peek(task_id)
         mine = reg is not None and reg.replica == self.replica
-        if mine or self.ring.owner(task_id) == self.self_id or desc.pin == self.self_id:
+        if mine or self._ring_owner(task_id) == self.self_id or desc.pin == self.self_id:
             self._dequeue_answered(task_id, desc)
 
     def _dequeue_answered(self, task_id: str, desc: TaskDescriptor) -> None:
@@ -796,7 +798,7 @@ class WarpCore:
         """
         if (task_id, desc.run) in self._dequeuing:
             return  # being dequeued, once a majority holds the answer
-        reg = self.results.get(task_id)
+        reg = self.results.peek(task_id)
         writer = (reg.replica if reg is not None else None) or ""
         if writer == self.replica:
             self._remove_from_queue(task_id, desc.run)  # ours, and our majority watch saw it replicated
