@@ -635,3 +635,50 @@ def test_a_rewritten_task_or_answer_is_read_anew_and_a_new_ring_reassigns_owners
     ran = {n: net.take_all(n) for n in sorted(survivors)}
     for t in tasks:
         assert [n for n in sorted(survivors) if t in ran[n]] == [owner_of(t, survivors)], t
+
+
+def test_a_stolen_task_stays_held_until_its_owner_confirmed_the_answer() -> None:
+    """The thief's answer reached a majority without the owner (c, not a): however long that lasts,
+    the task stays in the thief's `held`, or the owner would take it back and run it again."""
+    net = Net(["a", "b", "c"])
+    net.converge()
+    everyone = {"a", "b", "c"}
+    tasks = [task_owned_by(everyone, "a", prefix=f"held-{i}") for i in range(8)]
+    for t in tasks:
+        net.enqueue("a", t)
+    a, b = net["a"], net["b"]
+    a.core.costs.observe("echo", 1.0)
+    net.sync()
+    b.core._backlogs["a"] = (100.0, net.now)  # a reported the biggest backlog: b asks it
+    assert b.core.steal_attempt(net.now)
+    b.apply()
+    _deliver(net, "b", "a")
+    _deliver(net, "a", "b")
+    stolen = sorted(t for t in tasks if t in b.core.stolen)
+    assert stolen, "b was granted some of a's backlog"
+    net.take_all("b")
+    net.sync({"b", "c"})  # the answers reach c, not a
+    waits, b.majority_waits = b.majority_waits, []
+    for t, run in waits:
+        b.core.majority_held(net.now, t, run, 7)  # batch 7 of b's results stream carried them
+    b.apply()
+    net.sync({"b", "c"})
+    b.core.results_confirmed({"a": 6, "c": 7})
+    net.now += 60.0  # far past any grace period
+    b.core.housekeeping(net.now)
+    b.apply()
+    assert all(t in b.core.stolen for t in stolen), "dropped from `held` before the owner had the answer"
+    for _ in range(50):
+        a.core.costs.observe("echo", 1e-6)  # a's backlog is now too small to grant: it keeps what it takes back
+    for _ in range(2):  # b asks again, twice (a grant between); `held` still lists them
+        b.core._backlogs["a"] = (100.0, net.now)
+        assert b.core.steal_attempt(net.now)
+        b.apply()
+        _deliver(net, "b", "a")
+        _deliver(net, "a", "b")
+    net.take_all("a")
+    assert not set(a.ran) & set(stolen), "the owner took back and ran again a task the thief answered"
+    b.core.results_confirmed({"a": 7, "c": 7})
+    b.core.housekeeping(net.now)
+    b.apply()
+    assert not set(b.core.stolen) & set(stolen), "held forever once the owner confirmed"

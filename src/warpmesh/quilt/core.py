@@ -303,6 +303,10 @@ class QuilterCore(Generic[S]):
         """Whether we still wait for our first complete repair from a peer (causal states only)."""
         return not self._bootstrapped
 
+    def confirmed(self) -> dict[str, int]:
+        """Per live peer: the highest of our batches it acknowledged holding (with all before it)."""
+        return {p: self._confirmed.get(p, 0) for p in self._peers}
+
     def replication_lag(self, now: float) -> dict[str, tuple[int, float]]:
         """Per live peer: how many of our batches it has not confirmed yet, and how long the oldest of
         them has waited (seconds; 0.0 when it holds them all, or when the oldest left our buffer)."""

@@ -37,7 +37,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -320,6 +320,10 @@ class WarpCore:
         self.delegated: dict[str, tuple[str, str, int]] = {}  # task -> (run, thief, request seq): granted away
         self._thieves: dict[str, tuple[int, int]] = {}  # thief -> (incarnation, newest request seq seen)
         self.stolen: dict[str, tuple[str, str, float | None]] = {}  # task -> (run, owner, finished at): granted us
+        # Stolen tasks whose answer a majority holds: the results batch of ours that carried it. Such
+        # a task stays in `held` until its owner confirmed that batch (results_confirmed).
+        self._stolen_answer_seq: dict[str, int] = {}
+        self._results_confirmed: dict[str, int] = {}  # peer -> our results batches it holds, up to
         self._steal_seq = 0
         self._steal_sent: dict[str, int] = {}  # owner -> seq of the newest request sent to it
         self._steal_pending: tuple[str, int, float] | None = None  # (owner, seq, sent at) awaiting a grant
@@ -814,10 +818,14 @@ class WarpCore:
             self._emit(ev.ADOPTED, task_id, _node_of(writer), run=desc.run)
         self._watch_majority(task_id, desc.run)
 
-    def majority_held(self, now: float, task_id: str, run: str) -> None:
-        """A majority holds this peer's answer for ``run``: the task may leave the queue."""
+    def majority_held(self, now: float, task_id: str, run: str, seq: int = 0) -> None:
+        """A majority holds this peer's answer for ``run``: the task may leave the queue. ``seq``:
+        the batch of our results stream that carried it (0: not known)."""
         self._now = now
         self._dequeuing.discard((task_id, run))
+        stolen = self.stolen.get(task_id)
+        if seq and stolen is not None and stolen[0] == run:
+            self._stolen_answer_seq[task_id] = seq
         if self.result_run(task_id) == run:
             self._remove_from_queue(task_id, run)
 
@@ -881,6 +889,7 @@ class WarpCore:
         """We lack the run's op (another peer may have it): stand by instead of failing it."""
         self.claimed.pop(task_id, None)
         self.stolen.pop(task_id, None)
+        self._stolen_answer_seq.pop(task_id, None)
         self.standby[task_id] = run
 
     def run_started(self, now: float, task_id: str, desc: TaskDescriptor, mode: str) -> None:
@@ -904,6 +913,7 @@ class WarpCore:
         if self.claimed.get(task_id) == run:
             self.claimed.pop(task_id, None)
         self.stolen.pop(task_id, None)  # granted to us: left out of `held`, so its owner takes it back
+        self._stolen_answer_seq.pop(task_id, None)
         self.deferred[task_id] = (run, now + retry_after)
 
     def _is_failover(self, task_id: str) -> bool:
@@ -1104,6 +1114,10 @@ class WarpCore:
                 self._emit(ev.STOLEN, task_id, owner, run=desc.run, direction="in")
         self._out.runnable = True
 
+    def results_confirmed(self, confirmed: Mapping[str, int]) -> None:
+        """How far each peer has confirmed (acknowledged) our results stream's batches."""
+        self._results_confirmed = dict(confirmed)
+
     def _prune_steal_bookkeeping(self, now: float) -> None:
         queued = self.queue
         for task_id, (run, _, _) in list(self.delegated.items()):
@@ -1117,7 +1131,15 @@ class WarpCore:
                 if self.result_run(task_id) == run and self.claimed.get(task_id) != run:
                     self.stolen[task_id] = (run, owner, now)  # answered elsewhere; never ran here
             elif now - finished >= grace and (task_id not in queued or self.result_run(task_id) == run):
+                if (task_id, run) in self._dequeuing:
+                    continue  # our answer is not on a majority yet: the owner may well lack it
+                seq = self._stolen_answer_seq.get(task_id, 0)
+                if seq and owner in self._all_workers and self._results_confirmed.get(owner, 0) < seq:
+                    # Out of `held`, the task would be taken back by its owner, who would run it
+                    # again if our answer has not reached it (a majority without the owner).
+                    continue
                 del self.stolen[task_id]
+                self._stolen_answer_seq.pop(task_id, None)
         for peer, (_, at) in list(self._backlogs.items()):
             if now - at > 10.0:
                 del self._backlogs[peer]

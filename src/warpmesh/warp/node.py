@@ -1233,8 +1233,8 @@ class WarpNode:
             batch, self._dequeues = self._dequeues, []
             await self.results_board.replicated(max(seq for seq, _, _ in batch), majority=True)
             now = self.now()
-            for _, task_id, run in batch:
-                self.core.majority_held(now, task_id, run)
+            for seq, task_id, run in batch:
+                self.core.majority_held(now, task_id, run, seq)
             self._drain()
 
     def _count(self, name: str, n: int = 1) -> None:
@@ -1261,6 +1261,7 @@ class WarpNode:
         while True:
             await asyncio.sleep(self.config.reclaim_interval * self.rng.uniform(0.8, 1.2))
             self._refresh_membership()
+            self.core.results_confirmed(self.results_board.core.confirmed())
             self.core.housekeeping(self.now())
             self._drain()
 

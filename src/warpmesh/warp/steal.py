@@ -7,7 +7,8 @@ still runs once at steady membership:
 
 1. An idle worker sends ``REQUEST [seq, want, held, incarnation]`` to one peer (the one that last reported the
    biggest backlog). ``held`` lists the tasks it holds from that peer: granted, accepted, and not
-   long finished.
+   finished long ago - and a finished one stays listed until the owner has confirmed the results
+   batch that carried its answer (else the owner, missing the answer, would run it again).
 2. The owner takes up to half of its estimated backlog *from the back of its ready queue* (tasks
    it has claimed and not started), forgets its own claim on them, records them as delegated, and
    answers ``GRANT [seq, [[task, descriptor], ...], backlog_seconds, 0]``.
