@@ -22,6 +22,14 @@ of ``--peers`` x the first of ``--jobs``, default 8 x 1,000) measured in the sam
     python bench/scale.py --heartbeats --peers 8,32,64   # heartbeat cost per peer, busy and quiet
     python bench/scale.py --repeats 5           # medians over interleaved repeats (seeds seed..)
     python bench/scale.py --peers 64 --jobs 20000 --ack-answers   # a staged target of issue 16
+    python bench/scale.py --rounds 10           # the long-lived mesh: 10 rounds of 30,000 jobs, real processes
+
+``--rounds N`` is issue 16's other experiment, on real processes and wall time: 3 ``warpmesh node``
+peers on loopback (``--round-peers``), then N rounds, each one ``warpmesh submit --file --json`` of
+``--round-jobs`` (30,000) new trivial jobs (``demo.collatz``), answers left on the board, so round k
+starts with (k - 1) x 30,000 answers held. One JSON line per round (seconds, jobs/s, each peer's RSS
+and the answers it holds), then a summary line: ``ours`` = the last round's jobs/s, ``peer`` = the
+first round's, ``ratio`` = last / first; the target is within 15% (ratio >= 0.85).
 
 Churn follows run time, so single seeds are noisy: quote medians of repeats (``--repeats``).
 """
@@ -138,6 +146,90 @@ def run_child(peers: int, jobs: int, seed: int, timeout: float, ack_answers: boo
     return result
 
 
+def _rss_mib(pid: int) -> float | None:
+    """Resident memory of a process, from /proc (None where there is no /proc)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+async def _rounds(rounds: int, round_jobs: int, peers: int, timeout: float) -> list[dict[str, Any]]:
+    """Issue 16's long-lived mesh: ``rounds`` submits of ``round_jobs`` new jobs into one mesh."""
+    import asyncio
+    import tempfile
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from warp_vs_peers import WarpCluster
+
+    from warpmesh.warp.demo_ops import collatz_steps
+
+    out: list[dict[str, Any]] = []
+    cluster = WarpCluster(peers)
+    await cluster.start()
+    try:
+        first = cluster.procs[0]
+        assert first.address is not None
+        with tempfile.TemporaryDirectory(prefix="warp-rounds-") as tmp:
+            for r in range(rounds):
+                base = r * round_jobs
+                path = os.path.join(tmp, f"round-{r + 1}.jsonl")
+                with open(path, "w") as f:
+                    for i in range(round_jobs):
+                        f.write(json.dumps({"op": "demo.collatz", "args": [base + i + 1],
+                                            "task": f"r{r + 1}-{i}"}) + "\n")
+                cmd = [sys.executable, "-m", "warpmesh.cli.app", "submit", "--to", first.address, "--file", path,
+                       "--json", "--timeout", str(timeout)]
+                t0 = time.perf_counter()
+                proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
+                                                            stderr=asyncio.subprocess.PIPE)
+                stdout, stderr = await proc.communicate()
+                seconds = time.perf_counter() - t0
+                answers = [json.loads(line) for line in stdout.splitlines() if line.strip()]
+                wrong = sum(1 for a in answers
+                            if not a.get("ok") or a.get("value") != collatz_steps(base + int(a["task"].split("-")[1]) + 1))
+                statuses = [await p.status(timeout) for p in cluster.procs]
+                line = {"bench": "scale_rounds", "round": r + 1, "jobs": round_jobs, "seconds": round(seconds, 3),
+                        "jobs_per_s": round(round_jobs / seconds, 1), "exit_status": proc.returncode,
+                        "answered": len(answers), "wrong": wrong,
+                        "answers_held": [s["warp"]["results"] for s in statuses],
+                        "duplicates": statuses[0]["warp"]["counters"]["duplicates"],
+                        "rss_mib": [_rss_mib(p.proc.pid) if p.proc is not None else None for p in cluster.procs],
+                        "loadavg_1m": round(os.getloadavg()[0], 2)}
+                if proc.returncode != 0:
+                    line["stderr"] = stderr.decode(errors="replace")[-500:]
+                print(json.dumps(line))
+                sys.stdout.flush()
+                out.append(line)
+    finally:
+        await cluster.stop()
+    return out
+
+
+def rounds_lines(rounds: int, round_jobs: int, peers: int, timeout: float) -> int:
+    """Run the rounds experiment and print its summary line; exit status 1 if a round failed."""
+    import asyncio
+
+    results = asyncio.run(_rounds(rounds, round_jobs, peers, timeout))
+    first, last = results[0]["jobs_per_s"], results[-1]["jobs_per_s"]
+    ok = all(r["exit_status"] == 0 and r["answered"] == round_jobs and r["wrong"] == 0 for r in results)
+    print(json.dumps({
+        "bench": "scale_rounds_summary", "ours": last, "peer": first,
+        "peer_name": "the first round's jobs/s (same mesh, same invocation)",
+        "ratio": round(last / first, 3), "target_ratio": 0.85, "met": ok and last / first >= 0.85,
+        "unit": "jobs/s (submit --file --json of each round, answers left on the board)",
+        "rounds": rounds, "round_jobs": round_jobs, "peers": peers, "ok": ok,
+        "jobs_per_s": [r["jobs_per_s"] for r in results],
+        "rss_mib_first_last": [results[0]["rss_mib"], results[-1]["rss_mib"]],
+        "answers_held_last": results[-1]["answers_held"],
+        "cpus": os.cpu_count(), "python": platform.python_version()}))
+    return 0 if ok else 1
+
+
 def _ints(text: str, what: str, least: int) -> list[int]:
     try:
         values = [int(x) for x in text.split(",") if x.strip()]
@@ -159,6 +251,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="a client acknowledges answers as they land (boards stay small; issue 16's staged runs)")
     ap.add_argument("--heartbeats", action="store_true",
                     help="instead: heartbeat bytes per peer per second at each --peers, busy and quiet meshes")
+    ap.add_argument("--rounds", type=int, default=0,
+                    help="instead: this many rounds of --round-jobs into one long-lived mesh of real processes")
+    ap.add_argument("--round-jobs", type=int, default=30_000, help="(--rounds) jobs per round")
+    ap.add_argument("--round-peers", type=int, default=3, help="(--rounds) warpmesh node processes")
     ap.add_argument("--quick", action="store_true", help="smoke run: 4 peers x 100 jobs, once")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # child mode: "peers,jobs,seed"
     args = ap.parse_args(argv)
@@ -166,6 +262,12 @@ def main(argv: list[str] | None = None) -> int:
         peers, jobs, seed, ack = (int(x) for x in args.one.split(","))
         print(json.dumps(one(peers, jobs, seed, bool(ack))))
         return 0
+    if args.rounds:
+        if args.rounds < 1 or args.round_jobs < 1 or args.round_peers < 1:
+            ap.error("--rounds, --round-jobs and --round-peers must be >= 1")
+        if args.quick:
+            args.rounds, args.round_jobs = 2, 200
+        return rounds_lines(args.rounds, args.round_jobs, args.round_peers, min(args.timeout, 600.0))
     if args.quick:
         args.peers, args.jobs, args.repeats = "4", "100", 1
     peer_counts = _ints(args.peers, "peers", 3)

@@ -34,3 +34,19 @@ def test_scale_sweep_at_8_32_and_64_peers_loses_nothing() -> None:
                          capture_output=True, text=True, timeout=3 * 3600)
     lines = [json.loads(x) for x in out.stdout.splitlines() if x.strip()]
     assert len(lines) == 3 and all(x["ok"] and x["lost"] == 0 and x["wrong"] == 0 for x in lines), lines
+
+
+@pytest.mark.process
+def test_scale_bench_rounds_quick_runs_rounds_into_one_mesh_of_real_processes() -> None:
+    out = subprocess.run([sys.executable, str(SCALE), "--rounds", "2", "--quick"], capture_output=True, text=True,
+                         timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [json.loads(x) for x in out.stdout.splitlines() if x.strip()]
+    rounds, (summary,) = lines[:-1], lines[-1:]
+    assert [r["round"] for r in rounds] == [1, 2]
+    for r in rounds:
+        assert r["exit_status"] == 0 and r["answered"] == r["jobs"] == 200 and r["wrong"] == 0
+        assert len(r["rss_mib"]) == 3
+    assert rounds[1]["answers_held"] == [400, 400, 400]  # answers stay on the board between rounds
+    assert summary["bench"] == "scale_rounds_summary" and summary["ok"]
+    assert summary["ratio"] == pytest.approx(summary["ours"] / summary["peer"], rel=0.01)
