@@ -19,7 +19,7 @@ from warpmesh.crdt.base import (
     registered_types,
     replica_id,
 )
-from warpmesh.crdt.causal import Dot, DotContext
+from warpmesh.crdt.causal import Dot, DotContext, sync_digest
 from warpmesh.crdt.counters import GCounter, PNCounter
 from warpmesh.crdt.hll import HyperLogLog, murmur3_x86_32
 from warpmesh.crdt.ormap import ORMap
@@ -49,4 +49,5 @@ __all__ = [
     "parse_replica_id",
     "registered_types",
     "replica_id",
+    "sync_digest",
 ]

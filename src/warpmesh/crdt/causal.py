@@ -18,13 +18,28 @@ from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, Generic, NamedTuple, TypeVar
 
+import blake3
+
 from warpmesh.bulk import bulk
-from warpmesh.crdt.base import CrdtDecodeError, check_replica, sort_bytes, w_int, w_list, w_replica
+from warpmesh.crdt.base import (
+    DIGEST_SIZE,
+    Crdt,
+    CrdtDecodeError,
+    check_replica,
+    digest,
+    sort_bytes,
+    w_int,
+    w_list,
+    w_replica,
+)
 from warpmesh.wire.frame import pack
 
-__all__ = ["Dot", "DotContext", "DotStore"]
+__all__ = ["Dot", "DotContext", "DotStore", "sync_digest"]
 
 _SEQ_MAX = (1 << 64) - 1
+#: Below this many dots touched since the last digest, tracking goes on whatever the store's size.
+_TOUCH_FLOOR = 4096
+_SYNC_DIGEST_DOMAIN = b"warpmesh.causal-digest.v1"
 
 
 class Dot(NamedTuple):
@@ -273,12 +288,18 @@ class DotStore(Generic[V]):
     empty dict. The index lets a small delta retire dots in O(delta) instead of scanning the store.
     """
 
-    __slots__ = ("_added", "_removed", "_sorted", "ctx", "index", "store")
+    __slots__ = ("_acc", "_added", "_removed", "_sorted", "_touched", "ctx", "index", "store")
 
     def __init__(self) -> None:
         self.store: dict[Hashable, dict[Dot, V]] = {}
         self.index: dict[Dot, Hashable] = {}
         self.ctx = DotContext()
+        # The incremental sync digest (see alive_digest): the XOR of the alive dots' hashes as of the
+        # last digest, and the dots added or removed since, each with whether it was alive then.
+        # Both None until a first digest (deltas never pay for the tracking), or after so many
+        # touches that a full pass is as cheap as replaying them.
+        self._acc: int | None = None
+        self._touched: dict[Dot, bool] | None = None
         # Canonical key order, maintained lazily: keys added / removed since the list was last
         # brought up to date are patched in with binary search when someone asks for the order.
         self._sorted: list[Hashable] | None = None
@@ -312,6 +333,11 @@ class DotStore(Generic[V]):
             self._removed.clear()
 
     def add_dot(self, key: Hashable, dot: Dot, value: V) -> None:
+        t = self._touched
+        if t is not None and dot not in t:
+            t[dot] = dot in self.index
+            if len(t) > _TOUCH_FLOOR and len(t) > len(self.index):
+                self._acc = self._touched = None
         contribs = self.store.get(key)
         if contribs is None:
             contribs = self.store[key] = {}
@@ -321,6 +347,11 @@ class DotStore(Generic[V]):
 
     def remove_dot(self, dot: tuple[str, int]) -> None:
         key = self.index.pop(dot)  # type: ignore[call-overload]
+        t = self._touched
+        if t is not None and dot not in t:
+            t[dot] = True  # type: ignore[index]  # it was alive: the pop above found it
+            if len(t) > _TOUCH_FLOOR and len(t) > len(self.index):
+                self._acc = self._touched = None
         contribs = self.store[key]
         del contribs[dot]  # type: ignore[arg-type]
         if not contribs:
@@ -335,7 +366,40 @@ class DotStore(Generic[V]):
         index = self.index
         for d in contribs:
             del index[d]
+        t = self._touched
+        if t is not None:
+            for d in contribs:
+                if d not in t:
+                    t[d] = True  # alive until now
+            if len(t) > _TOUCH_FLOOR and len(t) > len(index):
+                self._acc = self._touched = None
         return contribs
+
+    def alive_digest(self, tag: int) -> bytes:
+        """A 16-byte digest of this store's context and alive dots, for anti-entropy (see
+        :func:`sync_digest`), computed incrementally: after the first call, a call costs the dots
+        added or removed since the previous one plus the context's size, not the store's size.
+
+        Every write mints a new dot for an immutable contribution (ORMap, ORSet, MVRegister), so the
+        context and the set of alive dots determine the state: replicas that hold the same ones hold
+        equal states, and digest alike. The alive set enters as the XOR of 128-bit BLAKE3 hashes of
+        its dots, which a dot's arrival or retirement toggles.
+        """
+        index = self.index
+        acc = self._acc
+        touched = self._touched
+        if acc is None or touched is None:
+            acc = 0
+            for d in index:
+                acc ^= _dot_hash(d)
+        else:
+            for d, was_alive in touched.items():
+                if was_alive is not (d in index):
+                    acc ^= _dot_hash(d)
+        self._acc = acc
+        self._touched = {}
+        body = pack([tag, self.ctx.wire_table()[0], acc.to_bytes(16, "little")])
+        return blake3.blake3(_SYNC_DIGEST_DOMAIN + body).digest(length=DIGEST_SIZE)
 
     def sorted_keys(self) -> list[Hashable]:
         """Keys in canonical order (by the elements' msgpack bytes).
@@ -408,6 +472,8 @@ class DotStore(Generic[V]):
         c._sorted = None if self._sorted is None else list(self._sorted)
         c._added = set(self._added)
         c._removed = set(self._removed)
+        c._acc = self._acc
+        c._touched = None if self._touched is None else dict(self._touched)
         return c
 
     def is_bottom(self) -> bool:
@@ -547,3 +613,24 @@ class DotStore(Generic[V]):
                 value: Any = None if value_from_wire is None else value_from_wire(item[2])
                 ds.add_dot(key, dot, value)
         return ds
+
+
+def _dot_hash(d: tuple[str, int]) -> int:
+    """A dot's 128-bit hash (deterministic on every peer, unlike Python's ``hash``)."""
+    return int.from_bytes(blake3.blake3(d[0].encode() + b"\x00" + d[1].to_bytes(8, "little")).digest(length=16),
+                          "little")
+
+
+def sync_digest(x: Crdt) -> bytes:
+    """The digest anti-entropy compares (:class:`warpmesh.quilt.codec.CrdtCodec`): equal states give
+    equal digests.
+
+    For causal states (an ORMap, ORSet or MVRegister: a :class:`DotStore` inside) it is
+    :meth:`DotStore.alive_digest`, maintained as the state changes, so comparing a big, busy board
+    costs what changed since the last comparison, not the board (issue 16). Other states digest
+    their canonical bytes (:func:`warpmesh.crdt.base.digest`).
+    """
+    ds = getattr(x, "_ds", None)
+    if type(ds) is DotStore:
+        return ds.alive_digest(x.TYPE_TAG)
+    return digest(x)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from warpmesh.crdt import Crdt, decode, digest, encode
+from warpmesh.crdt import Crdt, decode, encode, sync_digest
 
 
 class CrdtCodec:
-    """Encodes states and deltas as ``[TYPE_TAG, wire]``; digests are BLAKE3 of the canonical bytes."""
+    """Encodes states and deltas as ``[TYPE_TAG, wire]``; digests are :func:`warpmesh.crdt.sync_digest`
+    (kept up to date as a causal board changes, so a digest round on a big board costs what changed)."""
 
     def encode(self, state: Crdt) -> Any:
         return encode(state)
@@ -17,7 +18,7 @@ class CrdtCodec:
         return decode(wire)
 
     def digest(self, state: Crdt) -> bytes:
-        return digest(state)
+        return sync_digest(state)
 
 
 CRDT_CODEC = CrdtCodec()

@@ -626,13 +626,13 @@ class QuilterCore(Generic[S]):
         hi = body[2]
         if stream != self.stream:
             # We restarted since; the asker gets everything of ours through a repair.
-            self._repair(sender, now=now)
+            self._repair(sender, now=now, why="restarted_stream")
             return
         if not isinstance(hi, int) or hi < lo or hi - lo >= self.config.max_resend_batches:
             raise ValueError("bad resend range")
         hi = min(hi, self._seq)
         if any(s not in self._buffer for s in range(max(lo, 1), hi + 1)):
-            self._repair(sender, now=now)  # no longer buffered: the difference, not the board
+            self._repair(sender, now=now, why="resend_unbuffered")  # the difference, not the board
             return
         for s in range(max(lo, 1), hi + 1):
             self._send(sender, self._buffer[s].frame, "resend")
@@ -680,7 +680,7 @@ class QuilterCore(Generic[S]):
         if diverged or empty or self._mismatch[sender] >= self.config.mismatch_rounds:
             self._mismatch.pop(sender, None)
             self._mismatch_frontiers.pop(sender, None)
-            self._repair(sender, now=now)
+            self._repair(sender, now=now, why="diverged" if diverged else "empty" if empty else "digest_mismatch")
 
     def _maybe_send_frontier(self, peer: str, now: float) -> None:
         # Frontiers differ. Usually deltas are in flight, but a batch whose origin is gone (crashed,
@@ -721,7 +721,7 @@ class QuilterCore(Generic[S]):
         # being filled already (a state or resend in flight, or another peer's repair).
         if behind & self._frontier_gaps.get(sender, set()):
             self.stats["frontier_repairs"] += 1
-            self._repair(sender, now=now)
+            self._repair(sender, now=now, why="closed_stream")
         self._frontier_gaps[sender] = behind
         # They may hold more of a closed stream than we do: show them ours too (rate-limited).
         self._maybe_send_frontier(sender, now)
@@ -815,15 +815,16 @@ class QuilterCore(Generic[S]):
         self._synced[sender] = now
 
     # -- difference repair --------------------------------------------------------------------
-    def _repair(self, peer: str, *, now: float) -> bool:
+    def _repair(self, peer: str, *, now: float, why: str) -> bool:
         """Bring ``peer`` (and us) up to date with each other; False if deferred until bootstrapped.
 
         For causal states: send our summary asking for what we lack; the peer answers with that
         difference and, if it lacks something of ours, with its own summary, which we answer with the
         difference it lacks. Costs the difference, not the state. Other states: a full state.
         While we bootstrap, our summary would fetch the whole board from every peer we repair with:
-        we wait for our one bootstrap peer instead.
+        we wait for our one bootstrap peer instead. ``why`` names the trigger (``stats["repair_<why>"]``).
         """
+        self.stats[f"repair_{why}"] += 1
         if not self._by_difference:
             self._send_state(peer, want_reply=True, now=now)
             return True
@@ -978,7 +979,7 @@ class QuilterCore(Generic[S]):
                 self._last_resend[peer] = now
                 self._resend_backoff[peer] = (acked, min(wait * 2, cfg.max_resend_backoff))
                 if len(overdue) > cfg.max_resend_batches or (acked + 1) not in self._buffer:
-                    if self._repair(peer, now=now):
+                    if self._repair(peer, now=now, why="resend_overdue"):
                         self._acked[peer] = self._seq  # the state covers them; do not resend again
                 else:
                     if backoff is not None:
