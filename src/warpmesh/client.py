@@ -308,8 +308,11 @@ class MeshClient:
     error: type[Exception] = ConnectError
 
     def __init__(self, to: tuple[str, int], *, listen: tuple[str, int] | None = None, secret: bytes | None = None,
-                 tls: Any = None, connect_timeout: float = 15.0) -> None:
+                 tls: Any = None, connect_timeout: float = 15.0, board_history: bool = True) -> None:
         self.to = to
+        #: False: the boards (the members board aside) follow only what is written from now on
+        #: (``WarpNode(board_history=False)``): for enqueueing and awaiting one's own answers.
+        self.board_history = board_history
         self.listen = listen
         self.secret = secret
         self.tls = tls
@@ -357,7 +360,8 @@ class MeshClient:
                 raise self.error(f"cannot listen on {_fmt(listen)}: {err.strerror or err}; pick another "
                                  "--listen address") from None
             self.entry = await self._linked()
-            self.warp = WarpNode(self.mesh, registry=OpRegistry(), role="client", incarnation=inc)
+            self.warp = WarpNode(self.mesh, registry=OpRegistry(), role="client", incarnation=inc,
+                                 board_history=self.board_history)
             await self.warp.start()
         except BaseException:
             await self.close()

@@ -292,7 +292,8 @@ def submit(op: str | None, args: tuple[str, ...], args_json: str | None, kw: tup
         show = len(jobs) > 1 and err.is_terminal
         progress = Progress(TextColumn("{task.description:>12}"), BarColumn(), MofNCompleteColumn(),
                             TimeElapsedColumn(), console=err, transient=True, disable=not show)
-        async with MeshClient(to, listen=listen, secret=secret, tls=tls, connect_timeout=connect_timeout) as client:
+        async with MeshClient(to, listen=listen, secret=secret, tls=tls, connect_timeout=connect_timeout,
+                              board_history=False) as client:
             # Results stream to us as deltas, so only the members board is pulled before submitting;
             # seeing the same workers as the peer means every runner's answer comes straight here.
             await client.sync(boards="members")

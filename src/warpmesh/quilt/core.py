@@ -9,10 +9,12 @@ Protocol (frames on one channel; each node's *stream* is its replica id, which c
 ``DELTA [stream, seq, delta]``
     Local mutations are joined into one pending delta and broadcast as one batch per flush
     (coalescing). Batches are numbered per stream and kept until every live peer acks them.
-``ACK [stream, upto, held?]``
+``ACK [stream, upto, held?, since?]``
     Cumulative: the receiver has every batch of ``stream`` up to ``upto`` (coalesced per flush).
     ``held`` (selective ack, only while there is a gap) lists batches beyond ``upto`` it holds too,
     so the origin's timed resends skip them: after one lost batch, only that batch is resent.
+    ``since`` (from a *partial* replica, below) says it holds the batches from ``since`` on only: the
+    origin stops buffering the rest for it, but never counts it as holding a batch.
 ``RESEND [stream, from, to]``
     Gap detection: a receiver that sees ``seq`` beyond ``upto + 1`` (or learns the stream's tail
     from a digest) asks the origin for the gap. If the origin no longer holds it, it sends its full
@@ -54,6 +56,13 @@ Bootstrap (causal states): a new or restarted Quilter asks *one* peer for what i
 another peer after ``bootstrap_timeout`` without progress) and, until that answer is complete, starts
 no repair of its own and answers other peers' summaries without its own summary back, so an empty
 newcomer receives the board once instead of once per peer that noticed it.
+
+Partial replicas (``history=False``, e.g. ``warpmesh submit``'s boards, which need the answers to
+their own jobs and nothing older): a stream met mid-way is followed from there (its acks carry
+``since``), no bootstrap, no repair is ever started by or toward them (their digests are empty, they
+send no frontiers, they answer summaries without their own), and they never count towards a
+majority of holders (:meth:`QuilterCore.majority_others`). A partial replica joining a big board so
+costs what it receives from then on, not the board.
 
 Sync hooks (for short-lived readers such as ``warpmesh results``): :meth:`QuilterCore.request_sync`
 sends our state to one peer with ``want_reply``; :meth:`QuilterCore.synced_at` tells when we last
@@ -155,6 +164,8 @@ class _RecvStream:
     extra: set[int]
     last_heard: float
     last_resend_request: float = float("-inf")
+    #: First batch we hold and want (a partial replica meeting the stream mid-way); 1 otherwise.
+    since: int = 1
     #: Highest batch known to exist (seen, or named by a digest) and since when we lack some batch
     #: up to it (None: no gap). Gaps are asked for only once they outlive a short grace: most are
     #: reordered or in-flight batches, and asking at once made most resends redundant.
@@ -202,8 +213,13 @@ class QuilterCore(Generic[S]):
         config: QuilterConfig | None = None,
         rng: random.Random | None = None,
         now: float = 0.0,
+        history: bool = True,
     ) -> None:
         self.self_id = self_id
+        #: False: a partial replica (see the module docstring): follows streams from when it meets
+        #: them, never repairs, never counts as a holder.
+        self.history = history
+        self._partial: set[str] = set()  # peers that told us (acks with ``since``) they are partial
         self.stream = stream
         self.state = state
         self.codec = codec
@@ -251,7 +267,7 @@ class QuilterCore(Generic[S]):
         # Bootstrap (causal states): until one peer's difference has brought us everything it holds,
         # we ask only that peer for what we lack; repairs other peers start toward us get the little
         # they lack from us, never our summary back, so the board reaches us once, not once per peer.
-        self._bootstrapped = not self._by_difference
+        self._bootstrapped = not self._by_difference or not history
         self._bootstrap_peer: str | None = None
         self._bootstrap_nonce = 0
         # One round for a greeting digest to name a reachable peer before the timer picks one.
@@ -291,12 +307,17 @@ class QuilterCore(Generic[S]):
         return self._seq + 1
 
     def acked_count(self, seq: int) -> int:
-        """How many live peers have acknowledged our batches up to ``seq`` (real acks only)."""
+        """How many live peers have acknowledged our batches up to ``seq`` (real acks only; a partial
+        replica never confirms a batch)."""
         return sum(1 for p in self._peers if self._confirmed.get(p, 0) >= seq)
 
     def majority_others(self) -> int:
-        """Peers besides us that must hold a batch for a majority of the roster (us included) to."""
-        return (len(self._peers) + 1) // 2
+        """Peers besides us that must hold a batch for a majority of the roster (us included) to.
+
+        Partial replicas (short-lived readers such as ``warpmesh submit``) are not counted: they
+        leave soon and hold only what arrived after they joined."""
+        voters = len(self._peers) - len(self._partial.intersection(self._peers)) if self._partial else len(self._peers)
+        return (voters + 1) // 2
 
     @property
     def bootstrapping(self) -> bool:
@@ -425,10 +446,12 @@ class QuilterCore(Generic[S]):
                             self._held_acks.append((self.version, peer, stream, r.upto))
                             continue
                         body: list[Any] = [stream, r.upto]
-                        if r.extra:
+                        if r.extra or r.since > 1:
                             # Selective ack: what we hold beyond the gap, so the origin resends only
                             # the gap (resending every overdue batch made most resends redundant).
                             body.append(sorted(r.extra)[:MAX_SACK])
+                        if r.since > 1:
+                            body.append(r.since)
                         self._send(peer, encode_frame(QuiltKind.ACK, body), "ack")
         if self._held_acks and self._held_acks[0][0] <= self._persisted:
             self._release_acks()
@@ -448,7 +471,9 @@ class QuilterCore(Generic[S]):
             ready[(peer, stream)] = max(ready.get((peer, stream), 0), upto)
         del self._held_acks[:n]
         for (peer, stream), upto in sorted(ready.items()):
-            self._send(peer, encode_frame(QuiltKind.ACK, [stream, upto]), "ack")
+            r = self._recv.get(stream)
+            body: list[Any] = [stream, upto] if r is None or r.since <= 1 else [stream, upto, [], r.since]
+            self._send(peer, encode_frame(QuiltKind.ACK, body), "ack")
 
     def request_sync(self, peer: str) -> None:
         """Ask ``peer`` for everything it holds: send it our state with ``want_reply``.
@@ -478,6 +503,7 @@ class QuilterCore(Generic[S]):
         for peer in sorted(set(self._peers) - peers):
             del self._peers[peer]
             self._departed[peer] = now
+            self._partial.discard(peer)
         self._gc_buffer()
 
     # -- receiving --------------------------------------------------------------------------
@@ -546,8 +572,13 @@ class QuilterCore(Generic[S]):
         # usually covers that history by then, without a resend from every origin.
         r = self._recv.get(stream)
         if r is None:
+            upto = self._forgotten.pop(stream, 0)
+            if not self.history and first_seen - 1 > upto:
+                # A partial replica follows the stream from here: its history is not wanted.
+                r = self._recv[stream] = _RecvStream(sender, first_seen - 1, set(), now, since=first_seen)
+                return r
             r = self._recv[stream] = _RecvStream(
-                sender, self._forgotten.pop(stream, 0), set(), now,
+                sender, upto, set(), now,
                 last_resend_request=now if first_seen > 1 else float("-inf"))
         else:
             r.peer = sender
@@ -607,12 +638,21 @@ class QuilterCore(Generic[S]):
         if not isinstance(sack, list) or len(sack) > MAX_SACK or not all(
                 isinstance(x, int) and not isinstance(x, bool) and upto < x <= self._seq for x in sack):
             raise ValueError("bad selective ack")
+        since = body[3] if len(body) > 3 else 1
+        if not isinstance(since, int) or isinstance(since, bool) or not 1 <= since <= upto + 1:
+            raise ValueError("bad ack start")
         if sack:
             self._sacked[sender] = frozenset(sack)
         else:
             self._sacked.pop(sender, None)
-        if upto > self._confirmed.get(sender, 0):
-            self._confirmed[sender] = upto
+        if since > 1:
+            # A partial replica: it will never ask for what came before ``since`` (so we stop
+            # buffering it for it), and it never counts as holding a batch of ours.
+            self._partial.add(sender)
+        else:
+            self._partial.discard(sender)
+            if upto > self._confirmed.get(sender, 0):
+                self._confirmed[sender] = upto
         old = self._acked.get(sender, 0)
         if upto > old:
             self._acked[sender] = upto
@@ -669,6 +709,8 @@ class QuilterCore(Generic[S]):
             self._mismatch[sender] = 1
             self._mismatch_frontiers[sender] = frontiers
         diverged = their_frontier == mine
+        if not self.history:
+            return  # a partial replica differs by design: it repairs nothing
         if not self._bootstrapped:
             self._maybe_bootstrap(sender, now)  # the sender is reachable: ask it for what we lack
             return
@@ -683,6 +725,8 @@ class QuilterCore(Generic[S]):
             self._repair(sender, now=now, why="diverged" if diverged else "empty" if empty else "digest_mismatch")
 
     def _maybe_send_frontier(self, peer: str, now: float) -> None:
+        if not self.history:
+            return  # our frontier is partial by design: showing it would only start repairs toward us
         # Frontiers differ. Usually deltas are in flight, but a batch whose origin is gone (crashed,
         # restarted, left) can reach some peers only through a full state - and busy peers, whose
         # frontiers never stand still, would never decide to exchange one. So now and then we show
@@ -825,6 +869,8 @@ class QuilterCore(Generic[S]):
         we wait for our one bootstrap peer instead. ``why`` names the trigger (``stats["repair_<why>"]``).
         """
         self.stats[f"repair_{why}"] += 1
+        if not self.history:
+            return False  # a partial replica wants nothing old and owes nobody a repair
         if not self._by_difference:
             self._send_state(peer, want_reply=True, now=now)
             return True
@@ -903,7 +949,7 @@ class QuilterCore(Generic[S]):
             # (ack it), as a full state from it would: its batches may be gone from its buffer, and a
             # gap we never close would hold back our acks of its later batches forever.
             self._cover(sender, stream, _Transfer(1, seq, False, {}), now)
-        if want_reply and diff.we_lack:
+        if want_reply and diff.we_lack and self.history:
             if self._bootstrapped:
                 self._send_summary(sender, want_reply=False)
             else:
@@ -1026,7 +1072,8 @@ class QuilterCore(Generic[S]):
         self.stats[f"bytes_{what}"] += len(frame)
 
     def _send_digest(self, peer: str, *, with_state: bool = True) -> None:
-        state = self.state_digest() if with_state else b""
+        # A partial replica's state differs from every full one: its digest would only start repairs.
+        state = self.state_digest() if with_state and self.history else b""
         body = [self.stream, self._seq, state, self.frontier_digest()]
         self._send(peer, encode_frame(QuiltKind.DIGEST, body), "digest")
 

@@ -34,7 +34,12 @@ log = logging.getLogger("warpmesh.quilt")
 
 
 class Quilter(Generic[S]):
-    """Replicate one CRDT state over a seam by delta anti-entropy."""
+    """Replicate one CRDT state over a seam by delta anti-entropy.
+
+    ``history=False`` makes a partial replica: it follows what is written from when it joins and
+    never fetches or repairs older state (see :mod:`warpmesh.quilt.core`); for short-lived readers
+    that want only what happens next, such as ``warpmesh submit`` waiting for its own answers.
+    """
 
     def __init__(
         self,
@@ -47,6 +52,7 @@ class Quilter(Generic[S]):
         rng: random.Random | None = None,
         coalesce_delay: float = 0.0,
         store: BoardStore | None = None,
+        history: bool = True,
     ) -> None:
         install_gc_pause()  # full states of big boards are bulk sections: pause the cyclic GC in them
         if codec is None:
@@ -56,7 +62,7 @@ class Quilter(Generic[S]):
         self.seam = seam
         self.coalesce_delay = coalesce_delay
         self.core: QuilterCore[S] = QuilterCore(
-            seam.self_id, stream, state, codec, config=config, rng=rng  # type: ignore[arg-type]
+            seam.self_id, stream, state, codec, config=config, rng=rng, history=history  # type: ignore[arg-type]
         )
         #: The state's version; bumps on every local or remote change. Await it to react to changes.
         self.changes: Observable[int] = Observable(0)

@@ -138,6 +138,11 @@ class WarpNode:
     seed, ``WarpNode(seam, executor=fn)`` where ``fn(task_id)`` computes a task's answer. Then
     ``await node.start()``, ``await node.enqueue(task_id, op, args)`` on any peer, and every peer's
     :attr:`results` converges to one answer per task.
+
+    ``board_history=False`` (clients only; a worker always keeps every board whole) makes every
+    board but the members board a partial replica that follows what is written from when it
+    joins: a client that enqueues and waits for its own answers then never fetches the answers
+    already on a big board, and never counts towards a majority of holders.
     """
 
     def __init__(
@@ -156,6 +161,7 @@ class WarpNode:
         mux: MuxSeam | None = None,
         wall_clock: Callable[[], float] | None = None,
         data_dir: str | os.PathLike[str] | NodeStore | None = None,
+        board_history: bool = True,
     ) -> None:
         if role not in ("worker", "client"):
             raise ValueError("role must be 'worker' or 'client'")
@@ -166,6 +172,7 @@ class WarpNode:
         self.seam = seam
         self.self_id: PeerId = seam.self_id
         self.role = role
+        self._board_history = board_history or role == "worker"
         self.registry = OpRegistry()
         if registry is None and executor is None:
             from warpmesh.warp.ops import default_registry
@@ -251,9 +258,13 @@ class WarpNode:
         cfg = self.config
 
         def board(tag: int, state: Any) -> Quilter[Any]:
+            # Without board history (a client that only waits for its own jobs' answers), every board
+            # but the members board is a partial replica: joining a mesh holding 300,000 answers
+            # must not fetch them (issue 16's rounds experiment).
             return Quilter(self.mux.channel(tag), state, stream=self.replica, config=cfg.quilter,
                            rng=random.Random(self.rng.getrandbits(32)), coalesce_delay=cfg.coalesce_delay,
-                           store=None if self.store is None else self.store.board(f"warp-{tag}"))
+                           store=None if self.store is None else self.store.board(f"warp-{tag}"),
+                           history=self._board_history or tag == MEMBERS_TAG)
 
         return (board(QUEUE_TAG, ORMap(LWWRegister)), board(RESULTS_TAG, ORMap(LWWRegister)),
                 board(INTENTS_TAG, ORMap(GSet)), board(COUNTERS_TAG, ORMap(GCounter)),
