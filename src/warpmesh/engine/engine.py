@@ -45,7 +45,14 @@ from warpmesh.engine.execution import (
     partition_units,
     run_batch,
 )
-from warpmesh.engine.footprint import ActiveFootprints, Footprint, footprints_conflict, union_footprints
+from warpmesh.engine.footprint import (
+    ActiveFootprints,
+    Footprint,
+    FootprintUnion,
+    compact_batch,
+    footprints_conflict,
+    union_footprints,
+)
 from warpmesh.engine.graph import EdgeRecord, GraphStore, GraphView, NodeRecord
 from warpmesh.engine.guard import footprint_slice
 from warpmesh.engine.hashing import (
@@ -73,7 +80,14 @@ from warpmesh.engine.ident import (
     pending_edge_id,
 )
 from warpmesh.engine.ops import OpenPortal, SetAttachment, UpsertEdge, UpsertNode, WarpOp
-from warpmesh.engine.patch import STATUS_COMMITTED, SlotSet, TickPatch, apply_ops, slots_from_union
+from warpmesh.engine.patch import (
+    STATUS_COMMITTED,
+    SlotSet,
+    TickPatch,
+    apply_ops,
+    slots_from_compact,
+    slots_from_union,
+)
 from warpmesh.engine.scheduler import SMALL_SORT_THRESHOLD, PendingRewrite, PendingTx
 from warpmesh.engine.state import WarpState, compute_state_root
 
@@ -707,7 +721,15 @@ class Engine:
 
         # The digests' byte streams are joined straight from the columns (no per-candidate bytes objects).
         plan_digest = _digest(_u64(n), chain.from_iterable(zip(scope_hashes, rule_ids)))
-        union, conflict_free = union_footprints(list(map(_footprint_of, drained)))
+        fps = list(map(_footprint_of, drained))
+        # The usual tick's footprints are compact (see Footprint): admission and slots come from their
+        # columns, with no set built per footprint.
+        batch = compact_batch(fps)
+        union: FootprintUnion | None = None
+        if batch is not None and batch.conflict_free():
+            conflict_free = True
+        else:
+            union, conflict_free = union_footprints(fps)
         if conflict_free:
             # No two candidates conflict, so reserving them in order admits all (see union_footprints).
             accepted = drained
@@ -723,7 +745,11 @@ class Engine:
             rewrites_digest = _digest(_u64(len(accepted)), chain.from_iterable(
                 (pr.rule.rule_id, pr.scope_hash, pr.scope[0], pr.scope[1]) for pr in accepted))
             decision_digest = receipt.digest()
-        in_slots, out_slots = slots_from_union(union, self._node_order)
+        if union is not None:
+            in_slots, out_slots = slots_from_union(union, self._node_order)
+        else:
+            assert batch is not None
+            in_slots, out_slots = slots_from_compact(batch, self._node_order)
 
         merged = self._execute(accepted)
         applier = apply_ops(self._state, merged, canonical=True)

@@ -18,7 +18,7 @@ from operator import itemgetter, methodcaller
 from typing import Any
 
 from warpmesh.engine.attachment import NODE, PLANE_ALPHA, AttachmentKey, AttachmentValue
-from warpmesh.engine.footprint import Footprint
+from warpmesh.engine.footprint import COMPACT_ALPHA_WRITE, Footprint
 from warpmesh.engine.graph import EdgeRecord, GraphStore, GraphView, NodeRecord, ordered_ids
 from warpmesh.engine.guard import GuardedView, check_write
 from warpmesh.engine.ident import NUM_SHARDS, EdgeId, NodeId, TypeId, WarpId
@@ -106,7 +106,9 @@ class TickDelta:
         """Set or clear ``node``'s alpha attachment."""
         key = _tnew(AttachmentKey, (NODE, self._warp, node, PLANE_ALPHA))
         fp = self._fp
-        if fp is not None and key not in fp.a_write:
+        # The compact footprint of the rewrite's own node declaring its alpha written, inline (see Footprint).
+        if fp is not None and not (fp._one == node and fp._shape & COMPACT_ALPHA_WRITE and fp._cw == self._warp) \
+                and not fp.writes_attachment(key):
             check_write(_tnew(SetAttachment, (key, value)), fp, self._warp, self._system)  # raises
         # emit(), inlined for the most common op (its guard check is the line above)
         self.ops.append(_tnew(SetAttachment, (key, value)))

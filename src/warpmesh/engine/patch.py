@@ -29,7 +29,7 @@ from warpmesh.engine.attachment import (
     Descend,
 )
 from warpmesh.engine.errors import InvalidOperation
-from warpmesh.engine.footprint import FootprintUnion, union_footprints
+from warpmesh.engine.footprint import CompactBatch, FootprintUnion, union_footprints
 from warpmesh.engine.graph import EdgeRecord, GraphStore, NodeRecord, ordered_ids
 from warpmesh.engine.hashing import ECHO, HashProfile
 from warpmesh.engine.ident import Hash, WarpId
@@ -54,6 +54,7 @@ __all__ = [
     "TickPatch",
     "apply_ops",
     "canonical_ops",
+    "slots_from_compact",
     "slots_of",
 ]
 
@@ -181,6 +182,22 @@ def slots_from_union(u: FootprintUnion, node_order: NodeOrder | None = None) -> 
     outs = SlotSet(*[
         have if len(w) == len(have) else tuple(filter(w.__contains__, have)) for have, w in zip(ins, writes)
     ])
+    return ins, outs
+
+
+def slots_from_compact(batch: CompactBatch, node_order: NodeOrder | None = None) -> tuple[SlotSet, SlotSet]:
+    """:func:`slots_from_union` of a batch of compact footprints, from its columns (same result).
+
+    Every footprint of the batch declares the same node and alpha entries about its own node, so each
+    kind of slot is the batch's distinct nodes in order, sorted once; a kind both sides hold is the
+    same tuple on both (as :func:`slots_from_union` does)."""
+    w = batch.warp
+    order = node_order(w) if node_order is not None else None
+    ids = ordered_ids(set(batch.locals_), order)
+    nodes = tuple(zip(repeat(w), ids)) if batch.reads_or_writes_nodes else ()
+    atts = tuple(zip(repeat(NODE), repeat(w), ids, repeat(PLANE_ALPHA))) if batch.reads_or_writes_alpha else ()
+    ins = SlotSet(nodes, (), atts, ())
+    outs = SlotSet(nodes if batch.writes_nodes else (), (), atts if batch.writes_alpha else (), ())
     return ins, outs
 
 
