@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from itertools import chain, repeat
-from operator import attrgetter, itemgetter
+from operator import attrgetter
 from typing import Any, NamedTuple, Protocol
 
 from blake3 import blake3
@@ -115,14 +115,10 @@ FootprintFn = Callable[[GraphView, NodeId], Footprint]
 
 _u64 = struct.Struct("<Q").pack
 _tnew = tuple.__new__  # builds named tuples without their Python-level __new__ (hot loops only)
-_rule_id_of = attrgetter("rule.rule_id")
-_rule_name_of = attrgetter("rule.name")
-_scope_hash_of = itemgetter(2)  # PendingRewrite.scope_hash (its fields by position: C-level getters)
-_scope_warp_of = itemgetter(3)  # PendingRewrite.warp
-_scope_local_of = itemgetter(4)  # PendingRewrite.local
-_footprint_of = itemgetter(5)  # PendingRewrite.footprint
-_executor_of = attrgetter("rule.executor")
-_system_of = attrgetter("rule.system")
+_rule_id = attrgetter("rule_id")
+_rule_name = attrgetter("name")
+_executor_of = attrgetter("executor")
+_system_of = attrgetter("system")
 
 # Structural ids used by ingest_intent (reference §1, "Structural ids created by ingest_intent").
 SIM_NODE = make_node_id("sim")
@@ -712,16 +708,14 @@ class Engine:
 
     def _commit(self, tx: int, pending: PendingTx) -> tuple[Snapshot, TickReceipt, TickPatch]:
         pack = self.rule_pack_id
-        drained = pending.drain(self.radix_threshold)
-        n = len(drained)
-        rule_ids = list(map(_rule_id_of, drained))
-        scope_hashes = list(map(_scope_hash_of, drained))
-        warps = list(map(_scope_warp_of, drained))
-        locals_ = list(map(_scope_local_of, drained))
+        drained = pending.drain_columns(self.radix_threshold)
+        rules, scope_hashes, warps, locals_, fps = (drained.rules, drained.scope_hashes, drained.warps,
+                                                   drained.locals_, drained.footprints)
+        n = len(rules)
+        rule_ids = list(map(_rule_id, rules))
 
         # The digests' byte streams are joined straight from the columns (no per-candidate bytes objects).
         plan_digest = _digest(_u64(n), chain.from_iterable(zip(scope_hashes, rule_ids)))
-        fps = list(map(_footprint_of, drained))
         # The usual tick's footprints are compact (see Footprint): admission and slots come from their
         # columns, with no set built per footprint.
         batch = compact_batch(fps)
@@ -732,26 +726,29 @@ class Engine:
             union, conflict_free = union_footprints(fps)
         if conflict_free:
             # No two candidates conflict, so reserving them in order admits all (see union_footprints).
-            accepted = drained
-            receipt = TickReceipt.all_applied(tx, rule_ids, list(map(_rule_name_of, drained)), scope_hashes,
+            receipt = TickReceipt.all_applied(tx, rule_ids, list(map(_rule_name, rules)), scope_hashes,
                                               warps, locals_)
             # rule_id ‖ scope_hash ‖ warp ‖ local per rewrite; the receipt adds each one's code (01).
             rewrites_digest = _digest(_u64(n), chain.from_iterable(zip(rule_ids, scope_hashes, warps, locals_)))
             decision_digest = _digest(b"\x02\x00" + _u64(n), chain.from_iterable(zip(
                 rule_ids, scope_hashes, warps, locals_, repeat(b"\x01")))) if n else digest_len0_u64()
         else:
-            accepted, receipt = self._reserve(tx, drained)
+            accepted, receipt = self._reserve(tx, drained.records())
             union = union_footprints([pr.footprint for pr in accepted])[0]
             rewrites_digest = _digest(_u64(len(accepted)), chain.from_iterable(
                 (pr.rule.rule_id, pr.scope_hash, pr.scope[0], pr.scope[1]) for pr in accepted))
             decision_digest = receipt.digest()
+            rules = [pr.rule for pr in accepted]
+            warps = [pr.warp for pr in accepted]
+            locals_ = [pr.local for pr in accepted]
+            fps = [pr.footprint for pr in accepted]
         if union is not None:
             in_slots, out_slots = slots_from_union(union, self._node_order)
         else:
             assert batch is not None
             in_slots, out_slots = slots_from_compact(batch, self._node_order)
 
-        merged = self._execute(accepted)
+        merged = self._execute(rules, warps, locals_, fps)
         applier = apply_ops(self._state, merged, canonical=True)
         ops = applier.effective_ops()
 
@@ -799,9 +796,11 @@ class Engine:
                                                 disp)))
         return accepted, TickReceipt(tx, tuple(entries), tuple(blocked))
 
-    def _execute(self, accepted: list[PendingRewrite]) -> list[WarpOp]:
-        """Run the admitted rewrites over shards and merge their deltas canonically."""
-        if not accepted:
+    def _execute(self, rules: list[RewriteRule], warps: list[bytes], locals_: list[bytes],
+                 fps: list[Footprint]) -> list[WarpOp]:
+        """Run the admitted rewrites (given as columns, in canonical order) over shards and merge their
+        deltas canonically."""
+        if not rules:
             return []
         stores = self._state.stores
         guard = self.footprint_guard
@@ -809,13 +808,12 @@ class Engine:
         items: list[ExecItem]
         results: list[tuple[list[WarpOp], list[tuple[int, int]]]]
         if remote:
-            items = [(i, pr.rule.executor, footprint_slice(stores[pr.scope[0]], pr.footprint), pr.scope[1],
-                      pr.footprint, pr.rule.system) for i, pr in enumerate(accepted)]
+            items = [(i, rule.executor, footprint_slice(stores[WarpId(w)], fp), local, fp, rule.system)
+                     for i, (rule, w, local, fp) in enumerate(zip(rules, warps, locals_, fps))]
         else:
             columns: Iterable[ExecItem] = zip(
-                range(len(accepted)), map(_executor_of, accepted), map(stores.__getitem__, map(_scope_warp_of, accepted)),
-                map(_scope_local_of, accepted), map(_footprint_of, accepted) if guard else repeat(None),
-                map(_system_of, accepted))
+                range(len(rules)), map(_executor_of, rules), map(stores.__getitem__, warps), locals_,
+                fps if guard else repeat(None), map(_system_of, rules))
             if self.workers == 1:
                 # One worker runs everything in canonical order (Echo's serial path), the items streamed
                 # from the columns: zip recycles its tuple, so no per-rewrite item is built and kept.
@@ -824,7 +822,7 @@ class Engine:
             else:
                 items = list(columns)
         if remote or self.workers > 1:
-            units = partition_units([(i, pr.scope[0], pr.scope[1]) for i, pr in enumerate(accepted)])
+            units = partition_units(list(zip(range(len(rules)), warps, locals_)))
             plan = assign_units(len(units), self.workers, self.claim_rng)
             batches = [[items[m] for u in claimed for m in units[u]] for claimed in plan]
             if remote:
@@ -835,7 +833,7 @@ class Engine:
         try:
             merged = merge_deltas(results, self._node_order)
         except MergeFailure as failure:
-            writers = [(accepted[o[0]].rule.name, NodeKey(*accepted[o[0]].scope), op) for o, op in failure.writers]
+            writers = [(rules[o[0]].name, NodeKey(warps[o[0]], locals_[o[0]]), op) for o, op in failure.writers]
             raise MergeConflict(failure.key, writers) from None
         new_warps = set()
         if OpenPortal in set(map(type, merged)):  # (one C-level pass over the ops when there is none)
