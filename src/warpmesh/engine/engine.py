@@ -17,8 +17,8 @@ import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from itertools import chain, repeat
-from operator import attrgetter
+from itertools import chain, compress, repeat
+from operator import attrgetter, ne
 from typing import Any, NamedTuple, Protocol
 
 from blake3 import blake3
@@ -37,13 +37,16 @@ from warpmesh.engine.errors import (
     WriteToNewWarp,
 )
 from warpmesh.engine.execution import (
+    AtomRun,
     ExecItem,
     MergeFailure,
     TickDelta,
     assign_units,
     merge_deltas,
+    merge_tick_deltas,
     partition_units,
     run_batch,
+    run_delta,
 )
 from warpmesh.engine.footprint import (
     ActiveFootprints,
@@ -85,6 +88,7 @@ from warpmesh.engine.patch import (
     SlotSet,
     TickPatch,
     apply_ops,
+    encode_atom_ops,
     slots_from_compact,
     slots_from_union,
 )
@@ -749,11 +753,28 @@ class Engine:
             in_slots, out_slots = slots_from_compact(batch, self._node_order)
 
         merged = self._execute(rules, warps, locals_, fps)
-        applier = apply_ops(self._state, merged, canonical=True)
-        ops = applier.effective_ops()
+        ops_encoding: bytes | None = None
+        ops: list[WarpOp] | None = None
+        if isinstance(merged, AtomRun):
+            # A tick of node-atom writes in one warp, still as columns: applied in bulk, as apply_ops'
+            # canonical path does for the same ops (set_node_atoms refuses what does not qualify, then
+            # nothing changed), its diff and digest encoding taken from the columns.
+            run = merged
+            store = self._state.stores.get(WarpId(run.warp))
+            before = store.set_node_atoms(run.nodes, run.values) if store is not None else None
+            if before is None:
+                merged = run.ops()
+            else:
+                changed = list(map(ne, run.values, before))
+                nodes, values = list(compress(run.nodes, changed)), list(compress(run.values, changed))
+                ops = run.ops(nodes, values)
+                ops_encoding = encode_atom_ops(run.warp, nodes, values)
+        if ops is None:
+            assert not isinstance(merged, AtomRun)
+            ops = apply_ops(self._state, merged, canonical=True).effective_ops()
 
         patch = TickPatch(self.policy_id, pack, STATUS_COMMITTED, in_slots, out_slots, tuple(ops))
-        patch_digest = patch.digest(self.profile)
+        patch_digest = patch.digest(self.profile, ops_encoding)
         state_root = self.state_root()
         parents = (self._last.hash,) if self._last is not None else ()
         commit = commit_hash_v2(self.profile, state_root, list(parents), patch_digest, self.policy_id)
@@ -797,16 +818,18 @@ class Engine:
         return accepted, TickReceipt(tx, tuple(entries), tuple(blocked))
 
     def _execute(self, rules: list[RewriteRule], warps: list[bytes], locals_: list[bytes],
-                 fps: list[Footprint]) -> list[WarpOp]:
+                 fps: list[Footprint]) -> list[WarpOp] | AtomRun:
         """Run the admitted rewrites (given as columns, in canonical order) over shards and merge their
-        deltas canonically."""
+        deltas canonically: the merged ops, or the same ops as an :class:`AtomRun` when they only set
+        node atoms of one warp (deltas run here keep those as columns; see TickDelta)."""
         if not rules:
             return []
         stores = self._state.stores
         guard = self.footprint_guard
         remote = self.executor is not None
         items: list[ExecItem]
-        results: list[tuple[list[WarpOp], list[tuple[int, int]]]]
+        results: list[tuple[list[WarpOp], list[tuple[int, int]]]] = []
+        deltas: list[TickDelta] = []
         if remote:
             items = [(i, rule.executor, footprint_slice(stores[WarpId(w)], fp), local, fp, rule.system)
                      for i, (rule, w, local, fp) in enumerate(zip(rules, warps, locals_, fps))]
@@ -817,7 +840,7 @@ class Engine:
             if self.workers == 1:
                 # One worker runs everything in canonical order (Echo's serial path), the items streamed
                 # from the columns: zip recycles its tuple, so no per-rewrite item is built and kept.
-                results = [run_batch(columns)]
+                deltas = [run_delta(columns)]
                 items = []
             else:
                 items = list(columns)
@@ -829,13 +852,16 @@ class Engine:
                 assert self.executor is not None
                 results = self.executor.run(run_batch, batches)
             else:
-                results = [run_batch(b) for b in batches]
+                deltas = [run_delta(b) for b in batches]
+        merged: list[WarpOp] | AtomRun
         try:
-            merged = merge_deltas(results, self._node_order)
+            merged = merge_deltas(results, self._node_order) if remote else merge_tick_deltas(deltas, self._node_order)
         except MergeFailure as failure:
             writers = [(rules[o[0]].name, NodeKey(warps[o[0]], locals_[o[0]]), op) for o, op in failure.writers]
             raise MergeConflict(failure.key, writers) from None
-        new_warps = set()
+        if isinstance(merged, AtomRun):
+            return merged  # no OpenPortal among them
+        new_warps: set[bytes] = set()
         if OpenPortal in set(map(type, merged)):  # (one C-level pass over the ops when there is none)
             new_warps = {op.child_warp for op in merged if type(op) is OpenPortal and op.init_root is not None}
         if new_warps:

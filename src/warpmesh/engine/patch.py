@@ -54,6 +54,7 @@ __all__ = [
     "TickPatch",
     "apply_ops",
     "canonical_ops",
+    "encode_atom_ops",
     "slots_from_compact",
     "slots_of",
 ]
@@ -258,8 +259,11 @@ class TickPatch:
         return cls(policy_id, rule_pack_id, status, SlotSet.of(*in_slots), SlotSet.of(*out_slots),
                    tuple(canonical_ops(ops)))
 
-    def digest(self, profile: HashProfile = ECHO) -> Hash:
-        """``compute_patch_digest_v2``: prefix ‖ u16le(2) ‖ u32le(policy) ‖ rule_pack ‖ status ‖ in ‖ out ‖ ops."""
+    def digest(self, profile: HashProfile = ECHO, ops_encoding: bytes | None = None) -> Hash:
+        """``compute_patch_digest_v2``: prefix ‖ u16le(2) ‖ u32le(policy) ‖ rule_pack ‖ status ‖ in ‖ out ‖ ops.
+
+        ``ops_encoding``, if given, must be the ops' encoding (what :func:`_encode_ops` joins); the commit
+        passes the one it built from its columns (:func:`encode_atom_ops`)."""
         ops = self.ops
         h = blake3(b"".join((profile.patch_digest_prefix, b"\x02\x00", struct.pack("<I", self.policy_id),
                              self.rule_pack_id, bytes((self.status,)))))
@@ -269,7 +273,7 @@ class TickPatch:
         for part in self.out_slots.encode_parts(profile, memo):
             h.update(part)
         h.update(_u64(len(ops)))
-        h.update(b"".join(_encode_ops(ops)))
+        h.update(b"".join(_encode_ops(ops)) if ops_encoding is None else ops_encoding)
         return Hash(h.digest())
 
     def apply_to(self, state: WarpState) -> None:
@@ -300,10 +304,7 @@ def _encode_ops(ops: Sequence[WarpOp]) -> list[bytes]:
         if (set(map(_owner_of, keys)) == {NODE} and set(map(_plane_of, keys)) == {PLANE_ALPHA}
                 and set(map(type, values)) == {AtomPayload}):
             out += map(_op_encode, ops[:first])
-            data = list(map(_value_of, values))
-            out.append(b"".join(map(b"".join, zip(
-                repeat(b"\x07\x01\x01"), map(_warp_of, keys), map(_local_of, keys), repeat(b"\x01\x01"),
-                map(_key_of, values), map(_u64, map(len, data)), data))))
+            out.append(_encode_atom_ops(map(_warp_of, keys), map(_local_of, keys), values))
             return out
     for op in ops:
         if type(op) is SetAttachment:
@@ -314,6 +315,19 @@ def _encode_ops(ops: Sequence[WarpOp]) -> list[bytes]:
                 continue
         out.append(op.encode())
     return out
+
+
+def encode_atom_ops(warp: bytes, nodes: Sequence[bytes], values: Sequence[Any]) -> bytes:
+    """The digest encoding of ``SetAttachment`` ops setting node ``nodes[i]``'s atom (warp ``warp``) to
+    ``values[i]`` (each an :class:`AtomPayload`): what :func:`_encode_ops` builds for the same ops."""
+    return _encode_atom_ops(repeat(warp), nodes, values)
+
+
+def _encode_atom_ops(warps: Iterable[bytes], nodes: Iterable[bytes], values: Sequence[Any]) -> bytes:
+    """``07 01 01 ‖ warp ‖ node ‖ 01 01 ‖ atom type ‖ u64le(len) ‖ data`` per op, in one C-level join."""
+    data = list(map(_value_of, values))
+    return b"".join(map(b"".join, zip(repeat(b"\x07\x01\x01"), warps, nodes, repeat(b"\x01\x01"),
+                                      map(_key_of, values), map(_u64, map(len, data)), data)))
 
 
 def apply_ops(state: WarpState, ops: Iterable[WarpOp], canonical: bool = False,
