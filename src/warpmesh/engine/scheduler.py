@@ -154,11 +154,16 @@ class PendingTx:
         self._index = {}
         self._collisions = {}
         self._next_nonce = 0
-        cols = [flat[i::_WIDTH] for i in range(_WIDTH)]
-        if nonces is None:
-            nonces = list(range(len(cols[0])))
-        perm = canonical_perm(cols[2], cols[1], nonces, threshold)
-        return Drained(*[list(map(col.__getitem__, perm)) for col in (*cols, nonces)])
+        rules, compacts, hashes, warps, locals_, fps = [flat[i::_WIDTH] for i in range(_WIDTH)]
+        n = len(rules)
+        perm = canonical_perm(hashes, compacts, list(range(n)) if nonces is None else nonces, threshold)
+        if not n or warps.count(warps[0]) != n:  # (one warp, the usual tick: the same in any order)
+            warps = list(map(warps.__getitem__, perm))
+        return Drained(list(map(rules.__getitem__, perm)), list(map(compacts.__getitem__, perm)),
+                       list(map(hashes.__getitem__, perm)), warps,
+                       list(map(locals_.__getitem__, perm)), list(map(fps.__getitem__, perm)),
+                       # nonce i is row i's position until a replacement (see the class docstring)
+                       perm if nonces is None else list(map(nonces.__getitem__, perm)))
 
     def drain(self, threshold: int | None = SMALL_SORT_THRESHOLD) -> list[PendingRewrite]:
         """All pending rewrites in canonical order (see :meth:`drain_columns`), as records."""
