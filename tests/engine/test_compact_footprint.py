@@ -97,7 +97,7 @@ def test_guard_gives_the_same_answers_on_both_forms() -> None:
     for n in NODES:
         store.insert_node(n, NodeRecord(make_type_id("t")))
         store.set_node_attachment(n, AtomPayload(make_type_id("a"), b"x"))
-    for decls in ([("read_node", 0, None), ("write_alpha", 0, None)], [("read_alpha", 0, None)],
+    for decls in ([], [("read_node", 0, None), ("write_alpha", 0, None)], [("read_alpha", 0, None)],
                   [("read_node", 0, W2), ("write_alpha", 0, None)], [("write_node", 1, None)]):
         outcomes = []
         for compact in (True, False):
@@ -105,7 +105,7 @@ def test_guard_gives_the_same_answers_on_both_forms() -> None:
             view = GuardedView(store, fp)
             got = []
             for n in NODES[:2]:
-                for read in (view.node_attachment, view.node, view.has_node):
+                for read in (view.node_attachment, view.node, view.has_node, view.edge, view.edge_attachment):
                     try:
                         got.append(read(n))
                     except FootprintViolation:

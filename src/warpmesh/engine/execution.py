@@ -153,7 +153,7 @@ class TickDelta:
         fp = self._fp
         warp = self._warp
         # The compact footprint of the rewrite's own node declaring its alpha written, inline (see Footprint).
-        if fp is not None and not (fp._one == node and fp._shape & COMPACT_ALPHA_WRITE and fp._cw == warp):
+        if fp is not None and not (fp._shape & COMPACT_ALPHA_WRITE and fp._one == node and fp._cw == warp):
             key = _tnew(AttachmentKey, (NODE, warp, node, PLANE_ALPHA))
             if not fp.writes_attachment(key):
                 check_write(_tnew(SetAttachment, (key, value)), fp, warp, self._system)  # raises

@@ -52,7 +52,7 @@ class _Declared(Generic[_T]):
         self._slot = "_" + name
 
     def __get__(self, fp: Footprint, owner: type | None = None) -> _T:
-        if fp._shape > 0:
+        if fp._shape >= 0:
             fp._spill()
         value: _T = getattr(fp, self._slot)
         return value
@@ -76,6 +76,10 @@ class Footprint:
     per candidate were most of what the cyclic GC walked while a tick was being matched). The first
     declaration of anything else, or any read of the public sets, turns it into explicit sets for good
     (:meth:`_spill`); both forms declare exactly the same entries.
+
+    The slots are filled as the form needs them (``__init__`` runs once per candidate): a fresh footprint
+    (``_shape`` 0) has only ``warp``, ``_shape`` and ``factor_mask``; a compact one (``_shape`` > 0) also
+    ``_one`` and ``_cw``; one in explicit sets (``_shape`` -1) has the eight sets and ``_one`` None.
     """
 
     __slots__ = ("_a_read", "_a_write", "_b_in", "_b_out", "_cw", "_e_read", "_e_write", "_n_read", "_n_write",
@@ -106,33 +110,20 @@ class Footprint:
 
     def __init__(self, warp: WarpId) -> None:
         self.warp = warp
-        # Every set starts as one shared empty frozenset and becomes a real set on first add: most
-        # footprints that are not compact still use two or three of the eight.
-        self._n_read = self._n_write = self._e_read = self._e_write = self._a_read = self._a_write = \
-            self._b_in = self._b_out = _EMPTY
-        self._one = None
-        self._cw = b""
         self._shape = _FRESH
         #: Echo's O(1) prefilter; ignored by the scheduler exactly as Echo's default scheduler ignores it.
         self.factor_mask = 0
 
-    def _compact(self, bit: int, node: bytes, warp: bytes) -> bool:
-        """Record a declaration about ``(warp, node)`` in the compact form if it still fits there."""
-        shape = self._shape
-        if shape == _FRESH:
-            self._one = node
-            self._cw = warp
-            self._shape = bit
-            return True
-        if shape > 0 and node == self._one and warp == self._cw:
-            self._shape = shape | bit
-            return True
-        self._spill()
-        return False
-
     def _spill(self) -> None:
-        """Turn the compact form (if any) into the explicit sets it stands for; they are used from now on."""
+        """Turn a fresh or compact footprint into the explicit sets it stands for; they are used from now on
+        (a no-op on a footprint already in sets)."""
         shape = self._shape
+        if shape < 0:
+            return
+        # Every set starts as one shared empty frozenset and becomes a real set on first add: most
+        # footprints in sets still use only two or three of the eight.
+        self._n_read = self._n_write = self._e_read = self._e_write = self._a_read = self._a_write = \
+            self._b_in = self._b_out = _EMPTY
         if shape > 0:
             w, n = self._cw, self._one
             assert n is not None
@@ -144,7 +135,7 @@ class Footprint:
                 self._a_read = {(NODE, w, n, PLANE_ALPHA)}
             if shape & _AW:
                 self._a_write = {(NODE, w, n, PLANE_ALPHA)}
-            self._one = None
+        self._one = None
         self._shape = _SETS
 
     def _add(self, name: str, item: tuple) -> Footprint:
@@ -159,12 +150,26 @@ class Footprint:
     def read_node(self, node: NodeId, warp: WarpId | None = None) -> Footprint:
         """Declare a node read."""
         w = warp or self.warp
-        return self if self._compact(_NR, node, w) else self._add("_n_read", (w, node))
+        shape = self._shape  # the compact form while it fits (inline: once or twice per candidate)
+        if shape == _FRESH:
+            self._one, self._cw, self._shape = node, w, _NR
+            return self
+        if shape > 0 and node == self._one and w == self._cw:
+            self._shape = shape | _NR
+            return self
+        return self._add("_n_read", (w, node))
 
     def write_node(self, node: NodeId, warp: WarpId | None = None) -> Footprint:
         """Declare a node write (create, replace, delete)."""
         w = warp or self.warp
-        return self if self._compact(_NW, node, w) else self._add("_n_write", (w, node))
+        shape = self._shape  # the compact form while it fits (inline: once or twice per candidate)
+        if shape == _FRESH:
+            self._one, self._cw, self._shape = node, w, _NW
+            return self
+        if shape > 0 and node == self._one and w == self._cw:
+            self._shape = shape | _NW
+            return self
+        return self._add("_n_write", (w, node))
 
     def read_edge(self, edge: EdgeId, warp: WarpId | None = None) -> Footprint:
         """Declare an edge read."""
@@ -177,12 +182,26 @@ class Footprint:
     def read_alpha(self, node: NodeId, warp: WarpId | None = None) -> Footprint:
         """Declare a read of a node's alpha attachment."""
         w = warp or self.warp
-        return self if self._compact(_AR, node, w) else self._add("_a_read", (NODE, w, node, PLANE_ALPHA))
+        shape = self._shape  # the compact form while it fits (inline: once or twice per candidate)
+        if shape == _FRESH:
+            self._one, self._cw, self._shape = node, w, _AR
+            return self
+        if shape > 0 and node == self._one and w == self._cw:
+            self._shape = shape | _AR
+            return self
+        return self._add("_a_read", (NODE, w, node, PLANE_ALPHA))
 
     def write_alpha(self, node: NodeId, warp: WarpId | None = None) -> Footprint:
         """Declare a write of a node's alpha attachment."""
         w = warp or self.warp
-        return self if self._compact(_AW, node, w) else self._add("_a_write", (NODE, w, node, PLANE_ALPHA))
+        shape = self._shape  # the compact form while it fits (inline: once or twice per candidate)
+        if shape == _FRESH:
+            self._one, self._cw, self._shape = node, w, _AW
+            return self
+        if shape > 0 and node == self._one and w == self._cw:
+            self._shape = shape | _AW
+            return self
+        return self._add("_a_write", (NODE, w, node, PLANE_ALPHA))
 
     def read_beta(self, edge: EdgeId, warp: WarpId | None = None) -> Footprint:
         """Declare a read of an edge's beta attachment."""
@@ -204,23 +223,24 @@ class Footprint:
         """Declare an output boundary port of ``node``."""
         return self._add("_b_out", (warp or self.warp, pack_port_key(node, port_id, False)))
 
-    # Membership tests that do not spill a compact footprint (the guard's per-access checks).
+    # Membership tests that do not spill a fresh or compact footprint (the guard's per-access checks); each
+    # short-circuits on a fresh one's zero shape before reading a slot it does not have.
     def reads_or_writes_node(self, warp: bytes, node: bytes) -> bool:
         """Whether ``(warp, node)`` is a declared node read or write."""
-        if self._shape > 0:
+        if self._shape >= 0:
             return self._shape & (_NR | _NW) != 0 and node == self._one and warp == self._cw
         k = (warp, node)
         return k in self._n_read or k in self._n_write
 
     def writes_node(self, warp: bytes, node: bytes) -> bool:
         """Whether ``(warp, node)`` is a declared node write."""
-        if self._shape > 0:
+        if self._shape >= 0:
             return self._shape & _NW != 0 and node == self._one and warp == self._cw
         return (warp, node) in self._n_write
 
     def reads_or_writes_alpha(self, warp: bytes, node: bytes) -> bool:
         """Whether the alpha slot of ``(warp, node)`` is a declared attachment read or write."""
-        if self._shape > 0:
+        if self._shape >= 0:
             return self._shape & (_AR | _AW) != 0 and node == self._one and warp == self._cw
         k = (NODE, warp, node, PLANE_ALPHA)
         # Writes first: executors mostly read the atom they rewrite (and a_read is then empty).
@@ -228,7 +248,7 @@ class Footprint:
 
     def writes_attachment(self, key: tuple[int, bytes, bytes, int]) -> bool:
         """Whether the attachment slot ``key`` is a declared write."""
-        if self._shape > 0:
+        if self._shape >= 0:
             return (self._shape & _AW != 0 and key[0] == NODE and key[3] == PLANE_ALPHA and key[2] == self._one
                     and key[1] == self._cw)
         return key in self._a_write
@@ -408,7 +428,7 @@ def union_footprints(fps: Sequence[Footprint]) -> tuple[FootprintUnion, bool]:
     may be used by two footprints. Compact footprints are spilled into explicit sets first.
     """
     for fp in fps:
-        if fp._shape > 0:
+        if fp._shape >= 0:
             fp._spill()
     n = len(fps)
     parts = [list(map(get, fps)) for get in _GET]

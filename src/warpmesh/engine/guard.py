@@ -46,8 +46,8 @@ class GuardedView(GraphView):
         self._w = store.warp_id
 
     # The checks read the footprint's private sets or its compact form (see Footprint): its public sets
-    # would turn a compact footprint into explicit sets. A compact footprint's edge, beta and port sets
-    # are empty, so those are read directly in either form.
+    # would turn a compact footprint into explicit sets. Edge and beta checks need the sets (a fresh or
+    # compact footprint declares no edge, so putting it in sets changes no answer).
     def _node_ok(self, node_id: bytes) -> None:
         if not self._fp.reads_or_writes_node(self._w, node_id):
             raise FootprintViolation(f"read of undeclared node {node_id.hex()}")
@@ -62,8 +62,9 @@ class GuardedView(GraphView):
 
     def node_attachment(self, node_id: NodeId) -> AttachmentValue | None:
         fp = self._fp
-        # The compact footprint of the rewrite's own node, inline (``_one`` is None for any other form).
-        if fp._one == node_id and fp._shape & (COMPACT_ALPHA_READ | COMPACT_ALPHA_WRITE) and fp._cw == self._w:
+        # The compact footprint of the rewrite's own node, inline (a fresh one's zero shape stops the test
+        # before ``_one``, which it does not have; in sets ``_one`` is None).
+        if fp._shape & (COMPACT_ALPHA_READ | COMPACT_ALPHA_WRITE) and fp._one == node_id and fp._cw == self._w:
             return self._s.node_attachments.get(node_id)
         if fp.reads_or_writes_alpha(self._w, node_id):
             return self._s.node_attachments.get(node_id)
@@ -71,12 +72,14 @@ class GuardedView(GraphView):
 
     def edge(self, edge_id: EdgeId) -> EdgeRecord | None:
         k = (self._w, edge_id)
+        self._fp._spill()
         if k not in self._fp._e_read and k not in self._fp._e_write:
             raise FootprintViolation(f"read of undeclared edge {edge_id.hex()}")
         return super().edge(edge_id)
 
     def edge_attachment(self, edge_id: EdgeId) -> AttachmentValue | None:
         k = (EDGE, self._w, edge_id, PLANE_BETA)
+        self._fp._spill()
         if k not in self._fp._a_read and k not in self._fp._a_write:
             raise FootprintViolation(f"read of undeclared beta attachment of {edge_id.hex()}")
         return self._s.edge_attachments.get(edge_id)
@@ -155,6 +158,7 @@ def check_write(op: WarpOp, fp: Footprint, warp: bytes, system: bool) -> None:
         if op.warp_id != warp:
             raise CrossWarpEmission(f"op into warp {op.warp_id.hex()} from a rewrite in {warp.hex()}")
         eid, src = (op.record[0], op.record[1]) if t is UpsertEdge else (op.edge_id, op.from_)
+        fp._spill()  # edges are only ever declared in sets
         if not fp.writes_node(warp, src):
             raise FootprintViolation(f"{t.__name__} {eid.hex()}: source node {src.hex()} not declared written")
         if (warp, eid) not in fp._e_write:
