@@ -157,3 +157,26 @@ def test_ticks_through_the_columns_equal_the_general_path(options: dict, monkeyp
     general = _ticks(*_engine(**options))
     assert fast == general
     assert any(len(p.ops) < 1500 for _, _, p in fast)  # unchanged atoms left out of the diff
+
+
+def _u64(n: int) -> bytes:
+    return struct.pack("<Q", n)
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+def test_plan_rewrites_and_decision_digests_follow_their_definitions(mixed: bool) -> None:
+    """The commit joins these streams from its columns (one rule: a separator join); each must equal
+    BLAKE3 of the fields written out one by one, in the receipt's (canonical) order."""
+    from blake3 import blake3
+
+    engine, ids = _engine()
+    tx = engine.begin()
+    for i, n in enumerate(ids[:1200]):
+        engine.apply(tx, "clear" if mixed and i % 3 == 0 else "step", n)
+    snap, receipt, _ = engine.commit_with_receipt(tx)
+    entries = receipt.entries
+    assert len({e.rule_id for e in entries}) == (2 if mixed else 1)
+    plan = blake3(_u64(len(entries)) + b"".join(e.scope_hash + e.rule_id for e in entries)).digest()
+    rewrites = blake3(_u64(len(entries)) + b"".join(
+        e.rule_id + e.scope_hash + e.scope[0] + e.scope[1] for e in entries)).digest()
+    assert (snap.plan_digest, snap.rewrites_digest, snap.decision_digest) == (plan, rewrites, receipt.digest())

@@ -718,8 +718,12 @@ class Engine:
         n = len(rules)
         rule_ids = list(map(_rule_id, rules))
 
-        # The digests' byte streams are joined straight from the columns (no per-candidate bytes objects).
-        plan_digest = _digest(_u64(n), chain.from_iterable(zip(scope_hashes, rule_ids)))
+        # The digests' byte streams are joined from the columns. scope_hash ‖ rule_id per candidate: with one
+        # rule (the usual tick) its id separates the hashes, so one join builds the whole stream.
+        if n and rule_ids.count(rule_ids[0]) == n:
+            plan_digest = _digest(_u64(n), (rule_ids[0].join(scope_hashes), rule_ids[0]))
+        else:
+            plan_digest = _digest(_u64(n), chain.from_iterable(zip(scope_hashes, rule_ids)))
         # The usual tick's footprints are compact (see Footprint): admission and slots come from their
         # columns, with no set built per footprint.
         batch = compact_batch(fps)
@@ -732,10 +736,12 @@ class Engine:
             # No two candidates conflict, so reserving them in order admits all (see union_footprints).
             receipt = TickReceipt.all_applied(tx, rule_ids, list(map(_rule_name, rules)), scope_hashes,
                                               warps, locals_)
-            # rule_id ‖ scope_hash ‖ warp ‖ local per rewrite; the receipt adds each one's code (01).
-            rewrites_digest = _digest(_u64(n), chain.from_iterable(zip(rule_ids, scope_hashes, warps, locals_)))
-            decision_digest = _digest(b"\x02\x00" + _u64(n), chain.from_iterable(zip(
-                rule_ids, scope_hashes, warps, locals_, repeat(b"\x01")))) if n else digest_len0_u64()
+            # rule_id ‖ scope_hash ‖ warp ‖ local per rewrite; the receipt's stream is the same rows each
+            # followed by its code (01). The rows are built once and joined twice (measured ~4x faster than
+            # joining the fields themselves: one large join over four times as many parts is the slow part).
+            rows = list(map(b"".join, zip(rule_ids, scope_hashes, warps, locals_)))
+            rewrites_digest = _digest(_u64(n), rows)
+            decision_digest = _digest(b"\x02\x00" + _u64(n), (b"\x01".join(rows), b"\x01")) if n else digest_len0_u64()
         else:
             accepted, receipt = self._reserve(tx, drained.records())
             union = union_footprints([pr.footprint for pr in accepted])[0]
@@ -920,9 +926,13 @@ class Engine:
 
 
 def _digest(head: bytes, parts: Iterable[bytes]) -> Hash:
-    """BLAKE3 of ``head`` followed by ``parts``."""
+    """BLAKE3 of ``head`` followed by ``parts`` (a tuple of parts is fed one by one: no join, no copy)."""
     h = blake3(head)
-    h.update(b"".join(parts))
+    if type(parts) is tuple:
+        for part in parts:
+            h.update(part)
+    else:
+        h.update(b"".join(parts))
     return Hash(h.digest())
 
 
