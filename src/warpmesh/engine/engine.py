@@ -17,8 +17,8 @@ import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from itertools import chain, repeat
-from operator import attrgetter, itemgetter
+from itertools import chain, compress, repeat
+from operator import attrgetter, ne
 from typing import Any, NamedTuple, Protocol
 
 from blake3 import blake3
@@ -37,15 +37,25 @@ from warpmesh.engine.errors import (
     WriteToNewWarp,
 )
 from warpmesh.engine.execution import (
+    AtomRun,
     ExecItem,
     MergeFailure,
     TickDelta,
     assign_units,
     merge_deltas,
+    merge_tick_deltas,
     partition_units,
     run_batch,
+    run_delta,
 )
-from warpmesh.engine.footprint import ActiveFootprints, Footprint, footprints_conflict, union_footprints
+from warpmesh.engine.footprint import (
+    ActiveFootprints,
+    Footprint,
+    FootprintUnion,
+    compact_batch,
+    footprints_conflict,
+    union_footprints,
+)
 from warpmesh.engine.graph import EdgeRecord, GraphStore, GraphView, NodeRecord
 from warpmesh.engine.guard import footprint_slice
 from warpmesh.engine.hashing import (
@@ -73,7 +83,15 @@ from warpmesh.engine.ident import (
     pending_edge_id,
 )
 from warpmesh.engine.ops import OpenPortal, SetAttachment, UpsertEdge, UpsertNode, WarpOp
-from warpmesh.engine.patch import STATUS_COMMITTED, SlotSet, TickPatch, apply_ops, slots_from_union
+from warpmesh.engine.patch import (
+    STATUS_COMMITTED,
+    SlotSet,
+    TickPatch,
+    apply_ops,
+    encode_atom_ops,
+    slots_from_compact,
+    slots_from_union,
+)
 from warpmesh.engine.scheduler import SMALL_SORT_THRESHOLD, PendingRewrite, PendingTx
 from warpmesh.engine.state import WarpState, compute_state_root
 
@@ -101,14 +119,10 @@ FootprintFn = Callable[[GraphView, NodeId], Footprint]
 
 _u64 = struct.Struct("<Q").pack
 _tnew = tuple.__new__  # builds named tuples without their Python-level __new__ (hot loops only)
-_rule_id_of = attrgetter("rule.rule_id")
-_rule_name_of = attrgetter("rule.name")
-_scope_hash_of = itemgetter(2)  # PendingRewrite.scope_hash (its fields by position: C-level getters)
-_scope_warp_of = itemgetter(3)  # PendingRewrite.warp
-_scope_local_of = itemgetter(4)  # PendingRewrite.local
-_footprint_of = itemgetter(5)  # PendingRewrite.footprint
-_executor_of = attrgetter("rule.executor")
-_system_of = attrgetter("rule.system")
+_rule_id = attrgetter("rule_id")
+_rule_name = attrgetter("name")
+_executor_of = attrgetter("executor")
+_system_of = attrgetter("system")
 
 # Structural ids used by ingest_intent (reference §1, "Structural ids created by ingest_intent").
 SIM_NODE = make_node_id("sim")
@@ -698,39 +712,75 @@ class Engine:
 
     def _commit(self, tx: int, pending: PendingTx) -> tuple[Snapshot, TickReceipt, TickPatch]:
         pack = self.rule_pack_id
-        drained = pending.drain(self.radix_threshold)
-        n = len(drained)
-        rule_ids = list(map(_rule_id_of, drained))
-        scope_hashes = list(map(_scope_hash_of, drained))
-        warps = list(map(_scope_warp_of, drained))
-        locals_ = list(map(_scope_local_of, drained))
+        drained = pending.drain_columns(self.radix_threshold)
+        rules, scope_hashes, warps, locals_, fps = (drained.rules, drained.scope_hashes, drained.warps,
+                                                   drained.locals_, drained.footprints)
+        n = len(rules)
+        rule_ids = list(map(_rule_id, rules))
 
-        # The digests' byte streams are joined straight from the columns (no per-candidate bytes objects).
-        plan_digest = _digest(_u64(n), chain.from_iterable(zip(scope_hashes, rule_ids)))
-        union, conflict_free = union_footprints(list(map(_footprint_of, drained)))
+        # The digests' byte streams are joined from the columns. scope_hash ‖ rule_id per candidate: with one
+        # rule (the usual tick) its id separates the hashes, so one join builds the whole stream.
+        if n and rule_ids.count(rule_ids[0]) == n:
+            plan_digest = _digest(_u64(n), (rule_ids[0].join(scope_hashes), rule_ids[0]))
+        else:
+            plan_digest = _digest(_u64(n), chain.from_iterable(zip(scope_hashes, rule_ids)))
+        # The usual tick's footprints are compact (see Footprint): admission and slots come from their
+        # columns, with no set built per footprint.
+        batch = compact_batch(fps)
+        union: FootprintUnion | None = None
+        if batch is not None and batch.conflict_free():
+            conflict_free = True
+        else:
+            union, conflict_free = union_footprints(fps)
         if conflict_free:
             # No two candidates conflict, so reserving them in order admits all (see union_footprints).
-            accepted = drained
-            receipt = TickReceipt.all_applied(tx, rule_ids, list(map(_rule_name_of, drained)), scope_hashes,
+            receipt = TickReceipt.all_applied(tx, rule_ids, list(map(_rule_name, rules)), scope_hashes,
                                               warps, locals_)
-            # rule_id ‖ scope_hash ‖ warp ‖ local per rewrite; the receipt adds each one's code (01).
-            rewrites_digest = _digest(_u64(n), chain.from_iterable(zip(rule_ids, scope_hashes, warps, locals_)))
-            decision_digest = _digest(b"\x02\x00" + _u64(n), chain.from_iterable(zip(
-                rule_ids, scope_hashes, warps, locals_, repeat(b"\x01")))) if n else digest_len0_u64()
+            # rule_id ‖ scope_hash ‖ warp ‖ local per rewrite; the receipt's stream is the same rows each
+            # followed by its code (01). The rows are built once and joined twice (measured ~4x faster than
+            # joining the fields themselves: one large join over four times as many parts is the slow part).
+            rows = list(map(b"".join, zip(rule_ids, scope_hashes, warps, locals_)))
+            rewrites_digest = _digest(_u64(n), rows)
+            decision_digest = _digest(b"\x02\x00" + _u64(n), (b"\x01".join(rows), b"\x01")) if n else digest_len0_u64()
         else:
-            accepted, receipt = self._reserve(tx, drained)
+            accepted, receipt = self._reserve(tx, drained.records())
             union = union_footprints([pr.footprint for pr in accepted])[0]
             rewrites_digest = _digest(_u64(len(accepted)), chain.from_iterable(
                 (pr.rule.rule_id, pr.scope_hash, pr.scope[0], pr.scope[1]) for pr in accepted))
             decision_digest = receipt.digest()
-        in_slots, out_slots = slots_from_union(union, self._node_order)
+            rules = [pr.rule for pr in accepted]
+            warps = [pr.warp for pr in accepted]
+            locals_ = [pr.local for pr in accepted]
+            fps = [pr.footprint for pr in accepted]
+        if union is not None:
+            in_slots, out_slots = slots_from_union(union, self._node_order)
+        else:
+            assert batch is not None
+            in_slots, out_slots = slots_from_compact(batch, self._node_order)
 
-        merged = self._execute(accepted)
-        applier = apply_ops(self._state, merged, canonical=True)
-        ops = applier.effective_ops()
+        merged = self._execute(rules, warps, locals_, fps)
+        ops_encoding: bytes | None = None
+        ops: list[WarpOp] | None = None
+        if isinstance(merged, AtomRun):
+            # A tick of node-atom writes in one warp, still as columns: applied in bulk, as apply_ops'
+            # canonical path does for the same ops (set_node_atoms refuses what does not qualify, then
+            # nothing changed), its diff and digest encoding taken from the columns.
+            run = merged
+            store = self._state.stores.get(WarpId(run.warp))
+            before = store.set_node_atoms(run.nodes, run.values) if store is not None else None
+            if before is None:
+                merged = run.ops()
+            else:
+                changed = list(map(ne, run.values, before))
+                nodes, values = list(compress(run.nodes, changed)), list(compress(run.values, changed))
+                ops = run.ops(nodes, values)
+                ops_encoding = encode_atom_ops(run.warp, nodes, values)
+        if ops is None:
+            assert not isinstance(merged, AtomRun)
+            ops = apply_ops(self._state, merged, canonical=True).effective_ops()
 
         patch = TickPatch(self.policy_id, pack, STATUS_COMMITTED, in_slots, out_slots, tuple(ops))
-        patch_digest = patch.digest(self.profile)
+        patch_digest = patch.digest(self.profile, ops_encoding)
         state_root = self.state_root()
         parents = (self._last.hash,) if self._last is not None else ()
         commit = commit_hash_v2(self.profile, state_root, list(parents), patch_digest, self.policy_id)
@@ -773,45 +823,51 @@ class Engine:
                                                 disp)))
         return accepted, TickReceipt(tx, tuple(entries), tuple(blocked))
 
-    def _execute(self, accepted: list[PendingRewrite]) -> list[WarpOp]:
-        """Run the admitted rewrites over shards and merge their deltas canonically."""
-        if not accepted:
+    def _execute(self, rules: list[RewriteRule], warps: list[bytes], locals_: list[bytes],
+                 fps: list[Footprint]) -> list[WarpOp] | AtomRun:
+        """Run the admitted rewrites (given as columns, in canonical order) over shards and merge their
+        deltas canonically: the merged ops, or the same ops as an :class:`AtomRun` when they only set
+        node atoms of one warp (deltas run here keep those as columns; see TickDelta)."""
+        if not rules:
             return []
         stores = self._state.stores
         guard = self.footprint_guard
         remote = self.executor is not None
         items: list[ExecItem]
-        results: list[tuple[list[WarpOp], list[tuple[int, int]]]]
+        results: list[tuple[list[WarpOp], list[tuple[int, int]]]] = []
+        deltas: list[TickDelta] = []
         if remote:
-            items = [(i, pr.rule.executor, footprint_slice(stores[pr.scope[0]], pr.footprint), pr.scope[1],
-                      pr.footprint, pr.rule.system) for i, pr in enumerate(accepted)]
+            items = [(i, rule.executor, footprint_slice(stores[WarpId(w)], fp), local, fp, rule.system)
+                     for i, (rule, w, local, fp) in enumerate(zip(rules, warps, locals_, fps))]
         else:
             columns: Iterable[ExecItem] = zip(
-                range(len(accepted)), map(_executor_of, accepted), map(stores.__getitem__, map(_scope_warp_of, accepted)),
-                map(_scope_local_of, accepted), map(_footprint_of, accepted) if guard else repeat(None),
-                map(_system_of, accepted))
+                range(len(rules)), map(_executor_of, rules), map(stores.__getitem__, warps), locals_,
+                fps if guard else repeat(None), map(_system_of, rules))
             if self.workers == 1:
                 # One worker runs everything in canonical order (Echo's serial path), the items streamed
                 # from the columns: zip recycles its tuple, so no per-rewrite item is built and kept.
-                results = [run_batch(columns)]
+                deltas = [run_delta(columns)]
                 items = []
             else:
                 items = list(columns)
         if remote or self.workers > 1:
-            units = partition_units([(i, pr.scope[0], pr.scope[1]) for i, pr in enumerate(accepted)])
+            units = partition_units(list(zip(range(len(rules)), warps, locals_)))
             plan = assign_units(len(units), self.workers, self.claim_rng)
             batches = [[items[m] for u in claimed for m in units[u]] for claimed in plan]
             if remote:
                 assert self.executor is not None
                 results = self.executor.run(run_batch, batches)
             else:
-                results = [run_batch(b) for b in batches]
+                deltas = [run_delta(b) for b in batches]
+        merged: list[WarpOp] | AtomRun
         try:
-            merged = merge_deltas(results, self._node_order)
+            merged = merge_deltas(results, self._node_order) if remote else merge_tick_deltas(deltas, self._node_order)
         except MergeFailure as failure:
-            writers = [(accepted[o[0]].rule.name, NodeKey(*accepted[o[0]].scope), op) for o, op in failure.writers]
+            writers = [(rules[o[0]].name, NodeKey(warps[o[0]], locals_[o[0]]), op) for o, op in failure.writers]
             raise MergeConflict(failure.key, writers) from None
-        new_warps = set()
+        if isinstance(merged, AtomRun):
+            return merged  # no OpenPortal among them
+        new_warps: set[bytes] = set()
         if OpenPortal in set(map(type, merged)):  # (one C-level pass over the ops when there is none)
             new_warps = {op.child_warp for op in merged if type(op) is OpenPortal and op.init_root is not None}
         if new_warps:
@@ -870,9 +926,13 @@ class Engine:
 
 
 def _digest(head: bytes, parts: Iterable[bytes]) -> Hash:
-    """BLAKE3 of ``head`` followed by ``parts``."""
+    """BLAKE3 of ``head`` followed by ``parts`` (a tuple of parts is fed one by one: no join, no copy)."""
     h = blake3(head)
-    h.update(b"".join(parts))
+    if type(parts) is tuple:
+        for part in parts:
+            h.update(part)
+    else:
+        h.update(b"".join(parts))
     return Hash(h.digest())
 
 

@@ -15,10 +15,10 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 from itertools import repeat
 from operator import itemgetter, methodcaller
-from typing import Any
+from typing import Any, NamedTuple, cast
 
 from warpmesh.engine.attachment import NODE, PLANE_ALPHA, AttachmentKey, AttachmentValue
-from warpmesh.engine.footprint import Footprint
+from warpmesh.engine.footprint import COMPACT_ALPHA_WRITE, Footprint
 from warpmesh.engine.graph import EdgeRecord, GraphStore, GraphView, NodeRecord, ordered_ids
 from warpmesh.engine.guard import GuardedView, check_write
 from warpmesh.engine.ident import NUM_SHARDS, EdgeId, NodeId, TypeId, WarpId
@@ -36,13 +36,16 @@ from warpmesh.errors import WarpmeshError
 _tnew = tuple.__new__  # builds named tuples without their Python-level __new__ (hot paths only)
 
 __all__ = [
+    "AtomRun",
     "ExecItem",
     "MergeFailure",
     "TickDelta",
     "assign_units",
     "merge_deltas",
+    "merge_tick_deltas",
     "partition_units",
     "run_batch",
+    "run_delta",
 ]
 
 ExecItem = tuple[int, Callable[..., Any], GraphStore, bytes, Footprint | None, bool]
@@ -55,13 +58,21 @@ class TickDelta:
     ``len(delta)`` is the number of ops this worker's delta holds so far, across every rewrite it ran. It
     depends on how rewrites were spread over workers, so a deterministic rule must not read it; Echo's
     seed-era DIND ``toast`` rule did, which is why the seed profile is replayed with one worker.
+
+    While every op a delta received sets a node's alpha attachment in one warp (the usual tick), it keeps
+    them as columns (``_atoms``: node, value, match_ix, op_ix per op) and builds no key, op or origin
+    tuple per write; the commit merges and applies such deltas from the columns (:func:`merge_tick_deltas`).
+    Any other op, or a read of ``ops``/``origins``, first turns the columns into the ops and origins they
+    stand for (:meth:`_flush`), in the same order.
     """
 
-    __slots__ = ("_fp", "_match_ix", "_op_ix", "_system", "_warp", "ops", "origins")
+    __slots__ = ("_atoms", "_awarp", "_fp", "_match_ix", "_op_ix", "_ops", "_origins", "_system", "_warp")
 
     def __init__(self) -> None:
-        self.ops: list[WarpOp] = []
-        self.origins: list[tuple[int, int]] = []
+        self._ops: list[WarpOp] = []
+        self._origins: list[tuple[int, int]] = []
+        self._atoms: list[Any] | None = []  # None once flushed: ops and origins are then the only record
+        self._awarp: bytes | None = None  # the warp of every op in _atoms
         self._match_ix = 0
         self._op_ix = 0
         self._warp: WarpId = WarpId(b"")
@@ -69,7 +80,40 @@ class TickDelta:
         self._system = False
 
     def __len__(self) -> int:
-        return len(self.ops)
+        atoms = self._atoms
+        return len(self._ops) + (len(atoms) // 4 if atoms else 0)
+
+    @property
+    def ops(self) -> list[WarpOp]:
+        """The ops emitted so far, in emission order."""
+        self._flush()
+        return self._ops
+
+    @property
+    def origins(self) -> list[tuple[int, int]]:
+        """``(match_ix, op_ix)`` of each op of :attr:`ops`."""
+        self._flush()
+        return self._origins
+
+    def _flush(self) -> None:
+        """Turn the node-atom columns into ops and origins (they hold every op so far); columns end here."""
+        atoms = self._atoms
+        if atoms is None:
+            return
+        self._atoms = None
+        if atoms:
+            keys = map(_tnew, repeat(AttachmentKey), zip(repeat(NODE), repeat(self._awarp), atoms[0::4],
+                                                         repeat(PLANE_ALPHA)))
+            self._ops += map(_tnew, repeat(SetAttachment), zip(keys, atoms[1::4]))
+            self._origins += zip(atoms[2::4], atoms[3::4])
+
+    def atom_columns(self) -> tuple[bytes | None, list[NodeId], list[AttachmentValue | None]] | None:
+        """``(warp, nodes, values)`` of the ops so far if the delta still keeps them as node-atom columns
+        (warp None: no op yet), else None."""
+        atoms = self._atoms
+        if atoms is None:
+            return None
+        return self._awarp, atoms[0::4], atoms[1::4]
 
     @property
     def warp_id(self) -> WarpId:
@@ -80,9 +124,11 @@ class TickDelta:
         """Record one op (checked against the footprint when the guard is on)."""
         if self._fp is not None:
             check_write(op, self._fp, self._warp, self._system)
-        self.ops.append(op)
+        if self._atoms is not None:
+            self._flush()
+        self._ops.append(op)
         ix = self._op_ix
-        self.origins.append((self._match_ix, ix))
+        self._origins.append((self._match_ix, ix))
         self._op_ix = ix + 1
 
     # Convenience constructors targeting the current rewrite's warp.
@@ -104,15 +150,28 @@ class TickDelta:
 
     def set_node_attachment(self, node: NodeId, value: AttachmentValue | None) -> None:
         """Set or clear ``node``'s alpha attachment."""
-        key = _tnew(AttachmentKey, (NODE, self._warp, node, PLANE_ALPHA))
         fp = self._fp
-        if fp is not None and key not in fp.a_write:
-            check_write(_tnew(SetAttachment, (key, value)), fp, self._warp, self._system)  # raises
-        # emit(), inlined for the most common op (its guard check is the line above)
-        self.ops.append(_tnew(SetAttachment, (key, value)))
+        warp = self._warp
+        # The compact footprint of the rewrite's own node declaring its alpha written, inline (see Footprint).
+        if fp is not None and not (fp._shape & COMPACT_ALPHA_WRITE and fp._one == node and fp._cw == warp):
+            key = _tnew(AttachmentKey, (NODE, warp, node, PLANE_ALPHA))
+            if not fp.writes_attachment(key):
+                check_write(_tnew(SetAttachment, (key, value)), fp, warp, self._system)  # raises
         ix = self._op_ix
-        self.origins.append((self._match_ix, ix))
         self._op_ix = ix + 1
+        atoms = self._atoms
+        if atoms is not None:
+            if self._awarp == warp:
+                atoms += (node, value, self._match_ix, ix)  # the columns (see the class docstring)
+                return
+            if not atoms:
+                self._awarp = warp
+                atoms += (node, value, self._match_ix, ix)
+                return
+            self._flush()
+        # emit(), inlined for the most common op (its guard check is above)
+        self._ops.append(_tnew(SetAttachment, (_tnew(AttachmentKey, (NODE, warp, node, PLANE_ALPHA)), value)))
+        self._origins.append((self._match_ix, ix))
 
     def set_attachment(self, key: AttachmentKey, value: AttachmentValue | None) -> None:
         """Set or clear any attachment slot."""
@@ -150,7 +209,14 @@ def assign_units(n_units: int, workers: int, claim_rng: random.Random | None = N
 
 
 def run_batch(batch: Iterable[ExecItem]) -> tuple[list[WarpOp], list[tuple[int, int]]]:
-    """Run a sequence of rewrites into one fresh delta. Module-level so a process pool can call it."""
+    """Run a sequence of rewrites into one fresh delta; its ops and their origins. Module-level so a
+    process pool can call it."""
+    delta = run_delta(batch)
+    return delta.ops, delta.origins
+
+
+def run_delta(batch: Iterable[ExecItem]) -> TickDelta:
+    """:func:`run_batch`, returning the delta itself (which may still hold its ops as columns)."""
     delta = TickDelta()
     plain: dict[int, GraphView] = {}
     # One guarded view per store, re-aimed at each rewrite's footprint (a view is only valid during its
@@ -173,7 +239,7 @@ def run_batch(batch: Iterable[ExecItem]) -> tuple[list[WarpOp], list[tuple[int, 
         else:
             view = guarded = GuardedView(store, fp)
         executor(view, scope, delta)
-    return delta.ops, delta.origins
+    return delta
 
 
 class MergeFailure(WarpmeshError):
@@ -183,6 +249,49 @@ class MergeFailure(WarpmeshError):
         super().__init__(key)
         self.key = key
         self.writers = writers
+
+
+class AtomRun(NamedTuple):
+    """A merged tick that only sets node atoms in one warp: distinct ``nodes`` ascending, ``values`` beside
+    them (see :func:`merge_tick_deltas`)."""
+
+    warp: bytes
+    nodes: list[NodeId]
+    values: list[AttachmentValue | None]
+
+    def ops(self, nodes: Iterable[bytes] | None = None,
+            values: Iterable[AttachmentValue | None] | None = None) -> list[WarpOp]:
+        """The ``SetAttachment`` ops of the run (or of ``nodes``/``values`` in its warp), in order."""
+        nodes = self.nodes if nodes is None else nodes
+        values = self.values if values is None else values
+        keys = map(_tnew, repeat(AttachmentKey), zip(repeat(NODE), repeat(self.warp), nodes, repeat(PLANE_ALPHA)))
+        return list(map(_tnew, repeat(SetAttachment), zip(keys, values)))
+
+
+def merge_tick_deltas(deltas: Sequence[TickDelta],
+                      node_order: Callable[[bytes], Sequence[bytes] | None] | None = None) -> list[WarpOp] | AtomRun:
+    """:func:`merge_deltas` of these deltas; an :class:`AtomRun` (the same ops, as columns) when every
+    delta still holds node-atom columns of one warp and no node is written twice (the usual tick)."""
+    warps: set[bytes] = set()
+    nodes: list[NodeId] = []
+    values: list[AttachmentValue | None] = []
+    for delta in deltas:
+        cols = delta.atom_columns()
+        if cols is None:
+            break
+        if cols[0] is not None:
+            warps.add(cols[0])
+            nodes += cols[1]
+            values += cols[2]
+    else:
+        if len(warps) == 1 and nodes:
+            warp = warps.pop()
+            by_node = dict(zip(nodes, values))
+            if len(by_node) == len(nodes):
+                # As merge_deltas' node-atom path: the keys differ only in the node id, which orders them.
+                ids = cast(list[NodeId], ordered_ids(by_node.keys(), node_order(warp) if node_order else None))
+                return AtomRun(warp, ids, list(map(by_node.__getitem__, ids)))
+    return merge_deltas([(d.ops, d.origins) for d in deltas], node_order)
 
 
 def merge_deltas(deltas: Sequence[tuple[Sequence[WarpOp], Sequence[tuple[int, int]]]],

@@ -177,7 +177,8 @@ class GraphStore:
             self._descend_nodes.discard(node_id)
             self._topo_version += 1
 
-    def set_node_atoms(self, node_ids: list[NodeId], values: list[AtomPayload]) -> list[AttachmentValue | None] | None:
+    def set_node_atoms(self, node_ids: list[NodeId],
+                       values: Sequence[AttachmentValue | None]) -> list[AttachmentValue | None] | None:
         """Set many nodes' alpha atoms at once; return the previous values, or None (nothing changed)
         if the batch does not qualify: ids must be distinct existing nodes none of which holds a portal,
         and every value must be an :class:`AtomPayload`. Equivalent to ``set_node_attachment`` per pair."""

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from warpmesh.engine.attachment import EDGE, NODE, PLANE_ALPHA, PLANE_BETA, AttachmentValue
 from warpmesh.engine.errors import CrossWarpEmission, FootprintViolation
-from warpmesh.engine.footprint import Footprint
+from warpmesh.engine.footprint import COMPACT_ALPHA_READ, COMPACT_ALPHA_WRITE, Footprint
 from warpmesh.engine.graph import EdgeRecord, GraphStore, GraphView, NodeRecord
 from warpmesh.engine.ident import EdgeId, NodeId
 from warpmesh.engine.ops import (
@@ -45,9 +45,11 @@ class GuardedView(GraphView):
         self._fp = footprint
         self._w = store.warp_id
 
+    # The checks read the footprint's private sets or its compact form (see Footprint): its public sets
+    # would turn a compact footprint into explicit sets. Edge and beta checks need the sets (a fresh or
+    # compact footprint declares no edge, so putting it in sets changes no answer).
     def _node_ok(self, node_id: bytes) -> None:
-        k = (self._w, node_id)
-        if k not in self._fp.n_read and k not in self._fp.n_write:
+        if not self._fp.reads_or_writes_node(self._w, node_id):
             raise FootprintViolation(f"read of undeclared node {node_id.hex()}")
 
     def node(self, node_id: NodeId) -> NodeRecord | None:
@@ -59,22 +61,26 @@ class GuardedView(GraphView):
         return node_id in self._s.nodes
 
     def node_attachment(self, node_id: NodeId) -> AttachmentValue | None:
-        k = (NODE, self._w, node_id, PLANE_ALPHA)
         fp = self._fp
-        # Writes first: executors mostly read the atom they rewrite (and a_read is then empty).
-        if k in fp.a_write or k in fp.a_read:
+        # The compact footprint of the rewrite's own node, inline (a fresh one's zero shape stops the test
+        # before ``_one``, which it does not have; in sets ``_one`` is None).
+        if fp._shape & (COMPACT_ALPHA_READ | COMPACT_ALPHA_WRITE) and fp._one == node_id and fp._cw == self._w:
+            return self._s.node_attachments.get(node_id)
+        if fp.reads_or_writes_alpha(self._w, node_id):
             return self._s.node_attachments.get(node_id)
         raise FootprintViolation(f"read of undeclared alpha attachment of {node_id.hex()}")
 
     def edge(self, edge_id: EdgeId) -> EdgeRecord | None:
         k = (self._w, edge_id)
-        if k not in self._fp.e_read and k not in self._fp.e_write:
+        self._fp._spill()
+        if k not in self._fp._e_read and k not in self._fp._e_write:
             raise FootprintViolation(f"read of undeclared edge {edge_id.hex()}")
         return super().edge(edge_id)
 
     def edge_attachment(self, edge_id: EdgeId) -> AttachmentValue | None:
         k = (EDGE, self._w, edge_id, PLANE_BETA)
-        if k not in self._fp.a_read and k not in self._fp.a_write:
+        self._fp._spill()
+        if k not in self._fp._a_read and k not in self._fp._a_write:
             raise FootprintViolation(f"read of undeclared beta attachment of {edge_id.hex()}")
         return self._s.edge_attachments.get(edge_id)
 
@@ -139,24 +145,25 @@ def check_write(op: WarpOp, fp: Footprint, warp: bytes, system: bool) -> None:
         key = op.key
         if key[1] != warp:
             raise CrossWarpEmission(f"attachment op into warp {key[1].hex()} from a rewrite in {warp.hex()}")
-        if key not in fp.a_write:
+        if not fp.writes_attachment(key):
             raise FootprintViolation(f"SetAttachment of undeclared slot {key[2].hex()}")
     elif t is UpsertNode or t is DeleteNode:
         if op.warp_id != warp:
             raise CrossWarpEmission(f"op into warp {op.warp_id.hex()} from a rewrite in {warp.hex()}")
-        if (warp, op.node) not in fp.n_write:
+        if not fp.writes_node(warp, op.node):
             raise FootprintViolation(f"{t.__name__} of undeclared node {op.node.hex()}")
-        if t is DeleteNode and (NODE, warp, op.node, PLANE_ALPHA) not in fp.a_write:
+        if t is DeleteNode and not fp.writes_attachment((NODE, warp, op.node, PLANE_ALPHA)):
             raise FootprintViolation(f"DeleteNode {op.node.hex()} must declare its alpha attachment written")
     elif t is UpsertEdge or t is DeleteEdge:
         if op.warp_id != warp:
             raise CrossWarpEmission(f"op into warp {op.warp_id.hex()} from a rewrite in {warp.hex()}")
         eid, src = (op.record[0], op.record[1]) if t is UpsertEdge else (op.edge_id, op.from_)
-        if (warp, src) not in fp.n_write:
+        fp._spill()  # edges are only ever declared in sets
+        if not fp.writes_node(warp, src):
             raise FootprintViolation(f"{t.__name__} {eid.hex()}: source node {src.hex()} not declared written")
-        if (warp, eid) not in fp.e_write:
+        if (warp, eid) not in fp._e_write:
             raise FootprintViolation(f"{t.__name__} of undeclared edge {eid.hex()}")
-        if t is DeleteEdge and (EDGE, warp, eid, PLANE_BETA) not in fp.a_write:
+        if t is DeleteEdge and (EDGE, warp, eid, PLANE_BETA) not in fp._a_write:
             raise FootprintViolation(f"DeleteEdge {eid.hex()} must declare its beta attachment written")
     elif t is OpenPortal or t is UpsertWarpInstance or t is DeleteWarpInstance:
         if not system:
@@ -164,5 +171,5 @@ def check_write(op: WarpOp, fp: Footprint, warp: bytes, system: bool) -> None:
         if t is OpenPortal:
             if op.key[1] != warp:
                 raise CrossWarpEmission("OpenPortal owner must live in the rewrite's warp")
-            if tuple(op.key) not in fp.a_write:
+            if not fp.writes_attachment(tuple(op.key)):
                 raise FootprintViolation("OpenPortal must declare its owner slot written")

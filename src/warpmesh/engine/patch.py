@@ -29,7 +29,7 @@ from warpmesh.engine.attachment import (
     Descend,
 )
 from warpmesh.engine.errors import InvalidOperation
-from warpmesh.engine.footprint import FootprintUnion, union_footprints
+from warpmesh.engine.footprint import CompactBatch, FootprintUnion, union_footprints
 from warpmesh.engine.graph import EdgeRecord, GraphStore, NodeRecord, ordered_ids
 from warpmesh.engine.hashing import ECHO, HashProfile
 from warpmesh.engine.ident import Hash, WarpId
@@ -54,6 +54,8 @@ __all__ = [
     "TickPatch",
     "apply_ops",
     "canonical_ops",
+    "encode_atom_ops",
+    "slots_from_compact",
     "slots_of",
 ]
 
@@ -184,6 +186,22 @@ def slots_from_union(u: FootprintUnion, node_order: NodeOrder | None = None) -> 
     return ins, outs
 
 
+def slots_from_compact(batch: CompactBatch, node_order: NodeOrder | None = None) -> tuple[SlotSet, SlotSet]:
+    """:func:`slots_from_union` of a batch of compact footprints, from its columns (same result).
+
+    Every footprint of the batch declares the same node and alpha entries about its own node, so each
+    kind of slot is the batch's distinct nodes in order, sorted once; a kind both sides hold is the
+    same tuple on both (as :func:`slots_from_union` does)."""
+    w = batch.warp
+    order = node_order(w) if node_order is not None else None
+    ids = ordered_ids(set(batch.locals_), order)
+    nodes = tuple(zip(repeat(w), ids)) if batch.reads_or_writes_nodes else ()
+    atts = tuple(zip(repeat(NODE), repeat(w), ids, repeat(PLANE_ALPHA))) if batch.reads_or_writes_alpha else ()
+    ins = SlotSet(nodes, (), atts, ())
+    outs = SlotSet(nodes if batch.writes_nodes else (), (), atts if batch.writes_alpha else (), ())
+    return ins, outs
+
+
 def _sorted_pairs(pairs: set[tuple[bytes, bytes]], node_order: NodeOrder | None = None) -> tuple[tuple[bytes, bytes], ...]:
     """``tuple(sorted(pairs))``; by the id alone when all pairs share one warp (its order from
     ``node_order`` when it helps), or keyed by the joined bytes when every warp id has one length (the
@@ -241,8 +259,11 @@ class TickPatch:
         return cls(policy_id, rule_pack_id, status, SlotSet.of(*in_slots), SlotSet.of(*out_slots),
                    tuple(canonical_ops(ops)))
 
-    def digest(self, profile: HashProfile = ECHO) -> Hash:
-        """``compute_patch_digest_v2``: prefix ‖ u16le(2) ‖ u32le(policy) ‖ rule_pack ‖ status ‖ in ‖ out ‖ ops."""
+    def digest(self, profile: HashProfile = ECHO, ops_encoding: bytes | None = None) -> Hash:
+        """``compute_patch_digest_v2``: prefix ‖ u16le(2) ‖ u32le(policy) ‖ rule_pack ‖ status ‖ in ‖ out ‖ ops.
+
+        ``ops_encoding``, if given, must be the ops' encoding (what :func:`_encode_ops` joins); the commit
+        passes the one it built from its columns (:func:`encode_atom_ops`)."""
         ops = self.ops
         h = blake3(b"".join((profile.patch_digest_prefix, b"\x02\x00", struct.pack("<I", self.policy_id),
                              self.rule_pack_id, bytes((self.status,)))))
@@ -252,7 +273,7 @@ class TickPatch:
         for part in self.out_slots.encode_parts(profile, memo):
             h.update(part)
         h.update(_u64(len(ops)))
-        h.update(b"".join(_encode_ops(ops)))
+        h.update(b"".join(_encode_ops(ops)) if ops_encoding is None else ops_encoding)
         return Hash(h.digest())
 
     def apply_to(self, state: WarpState) -> None:
@@ -283,10 +304,7 @@ def _encode_ops(ops: Sequence[WarpOp]) -> list[bytes]:
         if (set(map(_owner_of, keys)) == {NODE} and set(map(_plane_of, keys)) == {PLANE_ALPHA}
                 and set(map(type, values)) == {AtomPayload}):
             out += map(_op_encode, ops[:first])
-            data = list(map(_value_of, values))
-            out.append(b"".join(map(b"".join, zip(
-                repeat(b"\x07\x01\x01"), map(_warp_of, keys), map(_local_of, keys), repeat(b"\x01\x01"),
-                map(_key_of, values), map(_u64, map(len, data)), data))))
+            out.append(_encode_atom_ops(map(_warp_of, keys), map(_local_of, keys), values))
             return out
     for op in ops:
         if type(op) is SetAttachment:
@@ -297,6 +315,19 @@ def _encode_ops(ops: Sequence[WarpOp]) -> list[bytes]:
                 continue
         out.append(op.encode())
     return out
+
+
+def encode_atom_ops(warp: bytes, nodes: Sequence[bytes], values: Sequence[Any]) -> bytes:
+    """The digest encoding of ``SetAttachment`` ops setting node ``nodes[i]``'s atom (warp ``warp``) to
+    ``values[i]`` (each an :class:`AtomPayload`): what :func:`_encode_ops` builds for the same ops."""
+    return _encode_atom_ops(repeat(warp), nodes, values)
+
+
+def _encode_atom_ops(warps: Iterable[bytes], nodes: Iterable[bytes], values: Sequence[Any]) -> bytes:
+    """``07 01 01 ‖ warp ‖ node ‖ 01 01 ‖ atom type ‖ u64le(len) ‖ data`` per op, in one C-level join."""
+    data = list(map(_value_of, values))
+    return b"".join(map(b"".join, zip(repeat(b"\x07\x01\x01"), warps, nodes, repeat(b"\x01\x01"),
+                                      map(_key_of, values), map(_u64, map(len, data)), data)))
 
 
 def apply_ops(state: WarpState, ops: Iterable[WarpOp], canonical: bool = False,
