@@ -244,14 +244,17 @@ class WarpCore:
     (read here, changed only by replication and by the runtime applying :class:`Mutation`\\ s);
     ``ops`` is the local op table; ``rng`` is the seeded randomness the core may use;
     ``members_version`` (optional) reads the members board's change counter, so the parsed
-    membership is cached between changes.
+    membership is cached between changes; with ``intents_version`` (the intents board's counter)
+    too, a re-claim pass skips the tasks an earlier pass found owned elsewhere while nothing their
+    decision depends on has changed (see :meth:`claim_all`).
     """
 
     def __init__(self, self_id: str, replica: str, incarnation: int, *, config: WarpConfig, role: str,
                  queue: ORMap[LWWRegister], results: ORMap[LWWRegister], intents: ORMap[GSet],
                  members: ORMap[LWWRegister], ops: OpTable,
                  rng: random.Random, roster_injected: bool = False,
-                 members_version: Callable[[], int] | None = None, log: Any = None) -> None:
+                 members_version: Callable[[], int] | None = None,
+                 intents_version: Callable[[], int] | None = None, log: Any = None) -> None:
         self.self_id = self_id
         self.replica = replica
         self.incarnation = incarnation
@@ -291,6 +294,17 @@ class WarpCore:
         self._views_differ: tuple[tuple[Any, ...], bool] | None = None
         self._eligible_cache: tuple[tuple[Any, ...], dict[tuple[str, bool], frozenset[str] | None]] | None = None
         self._members_version = members_version
+        self._intents_version = intents_version
+        # Quiet tasks: queued, unpinned, ring-owned by another peer, no claim note of ours, no answer;
+        # found so under ``_quiet_key`` (everything that decision reads: ring, membership, contention,
+        # strategy, local ops, the intents board). A re-claim pass under the same key skips them:
+        # with 10,000 tasks queued, re-deciding each one on every peer every second was a fifth of a
+        # busy mesh's CPU. Any change of the key makes the next pass a full one.
+        self._quiet: set[str] = set()
+        self._quiet_key: tuple[Any, ...] | None = None
+        self._marking = False  # whether the current consider() pass runs under _quiet_key
+        #: Tasks the re-claim passes skipped as quiet (cumulative).
+        self.reclaim_skipped = 0
         self._member_replicas: dict[str, str] = {}  # node id -> replica id of its newest incarnation
         self.member_extra: dict[str, Any] = {}  # extra published fields (set_member_field)
         self._absent_since: dict[str, float] = {}  # member node -> when it was first seen gone
@@ -623,8 +637,27 @@ class WarpCore:
             self._emit(ev.ENQUEUED, task_id, self.self_id, run=desc.run, op=desc.op, pin=desc.pin)
 
     def claim_all(self, now: float) -> None:
-        """Consider every queued task (a re-claim pass)."""
-        self.consider(now, self.queue.keys())
+        """Consider every queued task (a re-claim pass), but those known quiet under the same
+        conditions (see ``_quiet``): they would be skipped again."""
+        key = self._pass_key(now)
+        keys = self.queue.keys()
+        if key is not None and self._quiet_key is not None and _same_key(key, self._quiet_key):
+            quiet = self._quiet
+            if len(quiet) > 2 * len(keys) + 1024:
+                quiet.intersection_update(keys)  # forget tasks long gone from the queue
+            self.reclaim_skipped += len(quiet)
+            keys = [t for t in keys if t not in quiet]
+        else:
+            self._quiet = set()
+            self._quiet_key = key
+        self.consider(now, keys)
+
+    def _pass_key(self, now: float) -> tuple[Any, ...] | None:
+        """What a not-ours decision depends on, or None when it cannot be told (no board versions)."""
+        if self._members_version is None or self._intents_version is None or self.role != "worker":
+            return None
+        return (self.ring, self._members_version(), self._intents_version(), self.workers, self.live,
+                self.contested(now), self.config.strategy, tuple(self.ops.names()))
 
     def consider(self, now: float, task_ids: Iterable[str]) -> None:
         """Claim what is ours among ``task_ids``; the view and eligibility are computed once."""
@@ -634,6 +667,8 @@ class WarpCore:
         strategy = self.config.strategy
         view = ClaimView(self.self_id, self.ring,
                          self.contested(now) if strategy is ClaimStrategy.INTENT else False, strategy)
+        quiet_key = self._quiet_key
+        self._marking = quiet_key is not None and _same_key(self._pass_key(now), quiet_key)
         eligible_by_op: dict[str, frozenset[str] | None] = {}
         for task_id in task_ids:
             desc = self.descriptor(task_id)
@@ -664,9 +699,13 @@ class WarpCore:
             # Not ours (the common case, in every re-claim pass): SKIP unless a claim of ours on the
             # intents board binds us - what ``decide`` would say, without building the claimant set.
             if strategy is not ClaimStrategy.INTENT:
+                if self._marking:
+                    self._quiet.add(task_id)
                 return
             ours = self.intents.peek(desc.run)
             if ours is None or self.self_id not in ours:
+                if self._marking:
+                    self._quiet.add(task_id)
                 return
         claimants = self.claimants(desc.run) if strategy is ClaimStrategy.INTENT else frozenset()
         decision = decide(task_id, desc, view, claimants, eligible)
@@ -755,7 +794,9 @@ class WarpCore:
         self._now = now
         executed, claimed = self._executed, self.claimed
         running = {t for t, _ in self.active} if self.active else ()
+        quiet = self._quiet
         for task_id in task_ids:
+            quiet.discard(task_id)  # answered: its cleanup is decided by the re-claim passes
             if task_id not in executed and task_id not in claimed and task_id not in running:
                 continue  # nothing of ours to settle: most answers, on most peers
             run = self.result_run(task_id)
@@ -1181,3 +1222,8 @@ class WarpCore:
             desc = self.descriptor(task_id)
             if desc is not None:
                 yield task_id, desc
+
+
+def _same_key(a: tuple[Any, ...] | None, b: tuple[Any, ...]) -> bool:
+    """Equal pass keys; the ring is compared by identity (rings are shared per worker set)."""
+    return a is not None and a[0] is b[0] and a[1:] == b[1:]

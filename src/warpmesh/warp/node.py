@@ -210,13 +210,13 @@ class WarpNode:
             wc.QUEUE: self.queue, wc.RESULTS: self.results_board, wc.INTENTS: self.intents, wc.MEMBERS: self.members}
         self.liveness = Liveness(self.mux, cfg.heartbeat)
         self.results = Results(self.results_board.state)
-        members_core = self.members.core
+        members_core, intents_core = self.members.core, self.intents.core
         #: The protocol: every decision is the core's; this object carries them out.
         self.core = WarpCore(self.self_id, self.replica, self.incarnation, config=cfg, role=role,
                              queue=self.queue.state, results=self.results_board.state, intents=self.intents.state,
                              members=self.members.state, ops=self.registry, rng=self.rng,
                              roster_injected=roster is not None, members_version=lambda: members_core.version,
-                             log=log)
+                             intents_version=lambda: intents_core.version, log=log)
 
         self._result_listeners: list[Callable[[list[str]], None]] = []
         self._event_subscribers: list[Callable[[WarpEvent], None]] = []

@@ -1,0 +1,85 @@
+"""The periodic re-claim pass skips tasks it already found owned elsewhere while nothing their decision
+reads has changed (issue 16/18: with 10,000 tasks queued, every peer re-deciding every task every second
+was a fifth of a busy mesh's CPU), and decides them all again as soon as something has."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from warpmesh.crdt import GSet, LWWRegister, ORMap
+from warpmesh.warp import core as wc
+from warpmesh.warp.core import WarpCore
+
+from .test_core_guarantees import CFG, Net, Peer, _Ops, owner_of
+
+
+class VersionedNet(Net):
+    """The core-guarantees net, with board versions (as a runtime's Quilters give them): every sync
+    and every local mutation counts as a change of every board."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.version = 0
+        super().__init__(names)
+        for name in names:
+            self.peers[name] = self._versioned(name)
+
+    def _versioned(self, name: str, incarnation: int = 1) -> Peer:
+        boards: dict[str, ORMap[Any]] = {wc.QUEUE: ORMap(LWWRegister), wc.RESULTS: ORMap(LWWRegister),
+                                         wc.INTENTS: ORMap(GSet), wc.MEMBERS: ORMap(LWWRegister)}
+        core = WarpCore(name, f"{name}@{incarnation}", incarnation, config=CFG, role="worker",
+                        queue=boards[wc.QUEUE], results=boards[wc.RESULTS], intents=boards[wc.INTENTS],
+                        members=boards[wc.MEMBERS], ops=_Ops({"echo": "thread"}), rng=random.Random(7),
+                        members_version=lambda: self.version, intents_version=lambda: self.version)
+        core.observed = True
+        core.started = True
+        return Peer(name, incarnation, core, boards)
+
+    def sync(self, among: set[str] | None = None) -> None:
+        self.version += 1
+        super().sync(among)
+
+
+def test_a_reclaim_pass_skips_tasks_owned_elsewhere_until_the_ring_changes() -> None:
+    net = VersionedNet(["a", "b", "c"])
+    net.converge()
+    tasks = [f"t{i}" for i in range(60)]
+    for t in tasks:
+        net.enqueue("a", t)
+    net.sync()
+    a = net["a"].core
+    not_ours = [t for t in tasks if owner_of(t, {"a", "b", "c"}) != "a"]
+    assert not_ours and len(not_ours) < len(tasks)
+    a.claim_all(net.now)  # conditions fixed since the sync's full pass: what is owned elsewhere is skipped
+    skipped = a.reclaim_skipped
+    a.claim_all(net.now)
+    assert a.reclaim_skipped - skipped == len(not_ours)
+    assert set(a.claimed) == set(tasks) - set(not_ours)
+    # c dies: the ring changes, so the next pass decides every task again and a takes c's share.
+    net.kill("c")
+    for n in ("a", "b"):
+        net.membership(n, {"a", "b"})
+    net.advance(CFG.settle_window + 0.01)
+    a.claim_all(net.now)
+    net["a"].apply()
+    mine_now = {t for t in tasks if owner_of(t, {"a", "b"}) == "a"}
+    assert mine_now - set(a.claimed) == set()
+    assert mine_now - (set(tasks) - set(not_ours))  # some of them were c's
+
+
+def test_an_answer_makes_a_quiet_task_count_again() -> None:
+    net = VersionedNet(["a", "b", "c"])
+    net.converge()
+    t = next(f"q{i}" for i in range(100) if owner_of(f"q{i}", {"a", "b", "c"}) == "b")
+    net.enqueue("a", t)
+    net.sync()
+    a = net["a"].core
+    a.claim_all(net.now)
+    assert t in a._quiet
+    net.take_all("b")  # b answers; its delta reaches a (no other board changes: the same conditions)
+    net["a"].boards[wc.RESULTS].join(net["b"].boards[wc.RESULTS].copy())
+    a.on_results(net.now, [t])
+    assert t not in a._quiet  # its cleanup is for the passes to decide again
+    skipped = a.reclaim_skipped
+    a.claim_all(net.now)
+    assert a.reclaim_skipped == skipped
