@@ -3,7 +3,8 @@
 The engine (:meth:`RaftNode._pump`) runs inline wherever work appears (an API call, a frame, a
 timer, a finished write): it takes a :class:`~warpmesh.raft.core.Ready` batch, sends what may go
 early, persists the rest in one durable write (group commit: everything that arrives meanwhile rides
-on the next write; only the commit and its fsync run on a worker thread), and when that write is
+on the next write; only the commit and its fsync run on a worker thread, except a follower's small
+appends, which the loop writes itself unless its disk was recently slow), and when that write is
 done sends what depended on it, hands committed entries to subscribers and resolves API futures.
 While a leader's write is in flight, entries that a majority of followers already hold are answered
 at once. Frames are decoded, validated and stepped inside the transport's delivery (undecodable or
@@ -24,6 +25,7 @@ import dataclasses
 import logging
 import os
 import random
+import time
 from bisect import bisect_left
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
@@ -62,6 +64,9 @@ FRAME_OVERHEAD = 4096
 #: asyncio runs a timer once ``loop.time()`` is within the clock resolution of its deadline, so a
 #: timer may fire a hair *before* the core's deadline. A deadline this close counts as due.
 TIMER_SLACK = 1e-6
+#: Seconds that writes stay on the I/O thread after a write on the loop was slower than
+#: ``RaftConfig.inline_write_slow``.
+INLINE_BACKOFF = 5.0
 
 
 def _expire(fut: asyncio.Future[Any]) -> None:
@@ -222,6 +227,8 @@ class RaftNode:
         self._crashed = asyncio.Event()
         self._commit_early = False
         self._early_scheduled = False
+        #: Until this loop time, writes the loop could do itself go to the I/O thread (a slow disk).
+        self._inline_until = float("-inf")
         self._sub: Subscription | None = None
         self._unhandle: Callable[[], None] | None = None
         self._max_frame = 0
@@ -652,13 +659,21 @@ class RaftNode:
                 if rd.must_persist:
                     batch = StorageBatch(rd.snapshot, rd.log_reset, rd.compact_through, rd.entries,
                                          rd.hard_state)
-                    if self._executor is not None:
+                    if self._executor is None:
+                        self.storage.write(batch)
+                    elif self._write_here(rd, core.role, loop):
+                        started = time.perf_counter()
+                        self.storage.write(batch)
+                        if time.perf_counter() - started > self.config.inline_write_slow:
+                            self._inline_until = loop.time() + INLINE_BACKOFF
+                            self.stats["inline_write_backoffs"] += 1
+                        self.stats["inline_writes"] += 1
+                    else:
                         self._inflight = rd
                         # Not while a snapshot install waits for this write: its entries follow it.
                         self._commit_early = rd.install is None and rd.snapshot is None and not rd.log_reset
                         self._start_write(batch)
                         return
-                    self.storage.write(batch)
                     self.stats["writes"] += 1
                     self.stats["entries_written"] += len(rd.entries)
                 self._finish(rd)
@@ -668,6 +683,16 @@ class RaftNode:
             self._crash(err)
         finally:
             self._pumping = False
+
+    def _write_here(self, rd: Ready, role: Role, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether the loop writes ``rd`` itself rather than the I/O thread: a follower's small
+        append. Its acknowledgement waits for exactly this write, so the hop to the thread and back
+        only adds two wake-ups; a one-entry commit holds the loop for about one fsync. A leader
+        keeps its write on the thread: it answers callers as soon as the followers hold an entry,
+        which must not wait for its own fsync."""
+        limit = self.config.inline_write_entries
+        return (limit > 0 and role != Role.LEADER and len(rd.entries) <= limit and rd.snapshot is None
+                and not rd.log_reset and not rd.compact_through and loop.time() >= self._inline_until)
 
     def _start_write(self, batch: StorageBatch) -> None:
         # Only the durable part (the commit and its fsync) runs on the worker thread; its end is
