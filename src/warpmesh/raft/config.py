@@ -64,9 +64,9 @@ class RaftConfig:
     #: hop to the I/O thread and back (a wake-up on each side) costs about as much as the write.
     #: 0 = every write goes to the I/O thread.
     inline_write_entries: int = 4
-    #: A write on the loop that took longer than this (a slow or busy disk) sends writes back to
-    #: the I/O thread for a while (``runtime.INLINE_BACKOFF``), so such a disk cannot keep
-    #: stalling the loop (heartbeats, elections, reads).
+    #: While small writes take longer than this on average (a slow or busy disk; see
+    #: ``runtime.INLINE_WEIGHT``) they go to the I/O thread, so such a disk cannot keep stalling
+    #: the loop (heartbeats, elections, reads); they come back once the average is below it.
     inline_write_slow: float = 0.002
 
     def __post_init__(self) -> None:

@@ -64,9 +64,13 @@ FRAME_OVERHEAD = 4096
 #: asyncio runs a timer once ``loop.time()`` is within the clock resolution of its deadline, so a
 #: timer may fire a hair *before* the core's deadline. A deadline this close counts as due.
 TIMER_SLACK = 1e-6
-#: Seconds that writes stay on the I/O thread after a write on the loop was slower than
-#: ``RaftConfig.inline_write_slow``.
-INLINE_BACKOFF = 5.0
+#: Weight of the newest write in the running average of small writes' durations that decides
+#: whether a follower writes on the loop (see ``RaftConfig.inline_write_slow``). One very slow
+#: write (4x the limit or more) sends writes to the I/O thread at once; a lone outlier of a few
+#: milliseconds, which a shared disk shows every second or so, does not; once writes on the thread
+#: are fast again the average falls and they come back (no fixed back-off: a fixed 5 s one was
+#: tripped by the slow first writes of a fresh database and kept a whole benchmark on the thread).
+INLINE_WEIGHT = 0.25
 
 
 def _expire(fut: asyncio.Future[Any]) -> None:
@@ -227,8 +231,10 @@ class RaftNode:
         self._crashed = asyncio.Event()
         self._commit_early = False
         self._early_scheduled = False
-        #: Until this loop time, writes the loop could do itself go to the I/O thread (a slow disk).
-        self._inline_until = float("-inf")
+        #: Running average of the seconds a small write took, wherever it ran (``INLINE_WEIGHT``).
+        self._write_avg = 0.0
+        #: perf_counter() when the write in flight on the I/O thread was submitted, if it is small.
+        self._write_started: float | None = None
         self._sub: Subscription | None = None
         self._unhandle: Callable[[], None] | None = None
         self._max_frame = 0
@@ -661,14 +667,13 @@ class RaftNode:
                                          rd.hard_state)
                     if self._executor is None:
                         self.storage.write(batch)
-                    elif self._write_here(rd, core.role, loop):
+                    elif self._write_here(rd, core.role):
                         started = time.perf_counter()
                         self.storage.write(batch)
-                        if time.perf_counter() - started > self.config.inline_write_slow:
-                            self._inline_until = loop.time() + INLINE_BACKOFF
-                            self.stats["inline_write_backoffs"] += 1
                         self.stats["inline_writes"] += 1
+                        self._write_took(time.perf_counter() - started)
                     else:
+                        self._write_started = time.perf_counter() if self._small(rd) else None
                         self._inflight = rd
                         # Not while a snapshot install waits for this write: its entries follow it.
                         self._commit_early = rd.install is None and rd.snapshot is None and not rd.log_reset
@@ -684,15 +689,25 @@ class RaftNode:
         finally:
             self._pumping = False
 
-    def _write_here(self, rd: Ready, role: Role, loop: asyncio.AbstractEventLoop) -> bool:
+    def _small(self, rd: Ready) -> bool:
+        """A batch small and plain enough for the loop to write it (its duration feeds the average)."""
+        return (len(rd.entries) <= self.config.inline_write_entries and rd.snapshot is None
+                and not rd.log_reset and not rd.compact_through)
+
+    def _write_here(self, rd: Ready, role: Role) -> bool:
         """Whether the loop writes ``rd`` itself rather than the I/O thread: a follower's small
-        append. Its acknowledgement waits for exactly this write, so the hop to the thread and back
-        only adds two wake-ups; a one-entry commit holds the loop for about one fsync. A leader
-        keeps its write on the thread: it answers callers as soon as the followers hold an entry,
-        which must not wait for its own fsync."""
-        limit = self.config.inline_write_entries
-        return (limit > 0 and role != Role.LEADER and len(rd.entries) <= limit and rd.snapshot is None
-                and not rd.log_reset and not rd.compact_through and loop.time() >= self._inline_until)
+        append while small writes are fast. Its acknowledgement waits for exactly this write, so
+        the hop to the thread and back only adds two wake-ups; a one-entry commit holds the loop for
+        about one fsync. A leader keeps its write on the thread: it answers callers as soon as the
+        followers hold an entry, which must not wait for its own fsync."""
+        return (self.config.inline_write_entries > 0 and role != Role.LEADER and self._small(rd)
+                and self._write_avg <= self.config.inline_write_slow)
+
+    def _write_took(self, seconds: float) -> None:
+        was_fast = self._write_avg <= self.config.inline_write_slow
+        self._write_avg += INLINE_WEIGHT * (seconds - self._write_avg)
+        if was_fast and self._write_avg > self.config.inline_write_slow:
+            self.stats["inline_write_backoffs"] += 1
 
     def _start_write(self, batch: StorageBatch) -> None:
         # Only the durable part (the commit and its fsync) runs on the worker thread; its end is
@@ -724,6 +739,9 @@ class RaftNode:
             return
         self.stats["writes"] += 1
         self.stats["entries_written"] += len(rd.entries)
+        if self._write_started is not None:  # with both hops: a slow disk shows all the same
+            self._write_took(time.perf_counter() - self._write_started)
+            self._write_started = None
         try:
             self._finish(rd)
         except Exception as exc:
