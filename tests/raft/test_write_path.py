@@ -5,8 +5,8 @@ no fsync at all.
 * a follower acknowledges entries only once they are durable on its disk;
 * a leader answers a proposal as soon as a majority holds it durably, even while its own write is
   still in flight (thesis §10.2.1), and never before a majority holds it;
-* a follower writes small appends on the event loop (no hop to the I/O thread and back), until
-  one such write is slow: then writes go back to the thread for a while;
+* small writes (a follower's appends; a leader's too unless configured off) run on the event loop
+  (no hop to the I/O thread and back) while small writes are fast, on the thread while they are slow;
 * ``SqliteRaftStorage.begin_write``: the staged part is not durable, the returned call makes it so.
 """
 
@@ -199,7 +199,8 @@ async def _all_hold(st: dict[str, GatedStorage], index: int) -> None:
         await asyncio.sleep(0.01)
 
 
-def test_followers_write_small_appends_on_the_loop_and_the_leader_on_its_io_thread() -> None:
+@pytest.mark.parametrize("leader_inline", [True, False])
+def test_small_writes_run_on_the_loop_and_the_leaders_as_configured(leader_inline: bool) -> None:
     async def body(nodes, st, tr) -> None:  # type: ignore[no-untyped-def]
         ld = _leader(nodes)
         for s in st.values():
@@ -207,16 +208,16 @@ def test_followers_write_small_appends_on_the_loop_and_the_leader_on_its_io_thre
         for i in range(5):
             last, _term = await ld.propose(bytes([i]), timeout=10)
         await _all_hold(st, last)
-        loop_thread = threading.current_thread().name
+        here = threading.current_thread().name
         for nid, s in st.items():
             assert s.threads, nid
-            if nid == ld.id:
+            if nid == ld.id and not leader_inline:
                 assert all(t.startswith(f"raft-{nid}-io") for t in s.threads), s.threads
             else:
-                assert set(s.threads) == {loop_thread}, (nid, s.threads)
+                assert set(s.threads) == {here}, (nid, s.threads)
                 assert nodes[nid].stats["inline_writes"] >= 5
 
-    _run(body)
+    _run(body, dataclasses.replace(CFG, inline_write_leader=leader_inline))
 
 
 def test_a_lone_outlier_keeps_writes_on_the_loop() -> None:

@@ -59,11 +59,17 @@ class RaftConfig:
     #: Remember this many recently committed dedup keys, so a retried forward is answered instead of
     #: appended twice.
     recent_keys: int = 65_536
-    #: A follower writes a batch of at most this many entries (and no snapshot, log reset or
-    #: compaction) on the event loop itself when the runtime offloads I/O: for such a write the
-    #: hop to the I/O thread and back (a wake-up on each side) costs about as much as the write.
+    #: A batch of at most this many entries (and no snapshot, log reset or compaction) is written
+    #: on the event loop itself when the runtime offloads I/O: for such a write the hop to the I/O
+    #: thread and back (a wake-up on each side) costs about as much as the write.
     #: 0 = every write goes to the I/O thread.
     inline_write_entries: int = 4
+    #: Whether a leader writes such batches on the loop too. Its appends are sent before its write,
+    #: so its fsync starts first and usually ends before the first follower's acknowledgement
+    #: arrives. False keeps its writes on the I/O thread, where the followers' acknowledgements
+    #: can answer callers while its own write is still in flight: better when the leader's disk is
+    #: slower than its followers'.
+    inline_write_leader: bool = True
     #: While small writes take longer than this on average (a slow or busy disk; see
     #: ``runtime.INLINE_WEIGHT``) they go to the I/O thread, so such a disk cannot keep stalling
     #: the loop (heartbeats, elections, reads); they come back once the average is below it.

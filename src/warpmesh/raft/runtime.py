@@ -3,8 +3,8 @@
 The engine (:meth:`RaftNode._pump`) runs inline wherever work appears (an API call, a frame, a
 timer, a finished write): it takes a :class:`~warpmesh.raft.core.Ready` batch, sends what may go
 early, persists the rest in one durable write (group commit: everything that arrives meanwhile rides
-on the next write; only the commit and its fsync run on a worker thread, except a follower's small
-appends, which the loop writes itself unless its disk was recently slow), and when that write is
+on the next write; only the commit and its fsync run on a worker thread, except small batches,
+which the loop writes itself while small writes are fast), and when that write is
 done sends what depended on it, hands committed entries to subscribers and resolves API futures.
 While a leader's write is in flight, entries that a majority of followers already hold are answered
 at once. Frames are decoded, validated and stepped inside the transport's delivery (undecodable or
@@ -695,12 +695,15 @@ class RaftNode:
                 and not rd.log_reset and not rd.compact_through)
 
     def _write_here(self, rd: Ready, role: Role) -> bool:
-        """Whether the loop writes ``rd`` itself rather than the I/O thread: a follower's small
-        append while small writes are fast. Its acknowledgement waits for exactly this write, so
-        the hop to the thread and back only adds two wake-ups; a one-entry commit holds the loop for
-        about one fsync. A leader keeps its write on the thread: it answers callers as soon as the
-        followers hold an entry, which must not wait for its own fsync."""
-        return (self.config.inline_write_entries > 0 and role != Role.LEADER and self._small(rd)
+        """Whether the loop writes ``rd`` itself rather than the I/O thread: a small batch while
+        small writes are fast. A follower's acknowledgement waits for exactly this write, so the
+        hop to the thread and back only adds two wake-ups; a one-entry commit holds the loop for
+        about one fsync. A leader sent its appends already (early messages go before the write), so
+        its fsync runs while the followers' do and, having started first, usually ends first; the
+        hop to the thread had made it the slowest of the three (see
+        ``RaftConfig.inline_write_leader`` for a leader whose disk is slower than its followers')."""
+        return (self.config.inline_write_entries > 0 and self._small(rd)
+                and (role != Role.LEADER or self.config.inline_write_leader)
                 and self._write_avg <= self.config.inline_write_slow)
 
     def _write_took(self, seconds: float) -> None:
