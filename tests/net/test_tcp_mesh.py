@@ -100,6 +100,40 @@ def test_send_to_is_ordered_and_every_subscriber_gets_every_frame() -> None:
     run(main())
 
 
+def test_a_lone_frame_on_an_idle_link_goes_to_the_socket_at_once() -> None:
+    """The first frame of a burst on an idle link is written inside ``send_to`` (no writer-task
+    wake-up in between); the rest of the same burst queues behind it, and all arrive in order."""
+
+    async def main() -> None:
+        ms = await chain("ab")
+        a, b = ms
+        try:
+            await converged(ms)
+            sub = b.subscribe()
+            conn = a._slots["b"]
+            ps = a.stats.peers["b"]
+
+            def parked() -> bool:
+                return (conn.wake is not None and not conn.wake.done() and not conn.q and not conn.ctl
+                        and not conn.burst)
+
+            for rnd in range(2):
+                await eventually(parked, what="the writer parked with nothing queued")
+                before = ps.frames_out
+                # None of these sends suspends, so the loop does not turn between them.
+                await a.send_to("b", b"first %d" % rnd)
+                assert ps.frames_out == before + 1 and not conn.q  # handed to the socket already
+                await a.send_to("b", b"second %d" % rnd)
+                await a.send_to("b", b"third %d" % rnd)
+                assert len(conn.q) == 2  # queued for the writer, which coalesces them
+                got = [await asyncio.wait_for(sub.get(), WAIT) for _ in range(3)]
+                assert got == [("a", b"first %d" % rnd), ("a", b"second %d" % rnd), ("a", b"third %d" % rnd)]
+        finally:
+            await close_all(ms)
+
+    run(main())
+
+
 def test_broadcast_reaches_every_peer_but_not_self_and_self_send_is_local() -> None:
     async def main() -> None:
         ms = await chain("abcd")

@@ -5,14 +5,18 @@ no fsync at all.
 * a follower acknowledges entries only once they are durable on its disk;
 * a leader answers a proposal as soon as a majority holds it durably, even while its own write is
   still in flight (thesis §10.2.1), and never before a majority holds it;
+* small writes (a follower's appends; a leader's too unless configured off) run on the event loop
+  (no hop to the I/O thread and back) while small writes are fast, on the thread while they are slow;
 * ``SqliteRaftStorage.begin_write``: the staged part is not durable, the returned call makes it so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +32,8 @@ from warpmesh.raft.transport import SeamRaftTransport
 from warpmesh.raft.types import Entry, HardState, Role
 
 CFG = RaftConfig(election_timeout_min=0.3, election_timeout_max=0.6, heartbeat_interval=0.05)
+#: Every write on the I/O thread: the tests that stall a node's disk must not stall the shared loop.
+THREAD_CFG = dataclasses.replace(CFG, inline_write_entries=0)
 
 
 # -- the core: the commit hint ----------------------------------------------------------------
@@ -71,10 +77,17 @@ class GatedStorage(InMemoryRaftStorage):
         self.gate = threading.Event()
         self.gate.set()
         self.durable = 0
+        #: The thread that wrote each batch of entries, and ``slow`` seconds to sleep in the next one.
+        self.threads: list[str] = []
+        self.slow = 0.0
 
     def write(self, batch: StorageBatch) -> None:
         if batch.entries:
             assert self.gate.wait(20), "gate never opened"
+            self.threads.append(threading.current_thread().name)
+            if self.slow:
+                time.sleep(self.slow)
+                self.slow = 0.0
         super().write(batch)
         if batch.entries:
             self.durable = batch.entries[-1].index
@@ -95,12 +108,12 @@ class RecordingTransport(SeamRaftTransport):
         return await super().send(peer, data)
 
 
-async def _cluster(fabric: MemoryFabric) -> tuple[dict[str, RaftNode], dict[str, GatedStorage],
-                                                     dict[str, RecordingTransport]]:
+async def _cluster(fabric: MemoryFabric, cfg: RaftConfig) -> tuple[
+        dict[str, RaftNode], dict[str, GatedStorage], dict[str, RecordingTransport]]:
     ids = ["a", "b", "c"]
     st = {i: GatedStorage() for i in ids}
     tr = {i: RecordingTransport(SeamRaftTransport.over(fabric.join(i)), st[i]) for i in ids}
-    nodes = {i: await RaftNode(i, tr[i], st[i], voters=ids, config=CFG, seed=n,
+    nodes = {i: await RaftNode(i, tr[i], st[i], voters=ids, config=cfg, seed=n,
                                offload_io=True).start() for n, i in enumerate(ids)}
     loop = asyncio.get_running_loop()
     end = loop.time() + 10
@@ -110,10 +123,10 @@ async def _cluster(fabric: MemoryFabric) -> tuple[dict[str, RaftNode], dict[str,
     return nodes, st, tr
 
 
-def _run(body) -> None:  # type: ignore[no-untyped-def]
+def _run(body, cfg: RaftConfig = CFG) -> None:  # type: ignore[no-untyped-def]
     async def main() -> None:
         fabric = MemoryFabric(seed=5)
-        nodes, st, tr = await _cluster(fabric)
+        nodes, st, tr = await _cluster(fabric, cfg)
         try:
             await body(nodes, st, tr)
         finally:
@@ -157,7 +170,7 @@ def test_leader_answers_once_the_followers_hold_it_while_its_own_write_is_in_fli
         assert all(s.durable >= index for s in followers)  # ...because both followers hold it
         st[ld.id].gate.set()
 
-    _run(body)
+    _run(body, THREAD_CFG)
 
 
 def test_leader_never_answers_before_a_majority_holds_the_entry() -> None:
@@ -175,7 +188,81 @@ def test_leader_never_answers_before_a_majority_holds_the_entry() -> None:
         assert st[f1].durable >= index and st[f2].durable >= index
         st[ld.id].gate.set()
 
+    _run(body, THREAD_CFG)
+
+
+async def _all_hold(st: dict[str, GatedStorage], index: int) -> None:
+    """Wait until every node holds ``index`` (a majority without some node may have answered)."""
+    end = asyncio.get_running_loop().time() + 10
+    while any(s.durable < index for s in st.values()):
+        assert asyncio.get_running_loop().time() < end, {nid: s.durable for nid, s in st.items()}
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("leader_inline", [True, False])
+def test_small_writes_run_on_the_loop_and_the_leaders_as_configured(leader_inline: bool) -> None:
+    async def body(nodes, st, tr) -> None:  # type: ignore[no-untyped-def]
+        ld = _leader(nodes)
+        for s in st.values():
+            s.threads.clear()
+        for i in range(5):
+            last, _term = await ld.propose(bytes([i]), timeout=10)
+        await _all_hold(st, last)
+        here = threading.current_thread().name
+        for nid, s in st.items():
+            assert s.threads, nid
+            if nid == ld.id and not leader_inline:
+                assert all(t.startswith(f"raft-{nid}-io") for t in s.threads), s.threads
+            else:
+                assert set(s.threads) == {here}, (nid, s.threads)
+                assert nodes[nid].stats["inline_writes"] >= 5
+
+    _run(body, dataclasses.replace(CFG, inline_write_leader=leader_inline))
+
+
+def test_a_lone_outlier_keeps_writes_on_the_loop() -> None:
+    async def body(nodes, st, tr) -> None:  # type: ignore[no-untyped-def]
+        ld = _leader(nodes)
+        await ld.propose(b"warm", timeout=10)
+        f = next(nid for nid in nodes if nid != ld.id)
+        st[f].threads.clear()
+        st[f].slow = 2 * CFG.inline_write_slow  # a shared disk's everyday hiccup
+        for i in range(5):
+            last, _term = await ld.propose(bytes([i]), timeout=10)
+        await _all_hold(st, last)
+        assert set(st[f].threads) == {threading.current_thread().name}, st[f].threads
+        assert nodes[f].stats["inline_write_backoffs"] == 0
+
     _run(body)
+
+
+def test_a_slow_write_on_the_loop_sends_the_next_ones_to_the_io_thread_until_writes_are_fast() -> None:
+    async def body(nodes, st, tr) -> None:  # type: ignore[no-untyped-def]
+        ld = _leader(nodes)
+        await ld.propose(b"warm", timeout=10)
+        f = next(nid for nid in nodes if nid != ld.id)
+        st[f].threads.clear()
+        st[f].slow = 10 * CFG.inline_write_slow  # this disk stalls once, badly
+        for i in range(15):
+            last, _term = await ld.propose(bytes([i]), timeout=10)
+            await _all_hold(st, last)  # one write each
+        threads = st[f].threads
+        here = threading.current_thread().name
+        io = [t != here for t in threads]
+        # The slow write ran on the loop; the next ones on the thread, until the average of
+        # (fast) writes there fell below the limit; then back on the loop.
+        back = io.index(False, 1)  # the first write back on the loop
+        assert not io[0] and back >= 3 and all(io[1:back]) and not any(io[back:]), threads
+        assert nodes[f].stats["inline_write_backoffs"] == 1
+
+    _run(body)
+
+
+def test_inline_write_settings_are_validated() -> None:
+    with pytest.raises(ValueError, match="inline_write_entries"):
+        RaftConfig(inline_write_entries=-1)
+    with pytest.raises(ValueError, match="inline_write_slow"):
+        RaftConfig(inline_write_slow=0)
 
 
 # -- SqliteRaftStorage.begin_write -----------------------------------------------------------------
@@ -292,8 +379,9 @@ def test_a_failed_disk_write_stops_the_engine_and_says_so() -> None:
         fabric = MemoryFabric(seed=7)
         ids = ["a", "b", "c"]
         st = {i: FailingStorage() for i in ids}
-        nodes = {i: await RaftNode(i, SeamRaftTransport.over(fabric.join(i)), st[i], voters=ids, config=CFG,
-                                   seed=n, offload_io=True).start() for n, i in enumerate(ids)}
+        nodes = {i: await RaftNode(i, SeamRaftTransport.over(fabric.join(i)), st[i], voters=ids,
+                                   config=THREAD_CFG, seed=n, offload_io=True).start()
+                 for n, i in enumerate(ids)}
         try:
             loop = asyncio.get_running_loop()
             end = loop.time() + 10
@@ -306,11 +394,16 @@ def test_a_failed_disk_write_stops_the_engine_and_says_so() -> None:
             await asyncio.sleep(0.05)
             assert not crashed.done() and ld.crash is None
             st[ld.id].fail = True
+            for nid, s in st.items():  # the followers must not commit it first (that would be fine)
+                if nid != ld.id:
+                    s.gate.clear()
             with pytest.raises(RaftError, match="crashed"):
                 await ld.propose(b"x", timeout=5)
             err = await asyncio.wait_for(crashed, 5)
             assert isinstance(err, OSError) and ld.crash is err and ld.stats["engine_crashed"] == 1
         finally:
+            for s in st.values():
+                s.gate.set()
             for n in nodes.values():
                 await n.close()
             await fabric.close()

@@ -24,7 +24,8 @@ Link life cycle (``docs/mesh.md`` has the full protocol):
 3. **Serve.** ``[u32 length][frame]`` in both directions: DATA (seam payloads), PING/PONG
    (keepalive when idle, and probes), ROSTER (gossip: every live peer's id, incarnation and listen
    address), BYE (graceful close). Writes go through a bounded per-link queue that one writer task
-   drains, coalescing queued frames into one ``write`` and one ``drain``. Reads deliver into the
+   drains, coalescing queued frames into one ``write`` and one ``drain``; the first frame of a burst
+   on an idle link skips the queue and goes to the socket at once (``Link.write_now``). Reads deliver into the
    :class:`~warpmesh.net.seam.IncomingHub`, waiting while a subscriber is full: a slow reader slows
    the TCP stream (the kernel's flow control pushes back to the sender), nothing is dropped.
 4. **Close.** EOF, a reset, a keepalive timeout or an oversize length prefix (the stream cannot be
@@ -238,6 +239,8 @@ class TcpMesh(Seam):
         if n > conn.max_data:
             raise PayloadTooLarge(f"{n} bytes exceeds the {conn.max_data}-byte limit of {peer!r}")
         frame = DATA_HEADER.pack(n + _DATA_OVERHEAD, conn.version, DATA, 0xC6, n) + data
+        if conn.write_now(frame):
+            return
         q = conn.q
         if len(q) < self._q_frames and conn.q_bytes < self._q_bytes and not conn.space and not conn.retiring:
             # Fast path (room, and nobody waiting ahead of us): append without a coroutine hop.

@@ -59,6 +59,21 @@ class RaftConfig:
     #: Remember this many recently committed dedup keys, so a retried forward is answered instead of
     #: appended twice.
     recent_keys: int = 65_536
+    #: A batch of at most this many entries (and no snapshot, log reset or compaction) is written
+    #: on the event loop itself when the runtime offloads I/O: for such a write the hop to the I/O
+    #: thread and back (a wake-up on each side) costs about as much as the write.
+    #: 0 = every write goes to the I/O thread.
+    inline_write_entries: int = 4
+    #: Whether a leader writes such batches on the loop too. Its appends are sent before its write,
+    #: so its fsync starts first and usually ends before the first follower's acknowledgement
+    #: arrives. False keeps its writes on the I/O thread, where the followers' acknowledgements
+    #: can answer callers while its own write is still in flight: better when the leader's disk is
+    #: slower than its followers'.
+    inline_write_leader: bool = True
+    #: While small writes take longer than this on average (a slow or busy disk; see
+    #: ``runtime.INLINE_WEIGHT``) they go to the I/O thread, so such a disk cannot keep stalling
+    #: the loop (heartbeats, elections, reads); they come back once the average is below it.
+    inline_write_slow: float = 0.002
 
     def __post_init__(self) -> None:
         if not 0 < self.heartbeat_interval < self.election_timeout_min < self.election_timeout_max:
@@ -74,6 +89,10 @@ class RaftConfig:
                 raise ValueError(f"{name} must be >= 1")
         if self.trailing_entries < 0:
             raise ValueError("trailing_entries must be >= 0")
+        if self.inline_write_entries < 0:
+            raise ValueError("inline_write_entries must be >= 0")
+        if not self.inline_write_slow > 0:
+            raise ValueError("inline_write_slow must be > 0")
         if not 0 <= self.lease_drift < 1:
             raise ValueError("lease_drift must be within [0, 1)")
 

@@ -3,7 +3,8 @@
 The engine (:meth:`RaftNode._pump`) runs inline wherever work appears (an API call, a frame, a
 timer, a finished write): it takes a :class:`~warpmesh.raft.core.Ready` batch, sends what may go
 early, persists the rest in one durable write (group commit: everything that arrives meanwhile rides
-on the next write; only the commit and its fsync run on a worker thread), and when that write is
+on the next write; only the commit and its fsync run on a worker thread, except small batches,
+which the loop writes itself while small writes are fast), and when that write is
 done sends what depended on it, hands committed entries to subscribers and resolves API futures.
 While a leader's write is in flight, entries that a majority of followers already hold are answered
 at once. Frames are decoded, validated and stepped inside the transport's delivery (undecodable or
@@ -24,6 +25,7 @@ import dataclasses
 import logging
 import os
 import random
+import time
 from bisect import bisect_left
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
@@ -62,6 +64,13 @@ FRAME_OVERHEAD = 4096
 #: asyncio runs a timer once ``loop.time()`` is within the clock resolution of its deadline, so a
 #: timer may fire a hair *before* the core's deadline. A deadline this close counts as due.
 TIMER_SLACK = 1e-6
+#: Weight of the newest write in the running average of small writes' durations that decides
+#: whether a follower writes on the loop (see ``RaftConfig.inline_write_slow``). One very slow
+#: write (4x the limit or more) sends writes to the I/O thread at once; a lone outlier of a few
+#: milliseconds, which a shared disk shows every second or so, does not; once writes on the thread
+#: are fast again the average falls and they come back (no fixed back-off: a fixed 5 s one was
+#: tripped by the slow first writes of a fresh database and kept a whole benchmark on the thread).
+INLINE_WEIGHT = 0.25
 
 
 def _expire(fut: asyncio.Future[Any]) -> None:
@@ -222,6 +231,10 @@ class RaftNode:
         self._crashed = asyncio.Event()
         self._commit_early = False
         self._early_scheduled = False
+        #: Running average of the seconds a small write took, wherever it ran (``INLINE_WEIGHT``).
+        self._write_avg = 0.0
+        #: perf_counter() when the write in flight on the I/O thread was submitted, if it is small.
+        self._write_started: float | None = None
         self._sub: Subscription | None = None
         self._unhandle: Callable[[], None] | None = None
         self._max_frame = 0
@@ -652,13 +665,20 @@ class RaftNode:
                 if rd.must_persist:
                     batch = StorageBatch(rd.snapshot, rd.log_reset, rd.compact_through, rd.entries,
                                          rd.hard_state)
-                    if self._executor is not None:
+                    if self._executor is None:
+                        self.storage.write(batch)
+                    elif self._write_here(rd, core.role):
+                        started = time.perf_counter()
+                        self.storage.write(batch)
+                        self.stats["inline_writes"] += 1
+                        self._write_took(time.perf_counter() - started)
+                    else:
+                        self._write_started = time.perf_counter() if self._small(rd) else None
                         self._inflight = rd
                         # Not while a snapshot install waits for this write: its entries follow it.
                         self._commit_early = rd.install is None and rd.snapshot is None and not rd.log_reset
                         self._start_write(batch)
                         return
-                    self.storage.write(batch)
                     self.stats["writes"] += 1
                     self.stats["entries_written"] += len(rd.entries)
                 self._finish(rd)
@@ -668,6 +688,29 @@ class RaftNode:
             self._crash(err)
         finally:
             self._pumping = False
+
+    def _small(self, rd: Ready) -> bool:
+        """A batch small and plain enough for the loop to write it (its duration feeds the average)."""
+        return (len(rd.entries) <= self.config.inline_write_entries and rd.snapshot is None
+                and not rd.log_reset and not rd.compact_through)
+
+    def _write_here(self, rd: Ready, role: Role) -> bool:
+        """Whether the loop writes ``rd`` itself rather than the I/O thread: a small batch while
+        small writes are fast. A follower's acknowledgement waits for exactly this write, so the
+        hop to the thread and back only adds two wake-ups; a one-entry commit holds the loop for
+        about one fsync. A leader sent its appends already (early messages go before the write), so
+        its fsync runs while the followers' do and, having started first, usually ends first; the
+        hop to the thread had made it the slowest of the three (see
+        ``RaftConfig.inline_write_leader`` for a leader whose disk is slower than its followers')."""
+        return (self.config.inline_write_entries > 0 and self._small(rd)
+                and (role != Role.LEADER or self.config.inline_write_leader)
+                and self._write_avg <= self.config.inline_write_slow)
+
+    def _write_took(self, seconds: float) -> None:
+        was_fast = self._write_avg <= self.config.inline_write_slow
+        self._write_avg += INLINE_WEIGHT * (seconds - self._write_avg)
+        if was_fast and self._write_avg > self.config.inline_write_slow:
+            self.stats["inline_write_backoffs"] += 1
 
     def _start_write(self, batch: StorageBatch) -> None:
         # Only the durable part (the commit and its fsync) runs on the worker thread; its end is
@@ -699,6 +742,9 @@ class RaftNode:
             return
         self.stats["writes"] += 1
         self.stats["entries_written"] += len(rd.entries)
+        if self._write_started is not None:  # with both hops: a slow disk shows all the same
+            self._write_took(time.perf_counter() - self._write_started)
+            self._write_started = None
         try:
             self._finish(rd)
         except Exception as exc:
