@@ -113,3 +113,27 @@ def test_a_full_replica_rejoining_under_a_partial_ones_name_counts_again() -> No
     assert a._partial == set() and a.majority_others() == 1 and a.acked_count(2) == 1
     a.receive("b", encode_frame(QuiltKind.ACK, ["a@1", 2, [], 4]), 0.5)  # since beyond upto + 1
     assert a.stats["refused"] == 1
+
+
+def test_the_first_batch_after_joining_is_resent_if_lost() -> None:
+    # A batch written after c joined is not history: if it is lost, its origin (which counts c among
+    # its peers from the join and has no ack from it) resends it, and c, which learnt where the
+    # stream stood from the greeting digest, asks for the gap too. An answer a client waits for may
+    # be in that batch.
+    cores = _cores("a")
+    for i in range(50):
+        cores["a"].mutate(lambda s, i=i: s.put("a", f"old-{i}", _reg("a", i)))
+    _run(cores, 0.0, 0.5, busy="")
+    c: QuilterCore[ORMap] = QuilterCore("c", "c@1", ORMap(LWWRegister), CRDT_CODEC, config=CFG, now=0.5,
+                                        history=False)
+    cores["c"] = c
+    for core in cores.values():
+        core.roster_changed(set("ac"), 0.5)
+    now = _run(cores, 0.5, 1.0, busy="")  # greetings only: nothing written
+    first = cores["a"].seq + 1
+    cores["a"].mutate(lambda s: s.put("a", "answer-for-c", _reg("a", 1)))
+    now = _run(cores, now, 1.2, busy="", drop={("a", "c", first)})  # that batch never reaches c
+    cores["a"].mutate(lambda s: s.put("a", "later", _reg("a", 2)))
+    _run(cores, now, 4.0, busy="")
+    assert "answer-for-c" in c.state and "later" in c.state
+    assert not any(k.startswith("old-") for k in c.state.keys())
