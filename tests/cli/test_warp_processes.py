@@ -191,8 +191,15 @@ def test_every_board_converges_and_the_ring_owner_runs_each_task_exactly_once(me
 
         ring = TaskRing(NAMES)
         more = [f"once-{i}" for i in range(30)]
+        # A driver can wait for a count of answers without polling (what the benchmarks do).
+        await mesh.nodes["a"].send({"cmd": "wait_results", "count": len(first) + len(more), "timeout": 60})
         await mesh.nodes["c"].call({"cmd": "enqueue_many", "items": [
             {"task": t, "op": "t.echo", "args": {"task": t}} for t in more]})
+        reached = await mesh.nodes["a"].wait_event(lambda e: e["event"] == "results_reached", 70)
+        assert reached["ok"] and reached["results"] >= len(first) + len(more)
+        await mesh.nodes["b"].send({"cmd": "wait_results", "count": 10**6, "timeout": 0.3})
+        missed = await mesh.nodes["b"].wait_event(lambda e: e["event"] == "results_reached", 10)
+        assert not missed["ok"]
         boards = await mesh.boards_have(more)
         ran = mesh.runs(first + more)
         for t in first + more:

@@ -13,6 +13,10 @@ stdout (used by ``warpmesh mesh-demo``, ``warpmesh demo`` and the process tests)
     {"cmd": "enqueue_many", "items": [{"task": "t1", "op": "demo.collatz", "args": 7}, ...]}
         (with "wait": true, answered once a majority holds them: "acknowledged": true/false)
     {"cmd": "status"}    {"cmd": "results"}    {"cmd": "quit"}
+    {"cmd": "wait_results", "count": 10000, "timeout": 60}
+        (answered by a "results_reached" event, with "ok" and "results", once this peer's results
+        board holds that many answers or the timeout passes; other commands are served meanwhile:
+        a driver waits for a batch without polling the peer)
 
 Every command is answered by an event line; ``status`` events carry the roster, the board digests
 and contents, and the Warp status.
@@ -254,7 +258,16 @@ def _serves_ops(loaded: Any, module: str) -> bool:
     return any(getattr(getattr(loaded.resolve(n), "fn", None), "__module__", None) == module for n in loaded.names())
 
 
+async def _wait_results(warp: Any, count: int, timeout: float) -> None:
+    """Emit ``results_reached`` once the results board holds ``count`` answers (or at the timeout)."""
+    changes = warp.results_board.changes
+    with contextlib.suppress(TimeoutError):
+        await changes.wait_for(lambda _: len(warp.results) >= count, timeout)
+    _emit("results_reached", ok=len(warp.results) >= count, results=len(warp.results))
+
+
 async def _control(boards: DemoBoards, warp: Any, status: Any, stop: asyncio.Event) -> None:
+    waiters: set[asyncio.Task[None]] = set()
     async for line in stdin_lines(limit=16 * 1024 * 1024):
         try:
             cmd = json.loads(line)
@@ -279,6 +292,14 @@ async def _control(boards: DemoBoards, warp: Any, status: Any, stop: asyncio.Eve
                 continue
             elif what == "status":
                 status()
+                continue
+            elif what == "wait_results":
+                count, timeout = int(cmd["count"]), float(cmd.get("timeout", 60))
+                if timeout <= 0:
+                    raise ValueError("timeout must be positive")
+                t = asyncio.get_running_loop().create_task(_wait_results(warp, count, timeout))
+                waiters.add(t)
+                t.add_done_callback(waiters.discard)
                 continue
             elif what == "results":
                 _emit("results", results={t: {"ok": res.ok, "value": res.value, "error": res.error,
