@@ -219,7 +219,7 @@ class QuilterCore(Generic[S]):
         #: False: a partial replica (see the module docstring): follows streams from when it meets
         #: them, never repairs, never counts as a holder.
         self.history = history
-        self._partial: set[str] = set()  # peers that told us (acks with ``since``) they are partial
+        self._partial: set[str] = set()  # live peers that told us (acks with ``since``) they are partial
         self.stream = stream
         self.state = state
         self.codec = codec
@@ -316,8 +316,7 @@ class QuilterCore(Generic[S]):
 
         Partial replicas (short-lived readers such as ``warpmesh submit``) are not counted: they
         leave soon and hold only what arrived after they joined."""
-        voters = len(self._peers) - len(self._partial.intersection(self._peers)) if self._partial else len(self._peers)
-        return (voters + 1) // 2
+        return (len(self._peers) - len(self._partial) + 1) // 2
 
     @property
     def bootstrapping(self) -> bool:
@@ -648,7 +647,8 @@ class QuilterCore(Generic[S]):
         if since > 1:
             # A partial replica: it will never ask for what came before ``since`` (so we stop
             # buffering it for it), and it never counts as holding a batch of ours.
-            self._partial.add(sender)
+            if sender in self._peers:  # kept a subset of the live peers (left: discarded)
+                self._partial.add(sender)
         else:
             self._partial.discard(sender)
             if upto > self._confirmed.get(sender, 0):
