@@ -302,7 +302,6 @@ class WarpCore:
         # busy mesh's CPU. Any change of the key makes the next pass a full one.
         self._quiet: set[str] = set()
         self._quiet_key: tuple[Any, ...] | None = None
-        self._marking = False  # whether the current consider() pass runs under _quiet_key
         #: Tasks the re-claim passes skipped as quiet (cumulative).
         self.reclaim_skipped = 0
         self._member_replicas: dict[str, str] = {}  # node id -> replica id of its newest incarnation
@@ -639,7 +638,11 @@ class WarpCore:
     def claim_all(self, now: float) -> None:
         """Consider every queued task (a re-claim pass), but those known quiet under the same
         conditions (see ``_quiet``): they would be skipped again."""
-        key = self._pass_key(now)
+        self._now = now
+        if self.closed or self.role != "worker":
+            return
+        view = self._claim_view(now)
+        key = self._pass_key(view)
         keys = self.queue.keys()
         if key is not None and self._quiet_key is not None and _same_key(key, self._quiet_key):
             quiet = self._quiet
@@ -650,25 +653,33 @@ class WarpCore:
         else:
             self._quiet = set()
             self._quiet_key = key
-        self.consider(now, keys)
+        self._consider(now, keys, view, key)
 
-    def _pass_key(self, now: float) -> tuple[Any, ...] | None:
-        """What a not-ours decision depends on, or None when it cannot be told (no board versions)."""
-        if self._members_version is None or self._intents_version is None or self.role != "worker":
+    def _claim_view(self, now: float) -> ClaimView:
+        strategy = self.config.strategy
+        return ClaimView(self.self_id, self.ring,
+                         self.contested(now) if strategy is ClaimStrategy.INTENT else False, strategy)
+
+    def _pass_key(self, view: ClaimView) -> tuple[Any, ...] | None:
+        """What a not-ours decision depends on (``view`` carries the ring, contention and strategy), or
+        None when it cannot be told (no board versions)."""
+        if self._members_version is None or self._intents_version is None:
             return None
-        return (self.ring, self._members_version(), self._intents_version(), self.workers, self.live,
-                self.contested(now), self.config.strategy, tuple(self.ops.names()))
+        return (view.ring, self._members_version(), self._intents_version(), self.workers, self.live,
+                view.contested, view.strategy, tuple(self.ops.names()))
 
     def consider(self, now: float, task_ids: Iterable[str]) -> None:
         """Claim what is ours among ``task_ids``; the view and eligibility are computed once."""
         self._now = now
         if self.closed or self.role != "worker":
             return
-        strategy = self.config.strategy
-        view = ClaimView(self.self_id, self.ring,
-                         self.contested(now) if strategy is ClaimStrategy.INTENT else False, strategy)
+        view = self._claim_view(now)
+        self._consider(now, task_ids, view, self._pass_key(view) if self._quiet_key is not None else None)
+
+    def _consider(self, now: float, task_ids: Iterable[str], view: ClaimView, key: tuple[Any, ...] | None) -> None:
+        # Tasks found owned elsewhere are remembered as quiet only under the key the set belongs to.
         quiet_key = self._quiet_key
-        self._marking = quiet_key is not None and _same_key(self._pass_key(now), quiet_key)
+        quiet = self._quiet if quiet_key is not None and _same_key(key, quiet_key) else None
         eligible_by_op: dict[str, frozenset[str] | None] = {}
         for task_id in task_ids:
             desc = self.descriptor(task_id)
@@ -676,10 +687,10 @@ class WarpCore:
                 continue
             if desc.op not in eligible_by_op:
                 eligible_by_op[desc.op] = self.eligible(desc.op)
-            self._claim(now, task_id, desc, view, eligible_by_op[desc.op])
+            self._claim(now, task_id, desc, view, eligible_by_op[desc.op], quiet)
 
     def _claim(self, now: float, task_id: str, desc: TaskDescriptor, view: ClaimView,
-               eligible: frozenset[str] | None) -> None:
+               eligible: frozenset[str] | None, quiet: set[str] | None) -> None:
         if self.result_run(task_id) == desc.run:
             # Answered already (whatever we thought of the task before): only cleanup remains.
             self._cleanup_done(task_id, desc)
@@ -698,14 +709,10 @@ class WarpCore:
         if desc.pin is None and eligible is None and self._ring_owner(task_id) != self.self_id:
             # Not ours (the common case, in every re-claim pass): SKIP unless a claim of ours on the
             # intents board binds us - what ``decide`` would say, without building the claimant set.
-            if strategy is not ClaimStrategy.INTENT:
-                if self._marking:
-                    self._quiet.add(task_id)
-                return
-            ours = self.intents.peek(desc.run)
+            ours = self.intents.peek(desc.run) if strategy is ClaimStrategy.INTENT else None
             if ours is None or self.self_id not in ours:
-                if self._marking:
-                    self._quiet.add(task_id)
+                if quiet is not None:
+                    quiet.add(task_id)
                 return
         claimants = self.claimants(desc.run) if strategy is ClaimStrategy.INTENT else frozenset()
         decision = decide(task_id, desc, view, claimants, eligible)
