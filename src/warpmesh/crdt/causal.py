@@ -336,8 +336,7 @@ class DotStore(Generic[V]):
         t = self._touched
         if t is not None and dot not in t:
             t[dot] = dot in self.index
-            if len(t) > _TOUCH_FLOOR and len(t) > len(self.index):
-                self._acc = self._touched = None
+            self._cap_touched(t)
         contribs = self.store.get(key)
         if contribs is None:
             contribs = self.store[key] = {}
@@ -350,8 +349,7 @@ class DotStore(Generic[V]):
         t = self._touched
         if t is not None and dot not in t:
             t[dot] = True  # type: ignore[index]  # it was alive: the pop above found it
-            if len(t) > _TOUCH_FLOOR and len(t) > len(self.index):
-                self._acc = self._touched = None
+            self._cap_touched(t)
         contribs = self.store[key]
         del contribs[dot]  # type: ignore[arg-type]
         if not contribs:
@@ -371,9 +369,14 @@ class DotStore(Generic[V]):
             for d in contribs:
                 if d not in t:
                     t[d] = True  # alive until now
-            if len(t) > _TOUCH_FLOOR and len(t) > len(index):
-                self._acc = self._touched = None
+            self._cap_touched(t)
         return contribs
+
+    def _cap_touched(self, touched: dict[Dot, bool]) -> None:
+        # Past as many touched dots as alive ones (and the floor), one full pass at the next digest
+        # costs less than replaying the touches: stop tracking until then.
+        if len(touched) > _TOUCH_FLOOR and len(touched) > len(self.index):
+            self._acc = self._touched = None
 
     def alive_digest(self, tag: int) -> bytes:
         """A 16-byte digest of this store's context and alive dots, for anti-entropy (see
