@@ -162,3 +162,90 @@ def test_heartbeats_go_only_to_peers_that_heard_nothing_else_from_us() -> None:
         await fabric.close()
 
     run_virtual(main())
+
+
+QUIET = HeartbeatConfig(interval=0.1, timeout=0.5, lost_after=2.0, quiet_when_busy=True)
+
+
+async def _beacon_mesh(fabric: MemoryFabric, names: str) -> dict[str, Liveness]:
+    nodes = {n: await Liveness(MuxSeam(fabric.join(n)), QUIET).start() for n in names}
+    await asyncio.sleep(0.35)  # mid-interval: what arrives within 10 ms is no periodic heartbeat
+    return nodes
+
+
+def test_a_changed_beacon_reaches_every_peer_at_once_and_stays_quiet_after() -> None:
+    async def main() -> None:
+        fabric = MemoryFabric(seed=6)
+        nodes = await _beacon_mesh(fabric, "abc")
+        heard: list[tuple[str, str, bytes]] = []
+        for n in "bc":
+            nodes[n].on_beacon = lambda peer, beacon, n=n: heard.append((n, peer, beacon))
+        nodes["a"].set_beacon(b"view-1")
+        await asyncio.sleep(0.01)  # well before the next heartbeat: the announcement itself
+        assert sorted(heard) == [("b", "a", b"view-1"), ("c", "a", b"view-1")]
+        assert nodes["b"].beacons["a"] == b"view-1"
+        await asyncio.sleep(1.0)  # heartbeats carry it again: no new callback for the same beacon
+        assert len(heard) == 2
+        nodes["a"].set_beacon(b"view-1")  # unchanged: nothing announced
+        assert nodes["a"].beacon_stats["announced"] == 1
+        for node in nodes.values():
+            await node.close()
+        await fabric.close()
+
+    run_virtual(main())
+
+
+def test_a_lost_announcement_is_repaired_by_asking_and_answers_are_rate_limited() -> None:
+    async def main() -> None:
+        fabric = MemoryFabric(seed=7)
+        nodes = await _beacon_mesh(fabric, "ab")
+        fabric.partition({"a"}, {"b"})
+        nodes["a"].set_beacon(b"view-2")  # lost: b is cut off
+        await asyncio.sleep(0.01)
+        fabric.heal()
+        # Keep b hearing from a on another channel, so a sends it no heartbeat (quiet when busy).
+        muxes_b_app = nodes["b"]._mux.channel(0x42)
+        muxes_b_app.add_handler(lambda _s, _d: None)
+        app = nodes["a"]._mux.channel(0x42)
+        for _ in range(6):
+            await app.send_to("b", b"work")
+            await asyncio.sleep(0.04)
+        assert "a" not in nodes["b"].beacons
+        assert nodes["b"].ask_beacons(["a", "b"]) == 1  # never ourselves
+        assert nodes["b"].ask_beacons(["a"]) == 0  # asked within the interval already
+        await asyncio.sleep(0.02)
+        assert nodes["b"].beacons["a"] == b"view-2"
+        # A peer asking over and over gets at most two answers per interval.
+        answered = nodes["a"].beacon_stats["answered"]
+        for _ in range(10):
+            await nodes["b"]._channel.send_to("a", bytes((1, 2, 0xC0)))  # ASK
+        await asyncio.sleep(0.01)
+        assert nodes["a"].beacon_stats["answered"] - answered <= 1
+        for node in nodes.values():
+            await node.close()
+        await fabric.close()
+
+    run_virtual(main())
+
+
+def test_a_newcomer_gets_the_beacons_it_missed_and_bad_frames_are_counted() -> None:
+    async def main() -> None:
+        fabric = MemoryFabric(seed=8)
+        nodes = await _beacon_mesh(fabric, "ab")
+        nodes["a"].set_beacon(b"view-3")
+        await asyncio.sleep(0.01)
+        c = await Liveness(MuxSeam(fabric.join("c")), QUIET).start()
+        await asyncio.sleep(0.02)  # before any periodic heartbeat: a greeted the newcomer
+        assert c.beacons.get("a") == b"view-3"
+        for junk in (b"", b"\x01", bytes((1, 1, 0x05)), bytes((1, 9, 0xC0))):  # empty, short, int body, kind 9
+            await c._channel.send_to("a", junk)
+        await asyncio.sleep(0.01)
+        assert nodes["a"].beacon_stats["bad_frames"] == 4
+        assert nodes["a"].state("c") is PeerHealth.HEALTHY  # still a sign of life
+        with pytest.raises(ValueError, match="at most"):
+            nodes["a"].set_beacon(b"x" * 300)
+        for node in [*nodes.values(), c]:
+            await node.close()
+        await fabric.close()
+
+    run_virtual(main())

@@ -61,6 +61,7 @@ class Peer:
     frames: list[tuple[str, bytes]] = field(default_factory=list)
     events: list[ev.WarpEvent] = field(default_factory=list)
     ran: list[str] = field(default_factory=list)
+    announced: str | None = None  # the view this core last asked to announce (its heartbeat beacon)
 
     @property
     def replica(self) -> str:
@@ -78,6 +79,8 @@ class Peer:
             else:
                 board.update(r, m.key, lambda cur, p=m.member: cur.add(p))
         self.majority_waits += out.await_majority
+        if out.view is not None:
+            self.announced = out.view
         self.frames += out.frames
         self.events += out.events
         return out
@@ -122,6 +125,10 @@ class Net:
                 self.peers[n].boards[board].join(joined.copy())
         for n in names:
             p = self.peers[n]
+            for m in names:  # the views each announced reach one another (heartbeat beacons)
+                other = self.peers[m].announced
+                if m != n and other is not None:
+                    p.core.on_peer_view(self.now, m, other)
             p.core.on_members(self.now)
             p.apply()
             p.core.on_results(self.now, list(p.boards[wc.RESULTS].keys()))

@@ -44,10 +44,16 @@ class _Peer:
                              members_version=lambda: self.version)
         self.core.started = True
         self.member_puts = 0
+        self.announces = 0  # views this core asked its runtime to announce (heartbeat beacons)
+        self.announced: str | None = None
 
     def apply(self) -> None:
         r = f"{self.name}@1"
-        for m in self.core.ready().mutations:
+        out = self.core.ready()
+        if out.view is not None:
+            self.announces += 1
+            self.announced = out.view
+        for m in out.mutations:
             board = self.boards[m.board]
             if m.op == wc.PUT:
                 board.update(r, m.key, lambda cur, v=m.value: cur.set(r, v))
@@ -58,7 +64,9 @@ class _Peer:
                 self.member_puts += m.op == wc.PUT
 
     def hear(self, other: _Peer) -> None:
-        """``other``'s members board reaches us (a delta or a repair), and the core hears of it."""
+        """``other``'s members board and its announced view reach us, and the core hears of them."""
+        if other.announced is not None:
+            self.core.on_peer_view(0.0, other.name, other.announced)
         self.boards[wc.MEMBERS].join(other.boards[wc.MEMBERS].copy())
         self.version += 1
         self.core.on_members(0.0)
@@ -68,7 +76,7 @@ class _Peer:
 def _entry(peer: _Peer, **fields: Any) -> None:
     """Write ``peer``'s members entry as it would (a view or ops other than its real ones)."""
     r = f"{peer.name}@1"
-    value = pack({"role": "worker", "view": peer.core.view, "ops": peer.ops.names(), **fields})
+    value = pack({"role": "worker", "ops": peer.ops.names(), **fields})
     peer.boards[wc.MEMBERS].update(r, r, lambda cur: cur.set(r, value))
     peer.version += 1
 
@@ -119,16 +127,27 @@ def test_an_unchanged_member_entry_is_not_published_again() -> None:
     assert a.member_puts == puts + 2 and "a@1" in a.boards[wc.MEMBERS]
 
 
-def test_contention_follows_every_change_of_a_peers_published_view() -> None:
+def test_contention_follows_every_change_of_a_peers_announced_view() -> None:
     a, b = _pair()
     late = 10.0  # past the settle window of the last view change
     assert not a.core.contested(late)
-    _entry(b, view="another-view")
+    assert a.core.doubted_views() == []
+    b.announced = "another-view"
     a.hear(b)
-    assert a.core.contested(late)  # the cached answer was dropped with the members change
-    _entry(b)
+    assert a.core.contested(late)  # the cached answer was dropped with the view change
+    assert a.core.doubted_views() == ["b"]  # the runtime asks b again, in case we missed a change
+    b.announced = b.core.view
     a.hear(b)
     assert not a.core.contested(late)
+    assert a.core.doubted_views() == []
+
+
+def test_a_worker_whose_view_never_arrived_contests_ownership() -> None:
+    a, _b = _pair()
+    late = 10.0
+    a.core.peer_views.clear()
+    a.core.on_peer_view(late, "c", "unrelated")  # any change drops the cached answer
+    assert a.core.contested(late) and a.core.doubted_views() == ["b"]
 
 
 def test_eligibility_follows_every_change_of_a_peers_ops() -> None:
@@ -168,15 +187,18 @@ def test_a_burst_of_view_changes_is_published_twice_and_an_isolated_one_at_once(
         names.append(p.name)
         a.core.set_membership(t, frozenset(names), frozenset(names))
         a.apply()
-    assert a.member_puts == puts + 1  # the first change went out at once; the rest wait for the gap
+    announces = a.announces
+    assert announces == 2  # at start, then the first change at once; the rest wait for the gap
     assert a.core.next_deadline() == 1.0 + CFG.view_publish_gap
     a.core.tick(1.0 + CFG.view_publish_gap)
     a.apply()
-    assert a.member_puts == puts + 2  # one more, carrying the view as it stands now
-    assert a.core.member_info()["a"]["view"] == a.core.view == wc.view_digest(names)
+    assert a.announces == 3  # one more, carrying the view as it stands now
+    assert a.announced == a.core.view == wc.view_digest(names)
     assert a.core.next_deadline() is None
-    # Quiet for a while, then one change: published at once, as before.
+    # Quiet for a while, then one change: announced at once, as before.
     names.remove("p3")
     a.core.set_membership(5.0, frozenset(names), frozenset(names))
     a.apply()
-    assert a.member_puts == puts + 3 and a.core.member_info()["a"]["view"] == wc.view_digest(names)
+    assert a.announces == 4 and a.announced == wc.view_digest(names)
+    # Views never touch the members board: its entry (role, ops) was written once, at start.
+    assert a.member_puts == puts

@@ -9,13 +9,23 @@ interval, growing with the mesh). It publishes:
 * ``live``: the peers work may be routed to (self, plus roster peers that are Healthy or Recovered);
 * ``health``: every tracked peer's :class:`~warpmesh.liveness.core.PeerHealth`;
 * :meth:`events`: a stream of :class:`~warpmesh.liveness.core.LivenessEvent`.
+
+Beacons: a node may attach a small opaque value to its heartbeats (:meth:`Liveness.set_beacon`;
+Warp's is the digest of the worker set it sees). A changed beacon is announced at once to every
+roster peer, and the heartbeats of the next few intervals carry it (later ones are bare pings); a
+peer met for the first time, or heard again after silence, is sent it too. Beacons are not acknowledged: a node that doubts what it holds of a peer's
+beacon asks for it (:meth:`Liveness.ask_beacons`, answered at most twice per interval per asker),
+so a lost announcement costs one question, not a replicated board entry per change. Per change this
+is N - 1 small frames (a replicated entry cost N - 1 deltas, N - 1 acks, and repairs).
+
+Frames on the heartbeat channel: ``PING [beacon | None]`` (kind 1) and ``ASK None`` (kind 2).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from warpmesh.aio.observable import Observable
@@ -24,14 +34,21 @@ from warpmesh.aio.tasks import cancel_and_wait
 from warpmesh.liveness.core import FailureDetector, HeartbeatConfig, LivenessEvent, PeerHealth
 from warpmesh.net.mux import MuxSeam
 from warpmesh.net.seam import PeerId, SeamClosed
-from warpmesh.wire.frame import encode_frame
+from warpmesh.wire.frame import FrameError, decode_frame, encode_frame
 
 log = logging.getLogger("warpmesh.liveness")
 
 #: Mux channel carrying heartbeats (see docs/architecture.md for the tag map).
 HEARTBEAT_TAG = 0x10
-_PING = encode_frame(1, None)
+_PING_KIND = 1
+_ASK_KIND = 2
+_PING = encode_frame(_PING_KIND, None)
+_ASK = encode_frame(_ASK_KIND, None)
 _EVENT_QUEUE = 1024
+#: Largest beacon accepted from a peer (Warp's is 8 bytes).
+MAX_BEACON = 256
+#: Periodic heartbeats that carry a changed beacon after its announcement.
+_BEACON_BEATS = 3
 
 
 class Liveness:
@@ -56,6 +73,19 @@ class Liveness:
         #: Times this node noticed it had been stalled (and excused its peers' silence).
         self.stalls = 0
         self._removers: list[Any] = []
+        #: Our beacon (sent with every heartbeat), and the newest beacon heard from each peer.
+        self.beacon: bytes | None = None
+        self.beacons: dict[PeerId, bytes] = {}
+        #: Called with (peer, beacon) when a peer's beacon is new or changed.
+        self.on_beacon: Callable[[PeerId, bytes], None] | None = None
+        self._ping = _PING  # our heartbeat with the beacon
+        self._beacon_until = float("-inf")  # periodic heartbeats carry the beacon until then
+        self._asked_at: dict[PeerId, float] = {}  # peer -> when we last asked it for its beacon
+        self._answered_at: dict[PeerId, float] = {}  # peer -> when we last answered its question
+        self._sends: set[asyncio.Task[None]] = set()
+        #: Beacon traffic: announcements (one per change, to every peer), questions and answers.
+        self.beacon_stats: dict[str, int] = dict.fromkeys(
+            ("announced", "asked", "answered", "changed", "bad_frames"), 0)
 
     async def start(self) -> Liveness:
         loop = asyncio.get_running_loop()
@@ -64,7 +94,7 @@ class Liveness:
         # Every inbound frame on the seam is a sign of life, observed inline (no queue, no task).
         self._removers = [
             self._seam.add_handler(self._on_frame),
-            self._channel.add_handler(lambda _sender, _data: None),  # heartbeats need no reply
+            self._channel.add_handler(self._on_heartbeat),
         ]
         self._tasks = [
             loop.create_task(self._beat(), name=f"liveness-beat-{self.self_id}"),
@@ -100,11 +130,84 @@ class Liveness:
     def state(self, peer: PeerId) -> PeerHealth | None:
         return self.detector.state(peer)
 
+    # -- beacons ----------------------------------------------------------------------------
+    def set_beacon(self, beacon: bytes) -> None:
+        """Attach ``beacon`` to our heartbeats; a change is announced to every roster peer at once."""
+        if len(beacon) > MAX_BEACON:
+            raise ValueError(f"a beacon is at most {MAX_BEACON} bytes, not {len(beacon)}")
+        if beacon == self.beacon:
+            return
+        self.beacon = beacon
+        self._ping = encode_frame(_PING_KIND, beacon)
+        self._beacon_until = float("inf")  # until the next periodic beat dates it
+        if self._tasks:  # started
+            self.beacon_stats["announced"] += 1
+            self._send_soon(None, self._ping)
+
+    def ask_beacons(self, peers: Iterable[PeerId]) -> int:
+        """Ask each of ``peers`` for its beacon, unless asked within the last interval; how many asked."""
+        if not self._tasks:
+            return 0
+        now = asyncio.get_running_loop().time()
+        asked = 0
+        for peer in peers:
+            if peer == self.self_id or now - self._asked_at.get(peer, float("-inf")) < self.config.interval:
+                continue
+            self._asked_at[peer] = now
+            self._send_soon(peer, _ASK)
+            asked += 1
+        self.beacon_stats["asked"] += asked
+        return asked
+
+    def _send_soon(self, peer: PeerId | None, frame: bytes) -> None:
+        async def send() -> None:
+            try:
+                if peer is None:
+                    await self._channel.broadcast(frame)
+                else:
+                    await self._channel.send_to(peer, frame)
+            except Exception:  # an unreachable or closed peer: its next heartbeat or question retries
+                pass
+
+        task = asyncio.get_running_loop().create_task(send())
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
+
+    def _on_heartbeat(self, sender: PeerId, data: bytes) -> None:
+        try:
+            frame = decode_frame(data, max_size=MAX_BEACON + 16)
+        except FrameError:
+            self.beacon_stats["bad_frames"] += 1
+            return
+        if frame.kind == _PING_KIND:
+            if frame.body is None:
+                return
+            if not isinstance(frame.body, bytes):
+                self.beacon_stats["bad_frames"] += 1
+                return
+            if self.beacons.get(sender) != frame.body:
+                self.beacons[sender] = frame.body
+                self.beacon_stats["changed"] += 1
+                if self.on_beacon is not None:
+                    self.on_beacon(sender, frame.body)
+        elif frame.kind == _ASK_KIND:
+            now = asyncio.get_running_loop().time()
+            # At most two answers per interval to one asker: a hostile peer cannot make us flood.
+            if self.beacon is not None and now - self._answered_at.get(sender, float("-inf")) >= self.config.interval / 2:
+                self._answered_at[sender] = now
+                self.beacon_stats["answered"] += 1
+                self._send_soon(sender, self._ping)
+        else:
+            self.beacon_stats["bad_frames"] += 1
+
     # -- internals --------------------------------------------------------------------------
     def _emit(self, events: list[LivenessEvent]) -> None:
         if not events:
             return
         for ev in events:
+            if self.beacon is not None and ev.new.alive and ev.old is not None and not ev.old.alive:
+                # Back after silence: it may have missed announcements meanwhile.
+                self._send_soon(ev.peer, self._ping)
             level = logging.INFO if ev.new.alive else logging.WARNING
             log.log(level, "%s: peer %s %s -> %s", self.self_id, ev.peer,
                     ev.old.value if ev.old else "-", ev.new.value)
@@ -146,18 +249,23 @@ class Liveness:
                 self.stalls += 1
             last = now
             self._emit(self.detector.tick(now))
+            if self._beacon_until == float("inf"):
+                self._beacon_until = now + _BEACON_BEATS * interval
+            # A fresh beacon rides on the next few heartbeats (in case its announcement was lost);
+            # after that, a peer that doubts it asks.
+            ping = self._ping if now < self._beacon_until else _PING
             try:
                 if self.config.quiet_when_busy:
-                    await self._beat_quietly(now - interval / 2)
+                    await self._beat_quietly(now - interval / 2, ping)
                 else:
                     # Every connected peer, whether the roster lists it yet or not (a joining peer may not).
-                    await self._channel.broadcast(_PING)
+                    await self._channel.broadcast(ping)
                     self.heartbeats_sent += 1
             except SeamClosed:
                 return
             await asyncio.sleep(interval)
 
-    async def _beat_quietly(self, recent: float) -> None:
+    async def _beat_quietly(self, recent: float, ping: bytes) -> None:
         # A frame sent since ``recent`` (half an interval ago) already told the peer we live (it counts
         # every frame), so its silence clock stays within 1.5 intervals without losses.
         others = self._seam.roster.value - {self.self_id}
@@ -167,10 +275,10 @@ class Liveness:
         if not due:
             return
         if len(due) == len(others):
-            await self._channel.broadcast(_PING)
+            await self._channel.broadcast(ping)
         else:
             for peer in due:
-                await self._channel.send_to(peer, _PING)
+                await self._channel.send_to(peer, ping)
         self.heartbeats_sent += 1
 
     async def _watch_roster(self) -> None:
@@ -183,9 +291,14 @@ class Liveness:
                     ev = self.detector.track(peer, now)
                     if ev is not None:
                         events.append(ev)
+                        if self.beacon is not None:
+                            self._send_soon(peer, self._ping)  # a newcomer has missed our announcement
             for peer in self.detector.tracked():
                 if peer not in roster:
                     self.detector.untrack(peer)
+                    self.beacons.pop(peer, None)
+                    self._asked_at.pop(peer, None)
+                    self._answered_at.pop(peer, None)
             self._emit(events)
             self._publish()
 
@@ -197,5 +310,6 @@ class Liveness:
             self._mux.on_send = None
         await cancel_and_wait(self._tasks, swallow=(SeamClosed,))
         self._tasks.clear()
+        await cancel_and_wait(list(self._sends), swallow=(SeamClosed,))
         for q in self._listeners:
             q.close()

@@ -354,6 +354,7 @@ def run_warp(
             bytes_by_kind=bytes_by_kind(fabric.bytes_by_kind),
             bytes_by_board_kind=dict(sorted(fabric.bytes_by_kind.items())),
             frames_by_kind=bytes_by_kind(frames),
+            frames_by_board_kind=dict(sorted(frames.items())),
             # Whole boards on the wire: full states, and differences as big as a board (bootstraps).
             full_states_sent=sum(n for k, n in frames.items() if k.endswith(".full_state")),
         )

@@ -11,7 +11,8 @@ Inputs (methods):
   :meth:`~WarpCore.on_members` (the core reads the board *states*, CRDT maps it is given at
   construction and that only the runtime's replication changes);
 * membership: :meth:`~WarpCore.set_membership` (roster and live peers, from the seam, an
-  injected roster source and the failure detector);
+  injected roster source and the failure detector) and :meth:`~WarpCore.on_peer_view` (the view
+  digest a peer announced on its heartbeats);
 * runs: :meth:`~WarpCore.take_run` (the runtime pulls claimed runs as it has room),
   :meth:`~WarpCore.run_started`, :meth:`~WarpCore.run_finished`, :meth:`~WarpCore.run_deferred`,
   :meth:`~WarpCore.op_missing`;
@@ -22,8 +23,8 @@ Inputs (methods):
 * the API: :meth:`~WarpCore.enqueue`, :meth:`~WarpCore.cancel`, :meth:`~WarpCore.ack`, ...
 
 Output (:class:`Ready`): board mutations as data, counter increments, steal frames to send, whether
-new runs wait in the backlog, answers to watch until a majority holds them, runs to interrupt, the
-next deadline the core needs a :meth:`~WarpCore.tick` at, and :class:`~warpmesh.warp.events.WarpEvent`
+new runs wait in the backlog, answers to watch until a majority holds them, runs to interrupt, a
+view digest to announce, the next deadline the core needs a :meth:`~WarpCore.tick` at, and :class:`~warpmesh.warp.events.WarpEvent`
 events for observers.
 
 The rules themselves live in :mod:`~warpmesh.warp.claim` (who runs a task), :mod:`~warpmesh.warp.ring`
@@ -104,12 +105,12 @@ class WarpConfig:
     #: loses at most its last batch); in a mesh of more than 8 peers, this times peers / 8, so the
     #: mesh's counter traffic grows with the number of peers, not its square.
     counter_flush: float = 0.02
-    #: Least time between two publishes of this peer's changed view on the members board. A change
-    #: is published at once, unless the previous publish was more recent: then the view as it stands
-    #: that long after the previous publish is. A burst of changes (a mesh forming, a partition or
-    #: its heal, seen peer by peer) so costs two publishes, not one per change: N peers republishing
-    #: on each of N joins is N^2 deltas, each sent to N peers. Keep it well under ``settle_window``
-    #: (0: publish every change at once).
+    #: Least time between two announcements of this peer's changed view (the heartbeat beacon). A
+    #: change is announced at once, unless the previous announcement was more recent: then the view
+    #: as it stands that long after the previous one is. A burst of changes (a mesh forming, a
+    #: partition or its heal, seen peer by peer) so costs two announcements, not one per change: N
+    #: peers announcing on each of N joins is N^2 announcements, each sent to N peers. Keep it well
+    #: under ``settle_window`` (0: announce every change at once).
     view_publish_gap: float = 0.05
     #: How long ``enqueue`` waits for another peer to hold a new task (see :class:`NotReplicated`).
     replicate_timeout: float = 5.0
@@ -152,7 +153,8 @@ class Mutation:
 class Ready:
     """What the runtime must carry out after a step, in this order: mutations, then the rest."""
 
-    __slots__ = ("await_majority", "counts", "deadline", "events", "frames", "interrupts", "mutations", "runnable")
+    __slots__ = ("await_majority", "counts", "deadline", "events", "frames", "interrupts", "mutations", "runnable",
+                 "view")
 
     def __init__(self) -> None:
         # Written out rather than a dataclass: one of these is made per busy step.
@@ -173,10 +175,12 @@ class Ready:
         self.deadline: float | None = None
         #: For observers (filled only while :attr:`WarpCore.observed`).
         self.events: list[WarpEvent] = []
+        #: Announce this view digest to every peer (the runtime's heartbeat beacon), if not None.
+        self.view: str | None = None
 
     def __bool__(self) -> bool:
         return bool(self.mutations or self.counts or self.frames or self.runnable or self.await_majority
-                    or self.interrupts or self.deadline is not None or self.events)
+                    or self.interrupts or self.deadline is not None or self.events or self.view is not None)
 
     def __repr__(self) -> str:
         return "Ready(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__) + ")"
@@ -281,8 +285,12 @@ class WarpCore:
         self._ring_all = self.ring
         self.view = view_digest(())
         self._view_changed_at = float("-inf")
-        self._publish_at: float | None = None  # when our changed view is due on the members board
-        self._published_at = float("-inf")  # when we last published our entry
+        self._publish_at: float | None = None  # when our changed view is due to be announced
+        self._published_at = float("-inf")  # when we last announced our view
+        # Node -> the view it announced (heartbeat beacons, see :meth:`on_peer_view`), and a change
+        # counter for the caches that read them.
+        self.peer_views: dict[str, str] = {}
+        self._peer_views_version = 0
         self._member_cache: tuple[int, dict[str, dict[str, Any]]] = (-1, {})
         # Replica id -> (value bytes, decoded entry): a members delta touches one or two entries, so
         # re-reading the board decodes only the entries whose bytes changed (O(members) lookups per
@@ -504,7 +512,7 @@ class WarpCore:
         if now - self._view_changed_at < self.config.settle_window:
             return True
         info = self.member_info()
-        key = (self._member_cache[0], self.live, self.workers, self.view)
+        key = (self._member_cache[0], self._peer_views_version, self.live, self.workers, self.view)
         cached = self._views_differ
         if cached is not None and cached[0] == key and key[0] != -1:
             return cached[1]
@@ -516,25 +524,55 @@ class WarpCore:
         # Any reachable worker - in our ring or not (an injected roster source may leave it out) -
         # that sees a different worker set may believe it owns our tasks. A reachable peer that
         # has not published anything yet may be such a worker too.
+        views = self.peer_views
         for peer in self.live | self.workers:
             if peer == self.self_id:
                 continue
             entry = info.get(peer)
-            if entry is None or (entry.get("role") == "worker" and entry.get("view") != self.view):
+            if entry is None or (entry.get("role") == "worker" and views.get(peer) != self.view):
                 return True
         return False
+
+    @property
+    def view_changed_at(self) -> float:
+        """When our view last changed."""
+        return self._view_changed_at
+
+    def doubted_views(self) -> list[str]:
+        """Reachable workers whose announced view differs from ours (or never reached us): the runtime
+        asks them for it again, in case an announcement was lost."""
+        info = self.member_info()
+        views = self.peer_views
+        return [p for p in sorted(self.live | self.workers) if p != self.self_id
+                and info.get(p, {}).get("role", "worker") == "worker" and views.get(p) != self.view]
+
+    def on_peer_view(self, now: float, peer: str, view: str) -> None:
+        """``peer`` announced the digest of the worker set it sees (its heartbeat beacon)."""
+        self._now = now
+        if self.peer_views.get(peer) != view:
+            self.peer_views[peer] = view
+            self._peer_views_version += 1
 
     def still_claimed(self, task_id: str, run: str) -> bool:
         """Whether this peer still holds its claim on ``run`` (a retry checks before trying again)."""
         return self.claimed.get(task_id) == run
 
     # -- membership -------------------------------------------------------------------------
-    def publish_member(self) -> None:
-        """Write this peer's entry (role, view, ops, extra fields) on the members board."""
+    def announce_view(self) -> None:
+        """Announce our view (the digest of the worker set we see) to every peer.
+
+        Views change with every membership change, at every peer: on the members board that was N
+        entries, each a delta and an ack to N - 1 peers, per change. They travel as the runtime's
+        heartbeat beacon instead (unacknowledged, re-asked when doubted; see
+        :mod:`warpmesh.liveness.runtime`)."""
         self._publish_at = None
         self._published_at = self._now
+        self._out.view = self.view
+
+    def publish_member(self) -> None:
+        """Write this peer's entry (role, ops, extra fields) on the members board."""
         # Keyed by replica id: each incarnation owns its entry, so a restart never races its past.
-        value = pack({**self.member_extra, "role": self.role, "view": self.view, "ops": self.ops.names()})
+        value = pack({**self.member_extra, "role": self.role, "ops": self.ops.names()})
         current = self.members.get(self.replica)
         if current is not None and current.value == value:
             # The board already holds exactly this entry: a republish would cost a delta to every
@@ -573,8 +611,10 @@ class WarpCore:
             self.view = view_digest(workers_f)
             self._view_changed_at = now
             self.standby.clear()  # a new ring may make a stood-down claimant the winner
-        if force_publish or (changed and now - self._published_at >= self.config.view_publish_gap):
+        if force_publish:
             self.publish_member()
+        if force_publish or (changed and now - self._published_at >= self.config.view_publish_gap):
+            self.announce_view()
         elif changed and self._publish_at is None:
             # Within the gap after a publish (a burst): the view as it stands at the end of the gap
             # is published then, once, whatever changes come meanwhile.
@@ -743,7 +783,7 @@ class WarpCore:
         """Time passed: settle the contested claims whose window ended, publish a view that is due."""
         self._now = now
         if self._publish_at is not None and self._publish_at <= now and not self.closed:
-            self.publish_member()
+            self.announce_view()
         while self._settling and self._settling[0][0] <= now:
             _, _, task_id, run = heapq.heappop(self._settling)
             self._after_settle(task_id, run)

@@ -13,8 +13,12 @@ queue      0x01  ``ORMap[task_id, LWWRegister[TaskDescriptor]]``: work waiting t
 results    0x02  ``ORMap[task_id, LWWRegister[OpResult]]``: one answer per task (the safety net)
 intents    0x03  ``ORMap[run, GSet[peer]]``: claims ("dibs") on a run
 counters   0x04  ``ORMap[name, GCounter]``: mesh-wide executions, duplicates, failovers, ...
-members    0x05  ``ORMap[node, LWWRegister]``: each peer's role, ops and view of the worker set
+members    0x05  ``ORMap[node, LWWRegister]``: each peer's role, ops and extra published fields
 =========  ====  ================================================================================
+
+Each peer's *view* (the digest of the worker set it sees, which tells peers whether ownership may be
+contested) changes with every membership change and travels as its heartbeat beacon instead of a
+board entry (see :mod:`warpmesh.liveness.runtime`).
 
 Ownership is a consistent-hash ring over the live workers (the seam's roster, or an injected roster
 source such as Raft membership, minus peers the failure detector finds unresponsive). Each peer runs
@@ -336,6 +340,8 @@ class WarpNode:
             self._schedule_tick(out.deadline)
         if out.events:
             self._publish_events(out.events)
+        if out.view is not None:
+            self.liveness.set_beacon(bytes.fromhex(out.view))
 
     def _apply_mutations(self, mutations: list[wc.Mutation]) -> None:
         """Apply the core's board mutations as this peer's replica, one board update per run.
@@ -404,6 +410,7 @@ class WarpNode:
         self._started = True
         for q in self._boards:
             await q.start()
+        self.liveness.on_beacon = self._on_beacon
         await self.liveness.start()
         self.queue.core.listener = self._on_queue_delta
         self.results_board.core.listener = self._on_results_delta
@@ -767,12 +774,15 @@ class WarpNode:
         return self.core.claimants(run)
 
     def member_info(self) -> dict[str, dict[str, Any]]:
-        """Each node's newest entry on the members board: ``role``, ``ops`` and ``view``."""
-        return dict(self.core.member_info())
+        """Each node's newest entry on the members board (``role``, ``ops``, extra fields), with the
+        ``view`` it last announced (None: not heard yet; ours for this node)."""
+        views = self.core.peer_views
+        return {node: {**entry, "view": self.core.view if node == self.self_id else views.get(node)}
+                for node, entry in self.core.member_info().items()}
 
     @property
     def view(self) -> str:
-        """Digest of this peer's worker set, as published in its ``view`` on the members board."""
+        """Digest of this peer's worker set, as announced on its heartbeats."""
         return self.core.view
 
     def counter(self, name: str) -> int:
@@ -844,6 +854,11 @@ class WarpNode:
             return
         self.core.set_membership(self.now(), self._roster(), frozenset(self.liveness.live.value),
                                  force_publish=force_publish)
+        self._drain()
+
+    def _on_beacon(self, peer: PeerId, beacon: bytes) -> None:
+        # Any bytes read as some view: a foreign or hostile beacon only makes that peer's view differ.
+        self.core.on_peer_view(self.now(), peer, beacon.hex())
         self._drain()
 
     def _on_members_delta(self, delta: ORMap | None) -> None:
@@ -1275,6 +1290,10 @@ class WarpNode:
             self.core.results_confirmed(self.results_board.core.confirmed())
             self.core.housekeeping(self.now())
             self._drain()
+            if self.now() - self.core.view_changed_at >= self.config.settle_window:
+                # Our view is settled: a peer still showing another may have lost our announcement
+                # or we its; ask it (views travel unacknowledged on heartbeats).
+                self.liveness.ask_beacons(self.core.doubted_views())
 
 
 def _lww_set(replica: str, value: Any, cur: LWWRegister) -> LWWRegister:
