@@ -27,11 +27,11 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import blake3
 import wasmtime
@@ -45,6 +45,7 @@ from warpmesh.workers.request import Limits
 from warpmesh.workers.tree import TreeEntry
 
 log = logging.getLogger("warpmesh.workers.host")
+_T = TypeVar("_T")
 guest_log = logging.getLogger("warpmesh.guest")
 
 WASI_MODULE = "wasi_snapshot_preview1"
@@ -70,7 +71,7 @@ class GuestServices(Protocol):
     def put_blob(self, data: bytes) -> bytes: ...
     def put_tree(self, entries: tuple[TreeEntry, ...]) -> bytes: ...
     def tree(self, oid: bytes) -> list[SizedEntry]: ...
-    def run_specs(self, specs: list[RunSpec]) -> list[tuple[Ref, int] | JobError]: ...
+    def run_specs(self, specs: Sequence[RunSpec]) -> list[tuple[Ref, int] | JobError]: ...
     def check_out(self, ref: Ref) -> None: ...
     def log(self, text: str) -> None: ...
 
@@ -434,6 +435,26 @@ _IMPORTS: dict[tuple[str, str], tuple[list[wasmtime.ValType], list[wasmtime.ValT
 _CALLBACKS = {key: capi.HostCallback(fn) for key, (_, _, fn) in _IMPORTS.items()}
 
 
+# Decoded run / run_many / put_tree requests by their bytes. Decoding is a pure function of the
+# bytes and its results are immutable, and a guest sends the same request bytes again whenever
+# only the salt differs (a fold's frames under a new salt re-send every run_many and put_tree), so
+# a repeat skips the decoder. Bounded: requests over _DECODED_MAX_BYTES are never kept, and a full
+# table is cleared.
+_DECODED_MAX_ENTRIES = 2048
+_DECODED_MAX_BYTES = 8192
+_decoded_run_many: dict[bytes, tuple[RunSpec, ...]] = {}
+_decoded_run: dict[bytes, RunSpec] = {}
+_decoded_put_tree: dict[bytes, tuple[TreeEntry, ...]] = {}
+
+
+def _remember_decoded(table: dict[bytes, _T], req: bytes, decoded: _T) -> _T:
+    if len(req) <= _DECODED_MAX_BYTES:
+        if len(table) >= _DECODED_MAX_ENTRIES:
+            table.clear()
+        table[req] = decoded
+    return decoded
+
+
 def allowed_imports() -> list[str]:
     """``module::name`` of every import a guest may declare."""
     return [f"{m}::{n}" for m, n in _IMPORTS]
@@ -788,7 +809,9 @@ class IsolateHost:
                 oid, offset, max_len = abi.decode_get(req)
                 return svc.get(oid, offset, max_len), True
             if op == _OP_RUN_MANY:
-                specs = abi.decode_run_many(req)
+                specs = _decoded_run_many.get(req)
+                if specs is None:
+                    specs = _remember_decoded(_decoded_run_many, req, tuple(abi.decode_run_many(req)))
                 job.suspend()
                 try:
                     results = svc.run_specs(specs)
@@ -799,11 +822,16 @@ class IsolateHost:
             if op == _OP_TREE:
                 return abi.encode_entries(svc.tree(abi.decode_id(req, "tree"))), True
             if op == _OP_PUT_TREE:
-                return svc.put_tree(abi.decode_put_tree(req)), True
+                entries = _decoded_put_tree.get(req)
+                if entries is None:
+                    entries = _remember_decoded(_decoded_put_tree, req, abi.decode_put_tree(req))
+                return svc.put_tree(entries), True
             if op == _OP_PUT_BLOB:
                 return svc.put_blob(req), True
             if op == _OP_RUN:
-                spec = abi.decode_run(req)
+                spec = _decoded_run.get(req)
+                if spec is None:
+                    spec = _remember_decoded(_decoded_run, req, abi.decode_run(req))
                 job.suspend()
                 try:
                     (res,) = svc.run_specs([spec])

@@ -368,7 +368,7 @@ class JobContext:
     def log(self, text: str) -> None:
         guest_log.info("%s %s: %s", self.request.worker.describe(), short(self.key), text)
 
-    def run_specs(self, specs: list[RunSpec]) -> list[tuple[Ref, int] | JobError]:
+    def run_specs(self, specs: Sequence[RunSpec]) -> list[tuple[Ref, int] | JobError]:
         reqs: list[_Prepared | JobError] = []
         for spec in specs:
             try:

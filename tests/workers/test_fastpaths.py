@@ -1,0 +1,70 @@
+"""The per-job fast paths of the cold fold (issue 18) give exactly what the general paths give.
+
+Each test runs the same work through the fast path and through the general path (the fast path
+switched off) and compares everything a caller can see: result refs, request keys, per-subtree
+counts and the bytes the guests were answered with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from warpmesh.workers import IsolateHost, Runner, Store, abi
+from warpmesh.workers import host as host_mod
+from warpmesh.workers.fold import (
+    import_dir,
+    install_fold,
+    make_fixture_tree,
+    python_fold,
+    subtree_counts,
+    wasm_fold,
+)
+
+
+@pytest.fixture
+def clear_decoded() -> Iterator[None]:
+    tables = (host_mod._decoded_run_many, host_mod._decoded_run, host_mod._decoded_put_tree)
+    for t in tables:
+        t.clear()
+    yield
+    for t in tables:
+        t.clear()
+
+
+def _fold_everything(runner: Runner, root: Path, salt: str) -> tuple[bytes, object, dict[str, object]]:
+    mods = install_fold(runner)
+    tree = import_dir(runner.store, root)
+    res = wasm_fold(runner, tree, mods, salt=salt)
+    return res.key, res.ref, dict(subtree_counts(runner, tree, mods, salt=salt))
+
+
+def test_decoded_requests_equal_the_decoder_and_fold_like_the_general_path(
+        host: IsolateHost, tmp_path: Path, clear_decoded: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two trees whose frames send requests with long common prefixes (same modules, same names).
+    a = make_fixture_tree(tmp_path / "a")
+    b = make_fixture_tree(tmp_path / "b")
+    for f in sorted(b.rglob("*.txt"))[::3]:
+        f.write_text(f.read_text() * 2)
+    with Store(tmp_path / "fast") as store, Runner(store, host) as fast:
+        got = [_fold_everything(fast, root, salt) for root in (a, b) for salt in ("s1", "s2")]
+        assert host_mod._decoded_run_many and host_mod._decoded_run and host_mod._decoded_put_tree
+        # every remembered decode is what the decoder gives for those bytes
+        for req, specs in host_mod._decoded_run_many.items():
+            assert specs == tuple(abi.decode_run_many(req))
+        for req, spec in host_mod._decoded_run.items():
+            assert spec == abi.decode_run(req)
+        for req, entries in host_mod._decoded_put_tree.items():
+            assert entries == abi.decode_put_tree(req)
+    host_mod._decoded_run_many.clear()
+    host_mod._decoded_run.clear()
+    host_mod._decoded_put_tree.clear()
+    monkeypatch.setattr(host_mod, "_DECODED_MAX_BYTES", -1)  # the general path: nothing remembered
+    with Store(tmp_path / "general") as store, Runner(store, host) as general:
+        want = [_fold_everything(general, root, salt) for root in (a, b) for salt in ("s1", "s2")]
+        assert not host_mod._decoded_run_many
+    assert got == want
+    for (_, _, counts), root in zip(got, (a, a, b, b), strict=True):
+        assert counts == python_fold(root).subtrees
