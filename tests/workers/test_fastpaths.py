@@ -68,3 +68,40 @@ def test_decoded_requests_equal_the_decoder_and_fold_like_the_general_path(
     assert got == want
     for (_, _, counts), root in zip(got, (a, a, b, b), strict=True):
         assert counts == python_fold(root).subtrees
+
+
+def _drop_object(store: Store, oid: bytes) -> None:
+    """Make ``oid`` absent, as a garbage collection would."""
+    store.flush()
+    store._db.execute("DELETE FROM objects WHERE id = ?", (oid,))
+    for cache in (store._present, store._small, store._trees):
+        cache.pop(oid, None)
+
+
+def test_tree_responses_equal_the_general_encoding_while_present_and_after_removal(
+        runner: Runner, store: Store) -> None:
+    from warpmesh.workers.ids import Kind
+    from warpmesh.workers.runner import JobContext
+    from warpmesh.workers.tree import TreeEntry
+
+    big = store.put_blob(b"x" * 5000)
+    small = store.put_blob(b"small")
+    sub = store.put_tree([TreeEntry("leaf", Kind.BLOB, small)])
+    tid = store.put_tree([TreeEntry("big", Kind.BLOB, big), TreeEntry("sub", Kind.TREE, sub)])
+    req = runner.request(install_fold(runner).post, {})
+    ctx = JobContext(runner, req, req.key, (req.key,))
+
+    def general() -> bytes:
+        return abi.encode_entries(ctx.tree(tid))
+
+    first = ctx.tree_response(tid)
+    assert first == general() and tid in runner._tree_resp
+    assert ctx.tree_response(tid) == general()  # remembered
+    _drop_object(store, big)  # an entry leaves the store: its size is reported as 0 again
+    assert abi.decode_entries(general())[0].size == 0
+    assert ctx.tree_response(tid) == general()
+    _drop_object(store, tid)  # the tree itself leaves: both answer not_found
+    with pytest.raises(KeyError):
+        general()
+    with pytest.raises(KeyError):
+        ctx.tree_response(tid)

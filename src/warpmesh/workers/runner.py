@@ -358,6 +358,29 @@ class JobContext:
     def tree(self, oid: bytes) -> list[SizedEntry]:
         return self._sized(self.runner._get_tree(oid))
 
+    def tree_response(self, oid: bytes) -> bytes:
+        """``abi.encode_entries(self.tree(oid))``, encoded once per tree while it and its entries are here.
+
+        A tree's entries and the sizes of objects are fixed by their ids, so the encoding only
+        changes when the tree or an entry leaves the store (the general path then answers
+        not_found or size 0): a remembered encoding is used only while all of them are present.
+        """
+        runner = self.runner
+        hit = runner._tree_resp.get(oid)
+        if hit is not None:
+            stat = runner.store.stat
+            if stat(oid) is not None and all(stat(i) is not None for i in hit[1]):
+                return hit[0]
+        sized = self._sized(runner._get_tree(oid))
+        data = abi.encode_entries(sized)
+        stat = runner.store.stat
+        if all(stat(e.id) is not None for e in sized):
+            cache = runner._tree_resp
+            if len(cache) >= 65536:
+                cache.clear()
+            cache[oid] = data, tuple(e.id for e in sized)
+        return data
+
     def check_out(self, ref: Ref) -> None:
         got = self.runner.store.kind_of(ref.id)
         if got is None:
@@ -456,6 +479,8 @@ class Runner:
         self._cost: dict[Any, float] = {}  # worker -> typical seconds of its own work per job
         self._cost_seen: dict[Any, list[float]] = {}  # worker -> its last three observations
         self._job_args: dict[bytes, tuple[int, bytes]] = {}  # args tree id -> its part of `job` (see job_info)
+        # tree id -> (its `tree` response, its entries' ids) (see JobContext.tree_response)
+        self._tree_resp: dict[bytes, tuple[bytes, tuple[bytes, ...]]] = {}
         self._wasm_workers: dict[bytes, WasmWorker] = {}  # module id -> its (immutable) worker object
 
     @property
