@@ -105,3 +105,17 @@ def test_tree_responses_equal_the_general_encoding_while_present_and_after_remov
         general()
     with pytest.raises(KeyError):
         ctx.tree_response(tid)
+
+
+@pytest.mark.parametrize("size", [0, 1, 16, 63, 64, 65, 200])
+def test_small_blob_ids_remembered_by_content_equal_blob_id(store: Store, size: int) -> None:
+    from warpmesh.workers.ids import blob_id
+
+    datas = [bytes([i % 251]) * size + bytes([i]) for i in range(3)] + [bytes(size)]
+    for data in datas:
+        for given in (data, bytearray(data), memoryview(data)):  # the same id however the bytes come
+            assert store.put_blob(given) == blob_id(data)
+            assert store.get_blob(blob_id(data)) == data
+    store._small_ids.clear()
+    assert [store.put_blob(d) for d in datas] == [blob_id(d) for d in datas]
+
