@@ -119,3 +119,16 @@ def test_small_blob_ids_remembered_by_content_equal_blob_id(store: Store, size: 
     store._small_ids.clear()
     assert [store.put_blob(d) for d in datas] == [blob_id(d) for d in datas]
 
+
+def test_worker_cost_is_the_median_of_the_last_three(runner: Runner) -> None:
+    import itertools
+
+    for trio in itertools.chain(itertools.permutations((0.001, 0.002, 0.009)), [(0.004, 0.004, 0.001),
+                                                                                 (0.001, 0.004, 0.004)]):
+        runner._cost_seen.clear()
+        for i, seconds in enumerate(trio):
+            runner._observe_cost("w", seconds)
+            seen = trio[: i + 1]
+            assert runner._cost["w"] == (sorted(seen)[1] if len(seen) == 3 else max(seen))
+    runner._observe_cost("w", 0.05)  # the oldest of four is forgotten
+    assert runner._cost["w"] == sorted((*trio[1:], 0.05))[1]

@@ -740,8 +740,12 @@ class Runner:
         seen.append(seconds)
         if len(seen) > 3:
             del seen[0]
-        self._cost[worker] = sorted(seen)[len(seen) // 2] if len(seen) == 3 else max(seen) if len(seen) == 2 \
-            else seconds
+        if len(seen) == 3:
+            a, b, c = seen
+            # the median of three, without sorting a list
+            self._cost[worker] = max(min(a, b), min(max(a, b), c))
+        else:
+            self._cost[worker] = max(seen)
 
     def _execute(self, ctx: JobContext) -> tuple[Ref, dict[str, Any]]:
         with self._count_lock:
