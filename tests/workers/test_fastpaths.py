@@ -132,3 +132,34 @@ def test_worker_cost_is_the_median_of_the_last_three(runner: Runner) -> None:
             assert runner._cost["w"] == (sorted(seen)[1] if len(seen) == 3 else max(seen))
     runner._observe_cost("w", 0.05)  # the oldest of four is forgotten
     assert runner._cost["w"] == sorted((*trio[1:], 0.05))[1]
+
+
+def test_wasm_worker_costs_are_filed_where_the_spread_decision_reads_them(
+        runner: Runner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from warpmesh.workers.request import WasmWorker
+    from warpmesh.workers.runner import SPREAD_MIN_S, _cost_key
+    from warpmesh.workers.scheduler import Pool
+
+    root = make_fixture_tree(tmp_path / "t")
+    mods = install_fold(runner)
+    tree = import_dir(runner.store, root)
+    wasm_fold(runner, tree, mods, salt="measure")  # measures both workers
+    for mid in (mods.fold, mods.post):
+        assert runner._cost[_cost_key(WasmWorker(mid))] == runner._cost[mid]
+        assert len(runner._cost_seen[_cost_key(WasmWorker(mid))]) == 3
+    spreads: list[bool] = []
+    join_all = Pool.join_all
+
+    def spying(self: Pool, tasks, *, spread: bool = True) -> None:  # type: ignore[no-untyped-def]
+        spreads.append(spread)
+        join_all(self, tasks, spread=spread)
+
+    monkeypatch.setattr(Pool, "join_all", spying)
+    for mid in (mods.fold, mods.post):  # known cheap: every batch runs on the asking thread
+        runner._cost_seen.pop(_cost_key(WasmWorker(mid)))
+        runner._cost[_cost_key(WasmWorker(mid))] = SPREAD_MIN_S / 10
+    wasm_fold(runner, tree, mods, salt="cheap")
+    assert spreads == []
+    runner._cost[_cost_key(WasmWorker(mods.post))] = SPREAD_MIN_S * 2  # known costly: its batches spread
+    wasm_fold(runner, tree, mods, salt="costly")
+    assert spreads and all(spreads)

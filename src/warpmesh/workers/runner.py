@@ -440,6 +440,15 @@ class JobContext:
         return results
 
 
+def _cost_key(worker: Worker) -> object:
+    """What a worker's cost is filed under: a wasm worker's module id, an op worker itself.
+
+    The module id's hash is cached by bytes, while a worker dataclass hashes in Python code, and
+    the cost table is consulted for every job.
+    """
+    return worker.module if isinstance(worker, WasmWorker) else worker
+
+
 def _op_worker(spec: str) -> OpWorker:
     name, _, version = spec.partition("@")
     try:
@@ -476,8 +485,8 @@ class Runner:
         self._recent: dict[bytes, Ref] = {}  # results this runner produced (see _resolve)
         self._executions = 0
         self._count_lock = threading.Lock()
-        self._cost: dict[Any, float] = {}  # worker -> typical seconds of its own work per job
-        self._cost_seen: dict[Any, list[float]] = {}  # worker -> its last three observations
+        self._cost: dict[object, float] = {}  # _cost_key(worker) -> typical seconds of its own work per job
+        self._cost_seen: dict[object, list[float]] = {}  # _cost_key(worker) -> its last three observations
         self._job_args: dict[bytes, tuple[int, bytes]] = {}  # args tree id -> its part of `job` (see job_info)
         # tree id -> (its `tree` response, its entries' ids) (see JobContext.tree_response)
         self._tree_resp: dict[bytes, tuple[bytes, tuple[bytes, ...]]] = {}
@@ -702,7 +711,7 @@ class Runner:
             finally:
                 if observed:
                     observe_bus.publish("isolate_finished", None, {"key": key.hex()[:16]})
-            self._observe_cost(prep.request.worker, time.perf_counter() - started - ctx.nested_s)
+            self._observe_cost(_cost_key(prep.request.worker), time.perf_counter() - started - ctx.nested_s)
             st = self.store.stat(ref.id)
             result = RunResult(key, ref, st[1] if st else 0, "run", ctx.clean)
             if ctx.clean:
@@ -730,7 +739,8 @@ class Runner:
                        outcome="run", worker=worker.describe(), total_us=(time.perf_counter() - t0) * 1e6, **stats)
         return result
 
-    def _observe_cost(self, worker: Any, seconds: float) -> None:
+    def _observe_cost(self, worker: object, seconds: float) -> None:
+        # `worker` is the worker's _cost_key.
         # The median of the last three: one job preempted for a few ms on a loaded machine no
         # longer makes a cheap worker look costly (and its siblings fight over the GIL on threads),
         # while a worker that really got costly is seen as such by its second costly job.
@@ -815,7 +825,8 @@ class Runner:
         # Jobs cheaper than a thread hand-off run one after another on this thread: under the
         # GIL, spreading them only adds contention. A worker not measured yet is spread.
         cost = self._cost
-        spread = len(todo) > 1 and any(cost.get(p.request.worker, SPREAD_MIN_S) >= SPREAD_MIN_S for _, p in todo)
+        spread = len(todo) > 1 and any(cost.get(_cost_key(p.request.worker), SPREAD_MIN_S) >= SPREAD_MIN_S
+                                       for _, p in todo)
         try:
             if not spread and self.pool.nesting() < self.pool.inline_limit:
                 # The pool would run them in order on this thread anyway: skip its task objects.
