@@ -163,3 +163,48 @@ def test_wasm_worker_costs_are_filed_where_the_spread_decision_reads_them(
     runner._cost[_cost_key(WasmWorker(mods.post))] = SPREAD_MIN_S * 2  # known costly: its batches spread
     wasm_fold(runner, tree, mods, salt="costly")
     assert spreads and all(spreads)
+
+
+def test_an_idle_epoch_ticker_is_woken_once_per_idle_spell_and_still_enforces_deadlines(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+
+    from warpmesh.workers import FailureKind, HostConfig, JobError, Limits
+
+    from .conftest import wat
+
+    host = IsolateHost(HostConfig(max_instances=64, max_memory_bytes=64 * 1024 * 1024))
+    sets = []
+    event_set = threading.Event.set
+
+    def counting(self: threading.Event) -> None:
+        if self is host._wakeup:
+            sets.append(1)
+        event_set(self)
+
+    monkeypatch.setattr(threading.Event, "set", counting)
+    root = make_fixture_tree(tmp_path / "t")
+    try:
+        with Store(tmp_path / "s") as store, Runner(store, host) as runner:
+            mods = install_fold(runner)
+            tree = import_dir(store, root)
+            wasm_fold(runner, tree, mods, salt="start the ticker")
+            for i in range(3):
+                deadline = time.monotonic() + 5
+                while not host._ticker_idle and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                assert host._ticker_idle
+                sets.clear()
+                wasm_fold(runner, tree, mods, salt=f"after idle {i}")  # 200 jobs
+                assert len(sets) == 1
+            while not host._ticker_idle:
+                time.sleep(0.01)
+            spin = runner.put_module(wat('(module (memory (export "memory") 1) '
+                                         '(func (export "warpmesh_run") (loop $l (br $l))))'))
+            t = time.monotonic()
+            with pytest.raises(JobError) as info:
+                runner.run(spin, limits=Limits(fuel=2**62, deadline_s=0.2))
+            assert info.value.kind is FailureKind.DEADLINE and time.monotonic() - t < 5
+    finally:
+        host.close()

@@ -709,6 +709,9 @@ class IsolateHost:
         stack.append(job)
         self._running[id(job)] = job
         if self._ticker_idle:
+            # Only the first job to find it idle wakes it: until the ticker thread gets the GIL
+            # back (up to a switch interval), every later job would set the event again.
+            self._ticker_idle = False
             self._wakeup.set()
         trap.value = None
         t_inst = t0
