@@ -208,3 +208,22 @@ def test_an_idle_epoch_ticker_is_woken_once_per_idle_spell_and_still_enforces_de
             assert info.value.kind is FailureKind.DEADLINE and time.monotonic() - t < 5
     finally:
         host.close()
+
+
+def test_has_and_kind_of_agree_with_stat_wherever_the_object_is(tmp_path: Path) -> None:
+    from warpmesh.workers.ids import Kind
+    from warpmesh.workers.tree import TreeEntry
+
+    with Store(tmp_path / "s", cache_entries=4) as store:
+        blob = store.put_blob(b"remembered")
+        tree = store.put_tree([TreeEntry("b", Kind.BLOB, blob)])
+        store.flush()
+        evicted = [store.put_blob(f"filler {i}".encode()) for i in range(6)]  # pushes the first out of the cache
+        pending = store.put_blob(b"written behind")
+        absent = bytes(32)
+        cases = [blob, tree, *evicted, pending, absent, b"short"]
+        assert blob not in store._present  # answered from the index
+        for oid in cases:
+            st = store.stat(oid)
+            assert store.has(oid) == (st is not None)
+            assert store.kind_of(oid) == (None if st is None else st[0])

@@ -409,11 +409,14 @@ class Store:
 
     def kind_of(self, oid: bytes) -> Kind | None:
         """The kind of an object, or ``None`` if it is not here."""
+        hit = self._present.get(oid)  # stat's first step, inline: asked several times per job
+        if hit is not None:
+            return hit[0]
         st = self.stat(oid)
         return None if st is None else st[0]
 
     def has(self, oid: bytes) -> bool:
-        return self.stat(oid) is not None
+        return oid in self._present or self.stat(oid) is not None
 
     def read(self, oid: bytes) -> tuple[Kind, bytes]:
         """The kind and stored bytes of an object."""
