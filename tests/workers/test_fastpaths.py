@@ -227,3 +227,54 @@ def test_has_and_kind_of_agree_with_stat_wherever_the_object_is(tmp_path: Path) 
             st = store.stat(oid)
             assert store.has(oid) == (st is not None)
             assert store.kind_of(oid) == (None if st is None else st[0])
+
+
+READS = r"""(module
+  (import "warpmesh_abi_v1" "call" (func $call (param i32 i32 i32) (result i32)))
+  (import "warpmesh_abi_v1" "read" (func $read (param i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "warpmesh_run")
+    (local $n i32)
+    (local.set $n (call $call (i32.const 1) (i32.const 0) (i32.const 0)))
+    (i32.store (i32.const 0) (call $read (i32.const 4096) (i32.const 65536)))     ;; makes the view
+    (drop (call $call (i32.const 1) (i32.const 0) (i32.const 0)))
+    (i32.store (i32.const 4) (call $read (i32.const 8192) (i32.const 65536)))     ;; through it
+    (drop (call $call (i32.const 1) (i32.const 0) (i32.const 0)))
+    (i32.store (i32.const 8) (call $read (i32.const 65526) (i32.const 65536)))    ;; past the end: -1
+    (drop (call $call (i32.const 1) (i32.const 0) (i32.const 0)))
+    (i32.store (i32.const 12) (call $read (i32.const 100) (i32.const 3)))         ;; too small: -2
+    (drop (memory.grow (i32.const 1)))
+    ;; a request in the grown page before anything else looked at the new size: put_blob(16 zeros)
+    (i32.store (i32.const 16) (call $call (i32.const 3) (i32.const 65540) (i32.const 16)))
+    (i32.store (i32.const 20) (call $read (i32.const 200) (i32.const 64)))        ;; its id
+    (drop (call $call (i32.const 1) (i32.const 0) (i32.const 0)))
+    (i32.store (i32.const 24) (call $read (i32.const 65636) (i32.const 65536)))   ;; in the grown page
+    ;; out (inline): the seven return codes, the id, then the bytes of the three job reads
+    (i32.store8 (i32.const 70000) (i32.const 3))
+    (memory.copy (i32.const 70001) (i32.const 0) (i32.const 28))
+    (memory.copy (i32.const 70029) (i32.const 200) (i32.const 32))
+    (memory.copy (i32.const 70061) (i32.const 4096) (local.get $n))
+    (memory.copy (i32.add (i32.const 70061) (local.get $n)) (i32.const 8192) (local.get $n))
+    (memory.copy (i32.add (i32.const 70061) (i32.mul (local.get $n) (i32.const 2))) (i32.const 65636)
+                 (local.get $n))
+    (drop (call $call (i32.const 8) (i32.const 70000)
+                      (i32.add (i32.const 61) (i32.mul (local.get $n) (i32.const 3)))))))"""
+
+
+def test_reads_and_requests_through_the_job_view_match_the_general_checks(runner: Runner) -> None:
+    import struct
+
+    from warpmesh.workers.ids import blob_id
+
+    from .conftest import wat
+
+    mid = runner.put_module(wat(READS))
+    for salt in ("a", "b"):  # the second run reuses the thread's scratch: same answers
+        out = runner.store.get_blob(runner.run(mid, salt=salt).ref.id)
+        codes = struct.unpack_from("<7i", out)
+        oid, body = out[28:60], out[60:]
+        n = len(body) // 3
+        assert codes == (n, n, -1, -2, 32, 32, n) and n > 0
+        assert oid == blob_id(bytes(16))  # the request was read from the grown page
+        assert body[:n] == body[n: 2 * n] == body[2 * n:]
+        assert body[9:41] == mid  # the job response, copied whole each time
