@@ -278,3 +278,29 @@ def test_reads_and_requests_through_the_job_view_match_the_general_checks(runner
         assert oid == blob_id(bytes(16))  # the request was read from the grown page
         assert body[:n] == body[n: 2 * n] == body[2 * n:]
         assert body[9:41] == mid  # the job response, copied whole each time
+
+
+def test_decoded_request_tables_stay_within_their_bounds(
+        runner: Runner, tmp_path: Path, clear_decoded: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(host_mod, "_DECODED_MAX_TOTAL", 1500)
+    monkeypatch.setattr(host_mod, "_DECODED_MAX_ENTRIES", 8)
+    monkeypatch.setattr(host_mod, "_DECODED_MAX_BYTES", 700)
+    root = make_fixture_tree(tmp_path / "t")
+    mods = install_fold(runner)
+    tree = import_dir(runner.store, root)
+    tables = (host_mod._decoded_run_many, host_mod._decoded_run, host_mod._decoded_put_tree)
+    peaks = [0, 0, 0]
+    remember = host_mod._Decoded.remember
+
+    def watching(self, req, decoded):  # type: ignore[no-untyped-def]
+        out = remember(self, req, decoded)
+        i = next(i for i, t in enumerate(tables) if t is self)
+        assert len(self) <= 8 and sum(map(len, self)) <= 1500 and all(len(r) <= 700 for r in self)
+        peaks[i] = max(peaks[i], len(self))
+        return out
+
+    monkeypatch.setattr(host_mod._Decoded, "remember", watching)
+    for salt in ("a", "b"):
+        res = wasm_fold(runner, tree, mods, salt=salt)
+        assert runner.store.get_blob(res.ref.id) == python_fold(root).total.to_blob()
+    assert all(peaks)  # every table was used, and cleared rather than grown past its bounds

@@ -45,8 +45,8 @@ from warpmesh.workers.request import Limits
 from warpmesh.workers.tree import TreeEntry
 
 log = logging.getLogger("warpmesh.workers.host")
-_T = TypeVar("_T")
 guest_log = logging.getLogger("warpmesh.guest")
+_T = TypeVar("_T")
 
 WASI_MODULE = "wasi_snapshot_preview1"
 PAGE = 65536
@@ -449,21 +449,37 @@ _CALLBACKS = {key: capi.HostCallback(fn) for key, (_, _, fn) in _IMPORTS.items()
 # Decoded run / run_many / put_tree requests by their bytes. Decoding is a pure function of the
 # bytes and its results are immutable, and a guest sends the same request bytes again whenever
 # only the salt differs (a fold's frames under a new salt re-send every run_many and put_tree), so
-# a repeat skips the decoder. Bounded: requests over _DECODED_MAX_BYTES are never kept, and a full
-# table is cleared.
-_DECODED_MAX_ENTRIES = 2048
-_DECODED_MAX_BYTES = 8192
-_decoded_run_many: dict[bytes, tuple[RunSpec, ...]] = {}
-_decoded_run: dict[bytes, RunSpec] = {}
-_decoded_put_tree: dict[bytes, tuple[TreeEntry, ...]] = {}
+# a repeat skips the decoder. Bounded: requests over _DECODED_MAX_BYTES are never kept, and a table
+# is cleared when it would hold more than _DECODED_MAX_ENTRIES requests or _DECODED_MAX_TOTAL bytes
+# of them.
+_DECODED_MAX_ENTRIES = 4096
+_DECODED_MAX_BYTES = 64 * 1024
+_DECODED_MAX_TOTAL = 1024 * 1024
 
 
-def _remember_decoded(table: dict[bytes, _T], req: bytes, decoded: _T) -> _T:
-    if len(req) <= _DECODED_MAX_BYTES:
-        if len(table) >= _DECODED_MAX_ENTRIES:
-            table.clear()
-        table[req] = decoded
-    return decoded
+class _Decoded(dict[bytes, _T]):
+    """One table of decoded requests (a dict, so a lookup is a plain ``get``)."""
+
+    __slots__ = ("nbytes",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.nbytes = 0  # request bytes held (at least; a racing duplicate may count twice)
+
+    def remember(self, req: bytes, decoded: _T) -> _T:
+        n = len(req)
+        if n <= _DECODED_MAX_BYTES:
+            if len(self) >= _DECODED_MAX_ENTRIES or self.nbytes + n > _DECODED_MAX_TOTAL:
+                self.clear()
+                self.nbytes = 0
+            self[req] = decoded
+            self.nbytes += n
+        return decoded
+
+
+_decoded_run_many: _Decoded[tuple[RunSpec, ...]] = _Decoded()
+_decoded_run: _Decoded[RunSpec] = _Decoded()
+_decoded_put_tree: _Decoded[tuple[TreeEntry, ...]] = _Decoded()
 
 
 def allowed_imports() -> list[str]:
@@ -825,7 +841,7 @@ class IsolateHost:
             if op == _OP_RUN_MANY:
                 specs = _decoded_run_many.get(req)
                 if specs is None:
-                    specs = _remember_decoded(_decoded_run_many, req, tuple(abi.decode_run_many(req)))
+                    specs = _decoded_run_many.remember(req, tuple(abi.decode_run_many(req)))
                 job.suspend()
                 try:
                     results = svc.run_specs(specs)
@@ -838,14 +854,14 @@ class IsolateHost:
             if op == _OP_PUT_TREE:
                 entries = _decoded_put_tree.get(req)
                 if entries is None:
-                    entries = _remember_decoded(_decoded_put_tree, req, abi.decode_put_tree(req))
+                    entries = _decoded_put_tree.remember(req, abi.decode_put_tree(req))
                 return svc.put_tree(entries), True
             if op == _OP_PUT_BLOB:
                 return svc.put_blob(req), True
             if op == _OP_RUN:
                 spec = _decoded_run.get(req)
                 if spec is None:
-                    spec = _remember_decoded(_decoded_run, req, abi.decode_run(req))
+                    spec = _decoded_run.remember(req, abi.decode_run(req))
                 job.suspend()
                 try:
                     (res,) = svc.run_specs([spec])

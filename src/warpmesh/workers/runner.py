@@ -366,14 +366,12 @@ class JobContext:
         not_found or size 0): a remembered encoding is used only while all of them are present.
         """
         runner = self.runner
+        stat = runner.store.stat
         hit = runner._tree_resp.get(oid)
-        if hit is not None:
-            stat = runner.store.stat
-            if stat(oid) is not None and all(stat(i) is not None for i in hit[1]):
-                return hit[0]
+        if hit is not None and stat(oid) is not None and all(stat(i) is not None for i in hit[1]):
+            return hit[0]
         sized = self._sized(runner._get_tree(oid))
         data = abi.encode_entries(sized)
-        stat = runner.store.stat
         if all(stat(e.id) is not None for e in sized):
             cache = runner._tree_resp
             if len(cache) >= 65536:
