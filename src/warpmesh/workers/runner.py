@@ -358,6 +358,27 @@ class JobContext:
     def tree(self, oid: bytes) -> list[SizedEntry]:
         return self._sized(self.runner._get_tree(oid))
 
+    def tree_response(self, oid: bytes) -> bytes:
+        """``abi.encode_entries(self.tree(oid))``, encoded once per tree while it and its entries are here.
+
+        A tree's entries and the sizes of objects are fixed by their ids, so the encoding only
+        changes when the tree or an entry leaves the store (the general path then answers
+        not_found or size 0): a remembered encoding is used only while all of them are present.
+        """
+        runner = self.runner
+        stat = runner.store.stat
+        hit = runner._tree_resp.get(oid)
+        if hit is not None and stat(oid) is not None and all(stat(i) is not None for i in hit[1]):
+            return hit[0]
+        sized = self._sized(runner._get_tree(oid))
+        data = abi.encode_entries(sized)
+        if all(stat(e.id) is not None for e in sized):
+            cache = runner._tree_resp
+            if len(cache) >= 65536:
+                cache.clear()
+            cache[oid] = data, tuple(e.id for e in sized)
+        return data
+
     def check_out(self, ref: Ref) -> None:
         got = self.runner.store.kind_of(ref.id)
         if got is None:
@@ -368,7 +389,7 @@ class JobContext:
     def log(self, text: str) -> None:
         guest_log.info("%s %s: %s", self.request.worker.describe(), short(self.key), text)
 
-    def run_specs(self, specs: list[RunSpec]) -> list[tuple[Ref, int] | JobError]:
+    def run_specs(self, specs: Sequence[RunSpec]) -> list[tuple[Ref, int] | JobError]:
         reqs: list[_Prepared | JobError] = []
         for spec in specs:
             try:
@@ -417,6 +438,15 @@ class JobContext:
         return results
 
 
+def _cost_key(worker: Worker) -> object:
+    """What a worker's cost is filed under: a wasm worker's module id, an op worker itself.
+
+    The module id's hash is cached by bytes, while a worker dataclass hashes in Python code, and
+    the cost table is consulted for every job.
+    """
+    return worker.module if isinstance(worker, WasmWorker) else worker
+
+
 def _op_worker(spec: str) -> OpWorker:
     name, _, version = spec.partition("@")
     try:
@@ -453,9 +483,11 @@ class Runner:
         self._recent: dict[bytes, Ref] = {}  # results this runner produced (see _resolve)
         self._executions = 0
         self._count_lock = threading.Lock()
-        self._cost: dict[Any, float] = {}  # worker -> typical seconds of its own work per job
-        self._cost_seen: dict[Any, list[float]] = {}  # worker -> its last three observations
+        self._cost: dict[object, float] = {}  # _cost_key(worker) -> typical seconds of its own work per job
+        self._cost_seen: dict[object, list[float]] = {}  # _cost_key(worker) -> its last three observations
         self._job_args: dict[bytes, tuple[int, bytes]] = {}  # args tree id -> its part of `job` (see job_info)
+        # tree id -> (its `tree` response, its entries' ids) (see JobContext.tree_response)
+        self._tree_resp: dict[bytes, tuple[bytes, tuple[bytes, ...]]] = {}
         self._wasm_workers: dict[bytes, WasmWorker] = {}  # module id -> its (immutable) worker object
 
     @property
@@ -677,7 +709,7 @@ class Runner:
             finally:
                 if observed:
                     observe_bus.publish("isolate_finished", None, {"key": key.hex()[:16]})
-            self._observe_cost(prep.request.worker, time.perf_counter() - started - ctx.nested_s)
+            self._observe_cost(_cost_key(prep.request.worker), time.perf_counter() - started - ctx.nested_s)
             st = self.store.stat(ref.id)
             result = RunResult(key, ref, st[1] if st else 0, "run", ctx.clean)
             if ctx.clean:
@@ -705,7 +737,8 @@ class Runner:
                        outcome="run", worker=worker.describe(), total_us=(time.perf_counter() - t0) * 1e6, **stats)
         return result
 
-    def _observe_cost(self, worker: Any, seconds: float) -> None:
+    def _observe_cost(self, worker: object, seconds: float) -> None:
+        # `worker` is the worker's _cost_key.
         # The median of the last three: one job preempted for a few ms on a loaded machine no
         # longer makes a cheap worker look costly (and its siblings fight over the GIL on threads),
         # while a worker that really got costly is seen as such by its second costly job.
@@ -715,8 +748,12 @@ class Runner:
         seen.append(seconds)
         if len(seen) > 3:
             del seen[0]
-        self._cost[worker] = sorted(seen)[len(seen) // 2] if len(seen) == 3 else max(seen) if len(seen) == 2 \
-            else seconds
+        if len(seen) == 3:
+            a, b, c = seen
+            # the median of three, without sorting a list
+            self._cost[worker] = max(min(a, b), min(max(a, b), c))
+        else:
+            self._cost[worker] = max(seen)
 
     def _execute(self, ctx: JobContext) -> tuple[Ref, dict[str, Any]]:
         with self._count_lock:
@@ -786,7 +823,8 @@ class Runner:
         # Jobs cheaper than a thread hand-off run one after another on this thread: under the
         # GIL, spreading them only adds contention. A worker not measured yet is spread.
         cost = self._cost
-        spread = len(todo) > 1 and any(cost.get(p.request.worker, SPREAD_MIN_S) >= SPREAD_MIN_S for _, p in todo)
+        spread = len(todo) > 1 and any(cost.get(_cost_key(p.request.worker), SPREAD_MIN_S) >= SPREAD_MIN_S
+                                       for _, p in todo)
         try:
             if not spread and self.pool.nesting() < self.pool.inline_limit:
                 # The pool would run them in order on this thread anyway: skip its task objects.

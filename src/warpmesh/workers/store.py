@@ -62,6 +62,9 @@ COMMIT_EVERY_WRITES = 4096
 #: Objects up to this many bytes are kept in an in-memory cache once written or read.
 SMALL_CACHE_MAX = 4096
 
+#: Blobs up to this many bytes have their ids remembered by content (see Store.put_blob).
+SMALL_ID_MAX = 64
+
 #: Objects up to this many bytes are stored inline in the SQLite index instead of as files.
 DEFAULT_INLINE_MAX = 16 * 1024
 
@@ -169,6 +172,9 @@ class Store:
                                  f"speaks v{_SCHEMA_VERSION}; use another --store directory")
             self._db.executescript(_SCHEMA)
             self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+            # One cursor for memo lookups, used under the lock (Connection.execute makes a new one
+            # per call, a noticeable part of a job's few-key lookup).
+            self._memo_cur = self._db.cursor()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"the store index {self.root / 'index.sqlite'} is unreadable ({exc}); "
                              "move it aside and the store will rebuild an empty index") from exc
@@ -180,6 +186,8 @@ class Store:
         self._cache_entries = cache_entries
         # entries tuple -> the id of the tree they make (see put_tree)
         self._tree_ids: dict[tuple[TreeEntry, ...], bytes] = {}
+        # bytes of a blob up to SMALL_ID_MAX long -> its id
+        self._small_ids: dict[bytes, bytes] = {}
         self.put_tree(())  # the empty tree is always present
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -235,7 +243,16 @@ class Store:
     def put_blob(self, data: bytes | bytearray | memoryview) -> bytes:
         """Store a blob; return its id."""
         data = bytes(data)
-        oid = blob_id(data)
+        if len(data) <= SMALL_ID_MAX:
+            # Tiny blobs (job results, salts, counters) recur: hash each distinct one once.
+            oid = self._small_ids.get(data)
+            if oid is None:
+                oid = blob_id(data)
+                if len(self._small_ids) >= self._cache_entries:
+                    self._small_ids.clear()
+                self._small_ids[data] = oid
+        else:
+            oid = blob_id(data)
         self._put(oid, _BLOB, data)
         return oid
 
@@ -392,11 +409,14 @@ class Store:
 
     def kind_of(self, oid: bytes) -> Kind | None:
         """The kind of an object, or ``None`` if it is not here."""
+        hit = self._present.get(oid)  # stat's first step, inline: asked several times per job
+        if hit is not None:
+            return hit[0]
         st = self.stat(oid)
         return None if st is None else st[0]
 
     def has(self, oid: bytes) -> bool:
-        return self.stat(oid) is not None
+        return oid in self._present or self.stat(oid) is not None
 
     def read(self, oid: bytes) -> tuple[Kind, bytes]:
         """The kind and stored bytes of an object."""
@@ -518,9 +538,10 @@ class Store:
                     found[k] = Ref(_KIND[pend[1]], pend[2])
                 else:
                     rest.append(k)
+            cur = self._memo_cur
             for i in range(0, len(rest), 500):
                 chunk = rest[i : i + 500]
-                rows = self._db.execute(_memo_select(len(chunk)), chunk).fetchall()
+                rows = cur.execute(_memo_select(len(chunk)), chunk).fetchall()
                 for key, kind, oid in rows:
                     found[key] = Ref(_KIND[kind], oid)
         return {k: r for k, r in found.items() if self.kind_of(r.id) is r.kind} if found else found
