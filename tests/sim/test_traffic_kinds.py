@@ -35,3 +35,14 @@ def test_answers_acknowledged_as_they_arrive_keep_boards_empty_and_lose_nothing(
     assert report.ok, report.failures
     assert m["lost"] == 0 and m["wrong"] == 0 and m["steady_duplicates"] == 0
     assert m["answers_acked"] >= 120 and m["answers_left_on_boards"] == 0
+
+
+def test_a_run_reports_its_progress_and_frames_by_board() -> None:
+    seen: list[tuple[int, int, str]] = []
+    report = run_warp(3, peers=3, jobs=90, on_progress=lambda n, total, phase, _t: seen.append((n, total, phase)))
+    assert report.ok, report.failures
+    assert seen[0] == (30, 90, "steady") and seen[-1] == (90, 90, "quiesce")
+    counts = [n for n, _, _ in seen]
+    assert counts == sorted(counts) and len([p for _, _, p in seen if p == "churn"]) == 60
+    frames = report.metrics["frames_by_board_kind"]
+    assert frames["queue.delta"] > 0 and sum(frames.values()) == sum(report.metrics["frames_by_kind"].values())

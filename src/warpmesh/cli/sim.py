@@ -133,9 +133,21 @@ def sim_warp(seed: int | None, seeds: int, start: int, as_json: bool, fail_fast:
     from warpmesh.sim.warp import run_warp
 
     rates: list[float] = []
+    err = Console(stderr=True)
 
     def run(s: int) -> SimReport:
-        report = run_warp(s, peers=peers, jobs=jobs, churn=not no_churn, strategy=strategy, ack_answers=ack_answers)
+        started = time.perf_counter()
+        shown = [0.0]
+
+        def progress(enqueued: int, total: int, phase: str, virtual: float) -> None:
+            # Big runs take minutes: a line on stderr every 10% (stdout stays the report).
+            if jobs >= 10_000 and (phase != "churn" or enqueued / total >= shown[0] + 0.1):
+                shown[0] = enqueued / total
+                err.print(f"sim warp seed {s}: {enqueued:,}/{total:,} jobs enqueued ({phase}), "
+                          f"{virtual:.0f} s virtual, {time.perf_counter() - started:.0f} s", highlight=False)
+
+        report = run_warp(s, peers=peers, jobs=jobs, churn=not no_churn, strategy=strategy,
+                          ack_answers=ack_answers, on_progress=progress)
         if report.ok:
             rates.append(report.metrics["churn_duplicate_rate"])
         return report

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -179,8 +180,13 @@ def run_warp(
     churn: bool = True,
     strategy: str = "intent",
     ack_answers: bool = False,
+    on_progress: Callable[[int, int, str, float], None] | None = None,
 ) -> SimReport:
-    """One seeded run of the Warp workload; see the module docstring."""
+    """One seeded run of the Warp workload; see the module docstring.
+
+    ``on_progress(enqueued, jobs, phase, virtual_seconds)`` is called as the run moves on (after the
+    steady phase, every 1% of the churn phase's jobs, at quiescence); it must not touch the mesh.
+    """
     params: dict[str, Any] = {"peers": peers, "jobs": jobs}
     if not churn:
         params["no_churn"] = True
@@ -238,6 +244,9 @@ def run_warp(
             else:
                 node.enqueue_nowait(f"job-{x}", "sim.compute", x)
         await _all_answered(mesh, [f"job-{x}" for x in steady_jobs], 60.0)
+        if on_progress is not None:
+            on_progress(len(steady_jobs), jobs, "steady", loop.time())
+        step = max(1, len(churn_jobs) // 100)
         steady_runs = Counter(e.task for e in log if e.phase == "steady")
         steady_dups = sum(n - 1 for n in steady_runs.values())
 
@@ -299,9 +308,13 @@ def run_warp(
                     del down[n]
                     await mesh.up(n)
             await asyncio.sleep(rng.uniform(0, 0.004))
+            if on_progress is not None and (i + 1) % step == 0:
+                on_progress(len(steady_jobs) + i + 1, jobs, "churn", loop.time())
 
         # Phase 3: heal and quiesce.
         mesh.phase = "quiesce"
+        if on_progress is not None:
+            on_progress(jobs, jobs, "quiesce", loop.time())
         for n in sorted(down):
             await mesh.up(n)
         fabric.calm()
