@@ -12,11 +12,12 @@ interval, growing with the mesh). It publishes:
 
 Beacons: a node may attach a small opaque value to its heartbeats (:meth:`Liveness.set_beacon`;
 Warp's is the digest of the worker set it sees). A changed beacon is announced at once to every
-roster peer, and the heartbeats of the next few intervals carry it (later ones are bare pings); a
-peer met for the first time, or heard again after silence, is sent it too. Beacons are not acknowledged: a node that doubts what it holds of a peer's
-beacon asks for it (:meth:`Liveness.ask_beacons`, answered at most twice per interval per asker),
-so a lost announcement costs one question, not a replicated board entry per change. Per change this
-is N - 1 small frames (a replicated entry cost N - 1 deltas, N - 1 acks, and repairs).
+connected peer, and the heartbeats of the next few intervals carry it (later ones are bare pings);
+a peer met for the first time, or heard again after silence, is sent it too. Beacons are not
+acknowledged: a node that doubts what it holds of a peer's beacon asks for it
+(:meth:`Liveness.ask_beacons`, answered at most twice per interval per asker), so a lost
+announcement costs one question, not a replicated board entry per change. Per change this is N - 1
+small frames (a replicated entry cost N - 1 deltas, N - 1 acks, and repairs).
 
 Frames on the heartbeat channel: ``PING [beacon | None]`` (kind 1) and ``ASK None`` (kind 2).
 """
@@ -73,7 +74,7 @@ class Liveness:
         #: Times this node noticed it had been stalled (and excused its peers' silence).
         self.stalls = 0
         self._removers: list[Any] = []
-        #: Our beacon (sent with every heartbeat), and the newest beacon heard from each peer.
+        #: Our beacon (announced, then carried by a few heartbeats), and the newest heard from each peer.
         self.beacon: bytes | None = None
         self.beacons: dict[PeerId, bytes] = {}
         #: Called with (peer, beacon) when a peer's beacon is new or changed.
