@@ -724,7 +724,7 @@ class QuilterCore(Generic[S]):
             self._mismatch_frontiers.pop(sender, None)
             self._repair(sender, now=now, why="diverged" if diverged else "empty" if empty else "digest_mismatch")
 
-    def _maybe_send_frontier(self, peer: str, now: float) -> None:
+    def _maybe_send_frontier(self, peer: str, now: float, closed: set[str] | None = None) -> None:
         if not self.history:
             return  # our frontier is partial by design: showing it would only start repairs toward us
         # Frontiers differ. Usually deltas are in flight, but a batch whose origin is gone (crashed,
@@ -739,7 +739,8 @@ class QuilterCore(Generic[S]):
         # "none of it": if the receiver sees closed a stream we still see open, it repairs only after
         # the gap outlives two frontiers, by which time our view has caught up.
         shown = dict(self._forgotten)
-        closed = self._closed_streams()
+        if closed is None:
+            closed = self._closed_streams()
         shown.update((s_id, r.upto) for s_id, r in self._recv.items() if s_id in closed)
         entries = [[s_id, upto] for s_id, upto in sorted(shown.items())]
         self._send(peer, encode_frame(QuiltKind.FRONTIER, [self.stream, entries]), "frontier")
@@ -776,7 +777,7 @@ class QuilterCore(Generic[S]):
             self._repair(sender, now=now, why="closed_stream")
         self._frontier_gaps[sender] = behind
         # They may hold more of a closed stream than we do: show them ours too (rate-limited).
-        self._maybe_send_frontier(sender, now)
+        self._maybe_send_frontier(sender, now, closed)
 
     def _assemble(self, transfers: dict[tuple[str, int], _Transfer], sender: str, body: list[Any]
                   ) -> tuple[_Transfer, bytes] | None:
