@@ -91,3 +91,40 @@ def test_vnodes_and_seed_are_configurable() -> None:
     assert owners_seed0 != owners_seed1
     with pytest.raises(ValueError):
         TaskRing(["a"], vnodes=0)
+
+
+@given(st.sets(st.sampled_from([f"p{i}" for i in range(12)]), min_size=1),
+       st.sets(st.sampled_from([f"p{i}" for i in range(12)])))
+def test_a_restricted_ring_answers_as_a_ring_built_over_its_peers(base: set[str], extra: set[str]) -> None:
+    # ring_for hands out rings that share a larger ring's points; every lookup must match a ring
+    # built from scratch over the same peers.
+    full = TaskRing(base | extra, vnodes=20)
+    subset = full.restricted(base)
+    fresh = TaskRing(base, vnodes=20)
+    assert subset == fresh and hash(subset) == hash(fresh) and len(subset) == len(base)
+    probe = sorted(base)[0]
+    for t in TASKS[:200]:
+        assert subset.owner(t) == fresh.owner(t)
+        assert subset.successor(t, {probe}) == fresh.successor(t, {probe})
+        assert subset.owner(t, eligible=extra) == fresh.owner(t, eligible=extra)
+        assert subset.preference_list(t, 3) == fresh.preference_list(t, 3)
+    assert subset.shares() == pytest.approx(fresh.shares())
+    assert full.restricted(base).restricted(set(sorted(base)[:1])).owner("x") == sorted(base)[0]
+    with pytest.raises(ValueError, match="not on this ring"):
+        subset.restricted(base | {"stranger"})
+
+
+def test_ring_for_shares_points_across_views_and_matches_fresh_rings() -> None:
+    from warpmesh.warp.ring import ring_for
+
+    everyone = frozenset(f"q{i}" for i in range(40))
+    first = ring_for(everyone, vnodes=30, seed=7)
+    views = [everyone - {f"q{i}", f"q{i + 1}"} for i in range(0, 30, 3)] + [everyone | {"q-new"}]
+    for view in views:
+        ring = ring_for(view, vnodes=30, seed=7)
+        fresh = TaskRing(view, vnodes=30, seed=7)
+        assert ring == fresh
+        assert [ring.owner(t) for t in TASKS[:300]] == [fresh.owner(t) for t in TASKS[:300]]
+    # The views missing two peers share the first ring's points (no rebuild).
+    assert ring_for(views[0], vnodes=30, seed=7)._positions is first._positions
+    assert ring_for(frozenset(), vnodes=30, seed=7).owner("x") is None

@@ -22,6 +22,10 @@ from warpmesh.errors import WarpmeshError
 T = TypeVar("T")
 
 
+#: Loop steps between polls of the real selector while callbacks or timers are pending.
+_POLL_EVERY = 64
+
+
 class SimulationStalled(WarpmeshError, RuntimeError):
     """Every task is waiting and no timer is pending: the simulated system can never progress."""
 
@@ -33,6 +37,7 @@ class _VirtualSelector(selectors.BaseSelector):
         self._loop = loop
         self._real = selectors.DefaultSelector()
         self._stall_timeout = stall_timeout
+        self._polls = 0
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
         return self._real.register(fileobj, events, data)
@@ -44,9 +49,14 @@ class _VirtualSelector(selectors.BaseSelector):
         return self._real.modify(fileobj, events, data)
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        events = self._real.select(0)
-        if events:
-            return events
+        # Only the loop's self-pipe is registered (a signal, or another thread's call_soon_threadsafe),
+        # so while the simulation runs it is polled once every _POLL_EVERY steps, not every step.
+        self._polls += 1
+        if timeout is None or self._polls >= _POLL_EVERY:
+            self._polls = 0
+            events = self._real.select(0)
+            if events:
+                return events
         if timeout is None:
             # Nothing ready and no timer: only another thread could wake us (call_soon_threadsafe).
             events = self._real.select(self._stall_timeout)

@@ -53,9 +53,15 @@ def ring_for(peers: frozenset[str], *, vnodes: int = DEFAULT_VNODES, seed: int =
 
 
 class TaskRing:
-    """An immutable ring over a set of peers."""
+    """An immutable ring over a set of peers.
 
-    __slots__ = ("_owners", "_peers", "_positions", "seed", "vnodes")
+    A ring may share its sorted points with a larger ring built over a superset of its peers
+    (:func:`ring_for` does this): lookups then skip the other peers' points, which answers exactly
+    as a ring built over this ring's own peers would (positions depend only on the peer), and a
+    membership change costs no rebuild.
+    """
+
+    __slots__ = ("_owners", "_peers", "_positions", "_shared", "seed", "vnodes")
 
     def __init__(self, peers: Iterable[str], *, vnodes: int = DEFAULT_VNODES, seed: int = 0) -> None:
         if vnodes < 1:
@@ -68,6 +74,19 @@ class TaskRing:
         points = sorted(chain.from_iterable(_peer_points(peer, vnodes, seed) for peer in self._peers))
         self._positions = [p for p, _ in points]
         self._owners = [peer for _, peer in points]
+        self._shared = False  # every point belongs to one of self._peers
+
+    def restricted(self, peers: Iterable[str]) -> TaskRing:
+        """The ring over ``peers`` (a subset of this ring's), sharing this ring's points: O(1)."""
+        subset = frozenset(peers)
+        if not subset <= self._peers:
+            raise ValueError(f"{sorted(subset - self._peers)} are not on this ring")
+        ring = TaskRing.__new__(TaskRing)
+        ring.vnodes, ring.seed = self.vnodes, self.seed
+        ring._peers = subset
+        ring._positions, ring._owners = self._positions, self._owners
+        ring._shared = self._shared or subset != self._peers
+        return ring
 
     @property
     def peers(self) -> frozenset[str]:
@@ -89,18 +108,20 @@ class TaskRing:
     def _walk(self, task_id: str, accept: Callable[[str], bool]) -> str | None:
         owners = self._owners
         n = len(owners)
-        if n == 0:
+        peers = self._peers
+        if n == 0 or not peers:
             return None
+        shared = self._shared
         start = bisect_left(self._positions, task_position(task_id, self.seed))
         seen: set[str] = set()
         for i in range(n):
             peer = owners[(start + i) % n]
-            if peer in seen:
+            if peer in seen or (shared and peer not in peers):
                 continue
             if accept(peer):
                 return peer
             seen.add(peer)
-            if len(seen) == len(self._peers):
+            if len(seen) == len(peers):
                 return None
         return None
 
@@ -128,18 +149,45 @@ class TaskRing:
 
     def shares(self) -> dict[str, float]:
         """Fraction of the hash space each peer owns (for ``warpmesh status``)."""
-        if not self._positions:
+        if not self._peers or not self._positions:
             return {}
+        points = list(zip(self._positions, self._owners))
+        if self._shared:
+            points = [(pos, peer) for pos, peer in points if peer in self._peers]
         span = 1 << 64
         share: dict[str, int] = dict.fromkeys(self._peers, 0)
-        prev = self._positions[-1] - span
-        for pos, peer in zip(self._positions, self._owners):
+        prev = points[-1][0] - span
+        for pos, peer in points:
             share[peer] += pos - prev
             prev = pos
         return {p: share[p] / span for p in sorted(share)}
 
 
-@lru_cache(maxsize=64)
+#: Recently built rings whose points later rings share (newest last).
+_BASES: list[TaskRing] = []
+_MAX_BASES = 8
+
+
+@lru_cache(maxsize=512)
 def _cached_ring(peers: frozenset[str], vnodes: int, seed: int) -> TaskRing:
-    # 64 rings of 64 peers x 150 vnodes are about 30 MB at most.
-    return TaskRing(peers, vnodes=vnodes, seed=seed)
+    # A ring over a subset of a recent ring's peers shares its points (no rebuild), as long as the
+    # subset holds at least half of them (so a lookup skips at most about as many points as it uses).
+    if not peers:
+        return TaskRing(peers, vnodes=vnodes, seed=seed)
+    for base in reversed(_BASES):
+        if (base.vnodes == vnodes and base.seed == seed and peers <= base.peers
+                and 2 * len(peers) >= len(base.peers)):
+            return base if peers == base.peers else base.restricted(peers)
+    # Build a new base. Include the newest base's peers when that stays within twice ours: a peer
+    # that comes back after a crash or partition then finds its points already on the base.
+    members = peers
+    for base in reversed(_BASES):
+        if base.vnodes == vnodes and base.seed == seed:
+            union = peers | base.peers
+            if len(union) <= 2 * len(peers):
+                members = union
+            break
+    base = TaskRing(members, vnodes=vnodes, seed=seed)
+    _BASES.append(base)
+    del _BASES[:-_MAX_BASES]
+    return base if members == peers else base.restricted(peers)
