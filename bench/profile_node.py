@@ -6,14 +6,20 @@
 output with ``python -m pstats OUT.prof`` (``sort cumulative``, ``stats 40``) or
 ``python bench/profile_node.py --show OUT.prof [N]``. The stats are written when the node stops
 gracefully (``quit`` on its control channel, SIGINT or SIGTERM); a SIGKILLed node writes nothing.
+
+With ``WARPMESH_PROFILE_CLOCK=cpu`` in the environment, times are the main thread's CPU time, not
+wall time: on a loaded machine (a pool's workers busy on both cores) wall time charges a call for
+the time the node waited for a core, which hides where its own CPU goes.
 """
 
 from __future__ import annotations
 
 import cProfile
 import io
+import os
 import pstats
 import sys
+import time
 
 
 def show(path: str, top: int = 40, sort: str = "cumulative") -> str:
@@ -34,7 +40,8 @@ def main(argv: list[str]) -> int:
     out, args = argv[0], argv[1:]
     from warpmesh.cli.app import main as warpmesh_main
 
-    prof = cProfile.Profile()
+    cpu = os.environ.get("WARPMESH_PROFILE_CLOCK") == "cpu"
+    prof = cProfile.Profile(time.thread_time) if cpu else cProfile.Profile()
     code = 0
     prof.enable()
     try:

@@ -39,10 +39,15 @@ def test_two_peers_on_a_memory_fabric_share_jobs() -> None:
             with pytest.raises(warpmesh.TaskFailed) as failed:
                 await a.result("t2", 10)
             record = await a.outcome("t1", 10)
-            return value, a.address, record.ok, record.by, str(failed.value), a.status()["role"]
+            boards = a.status()["boards"]
+            return value, a.address, record.ok, record.by, str(failed.value), a.status()["role"], boards
 
-    value, address, ok, by, error, role = asyncio.run(main())
+    value, address, ok, by, error, role, boards = asyncio.run(main())
     assert (value, address, ok, role) == (5, None, True, "worker")
+    # Replication tallies per board: t1 and t2 crossed the queue and results boards both ways.
+    assert set(boards) == {"queue", "results", "intents", "counters", "members"}
+    for name in ("queue", "results"):
+        assert boards[name]["deltas_in"] >= 1 and boards[name]["out_delta"] >= 1, boards[name]
     assert by in ("a", "b")
     assert "kaboom" in error
 

@@ -154,3 +154,42 @@ def test_mux_channels_are_independent_and_unknown_tags_counted() -> None:
         await fabric.close()
 
     run_virtual(main())
+
+
+@pytest.mark.parametrize("quantum", [0.0, 0.001])
+def test_frames_arrive_at_their_due_time_or_the_next_quantum_in_due_order(quantum: float) -> None:
+    # One timer serves every link (the fabric's due heap); with a quantum, deliveries are held to
+    # the next multiple of it, never earlier than due, and the order across links stays by due time.
+    async def main() -> None:
+        fabric = MemoryFabric(seed=3, faults=LinkFaults(delay=0.0013, jitter=0.004), quantum=quantum)
+        peers = {n: fabric.join(n) for n in "abcd"}
+        loop = asyncio.get_running_loop()
+        arrivals: list[tuple[float, str, int]] = []
+        for n in "bcd":
+            peers[n].add_handler(lambda s, d, n=n: arrivals.append((loop.time(), s + n, d[0])))
+        sent_at: dict[tuple[str, int], float] = {}
+        for i in range(60):
+            for src, dst in (("a", "b"), ("a", "c"), ("b", "d"), ("c", "d")):
+                sent_at[(src + dst, i)] = loop.time()
+                await peers[src].send_to(dst, bytes([i]))
+            await asyncio.sleep(0.0007)
+        await asyncio.sleep(0.1)
+        assert len(arrivals) == 240
+        for link in ("ab", "ac", "bd", "cd"):  # FIFO per link (no reordering configured)
+            assert [i for _, lk, i in arrivals if lk == link] == list(range(60))
+        for t, link, i in arrivals:
+            assert t - sent_at[(link, i)] >= 0.0013 - 1e-9  # never before the link's delay
+            if quantum:
+                assert abs(t / quantum - round(t / quantum)) < 1e-6  # on the grid
+        times = [t for t, _, _ in arrivals]
+        assert times == sorted(times)
+        if quantum:  # frames falling due within one quantum share a loop step
+            assert len(set(times)) < len(times) / 2
+        await fabric.close()
+
+    run_virtual(main())
+
+
+def test_a_negative_quantum_is_refused() -> None:
+    with pytest.raises(ValueError, match="quantum"):
+        MemoryFabric(quantum=-0.001)

@@ -831,7 +831,14 @@ class WarpNode:
             "executions_by_peer": self.counters_by_peer("executions"),
             "ops": self.registry.names(),
             "replication_lag": self.replication_lag(),
+            "boards": self.board_stats(),
         }
+
+    def board_stats(self) -> dict[str, dict[str, int]]:
+        """Per board, its replication tallies (frames and bytes in and out by kind, repairs, ...)."""
+        names = ("queue", "results", "intents", "counters", "members")
+        return {name: {k: v for k, v in sorted(q.core.stats.items()) if v}
+                for name, q in zip(names, self._boards)}
 
     def replication_lag(self) -> dict[str, dict[str, float]]:
         """Per peer, over every board: our batches it has not confirmed and the oldest one's age."""
