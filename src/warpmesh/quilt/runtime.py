@@ -187,6 +187,10 @@ class Quilter(Generic[S]):
         finally:
             self._ack_waiters = [w for w in self._ack_waiters if w[3] is not fut]
 
+    def is_replicated(self, seq: int, *, majority: bool = False) -> bool:
+        """Whether :meth:`replicated` would return at once for ``seq`` (no waiting)."""
+        return self._ack_satisfied(seq, majority)
+
     def _ack_satisfied(self, seq: int, majority: bool, count: int | None = None) -> bool:
         core = self.core
         if self.store is not None and (seq > self._durable_seq or self.store.node.failed is not None):

@@ -49,10 +49,12 @@ class _VirtualSelector(selectors.BaseSelector):
         return self._real.modify(fileobj, events, data)
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        # Only the loop's self-pipe is registered (a signal, or another thread's call_soon_threadsafe),
-        # so while the simulation runs it is polled once every _POLL_EVERY steps, not every step.
+        # Only the loop's self-pipe is registered (a signal, or another thread's call_soon_threadsafe).
+        # Before virtual time moves it is always polled (a thread's result must land before the
+        # clock runs on); while callbacks are ready (timeout 0, no time passes) only every
+        # _POLL_EVERY steps.
         self._polls += 1
-        if timeout is None or self._polls >= _POLL_EVERY:
+        if timeout != 0 or self._polls >= _POLL_EVERY:
             self._polls = 0
             events = self._real.select(0)
             if events:

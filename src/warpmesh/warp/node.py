@@ -228,6 +228,7 @@ class WarpNode:
         self._to_consider: dict[str, None] = {}  # insertion-ordered set
         self._ready_event = asyncio.Event()
         self._dequeues: list[tuple[int, str, str]] = []  # (results seq, task, run) awaiting a majority
+        self._dequeue_batch: list[tuple[int, str, str]] = []  # the batch the dequeuer waits on
         self._dequeue_event = asyncio.Event()
         self._settle_timer: tuple[float, asyncio.TimerHandle] | None = None  # (deadline, handle)
         self._run_seq = 0
@@ -454,6 +455,7 @@ class WarpNode:
         if self._remove_inspect_handler is not None:
             self._remove_inspect_handler()
         self._closed = False
+        self._dequeue_before_leaving()
         self._flush_counts()  # hand the last increments to the counters board before it flushes
         self._closed = True
         if self.role == "client" and self.replica in self.members.state:
@@ -1260,15 +1262,35 @@ class WarpNode:
     async def _dequeuer(self) -> None:
         while True:
             await self._dequeue_event.wait()
+            if self.config.dequeue_batch > 0:
+                # Let the answers of the next moments join this batch: their queue entries (and
+                # claim notes) then leave in one delta per board, not one delta to every peer, each
+                # acknowledged, per answer. An answered task waiting here is never run again (the
+                # answer is on the board), and a crash before the dequeue leaves it to the peers'
+                # adoption of answers whose writer is gone.
+                await asyncio.sleep(self.config.dequeue_batch)
             self._dequeue_event.clear()
             if not self._dequeues:
                 continue
             batch, self._dequeues = self._dequeues, []
+            self._dequeue_batch = batch
             await self.results_board.replicated(max(seq for seq, _, _ in batch), majority=True)
-            now = self.now()
-            for seq, task_id, run in batch:
-                self.core.majority_held(now, task_id, run, seq)
-            self._drain()
+            self._dequeue_held(batch)
+            self._dequeue_batch = []
+
+    def _dequeue_held(self, batch: list[tuple[int, str, str]]) -> None:
+        now = self.now()
+        for seq, task_id, run in batch:
+            self.core.majority_held(now, task_id, run, seq)
+        self._drain()
+
+    def _dequeue_before_leaving(self) -> None:
+        """At close: dequeue the answers a majority already holds (the rest are left to adoption)."""
+        pending = [*self._dequeue_batch, *self._dequeues]
+        self._dequeue_batch, self._dequeues = [], []
+        held = [item for item in pending if self.results_board.is_replicated(item[0], majority=True)]
+        if held:
+            self._dequeue_held(held)
 
     def _count(self, name: str, n: int = 1) -> None:
         # Counters are statistics: increments are batched into one board update per name every
