@@ -248,6 +248,9 @@ class QuilterCore(Generic[S]):
         self._resend_backoff: dict[str, tuple[int, float]] = {}  # peer -> (its ack then, next wait)
         self._state_sent: dict[str, tuple[float, int, float]] = {}  # peer -> (when, its ack then, gap)
         self._recv: dict[str, _RecvStream] = {}
+        # Streams whose gap_since is set (a superset: entries are dropped when found filled), so
+        # the gap check of every tick does not walk every stream ever received.
+        self._gaps: dict[str, None] = {}
         self._owed_acks: dict[str, set[str]] = {}  # peer -> streams to ack
         self._transfers: dict[tuple[str, int], _Transfer] = {}
         self._diff_transfers: dict[tuple[str, int], _Transfer] = {}
@@ -606,16 +609,24 @@ class QuilterCore(Generic[S]):
                 r.extra.discard(r.upto)
             if r.extra and r.gap_since is None:
                 r.gap_since = now
+                self._gaps[stream] = None
         self._owed_acks.setdefault(sender, set()).add(stream)
 
     def _ask_for_gaps(self, now: float) -> None:
+        if not self._gaps:
+            return
         grace = self.config.resend_after / 2
-        for stream, r in self._recv.items():
-            if r.gap_since is None or now - r.gap_since < grace:
+        for stream in list(self._gaps):
+            r = self._recv.get(stream)
+            if r is None or r.gap_since is None:
+                del self._gaps[stream]  # forgotten, or replaced by a fresh record
+                continue
+            if now - r.gap_since < grace:
                 continue
             hi = min(r.extra) - 1 if r.extra else r.known
             if hi <= r.upto:
                 r.gap_since = None  # filled meanwhile
+                del self._gaps[stream]
                 continue
             r.gap_since = now
             self._request_resend(r, stream, r.upto + 1, hi, now)
@@ -689,6 +700,7 @@ class QuilterCore(Generic[S]):
                 r.known = max(r.known, seq)
                 if r.gap_since is None:
                     r.gap_since = now
+                    self._gaps[stream] = None
         settled = bool(theirs) and (theirs == self.state_digest() or theirs in self._sync_sent.get(sender, ()))
         mine = self.frontier_digest()
         if their_frontier != mine and not settled:
@@ -1068,7 +1080,10 @@ class QuilterCore(Generic[S]):
                 self._forgotten[stream] = r.upto
                 if len(self._forgotten) > MAX_FORGOTTEN:
                     del self._forgotten[next(iter(self._forgotten))]
-        self._gc_buffer()
+        if self._buffer:
+            # (An empty buffer has nothing to free; the floor is recomputed once batches are
+            # buffered again, here or when an ack moves it.)
+            self._gc_buffer()
 
     def next_deadline(self) -> float:
         """When :meth:`tick` next has timed work (the anti-entropy round)."""
