@@ -31,7 +31,10 @@ def test_dashboard_joins_as_a_client_and_serves_the_board(tmp_path: Path) -> Non
             while True:
                 with urllib.request.urlopen(info["http"] + "api/summary", timeout=5) as r:
                     summary = json.loads(r.read())
-                if summary["stream"]["total"] == 20 or time.monotonic() > deadline:
+                # (The job tiles come from the mesh-wide counters, flushed every 0.1 s: they may
+                # trail the run stream by that much.)
+                done = summary["stream"]["total"] == 20 and summary["jobs"]["finished"] == 20
+                if done or time.monotonic() > deadline:
                     break
                 time.sleep(0.2)
             assert summary["jobs"]["finished"] == 20

@@ -49,3 +49,29 @@ def test_timeouts_fire_on_virtual_time() -> None:
         assert asyncio.get_running_loop().time() == pytest.approx(5)
 
     run_virtual(main())
+
+
+def test_the_clock_holds_while_a_thread_works_for_the_simulation() -> None:
+    # A thread-mode job's answer must land at about the virtual time it started, however long the
+    # thread takes in real time; meanwhile a busy timer chain (heartbeats, ticks) must not run the
+    # clock past the caller's timeout before the thread is even scheduled.
+    async def main() -> tuple[float, float, int]:
+        loop = asyncio.get_running_loop()
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.001)
+                ticks += 1
+
+        t = loop.create_task(ticker())
+        start = loop.time()
+        value = await asyncio.wait_for(asyncio.to_thread(lambda: time.sleep(0.05) or 7), timeout=1.0)
+        took = loop.time() - start
+        t.cancel()
+        return took, value, ticks
+
+    took, value, ticks = run_virtual(main())
+    assert value == 7
+    assert took < 0.01 and ticks < 10, (took, ticks)

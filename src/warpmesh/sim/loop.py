@@ -7,19 +7,24 @@ asyncio loop; nothing here reads the wall clock.
 
 Rules for code under simulation: take time from ``loop.time()`` (never ``time.time()``), randomness
 from a seeded ``random.Random`` passed in, iterate sets of peers in sorted order, and do not use
-threads or real sockets (a stalled loop with no timers raises :class:`SimulationStalled`).
+threads or real sockets (a stalled loop with no timers raises :class:`SimulationStalled`). Work
+handed to an executor (``run_in_executor``, ``asyncio.to_thread``: thread- and process-mode ops) is
+tolerated: while any is running the clock holds, waiting up to ``stall_timeout`` real seconds per
+step for it to answer, so a thread's result lands at about the virtual time it was started.
 """
 
 from __future__ import annotations
 
 import asyncio
 import selectors
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Executor
+from typing import Any, TypeVar, TypeVarTuple, Unpack
 
 from warpmesh.errors import WarpmeshError
 
 T = TypeVar("T")
+_Ts = TypeVarTuple("_Ts")
 
 
 #: Loop steps between polls of the real selector while callbacks or timers are pending.
@@ -68,6 +73,13 @@ class _VirtualSelector(selectors.BaseSelector):
                 )
             return events
         if timeout > 0:
+            if self._loop._in_executor:
+                # A thread or pool process is working for the simulation: the clock holds until it
+                # answers (on the self-pipe), as a real clock would barely move meanwhile. Without
+                # this a whole virtual timeout could pass before the worker was even scheduled.
+                events = self._real.select(self._stall_timeout)
+                if events:
+                    return events
             self._loop._advance(timeout)
         return []
 
@@ -86,7 +98,19 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
 
     def __init__(self, start: float = 0.0, *, stall_timeout: float = 5.0) -> None:
         self._vnow = float(start)
+        self._in_executor = 0  # run_in_executor calls not answered yet
         super().__init__(selector=_VirtualSelector(self, stall_timeout))
+
+    def run_in_executor(self, executor: Executor | None, func: Callable[[Unpack[_Ts]], T],
+                        *args: *_Ts) -> asyncio.Future[T]:
+        """As asyncio's, but virtual time holds while the work runs (see the module docstring)."""
+        fut = super().run_in_executor(executor, func, *args)
+        self._in_executor += 1
+        fut.add_done_callback(self._executor_done)
+        return fut
+
+    def _executor_done(self, _fut: asyncio.Future[Any]) -> None:
+        self._in_executor -= 1
 
     def time(self) -> float:
         return self._vnow
