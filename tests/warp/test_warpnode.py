@@ -521,3 +521,30 @@ def test_a_burst_of_inline_runs_writes_its_answers_as_one_update() -> None:
         await fabric.close()
 
     run_virtual(main())
+
+
+def test_an_acknowledged_answer_is_not_run_again_while_its_dequeue_is_on_its_way() -> None:
+    """An ack removes a task's answer and its queue entry, on two boards that travel separately.
+
+    A runner whose own dequeue is still batching sees the queue entry without an answer when the
+    answer's removal arrives first: it must not run that run again (it ran it, and the answer is
+    gone because someone read it)."""
+    async def main() -> None:
+        from dataclasses import replace
+
+        mesh = await make_mesh(["a", "b"], config=replace(FAST, dequeue_batch=5.0))
+        a, b = mesh.nodes["a"], mesh.nodes["b"]
+        task = next(t for t in (f"k{i}" for i in range(100)) if b.core.ring.owner(t) == "b")
+        await a.enqueue(task, "echo", {"task": task})
+        await mesh.await_results([task])
+        assert mesh.log.per_task() == {task: 1}
+        # The ack's answer removal reaches b ahead of its queue removal; b's dequeue still waits.
+        b.results_board.mutate(lambda m: m.remove(task))
+        assert task in b.queue.state and task not in b.results
+        b.core.claim_all(b.now())
+        b._drain()
+        await asyncio.sleep(1.0)
+        assert mesh.log.per_task() == {task: 1}
+        await mesh.close()
+
+    run_virtual(main())

@@ -743,6 +743,11 @@ class WarpCore:
             return
         if self.claimed.get(task_id) == desc.run or self.standby.get(task_id) == desc.run:
             return
+        if self._executed.get(task_id) == desc.run:
+            # We ran this very run and wrote its answer, which is gone: acknowledged (or expired),
+            # and the queue entry removed with it is still on its way here (the two travel on
+            # different boards). Running it again would be a duplicate.
+            return
         delegated = self.delegated.get(task_id)
         if delegated is not None:
             if delegated[0] == desc.run:
