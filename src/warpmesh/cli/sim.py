@@ -137,12 +137,13 @@ def sim_warp(seed: int | None, seeds: int, start: int, as_json: bool, fail_fast:
 
     def run(s: int) -> SimReport:
         started = time.perf_counter()
-        shown = [0.0]
+        shown = 0.0
 
         def progress(enqueued: int, total: int, phase: str, virtual: float) -> None:
             # Big runs take minutes: a line on stderr every 10% (stdout stays the report).
-            if jobs >= 10_000 and (phase != "churn" or enqueued / total >= shown[0] + 0.1):
-                shown[0] = enqueued / total
+            nonlocal shown
+            if jobs >= 10_000 and (phase != "churn" or enqueued / total >= shown + 0.1):
+                shown = enqueued / total
                 err.print(f"sim warp seed {s}: {enqueued:,}/{total:,} jobs enqueued ({phase}), "
                           f"{virtual:.0f} s virtual, {time.perf_counter() - started:.0f} s", highlight=False)
 

@@ -70,8 +70,8 @@ class _Link:
     """One directed link: frames scheduled by due time, delivered in due-time order."""
 
     __slots__ = (
-        "capacity_waiters", "dst", "in_flight", "last_due", "pending", "pump", "ready", "seq", "src",
-        "timer", "timer_due", "waiting", "wake",
+        "capacity_waiters", "dst", "heap_due", "in_flight", "last_due", "on_heap", "pending", "pump",
+        "ready", "seq", "src", "waiting", "wake",
     )
 
     def __init__(self, src: PeerId, dst: PeerId) -> None:
@@ -83,8 +83,8 @@ class _Link:
         # (due, seq, destination incarnation, data): seq breaks ties so equal due times stay FIFO
         # (asyncio's timer heap does not order equal deadlines).
         self.pending: list[tuple[float, int, int, bytes]] = []
-        self.timer = False  # an entry for this link is on the fabric's due heap, at timer_due
-        self.timer_due = 0.0
+        self.on_heap = False  # an entry for this link is on the fabric's due heap, at heap_due
+        self.heap_due = 0.0
         self.waiting: Awaitable[None] | None = None  # a delivery that had to wait, finished by the pump
         self.ready: deque[tuple[int, bytes]] = deque()  # (destination incarnation, data)
         self.wake: asyncio.Future[None] | None = None
@@ -203,7 +203,7 @@ class MemoryFabric:
                 self.stats["dropped_crash"] += len(link.ready) + len(link.pending)
                 link.ready.clear()
                 link.pending.clear()
-                link.timer = False
+                link.on_heap = False
                 link.in_flight = 0
                 self._release_capacity(link)
         self._publish_roster()
@@ -313,10 +313,10 @@ class MemoryFabric:
         if not link.pending:
             return
         head = link.pending[0][0]
-        if link.timer and link.timer_due <= head:
+        if link.on_heap and link.heap_due <= head:
             return
         # An earlier entry for this link (if any) stays on the heap and is skipped when popped.
-        link.timer, link.timer_due = True, head
+        link.on_heap, link.heap_due = True, head
         self._due_seq += 1
         heapq.heappush(self._due, (head, self._due_seq, link))
         at = self._slot(head)
@@ -347,11 +347,11 @@ class MemoryFabric:
         try:
             while due and due[0][0] <= now and due[0][1] <= last:
                 at, _, link = heapq.heappop(due)
-                if link.timer and link.timer_due == at:
-                    link.timer = False
+                if link.on_heap and link.heap_due == at:
+                    link.on_heap = False
                     self._arrive(link)
         finally:
-            while due and not (due[0][2].timer and due[0][2].timer_due == due[0][0]):
+            while due and not (due[0][2].on_heap and due[0][2].heap_due == due[0][0]):
                 heapq.heappop(due)  # stale entries
             self._timer_at = float("inf")
             if due:
@@ -427,7 +427,7 @@ class MemoryFabric:
             self._timer, self._timer_at = None, float("inf")
         self._due.clear()
         for link in self._links.values():
-            link.timer = False
+            link.on_heap = False
         for peer in sorted(self._live):
             self.crash(peer)
         pumps = [link.pump for link in self._links.values() if link.pump is not None]

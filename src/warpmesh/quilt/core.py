@@ -607,10 +607,15 @@ class QuilterCore(Generic[S]):
             while r.upto + 1 in r.extra:
                 r.upto += 1
                 r.extra.discard(r.upto)
-            if r.extra and r.gap_since is None:
-                r.gap_since = now
-                self._gaps[stream] = None
+            if r.extra:
+                self._gap_opened(stream, r, now)
         self._owed_acks.setdefault(sender, set()).add(stream)
+
+    def _gap_opened(self, stream: str, r: _RecvStream, now: float) -> None:
+        """``stream`` lacks batches we know of: from now on the ticks ask for them."""
+        if r.gap_since is None:
+            r.gap_since = now
+            self._gaps[stream] = None
 
     def _ask_for_gaps(self, now: float) -> None:
         if not self._gaps:
@@ -698,9 +703,7 @@ class QuilterCore(Generic[S]):
             r = self._track(stream, sender, now, first_seen=seq + 1)
             if seq > r.upto:  # batches (its tail, or history) that never reached us, or are in flight
                 r.known = max(r.known, seq)
-                if r.gap_since is None:
-                    r.gap_since = now
-                    self._gaps[stream] = None
+                self._gap_opened(stream, r, now)
         settled = bool(theirs) and (theirs == self.state_digest() or theirs in self._sync_sent.get(sender, ()))
         mine = self.frontier_digest()
         if their_frontier != mine and not settled:

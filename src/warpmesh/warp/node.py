@@ -228,7 +228,7 @@ class WarpNode:
         self._to_consider: dict[str, None] = {}  # insertion-ordered set
         self._ready_event = asyncio.Event()
         self._dequeues: list[tuple[int, str, str]] = []  # (results seq, task, run) awaiting a majority
-        self._dequeue_batch: list[tuple[int, str, str]] = []  # the batch the dequeuer waits on
+        self._dequeue_waiting: list[tuple[int, str, str]] = []  # the batch the dequeuer waits on
         self._dequeue_event = asyncio.Event()
         self._settle_timer: tuple[float, asyncio.TimerHandle] | None = None  # (deadline, handle)
         self._run_seq = 0
@@ -1273,10 +1273,10 @@ class WarpNode:
             if not self._dequeues:
                 continue
             batch, self._dequeues = self._dequeues, []
-            self._dequeue_batch = batch
+            self._dequeue_waiting = batch
             await self.results_board.replicated(max(seq for seq, _, _ in batch), majority=True)
             self._dequeue_held(batch)
-            self._dequeue_batch = []
+            self._dequeue_waiting = []
 
     def _dequeue_held(self, batch: list[tuple[int, str, str]]) -> None:
         now = self.now()
@@ -1286,8 +1286,8 @@ class WarpNode:
 
     def _dequeue_before_leaving(self) -> None:
         """At close: dequeue the answers a majority already holds (the rest are left to adoption)."""
-        pending = [*self._dequeue_batch, *self._dequeues]
-        self._dequeue_batch, self._dequeues = [], []
+        pending = [*self._dequeue_waiting, *self._dequeues]
+        self._dequeue_waiting, self._dequeues = [], []
         held = [item for item in pending if self.results_board.is_replicated(item[0], majority=True)]
         if held:
             self._dequeue_held(held)
