@@ -391,7 +391,10 @@ class MeshClient:
             peer = self.mesh.known_peers().get(self.to)
             if peer is not None and peer in self.mesh.roster.value:
                 return str(peer)
-            refusals = {code: n for code, n in stats.refusals.items() if n and code not in _QUIET_REFUSALS}
+            # Only refusals on links we dialled: a stranger dialling our listening port (a stale peer
+            # of another mesh that once had this address) says nothing about the peer we asked for.
+            refusals = {code: n for code, n in stats.refused_dialling.items()
+                        if n and code not in _QUIET_REFUSALS}
             if refusals:
                 code = sorted(refusals)[0]
                 raise self.error(f"{_fmt(self.to)} refused the mesh handshake ({code}): "

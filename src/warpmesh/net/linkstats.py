@@ -43,6 +43,10 @@ class MeshStats:
     refused_by_us: Counter[str] = field(default_factory=Counter)
     #: Handshakes the other side refused, by code.
     refused_by_peer: Counter[str] = field(default_factory=Counter)
+    #: Refusals (by either side) on links this mesh dialled, by code. A client reads this, not
+    #: :attr:`refusals`: an inbound stranger refused on its listening port (a stale peer redialling
+    #: an address that is now ours) says nothing about the peer it asked for.
+    refused_dialling: Counter[str] = field(default_factory=Counter)
     #: Frames refused before the peer was authenticated, by reason.
     handshake_frames: FrameStats = field(default_factory=FrameStats)
     #: Links closed, by reason (eof, reset, keepalive_timeout, oversize_frame, replaced, ...).
@@ -82,6 +86,7 @@ class MeshStats:
             "peers": {k: v.as_dict() for k, v in sorted(self.peers.items())},
             "refused_by_us": dict(self.refused_by_us),
             "refused_by_peer": dict(self.refused_by_peer),
+            "refused_dialling": dict(self.refused_dialling),
             "frames_refused": dict(self.frames_refused),
             "links_closed": dict(self.links_closed),
             "reconnects": self.reconnects,

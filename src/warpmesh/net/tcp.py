@@ -616,6 +616,8 @@ class TcpMesh(Seam):
 
     def _refuse_raw(self, conn: Link, code: Refusal, reason: str) -> None:
         self.stats.refused_by_us[code.value] += 1
+        if conn.initiator:
+            self.stats.refused_dialling[code.value] += 1
         log.warning("%s refused %s: %s", self.self_id, conn.describe(), reason)
         self._write_raw(conn, length_prefixed(encode_frame(REFUSE, {"code": code.value, "reason": reason})))
 
@@ -625,6 +627,8 @@ class TcpMesh(Seam):
         level = logging.DEBUG if outcome.code in _QUIET else logging.WARNING
         if conn.target is not None:
             conn.target.outcome_detail = outcome.reason
+        if conn.initiator:
+            self.stats.refused_dialling[outcome.code] += 1
         if outcome.by_peer:
             self.stats.refused_by_peer[outcome.code] += 1
             log.log(level, "%s was refused by %s at %s [%s]: %s", self.self_id, peer, where, outcome.code,
