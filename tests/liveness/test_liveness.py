@@ -1,4 +1,5 @@
-"""Failure detector: transitions on silence and speech; a Lost peer that returns is readmitted."""
+"""Failure detector in heartbeat mode (``probe=False``): transitions on silence and speech; a Lost
+peer that returns is readmitted. Probe mode (the default) is tests/liveness/test_probe.py."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from warpmesh.net import MuxSeam
 from warpmesh.net.memory import MemoryFabric
 from warpmesh.sim import run_virtual
 
-CFG = HeartbeatConfig(interval=0.1, timeout=0.5, lost_after=2.0)
+CFG = HeartbeatConfig(interval=0.1, timeout=0.5, lost_after=2.0, probe=False)
 
 
 def test_silence_makes_a_peer_unresponsive_then_lost() -> None:
@@ -138,7 +139,7 @@ def test_heartbeats_go_only_to_peers_that_heard_nothing_else_from_us() -> None:
     async def main() -> None:
         fabric = MemoryFabric(seed=5)
         muxes = {n: MuxSeam(fabric.join(n)) for n in "abc"}
-        quiet = HeartbeatConfig(interval=0.1, timeout=0.5, lost_after=2.0, quiet_when_busy=True)
+        quiet = HeartbeatConfig(interval=0.1, timeout=0.5, lost_after=2.0, quiet_when_busy=True, probe=False)
         nodes = {n: await Liveness(m, quiet).start() for n, m in muxes.items()}
         beats_from_a: dict[str, int] = {"b": 0, "c": 0}
         for n in "bc":
@@ -167,19 +168,23 @@ def test_heartbeats_go_only_to_peers_that_heard_nothing_else_from_us() -> None:
     run_virtual(main())
 
 
-QUIET = HeartbeatConfig(interval=0.1, timeout=0.5, lost_after=2.0, quiet_when_busy=True)
+QUIET = HeartbeatConfig(interval=0.1, timeout=0.5, lost_after=2.0, quiet_when_busy=True, probe=False)
 
 
-async def _beacon_mesh(fabric: MemoryFabric, names: str) -> dict[str, Liveness]:
-    nodes = {n: await Liveness(MuxSeam(fabric.join(n)), QUIET).start() for n in names}
+PROBING = HeartbeatConfig(interval=0.1, timeout=0.5, lost_after=2.0, probe=True)
+
+
+async def _beacon_mesh(fabric: MemoryFabric, names: str, cfg: HeartbeatConfig = QUIET) -> dict[str, Liveness]:
+    nodes = {n: await Liveness(MuxSeam(fabric.join(n)), cfg).start() for n in names}
     await asyncio.sleep(0.35)  # mid-interval: what arrives within 10 ms is no periodic heartbeat
     return nodes
 
 
-def test_a_changed_beacon_reaches_every_peer_at_once_and_stays_quiet_after() -> None:
+@pytest.mark.parametrize("cfg", [QUIET, PROBING], ids=["heartbeats", "probes"])
+def test_a_changed_beacon_reaches_every_peer_at_once_and_stays_quiet_after(cfg: HeartbeatConfig) -> None:
     async def main() -> None:
         fabric = MemoryFabric(seed=6)
-        nodes = await _beacon_mesh(fabric, "abc")
+        nodes = await _beacon_mesh(fabric, "abc", cfg)
         heard: list[tuple[str, str, bytes]] = []
         for n in "bc":
             nodes[n].on_beacon = lambda peer, beacon, n=n: heard.append((n, peer, beacon))
@@ -231,13 +236,14 @@ def test_a_lost_announcement_is_repaired_by_asking_and_answers_are_rate_limited(
     run_virtual(main())
 
 
-def test_a_newcomer_gets_the_beacons_it_missed_and_bad_frames_are_counted() -> None:
+@pytest.mark.parametrize("cfg", [QUIET, PROBING], ids=["heartbeats", "probes"])
+def test_a_newcomer_gets_the_beacons_it_missed_and_bad_frames_are_counted(cfg: HeartbeatConfig) -> None:
     async def main() -> None:
         fabric = MemoryFabric(seed=8)
-        nodes = await _beacon_mesh(fabric, "ab")
+        nodes = await _beacon_mesh(fabric, "ab", cfg)
         nodes["a"].set_beacon(b"view-3")
         await asyncio.sleep(0.01)
-        c = await Liveness(MuxSeam(fabric.join("c")), QUIET).start()
+        c = await Liveness(MuxSeam(fabric.join("c")), cfg).start()
         await asyncio.sleep(0.02)  # before any periodic heartbeat: a greeted the newcomer
         assert c.beacons.get("a") == b"view-3"
         for junk in (b"", b"\x01", bytes((1, 1, 0x05)), bytes((1, 9, 0xC0))):  # empty, short, int body, kind 9

@@ -51,8 +51,19 @@ class HeartbeatConfig:
     #: seeded steal test changed outcome with it; that test's lossy-link scenario, rerun over 40
     #: seeds with it on, never ran a task twice and always stole.)
     quiet_when_busy: bool = True
+    #: SWIM-style probing instead of heartbeats to every peer (:mod:`warpmesh.liveness.probe`): each
+    #: interval a node probes the one peer it has the oldest news of, asks ``probe_helpers`` others
+    #: to probe it too when it does not answer within a quarter of ``timeout``, and suspects it (and
+    #: says so to every peer) when no answer, direct or relayed, came within ``timeout``. A quiet
+    #: mesh then costs each peer about two frames per interval however many peers it has, where
+    #: heartbeats cost N - 1. Silence alone no longer makes a peer Unresponsive in this mode.
+    probe: bool = True
+    #: Peers asked to probe an unanswering peer on our behalf (SWIM's k).
+    probe_helpers: int = 3
 
     def __post_init__(self) -> None:
+        if self.probe_helpers < 0:
+            raise ValueError(f"probe_helpers must be >= 0, not {self.probe_helpers}")
         if not 0 < self.interval < self.timeout:
             raise ValueError(f"need 0 < interval ({self.interval}) < timeout ({self.timeout})")
         if self.lost_after <= self.timeout:
@@ -123,6 +134,14 @@ class FailureDetector:
             return self._move(peer, p, PeerHealth.RECOVERED, now)
         return None
 
+    def suspect(self, peer: str, now: float) -> LivenessEvent | None:
+        """``peer`` did not answer a probe (ours, or another peer's rumour): Unresponsive, unless
+        we heard from it ourselves within ``timeout`` (our own link to it is then evidence enough)."""
+        p = self._peers.get(peer)
+        if p is None or not p.state.alive or now - p.last_heard <= self.config.timeout:
+            return None
+        return self._move(peer, p, PeerHealth.UNRESPONSIVE, now)
+
     def pause(self, seconds: float) -> None:
         """This node itself was stalled for ``seconds`` (GC, a long task, a suspended VM).
 
@@ -138,6 +157,8 @@ class FailureDetector:
         """Apply timeouts; returns transitions in peer order."""
         cfg = self.config
         events: list[LivenessEvent] = []
+        if cfg.probe:
+            return self._tick_probing(now)
         for peer, p in sorted(self._peers.items()):
             silent = now - p.last_heard
             if p.state in (PeerHealth.HEALTHY, PeerHealth.RECOVERED) and silent > cfg.timeout:
@@ -148,12 +169,32 @@ class FailureDetector:
                 events.append(self._move(peer, p, PeerHealth.HEALTHY, now))
         return events
 
+    def _tick_probing(self, now: float) -> list[LivenessEvent]:
+        # Probe mode: silence is no evidence (a quiet peer is heard from about once per N intervals);
+        # only suspicions make a peer Unresponsive (:meth:`suspect`). An Unresponsive peer unheard
+        # for a further ``lost_after - timeout`` is Lost, as it would be after silence.
+        cfg = self.config
+        events: list[LivenessEvent] = []
+        for peer, p in sorted(self._peers.items()):
+            if p.state is PeerHealth.UNRESPONSIVE and now - max(p.since, p.last_heard) > cfg.lost_after - cfg.timeout:
+                events.append(self._move(peer, p, PeerHealth.LOST, now))
+            elif p.state is PeerHealth.RECOVERED and now - p.since >= cfg.timeout:
+                events.append(self._move(peer, p, PeerHealth.HEALTHY, now))
+        return events
+
     def next_deadline(self, now: float) -> float | None:
         """The earliest time at which :meth:`tick` could change something (for timer scheduling)."""
         cfg = self.config
         best: float | None = None
         for p in self._peers.values():
-            if p.state in (PeerHealth.HEALTHY, PeerHealth.RECOVERED):
+            if cfg.probe:
+                if p.state is PeerHealth.RECOVERED:
+                    t = p.since + cfg.timeout
+                elif p.state is PeerHealth.UNRESPONSIVE:
+                    t = max(p.since, p.last_heard) + cfg.lost_after - cfg.timeout
+                else:
+                    continue
+            elif p.state in (PeerHealth.HEALTHY, PeerHealth.RECOVERED):
                 t = p.last_heard + cfg.timeout
                 if p.state is PeerHealth.RECOVERED:
                     t = min(t, p.since + cfg.timeout)

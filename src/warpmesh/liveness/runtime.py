@@ -19,13 +19,20 @@ acknowledged: a node that doubts what it holds of a peer's beacon asks for it
 announcement costs one question, not a replicated board entry per change. Per change this is N - 1
 small frames (a replicated entry cost N - 1 deltas, N - 1 acks, and repairs).
 
-Frames on the heartbeat channel: ``PING [beacon | None]`` (kind 1) and ``ASK None`` (kind 2).
+With ``HeartbeatConfig.probe`` the periodic heartbeats give way to SWIM-style probing
+(:mod:`warpmesh.liveness.probe`): each interval one probe to the peer we have the oldest news of,
+helpers when it does not answer, a suspicion told to every peer when it stays silent. A quiet mesh
+then costs each peer about two frames per interval, not N - 1.
+
+Frames on the heartbeat channel: ``PING [beacon | None]`` (kind 1) and ``ASK None`` (kind 2), and in
+probe mode ``PROBE``, ``PROBE_REQ``, ``RELAYED`` and ``SUSPECT`` (kinds 3-6, see the probe module).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
@@ -33,6 +40,7 @@ from warpmesh.aio.observable import Observable
 from warpmesh.aio.queue import ClosableQueue, QueueClosed
 from warpmesh.aio.tasks import cancel_and_wait
 from warpmesh.liveness.core import FailureDetector, HeartbeatConfig, LivenessEvent, PeerHealth
+from warpmesh.liveness.probe import PROBE, PROBE_REQ, RELAYED, SUSPECT, Outgoing, Prober
 from warpmesh.net.mux import MuxSeam
 from warpmesh.net.seam import PeerId, SeamClosed
 from warpmesh.wire.frame import FrameError, decode_frame, encode_frame
@@ -55,13 +63,19 @@ _BEACON_BEATS = 3
 class Liveness:
     """Heartbeat failure detection over a :class:`~warpmesh.net.mux.MuxSeam`."""
 
-    def __init__(self, mux: MuxSeam, config: HeartbeatConfig | None = None) -> None:
+    def __init__(self, mux: MuxSeam, config: HeartbeatConfig | None = None, *,
+                 rng: random.Random | None = None) -> None:
         self.config = config or HeartbeatConfig()
         self.detector = FailureDetector(self.config)
         self._mux = mux
         self._seam = mux.parent
         self._channel = mux.channel(HEARTBEAT_TAG)
         self.self_id: PeerId = self._seam.self_id
+        #: The SWIM-style prober (``HeartbeatConfig.probe``), else None. ``rng`` picks its helpers
+        #: (seeded from our id by default, so a simulation replays).
+        self.prober: Prober | None = None
+        if self.config.probe:
+            self.prober = Prober(self.self_id, self.config, rng or random.Random(f"probe:{self.self_id}"))
         self.live: Observable[frozenset[PeerId]] = Observable(frozenset({self.self_id}))
         self.health: Observable[dict[PeerId, PeerHealth]] = Observable({})
         self._listeners: list[ClosableQueue[LivenessEvent]] = []
@@ -90,7 +104,7 @@ class Liveness:
 
     async def start(self) -> Liveness:
         loop = asyncio.get_running_loop()
-        if self.config.quiet_when_busy and self._mux.on_send is None:
+        if self.config.quiet_when_busy and not self.config.probe and self._mux.on_send is None:
             self._mux.on_send = self._note_sent
         # Every inbound frame on the seam is a sign of life, observed inline (no queue, no task).
         self._removers = [
@@ -180,7 +194,9 @@ class Liveness:
         except FrameError:
             self.beacon_stats["bad_frames"] += 1
             return
-        if frame.kind == _PING_KIND:
+        if frame.kind == _PING_KIND or frame.kind == PROBE:
+            if frame.kind == PROBE:
+                self._send_soon(sender, self._current_ping())  # the answer; any frame would do
             if frame.body is None:
                 return
             if not isinstance(frame.body, bytes):
@@ -191,6 +207,8 @@ class Liveness:
                 self.beacon_stats["changed"] += 1
                 if self.on_beacon is not None:
                     self.on_beacon(sender, frame.body)
+        elif self.prober is not None and frame.kind in (PROBE_REQ, RELAYED, SUSPECT):
+            self._on_probe_frame(sender, frame.kind, frame.body)
         elif frame.kind == _ASK_KIND:
             now = asyncio.get_running_loop().time()
             # At most two answers per interval to one asker: a hostile peer cannot make us flood.
@@ -200,6 +218,54 @@ class Liveness:
                 self._send_soon(sender, self._ping)
         else:
             self.beacon_stats["bad_frames"] += 1
+
+    # -- probing (HeartbeatConfig.probe) ------------------------------------------------------
+    def _current_ping(self) -> bytes:
+        now = asyncio.get_running_loop().time()
+        return self._ping if now < self._beacon_until else _PING
+
+    def _on_probe_frame(self, sender: PeerId, kind: int, body: Any) -> None:
+        prober = self.prober
+        assert prober is not None
+        now = asyncio.get_running_loop().time()
+        if kind == PROBE_REQ:
+            self._send_out(prober.on_probe_request(sender, body, now, self.detector))
+        elif kind == RELAYED:
+            prober.on_relayed(body)
+        else:
+            verdict = prober.on_suspect(body, now)
+            if verdict == "refute":
+                log.info("%s: %s suspects us; telling every peer we live", self.self_id, sender)
+                self._send_soon(None, self._current_ping())
+            elif verdict == "believe":
+                ev = self.detector.suspect(body, now)
+                if ev is not None:
+                    log.info("%s: %s suspects %s, and we have not heard from it either", self.self_id,
+                             sender, body)
+                    prober.stats["believed"] += 1
+                    self._emit([ev])
+
+    def _probe_round(self, now: float) -> None:
+        prober = self.prober
+        assert prober is not None
+        out, failed = prober.tick(now, self.detector)
+        events: list[LivenessEvent] = []
+        for target in failed:
+            ev = self.detector.suspect(target, now)
+            if ev is not None:
+                events.append(ev)
+                out.append(prober.suspected(target))
+        self._emit(events)
+        self._send_out(out)
+
+    def _send_out(self, out: list[Outgoing]) -> None:
+        for o in out:
+            body = o.body
+            if o.kind == PROBE and self.beacon is not None and asyncio.get_running_loop().time() < self._beacon_until:
+                body = self.beacon  # a fresh beacon rides on our probes as on heartbeats
+            self._send_soon(o.to, encode_frame(o.kind, body))
+        if out:
+            self.heartbeats_sent += 1
 
     # -- internals --------------------------------------------------------------------------
     def _emit(self, events: list[LivenessEvent]) -> None:
@@ -226,9 +292,12 @@ class Liveness:
         self.live.set(frozenset(p for p in roster if p == self.self_id or p in alive))
 
     def _on_frame(self, sender: PeerId, _data: bytes) -> None:
-        ev = self.detector.heard(sender, asyncio.get_running_loop().time())
+        now = asyncio.get_running_loop().time()
+        ev = self.detector.heard(sender, now)
         if ev is not None:
             self._emit([ev])
+        if self.prober is not None and self.prober.relaying:
+            self._send_out(self.prober.heard(sender, now))
 
     def _note_sent(self, peer: PeerId | None) -> None:
         now = asyncio.get_running_loop().time()
@@ -247,6 +316,8 @@ class Liveness:
             stalled = now - last - interval
             if stalled > interval:
                 self.detector.pause(stalled)
+                if self.prober is not None:
+                    self.prober.pause(stalled)
                 self.stalls += 1
             last = now
             self._emit(self.detector.tick(now))
@@ -256,7 +327,9 @@ class Liveness:
             # after that, a peer that doubts it asks.
             ping = self._ping if now < self._beacon_until else _PING
             try:
-                if self.config.quiet_when_busy:
+                if self.prober is not None:
+                    self._probe_round(now)
+                elif self.config.quiet_when_busy:
                     await self._beat_quietly(now - interval / 2, ping)
                 else:
                     # Every connected peer, whether the roster lists it yet or not (a joining peer may not).
@@ -294,6 +367,8 @@ class Liveness:
                         events.append(ev)
                         if self.beacon is not None:
                             self._send_soon(peer, self._ping)  # a newcomer has missed our announcement
+            if self.prober is not None:
+                self.prober.set_peers(roster)
             for peer in self.detector.tracked():
                 if peer not in roster:
                     self.detector.untrack(peer)

@@ -39,7 +39,7 @@ SIM_CONFIG = WarpConfig(
     settle_window=0.2,
     reclaim_interval=0.5,
     replicate_timeout=1.0,
-    heartbeat=HeartbeatConfig(interval=0.5, timeout=2.0, lost_after=10.0, quiet_when_busy=True),
+    heartbeat=HeartbeatConfig(interval=0.5, timeout=2.0, lost_after=10.0),  # probing (the default)
     quilter=QuilterConfig(anti_entropy_interval=1.0, resend_after=0.25, evict_after=20.0),
 )
 #: Frames fall due on a 0.25 ms grid (links delay 0.5-3 ms plus jitter): at 64 peers this turns about

@@ -212,7 +212,7 @@ class WarpNode:
         self._boards = (self.queue, self.results_board, self.intents, self.counters, self.members)
         self._board_by_name: dict[str, Quilter[ORMap]] = {
             wc.QUEUE: self.queue, wc.RESULTS: self.results_board, wc.INTENTS: self.intents, wc.MEMBERS: self.members}
-        self.liveness = Liveness(self.mux, cfg.heartbeat)
+        self.liveness = Liveness(self.mux, cfg.heartbeat, rng=random.Random(f"probe:{self.replica}"))
         self.results = Results(self.results_board.state)
         members_core, intents_core = self.members.core, self.intents.core
         #: The protocol: every decision is the core's; this object carries them out.
