@@ -20,6 +20,7 @@ of ``--peers`` x the first of ``--jobs``, default 8 x 1,000) measured in the sam
     python bench/scale.py --peers 8,16,32,64 --jobs 1000,10000,100000 --timeout 3600
     python bench/scale.py --quick               # smoke: 4 peers x 100 jobs
     python bench/scale.py --heartbeats --peers 8,32,64   # liveness cost per peer, busy and quiet
+    python bench/scale.py --mesh-upkeep --peers 8,32,64 [--baseline-src OLD/src]   # TCP keepalives + roster gossip
     python bench/scale.py --repeats 5           # medians over interleaved repeats (seeds seed..)
     python bench/scale.py --peers 64 --jobs 20000 --ack-answers   # a staged target of issue 16
     python bench/scale.py --rounds 10           # the long-lived mesh: 10 rounds of 30,000 jobs, real processes
@@ -137,6 +138,61 @@ def heartbeat_lines(peer_counts: list[int]) -> None:
                 "unit": "liveness bytes per peer per second (payload, 1-byte mux tag included)", "runs": 1,
             }))
             sys.stdout.flush()
+
+
+def mesh_upkeep(peers: int, seconds: float) -> float:
+    """Bytes per peer per second a settled, quiet TCP mesh of ``peers`` sends to keep itself up
+    (keepalives, roster gossip; no DATA), default :class:`TcpMeshConfig`, all on loopback in this
+    process. Counted from the links' ``bytes_out``, so the same code measures an older tree."""
+    import asyncio
+    import random
+
+    from warpmesh.net.tcp import TcpMesh
+
+    async def main() -> float:
+        ms: list[TcpMesh] = []
+        first = await TcpMesh("p00", listen=("127.0.0.1", 0), join=[], incarnation=1, rng=random.Random(0)).start()
+        ms.append(first)
+        for i in range(1, peers):
+            ms.append(await TcpMesh(f"p{i:02d}", listen=("127.0.0.1", 0), join=[first.address], incarnation=1,
+                                    rng=random.Random(i)).start())
+        want = frozenset(m.self_id for m in ms)
+        for m in ms:
+            await m.roster.wait_for(lambda r: r == want, timeout=120)
+        await asyncio.sleep(3.0)  # the join's own gossip settles
+
+        def out() -> int:
+            return sum(ps.bytes_out for m in ms for ps in m.stats.peers.values())
+
+        b0 = out()
+        await asyncio.sleep(seconds)
+        cost = (out() - b0) / peers / seconds
+        for m in ms:
+            await m.close()
+        return cost
+
+    return asyncio.run(main())
+
+
+def mesh_upkeep_lines(peer_counts: list[int], seconds: float, baseline_src: str | None) -> None:
+    for p in peer_counts:
+        ours = mesh_upkeep(p, seconds)
+        base = None
+        if baseline_src:
+            code = (f"import json, sys; sys.path.insert(0, {baseline_src!r}); sys.path.insert(1, {os.path.dirname(os.path.abspath(__file__))!r}); "
+                    f"import scale; print(json.dumps(scale.mesh_upkeep({p}, {seconds})))")
+            env = {**os.environ, "PYTHONPATH": baseline_src}
+            res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+            base = float(res.stdout.strip().splitlines()[-1]) if res.returncode == 0 else None
+        print(json.dumps({
+            "bench": "scale_mesh_upkeep", "peers": p, "ours": round(ours, 1),
+            "peer": None if base is None else round(base, 1),
+            "peer_name": f"the same mesh on the tree at {baseline_src}" if baseline_src else None,
+            "ratio": round(ours / base, 3) if base else None,
+            "unit": "TCP payload bytes per peer per second of a settled quiet mesh (keepalives, roster gossip)",
+            "seconds": seconds, "runs": 1,
+        }))
+        sys.stdout.flush()
 
 
 def run_child(peers: int, jobs: int, seed: int, timeout: float, ack_answers: bool = False) -> dict[str, Any]:
@@ -257,6 +313,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="a client acknowledges answers as they land (boards stay small; issue 16's staged runs)")
     ap.add_argument("--heartbeats", action="store_true",
                     help="instead: heartbeat bytes per peer per second at each --peers, busy and quiet meshes")
+    ap.add_argument("--mesh-upkeep", action="store_true",
+                    help="instead: TCP keepalive and roster-gossip bytes per peer per second at each --peers")
+    ap.add_argument("--upkeep-seconds", type=float, default=30.0, help="(--mesh-upkeep) seconds measured per size")
+    ap.add_argument("--baseline-src", default=None,
+                    help="(--mesh-upkeep) a src/ directory of another tree to measure in the same run")
     ap.add_argument("--rounds", type=int, default=0,
                     help="instead: this many rounds of --round-jobs into one long-lived mesh of real processes")
     ap.add_argument("--round-jobs", type=int, default=30_000, help="(--rounds) jobs per round")
@@ -279,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     peer_counts = _ints(args.peers, "peers", 3)
     if args.heartbeats:
         heartbeat_lines(peer_counts)
+        return 0
+    if args.mesh_upkeep:
+        mesh_upkeep_lines(peer_counts, args.upkeep_seconds, args.baseline_src)
         return 0
     job_counts = _ints(args.jobs, "jobs", 3)
     if args.repeats < 1:

@@ -17,6 +17,7 @@ from warpmesh.net.linkframe import (
     PING,
     PONG,
     ROSTER,
+    ROSTER_DIGEST,
     Event,
     LinkEvent,
     decode_link_frame,
@@ -34,8 +35,9 @@ def frame(kind: int, body: Any) -> Frame:
     (PING, 7, LinkEvent(Event.PING, 7)),
     (PONG, 7, LinkEvent(Event.PONG, 7)),
     (ROSTER, {"peers": []}, LinkEvent(Event.GOSSIP, {"peers": []})),
+    (ROSTER_DIGEST, b"d" * 16, LinkEvent(Event.GOSSIP_DIGEST, b"d" * 16)),
     (BYE, {"code": "leaving", "reason": "bye"}, LinkEvent(Event.BYE, "leaving")),
-], ids=["data", "ping", "pong", "roster", "bye"])
+], ids=["data", "ping", "pong", "roster", "roster-digest", "bye"])
 def test_each_link_frame_means_its_event(kind: int, body: Any, event: object) -> None:
     assert decode_link_frame(frame(kind, body)) == event
 
@@ -50,10 +52,13 @@ def test_each_link_frame_means_its_event(kind: int, body: Any, event: object) ->
     (PONG, 1.0, LinkEvent(Event.PONG, None)),
     (BYE, "leaving", LinkEvent(Event.BYE, None)),
     (BYE, None, LinkEvent(Event.BYE, None)),
-    (0x15, b"", LinkEvent(Event.MALFORMED, "unknown_kind")),
+    (ROSTER_DIGEST, b"", LinkEvent(Event.MALFORMED, "bad_body")),
+    (ROSTER_DIGEST, "digest", LinkEvent(Event.MALFORMED, "bad_body")),
+    (ROSTER_DIGEST, b"x" * 65, LinkEvent(Event.MALFORMED, "bad_body")),
+    (0x16, b"", LinkEvent(Event.MALFORMED, "unknown_kind")),
     (0x01, {}, LinkEvent(Event.MALFORMED, "unknown_kind")),  # a handshake kind after the handshake
 ], ids=["data-str", "data-none", "data-bytearray", "ping-str", "ping-bool", "pong-str", "pong-float",
-        "bye-str", "bye-none", "unknown", "late-handshake"])
+        "bye-str", "bye-none", "digest-empty", "digest-str", "digest-long", "unknown", "late-handshake"])
 def test_a_malformed_link_frame_is_an_event_not_an_exception(kind: int, body: Any, event: object) -> None:
     assert decode_link_frame(frame(kind, body)) == event
 

@@ -16,7 +16,7 @@ from warpmesh.errors import Closed
 from warpmesh.net import joining
 from warpmesh.net.address import format_address
 from warpmesh.net.handshake import Address, PeerInfo
-from warpmesh.net.linkframe import BYE, PING
+from warpmesh.net.linkframe import BYE, PING, PONG
 from warpmesh.net.linkstats import PeerStats
 from warpmesh.net.meshconfig import TcpMeshConfig
 from warpmesh.net.seam import PeerId
@@ -63,10 +63,11 @@ class Link:
     """
 
     __slots__ = (
-        "burst", "closed", "config", "ctl", "established", "initiator", "last_rx", "last_tx", "listen",
+        "burst", "closed", "config", "ctl", "established", "initiator", "last_ask", "last_ping", "last_rx",
+        "last_tx", "listen",
         "loop", "max_data", "peer", "ping_seq", "pongs", "pstats", "q", "q_bytes", "reader",
-        "reading_blocked", "remote", "retiring", "self_id", "send_bye", "space", "target", "task", "version",
-        "wake", "writer", "writer_task",
+        "reading_blocked", "remote", "retiring", "roster_sent_at", "self_id", "send_bye", "space", "target", "task",
+        "version", "wake", "writer", "writer_task",
     )
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, self_id: PeerId,
@@ -102,6 +103,12 @@ class Link:
         self.writer_task: asyncio.Task[None] | None = None
         self.task: asyncio.Task[Any] | None = None
         self.last_rx = self.last_tx = self.loop.time()
+        #: When we last queued a frame other than a PONG: a link is *owed* news from its peer while
+        #: this is newer than ``last_rx``, and only then pinged and, if silent, closed (an idle link
+        #: costs nothing: keepalives no longer grow with the number of links).
+        self.last_ask = self.last_rx
+        self.last_ping = float("-inf")
+        self.roster_sent_at = float("-inf")  # when we last answered a roster digest on this link
         self.ping_seq = 0
         self.pongs: dict[int, asyncio.Future[None]] = {}
 
@@ -140,6 +147,7 @@ class Link:
                 or self.writer.transport.get_write_buffer_size()):
             return False
         self.writer.write(frame)
+        self.last_ask = self.loop.time()
         self.burst = True
         self.loop.call_soon(self._end_burst)
         ps = self.pstats
@@ -170,6 +178,7 @@ class Link:
             raise LinkClosed
         self.q.append(frame)
         self.q_bytes += len(frame)
+        self.last_ask = self.loop.time()
         self.kick()
 
     def release_space(self) -> None:
@@ -184,12 +193,16 @@ class Link:
                 if not (self.closed or self.retiring):
                     return
 
-    def send_ctl(self, kind: int, body: Any) -> None:
-        """Queue a control frame; it is written ahead of queued DATA frames."""
+    def send_ctl(self, kind: int, body: Any) -> int:
+        """Queue a control frame; it is written ahead of queued DATA frames. Returns its size."""
         if self.closed:
-            return
-        self.ctl.append(length_prefixed(encode_frame(kind, body, version=self.version)))
+            return 0
+        frame = length_prefixed(encode_frame(kind, body, version=self.version))
+        self.ctl.append(frame)
+        if kind != PONG:
+            self.last_ask = self.loop.time()
         self.kick()
+        return len(frame)
 
     async def probe(self, timeout: float) -> bool:
         """True if the peer answers a PING within ``timeout`` (or is visibly sending to us)."""

@@ -54,6 +54,9 @@ class MeshStats:
     dials: int = 0
     dial_failures: int = 0
     accepted: int = 0
+    #: Bytes of the control frames we sent, by kind (ping, pong, roster, roster_digest): the mesh's
+    #: own upkeep, apart from the DATA its users send.
+    control_bytes_out: Counter[str] = field(default_factory=Counter)
 
     def peer(self, peer: str) -> PeerStats:
         """The counters of ``peer``'s links, created on first use."""
@@ -93,6 +96,7 @@ class MeshStats:
             "dials": self.dials,
             "dial_failures": self.dial_failures,
             "accepted": self.accepted,
+            "control_bytes_out": dict(self.control_bytes_out),
         }
 
 

@@ -1,7 +1,7 @@
 """Roster gossip as plain functions: what a ROSTER frame says, and what a peer does with it (a pure core).
 
-Every peer of a TCP mesh sends its live links (and itself) to each linked peer; a receiver dials the
-peers it did not know. :func:`parse_roster` checks a frame body entry by entry, and
+A peer of a TCP mesh sends its live links (and itself) to a peer it links with, and to a peer whose
+periodic :func:`roster_digest` differs from its own; a receiver dials the peers it did not know. :func:`parse_roster` checks a frame body entry by entry, and
 :func:`merge_roster` decides, for each valid entry, whether it names a peer already linked
 (:attr:`Action.SEEN`), one to dial (:attr:`Action.LEARN`) or one that may not be dialled without a
 cluster secret (:attr:`Action.BLOCKED`). The runtime (:class:`~warpmesh.net.tcp.TcpMesh`) carries the verdicts out.
@@ -10,6 +10,7 @@ cluster secret (:attr:`Action.BLOCKED`). The runtime (:class:`~warpmesh.net.tcp.
 from __future__ import annotations
 
 import enum
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -35,6 +36,15 @@ class RosterEntry:
 def encode_roster(entries: Iterable[RosterEntry]) -> dict[str, Any]:
     """The body of a ROSTER frame: ``{"peers": [[id, incarnation, host, port], ...]}``."""
     return {"peers": [[e.peer, e.incarnation, e.address[0], e.address[1]] for e in entries]}
+
+
+def roster_digest(entries: Iterable[RosterEntry]) -> bytes:
+    """16 bytes naming a set of entries, whatever their order (two peers that list the same live
+    peers at the same incarnations and addresses have the same digest)."""
+    h = hashlib.blake2b(digest_size=16)
+    for e in sorted(entries, key=lambda e: (e.peer, e.incarnation, e.address)):
+        h.update(f"{e.peer}\x00{e.incarnation}\x00{e.address[0]}\x00{e.address[1]}\n".encode())
+    return h.digest()
 
 
 def _valid(e: Any) -> bool:
@@ -103,4 +113,5 @@ __all__ = [
     "encode_roster",
     "merge_roster",
     "parse_roster",
+    "roster_digest",
 ]

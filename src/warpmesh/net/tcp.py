@@ -23,7 +23,9 @@ Link life cycle (``docs/mesh.md`` has the full protocol):
    whose peer restarted (a higher incarnation arrives) is probed and replaced if it does not answer.
 3. **Serve.** ``[u32 length][frame]`` in both directions: DATA (seam payloads), PING/PONG
    (keepalive when idle, and probes), ROSTER (gossip: every live peer's id, incarnation and listen
-   address), BYE (graceful close). Writes go through a bounded per-link queue that one writer task
+   address; sent to a newly linked peer and to a peer whose ROSTER_DIGEST differs from ours, while
+   every ``gossip_interval`` one random linked peer gets our 16-byte ROSTER_DIGEST, so upkeep per
+   peer does not grow with the square of the mesh), BYE (graceful close). Writes go through a bounded per-link queue that one writer task
    drains, coalescing queued frames into one ``write`` and one ``drain``; the first frame of a burst
    on an idle link skips the queue and goes to the socket at once (``Link.write_now``). Reads deliver into the
    :class:`~warpmesh.net.seam.IncomingHub`, waiting while a subscriber is full: a slow reader slows
@@ -74,6 +76,7 @@ from warpmesh.net.linkframe import (
     PING,
     PONG,
     ROSTER,
+    ROSTER_DIGEST,
     Event,
     decode_link_frame,
 )
@@ -86,6 +89,7 @@ from warpmesh.net.roster import (
     encode_roster,
     merge_roster,
     parse_roster,
+    roster_digest,
 )
 from warpmesh.net.seam import (
     IncomingHub,
@@ -188,11 +192,13 @@ class TcpMesh(Seam):
         self._slots: dict[PeerId, Link] = {}
         self._conns: set[Link] = set()
         self._targets: dict[Address, Target] = {}
+        #: The newest incarnation of each peer we know of (linked, or named by a roster we received):
+        #: a peer dialling us that is newer than this is a newcomer the others may not know.
+        self._known_inc: dict[PeerId, int] = {}
         self._locks: dict[PeerId, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._changes: Observable[int] = Observable(0)
         self._pending_handshakes = 0
-        self._gossip_scheduled = False
         self._ticker: asyncio.Task[None] | None = None
         self._self_addrs: set[Address] = set()
         self._warned: set[Address] = set()
@@ -389,7 +395,6 @@ class TcpMesh(Seam):
         self.roster.set(frozenset(live | {self.self_id}))
         if self.roster.value != before:
             log.info("%s roster: %s", self.self_id, sorted(self.roster.value))
-            self._schedule_gossip()
         self._changed()
 
     def _backoff(self, attempt: int) -> float:
@@ -720,10 +725,14 @@ class TcpMesh(Seam):
                      conn.peer.incarnation, ps.links)
         else:
             log.info("%s linked to %s (incarnation %d)", self.self_id, conn.describe(), conn.peer.incarnation)
+        newcomer = not conn.initiator and self._known_inc.get(conn.peer_id, -1) < conn.peer.incarnation
+        self._known_inc[conn.peer_id] = max(self._known_inc.get(conn.peer_id, -1), conn.peer.incarnation)
         self._note_linked(conn)
         conn.writer_task = self._spawn(self._writer(conn))
         self._publish_roster()
         self._send_roster(conn)
+        if newcomer and conn.listen is not None:
+            self._announce(conn)
         reason = "eof"
         try:
             if frames:
@@ -783,13 +792,15 @@ class TcpMesh(Seam):
 
     def _on_control(self, conn: Link, ps: PeerStats, event: Event, value: Any) -> None:
         if event is Event.PING:
-            conn.send_ctl(PONG, value)
+            self.stats.control_bytes_out["pong"] += conn.send_ctl(PONG, value)
         elif event is Event.PONG:
             fut = conn.pongs.get(value) if value is not None else None
             if fut is not None and not fut.done():
                 fut.set_result(None)
         elif event is Event.GOSSIP:
             self._on_roster(conn, value)
+        elif event is Event.GOSSIP_DIGEST:
+            self._on_roster_digest(conn, value)
         elif event is Event.BYE:
             self._on_bye(conn, value)
         else:
@@ -884,29 +895,49 @@ class TcpMesh(Seam):
         self._retire(conn, bye=None)
 
     # -- roster gossip ------------------------------------------------------------------------
-    def _roster_body(self) -> dict[str, Any]:
+    def _roster_entries(self) -> list[RosterEntry]:
         assert self._advertised is not None
         live = [RosterEntry(pid, c.peer.incarnation, c.listen) for pid, c in sorted(self._slots.items())
                 if c.established and c.listen is not None and c.peer is not None]
-        return encode_roster([RosterEntry(self.self_id, self.incarnation, self._advertised), *live])
+        return [RosterEntry(self.self_id, self.incarnation, self._advertised), *live]
+
+    def _roster_body(self) -> dict[str, Any]:
+        return encode_roster(self._roster_entries())
 
     def _send_roster(self, conn: Link) -> None:
-        conn.send_ctl(ROSTER, self._roster_body())
+        self.stats.control_bytes_out["roster"] += conn.send_ctl(ROSTER, self._roster_body())
 
-    def _schedule_gossip(self) -> None:
-        if self._gossip_scheduled or self._closed:
-            return
-        self._gossip_scheduled = True
-        asyncio.get_running_loop().call_soon(self._gossip_now)
+    def _announce(self, conn: Link) -> None:
+        """A peer none of our gossip named dialled us (it joins through us): tell every other linked
+        peer, in one entry, so they dial it now rather than after its own dials or a digest round."""
+        assert conn.peer is not None and conn.listen is not None
+        body = encode_roster([RosterEntry(conn.peer_id, conn.peer.incarnation, conn.listen)])
+        for pid, c in sorted(self._slots.items()):
+            if pid != conn.peer_id and c.established and not c.closed:
+                self.stats.control_bytes_out["roster"] += c.send_ctl(ROSTER, body)
 
     def _gossip_now(self) -> None:
-        self._gossip_scheduled = False
+        """Periodic anti-entropy: our roster's digest to one random linked peer. Changes travel
+        without it (a newcomer gets our roster on linking and dials everyone in it, and they
+        learn it from its dial); this repairs what that misses (a peer one side cannot dial)."""
         if self._closed:
             return
-        body = self._roster_body()
-        for c in list(self._slots.values()):
-            if c.established:
-                c.send_ctl(ROSTER, body)
+        linked = [c for _pid, c in sorted(self._slots.items()) if c.established and not c.closed]
+        if not linked:
+            return
+        conn = linked[self.rng.randrange(len(linked))]
+        self.stats.control_bytes_out["roster_digest"] += conn.send_ctl(
+            ROSTER_DIGEST, roster_digest(self._roster_entries()))
+
+    def _on_roster_digest(self, conn: Link, digest: bytes) -> None:
+        if digest == roster_digest(self._roster_entries()):
+            return
+        now = conn.loop.time()
+        # At most one answer per second per link: a peer repeating a digest cannot make us flood it.
+        if now - conn.roster_sent_at < 1.0:
+            return
+        conn.roster_sent_at = now
+        self._send_roster(conn)
 
     def _on_roster(self, conn: Link, body: Any) -> None:
         ps = conn.pstats
@@ -919,6 +950,9 @@ class TcpMesh(Seam):
         if bad:
             ps.frames.refused["bad_roster"] += bad
         now = conn.loop.time()
+        for e in entries:
+            if self._known_inc.get(e.peer, -1) < e.incarnation:
+                self._known_inc[e.peer] = e.incarnation
         linked = {pid: c.peer.incarnation for pid, c in self._slots.items() if c.peer is not None}
         for action, e in merge_roster(entries, self_id=self.self_id, sender=conn.peer_id, linked=linked,
                                       has_secret=bool(self.secret)):
@@ -952,12 +986,20 @@ class TcpMesh(Seam):
             for conn in list(self._conns):
                 if not conn.established or conn.closed:
                     continue
+                # Only a link that owes us news (we sent it something since it last spoke) is
+                # pinged, and closed if it stays silent: an idle link costs no keepalives, so
+                # their number does not grow with the mesh. Whatever next uses an idle link (a
+                # liveness probe reaches every peer in turn) makes it owed, and a dead one is found.
+                if conn.last_ask <= conn.last_rx:
+                    continue
                 if now - conn.last_rx > cfg.keepalive_timeout and not conn.reading_blocked:
                     log.warning("%s: no frame from %s for %.1f s; closing the link", self.self_id,
                                 conn.describe(), now - conn.last_rx)
                     self._close_conn(conn, "keepalive_timeout")
-                elif now - conn.last_tx >= cfg.keepalive_interval and not conn.retiring:
-                    conn.send_ctl(PING, 0)
+                elif (now - conn.last_rx >= cfg.keepalive_interval and now - conn.last_ping >= cfg.keepalive_interval
+                      and not conn.retiring):
+                    conn.last_ping = now
+                    self.stats.control_bytes_out["ping"] += conn.send_ctl(PING, 0)
             if now - last_gossip >= cfg.gossip_interval:
                 last_gossip = now
                 self._gossip_now()
