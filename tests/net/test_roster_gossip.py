@@ -127,7 +127,10 @@ def test_an_idle_link_costs_no_keepalives_and_a_link_owed_an_answer_is_pinged() 
             before = a.stats.control_bytes_out["ping"]
             await a.send_to("b", b"one-way")
             await eventually(lambda: a.stats.control_bytes_out["ping"] > before, what="a pinged b")
-            assert got == [b"one-way"] and a.roster.value == {"a", "b"}  # b answered the ping
+            # The link had been silent for 2 s (> keepalive_timeout) before a spoke: silence counts
+            # from a's frame, so b's PONG keeps it up.
+            await asyncio.sleep(1.5)
+            assert got == [b"one-way"] and a.roster.value == {"a", "b"} and not a.stats.links_closed
         finally:
             await close_all([a, b])
 

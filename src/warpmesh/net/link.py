@@ -64,10 +64,9 @@ class Link:
 
     __slots__ = (
         "burst", "closed", "config", "ctl", "established", "initiator", "last_ask", "last_ping", "last_rx",
-        "last_tx", "listen",
-        "loop", "max_data", "peer", "ping_seq", "pongs", "pstats", "q", "q_bytes", "reader",
-        "reading_blocked", "remote", "retiring", "roster_sent_at", "self_id", "send_bye", "space", "target", "task",
-        "version", "wake", "writer", "writer_task",
+        "last_tx", "listen", "loop", "max_data", "owed_since", "peer", "ping_seq", "pongs", "pstats", "q",
+        "q_bytes", "reader", "reading_blocked", "remote", "retiring", "roster_sent_at", "self_id", "send_bye",
+        "space", "target", "task", "version", "wake", "writer", "writer_task",
     )
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, self_id: PeerId,
@@ -107,6 +106,9 @@ class Link:
         #: this is newer than ``last_rx``, and only then pinged and, if silent, closed (an idle link
         #: costs nothing: keepalives no longer grow with the number of links).
         self.last_ask = self.last_rx
+        #: When the link last became owed (our first frame after its last): silence is timed from
+        #: here, so an idle link that we speak to again gets a whole keepalive interval to answer.
+        self.owed_since = self.last_rx
         self.last_ping = float("-inf")
         self.roster_sent_at = float("-inf")  # when we last answered a roster digest on this link
         self.ping_seq = 0
@@ -147,7 +149,7 @@ class Link:
                 or self.writer.transport.get_write_buffer_size()):
             return False
         self.writer.write(frame)
-        self.last_ask = self.loop.time()
+        self._asked()
         self.burst = True
         self.loop.call_soon(self._end_burst)
         ps = self.pstats
@@ -156,6 +158,12 @@ class Link:
             ps.bytes_out += len(frame)
         self.last_tx = self.loop.time()
         return True
+
+    def _asked(self) -> None:
+        now = self.loop.time()
+        if self.last_ask <= self.last_rx:
+            self.owed_since = now
+        self.last_ask = now
 
     def _end_burst(self) -> None:
         self.burst = False
@@ -178,7 +186,7 @@ class Link:
             raise LinkClosed
         self.q.append(frame)
         self.q_bytes += len(frame)
-        self.last_ask = self.loop.time()
+        self._asked()
         self.kick()
 
     def release_space(self) -> None:
@@ -200,7 +208,7 @@ class Link:
         frame = length_prefixed(encode_frame(kind, body, version=self.version))
         self.ctl.append(frame)
         if kind != PONG:
-            self.last_ask = self.loop.time()
+            self._asked()
         self.kick()
         return len(frame)
 

@@ -992,11 +992,12 @@ class TcpMesh(Seam):
                 # liveness probe reaches every peer in turn) makes it owed, and a dead one is found.
                 if conn.last_ask <= conn.last_rx:
                     continue
-                if now - conn.last_rx > cfg.keepalive_timeout and not conn.reading_blocked:
+                silent = now - max(conn.last_rx, conn.owed_since)
+                if silent > cfg.keepalive_timeout and not conn.reading_blocked:
                     log.warning("%s: no frame from %s for %.1f s; closing the link", self.self_id,
                                 conn.describe(), now - conn.last_rx)
                     self._close_conn(conn, "keepalive_timeout")
-                elif (now - conn.last_rx >= cfg.keepalive_interval and now - conn.last_ping >= cfg.keepalive_interval
+                elif (silent >= cfg.keepalive_interval and now - conn.last_ping >= cfg.keepalive_interval
                       and not conn.retiring):
                     conn.last_ping = now
                     self.stats.control_bytes_out["ping"] += conn.send_ctl(PING, 0)
