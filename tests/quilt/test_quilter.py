@@ -69,6 +69,35 @@ def test_many_local_mutations_coalesce_into_one_frame() -> None:
     run_virtual(main())
 
 
+def test_a_linger_joins_changes_spread_over_time_and_hurry_ends_it() -> None:
+    async def main() -> None:
+        fabric = MemoryFabric(seed=3)
+        qs = await _mesh(fabric, ["a", "b"])
+        a, b = qs["a"], qs["b"]
+        await asyncio.sleep(0.05)
+        loop = asyncio.get_running_loop()
+        before = a.core.stats["out_delta"]
+        a.linger = 0.1
+        for i in range(4):  # 30 ms apart: without the hold, four deltas
+            a.mutate(lambda s, i=i: s.put(f"k{i}", i))
+            await asyncio.sleep(0.03)
+        await b.wait_for(lambda s: len(s.items) == 4, timeout=1.0)
+        assert a.core.stats["out_delta"] - before == 1
+        # hurry: what is held leaves now, not when the hold would have ended.
+        a.linger = 10.0
+        a.mutate(lambda s: s.put("late", 1))
+        await asyncio.sleep(0.01)
+        t0 = loop.time()
+        a.hurry()
+        await b.wait_for(lambda s: "late" in s.items, timeout=1.0)
+        assert loop.time() - t0 < 0.05 and a.linger == 0.0
+        for q in qs.values():
+            await q.close()
+        await fabric.close()
+
+    run_virtual(main())
+
+
 @pytest.mark.parametrize("seed", range(8))
 def test_converges_under_drop_duplicate_reorder_and_partition(seed: int) -> None:
     async def main() -> None:

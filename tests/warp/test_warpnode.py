@@ -11,7 +11,7 @@ from warpmesh.net.memory import MemoryFabric
 from warpmesh.sim import run_virtual
 from warpmesh.warp import ClaimStrategy, OpRegistry, TransientError, WarpNode
 
-from .harness import FAST, ExecLog, eventually, make_mesh, recording_registry
+from .harness import FAST, ExecLog, Mesh, eventually, make_mesh, recording_registry
 
 STRATEGIES = [ClaimStrategy.INTENT, ClaimStrategy.RING]
 
@@ -545,6 +545,51 @@ def test_an_acknowledged_answer_is_not_run_again_while_its_dequeue_is_on_its_way
         b._drain()
         await asyncio.sleep(1.0)
         assert mesh.log.per_task() == {task: 1}
+        await mesh.close()
+
+    run_virtual(main())
+
+
+@pytest.mark.parametrize("linger", [0.1, 0.0])
+def test_a_busy_peers_answers_leave_together_and_its_last_answer_at_once(linger: float) -> None:
+    # b runs 12 jobs one after another (30 ms each): with answer_linger its answers share results
+    # deltas (a CPU-bound peer sent each alone, to every peer, each acked); the last answer of the
+    # spell is not held.
+    async def main() -> None:
+        from dataclasses import replace
+
+        from warpmesh.net.memory import LinkFaults
+
+        loop = asyncio.get_running_loop()
+        ended: list[float] = []
+        reg = OpRegistry()
+
+        async def job(args: Any) -> Any:
+            await asyncio.sleep(0.03)
+            ended.append(loop.time())
+            return args["task"]
+
+        reg.register("job", job)
+        cfg = replace(FAST, max_concurrency=1, answer_linger=linger)
+        fabric = MemoryFabric(seed=11, faults=LinkFaults(delay=0.001))
+        mesh = Mesh(fabric, ExecLog(), cfg)
+        a = await mesh.add("a")
+        b = await mesh.add("b", registry=reg)
+        await mesh.settle(1.0)
+        seen: dict[str, float] = {}
+        a.add_result_listener(lambda keys: [seen.setdefault(k, loop.time()) for k in keys])
+        before = b.results_board.core.stats["out_delta"]
+        tasks = [f"j{i}" for i in range(12)]
+        for t in tasks:
+            await a.enqueue(t, "job", {"task": t}, pin="b")
+        for t in tasks:
+            assert (await a.outcome(t, timeout=10.0)).value == t
+        deltas = b.results_board.core.stats["out_delta"] - before
+        if linger:
+            assert deltas <= 6, deltas  # 12 answers 30 ms apart, held up to 100 ms
+        else:
+            assert deltas >= 10, deltas
+        assert len(ended) == 12 and max(seen.values()) - max(ended) < 0.02  # the last one: at once
         await mesh.close()
 
     run_virtual(main())

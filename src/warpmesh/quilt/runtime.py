@@ -33,6 +33,11 @@ S = TypeVar("S")
 log = logging.getLogger("warpmesh.quilt")
 
 
+
+def _settle(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
 class Quilter(Generic[S]):
     """Replicate one CRDT state over a seam by delta anti-entropy.
 
@@ -61,6 +66,11 @@ class Quilter(Generic[S]):
             codec = CRDT_CODEC  # type: ignore[assignment]
         self.seam = seam
         self.coalesce_delay = coalesce_delay
+        #: A longer hold than ``coalesce_delay`` the owner sets while more changes are due soon (a
+        #: busy Warp peer's answers): they leave in one delta, with the acks due meanwhile.
+        #: :meth:`hurry` ends a hold at once and clears it.
+        self.linger = 0.0
+        self._hurry: asyncio.Future[None] | None = None
         self.core: QuilterCore[S] = QuilterCore(
             seam.self_id, stream, state, codec, config=config, rng=rng, history=history  # type: ignore[arg-type]
         )
@@ -108,6 +118,12 @@ class Quilter(Generic[S]):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    def hurry(self) -> None:
+        """Clear :attr:`linger` and send what a hold keeps back now."""
+        self.linger = 0.0
+        if self._hurry is not None:
+            _settle(self._hurry)
 
     def mutate(self, fn: Callable[[S], S]) -> S:
         """Apply ``fn(state) -> delta`` now; the delta is replicated by the sender task."""
@@ -262,7 +278,13 @@ class Quilter(Generic[S]):
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if self.coalesce_delay > 0:
+            if self.linger > self.coalesce_delay:
+                hurry = self._hurry = loop.create_future()
+                timer = loop.call_later(self.linger, _settle, hurry)
+                await hurry
+                timer.cancel()
+                self._hurry = None
+            elif self.coalesce_delay > 0:
                 await asyncio.sleep(self.coalesce_delay)
             else:
                 await asyncio.sleep(0)  # let the rest of this loop iteration's mutations join in

@@ -125,6 +125,11 @@ class WarpConfig:
     #: instead of per answer (0: each batch as soon as a majority holds it). The wait costs nothing
     #: but the queue entry's stay: an answered task is never run again.
     dequeue_batch: float = 0.25
+    #: How long a peer with more runs under way (running or claimed) holds its answers back, so
+    #: several leave in one results delta to every peer, with the acks due meanwhile: a peer of
+    #: CPU-bound jobs sent each answer alone. The last answer of a busy spell leaves at once, and
+    #: with it those held (0: every answer after ``coalesce_delay``).
+    answer_linger: float = 0.1
     #: Work stealing (see :mod:`warpmesh.warp.steal`): an idle worker asks a backlogged peer for
     #: tasks it claimed and has not started, and gets up to half of that backlog. Owners grant only
     #: while their backlog is estimated to take longer than ``steal_min_backlog`` seconds, so jobs

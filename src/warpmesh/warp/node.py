@@ -1237,6 +1237,12 @@ class WarpNode:
                               attempts=result.attempts, traceback=result.traceback, cancelled=result.cancelled,
                               op=desc.op)
         wire, ok = self._encode(task_id, desc, result)
+        linger = self.config.answer_linger
+        if linger > 0:
+            if self._running > 1 or self.core.backlog:  # more answers of ours are on their way
+                self.results_board.linger = linger
+            else:
+                self.results_board.hurry()
         self.core.run_finished(self.now(), task_id, desc, wire, ok, result)
         if not self._burst:
             self._drain()
