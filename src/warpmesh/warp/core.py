@@ -104,8 +104,9 @@ class WarpConfig:
     #: Counter increments are batched and flushed to the counters board this often (a crashed peer
     #: loses at most its last batch); in a mesh of more than 8 peers, this times peers / 8, so the
     #: mesh's counter traffic grows with the number of peers, not its square. (It was 20 ms: with
-    #: jobs finishing one at a time, every answer then cost a counters delta to every peer, acked.)
-    counter_flush: float = 0.1
+    #: jobs finishing one at a time, every answer then cost a counters delta to every peer, acked;
+    #: at 0.1 s counters were still a third of a CPU-bound peer's frames.)
+    counter_flush: float = 0.25
     #: Least time between two announcements of this peer's changed view (the heartbeat beacon). A
     #: change is announced at once, unless the previous announcement was more recent: then the view
     #: as it stands that long after the previous one is. A burst of changes (a mesh forming, a
