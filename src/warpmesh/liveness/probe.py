@@ -166,8 +166,9 @@ class Prober:
         requesters = self._relays.pop(sender, None)
         if not requesters:
             return []
-        self.stats["relayed"] += len(requesters)
-        return [Outgoing(r, RELAYED, sender) for r, until in sorted(requesters.items()) if until > now]
+        out = [Outgoing(r, RELAYED, sender) for r, until in sorted(requesters.items()) if until > now]
+        self.stats["relayed"] += len(out)
+        return out
 
     def on_probe_request(self, sender: str, target: Any, now: float, detector: FailureDetector) -> list[Outgoing]:
         """``sender`` asks us to probe ``target``."""
