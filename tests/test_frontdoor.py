@@ -40,9 +40,11 @@ def test_two_peers_on_a_memory_fabric_share_jobs() -> None:
                 await a.result("t2", 10)
             record = await a.outcome("t1", 10)
             boards = a.status()["boards"]
-            return value, a.address, record.ok, record.by, str(failed.value), a.status()["role"], boards
+            live = a.status()["liveness"]
+            return value, a.address, record.ok, record.by, str(failed.value), a.status()["role"], boards, live
 
-    value, address, ok, by, error, role, boards = asyncio.run(main())
+    value, address, ok, by, error, role, boards, live = asyncio.run(main())
+    assert live["mode"] == "probe" and set(live["probe"]) >= {"probes", "suspected", "believed", "refuted"}
     assert (value, address, ok, role) == (5, None, True, "worker")
     # Replication tallies per board: t1 and t2 crossed the queue and results boards both ways.
     assert set(boards) == {"queue", "results", "intents", "counters", "members"}

@@ -145,6 +145,18 @@ class Liveness:
     def state(self, peer: PeerId) -> PeerHealth | None:
         return self.detector.state(peer)
 
+    def stats(self) -> dict[str, Any]:
+        """Counters as JSON-ready data: the mode, rounds sent, stalls, beacon traffic, and in probe
+        mode the prober's (probes, helper requests, relays, suspicions raised and believed, refutations)."""
+        out: dict[str, Any] = {"mode": "probe" if self.prober is not None else "heartbeat",
+                               "rounds_sent": self.heartbeats_sent, "stalls": self.stalls,
+                               "beacons": dict(self.beacon_stats)}
+        if self.prober is not None:
+            out["probe"] = dict(self.prober.stats)
+        else:
+            out["heartbeats_skipped"] = self.heartbeats_skipped
+        return out
+
     # -- beacons ----------------------------------------------------------------------------
     def set_beacon(self, beacon: bytes) -> None:
         """Attach ``beacon`` to our heartbeats; a change is announced to every roster peer at once."""

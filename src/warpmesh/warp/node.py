@@ -834,6 +834,7 @@ class WarpNode:
             "ops": self.registry.names(),
             "replication_lag": self.replication_lag(),
             "boards": self.board_stats(),
+            "liveness": self.liveness.stats(),
         }
 
     def board_stats(self) -> dict[str, dict[str, int]]:
