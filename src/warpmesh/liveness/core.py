@@ -155,10 +155,10 @@ class FailureDetector:
 
     def tick(self, now: float) -> list[LivenessEvent]:
         """Apply timeouts; returns transitions in peer order."""
+        if self.config.probe:
+            return self._tick_probing(now)
         cfg = self.config
         events: list[LivenessEvent] = []
-        if cfg.probe:
-            return self._tick_probing(now)
         for peer, p in sorted(self._peers.items()):
             silent = now - p.last_heard
             if p.state in (PeerHealth.HEALTHY, PeerHealth.RECOVERED) and silent > cfg.timeout:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from warpmesh.liveness.core import FailureDetector, HeartbeatConfig
 
@@ -194,7 +194,7 @@ class Prober:
         if probe is not None:
             probe.relayed = True
 
-    def on_suspect(self, target: Any, now: float) -> str | None:
+    def on_suspect(self, target: Any, now: float) -> Literal["refute", "believe"] | None:
         """Another peer suspects ``target``: returns ``"refute"`` when it is us (broadcast a
         heartbeat now), ``"believe"`` when the caller should :meth:`FailureDetector.suspect` it."""
         if not self._valid(target):

@@ -208,7 +208,7 @@ class Liveness:
             return
         if frame.kind == _PING_KIND or frame.kind == PROBE:
             if frame.kind == PROBE:
-                self._send_soon(sender, self._current_ping())  # the answer; any frame would do
+                self._send_soon(sender, self._current_ping(asyncio.get_running_loop().time()))  # the answer
             if frame.body is None:
                 return
             if not isinstance(frame.body, bytes):
@@ -232,8 +232,9 @@ class Liveness:
             self.beacon_stats["bad_frames"] += 1
 
     # -- probing (HeartbeatConfig.probe) ------------------------------------------------------
-    def _current_ping(self) -> bytes:
-        now = asyncio.get_running_loop().time()
+    def _current_ping(self, now: float) -> bytes:
+        # A fresh beacon rides on the next few heartbeats (in case its announcement was lost);
+        # after that, a peer that doubts it asks.
         return self._ping if now < self._beacon_until else _PING
 
     def _on_probe_frame(self, sender: PeerId, kind: int, body: Any) -> None:
@@ -248,7 +249,7 @@ class Liveness:
             verdict = prober.on_suspect(body, now)
             if verdict == "refute":
                 log.info("%s: %s suspects us; telling every peer we live", self.self_id, sender)
-                self._send_soon(None, self._current_ping())
+                self._send_soon(None, self._current_ping(now))
             elif verdict == "believe":
                 ev = self.detector.suspect(body, now)
                 if ev is not None:
@@ -269,15 +270,17 @@ class Liveness:
                 out.append(prober.suspected(target))
         self._emit(events)
         self._send_out(out)
-
-    def _send_out(self, out: list[Outgoing]) -> None:
-        for o in out:
-            body = o.body
-            if o.kind == PROBE and self.beacon is not None and asyncio.get_running_loop().time() < self._beacon_until:
-                body = self.beacon  # a fresh beacon rides on our probes as on heartbeats
-            self._send_soon(o.to, encode_frame(o.kind, body))
         if out:
             self.heartbeats_sent += 1
+
+    def _send_out(self, out: list[Outgoing]) -> None:
+        if not out:
+            return
+        # A fresh beacon rides on our probes as on heartbeats.
+        fresh = self.beacon is not None and asyncio.get_running_loop().time() < self._beacon_until
+        for o in out:
+            body = self.beacon if o.kind == PROBE and fresh else o.body
+            self._send_soon(o.to, encode_frame(o.kind, body))
 
     # -- internals --------------------------------------------------------------------------
     def _emit(self, events: list[LivenessEvent]) -> None:
@@ -335,9 +338,7 @@ class Liveness:
             self._emit(self.detector.tick(now))
             if self._beacon_until == float("inf"):
                 self._beacon_until = now + _BEACON_BEATS * interval
-            # A fresh beacon rides on the next few heartbeats (in case its announcement was lost);
-            # after that, a peer that doubts it asks.
-            ping = self._ping if now < self._beacon_until else _PING
+            ping = self._current_ping(now)
             try:
                 if self.prober is not None:
                     self._probe_round(now)

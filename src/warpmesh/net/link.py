@@ -63,7 +63,7 @@ class Link:
     """
 
     __slots__ = (
-        "burst", "closed", "config", "ctl", "established", "initiator", "last_ask", "last_ping", "last_rx",
+        "burst", "closed", "config", "ctl", "established", "initiator", "last_ping", "last_rx",
         "last_tx", "listen", "loop", "max_data", "owed_since", "peer", "ping_seq", "pongs", "pstats", "q",
         "q_bytes", "reader", "reading_blocked", "remote", "retiring", "roster_sent_at", "self_id", "send_bye",
         "space", "target", "task", "version", "wake", "writer", "writer_task",
@@ -102,12 +102,10 @@ class Link:
         self.writer_task: asyncio.Task[None] | None = None
         self.task: asyncio.Task[Any] | None = None
         self.last_rx = self.last_tx = self.loop.time()
-        #: When we last queued a frame other than a PONG: a link is *owed* news from its peer while
-        #: this is newer than ``last_rx``, and only then pinged and, if silent, closed (an idle link
-        #: costs nothing: keepalives no longer grow with the number of links).
-        self.last_ask = self.last_rx
-        #: When the link last became owed (our first frame after its last): silence is timed from
-        #: here, so an idle link that we speak to again gets a whole keepalive interval to answer.
+        #: When the link last became *owed* news: our first frame other than a PONG after its last
+        #: frame. While this is newer than ``last_rx`` the link is pinged and, if silent, closed; an
+        #: idle link costs nothing (keepalives no longer grow with the number of links). Silence is
+        #: timed from here, so an idle link we speak to again gets a whole interval to answer.
         self.owed_since = self.last_rx
         self.last_ping = float("-inf")
         self.roster_sent_at = float("-inf")  # when we last answered a roster digest on this link
@@ -160,10 +158,13 @@ class Link:
         return True
 
     def _asked(self) -> None:
-        now = self.loop.time()
-        if self.last_ask <= self.last_rx:
-            self.owed_since = now
-        self.last_ask = now
+        if self.owed_since <= self.last_rx:
+            self.owed_since = self.loop.time()
+
+    @property
+    def owed(self) -> bool:
+        """We sent the peer something (not a PONG) since it last spoke."""
+        return self.owed_since > self.last_rx
 
     def _end_burst(self) -> None:
         self.burst = False

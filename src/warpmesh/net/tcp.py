@@ -725,8 +725,7 @@ class TcpMesh(Seam):
                      conn.peer.incarnation, ps.links)
         else:
             log.info("%s linked to %s (incarnation %d)", self.self_id, conn.describe(), conn.peer.incarnation)
-        newcomer = not conn.initiator and self._known_inc.get(conn.peer_id, -1) < conn.peer.incarnation
-        self._known_inc[conn.peer_id] = max(self._known_inc.get(conn.peer_id, -1), conn.peer.incarnation)
+        newcomer = self._note_known(conn.peer_id, conn.peer.incarnation) and not conn.initiator
         self._note_linked(conn)
         conn.writer_task = self._spawn(self._writer(conn))
         self._publish_roster()
@@ -907,6 +906,13 @@ class TcpMesh(Seam):
     def _send_roster(self, conn: Link) -> None:
         self.stats.control_bytes_out["roster"] += conn.send_ctl(ROSTER, self._roster_body())
 
+    def _note_known(self, peer: PeerId, incarnation: int) -> bool:
+        """Remember ``peer`` at ``incarnation``; True when that is newer than anything we knew."""
+        if self._known_inc.get(peer, -1) >= incarnation:
+            return False
+        self._known_inc[peer] = incarnation
+        return True
+
     def _announce(self, conn: Link) -> None:
         """A peer none of our gossip named dialled us (it joins through us): tell every other linked
         peer, in one entry, so they dial it now rather than after its own dials or a digest round."""
@@ -951,8 +957,7 @@ class TcpMesh(Seam):
             ps.frames.refused["bad_roster"] += bad
         now = conn.loop.time()
         for e in entries:
-            if self._known_inc.get(e.peer, -1) < e.incarnation:
-                self._known_inc[e.peer] = e.incarnation
+            self._note_known(e.peer, e.incarnation)
         linked = {pid: c.peer.incarnation for pid, c in self._slots.items() if c.peer is not None}
         for action, e in merge_roster(entries, self_id=self.self_id, sender=conn.peer_id, linked=linked,
                                       has_secret=bool(self.secret)):
@@ -990,9 +995,9 @@ class TcpMesh(Seam):
                 # pinged, and closed if it stays silent: an idle link costs no keepalives, so
                 # their number does not grow with the mesh. Whatever next uses an idle link (a
                 # liveness probe reaches every peer in turn) makes it owed, and a dead one is found.
-                if conn.last_ask <= conn.last_rx:
+                if not conn.owed:
                     continue
-                silent = now - max(conn.last_rx, conn.owed_since)
+                silent = now - conn.owed_since
                 if silent > cfg.keepalive_timeout and not conn.reading_blocked:
                     log.warning("%s: no frame from %s for %.1f s; closing the link", self.self_id,
                                 conn.describe(), now - conn.last_rx)
