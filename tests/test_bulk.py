@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -96,3 +97,37 @@ def test_overlapping_pauses_on_two_threads_keep_the_collector_off_until_both_end
         t.join(10)
     assert observed == [False]
     assert gc.isenabled()
+
+
+def test_a_server_pause_freezes_what_sections_built_and_thaws_every_nth(
+    no_guard: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tune_gc_for_server's policy: a bulk section's survivors leave the collector's sight, and a
+    periodic thaw lets cycles that died while frozen be reclaimed after all."""
+    monkeypatch.setattr(GcPause, "freeze", True)
+    monkeypatch.setattr(GcPause, "unfreeze_every", 3)
+    monkeypatch.setattr(GcPause, "_ends", 0)
+    gc.unfreeze()
+
+    class Node:
+        me: object
+
+    try:
+        node = Node()
+        node.me = node
+        ref = weakref.ref(node)
+        with GcPause():
+            pass  # end 1: frozen
+        assert gc.get_freeze_count() > 0
+        del node
+        gc.collect()
+        assert ref() is not None  # a dead cycle, frozen: the collector does not walk it
+        with GcPause():
+            pass  # end 2: frozen
+        with GcPause():
+            pass  # end 3: thawed
+        assert gc.get_freeze_count() == 0
+        gc.collect()
+        assert ref() is None
+    finally:
+        gc.unfreeze()

@@ -372,3 +372,36 @@ def test_malformed_maps_still_get_the_checked_decoders_reasons() -> None:
     bad_value = [tag, ctx, [["t", [[0, 1, [5, [1, "", b"x"]]]]]]]  # empty replica id
     with pytest.raises(CrdtDecodeError, match="replica id"):
         ORMap.from_wire(bad_value)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([A, B, C]), st.sampled_from(["put", "remove"]), st.integers(0, 6),
+                          st.binary(max_size=3)), max_size=25),
+       st.lists(st.tuples(st.sampled_from([B, C]), st.integers(0, 6), st.binary(max_size=3)), max_size=12))
+def test_absorb_is_join_and_adopts_the_deltas_values(
+    ops: list[tuple[str, str, int, bytes]], incoming: list[tuple[str, int, bytes]]
+) -> None:
+    """A received delta is joined without copies: the same state as join, holding the delta's objects."""
+    mine: ORMap[LWWRegister] = ORMap(LWWRegister)
+    theirs: ORMap[LWWRegister] = ORMap(LWWRegister)
+    for replica, op, k, v in ops:
+        m = mine if replica == A else theirs
+        if op == "put":
+            put_result(m, replica, f"t{k}", v)
+        else:
+            m.remove(f"t{k}")
+    delta: ORMap[LWWRegister] = ORMap(LWWRegister)
+    for replica, k, v in incoming:
+        delta.join(put_result(theirs, replica, f"t{k}", v))
+    wire = encode(delta)
+    expected = mine.copy()
+    expected.join(decode(wire))
+    received = decode(wire)
+    assert isinstance(received, ORMap)
+    adopted = {k: received.peek(k) for k in received.keys()}
+    mine.absorb(received)
+    assert mine == expected
+    fresh = [k for k in adopted if expected.contributions(k) and len(expected.contributions(k)) == 1
+             and k not in {f"t{k2}" for r, op, k2, _ in ops}]
+    for k in fresh:
+        assert mine.peek(k) is adopted[k]  # adopted as is, not copied

@@ -93,6 +93,15 @@ class Crdt(ABC):
     def join(self, other: Self) -> None:
         """Replace this state with the least upper bound of itself and ``other`` (in place)."""
 
+    def absorb(self, other: Self) -> None:
+        """:meth:`join` ``other``, which the caller gives up: this state may keep parts of it.
+
+        For a state nobody else holds, such as a delta just decoded from the wire: joining it then
+        need not copy what it adopts. ``other`` may be read right after the call (say, for its keys)
+        but must not be kept. The default is :meth:`join`.
+        """
+        self.join(other)
+
     @abstractmethod
     def copy(self) -> Self:
         """An independent copy: mutating either never affects the other."""

@@ -35,6 +35,10 @@ def _copy(v: Crdt) -> Crdt:
     return v.copy()
 
 
+def _adopt(v: Crdt) -> Crdt:
+    return v
+
+
 def _encode_value(v: Crdt) -> list[Any]:
     return [v.TYPE_TAG, v.to_wire()]
 
@@ -301,6 +305,12 @@ class ORMap(Crdt, Generic[V]):
     def join(self, other: Self) -> None:
         self._check_join(other)
         self._ds.join(other._ds, _join_into, _copy)  # type: ignore[arg-type]  # V is a Crdt
+
+    def absorb(self, other: Self) -> None:
+        """:meth:`join`, adopting ``other``'s values instead of copies (see :meth:`Crdt.absorb`):
+        a peer joins every received delta, so a copy per entry per peer is saved."""
+        self._check_join(other)
+        self._ds.join(other._ds, _join_into, _adopt)  # type: ignore[arg-type]  # V is a Crdt
 
     def copy(self) -> ORMap[V]:
         return ORMap._wrap(self._vt, self._ds.copy(_copy))  # type: ignore[arg-type]

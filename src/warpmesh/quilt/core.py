@@ -592,7 +592,13 @@ class QuilterCore(Generic[S]):
         if stream == self.stream or seq == 0:
             raise ValueError("delta on our own stream or with sequence 0")
         delta = self._decode_state(body[2])
-        self.state.join(delta)  # type: ignore[attr-defined]
+        # The decoded delta is ours alone (listeners read its keys at once): a CRDT state joins it
+        # without copying what it adopts (Crdt.absorb); any other lattice joins it.
+        absorb = getattr(self.state, "absorb", None)
+        if absorb is not None:
+            absorb(delta)
+        else:
+            self.state.join(delta)  # type: ignore[attr-defined]
         self.version += 1
         self.stats["deltas_in"] += 1
         if self.journal is not None:

@@ -37,9 +37,18 @@ def _peer_points(peer: str, vnodes: int, seed: int) -> tuple[tuple[int, str], ..
     return tuple(sorted((_position(salt, f"{peer}\x00{v}".encode()), peer) for v in range(vnodes)))
 
 
+@lru_cache(maxsize=64)
+def _task_salt(seed: int) -> bytes:
+    return _TASK_DOMAIN + seed.to_bytes(8, "big", signed=True)
+
+
 def task_position(task_id: str, seed: int = 0) -> int:
     """Where ``task_id`` sits on the ring (unsigned 64-bit)."""
-    return _position(_TASK_DOMAIN + seed.to_bytes(8, "big", signed=True), task_id.encode())
+    return int.from_bytes(blake3.blake3(_task_salt(seed) + task_id.encode()).digest(8), "big")
+
+
+def _accept_any(_: str) -> bool:
+    return True
 
 
 def ring_for(peers: frozenset[str], *, vnodes: int = DEFAULT_VNODES, seed: int = 0) -> TaskRing:
@@ -128,7 +137,13 @@ class TaskRing:
     def owner(self, task_id: str, eligible: Collection[str] | None = None) -> str | None:
         """The peer that owns ``task_id`` (among ``eligible`` if given); None on an empty ring."""
         if eligible is None:
-            return self._walk(task_id, lambda _: True)
+            owners = self._owners
+            if not self._shared and owners:
+                # Every point is one of ours: the first point clockwise owns the task. Each peer
+                # asks this once per queued task, so the walk's machinery is skipped.
+                i = bisect_left(self._positions, task_position(task_id, self.seed))
+                return owners[i if i < len(owners) else 0]
+            return self._walk(task_id, _accept_any)
         return self._walk(task_id, eligible.__contains__)
 
     def successor(self, task_id: str, excluding: Collection[str]) -> str | None:
