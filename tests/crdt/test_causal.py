@@ -141,3 +141,53 @@ def test_constructor_validates() -> None:
     with pytest.raises(ValueError):
         DotContext().add(("a", 0))
     assert DotContext({"a": 0}).is_empty()
+
+
+def _model_wire(model: set[tuple[str, int]]) -> list[list[object]]:
+    """The canonical wire form computed from a plain set of dots (the specification)."""
+    rows = []
+    for r in sorted({r for r, _ in model}, key=pack):
+        seqs = sorted(s for q, s in model if q == r)
+        n = 0
+        while n + 1 in seqs:
+            n += 1
+        rows.append([r, n, [s for s in seqs if s > n]])
+    return rows
+
+
+ranges = st.lists(st.tuples(st.sampled_from(["a@1", "b@1", "ü@3"]), st.integers(1, 60), st.integers(1, 25)),
+                  max_size=12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(x=ranges, y=ranges, singles=st.lists(dots, max_size=10))
+def test_runs_of_dots_behave_as_the_set_of_their_dots(
+    x: list[tuple[str, int, int]], y: list[tuple[str, int, int]], singles: list[Dot]
+) -> None:
+    """Contexts hold runs of dots; joining ranges in any order (overlapping, touching, filling the
+    vector's gap) must give exactly the set semantics and the canonical wire form."""
+    def build(rs: list[tuple[str, int, int]]) -> tuple[DotContext, set[tuple[str, int]]]:
+        c, model = DotContext(), set()
+        for r, lo, n in rs:
+            part = set((r, s) for s in range(lo, lo + n))
+            c.join(DotContext.from_wire(_model_wire(part)))
+            model |= part
+        return c, model
+
+    a, ma = build(x)
+    b, mb = build(y)
+    for d in singles:
+        assert a.add(d) == (tuple(d) not in ma)
+        ma.add(tuple(d))
+    assert set(a.iter_dots()) == ma and a.size() == len(ma)
+    assert a.to_wire() == _model_wire(ma)
+    assert DotContext.from_wire(a.to_wire()) == a
+    # What b may have seen of a: at least every dot both hold.
+    assert set(a.iter_dots_within(b)) >= ma & mb
+    a.join(b)
+    union = ma | mb
+    assert set(a.iter_dots()) == union and a.size() == len(union)
+    assert a.to_wire() == _model_wire(union)
+    for r in ["a@1", "b@1", "ü@3"]:
+        for s in range(1, 90):
+            assert a.contains((r, s)) == ((r, s) in union)

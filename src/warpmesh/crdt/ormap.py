@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any, Generic, Self, TypeVar
 
 from warpmesh.crdt.base import (
@@ -253,6 +253,12 @@ class ORMap(Crdt, Generic[V]):
     def keys(self) -> list[Any]:
         """Keys in canonical order (by msgpack bytes)."""
         return [k if type(k) is str else key_element(k) for k in self._ds.sorted_keys()]
+
+    def iter_keys(self) -> Iterator[Any]:
+        """Keys in no promised order, without sorting: for reading a delta's keys on a hot path
+        (a decoded delta holds them in wire order, which is the canonical one)."""
+        for k in self._ds.store:
+            yield k if type(k) is str else key_element(k)
 
     def items(self) -> list[tuple[Any, V]]:
         """``(key, joined value)`` pairs in canonical key order."""

@@ -872,7 +872,7 @@ class WarpNode:
         self._drain()
 
     def _on_members_delta(self, delta: ORMap | None) -> None:
-        self.core.on_members(self.now(), None if delta is None else delta.keys())
+        self.core.on_members(self.now(), None if delta is None else delta.iter_keys())
         self._drain()
         self._refresh_membership()
 
@@ -912,13 +912,13 @@ class WarpNode:
 
     # -- board deltas -----------------------------------------------------------------------
     def _on_queue_delta(self, delta: ORMap | None) -> None:
-        self.core.on_queue(self.now(), None if delta is None else delta.keys())
+        self.core.on_queue(self.now(), None if delta is None else delta.iter_keys())
         self._drain()
         if self._idle():
             self._steal_wake.set()  # new work somewhere: a peer may have a backlog to share
 
     def _on_results_delta(self, delta: ORMap | None) -> None:
-        keys = list(self.results_board.state.keys()) if delta is None else list(delta.keys())
+        keys = list(self.results_board.state.keys()) if delta is None else list(delta.iter_keys())
         self.core.on_results(self.now(), keys)
         self._drain()
         for fn in list(self._result_listeners):
