@@ -183,3 +183,20 @@ def test_a_peer_that_already_holds_a_lost_batch_acks_it_after_a_summary() -> Non
             core.flush(now)
         _pump(cores, now, set(), kinds)
     assert c._confirmed.get("b", 0) == 2, (c._confirmed, b._recv.get(c.stream))
+
+
+def test_a_window_of_mutations_sends_their_join_and_leaves_the_returned_deltas_alone() -> None:
+    """The first delta of a window is held as is (not copied); a second one must not change it."""
+    a: QuilterCore[ORMap] = QuilterCore("a", "a@1", ORMap(LWWRegister), CRDT_CODEC, config=CFG)
+    b: QuilterCore[ORMap] = QuilterCore("b", "b@1", ORMap(LWWRegister), CRDT_CODEC, config=CFG)
+    first = a.mutate(lambda s: s.update_many("a@1", [("x", lambda r: r.set("a@1", b"1")),
+                                                      ("y", lambda r: r.set("a@1", b"2"))]))
+    snapshot = encode(first)
+    a.mutate(lambda s: s.update("a@1", "x", lambda r: r.set("a@1", b"3")))
+    a.mutate(lambda s: s.remove("y"))
+    assert encode(first) == snapshot
+    a.flush(0.0)
+    frames = [frame for peer, frame in a.take_outbox() if peer is None]
+    assert len(frames) == 1  # one batch: the window's join
+    b.receive("a", frames[0], 0.0)
+    assert b.state == a.state and a.state.get("x").value == b"3" and "y" not in a.state

@@ -230,6 +230,7 @@ class QuilterCore(Generic[S]):
         self.stats: Counter[str] = Counter()
         self._state_type = type(state)
         self._pending: S | None = None
+        self._pending_shared = False  # _pending is the caller's delta itself (copy before joining)
         self._seq = 0
         self._buffer: dict[int, _Batch] = {}
         self._buffer_bytes = 0
@@ -378,7 +379,9 @@ class QuilterCore(Generic[S]):
 
     # -- local mutations --------------------------------------------------------------------
     def mutate(self, fn: Callable[[S], S]) -> S:
-        """Apply ``fn(state) -> delta`` (a CRDT mutator) and queue the delta for the next flush."""
+        """Apply ``fn(state) -> delta`` (a CRDT mutator) and queue the delta for the next flush.
+
+        The delta returned is read-only: it may be what the next flush encodes and sends."""
         delta = fn(self.state)
         self._queue_delta(delta)
         return delta
@@ -388,8 +391,14 @@ class QuilterCore(Generic[S]):
         if self.journal is not None:
             self.journal(delta, None)
         if self._pending is None:
-            self._pending = delta.copy()  # type: ignore[attr-defined]
+            # Held as is until a second delta joins it (flush only reads it): under load a window
+            # usually carries one big delta (a batch of 10,000 enqueues), which is then never copied.
+            self._pending = delta
+            self._pending_shared = True
         else:
+            if self._pending_shared:
+                self._pending = self._pending.copy()  # type: ignore[attr-defined]
+                self._pending_shared = False
             self._pending.join(delta)  # type: ignore[attr-defined]
 
     @property

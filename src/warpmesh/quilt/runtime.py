@@ -126,7 +126,8 @@ class Quilter(Generic[S]):
             _settle(self._hurry)
 
     def mutate(self, fn: Callable[[S], S]) -> S:
-        """Apply ``fn(state) -> delta`` now; the delta is replicated by the sender task."""
+        """Apply ``fn(state) -> delta`` now; the delta is replicated by the sender task (read-only: do not
+        change the delta returned)."""
         if self._closed:
             raise SeamClosed("quilter is closed")
         delta = self.core.mutate(fn)

@@ -644,15 +644,12 @@ class WarpNode:
                                      or not deadline > 0):
             raise ValueError("deadline must be a positive number of seconds")
         at = None if deadline is None else self.wall_clock() + float(deadline)
-        desc = TaskDescriptor(op=op, args=tuple(args), run=run, pin=pin, enqueued_by=self.self_id,
-                              kwargs=kwargs or None, deadline=at)
         try:
-            desc = TaskDescriptor(op=op, run=run, pin=pin, enqueued_by=self.self_id, deadline=at,
-                                  packed_args=desc.args_bytes())
+            packed = pack([list(args), kwargs or {}])  # TaskDescriptor.args_bytes, without a descriptor
         except (TypeError, ValueError, OverflowError) as err:
             raise TypeError(f"arguments of {op} cannot be encoded ({err}); pass lists, dicts, str, bytes, "
                             "numbers, bool or None (integers within 64 bits)") from None
-        return desc
+        return TaskDescriptor(op=op, run=run, pin=pin, enqueued_by=self.self_id, deadline=at, packed_args=packed)
 
     def _consider_pending(self) -> None:
         pending, self._to_consider = self._to_consider, {}
