@@ -396,10 +396,11 @@ class QuilterCore(Generic[S]):
             self._pending = delta
             self._pending_shared = True
         else:
+            pending: Any = self._pending
             if self._pending_shared:
-                self._pending = self._pending.copy()  # type: ignore[attr-defined]
+                pending = self._pending = pending.copy()
                 self._pending_shared = False
-            self._pending.join(delta)  # type: ignore[attr-defined]
+            pending.join(delta)
 
     @property
     def has_pending_delta(self) -> bool:
