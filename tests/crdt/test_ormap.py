@@ -23,6 +23,7 @@ from warpmesh.crdt import (
     encode,
     encoded_bytes,
 )
+from warpmesh.crdt.causal import sync_digest
 from warpmesh.wire import pack, unpack
 
 A, B, C = "a@1", "b@1", "c@1"
@@ -399,8 +400,10 @@ def test_absorb_is_join_and_adopts_the_deltas_values(
     received = decode(wire)
     assert isinstance(received, ORMap)
     adopted = {k: received.peek(k) for k in received.keys()}
+    sync_digest(mine)  # from here on the digest is kept incrementally: absorb must keep it right
     mine.absorb(received)
     assert mine == expected
+    assert sync_digest(mine) == sync_digest(expected.copy())
     fresh = [k for k in adopted if expected.contributions(k) and len(expected.contributions(k)) == 1
              and k not in {f"t{k2}" for r, op, k2, _ in ops}]
     for k in fresh:

@@ -83,3 +83,23 @@ def test_an_answer_makes_a_quiet_task_count_again() -> None:
     skipped = a.reclaim_skipped
     a.claim_all(net.now)
     assert a.reclaim_skipped == skipped
+
+
+def test_another_peers_task_is_decided_without_building_its_descriptor() -> None:
+    """A peer decides most of the queue (the tasks the ring gives to others, unpinned, unanswered)
+    from the raw entry: no descriptor is built for them, while its own and pinned tasks are claimed."""
+    net = VersionedNet(["a", "b", "c"])
+    net.converge()
+    tasks = [f"d{i}" for i in range(60)]
+    for t in tasks:
+        net.enqueue("b", t)
+    pinned = next(t for t in (f"p{i}" for i in range(100)) if owner_of(t, {"a", "b", "c"}) == "b")
+    net.enqueue("b", pinned, pin="a")
+    net.sync()
+    a = net["a"].core
+    ours = {t for t in tasks if owner_of(t, {"a", "b", "c"}) == "a"}
+    assert ours and len(ours) < len(tasks)
+    a.claim_all(net.now)
+    assert set(a.claimed) == ours | {pinned}
+    assert set(a._descs) == ours | {pinned}  # the others' were never decoded
+    assert set(tasks) - ours <= a._quiet

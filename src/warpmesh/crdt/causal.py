@@ -487,12 +487,16 @@ class DotStore(Generic[V]):
 
     # --- lattice ---------------------------------------------------------------------------------
 
-    def join(self, other: DotStore[V], join_value: Callable[[V, V], V], copy_value: Callable[[V], V]) -> None:
-        """In-place causal join (see :meth:`_join`)."""
+    def join(self, other: DotStore[V], join_value: Callable[[V, V], V], copy_value: Callable[[V], V], *,
+             adopt: bool = False) -> None:
+        """In-place causal join (see :meth:`_join`). ``adopt``: ``other`` is given up (see
+        :meth:`warpmesh.crdt.base.Crdt.absorb`), so a key new to this store takes ``other``'s own
+        dict of contributions."""
         with bulk(len(other.store)):
-            self._join(other, join_value, copy_value)
+            self._join(other, join_value, copy_value, adopt)
 
-    def _join(self, other: DotStore[V], join_value: Callable[[V, V], V], copy_value: Callable[[V], V]) -> None:
+    def _join(self, other: DotStore[V], join_value: Callable[[V, V], V], copy_value: Callable[[V], V],
+              adopt: bool = False) -> None:
         """In-place causal join (the DotMap join of Almeida et al. §5.2, lifted over keys).
 
         A dot survives if both sides hold it under the same key, or one side holds it and the other
@@ -512,8 +516,23 @@ class DotStore(Generic[V]):
                 self.remove_dot(d)
         # 2. Adopt the other side's dots we have never seen; join values held under a common dot.
         store = self.store
+        contains = s_ctx.contains
         for key, contribs in other.store.items():
             mine = store.get(key)
+            if mine is None and adopt and not any(contains(d) for d in contribs):
+                # A key new to us whose dots we have never seen (most of a received delta): take
+                # the delta's own dict, as add_dot per dot would have built it.
+                store[key] = contribs
+                self._key_added(key)
+                for d in contribs:
+                    s_index[d] = key
+                t = self._touched
+                if t is not None:
+                    for d in contribs:
+                        if d not in t:
+                            t[d] = False  # not alive before
+                    self._cap_touched(t)
+                continue
             for d, v in contribs.items():
                 if mine is not None and d in mine:
                     mine[d] = join_value(mine[d], v)

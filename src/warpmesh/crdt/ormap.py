@@ -316,7 +316,7 @@ class ORMap(Crdt, Generic[V]):
         """:meth:`join`, adopting ``other``'s values instead of copies (see :meth:`Crdt.absorb`):
         a peer joins every received delta, so a copy per entry per peer is saved."""
         self._check_join(other)
-        self._ds.join(other._ds, _join_into, _adopt)  # type: ignore[arg-type]  # V is a Crdt
+        self._ds.join(other._ds, _join_into, _adopt, adopt=True)  # type: ignore[arg-type]  # V is a Crdt
 
     def copy(self) -> ORMap[V]:
         return ORMap._wrap(self._vt, self._ds.copy(_copy))  # type: ignore[arg-type]

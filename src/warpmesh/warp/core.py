@@ -733,7 +733,26 @@ class WarpCore:
         quiet_key = self._quiet_key
         quiet = self._quiet if quiet_key is not None and _same_key(key, quiet_key) else None
         eligible_by_op: dict[str, frozenset[str] | None] = {}
+        queue_peek, results_peek, intents_peek = self.queue.peek, self.results.peek, self.intents.peek
+        noted = (self.claimed, self.standby, self._executed, self.delegated, self.deferred)
+        me, intent_mode = self.self_id, view.strategy is ClaimStrategy.INTENT
         for task_id in task_ids:
+            # Most tasks are another peer's: decided from the raw entry (op, run, pin) and the ring,
+            # without building a descriptor - what _claim decides for a task nothing of ours
+            # notes, that has no answer, no pin and an op every worker has.
+            if results_peek(task_id) is None and not any(task_id in m for m in noted):
+                wire = board_value(queue_peek(task_id))
+                if type(wire) is dict and wire.get("pin") is None:
+                    op, run = wire.get("op"), wire.get("run")
+                    if type(op) is str and type(run) is str:
+                        if op not in eligible_by_op:
+                            eligible_by_op[op] = self.eligible(op)
+                        if eligible_by_op[op] is None and self._ring_owner(task_id) != me:
+                            ours = intents_peek(run) if intent_mode else None
+                            if ours is None or me not in ours:
+                                if quiet is not None:
+                                    quiet.add(task_id)
+                                continue
             desc = self.descriptor(task_id)
             if desc is None:
                 continue
