@@ -228,10 +228,13 @@ class ORMap(Crdt, Generic[V]):
         key rewritten since (locally or by a join) holds a new object, so callers may cache what
         they derived from a value by its identity.
         """
-        try:
-            contribs = self._ds.store.get(element_key(key))
-        except TypeError:
-            return None
+        if type(key) is str and key.isascii():
+            contribs = self._ds.store.get(key)  # its own internal key (element_key), on the hot path
+        else:
+            try:
+                contribs = self._ds.store.get(element_key(key))
+            except TypeError:
+                return None
         if not contribs:
             return None
         if len(contribs) == 1:
@@ -245,6 +248,8 @@ class ORMap(Crdt, Generic[V]):
         return {d: v.copy() for d, v in contribs.items()}
 
     def __contains__(self, key: object) -> bool:
+        if type(key) is str and key.isascii():
+            return key in self._ds.store
         try:
             return element_key(key) in self._ds.store
         except TypeError:

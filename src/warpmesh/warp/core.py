@@ -734,13 +734,15 @@ class WarpCore:
         quiet = self._quiet if quiet_key is not None and _same_key(key, quiet_key) else None
         eligible_by_op: dict[str, frozenset[str] | None] = {}
         queue_peek, results_peek, intents_peek = self.queue.peek, self.results.peek, self.intents.peek
-        noted = (self.claimed, self.standby, self._executed, self.delegated, self.deferred)
+        claimed, standby, executed, delegated, deferred = (
+            self.claimed, self.standby, self._executed, self.delegated, self.deferred)
         me, intent_mode = self.self_id, view.strategy is ClaimStrategy.INTENT
         for task_id in task_ids:
             # Most tasks are another peer's: decided from the raw entry (op, run, pin) and the ring,
             # without building a descriptor - what _claim decides for a task nothing of ours
             # notes, that has no answer, no pin and an op every worker has.
-            if results_peek(task_id) is None and not any(task_id in m for m in noted):
+            if (task_id not in claimed and task_id not in standby and task_id not in executed
+                    and task_id not in delegated and task_id not in deferred and results_peek(task_id) is None):
                 wire = board_value(queue_peek(task_id))
                 if type(wire) is dict and wire.get("pin") is None:
                     op, run = wire.get("op"), wire.get("run")
