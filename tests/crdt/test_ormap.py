@@ -408,3 +408,15 @@ def test_absorb_is_join_and_adopts_the_deltas_values(
              and k not in {f"t{k2}" for r, op, k2, _ in ops}]
     for k in fresh:
         assert mine.peek(k) is adopted[k]  # adopted as is, not copied
+
+
+@pytest.mark.parametrize("value", [[4, [1, "a@1", b"x"]], [5, "not a register"], [5, [1, "a@1"]], ["5", []], [5]])
+def test_a_malformed_value_inside_a_map_is_a_decode_error(value: object) -> None:
+    """Values are decoded by the value type's unguarded decoder inside the map's guard: a bad one
+    is still refused as a CrdtDecodeError, never another exception."""
+    m: ORMap[LWWRegister] = ORMap(LWWRegister)
+    put_result(m, A, "t", b"ok")
+    wire = m.to_wire()
+    wire[2][0][1][0][2] = value
+    with pytest.raises(CrdtDecodeError):
+        ORMap.from_wire(wire)

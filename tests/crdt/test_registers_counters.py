@@ -181,4 +181,16 @@ def test_pncounter_increments_and_decrements() -> None:
 def test_lww_from_wire_fast_path_matches_the_checked_decoder(value: object) -> None:
     reg = LWWRegister(3, "a@1", value)
     back = LWWRegister.from_wire(unpack(pack(reg.to_wire())))
-    assert back == reg and back._key == reg._key and back.value == reg.value
+    assert back._sort_key() == reg._sort_key() and back == reg and back.value == reg.value
+
+
+def test_lww_decoded_bytes_values_break_a_tie_as_constructed_ones_do() -> None:
+    """A decoded register computes its value's key only when a tie needs it: the same winner."""
+    x, y = LWWRegister(3, A, b"x-bytes"), LWWRegister(3, A, b"y")
+    for left, right in itertools.permutations([x, y]):
+        decoded = LWWRegister.from_wire(unpack(pack(right.to_wire())))
+        a, b = left.copy(), LWWRegister.from_wire(unpack(pack(left.to_wire())))
+        a.join(decoded)
+        b.join(right)
+        expected = max([x, y], key=lambda r: pack(r.value))
+        assert a.value == b.value == expected.value and a == b == expected

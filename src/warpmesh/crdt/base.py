@@ -331,4 +331,5 @@ def guarded_from_wire(fn: Callable[[type[T], Any], T]) -> Callable[[type[T], Any
     wrapper.__name__ = fn.__name__
     wrapper.__doc__ = fn.__doc__
     wrapper.__qualname__ = fn.__qualname__
+    wrapper.__wrapped__ = fn  # type: ignore[attr-defined]  # for a caller already inside a guard
     return wrapper

@@ -347,7 +347,14 @@ class ORMap(Crdt, Generic[V]):
         if vt is None or vt is ORMap:
             raise CrdtDecodeError(f"ORMap value tag {tag} names no acceptable value type")
 
+        # This decoder is guarded already: values are decoded by the value type's own unguarded
+        # decoder, and the usual tag check runs only when the tag is not the expected one.
+        expected_tag = vt.TYPE_TAG
+        raw = getattr(vt.from_wire.__func__, "__wrapped__", None)  # type: ignore[attr-defined]
+
         def value_from_wire(v: Any) -> Crdt:
+            if raw is not None and type(v) is list and len(v) == 2 and type(v[0]) is int and v[0] == expected_tag:
+                return raw(vt, v[1])  # type: ignore[no-any-return]
             return w_tagged(v, vt, "ORMap value")
 
         ds = DotStore.from_wire(top[1:], wire_element, value_from_wire, "ORMap")

@@ -25,6 +25,10 @@ __all__ = ["LWWRegister", "MVRegister"]
 _TS_MAX = (1 << 64) - 1
 
 
+#: An LWW key not computed yet: a bytes value's key is its msgpack bytes (see _sort_key).
+_UNPACKED: Any = object()
+
+
 class LWWRegister(Crdt):
     """Last-writer-wins register ``(timestamp, replica, value)``; join keeps the larger ``(timestamp, replica)``.
 
@@ -87,7 +91,15 @@ class LWWRegister(Crdt):
             return other._ts > self._ts
         if other._replica != self._replica:
             return other._replica > self._replica
-        return sort_bytes(other._key) > sort_bytes(self._key)
+        return sort_bytes(other._sort_key()) > sort_bytes(self._sort_key())
+
+    def _sort_key(self) -> Hashable:
+        """The value's element key (its msgpack bytes unless an ASCII str), computed on first need:
+        only equality and a tie of (timestamp, replica) read it, so a decoded register skips it."""
+        k = self._key
+        if k is _UNPACKED:
+            k = self._key = pack(self._value)
+        return k
 
     def join(self, other: Self) -> None:
         self._check_join(other)
@@ -105,7 +117,7 @@ class LWWRegister(Crdt):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, LWWRegister):
             return NotImplemented
-        return self._ts == other._ts and self._replica == other._replica and self._key == other._key
+        return self._ts == other._ts and self._replica == other._replica and self._sort_key() == other._sort_key()
 
     def to_wire(self) -> list[Any]:
         """``[]`` for bottom, else ``[timestamp, replica, value]``."""
@@ -124,7 +136,7 @@ class LWWRegister(Crdt):
                 # The common case (board values are packed bytes): what the checks below conclude.
                 r = cls.__new__(cls)
                 r._ts, r._replica, r._value = ts, rep, v
-                r._key = v if tv is str else pack(v)
+                r._key = v if tv is str else _UNPACKED
                 return r
         lst = w_list(data, "LWWRegister")
         r = cls()
