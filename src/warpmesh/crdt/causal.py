@@ -196,6 +196,10 @@ class DotContext:
         if lo >= end:
             return 0
         runs = self._runs.get(r)
+        if runs is not None and lo == runs[-1]:
+            runs[-1] = end  # continues the last run (a batch minting dots in order): nothing to merge
+            self._size += end - lo
+            return end - lo
         if runs is None:
             if lo == v + 1:
                 vv[r] = end - 1

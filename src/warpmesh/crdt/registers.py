@@ -55,7 +55,8 @@ class LWWRegister(Crdt):
             raise ValueError(f"timestamp must be an int in 0..2**64-1, got {timestamp!r}")
         self._ts = timestamp
         self._replica = check_replica(replica)
-        self._key = element_key(value)
+        # Bytes are always a valid element, and their key is needed only on a tie (see _sort_key).
+        self._key = _UNPACKED if type(value) is bytes else element_key(value)
         self._value = value
 
     def set(self, replica: str, value: Any, timestamp: int | None = None) -> LWWRegister:
