@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from tests.kv.test_processes import _final_reads, _workload, free_ports
+from tests.kv.test_processes import _final_reads, _workload, free_port_block, free_ports
 from warpmesh.kv.client import KVClient
 from warpmesh.kv.linearizability import History, check
 
@@ -334,8 +334,7 @@ def test_backup_under_load_and_restore_into_a_new_cluster(tmp_path: Path) -> Non
 def test_kv_up_keeps_serving_when_a_node_dies(tmp_path: Path) -> None:
     import subprocess
 
-    port = free_ports(1)[0]
-    base = min(port, 64000)
+    base = free_port_block(3)
     up = subprocess.Popen([sys.executable, "-m", "warpmesh.cli.app", "kv", "up", "--nodes", "3", "--base-port",
                            str(base), "--data", str(tmp_path / "d"), "--restart-after", "1"],
                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

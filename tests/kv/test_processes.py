@@ -38,6 +38,28 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
+def free_port_block(n: int, low: int = 20_000, high: int = 32_000) -> int:
+    """A base port whose ``n`` consecutive ports are all free now, below the kernel's ephemeral
+    range (32768 and up on Linux), so no other test's outgoing connection can take one of them
+    meanwhile (a block starting at a port the kernel handed out collided that way, in CI)."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(low, high - n)
+        socks = []
+        try:
+            for p in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+        return base
+    raise RuntimeError(f"no block of {n} free ports in {low}-{high}")
+
+
 class KVCluster:
     def __init__(self, tmp: Path, n: int = 3, snapshot_every: int = 200) -> None:
         ports = free_ports(n)
