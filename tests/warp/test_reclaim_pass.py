@@ -10,6 +10,7 @@ from typing import Any
 from warpmesh.crdt import GSet, LWWRegister, ORMap
 from warpmesh.warp import core as wc
 from warpmesh.warp.core import WarpCore
+from warpmesh.wire import pack
 
 from .test_core_guarantees import CFG, Net, Peer, _Ops, owner_of
 
@@ -103,3 +104,22 @@ def test_another_peers_task_is_decided_without_building_its_descriptor() -> None
     assert set(a.claimed) == ours | {pinned}
     assert set(a._descs) == ours | {pinned}  # the others' were never decoded
     assert set(tasks) - ours <= a._quiet
+
+
+def test_our_own_answer_is_not_decoded_again_to_read_its_run(monkeypatch: Any) -> None:
+    """The answered-run cache is keyed by the value's bytes object: reading the run of an answer
+    this peer wrote costs no decode, and a different answer on the board is read afresh."""
+    net = VersionedNet(["a", "b", "c"])
+    net.converge()
+    t = next(f"o{i}" for i in range(100) if owner_of(f"o{i}", {"a", "b", "c"}) == "a")
+    desc = net.enqueue("a", t)
+    net.take_all("a")
+    a = net["a"].core
+    decoded: list[object] = []
+    real = wc.board_value
+    monkeypatch.setattr(wc, "board_value", lambda reg: decoded.append(reg) or real(reg))
+    assert a.result_run(t) == desc.run and decoded == []
+    # Another answer replaces ours on the board (a later write): its run is read, not assumed.
+    other = wc.OpResult.success("other-run", 1, by="b")
+    net["a"].boards[wc.RESULTS].update("b@1", t, lambda cur: cur.set("b@1", pack(other.to_wire())))
+    assert a.result_run(t) == "other-run" and len(decoded) == 1

@@ -341,10 +341,11 @@ class WarpCore:
         self._executed: OrderedDict[str, str] = OrderedDict()  # task -> run executed here (recent)
         self._written: dict[str, tuple[str, float]] = {}  # task -> (run, when) of results written here
         self._dequeuing: set[tuple[str, str]] = set()  # answers waiting for a majority
-        # Read caches of the hot path (pruned with the queue): decoded descriptors and answered runs
-        # by the register object they came from, and ring owners while the ring stays the same.
+        # Read caches of the hot path (pruned with the queue): decoded descriptors by the register
+        # object they came from, answered runs by the value's bytes object, and ring owners while
+        # the ring stays the same.
         self._descs: dict[str, tuple[LWWRegister, TaskDescriptor | None]] = {}
-        self._result_runs: dict[str, tuple[LWWRegister, str | None]] = {}
+        self._result_runs: dict[str, tuple[Any, str | None]] = {}
         self._owners: dict[str, str | None] = {}
         self._owners_ring: TaskRing | None = None
 
@@ -425,13 +426,17 @@ class WarpCore:
         if reg is None:
             self._result_runs.pop(task_id, None)
             return None
+        # Remembered by the value's identity: the run is a function of the value's bytes, and a
+        # register holding an answer we wrote holds the very bytes object we wrote (seeded in
+        # run_finished), so our own answers are never decoded again to read their run.
+        value = reg.value
         cached = self._result_runs.get(task_id)
-        if cached is not None and cached[0] is reg:
+        if cached is not None and cached[0] is value:
             return cached[1]
         wire = board_value(reg)
         run = wire.get("run") if isinstance(wire, dict) else None
         run = run if isinstance(run, str) else None
-        self._result_runs[task_id] = (reg, run)
+        self._result_runs[task_id] = (value, run)
         return run
 
     def _ring_owner(self, task_id: str) -> str | None:
@@ -959,7 +964,7 @@ class WarpCore:
         desc = self.descriptor(task_id)
         if desc is not None and desc.run == run:
             self._remove(QUEUE, task_id)
-        if self.intents.get(run) is not None:
+        if run in self.intents:
             self._remove(INTENTS, run)
 
     def write_cancel(self, now: float, task_id: str, desc: TaskDescriptor, reason: str) -> None:
@@ -1078,6 +1083,7 @@ class WarpCore:
             self._dequeue_answered(task_id, desc)
             return
         self._put(RESULTS, task_id, wire)
+        self._result_runs[task_id] = (wire, desc.run)
         self._executed[task_id] = desc.run
         if len(self._executed) > 100_000:
             self._executed.popitem(last=False)
