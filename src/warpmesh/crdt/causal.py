@@ -73,7 +73,7 @@ class DotContext:
                 if type(n) is not int or n < 0 or n > _SEQ_MAX:
                     raise ValueError(f"version vector entry for {r!r} must be an int >= 0, got {n!r}")
                 if n:
-                    self._raise_vv(r, n)
+                    self._add_range(r, 1, n + 1)
         for d in cloud:
             self.add(d)
 
@@ -91,9 +91,8 @@ class DotContext:
 
     def _cloud_dots(self) -> Iterator[Dot]:
         for r, runs in self._runs.items():
-            for i in range(0, len(runs), 2):
-                for seq in range(runs[i], runs[i + 1]):
-                    yield Dot(r, seq)
+            for seq in _run_seqs(runs):
+                yield Dot(r, seq)
 
     def contains(self, dot: tuple[str, int]) -> bool:
         """Whether ``dot`` has been seen."""
@@ -138,10 +137,7 @@ class DotContext:
         for r, n in self._vv.items():
             for seq in range(1, n + 1):
                 yield (r, seq)
-        for r, runs in self._runs.items():
-            for i in range(0, len(runs), 2):
-                for seq in range(runs[i], runs[i + 1]):
-                    yield (r, seq)
+        yield from self._cloud_dots()
 
     def iter_dots_within(self, other: DotContext) -> Iterator[tuple[str, int]]:
         """The dots of this context that ``other`` may have seen: every dot at or below ``other``'s
@@ -229,10 +225,6 @@ class DotContext:
         self._size += added
         return added
 
-    def _raise_vv(self, r: str, n: int) -> None:
-        """Cover ``(r, 1..n)`` (n > vv[r]), then restore the compaction invariant for ``r``."""
-        self._add_range(r, 1, n + 1)
-
     def join(self, other: DotContext) -> None:
         """Union with ``other`` (in place); cost O(|other.vv| + runs of ``other``), amortized."""
         if other is self:
@@ -279,14 +271,7 @@ class DotContext:
         names.update(self._runs)
         ordered = sorted(names, key=pack)
         vv, all_runs = self._vv, self._runs
-        rows = []
-        for r in ordered:
-            seqs: list[int] = []
-            runs = all_runs.get(r)
-            if runs:
-                for i in range(0, len(runs), 2):
-                    seqs.extend(range(runs[i], runs[i + 1]))
-            rows.append([r, vv.get(r, 0), seqs])
+        rows = [[r, vv.get(r, 0), list(_run_seqs(all_runs.get(r, ())))] for r in ordered]
         return rows, {r: i for i, r in enumerate(ordered)}
 
     def to_wire(self) -> list[Any]:
@@ -313,11 +298,9 @@ class DotContext:
             prev = n + 1
             for seq in seqs:
                 # Canonical: strictly ascending and never contiguous with the vector.
-                if type(seq) is not int:
+                if type(seq) is not int or seq > _SEQ_MAX:
                     w_int(seq, "cloud sequence number", 1, _SEQ_MAX)  # raises, naming the problem
-                if seq <= prev or seq > _SEQ_MAX:
-                    if seq > _SEQ_MAX:
-                        w_int(seq, "cloud sequence number", 1, _SEQ_MAX)
+                if seq <= prev:
                     raise CrdtDecodeError(f"cloud of {r!r} is not canonical (ascending, beyond vv + 1)")
                 if runs and runs[-1] == seq:
                     runs[-1] = seq + 1
@@ -429,13 +412,17 @@ class DotStore(Generic[V]):
         index = self.index
         for d in contribs:
             del index[d]
+        self._touch_all(contribs, True)  # alive until now
+        return contribs
+
+    def _touch_all(self, dots: Iterable[Dot], alive: bool) -> None:
+        """Record ``dots`` as touched since the last digest (see alive_digest), ``alive`` before."""
         t = self._touched
         if t is not None:
-            for d in contribs:
+            for d in dots:
                 if d not in t:
-                    t[d] = True  # alive until now
+                    t[d] = alive
             self._cap_touched(t)
-        return contribs
 
     def _cap_touched(self, touched: dict[Dot, bool]) -> None:
         # Past as many touched dots as alive ones (and the floor), one full pass at the next digest
@@ -491,16 +478,16 @@ class DotStore(Generic[V]):
 
     # --- lattice ---------------------------------------------------------------------------------
 
-    def join(self, other: DotStore[V], join_value: Callable[[V, V], V], copy_value: Callable[[V], V], *,
-             adopt: bool = False) -> None:
-        """In-place causal join (see :meth:`_join`). ``adopt``: ``other`` is given up (see
-        :meth:`warpmesh.crdt.base.Crdt.absorb`), so a key new to this store takes ``other``'s own
-        dict of contributions."""
+    def join(self, other: DotStore[V], join_value: Callable[[V, V], V],
+             copy_value: Callable[[V], V] | None) -> None:
+        """In-place causal join (see :meth:`_join`). ``copy_value`` None: ``other`` is given up (see
+        :meth:`warpmesh.crdt.base.Crdt.absorb`), so its values are taken as they are, and a key new
+        to this store takes ``other``'s own dict of contributions."""
         with bulk(len(other.store)):
-            self._join(other, join_value, copy_value, adopt)
+            self._join(other, join_value, copy_value)
 
-    def _join(self, other: DotStore[V], join_value: Callable[[V, V], V], copy_value: Callable[[V], V],
-              adopt: bool = False) -> None:
+    def _join(self, other: DotStore[V], join_value: Callable[[V, V], V],
+              copy_value: Callable[[V], V] | None) -> None:
         """In-place causal join (the DotMap join of Almeida et al. §5.2, lifted over keys).
 
         A dot survives if both sides hold it under the same key, or one side holds it and the other
@@ -523,25 +510,20 @@ class DotStore(Generic[V]):
         contains = s_ctx.contains
         for key, contribs in other.store.items():
             mine = store.get(key)
-            if mine is None and adopt and not any(contains(d) for d in contribs):
+            if mine is None and copy_value is None and not any(contains(d) for d in contribs):
                 # A key new to us whose dots we have never seen (most of a received delta): take
                 # the delta's own dict, as add_dot per dot would have built it.
                 store[key] = contribs
                 self._key_added(key)
                 for d in contribs:
                     s_index[d] = key
-                t = self._touched
-                if t is not None:
-                    for d in contribs:
-                        if d not in t:
-                            t[d] = False  # not alive before
-                    self._cap_touched(t)
+                self._touch_all(contribs, False)  # not alive before
                 continue
             for d, v in contribs.items():
                 if mine is not None and d in mine:
                     mine[d] = join_value(mine[d], v)
                 elif not s_ctx.contains(d):
-                    self.add_dot(key, d, copy_value(v))
+                    self.add_dot(key, d, v if copy_value is None else copy_value(v))
                     if mine is None:
                         mine = store[key]
         # 3. Everything either side has seen.
@@ -700,6 +682,12 @@ class DotStore(Generic[V]):
                 value: Any = None if value_from_wire is None else value_from_wire(item[2])
                 ds.add_dot(key, dot, value)
         return ds
+
+
+def _run_seqs(runs: list[int] | tuple[()]) -> Iterator[int]:
+    """The sequence numbers of a replica's runs (a flat ``[lo0, end0, lo1, end1, ...]`` list)."""
+    for i in range(0, len(runs), 2):
+        yield from range(runs[i], runs[i + 1])
 
 
 def _dot_hash(d: tuple[str, int]) -> int:

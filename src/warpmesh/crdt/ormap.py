@@ -35,10 +35,6 @@ def _copy(v: Crdt) -> Crdt:
     return v.copy()
 
 
-def _adopt(v: Crdt) -> Crdt:
-    return v
-
-
 def _encode_value(v: Crdt) -> list[Any]:
     return [v.TYPE_TAG, v.to_wire()]
 
@@ -321,7 +317,7 @@ class ORMap(Crdt, Generic[V]):
         """:meth:`join`, adopting ``other``'s values instead of copies (see :meth:`Crdt.absorb`):
         a peer joins every received delta, so a copy per entry per peer is saved."""
         self._check_join(other)
-        self._ds.join(other._ds, _join_into, _adopt, adopt=True)  # type: ignore[arg-type]  # V is a Crdt
+        self._ds.join(other._ds, _join_into, None)  # type: ignore[arg-type]  # V is a Crdt
 
     def copy(self) -> ORMap[V]:
         return ORMap._wrap(self._vt, self._ds.copy(_copy))  # type: ignore[arg-type]

@@ -44,7 +44,7 @@ def _task_salt(seed: int) -> bytes:
 
 def task_position(task_id: str, seed: int = 0) -> int:
     """Where ``task_id`` sits on the ring (unsigned 64-bit)."""
-    return int.from_bytes(blake3.blake3(_task_salt(seed) + task_id.encode()).digest(8), "big")
+    return _position(_task_salt(seed), task_id.encode())
 
 
 def _accept_any(_: str) -> bool:
