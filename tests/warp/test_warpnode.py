@@ -593,3 +593,48 @@ def test_a_busy_peers_answers_leave_together_and_its_last_answer_at_once(linger:
         await mesh.close()
 
     run_virtual(main())
+
+
+@pytest.mark.parametrize("busy", [1.0, 0.05])
+def test_a_busy_peer_holds_its_counters_and_sends_them_when_it_falls_idle(busy: float) -> None:
+    # b runs 12 jobs one after another (30 ms each, 0.36 s in all). While it is busy its counter
+    # increments wait counter_flush_busy; once idle, what the spell counted leaves on the idle
+    # schedule (counter_flush), not when the busy interval would have ended.
+    async def main() -> None:
+        from dataclasses import replace
+
+        from warpmesh.net.memory import LinkFaults
+
+        loop = asyncio.get_running_loop()
+        reg = OpRegistry()
+
+        async def job(args: Any) -> Any:
+            await asyncio.sleep(0.03)
+            return args["task"]
+
+        reg.register("job", job)
+        cfg = replace(FAST, max_concurrency=1, counter_flush=0.05, counter_flush_busy=busy)
+        fabric = MemoryFabric(seed=11, faults=LinkFaults(delay=0.001))
+        mesh = Mesh(fabric, ExecLog(), cfg)
+        a = await mesh.add("a")
+        b = await mesh.add("b", registry=reg)
+        await mesh.settle(1.0)
+        before = b.counters.core.stats["out_delta"]
+        tasks = [f"j{i}" for i in range(12)]
+        for t in tasks:
+            await a.enqueue(t, "job", {"task": t}, pin="b")
+        for t in tasks:
+            await a.outcome(t, timeout=10.0)
+        done = loop.time()
+        while a.counter("executions") < 12:
+            await asyncio.sleep(0.005)
+        lag = loop.time() - done
+        deltas = b.counters.core.stats["out_delta"] - before
+        if busy > 0.5:
+            assert deltas <= 2, deltas  # the whole busy spell in one flush (two if it straddles one)
+        else:
+            assert deltas >= 4, deltas  # one flush per 50 ms of the 0.36 s spell
+        assert lag < 0.2, lag  # not the 1 s busy interval: flushed on falling idle
+        await mesh.close()
+
+    run_virtual(main())

@@ -36,6 +36,7 @@ SIM_CONFIG = WarpConfig(
     # Virtual time is free: a wider coalescing window means fewer frames to simulate.
     coalesce_delay=0.01,
     counter_flush=0.2,  # counters are not checked here; fewer counter frames to simulate
+    counter_flush_busy=0.2,  # the same busy or idle: the simulated peers' jobs are trivial
     settle_window=0.2,
     reclaim_interval=0.5,
     replicate_timeout=1.0,

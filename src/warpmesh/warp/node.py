@@ -225,6 +225,9 @@ class WarpNode:
         self._result_listeners: list[Callable[[list[str]], None]] = []
         self._event_subscribers: list[Callable[[WarpEvent], None]] = []
         self._pending_counts: dict[str, int] = {}
+        self._counts_timer: asyncio.TimerHandle | None = None
+        self._counts_busy = False  # the pending counts wait on the busy interval
+        self._counts_flushed_at = float("-inf")
         self._to_consider: dict[str, None] = {}  # insertion-ordered set
         self._ready_event = asyncio.Event()
         self._dequeues: list[tuple[int, str, str]] = []  # (results seq, task, run) awaiting a majority
@@ -245,6 +248,7 @@ class WarpNode:
         self._process_slots: asyncio.Semaphore | None = None
         self._thread_pool: ThreadPoolExecutor | None = None
         self._process_pool: Executor | None = None
+        self._pool_size: int | None = None
         #: Local tallies (the mesh-wide figures are on the counters board: :meth:`counter`).
         self.local_stats: Counter[str] = Counter(dict.fromkeys(COUNTER_NAMES, 0))
 
@@ -923,7 +927,9 @@ class WarpNode:
 
     # -- work stealing (decisions in the core; see warpmesh.warp.steal) ----------------------
     def _process_workers(self) -> int:
-        return self.config.process_workers or os.cpu_count() or 1
+        if self._pool_size is None:  # asked on every idle check: os.cpu_count() reads /sys each time
+            self._pool_size = self.config.process_workers or os.cpu_count() or 1
+        return self._pool_size
 
     def _process_slot(self) -> asyncio.Semaphore:
         if self._process_slots is None:
@@ -1010,6 +1016,7 @@ class WarpNode:
                     self._inflight.add(t)
                     t.add_done_callback(self._inflight.discard)
             self._drain()
+            self._flush_counts_if_idle()
             if self._idle():
                 self._steal_wake.set()
 
@@ -1186,6 +1193,7 @@ class WarpNode:
             self._sem.release()
             if spec.mode == "process":
                 self._process_slot().release()
+            self._flush_counts_if_idle()
             if self._idle():
                 self._steal_wake.set()
 
@@ -1298,19 +1306,40 @@ class WarpNode:
 
     def _count(self, name: str, n: int = 1) -> None:
         # Counters are statistics: increments are batched into one board update per name every
-        # ``counter_flush`` seconds, so a busy peer does not ship a counters delta per job.
+        # ``counter_flush`` seconds (``counter_flush_busy`` while runs are under way or waiting), so
+        # a busy peer does not ship a counters delta per job.
         self.local_stats[name] += n
         if not self._pending_counts and not self._closed:
-            asyncio.get_running_loop().call_later(self._counter_interval(), self._flush_counts)
+            self._counts_busy = self._running > 0 or bool(self.core.backlog)
+            every = self.config.counter_flush_busy if self._counts_busy else self.config.counter_flush
+            self._counts_timer = asyncio.get_running_loop().call_later(self._counter_interval(every),
+                                                                       self._flush_counts)
         self._pending_counts[name] = self._pending_counts.get(name, 0) + n
 
-    def _counter_interval(self) -> float:
-        return wc.counter_interval(self.config.counter_flush, len(self.counters.core.peers))
+    def _counter_interval(self, every: float) -> float:
+        return wc.counter_interval(every, len(self.counters.core.peers))
+
+    def _flush_counts_if_idle(self) -> None:
+        """The end of a busy spell: what it counted leaves on the idle schedule (``counter_flush``
+        after the previous flush), not when the busy interval ends."""
+        if not self._counts_busy or not self._pending_counts or self._running or self.core.backlog:
+            return
+        if self.config.counter_flush_busy <= self.config.counter_flush:
+            return  # no busy hold to cut short
+        self._counts_busy = False
+        if self._counts_timer is not None:
+            self._counts_timer.cancel()
+        loop = asyncio.get_running_loop()
+        due = self._counts_flushed_at + self._counter_interval(self.config.counter_flush)
+        self._counts_timer = loop.call_later(max(0.0, due - loop.time()), self._flush_counts)
 
     def _flush_counts(self) -> None:
         pending, self._pending_counts = self._pending_counts, {}
+        # A timer still due (a flush at close) is left to fire: it flushes what is pending by then.
+        self._counts_timer = None
         if self._closed:
             return
+        self._counts_flushed_at = asyncio.get_running_loop().time()
         r = self.replica
         for name, n in sorted(pending.items()):
             self.counters.mutate(lambda m, name=name, n=n: m.update(r, name, lambda cur: cur.inc(r, n)))  # type: ignore[misc]
