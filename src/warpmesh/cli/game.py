@@ -201,7 +201,7 @@ async def _session_main(role: str, *, node_id: str, listen: tuple[str, int], joi
     from warpmesh.game.errors import GameError
     from warpmesh.net.tcp import TcpMesh
 
-    err = click.get_text_stream("stderr")  # type: ignore[operator]  # mypy: click.get_text_stream seen as object here
+    err = sys.stderr
     storage = None
     if data_dir is not None:
         from warpmesh.raft.storage import SqliteRaftStorage
