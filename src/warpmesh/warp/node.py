@@ -52,12 +52,12 @@ import time
 import traceback as _traceback
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from warpmesh.aio.observable import Observable
+from warpmesh.aio.procpool import PoolCall, ProcessPool, WorkerDied
 from warpmesh.aio.tasks import cancel_and_wait
 from warpmesh.crdt import GCounter, GSet, LWWRegister, ORMap, replica_id
 from warpmesh.liveness import Liveness
@@ -238,8 +238,6 @@ class WarpNode:
         self._running = 0
         self._burst = False  # inline runs of one dispatch burst: their answers are applied together
         self._jobs: dict[tuple[str, str], _Job] = {}  # (task, run) running here: context, interrupt handle
-        self._pool_gen = 0  # process pool generation (a rebuilt pool is a new one)
-        self._pool_kills: set[int] = set()  # generations we killed on purpose (a cancel), not a crash
         self._tasks: list[asyncio.Task[Any]] = []
         self._inflight: set[asyncio.Task[Any]] = set()
         self._sem = asyncio.Semaphore(cfg.max_concurrency)
@@ -247,7 +245,7 @@ class WarpNode:
         # waits in the core's backlog rather than in the pool, within reach of work stealing.
         self._process_slots: asyncio.Semaphore | None = None
         self._thread_pool: ThreadPoolExecutor | None = None
-        self._process_pool: Executor | None = None
+        self._process_pool: ProcessPool | None = None
         self._pool_size: int | None = None
         #: Local tallies (the mesh-wide figures are on the counters board: :meth:`counter`).
         self.local_stats: Counter[str] = Counter(dict.fromkeys(COUNTER_NAMES, 0))
@@ -436,7 +434,7 @@ class WarpNode:
                                                 name=f"warp-introduce-{self.self_id}"))
         self._refresh_membership(force_publish=True)
         if any(spec.mode == "process" for spec in self._specs()):
-            self._pool_for("process")  # start worker processes now, not on the first job
+            self._procs().start_workers()  # start worker processes now, not on the first job
         return self
 
     async def __aenter__(self) -> WarpNode:
@@ -474,9 +472,10 @@ class WarpNode:
             await q.close()
         if self._own_mux:
             await self.mux.close()
-        for pool in (self._thread_pool, self._process_pool):
-            if pool is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
+        if self._thread_pool is not None:
+            self._thread_pool.shutdown(wait=False, cancel_futures=True)
+        if self._process_pool is not None:
+            self._process_pool.close()  # runs still under way cannot be answered from here any more
 
     def running_jobs(self) -> list[dict[str, Any]]:
         """Runs executing on this peer now: ``task``, ``run``, ``op``, ``since`` (wall clock), ``attempts``."""
@@ -966,14 +965,12 @@ class WarpNode:
         self._drain()
 
     # -- running ----------------------------------------------------------------------------
-    def _pool_for(self, mode: str) -> Executor:
-        if mode == "process":
-            if self._process_pool is None:
-                import multiprocessing
+    def _procs(self) -> ProcessPool:
+        if self._process_pool is None:
+            self._process_pool = ProcessPool(self._process_workers())
+        return self._process_pool
 
-                workers = self._process_workers()
-                self._process_pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-            return self._process_pool
+    def _threads(self) -> ThreadPoolExecutor:
         if self._thread_pool is None:
             self._thread_pool = ThreadPoolExecutor(self.config.thread_workers, thread_name_prefix=f"warp-{self.self_id}")
         return self._thread_pool
@@ -1049,30 +1046,8 @@ class WarpNode:
         job.ctx.cancel(reason)
         if job.inner is not None:
             job.inner.cancel()
-        elif job.mode == "process" and job.gen is not None:
-            # A pool process cannot be told apart from its siblings: the pool is killed and rebuilt,
-            # and the other runs it held start again without using up an attempt.
-            self._kill_pool(job.gen)
-
-    def _kill_pool(self, gen: int) -> None:
-        pool = self._process_pool
-        if pool is None or gen != self._pool_gen:
-            return
-        self._pool_kills.add(gen)
-        for proc in list(getattr(pool, "_processes", {}).values()):
-            with contextlib.suppress(Exception):
-                proc.kill()
-        self._rebuild_pool(gen)
-
-    def _rebuild_pool(self, gen: int) -> None:
-        """Drop the process pool of generation ``gen`` (broken or killed); the next run starts a new one."""
-        pool = self._process_pool
-        if pool is None or gen != self._pool_gen:
-            return  # already rebuilt by another run that saw the same break
-        self._process_pool = None
-        self._pool_gen += 1
-        with contextlib.suppress(Exception):
-            pool.shutdown(wait=False, cancel_futures=True)
+        elif job.call is not None:
+            job.call.kill()  # the process running it, and only that one
 
     def _run_inline(self, task_id: str, desc: TaskDescriptor, spec: OpSpec) -> None:
         if desc.deadline is not None and self._expired(task_id, desc):
@@ -1145,17 +1120,13 @@ class WarpNode:
                 except Standby as err:
                     self._defer(task_id, desc, err)
                     return
-                except BrokenProcessPool as err:
-                    gen = job.gen if job.gen is not None else -1
+                except WorkerDied as err:
                     if job.ctx.cancelled:
                         return
-                    if gen in self._pool_kills:
-                        attempts -= 1  # a sibling's cancel killed the pool: this run was not at fault
-                        continue
-                    self._rebuild_pool(gen)
                     if attempts < self.config.max_attempts:
-                        log.warning("%s: a worker process died running %r (attempt %d of %d); pool rebuilt, "
-                                    "retrying", self.self_id, task_id, attempts, self.config.max_attempts)
+                        log.warning("%s: the worker process running %r died (%s; attempt %d of %d); "
+                                    "retrying in a new one", self.self_id, task_id, err, attempts,
+                                    self.config.max_attempts)
                         self._count("retries")
                         await asyncio.sleep(policy.backoff(attempts, self.config.retry_backoff, self.rng))
                         if self._claimed.get(task_id) != desc.run:
@@ -1213,11 +1184,14 @@ class WarpNode:
         if spec.mode == "thread":
             cv = contextvars.copy_context()
             cv.run(_set, job.ctx)
-            return await loop.run_in_executor(self._pool_for("thread"),
-                                              functools.partial(cv.run, spec.fn, *args, **kwargs))
-        pool = self._pool_for("process")
-        job.gen = self._pool_gen
-        return await loop.run_in_executor(pool, functools.partial(spec.fn, *args, **kwargs))
+            return await loop.run_in_executor(self._threads(), functools.partial(cv.run, spec.fn, *args, **kwargs))
+        # A process op: written straight to an idle worker's pipe (no executor threads), and
+        # interruptible by killing exactly the process that runs it (see _interrupt).
+        job.call = self._procs().submit(spec.fn, args, kwargs)
+        try:
+            return await job.call.result()
+        finally:
+            job.call = None
 
     def _defer(self, task_id: str, desc: TaskDescriptor, err: Standby) -> None:
         """The op cannot run this task here yet: release the claim, no result, no attempt used."""
@@ -1373,7 +1347,7 @@ class _Job:
     ctx: JobContext
     mode: str
     inner: asyncio.Task[Any] | None = None  # an async op's own task (cancelled to interrupt it)
-    gen: int | None = None  # the process pool generation a process op was sent to
+    call: PoolCall | None = None  # a process op's call in the pool (killed to interrupt it)
     since: float = 0.0  # wall-clock start
 
 

@@ -82,4 +82,4 @@ def deadline_left(deadline: float | None, wall_now: float) -> float | None:
 def crash_message(op: str, attempts: int) -> str:
     """The error of a process op whose worker process died on every attempt."""
     return (f"the worker process running {op} died (killed, out of memory, os._exit or a crash) on each of "
-            f"{attempts} attempt(s); the pool was rebuilt and the other jobs went on")
+            f"{attempts} attempt(s); a new process took its place, and the other jobs went on")
