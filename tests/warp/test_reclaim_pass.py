@@ -123,3 +123,36 @@ def test_our_own_answer_is_not_decoded_again_to_read_its_run(monkeypatch: Any) -
     other = wc.OpResult.success("other-run", 1, by="b")
     net["a"].boards[wc.RESULTS].update("b@1", t, lambda cur: cur.set("b@1", pack(other.to_wire())))
     assert a.result_run(t) == "other-run" and len(decoded) == 1
+
+
+def test_answered_tasks_waiting_to_leave_the_queue_are_passed_over_without_a_claim(monkeypatch: Any) -> None:
+    """Until a majority holds an answer its task stays queued, and every re-claim pass meets it.
+    Where the cleanup has nothing to do (our answer awaiting its majority; another writer's answer
+    to a task neither the ring nor a pin gives us), the pass decides without the claim path; the
+    owner of an answer whose writer is gone still adopts it."""
+    net = VersionedNet(["a", "b", "c"])
+    net.converge()
+    tasks = [f"w{i}" for i in range(60)]
+    for t in tasks:
+        net.enqueue("b", t)
+    net.sync()
+    for n in ("a", "b", "c"):
+        net.take_all(n)  # every owner answers; no majority is confirmed, so all stay queued
+    net.sync()
+    a = net["a"].core
+    assert all(t in a.queue and a.result_run(t) is not None for t in tasks)
+    claims: list[str] = []
+    real = a._claim
+    monkeypatch.setattr(a, "_claim", lambda now, t, *rest: claims.append(t) or real(now, t, *rest))
+    a.claim_all(net.now)
+    assert claims == []
+    # c leaves for good: its answers may live on a minority, so their new ring owners adopt them.
+    net.kill("c")
+    for n in ("a", "b"):
+        net.membership(n, {"a", "b"})
+    a.claim_all(net.now)
+    a_now = {t for t in tasks if owner_of(t, {"a", "b"}) == "a"}
+    c_answered = {t for t in tasks if owner_of(t, {"a", "b", "c"}) == "c"}
+    adopted = {t for t, _ in a._dequeuing} - {t for t in tasks if owner_of(t, {"a", "b", "c"}) == "a"}
+    assert adopted == a_now & c_answered and adopted
+    assert claims == []  # the cleanup ran without a claim being considered

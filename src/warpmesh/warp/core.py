@@ -748,12 +748,28 @@ class WarpCore:
         claimed, standby, executed, delegated, deferred = (
             self.claimed, self.standby, self._executed, self.delegated, self.deferred)
         me, intent_mode = self.self_id, view.strategy is ClaimStrategy.INTENT
+        dequeuing, replica, descriptor, result_run = self._dequeuing, self.replica, self.descriptor, self.result_run
         for task_id in task_ids:
+            answer = results_peek(task_id)
+            if answer is not None:
+                # Answered (every re-claim pass meets these until they leave the queue): for the
+                # run it answers, _claim would only see to the cleanup. Decided here when the
+                # cleanup is nothing: our own answer waiting for its majority, or another writer's
+                # task that neither the ring nor a pin makes ours to clean up.
+                desc = descriptor(task_id)
+                if desc is None:
+                    continue
+                if result_run(task_id) == desc.run:
+                    if (task_id, desc.run) in dequeuing or (
+                            answer.replica != replica and desc.pin != me and self._ring_owner(task_id) != me):
+                        continue
+                    self._cleanup_done(task_id, desc)
+                    continue
             # Most tasks are another peer's: decided from the raw entry (op, run, pin) and the ring,
             # without building a descriptor - what _claim decides for a task nothing of ours
             # notes, that has no answer, no pin and an op every worker has.
-            if (task_id not in claimed and task_id not in standby and task_id not in executed
-                    and task_id not in delegated and task_id not in deferred and results_peek(task_id) is None):
+            elif (task_id not in claimed and task_id not in standby and task_id not in executed
+                    and task_id not in delegated and task_id not in deferred):
                 wire = board_value(queue_peek(task_id))
                 if type(wire) is dict and wire.get("pin") is None:
                     op, run = wire.get("op"), wire.get("run")
