@@ -156,3 +156,33 @@ def test_answered_tasks_waiting_to_leave_the_queue_are_passed_over_without_a_cla
     adopted = {t for t, _ in a._dequeuing} - {t for t in tasks if owner_of(t, {"a", "b", "c"}) == "a"}
     assert adopted == a_now & c_answered and adopted
     assert claims == []  # the cleanup ran without a claim being considered
+
+
+def test_a_task_enqueued_here_is_decided_without_decoding_its_entry(monkeypatch: Any) -> None:
+    """The enqueuing peer knows each new entry's descriptor (packed arguments, as a runtime builds
+    them): deciding its own enqueues costs no decode, and it claims exactly what it would have
+    claimed from decoded entries."""
+    net = VersionedNet(["a", "b", "c"])
+    net.converge()
+    a = net["a"].core
+    decoded: list[object] = []
+    real = wc.board_value
+    monkeypatch.setattr(wc, "board_value", lambda reg: decoded.append(reg) or real(reg))
+    tasks = [f"e{i}" for i in range(40)]
+    for t in tasks:
+        desc = wc.TaskDescriptor(op="echo", run=f"a@1:{t}", enqueued_by="a", packed_args=pack([[t], {}]))
+        a.enqueue(net.now, t, desc)
+        net["a"].apply()
+    a.consider(net.now, tasks)
+    net["a"].apply()
+    assert decoded == []
+    ours = {t for t in tasks if owner_of(t, {"a", "b", "c"}) == "a"}
+    assert ours and set(a.claimed) == ours
+    assert set(tasks) - ours <= a._quiet
+    item = a.take_run()
+    assert item is not None and item[1].call_args() == ((item[0],), {})
+    # A descriptor built without packed arguments is not what decoding its entry gives: read afresh.
+    a.enqueue(net.now, "plain", wc.TaskDescriptor(op="echo", args=((1, 2),), run="a@1:plain", enqueued_by="a"))
+    net["a"].apply()
+    assert a.descriptor("plain") is not None and a.descriptor("plain").call_args() == (([1, 2],), {})
+    assert len(decoded) == 1

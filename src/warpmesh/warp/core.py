@@ -350,7 +350,7 @@ class WarpCore:
         # Read caches of the hot path (pruned with the queue): decoded descriptors by the register
         # object they came from, answered runs by the value's bytes object, and ring owners while
         # the ring stays the same.
-        self._descs: dict[str, tuple[LWWRegister, TaskDescriptor | None]] = {}
+        self._descs: dict[str, tuple[object, TaskDescriptor | None]] = {}  # by the entry's value
         self._result_runs: dict[str, tuple[Any, str | None]] = {}
         self._owners: dict[str, str | None] = {}
         self._owners_ring: TaskRing | None = None
@@ -411,9 +411,11 @@ class WarpCore:
             self._descs.pop(task_id, None)
             return None
         # Decoded once per queue entry, not once per look: the re-claim pass, every delta and every
-        # answer look the task up again. A rewritten entry is a new register object (see ORMap.peek).
+        # answer look the task up again. Remembered by the value's identity, as result_run does: a
+        # rewritten entry holds a new bytes object, and an entry enqueued here holds the very bytes
+        # object enqueue packed (seeded there).
         cached = self._descs.get(task_id)
-        if cached is not None and cached[0] is reg:
+        if cached is not None and cached[0] is reg.value:
             return cached[1]
         desc: TaskDescriptor | None = None
         wire = board_value(reg)
@@ -423,7 +425,7 @@ class WarpCore:
             except ValueError:
                 if self._log is not None:
                     self._log.warning("%s: ignoring malformed descriptor for task %r", self.self_id, task_id)
-        self._descs[task_id] = (reg, desc)
+        self._descs[task_id] = (reg.value, desc)
         return desc
 
     def result_run(self, task_id: str) -> str | None:
@@ -693,7 +695,12 @@ class WarpCore:
     def enqueue(self, now: float, task_id: str, desc: TaskDescriptor) -> None:
         """Put ``desc`` on the queue under ``task_id`` (the runtime considers it for claiming soon after)."""
         self._now = now
-        self._put(QUEUE, task_id, pack(desc.to_wire()))
+        wire = pack(desc.to_wire())
+        self._put(QUEUE, task_id, wire)
+        if desc.packed_args is not None:
+            # The register will hold this very bytes object, and ``desc`` is what decoding it gives
+            # (packed arguments, as a runtime builds them): the entry is never decoded here.
+            self._descs[task_id] = (wire, desc)
         self._count("enqueued")
         if self.observed:
             self._emit(ev.ENQUEUED, task_id, self.self_id, run=desc.run, op=desc.op, pin=desc.pin)
@@ -749,6 +756,7 @@ class WarpCore:
             self.claimed, self.standby, self._executed, self.delegated, self.deferred)
         me, intent_mode = self.self_id, view.strategy is ClaimStrategy.INTENT
         dequeuing, replica, descriptor, result_run = self._dequeuing, self.replica, self.descriptor, self.result_run
+        descs = self._descs
         for task_id in task_ids:
             answer = results_peek(task_id)
             if answer is not None:
@@ -770,18 +778,24 @@ class WarpCore:
             # notes, that has no answer, no pin and an op every worker has.
             elif (task_id not in claimed and task_id not in standby and task_id not in executed
                     and task_id not in delegated and task_id not in deferred):
-                wire = board_value(queue_peek(task_id))
-                if type(wire) is dict and wire.get("pin") is None:
-                    op, run = wire.get("op"), wire.get("run")
-                    if type(op) is str and type(run) is str:
-                        if op not in eligible_by_op:
-                            eligible_by_op[op] = self.eligible(op)
-                        if eligible_by_op[op] is None and self._ring_owner(task_id) != me:
-                            ours = intents_peek(run) if intent_mode else None
-                            if ours is None or me not in ours:
-                                if quiet is not None:
-                                    quiet.add(task_id)
-                                continue
+                entry = queue_peek(task_id)
+                cached = descs.get(task_id)
+                if entry is not None and cached is not None and cached[0] is entry.value:
+                    known = cached[1]  # decoded before, or enqueued here
+                    op, run, pin = (known.op, known.run, known.pin) if known is not None else (None, None, None)
+                else:
+                    wire = board_value(entry)
+                    op, run, pin = (wire.get("op"), wire.get("run"), wire.get("pin")) if type(wire) is dict else (
+                        None, None, None)
+                if pin is None and type(op) is str and type(run) is str:
+                    if op not in eligible_by_op:
+                        eligible_by_op[op] = self.eligible(op)
+                    if eligible_by_op[op] is None and self._ring_owner(task_id) != me:
+                        ours = intents_peek(run) if intent_mode else None
+                        if ours is None or me not in ours:
+                            if quiet is not None:
+                                quiet.add(task_id)
+                            continue
             desc = self.descriptor(task_id)
             if desc is None:
                 continue
