@@ -21,6 +21,7 @@ from typing import Any, TextIO
 import click
 
 from warpmesh.cli.common import load_mesh_security, mesh_options, parse_addr, setup_logging
+from warpmesh.errors import WarpmeshError
 
 
 def _addr(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -46,6 +47,11 @@ class _Play:
         self.proposing: asyncio.Task[None] | None = None
         self.seq = session.sequencer()
         self.left = False
+        # The Raft index our last proposal committed at, until its event is seen: another move is
+        # not proposed meanwhile. ``applied``: the highest index of the events seen so far.
+        self.awaiting: int | None = None
+        self.applied = 0
+        self.stopped = False  # run() has returned: no more moves
 
     def emit(self, obj: dict[str, Any]) -> None:
         if self.as_json:
@@ -94,8 +100,33 @@ class _Play:
             except IllegalMove as err:
                 self.err.print(f"illegal move {line!r}: {err}")
                 continue
-            await self.seq.propose([self.me, move], timeout=30)
+            try:
+                done = await self.seq.propose([self.me, move], timeout=30)
+            except (TimeoutError, WarpmeshError) as err:
+                self.err.print(f"[yellow]move {line!r} not committed ({err}); asking again[/yellow]")
+                return  # the done callback asks for a move again while it is still our turn
+            if done.index > self.applied:
+                self.awaiting = done.index
             return
+
+    def _maybe_move(self) -> None:
+        """Ask for our move when it is our turn and no proposal of ours is under way or unseen.
+
+        Called after every event and whenever a proposal ends. A restarted player replays the log
+        before it catches up, so it may propose for a turn that is already played: that proposal
+        commits later and is refused on every peer, and the player is asked again (it used to wait
+        for an event that no one else would send)."""
+        g = self.game
+        if (self.playing and not self.left and not self.stopped and g is not None and not g.over and g.current() == self.me
+                and self.awaiting is None and (self.proposing is None or self.proposing.done())):
+            self.proposing = asyncio.ensure_future(self._move())
+            self.proposing.add_done_callback(self._proposal_ended)
+
+    def _proposal_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.err.print(f"[red]{self.me}: cannot move: {task.exception()}[/red]")
+            return
+        self._maybe_move()
 
     async def pauses(self) -> None:
         """Say on stderr why the game cannot go on (e.g. one of two players is gone), and when it can."""
@@ -121,6 +152,10 @@ class _Play:
         pauses = asyncio.ensure_future(self.pauses())
         try:
             async for ev in self.seq.events():
+                index = ev.turn.index if isinstance(ev, Committed) else ev.index
+                self.applied = max(self.applied, index)
+                if self.awaiting is not None and self.applied >= self.awaiting:
+                    self.awaiting = None  # our proposal's entry is in (applied, or refused)
                 g = self.game
                 if isinstance(ev, SystemRecord):
                     rec = ev.record
@@ -142,9 +177,10 @@ class _Play:
                         player, move = ev.turn.action
                         g.apply(player, move)
                     except (IllegalMove, ValueError, TypeError, KeyError):
-                        continue  # refused on every peer alike: the committed log decides
-                    self.emit({"index": g.turns, "player": player, "move": move})
-                    self.show()
+                        pass  # refused on every peer alike: the committed log decides
+                    else:
+                        self.emit({"index": g.turns, "player": player, "move": move})
+                        self.show()
                 elif isinstance(ev, Reset):
                     continue
                 if g is not None and g.over:
@@ -152,12 +188,11 @@ class _Play:
                     if not self.as_json:
                         self.out.print(f"[bold]{g.status()}[/bold]")
                     return 0
-                if (self.playing and not self.left and g is not None and g.current() == self.me
-                        and (self.proposing is None or self.proposing.done())):
-                    self.proposing = asyncio.ensure_future(self._move())
+                self._maybe_move()
                 if self.left:
                     return 0
         finally:
+            self.stopped = True
             chat.cancel()
             pauses.cancel()
             if self.proposing is not None:
