@@ -21,8 +21,7 @@ def run(coro_fn):  # type: ignore[no-untyped-def]
 
 def test_calls_answer_and_errors_carry_the_workers_traceback() -> None:
     async def main() -> None:
-        pool = ProcessPool(2)
-        try:
+        with ProcessPool(2) as pool:
             assert await asyncio.gather(*(pool.run(pool_ops.square, i) for i in range(20))) == [
                 i * i for i in range(20)]
             with pytest.raises(ValueError, match="no good") as info:
@@ -30,16 +29,13 @@ def test_calls_answer_and_errors_carry_the_workers_traceback() -> None:
             assert isinstance(info.value.__cause__, RemoteTraceback)
             assert "pool_ops.py" in str(info.value.__cause__) and "in fail" in str(info.value.__cause__)
             assert pool.started <= 2  # workers are reused, not started per call
-        finally:
-            pool.close()
 
     run(main)
 
 
 def test_what_cannot_travel_fails_the_call_not_the_pool() -> None:
     async def main() -> None:
-        pool = ProcessPool(1)
-        try:
+        with ProcessPool(1) as pool:
             with pytest.raises(Exception, match=r"(?i)pickle|attribute"):
                 await pool.run(lambda: 1)  # a lambda cannot be sent to a worker
             with pytest.raises(RuntimeError, match="cannot be sent back"):
@@ -51,32 +47,26 @@ def test_what_cannot_travel_fails_the_call_not_the_pool() -> None:
                 await pool.run(pool_ops.sys_exit)
             assert await pool.run(pool_ops.square, 3) == 9
             assert pool.started == 1  # none of that cost the worker its life
-        finally:
-            pool.close()
 
     run(main)
 
 
 def test_a_worker_that_dies_fails_its_call_with_the_exit_status_and_is_replaced() -> None:
     async def main() -> None:
-        pool = ProcessPool(1)
-        try:
+        with ProcessPool(1) as pool:
             first = await pool.run(pool_ops.pid)
             with pytest.raises(WorkerDied, match="exit code 7") as info:
                 await pool.run(pool_ops.exit_with, 7)
             assert info.value.exitcode == 7
             second = await pool.run(pool_ops.pid)
             assert second != first and pool.started == 2
-        finally:
-            pool.close()
 
     run(main)
 
 
 def test_killing_a_running_call_kills_its_process_only() -> None:
     async def main() -> None:
-        pool = ProcessPool(2)
-        try:
+        with ProcessPool(2) as pool:
             pool.start_workers()
             long = pool.submit(pool_ops.nap, (60.0,))
             short = pool.submit(pool_ops.nap, (1.0,))
@@ -93,8 +83,6 @@ def test_killing_a_running_call_kills_its_process_only() -> None:
             short_pid = await short.result()
             assert time.monotonic() - t0 < 1.0
             assert pool.started == 3 and short_pid in {w.proc.pid for w in pool._workers}
-        finally:
-            pool.close()
 
     run(main)
 
@@ -124,14 +112,11 @@ def test_workers_ignore_ctrl_c_meant_for_the_parent() -> None:
     import signal
 
     async def main() -> None:
-        pool = ProcessPool(1)
-        try:
+        with ProcessPool(1) as pool:
             call = pool.submit(pool_ops.nap, (0.5,))
             await asyncio.sleep(0.2)
             for w in pool._workers:
                 os.kill(w.proc.pid, signal.SIGINT)
             assert isinstance(await call.result(), int)
-        finally:
-            pool.close()
 
     run(main)

@@ -158,8 +158,15 @@ class ProcessPool:
         while len(self._workers) < self.size and not self._closed:
             self._idle.append(self._spawn())
 
+    def __enter__(self) -> ProcessPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
-        """Kill every worker process; calls not finished are cancelled."""
+        """Kill every worker process; calls not finished are cancelled. (``with ProcessPool(n) as
+        pool:`` closes it on the way out.)"""
         if self._closed:
             return
         self._closed = True
@@ -248,10 +255,7 @@ class ProcessPool:
 
     def _lost(self, w: _Worker) -> None:
         """The worker's pipe ended: its process died (or was killed). Its call fails with the exit
-        status once the process is reaped; a replacement starts if work is waiting."""
-        self._workers.discard(w)
-        with contextlib.suppress(ValueError):
-            self._idle.remove(w)
+        status once the process is reaped."""
         call, w.call = w.call, None
         if call is not None:
             call._worker = None
@@ -260,7 +264,14 @@ class ProcessPool:
             if call is not None and not call.future.done():
                 call.future.set_exception(WorkerDied(w.proc.exitcode))
 
-        self._retire(w, kill=False, then=exited)
+        self._drop(w, kill=False, then=exited)
+
+    def _drop(self, w: _Worker, *, kill: bool, then: Callable[[], None] | None = None) -> None:
+        """Take the worker out of service (see :meth:`_retire`); a replacement starts if work is waiting."""
+        self._workers.discard(w)
+        with contextlib.suppress(ValueError):
+            self._idle.remove(w)
+        self._retire(w, kill=kill, then=then)
         self._dispatch()
 
     def _retire(self, w: _Worker, *, kill: bool, then: Callable[[], None] | None = None) -> None:
@@ -298,9 +309,7 @@ class ProcessPool:
             return
         call._worker = None
         w.call = None
-        self._workers.discard(w)
-        self._retire(w, kill=True)
-        self._dispatch()
+        self._drop(w, kill=True)
 
 
 def _name(fn: Any) -> str:
