@@ -41,13 +41,19 @@ class VersionedNet(Net):
         super().sync(among)
 
 
-def test_a_reclaim_pass_skips_tasks_owned_elsewhere_until_the_ring_changes() -> None:
+def _queued_by(writer: str, prefix: str) -> tuple[VersionedNet, list[str]]:
+    """Three converged peers, 60 tasks enqueued by ``writer`` and replicated to all."""
     net = VersionedNet(["a", "b", "c"])
     net.converge()
-    tasks = [f"t{i}" for i in range(60)]
+    tasks = [f"{prefix}{i}" for i in range(60)]
     for t in tasks:
-        net.enqueue("a", t)
+        net.enqueue(writer, t)
     net.sync()
+    return net, tasks
+
+
+def test_a_reclaim_pass_skips_tasks_owned_elsewhere_until_the_ring_changes() -> None:
+    net, tasks = _queued_by("a", "t")
     a = net["a"].core
     not_ours = [t for t in tasks if owner_of(t, {"a", "b", "c"}) != "a"]
     assert not_ours and len(not_ours) < len(tasks)
@@ -130,12 +136,7 @@ def test_answered_tasks_waiting_to_leave_the_queue_are_passed_over_without_a_cla
     Where the cleanup has nothing to do (our answer awaiting its majority; another writer's answer
     to a task neither the ring nor a pin gives us), the pass decides without the claim path; the
     owner of an answer whose writer is gone still adopts it."""
-    net = VersionedNet(["a", "b", "c"])
-    net.converge()
-    tasks = [f"w{i}" for i in range(60)]
-    for t in tasks:
-        net.enqueue("b", t)
-    net.sync()
+    net, tasks = _queued_by("b", "w")
     for n in ("a", "b", "c"):
         net.take_all(n)  # every owner answers; no majority is confirmed, so all stay queued
     net.sync()

@@ -758,6 +758,7 @@ class WarpCore:
         dequeuing, replica, descriptor, result_run = self._dequeuing, self.replica, self.descriptor, self.result_run
         descs = self._descs
         for task_id in task_ids:
+            desc: TaskDescriptor | None = None
             answer = results_peek(task_id)
             if answer is not None:
                 # Answered (every re-claim pass meets these until they leave the queue): for the
@@ -796,9 +797,10 @@ class WarpCore:
                             if quiet is not None:
                                 quiet.add(task_id)
                             continue
-            desc = self.descriptor(task_id)
-            if desc is None:
-                continue
+            if desc is None:  # (an answered task's was read above)
+                desc = descriptor(task_id)
+                if desc is None:
+                    continue
             if desc.op not in eligible_by_op:
                 eligible_by_op[desc.op] = self.eligible(desc.op)
             self._claim(now, task_id, desc, view, eligible_by_op[desc.op], quiet)
