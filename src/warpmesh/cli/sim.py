@@ -123,8 +123,11 @@ def sim_crdt(seed: int | None, seeds: int, start: int, as_json: bool, fail_fast:
 @click.option("--strategy", type=click.Choice(["intent", "ring"]), default="intent", show_default=True)
 @click.option("--ack-answers", is_flag=True,
               help="A client reads, checks and acknowledges answers as they land, so boards stay small.")
+@click.option("--cell-size", type=click.IntRange(min=3), default=None,
+              help="Split the peers into cells of about this many (WarpConfig.cell): each job is queued, run "
+                   "and answered within one cell, forwarded there from any peer.")
 def sim_warp(seed: int | None, seeds: int, start: int, as_json: bool, fail_fast: bool, peers: int, jobs: int,
-             no_churn: bool, strategy: str, ack_answers: bool) -> None:
+             no_churn: bool, strategy: str, ack_answers: bool, cell_size: int | None) -> None:
     """Warp scheduling under churn: joins, leaves, crashes, restarts and partitions over lossy links.
 
     Checks zero lost jobs, zero wrong answers and zero duplicates at steady membership, and reports
@@ -148,7 +151,7 @@ def sim_warp(seed: int | None, seeds: int, start: int, as_json: bool, fail_fast:
                           f"{virtual:.0f} s virtual, {time.perf_counter() - started:.0f} s", highlight=False)
 
         report = run_warp(s, peers=peers, jobs=jobs, churn=not no_churn, strategy=strategy,
-                          ack_answers=ack_answers, on_progress=progress)
+                          ack_answers=ack_answers, cell_size=cell_size, on_progress=progress)
         if report.ok:
             rates.append(report.metrics["churn_duplicate_rate"])
         return report

@@ -31,6 +31,8 @@ from warpmesh.quilt import QuilterConfig
 from warpmesh.sim.harness import SimReport
 from warpmesh.sim.loop import run_virtual
 from warpmesh.warp import ClaimStrategy, NotReplicated, OpRegistry, WarpConfig, WarpNode
+from warpmesh.warp.core import decode_result
+from warpmesh.warp.route import cell_for
 
 SIM_CONFIG = WarpConfig(
     # Virtual time is free: a wider coalescing window means fewer frames to simulate.
@@ -50,7 +52,7 @@ FABRIC_QUANTUM = 0.00025
 _BOARDS = {0x01: "queue", 0x02: "results", 0x03: "intents", 0x04: "counters", 0x05: "members"}
 _QUILT_KINDS = {1: "delta", 2: "ack", 3: "resend_request", 4: "digest", 5: "full_state", 6: "frontier", 7: "summary",
                 8: "difference"}
-_STEAL_TAG, _HEARTBEAT_TAG = 0x06, 0x10
+_STEAL_TAG, _ROUTE_TAG, _HEARTBEAT_TAG = 0x06, 0x08, 0x10
 
 
 def traffic_kind(data: bytes) -> str:
@@ -66,6 +68,8 @@ def traffic_kind(data: bytes) -> str:
         return f"{board}.{kind}"
     if tag == _STEAL_TAG:
         return "warp.control"
+    if tag == _ROUTE_TAG:
+        return "warp.route"
     if tag == _HEARTBEAT_TAG:
         return "liveness.heartbeat"
     return "other"
@@ -93,9 +97,12 @@ class _Exec:
 
 
 class _Mesh:
-    def __init__(self, fabric: MemoryFabric, cfg: WarpConfig, log: list[_Exec]) -> None:
+    def __init__(self, fabric: MemoryFabric, cfg: WarpConfig, log: list[_Exec], cells: int = 0) -> None:
         self.fabric = fabric
         self.cfg = cfg
+        #: With cells: peer ``p<i>`` is of cell ``c<i mod cells>`` (a restart keeps its cell).
+        self.cells = cells
+        self._cell_names = tuple(f"c{i}" for i in range(cells)) if cells else (None,)
         self.log = log
         self.phase = "steady"
         self.nodes: dict[str, WarpNode] = {}
@@ -147,6 +154,20 @@ class _Mesh:
                     node.ack(task)
                     self.acked += 1
 
+    def cell_of(self, peer: str) -> str | None:
+        return f"c{int(peer[1:]) % self.cells}" if self.cells else None
+
+    def task_cell(self, task: str) -> str | None:
+        """The cell that queues ``task`` (what every peer's router computes)."""
+        return cell_for(task, self._cell_names) if self.cells else None
+
+    def cell_nodes(self) -> dict[str | None, list[WarpNode]]:
+        """The live nodes of each cell, in name order."""
+        out: dict[str | None, list[WarpNode]] = {}
+        for name in sorted(self.nodes):
+            out.setdefault(self.cell_of(name), []).append(self.nodes[name])
+        return out
+
     def registry(self, peer: str) -> OpRegistry:
         reg = OpRegistry()
 
@@ -158,7 +179,8 @@ class _Mesh:
         return reg
 
     async def up(self, name: str) -> WarpNode:
-        node = WarpNode(self.fabric.join(name), registry=self.registry(name), config=self.cfg)
+        cfg = self.cfg if not self.cells else replace(self.cfg, cell=self.cell_of(name))
+        node = WarpNode(self.fabric.join(name), registry=self.registry(name), config=cfg)
         self.nodes[name] = await node.start()
         return node
 
@@ -183,6 +205,7 @@ def run_warp(
     churn: bool = True,
     strategy: str = "intent",
     ack_answers: bool = False,
+    cell_size: int | None = None,
     on_progress: Callable[[int, int, str, float], None] | None = None,
 ) -> SimReport:
     """One seeded run of the Warp workload; see the module docstring.
@@ -197,6 +220,9 @@ def run_warp(
         params["strategy"] = strategy
     if ack_answers:
         params["ack_answers"] = True
+    cells = -(-peers // cell_size) if cell_size and cell_size < peers else 0
+    if cells:
+        params["cell_size"] = cell_size
     report = SimReport("warp", seed, params)
     log: list[_Exec] = []
 
@@ -215,7 +241,7 @@ def run_warp(
         fabric = MemoryFabric(seed=rng.getrandbits(32), faults=faults, classify=classify,
                               quantum=FABRIC_QUANTUM)
         cfg = replace(SIM_CONFIG, strategy=ClaimStrategy(strategy))
-        mesh = _Mesh(fabric, cfg, log)
+        mesh = _Mesh(fabric, cfg, log, cells)
         mesh.ack_answers = ack_answers
         loop = asyncio.get_running_loop()
         names = [f"p{i}" for i in range(peers)]
@@ -226,7 +252,8 @@ def run_warp(
             deadline = loop.time() + timeout
             while loop.time() < deadline:
                 live = set(mesh.nodes)
-                if all(node.workers == live and not node._contested() for node in mesh.nodes.values()):
+                if all(node.workers == {n for n in live if mesh.cell_of(n) == mesh.cell_of(name)}
+                       and not node._contested() for name, node in mesh.nodes.items()):
                     return True
                 await asyncio.sleep(0.1)
             return False
@@ -330,8 +357,9 @@ def run_warp(
             await asyncio.sleep(0.1)
 
         def converged() -> bool:
-            # state_digest() is cached per state version: cheap while nothing changes.
-            return all(len({board(node).core.state_digest() for node in mesh.nodes.values()}) == 1
+            # state_digest() is cached per state version: cheap while nothing changes. Per cell.
+            return all(len({board(node).core.state_digest() for node in nodes}) == 1
+                       for nodes in mesh.cell_nodes().values()
                        for board in (lambda n: n.results_board, lambda n: n.queue))
 
         for _ in range(120):  # boards converge (a duplicate's two answers settle to one; cleanups reach every queue)
@@ -353,18 +381,29 @@ def run_warp(
             report.metrics["answers_acked"] = mesh.acked
             report.metrics["answers_left_on_boards"] = max(len(node.results) for node in mesh.nodes.values())
         else:
-            for node in mesh.nodes.values():
+            for name, node in mesh.nodes.items():
                 for x in order:
-                    res = node.results.get(f"job-{x}")
+                    if mesh.task_cell(f"job-{x}") != mesh.cell_of(name):
+                        continue  # another cell queues and answers it
+                    res = node.results_board.state.get(f"job-{x}")
+                    res = decode_result(res) if res is not None else None
                     if res is None:
                         lost += 1
                     elif not res.ok or res.value != job_answer(x):
                         wrong += 1
-        boards = {node.results_board.core.state_digest() for node in mesh.nodes.values()}
+        per_cell = {cell: {node.results_board.core.state_digest() for node in nodes}
+                    for cell, nodes in mesh.cell_nodes().items()}
+        boards = {b"".join(sorted(digests)) for digests in per_cell.values() if len(digests) == 1}
         runs = Counter(e.task for e in log)
         executions = sum(runs.values())
         churn_execs = sum(1 for e in log if e.phase != "steady")
         churn_tasks = len({e.task for e in log if e.phase != "steady"})
+        if cells:
+            routed = Counter[str]()
+            for node in mesh.nodes.values():
+                routed.update(node.router.stats)
+            report.metrics["cells"] = cells
+            report.metrics["routing"] = dict(sorted(routed.items()))  # the live peers' tallies
         report.metrics.update(
             executions=executions,
             distinct=len(runs),
@@ -394,7 +433,7 @@ def run_warp(
             report.failures.append(f"{wrong} wrong answers")
         if steady_dups:
             report.failures.append(f"{steady_dups} duplicate executions at steady membership")
-        if len(boards) != 1:
+        if any(len(digests) != 1 for digests in per_cell.values()):
             report.failures.append("live peers' results boards differ after quiescence")
         stuck_queued = sorted({t for node in mesh.nodes.values() for t in node.queue.state.keys()})
         if stuck_queued:
@@ -428,7 +467,8 @@ async def _all_answered(mesh: _Mesh, tasks: list[str], timeout: float) -> bool:
         if mesh.ack_answers:
             if all(t in mesh.seen for t in tasks):
                 return True
-        elif all(all(t in node.results for t in tasks) for node in list(mesh.nodes.values())):
+        elif all(all(t in node.results_board.state for t in tasks if mesh.task_cell(t) == mesh.cell_of(name))
+                 for name, node in list(mesh.nodes.items())):
             return True
         await asyncio.sleep(0.1)
     return False

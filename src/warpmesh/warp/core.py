@@ -147,6 +147,14 @@ class WarpConfig:
     #: a request unanswered for ``steal_timeout`` is given up.
     steal_interval: float = 0.02
     steal_timeout: float = 0.5
+    #: The replica group this peer belongs to (see docs/warp.md, "Cells"). ``None``: the mesh's
+    #: one default cell. Peers of a cell replicate the queue, results and intents boards among
+    #: themselves only, so a job's deltas and acks go to its cell, not to every peer; a task is
+    #: queued in the cell its id hashes to, whichever peer it is submitted through.
+    cell: str | None = None
+    #: How often a peer asks the cell that runs its forwarded tasks for their answers (answers are
+    #: also pushed at once by the peer that accepted the task; this covers a lost push).
+    route_poll: float = 0.25
 
     def __post_init__(self) -> None:
         if (self.settle_window < 0 or self.reclaim_interval <= 0 or self.retry_backoff < 0
@@ -155,6 +163,10 @@ class WarpConfig:
                              "non-negative")
         if self.max_attempts < 1 or self.max_concurrency < 1:
             raise ValueError("max_attempts and max_concurrency must be >= 1")
+        if self.cell is not None and (not isinstance(self.cell, str) or not self.cell):
+            raise ValueError("cell must be a non-empty string or None")
+        if not self.route_poll > 0:
+            raise ValueError("route_poll must be positive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,7 +321,8 @@ class WarpCore:
         # counter for the caches that read them.
         self.peer_views: dict[str, str] = {}
         self._peer_views_version = 0
-        self._member_cache: tuple[int, dict[str, dict[str, Any]]] = (-1, {})
+        self._member_cache: tuple[int, dict[str, dict[str, Any]]] = (-1, {})  # this cell's entries
+        self._mesh_info: dict[str, dict[str, Any]] = {}  # every cell's
         # Replica id -> (value bytes, decoded entry): a members delta touches one or two entries, so
         # re-reading the board decodes only the entries whose bytes changed (O(members) lookups per
         # change instead of O(members) decodes; with N peers a membership change brings N deltas).
@@ -467,10 +480,18 @@ class WarpCore:
         return frozenset() if g is None else frozenset(g.elements)
 
     def member_info(self) -> dict[str, dict[str, Any]]:
-        """Node id -> the entry of its newest incarnation on the members board (cached per version)."""
+        """Node id -> the entry of its newest incarnation on the members board, for the peers of
+        this peer's cell (``WarpConfig.cell``; cached per version). Every claim decision reads
+        this: a peer of another cell is neither a worker nor a rival here."""
+        self.mesh_member_info()
+        return self._member_cache[1]
+
+    def mesh_member_info(self) -> dict[str, dict[str, Any]]:
+        """Node id -> the entry of its newest incarnation on the members board, every cell's
+        (what routing and ``warpmesh status`` read; cached per version)."""
         version = self._members_version() if self._members_version is not None else None
         if version is not None and self._member_cache[0] == version:
-            return self._member_cache[1]
+            return self._mesh_info
         info: dict[str, dict[str, Any]] = {}
         newest: dict[str, int] = {}
         cache = self._entry_cache
@@ -494,7 +515,12 @@ class WarpCore:
             present = set(keys)
             for rid in [r for r in cache if r not in present]:
                 del cache[rid]
-        self._member_cache = (-1 if version is None else version, info)
+        cell = self.config.cell
+        # Without cells anywhere (every entry's cell is ours, None) both views are one dict.
+        mine = info if all(v.get("cell") == cell for v in info.values()) else {
+            node: v for node, v in info.items() if v.get("cell") == cell}
+        self._member_cache = (-1 if version is None else version, mine)
+        self._mesh_info = info
         self._member_replicas = {node: f"{node}@{inc}" for node, inc in newest.items()}
         return info
 
@@ -597,7 +623,10 @@ class WarpCore:
     def publish_member(self) -> None:
         """Write this peer's entry (role, ops, extra fields) on the members board."""
         # Keyed by replica id: each incarnation owns its entry, so a restart never races its past.
-        value = pack({**self.member_extra, "role": self.role, "ops": self.ops.names()})
+        entry = {**self.member_extra, "role": self.role, "ops": self.ops.names()}
+        if self.config.cell is not None:
+            entry["cell"] = self.config.cell
+        value = pack(entry)
         current = self.members.get(self.replica)
         if current is not None and current.value == value:
             # The board already holds exactly this entry: a republish would cost a delta to every
@@ -663,7 +692,7 @@ class WarpCore:
 
     def set_member_field(self, name: str, value: Any) -> None:
         """Publish an extra field (e.g. ``warm`` keys) in this peer's entry on the members board."""
-        if name in ("role", "view", "ops"):
+        if name in ("role", "view", "ops", "cell"):
             raise ValueError(f"member field {name!r} is reserved")
         self.member_extra[name] = value
         if self.started and not self.closed:

@@ -63,9 +63,11 @@ from warpmesh.crdt import GCounter, GSet, LWWRegister, ORMap, replica_id
 from warpmesh.liveness import Liveness
 from warpmesh.net.mux import MuxSeam
 from warpmesh.net.seam import PeerId, Seam, seam_incarnation
+from warpmesh.net.subset import SubsetSeam
 from warpmesh.quilt import Quilter
 from warpmesh.warp import core as wc
 from warpmesh.warp import policy
+from warpmesh.warp.cells import CellRouter
 from warpmesh.warp.claim import ClaimStrategy
 from warpmesh.warp.context import JobContext, _reset, _set
 from warpmesh.warp.core import COUNTER_NAMES, Ready, WarpConfig, WarpCore, decode_result
@@ -98,15 +100,18 @@ MAX_INSPECT_JOBS = 10_000
 class Results:
     """A read-only view of the results board: one :class:`OpResult` per task id."""
 
-    def __init__(self, board: ORMap) -> None:
+    def __init__(self, board: ORMap, forwarded: dict[str, OpResult] | None = None) -> None:
         self._board = board
+        # Answers of the tasks this peer forwarded to other cells (they live on those cells' boards).
+        self._forwarded: dict[str, OpResult] = {} if forwarded is None else forwarded
 
     @property
     def task_ids(self) -> frozenset[str]:
-        return frozenset(self._board.keys())
+        return frozenset(self._board.keys()) | self._forwarded.keys()
 
     def get(self, task_id: str) -> OpResult | None:
-        return decode_result(self._board.get(task_id))
+        res = decode_result(self._board.get(task_id))
+        return self._forwarded.get(task_id) if res is None else res
 
     def __getitem__(self, task_id: str) -> OpResult:
         r = self.get(task_id)
@@ -115,16 +120,17 @@ class Results:
         return r
 
     def __contains__(self, task_id: object) -> bool:
-        return task_id in self._board
+        return task_id in self._board or task_id in self._forwarded
 
     def __len__(self) -> int:
-        return len(self._board)
+        return len(self._board) + sum(1 for t in self._forwarded if t not in self._board)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._board.keys())
+        yield from self._board.keys()
+        yield from (t for t in list(self._forwarded) if t not in self._board)
 
     def items(self) -> Iterator[tuple[str, OpResult]]:
-        for k in self._board.keys():
+        for k in list(self):
             r = self.get(k)
             if r is not None:
                 yield k, r
@@ -208,12 +214,14 @@ class WarpNode:
         # Share the application's mux if it has one: one reader of the seam, channels side by side.
         self._own_mux = mux is None
         self.mux = mux if mux is not None else MuxSeam(seam)
+        self._cell_seams: list[SubsetSeam] = []
+        #: The peers known (from the members board) to share this peer's cell, self excluded.
+        self.cell_peers: frozenset[PeerId] = frozenset()
         self.queue, self.results_board, self.intents, self.counters, self.members = self._make_boards()
         self._boards = (self.queue, self.results_board, self.intents, self.counters, self.members)
         self._board_by_name: dict[str, Quilter[ORMap]] = {
             wc.QUEUE: self.queue, wc.RESULTS: self.results_board, wc.INTENTS: self.intents, wc.MEMBERS: self.members}
         self.liveness = Liveness(self.mux, cfg.heartbeat, rng=random.Random(f"probe:{self.replica}"))
-        self.results = Results(self.results_board.state)
         members_core, intents_core = self.members.core, self.intents.core
         #: The protocol: every decision is the core's; this object carries them out.
         self.core = WarpCore(self.self_id, self.replica, self.incarnation, config=cfg, role=role,
@@ -222,6 +230,9 @@ class WarpNode:
                              roster_injected=roster is not None, members_version=lambda: members_core.version,
                              intents_version=lambda: intents_core.version, log=log)
 
+        #: Forwards tasks of other cells and serves those forwarded here (see warpmesh.warp.route).
+        self.router = CellRouter(self)
+        self.results = Results(self.results_board.state, self.router.answers)
         self._result_listeners: list[Callable[[list[str]], None]] = []
         self._event_subscribers: list[Callable[[WarpEvent], None]] = []
         self._pending_counts: dict[str, int] = {}
@@ -250,7 +261,7 @@ class WarpNode:
         #: Local tallies (the mesh-wide figures are on the counters board: :meth:`counter`).
         self.local_stats: Counter[str] = Counter(dict.fromkeys(COUNTER_NAMES, 0))
 
-        self._steal_channel = self.mux.channel(STEAL_TAG)
+        self._steal_channel = self._cell_channel(STEAL_TAG)
         self._inspect_channel = self.mux.channel(INSPECT_TAG)
         self._remove_inspect_handler: Callable[[], None] | None = None
         self._inspect_seq = 0
@@ -268,7 +279,9 @@ class WarpNode:
             # Without board history (a client that only waits for its own jobs' answers), every board
             # but the members board is a partial replica: joining a mesh holding 300,000 answers
             # must not fetch them (issue 16's rounds experiment).
-            return Quilter(self.mux.channel(tag), state, stream=self.replica, config=cfg.quilter,
+            # A cell's boards (queue, results, intents) replicate among the cell's peers only.
+            seam = self._cell_channel(tag) if tag in (QUEUE_TAG, RESULTS_TAG, INTENTS_TAG) else self.mux.channel(tag)
+            return Quilter(seam, state, stream=self.replica, config=cfg.quilter,
                            rng=random.Random(self.rng.getrandbits(32)), coalesce_delay=cfg.coalesce_delay,
                            store=None if self.store is None else self.store.board(f"warp-{tag}"),
                            history=self._board_history or tag == MEMBERS_TAG)
@@ -276,6 +289,15 @@ class WarpNode:
         return (board(QUEUE_TAG, ORMap(LWWRegister)), board(RESULTS_TAG, ORMap(LWWRegister)),
                 board(INTENTS_TAG, ORMap(GSet)), board(COUNTERS_TAG, ORMap(GCounter)),
                 board(MEMBERS_TAG, ORMap(LWWRegister)))
+
+    def _cell_channel(self, tag: int) -> Seam:
+        """The channel ``tag`` of the mux, cut to this peer's cell when it has one."""
+        ch = self.mux.channel(tag)
+        if self.config.cell is None:
+            return ch
+        sub = SubsetSeam(ch)
+        self._cell_seams.append(sub)
+        return sub
 
     # -- the core's state, under the names tests and the simulator read ---------------------
     @property
@@ -380,6 +402,9 @@ class WarpNode:
         updates: list[tuple[str, Callable[[Any], Any]]]
         if op == wc.PUT:
             updates = [(m.key, functools.partial(_lww_set, r, m.value)) for m in ms]
+            if board_name == wc.RESULTS and self.router.pushes_due:
+                # Answers written here: push those of tasks forwarded to this peer back (after the update).
+                asyncio.get_running_loop().call_soon(self.router.answered, [m.key for m in ms])
         else:
             updates = [(m.key, functools.partial(_gset_add, m.member)) for m in ms]
         if len(updates) == 1:
@@ -427,6 +452,7 @@ class WarpNode:
         ]
         self._remove_steal_handler = self._steal_channel.add_handler(self._on_steal)
         self._remove_inspect_handler = self._inspect_channel.add_handler(self._on_inspect)
+        self.router.start()
         if self.role == "worker" and self.config.steal:
             self._tasks.append(loop.create_task(self._stealer(), name=f"warp-steal-{self.self_id}"))
         if self.role == "client":
@@ -452,6 +478,7 @@ class WarpNode:
             self._settle_timer[1].cancel()
             self._settle_timer = None
         await cancel_and_wait([*self._tasks, *self._inflight])
+        await self.router.close()
         if self._remove_steal_handler is not None:
             self._remove_steal_handler()
         if self._remove_inspect_handler is not None:
@@ -470,6 +497,8 @@ class WarpNode:
         await self.liveness.close()
         for q in self._boards:
             await q.close()
+        for sub in self._cell_seams:
+            await sub.close()
         if self._own_mux:
             await self.mux.close()
         if self._thread_pool is not None:
@@ -562,11 +591,20 @@ class WarpNode:
         execution, pass the exception's ``run`` as ``run``: the same run token names the same run
         everywhere, and a run is answered once.
         """
-        run = self.enqueue_nowait(task_id, op, *args, pin=pin, run=run, deadline=deadline, **kwargs)
+        if op is None:
+            op, args = EXECUTOR_OP, (args or (task_id,))
+        desc = self._descriptor_for(task_id, op, args, kwargs, pin=pin, run=run, deadline=deadline)
+        cell = self.router.target(task_id, pin)
+        if cell != self.config.cell:
+            return await self.router.enqueue(cell, task_id, desc)  # held by a majority of its cell
+        run = desc.run
+        self._enqueue_descriptors([(task_id, desc)])
         if not self.queue.core.peers and self.store is None:
             return run  # a mesh of one: nothing to replicate to (with a store: once on its disk)
         need = self.holders_needed()
-        reachable = len(self.liveness.live.value - {self.self_id})
+        # Of this cell, or not known to be of another.
+        live = self.liveness.live.value if self.config.cell is None else self.core.live
+        reachable = len(live - {self.self_id})
         if reachable < need:
             raise NotReplicated(task_id, run, f"only {reachable} other peer(s) reachable, a majority needs {need}")
         if not await self.queue.replicated(timeout=self.config.replicate_timeout, count=need):
@@ -598,10 +636,31 @@ class WarpNode:
         """:meth:`enqueue_nowait` with the arguments given as a list and a dict (any keyword
         names, ``pin`` included): what ``warpmesh submit`` uses."""
         desc = self._descriptor_for(task_id, op, args, kwargs, pin=pin, run=run, deadline=deadline)
-        self.core.enqueue(self.now(), task_id, desc)
-        self._drain()
-        self._consider_soon(task_id)
+        cell = self.router.target(task_id, pin)
+        if cell != self.config.cell:
+            self.router.forward(cell, [(task_id, desc)])
+        else:
+            self._enqueue_descriptors([(task_id, desc)])
         return desc.run
+
+    def _enqueue_descriptors(self, items: list[tuple[str, TaskDescriptor]]) -> None:
+        """Queue ``items`` on this cell's queue board (one update) and consider them soon."""
+        now = self.now()
+        for task_id, desc in items:
+            self.core.enqueue(now, task_id, desc)
+        self._drain()
+        for task_id, _ in items:
+            self._consider_soon(task_id)
+
+    async def submitted(self, timeout: float | None = None) -> bool:
+        """Wait until every task enqueued here so far is held by a majority of its cell: of this
+        peer's queue board, and of the cells it forwarded tasks to. False on timeout."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        if not await self.router.settled(timeout):
+            return False
+        left = None if timeout is None else max(0.0, timeout - (loop.time() - start))
+        return await self.queue.replicated(timeout=left, count=self.holders_needed())
 
     def enqueue_many(self, items: Iterable[tuple[str, str | None, Iterable[Any]]]) -> list[str]:
         """Enqueue ``(task_id, op, args)`` for each item at once (``op`` None: the executor, as in
@@ -617,12 +676,19 @@ class WarpNode:
             if op is None:
                 op, args = EXECUTOR_OP, (tuple(args) or (task_id,))
             descs.append((task_id, self._descriptor_for(task_id, op, args, None)))
-        now = self.now()
+        local: list[tuple[str, TaskDescriptor]] = []
+        forwarded: dict[str | None, list[tuple[str, TaskDescriptor]]] = {}
+        own = self.config.cell
         for task_id, desc in descs:
-            self.core.enqueue(now, task_id, desc)
-        self._drain()
-        for task_id, _ in descs:
-            self._consider_soon(task_id)
+            cell = self.router.target(task_id, desc.pin)
+            if cell == own:
+                local.append((task_id, desc))
+            else:
+                forwarded.setdefault(cell, []).append((task_id, desc))
+        if local:
+            self._enqueue_descriptors(local)
+        for cell, batch in forwarded.items():
+            self.router.forward(cell, batch)
         return [desc.run for _, desc in descs]
 
     def _consider_soon(self, task_id: str) -> None:
@@ -666,6 +732,8 @@ class WarpNode:
     async def outcome(self, task_id: str, timeout: float | None = None, *, run: str | None = None) -> OpResult:
         """Wait for the answer record of ``task_id`` (of ``run`` if given, else of its latest run)."""
 
+        router = self.router
+
         def ready() -> OpResult | None:
             res = self.results.get(task_id)
             if res is None:
@@ -673,12 +741,15 @@ class WarpNode:
             want = run
             if want is None:
                 desc = self._descriptor(task_id)
-                want = desc.run if desc is not None else res.run
+                waiting = router.waiting.get(task_id)
+                want = desc.run if desc is not None else waiting[1] if waiting is not None else res.run
             return res if res.run == want else None
 
         async def wait() -> OpResult:
             while (res := ready()) is None:
-                await self.results_board.changes.changed()
+                # A task forwarded to another cell is answered through the router, not this board.
+                forwarded = task_id in router.waiting or task_id in router.answers
+                await (router.changes if forwarded else self.results_board.changes).changed()
             return res
 
         return await asyncio.wait_for(wait(), timeout) if timeout is not None else await wait()
@@ -711,7 +782,10 @@ class WarpNode:
             await self.outcome(t, timeout=timeout)
 
     def ack(self, task_id: str) -> None:
-        """Acknowledge (remove) a task's answer from the board on every peer."""
+        """Acknowledge (remove) a task's answer from the board on every peer (a task forwarded to
+        another cell: from that cell's board)."""
+        if self.router.ack(task_id):
+            return
         self.core.ack(task_id)
         self._drain()
 
@@ -862,8 +936,21 @@ class WarpNode:
     def _refresh_membership(self, force_publish: bool = False) -> None:
         if self._closed:
             return
-        self.core.set_membership(self.now(), self._roster(), frozenset(self.liveness.live.value),
-                                 force_publish=force_publish)
+        roster, live = self._roster(), frozenset(self.liveness.live.value)
+        info = self.core.mesh_member_info()
+        cell = self.config.cell
+        mine = frozenset(p for p, v in info.items() if v.get("cell") == cell and p != self.self_id)
+        if len(mine) + 1 < len(info):
+            # Peers of other cells are neither workers nor rivals here; a peer whose entry has not
+            # arrived yet may be of this cell, so it still counts (the safe side: contested).
+            others = frozenset(info) - mine - {self.self_id}
+            roster, live = roster - others, live - others
+        self.cell_peers = mine
+        if self._cell_seams:
+            transport = self.seam.roster.value
+            for sub in self._cell_seams:
+                sub.allow(mine, transport)
+        self.core.set_membership(self.now(), roster, live, force_publish=force_publish)
         self._drain()
 
     def _on_beacon(self, peer: PeerId, beacon: bytes) -> None:
@@ -921,6 +1008,10 @@ class WarpNode:
         keys = list(self.results_board.state.keys()) if delta is None else list(delta.iter_keys())
         self.core.on_results(self.now(), keys)
         self._drain()
+        self.router.answered(keys)
+        self._notify_results(keys)
+
+    def _notify_results(self, keys: list[str]) -> None:
         for fn in list(self._result_listeners):
             fn(keys)
 
