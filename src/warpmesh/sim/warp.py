@@ -102,7 +102,7 @@ class _Mesh:
         self.cfg = cfg
         #: With cells: peer ``p<i>`` is of cell ``c<i mod cells>`` (a restart keeps its cell).
         self.cells = cells
-        self._cell_names = tuple(f"c{i}" for i in range(cells)) if cells else (None,)
+        self._cell_names = tuple(f"c{i}" for i in range(cells))
         self.log = log
         self.phase = "steady"
         self.nodes: dict[str, WarpNode] = {}
@@ -179,7 +179,7 @@ class _Mesh:
         return reg
 
     async def up(self, name: str) -> WarpNode:
-        cfg = self.cfg if not self.cells else replace(self.cfg, cell=self.cell_of(name))
+        cfg = self.cfg if not self.cells else replace(self.cfg, cell=self.cell_of(name), cells=self._cell_names)
         node = WarpNode(self.fabric.join(name), registry=self.registry(name), config=cfg)
         self.nodes[name] = await node.start()
         return node

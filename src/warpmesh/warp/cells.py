@@ -81,6 +81,7 @@ class CellRouter:
         info = self.node.core.mesh_member_info()
         if info is not self._cells_key:
             found = {v.get("cell") for v in info.values() if v.get("role") == "worker"}
+            found.update(self.node.config.cells)
             if self.node.role == "worker":
                 found.add(self.node.config.cell)
             self._cells = tuple(sorted(found, key=lambda c: (c is not None, c or "")))
@@ -180,47 +181,59 @@ class CellRouter:
                 await asyncio.sleep(min(1.0, self.node.config.replicate_timeout / 4))
 
     async def _offer(self, cell: str | None, batches: list[_Pending]) -> bool:
-        """Offer ``batches`` to the peers of ``cell`` in turn; True once one accepted them all."""
+        """Offer ``batches`` to the peers of ``cell``; True once they accepted them all."""
         tasks = [t for p in batches for t in p.tasks]
-        peers = self.live_peers(cell)
-        if not peers:
-            for p in batches:
-                p.error = f"no live peer of cell {cell!r} is reachable"
-            return False
-        for peer in peers[:3]:
-            ok = True
-            for chunk in route.chunks(tasks):
-                ok, reason = await self._submit(peer, chunk)
-                if not ok:
-                    for p in batches:
-                        p.error = f"{peer} (cell {cell!r}): {reason}"
-                    break
-            if ok:
+        for chunk in route.chunks(tasks):
+            ok, reason = await self._submit(cell, chunk)
+            if not ok:
                 for p in batches:
-                    with contextlib.suppress(ValueError):
-                        self._backlog.remove(p)
-                    for task_id, _ in p.tasks:
-                        if task_id in self.waiting:
-                            self._accepted.add(task_id)
-                    if not p.done.done():
-                        p.done.set_result(None)
-                return True
-        return False
+                    p.error = reason
+                return False
+        for p in batches:
+            with contextlib.suppress(ValueError):
+                self._backlog.remove(p)
+            for task_id, _ in p.tasks:
+                if task_id in self.waiting:
+                    self._accepted.add(task_id)
+            if not p.done.done():
+                p.done.set_result(None)
+        return True
 
-    async def _submit(self, peer: str, tasks: list[tuple[str, bytes]]) -> tuple[bool, str]:
-        self._seq += 1
-        seq = self._seq
-        fut: asyncio.Future[tuple[bool, str]] = asyncio.get_running_loop().create_future()
-        self._accepts[seq] = fut
+    async def _submit(self, cell: str | None, tasks: list[tuple[str, bytes]]) -> tuple[bool, str]:
+        """Send ``tasks`` to a live peer of ``cell`` until one accepts them or ``replicate_timeout``
+        passes. Routing frames travel unacknowledged, so an unanswered SUBMIT is sent again every
+        ``resend_after`` (to another peer if there is one): any peer's ACCEPT of any copy counts,
+        and a peer queues a run it already holds only once."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.node.config.replicate_timeout
+        step = max(0.01, self.node.config.quilter.resend_after)
+        fut: asyncio.Future[tuple[bool, str]] = loop.create_future()
+        seqs: list[int] = []
+        reason = f"no peer of cell {cell!r} accepted it within {self.node.config.replicate_timeout} s"
         try:
-            await self.channel.send_to(peer, route.encode_submit(seq, tasks))
-            return await asyncio.wait_for(fut, self.node.config.replicate_timeout)
-        except TimeoutError:
-            return False, "no answer"
-        except (PeerUnreachable, SeamClosed) as err:
-            return False, str(err)
+            while (left := deadline - loop.time()) > 0:
+                peers = self.live_peers(cell)
+                if not peers:
+                    return False, f"no live peer of cell {cell!r} is reachable"
+                self._seq += 1
+                seqs.append(self._seq)
+                self._accepts[self._seq] = fut
+                with contextlib.suppress(PeerUnreachable, SeamClosed):
+                    await self.channel.send_to(peers[0], route.encode_submit(self._seq, tasks))
+                try:
+                    ok, why = await asyncio.wait_for(asyncio.shield(fut), min(step, left))
+                except TimeoutError:
+                    continue
+                if ok:
+                    return True, ""
+                reason = f"{peers[0]} (cell {cell!r}): {why}"
+                fut = loop.create_future()  # a refusal: try the others until the deadline
+                for seq in seqs:
+                    self._accepts[seq] = fut
+            return False, reason
         finally:
-            self._accepts.pop(seq, None)
+            for seq in seqs:
+                self._accepts.pop(seq, None)
 
     async def _poller(self) -> None:
         every = self.node.config.route_poll
@@ -357,7 +370,8 @@ class CellRouter:
         already = [t for t, d in descs if node._result_run(t) == d.run]
         if already:
             self.answered(already)
-        self._spawn(self._confirm(sender, msg.seq, bool(fresh)))
+        # A resent SUBMIT finds its tasks queued already: it is confirmed once they are replicated too.
+        self._spawn(self._confirm(sender, msg.seq, len(already) < len(descs)))
 
     async def _confirm(self, sender: str, seq: int, wait: bool) -> None:
         node = self.node

@@ -152,6 +152,10 @@ class WarpConfig:
     #: themselves only, so a job's deltas and acks go to its cell, not to every peer; a task is
     #: queued in the cell its id hashes to, whichever peer it is submitted through.
     cell: str | None = None
+    #: Every cell of the mesh, if known up front (e.g. ``("a", "b", "c")``): a task's cell is then
+    #: the same on every peer from its first moment. Cells seen on the members board are added; a
+    #: peer that has just started and has not heard the board yet knows only these.
+    cells: tuple[str, ...] = ()
     #: How often a peer asks the cell that runs its forwarded tasks for their answers (answers are
     #: also pushed at once by the peer that accepted the task; this covers a lost push).
     route_poll: float = 0.25
@@ -165,6 +169,10 @@ class WarpConfig:
             raise ValueError("max_attempts and max_concurrency must be >= 1")
         if self.cell is not None and (not isinstance(self.cell, str) or not self.cell):
             raise ValueError("cell must be a non-empty string or None")
+        if not all(isinstance(c, str) and c for c in self.cells) or len(set(self.cells)) != len(self.cells):
+            raise ValueError("cells must be distinct non-empty strings")
+        if self.cell is not None and self.cells and self.cell not in self.cells:
+            raise ValueError(f"cell {self.cell!r} is not one of cells {list(self.cells)}")
         if not self.route_poll > 0:
             raise ValueError("route_poll must be positive")
 
