@@ -434,8 +434,8 @@ class MeshClient:
         until = loop.time() + grace
         while True:
             entry = self.warp.member_info().get(self.entry)
-            if entry is None or entry.get("view") == self.warp.view:
-                return True
+            if entry is None or entry.get("view") == self.warp.view or entry.get("cell") != self.warp.config.cell:
+                return True  # (views are per cell: a peer of another cell announces its cell's)
             if loop.time() >= until:
                 return False
             await asyncio.sleep(0.05)
@@ -443,6 +443,9 @@ class MeshClient:
     async def replicated(self, board: Any, what: str) -> None:
         """Wait until a majority of the other peers hold every change made on ``board`` so far."""
         need = self.warp.holders_needed()
+        if board is self.warp.queue and not await self.warp.router.settled(self.connect_timeout):
+            raise self.error(f"no peer of the cell that queues them (see docs/warp.md, \"Cells\") accepted {what} "
+                             f"within {self.connect_timeout:g} s")
         if not await board.replicated(timeout=self.connect_timeout, count=need):
             raise self.error(f"no majority of the mesh ({need} peer(s) besides this client) acknowledged "
                              f"{what} within {self.connect_timeout:g} s")
@@ -490,7 +493,8 @@ def mesh_status(client: MeshClient, views_agree: bool) -> dict[str, Any]:
 
     warp = client.warp
     info = warp.member_info()
-    live = warp.workers
+    # With cells, the ring and the queue below are this client's cell's; the workers are every cell's.
+    live = warp.workers if len(warp.router.cells()) <= 1 else warp.mesh_workers
     ring = warp.ring
     health = {p: h.value for p, h in warp.liveness.health.value.items()}
     queued_by: dict[str, int] = {}
@@ -524,7 +528,7 @@ def mesh_status(client: MeshClient, views_agree: bool) -> dict[str, Any]:
             "peer": p, "role": entry.get("role", "?"), "state": state,
             "ring_share": round(shares.get(p, 0.0), 4), "queued": queued_by.get(p, 0),
             "claimed": claimed_by.get(p, 0), "executions": executions.get(p, 0), "failures": failures.get(p, 0),
-            "ops": entry.get("ops", []), "warm": list(entry.get("warm", [])),
+            "ops": entry.get("ops", []), "warm": list(entry.get("warm", [])), "cell": entry.get("cell"),
         })
     return {
         "entry": client.entry,
@@ -616,7 +620,7 @@ async def submit_jobs(client: MeshClient, jobs: list[Job], *, wait: bool, timeou
 def unserved(client: MeshClient, jobs: list[Job]) -> str | None:
     """Why some job cannot run on the live workers (an unknown op or pin), or None."""
     info = client.warp.member_info()
-    live = sorted(client.warp.workers)
+    live = sorted(client.warp.mesh_workers)  # every cell's: a task is forwarded to its cell
     served: set[str] = set()
     for p in live:
         served.update(info.get(p, {}).get("ops", ()))

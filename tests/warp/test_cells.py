@@ -13,8 +13,7 @@ from warpmesh.net.seam import PeerUnreachable
 from warpmesh.net.subset import SubsetSeam
 from warpmesh.sim import run_virtual
 from warpmesh.sim.warp import run_warp
-from warpmesh.warp import NotReplicated, WarpConfig, WarpNode
-from warpmesh.warp import route
+from warpmesh.warp import NotReplicated, WarpConfig, WarpNode, route
 from warpmesh.warp.route import cell_for
 from warpmesh.wire.frame import pack
 

@@ -118,15 +118,29 @@ def _emit(event: str, **fields: Any) -> None:
 @click.option("--http", "http", callback=_addr_callback, metavar="HOST:PORT", default=None,
               help="Serve the read-only dashboard and /metrics here (off by default; loopback only unless a "
                    "secret or TLS is configured), e.g. --http 127.0.0.1:8080.")
+@click.option("--cell", default=None, metavar="NAME",
+              help="This peer's cell: peers of a cell replicate the queue and results among themselves only, "
+                   "and each task is queued in the cell its id hashes to (see docs/warp.md, \"Cells\"). "
+                   "Default: no cell (a mesh of one cell).")
+@click.option("--cells", default=None, metavar="NAME,...",
+              help="Every cell of the mesh, so a task's cell is known from the first moment (else learned "
+                   "from the members board).")
 @mesh_options
 def node(node_id: str, listen: tuple[str, int], join: list[tuple[str, int]], ops_modules: tuple[str, ...],
          role: str, strategy: str, control: str, status_every: float, incarnation: int | None,
-         data_dir: Path | None, speculative: bool,
+         data_dir: Path | None, speculative: bool, cell: str | None, cells: str | None,
          concurrency: int | None, max_attempts: int, http: tuple[str, int] | None,
          join_timeout: float, log_level: str, secret_file: Path | None, tls_cert: Path | None, tls_key: Path | None,
          tls_ca: Path | None) -> None:
     """Run one long-lived mesh peer (a Warp worker) until interrupted."""
     setup_logging(log_level)
+    cell_names = tuple(c.strip() for c in cells.split(",")) if cells else ()
+    if any(not c for c in cell_names) or len(set(cell_names)) != len(cell_names):
+        raise click.BadParameter(f"{cells!r}: give distinct, non-empty cell names separated by commas",
+                                 param_hint="--cells")
+    if cell is not None and (not cell.strip() or (cell_names and cell not in cell_names)):
+        raise click.BadParameter(f"{cell!r} is not one of --cells {','.join(cell_names)}" if cell.strip()
+                                 else "a cell name must not be empty", param_hint="--cell")
     secret, tls = load_mesh_security(secret_file, tls_cert, tls_key, tls_ca)
     if http is not None:
         from warpmesh.observe.http import is_loopback
@@ -168,9 +182,9 @@ def node(node_id: str, listen: tuple[str, int], join: list[tuple[str, int]], ops
         from warpmesh.warp import WarpConfig
         from warpmesh.workers.warmcore import WorkerConfig  # the one config object of command workers
 
-        cfg = WarpConfig(max_attempts=max_attempts) if concurrency is None else WarpConfig(
+        cfg = WarpConfig(max_attempts=max_attempts, cell=cell, cells=cell_names) if concurrency is None else WarpConfig(
             max_attempts=max_attempts, max_concurrency=concurrency, thread_workers=min(16, concurrency),
-            process_workers=min(concurrency, os.cpu_count() or 1))
+            process_workers=min(concurrency, os.cpu_count() or 1), cell=cell, cells=cell_names)
         worker_config = WorkerConfig(speculative=speculative)
         boards: list[DemoBoards] = []
 
@@ -284,8 +298,7 @@ async def _control(boards: DemoBoards, warp: Any, status: Any, stop: asyncio.Eve
                 warp.enqueue_many([(str(item["task"]), item.get("op"), (item.get("args"),)) for item in cmd["items"]])
                 if cmd.get("wait"):
                     # Answer once a majority holds them (on disk, with --data): an acknowledged enqueue.
-                    acked = await warp.queue.replicated(timeout=float(cmd.get("timeout", 30)),
-                                                        count=warp.holders_needed())
+                    acked = await warp.submitted(timeout=float(cmd.get("timeout", 30)))
                     _emit("enqueued", count=len(cmd["items"]), acknowledged=acked)
                     continue
                 _emit("enqueued", count=len(cmd["items"]))

@@ -835,10 +835,15 @@ class WarpNode:
         A peer that just joined (``warpmesh results``/``status``) calls this before reading, so it
         never reports a half-received board. Pulls each board's state from ``peer`` at once (see
         :meth:`~warpmesh.quilt.Quilter.sync_with`) instead of waiting for anti-entropy rounds.
-        Raises :class:`TimeoutError`.
+        Raises :class:`TimeoutError`. A peer of another cell shares only the mesh-wide boards
+        (members, counters) with this one: only those are pulled from it.
         """
         async with asyncio.timeout(timeout):
-            await asyncio.gather(*(q.sync_with(peer) for q in self._boards))
+            await self.members.sync_with(peer)
+            entry = self.core.mesh_member_info().get(peer)
+            shared = entry is None or entry.get("cell") == self.config.cell
+            await asyncio.gather(*(q.sync_with(peer) for q in self._boards
+                                   if q is not self.members and (shared or q is self.counters)))
         self._refresh_membership()
 
     def queued(self) -> Iterator[tuple[str, TaskDescriptor]]:
@@ -850,11 +855,19 @@ class WarpNode:
         return self.core.claimants(run)
 
     def member_info(self) -> dict[str, dict[str, Any]]:
-        """Each node's newest entry on the members board (``role``, ``ops``, extra fields), with the
-        ``view`` it last announced (None: not heard yet; ours for this node)."""
+        """Each node's newest entry on the members board (``role``, ``ops``, ``cell`` when it has
+        one, extra fields), every cell's, with the ``view`` it last announced (None: not heard yet;
+        ours for this node)."""
         views = self.core.peer_views
         return {node: {**entry, "view": self.core.view if node == self.self_id else views.get(node)}
-                for node, entry in self.core.member_info().items()}
+                for node, entry in self.core.mesh_member_info().items()}
+
+    @property
+    def mesh_workers(self) -> frozenset[str]:
+        """Live workers of every cell (:attr:`workers` is this peer's cell's)."""
+        live = self.liveness.live.value | {self.self_id}
+        return frozenset(p for p, e in self.core.mesh_member_info().items()
+                         if p in live and e.get("role") == "worker")
 
     @property
     def view(self) -> str:
