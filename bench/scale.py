@@ -52,12 +52,12 @@ from typing import Any
 ISSUE_BEFORE = {"8x1000": 3786, "32x1000": 19853, "8x10000": 23564}
 
 
-def one(peers: int, jobs: int, seed: int, ack_answers: bool = False) -> dict[str, Any]:
+def one(peers: int, jobs: int, seed: int, ack_answers: bool = False, cell_size: int = 0) -> dict[str, Any]:
     """Run one size in this process and describe it."""
     from warpmesh.sim.warp import run_warp
 
     t0 = time.perf_counter()
-    report = run_warp(seed, peers=peers, jobs=jobs, ack_answers=ack_answers)
+    report = run_warp(seed, peers=peers, jobs=jobs, ack_answers=ack_answers, cell_size=cell_size or None)
     wall = time.perf_counter() - t0
     m = report.metrics
     per_job = {k: round(v / jobs, 1) for k, v in sorted(m.get("bytes_by_kind", {}).items())}
@@ -195,8 +195,9 @@ def mesh_upkeep_lines(peer_counts: list[int], seconds: float, baseline_src: str 
         sys.stdout.flush()
 
 
-def run_child(peers: int, jobs: int, seed: int, timeout: float, ack_answers: bool = False) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--one", f"{peers},{jobs},{seed},{int(ack_answers)}"]
+def run_child(peers: int, jobs: int, seed: int, timeout: float, ack_answers: bool = False,
+              cell_size: int = 0) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--one", f"{peers},{jobs},{seed},{int(ack_answers)},{cell_size}"]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -323,11 +324,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--round-jobs", type=int, default=30_000, help="(--rounds) jobs per round")
     ap.add_argument("--round-peers", type=int, default=3, help="(--rounds) warpmesh node processes")
     ap.add_argument("--quick", action="store_true", help="smoke run: 4 peers x 100 jobs, once")
-    ap.add_argument("--one", help=argparse.SUPPRESS)  # child mode: "peers,jobs,seed"
+    ap.add_argument("--cell-size", type=int, default=0,
+                    help="split meshes of more peers than this into cells of about this many (0: no cells)")
+    ap.add_argument("--one", help=argparse.SUPPRESS)  # child mode: "peers,jobs,seed,ack,cell_size"
     args = ap.parse_args(argv)
     if args.one:
-        peers, jobs, seed, ack = (int(x) for x in args.one.split(","))
-        print(json.dumps(one(peers, jobs, seed, bool(ack))))
+        peers, jobs, seed, ack, cell_size = (int(x) for x in args.one.split(","))
+        print(json.dumps(one(peers, jobs, seed, bool(ack), cell_size)))
         return 0
     if args.rounds:
         if args.rounds < 1 or args.round_jobs < 1 or args.round_peers < 1:
@@ -351,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[tuple[int, int], list[dict[str, Any]]] = {s: [] for s in sizes}
     for r in range(args.repeats):  # interleaved: every size once per repeat
         for p, j in sizes:
-            runs[(p, j)].append(run_child(p, j, args.seed + r, args.timeout, args.ack_answers))
+            runs[(p, j)].append(run_child(p, j, args.seed + r, args.timeout, args.ack_answers, args.cell_size))
 
     def median_of(key: str, results: list[dict[str, Any]]) -> float | None:
         vals = [x[key] for x in results if x.get(key) is not None]
@@ -367,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
             "peers": p,
             "jobs": j,
             "ack_answers": args.ack_answers,
+            "cell_size": args.cell_size if args.cell_size and p > args.cell_size else None,
             "ours": ours,
             "peer": base,
             "peer_name": f"this mesh at {sizes[0][0]} peers x {sizes[0][1]} jobs (same invocation)",
