@@ -320,6 +320,7 @@ class MeshClient:
         self.node_id = _client_id()
         self.mesh: Any = None
         self.warp: Any = None
+        self._mux: Any = None
         #: The node id behind ``to`` (known once linked).
         self.entry: str = ""
 
@@ -339,9 +340,12 @@ class MeshClient:
             raise self.error(f"no route to {host}:{port}: {err.strerror or err}") from None
 
     async def __aenter__(self) -> MeshClient:
+        from warpmesh.net.mux import MuxSeam
         from warpmesh.net.secret import InsecureAddressError, check_addresses
         from warpmesh.net.tcp import TcpMesh, boot_incarnation
-        from warpmesh.warp import OpRegistry, WarpNode
+        from warpmesh.warp import OpRegistry, WarpConfig, WarpNode
+        from warpmesh.warp.cells import ask_cell
+        from warpmesh.warp.route import ROUTE_TAG
 
         inc = boot_incarnation()
         try:
@@ -360,8 +364,14 @@ class MeshClient:
                 raise self.error(f"cannot listen on {_fmt(listen)}: {err.strerror or err}; pick another "
                                  "--listen address") from None
             self.entry = await self._linked()
+            # In a mesh of cells, join the entry peer's cell: what this client reads (the queue, the
+            # claims, the answers) is that cell's, and tasks of other cells are forwarded to them.
+            self._mux = MuxSeam(self.mesh)
+            told = await ask_cell(self._mux.channel(ROUTE_TAG), self.entry, min(2.0, self.connect_timeout))
+            cell, cells = told if told is not None else (None, ())
             self.warp = WarpNode(self.mesh, registry=OpRegistry(), role="client", incarnation=inc,
-                                 board_history=self.board_history)
+                                 board_history=self.board_history, mux=self._mux,
+                                 config=WarpConfig(cell=cell, cells=cells if cell is None or cell in cells else ()))
             await self.warp.start()
         except BaseException:
             await self.close()
@@ -376,6 +386,9 @@ class MeshClient:
         if self.warp is not None:
             await self.warp.close()
             self.warp = None
+        if self._mux is not None:
+            await self._mux.close()
+            self._mux = None
         if self.mesh is not None:
             await self.mesh.close()
             self.mesh = None

@@ -56,12 +56,19 @@ def test_route_messages_round_trip() -> None:
     assert route.decode(route.encode_fetch(5, ["t", "u"])) == route.Fetch(5, ("t", "u"))
     assert route.decode(route.encode_answers(0, [("t", b"r")])) == route.Answers(0, (("t", b"r"),))
     assert route.decode(route.encode_ack(6, ["t"])) == route.Ack(6, ("t",))
+    assert route.decode(route.encode_answers(7, [], [("t", "run-1")])) == route.Answers(7, (), (("t", b"run-1"),))
+    assert route.decode(route.encode_hello(8)) == route.Hello(8)
+    assert route.decode(route.encode_cell(9, "x", ["x", "y"])) == route.Cell(9, "x", ("x", "y"))
+    assert route.decode(route.encode_cell(9, None, [])) == route.Cell(9, None, ())
+    assert route.decode(route.encode_cancel(10, [("t", "why")])) == route.Cancel(10, (("t", b"why"),))
+    assert route.decode(route.encode_cancelled(11, [("t", "done")])) == route.Cancelled(11, (("t", b"done"),))
 
 
 @pytest.mark.parametrize("data", [
     b"", b"\xc1", pack("x"), pack([0]), pack([0, -1, []]), pack([0, 1, [["t"]]]), pack([0, 1, [["", b"d"]]]),
     pack([1, 1, "yes", ""]), pack([2, 1, [3]]), pack([3, 1, [["t", "not bytes"]]]), pack([9, 1, []]),
-    pack([2, 1, ["t"] * (route.MAX_BATCH + 1)]),
+    pack([2, 1, ["t"] * (route.MAX_BATCH + 1)]), pack([6, 1, "", []]), pack([6, 1, 5, []]),
+    pack([3, 1, [], [["t", 1]]]), pack([7, 1, [["t"]]]), pack([5, 1]),
 ])
 def test_hostile_route_frames_are_refused(data: bytes) -> None:
     with pytest.raises(ValueError):

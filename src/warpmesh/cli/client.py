@@ -336,13 +336,18 @@ def results(tasks: tuple[str, ...], as_json: bool, ack: bool, to: tuple[str, int
             warp = client.warp
             queued = dict(warp.queued())
             wanted = list(dict.fromkeys(tasks)) if tasks else sorted(warp.results)
+            # Tasks of other cells (a mesh of cells): asked of their cells.
+            far, far_queued = await warp.router.fetch([t for t in wanted if t not in warp.results and t not in queued],
+                                                      timeout=connect_timeout)
             rows: list[dict[str, Any]] = []
             for t in wanted:
-                res = warp.results.get(t)
+                res = warp.results.get(t) or far.get(t)
                 if res is not None and (t not in queued or queued[t].run == res.run):
                     rows.append(result_record(t, res))
                 elif t in queued:
                     rows.append({"task": t, "pending": True, "run": queued[t].run})
+                elif t in far_queued:
+                    rows.append({"task": t, "pending": True, "run": far_queued[t]})
                 else:
                     rows.append({"task": t, "unknown": True})
             _print_results(rows, as_json)
@@ -355,6 +360,9 @@ def results(tasks: tuple[str, ...], as_json: bool, ack: bool, to: tuple[str, int
                 for t in answered:
                     warp.ack(t)
                 await client.replicated(warp.results_board, "the acknowledgements")
+                if not await warp.router.acks_sent(connect_timeout):
+                    raise ClientError("no peer of a task's cell confirmed its acknowledgement in time; "
+                                         "run `warpmesh results --ack` again")
                 if not as_json:
                     _note(f"acknowledged {len(answered)} answer(s)")
             return 0 if len(answered) == len(rows) or not tasks else 1

@@ -133,6 +133,9 @@ def cancel(tasks: tuple[str, ...], as_json: bool, to: tuple[str, int], listen: t
             states = {t: client.warp.cancel(t) for t in dict.fromkeys(tasks)}
             if "cancelled" in states.values():
                 await client.replicated(client.warp.results_board, "the cancels")
+            # A mesh of cells: tasks of other cells are cancelled in their cells.
+            states.update(await client.warp.router.cancel([t for t, st in states.items() if st == "unknown"],
+                                                          timeout=connect_timeout))
             return states
 
     states = _run(main())
@@ -141,6 +144,10 @@ def cancel(tasks: tuple[str, ...], as_json: bool, to: tuple[str, int], listen: t
             _emit_json({"task": task, "state": st})
         else:
             sys.stdout.write(f"{task}\t{st}\n")
+    unreachable = [t for t, st in states.items() if st == "unreachable"]
+    if unreachable:
+        raise ClientError(f"no peer of the cell of {', '.join(unreachable)} answered; retry, or cancel through a "
+                          "peer of that cell (see `warpmesh status`)")
     unknown = [t for t, st in states.items() if st == "unknown"]
     if unknown:
         raise ClientError(f"unknown task(s): {', '.join(unknown)}; list the mesh's jobs with `warpmesh jobs`")

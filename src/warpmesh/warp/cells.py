@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from warpmesh.aio.observable import Observable
-from warpmesh.net.seam import PeerUnreachable, SeamClosed
+from warpmesh.net.seam import PeerUnreachable, Seam, SeamClosed
 from warpmesh.warp import route
 from warpmesh.warp.model import NotReplicated, OpResult, TaskDescriptor
 from warpmesh.wire.frame import FrameUndecodable, pack, unpack
@@ -70,6 +71,10 @@ class CellRouter:
         self.stats: dict[str, int] = dict.fromkeys(
             ("forwarded", "accepted_here", "answers_sent", "answers_pushed", "answers_fetched", "bad_frames",
              "retries"), 0)
+        self._acks: dict[str | None, list[str]] = {}
+        self._ack_tasks: set[asyncio.Task[Any]] = set()
+        self._fetch_waiters: dict[int, asyncio.Future[route.Answers]] = {}
+        self._replies: dict[int, asyncio.Future[route.Message]] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._poll_task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[Any]] = set()
@@ -204,6 +209,10 @@ class CellRouter:
         passes. Routing frames travel unacknowledged, so an unanswered SUBMIT is sent again every
         ``resend_after`` (to another peer if there is one): any peer's ACCEPT of any copy counts,
         and a peer queues a run it already holds only once."""
+        return await self._request(cell, lambda seq: route.encode_submit(seq, tasks))
+
+    async def _request(self, cell: str | None, build: Callable[[int], bytes]) -> tuple[bool, str]:
+        """Send ``build(seq)`` to live peers of ``cell`` until one ACCEPTs it (see :meth:`_submit`)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.node.config.replicate_timeout
         step = max(0.01, self.node.config.quilter.resend_after)
@@ -214,12 +223,15 @@ class CellRouter:
             while (left := deadline - loop.time()) > 0:
                 peers = self.live_peers(cell)
                 if not peers:
-                    return False, f"no live peer of cell {cell!r} is reachable"
+                    # A peer that has just joined hears the other cells' peers a moment later.
+                    reason = f"no live peer of cell {cell!r} is reachable"
+                    await asyncio.sleep(min(step, left))
+                    continue
                 self._seq += 1
                 seqs.append(self._seq)
                 self._accepts[self._seq] = fut
                 with contextlib.suppress(PeerUnreachable, SeamClosed):
-                    await self.channel.send_to(peers[0], route.encode_submit(self._seq, tasks))
+                    await self.channel.send_to(peers[0], build(self._seq))
                 try:
                     ok, why = await asyncio.wait_for(asyncio.shield(fut), min(step, left))
                 except TimeoutError:
@@ -284,24 +296,123 @@ class CellRouter:
             self.node._notify_results(got)
 
     def ack(self, task_id: str) -> bool:
-        """Acknowledge a forwarded task's answer: dropped here, removed from its cell's board.
-        False if this peer forwarded no such task."""
+        """Acknowledge the answer of a task of another cell: dropped here, removed from its cell's
+        board (the ACK is resent until a peer of the cell confirms it). False for a task of this
+        peer's own cell: the caller acknowledges it on its own board."""
+        entry = self.waiting.pop(task_id, None)
+        self._accepted.discard(task_id)
         res = self.answers.pop(task_id, None)
-        cell = None
-        if res is None:
-            entry = self.waiting.pop(task_id, None)
-            if entry is None:
-                return False
-            self._accepted.discard(task_id)
-            cell = entry[0]
-        else:
-            cell = self.target(task_id)
-        peers = self.live_peers(cell)
-        if peers:
-            self._seq += 1
-            data = route.encode_ack(self._seq, [task_id])
-            self._spawn(self._send_quietly(peers[0], data))
+        cell = entry[0] if entry is not None else self.target(task_id)
+        if cell == self.node.config.cell and entry is None and res is None:
+            return False
+        self._acks.setdefault(cell, []).append(task_id)
+        if len(self._acks) == 1 and len(self._acks[cell]) == 1:
+            asyncio.get_running_loop().call_soon(self._flush_acks)
         return True
+
+    def _flush_acks(self) -> None:
+        acks, self._acks = self._acks, {}
+        for cell, tasks in acks.items():
+            for chunk in route.chunks(tasks):
+                task = self._spawn(self._send_ack(cell, chunk))
+                self._ack_tasks.add(task)
+                task.add_done_callback(self._ack_tasks.discard)
+
+    async def _send_ack(self, cell: str | None, tasks: list[str]) -> None:
+        ok, reason = await self._request(cell, lambda seq: route.encode_ack(seq, tasks))
+        if not ok:
+            log.warning("%s: %d acknowledgement(s) did not reach cell %r: %s", self.node.self_id, len(tasks),
+                        cell, reason)
+
+    async def acks_sent(self, timeout: float | None = None) -> bool:
+        """Wait until every acknowledgement sent to another cell was confirmed (or given up)."""
+        pending = list(self._ack_tasks)
+        if not pending:
+            return True
+        done, _ = await asyncio.wait(pending, timeout=timeout)
+        return len(done) == len(pending)
+
+    async def fetch(self, task_ids: Iterable[str], timeout: float = 5.0) -> tuple[dict[str, OpResult], dict[str, str]]:
+        """Ask the cells of ``task_ids`` (other than this peer's) for their answers: ``(answers,
+        queued)``, where ``queued`` maps the tasks queued there without an answer to their run.
+        Tasks of an unreachable cell, or unknown there, are in neither."""
+        by_cell: dict[str | None, list[str]] = {}
+        for t in dict.fromkeys(task_ids):
+            cell = self.target(t)
+            if cell != self.node.config.cell:
+                by_cell.setdefault(cell, []).append(t)
+        answers: dict[str, OpResult] = {}
+        queued: dict[str, str] = {}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        for cell, tasks in by_cell.items():
+            while not self.live_peers(cell) and loop.time() < deadline:
+                await asyncio.sleep(0.05)  # just joined: the cell's peers are heard a moment later
+            for chunk in route.chunks(tasks):
+                for peer in self.live_peers(cell)[:3]:
+                    self._seq += 1
+                    fut: asyncio.Future[route.Answers] = loop.create_future()
+                    self._fetch_waiters[self._seq] = fut
+                    try:
+                        await self.channel.send_to(peer, route.encode_fetch(self._seq, chunk))
+                        reply = await asyncio.wait_for(fut, timeout)
+                    except (TimeoutError, PeerUnreachable, SeamClosed):
+                        continue
+                    finally:
+                        self._fetch_waiters.pop(self._seq, None)
+                    for task_id, raw in reply.answers:
+                        with contextlib.suppress(FrameUndecodable, ValueError):
+                            answers[task_id] = OpResult.from_wire(unpack(raw))
+                    for task_id, run in reply.queued:
+                        queued[task_id] = run.decode(errors="replace")
+                    break
+        return answers, queued
+
+    async def cancel(self, task_ids: Iterable[str], reason: str = "cancelled",
+                     timeout: float = 5.0) -> dict[str, str]:
+        """Cancel tasks of other cells in their cells: task -> ``cancelled``, ``done`` or ``unknown``
+        as :meth:`WarpNode.cancel` said there (``unreachable`` when no peer of the cell answered
+        within ``timeout``). Tasks of this peer's own cell are left to the caller."""
+        by_cell: dict[str | None, list[str]] = {}
+        for t in dict.fromkeys(task_ids):
+            cell = self.target(t)
+            if cell != self.node.config.cell:
+                by_cell.setdefault(cell, []).append(t)
+        states: dict[str, str] = {}
+        for cell, tasks in by_cell.items():
+            for chunk in route.chunks(tasks):
+                reply = await self._ask(cell, functools.partial(_cancel_frame, [(t, reason) for t in chunk]), timeout)
+                got = {} if not isinstance(reply, route.Cancelled) else {
+                    t: st.decode(errors="replace") for t, st in reply.states}
+                for t in chunk:
+                    states[t] = got.get(t, "unreachable")
+                    if states[t] in ("cancelled", "done"):
+                        self.waiting.pop(t, None)  # its answer (cancelled) is fetched like any other
+        return states
+
+    async def _ask(self, cell: str | None, build: Callable[[int], bytes], timeout: float) -> route.Message | None:
+        """Send ``build(seq)`` to live peers of ``cell`` (again every ``resend_after``, to another
+        peer when there is one) until one replies under that seq; None on timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        step = max(0.01, self.node.config.quilter.resend_after)
+        fut: asyncio.Future[route.Message] = loop.create_future()
+        seqs: list[int] = []
+        try:
+            while (left := deadline - loop.time()) > 0:
+                peers = self.live_peers(cell)
+                if peers:
+                    self._seq += 1
+                    seqs.append(self._seq)
+                    self._replies[self._seq] = fut
+                    with contextlib.suppress(PeerUnreachable, SeamClosed):
+                        await self.channel.send_to(peers[0], build(self._seq))
+                with contextlib.suppress(TimeoutError):
+                    return await asyncio.wait_for(asyncio.shield(fut), min(step, left))
+            return None
+        finally:
+            for seq in seqs:
+                self._replies.pop(seq, None)
 
     # -- cell side -----------------------------------------------------------------------------
     def _on_frame(self, sender: str, data: bytes) -> None:
@@ -316,6 +427,9 @@ class CellRouter:
             if fut is not None and not fut.done():
                 fut.set_result((msg.ok, msg.reason))
         elif isinstance(msg, route.Answers):
+            waiter = self._fetch_waiters.get(msg.seq)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(msg)
             if msg.seq == 0 or msg.seq in self._fetches:
                 self._fetches.pop(msg.seq, None)
                 self.stats["answers_pushed" if msg.seq == 0 else "answers_fetched"] += len(msg.answers)
@@ -324,13 +438,34 @@ class CellRouter:
             self._accept(sender, msg)
         elif isinstance(msg, route.Fetch):
             found = self._held(msg.tasks)
-            self._send_soon(sender, route.encode_answers(msg.seq, found))
+            answered = {t for t, _ in found}
+            node = self.node
+            queued = [(t, d.run) for t in msg.tasks if t not in answered and (d := node._descriptor(t)) is not None]
+            self._send_soon(sender, route.encode_answers(msg.seq, found, queued))
         elif isinstance(msg, route.Ack):
             node = self.node
             for task_id in msg.tasks:
                 if task_id in node.results_board.state:
                     node.core.ack(task_id)
             node._drain()
+            self._send_soon(sender, route.encode_accept(msg.seq, True))
+        elif isinstance(msg, route.Cancelled):
+            reply = self._replies.get(msg.seq)
+            if reply is not None and not reply.done():
+                reply.set_result(msg)
+        elif isinstance(msg, route.Cancel):
+            self._spawn(self._cancel_here(sender, msg))
+        elif isinstance(msg, route.Hello):
+            cells = [c for c in self.cells() if c is not None]
+            self._send_soon(sender, route.encode_cell(msg.seq, self.node.config.cell, cells))
+
+    async def _cancel_here(self, sender: str, msg: route.Cancel) -> None:
+        node = self.node
+        states = [(t, node.cancel(t, reason=r.decode(errors="replace"))) for t, r in msg.tasks]
+        if any(st == "cancelled" for _, st in states) and node.results_board.core.peers:
+            # Answer once a majority of the cell holds the cancels (as a local cancel is waited for).
+            await node.results_board.replicated(timeout=node.config.replicate_timeout, count=node.holders_needed())
+        await self._send_quietly(sender, route.encode_cancelled(msg.seq, states))
 
     def _held(self, tasks: Iterable[str]) -> list[tuple[str, bytes]]:
         board = self.node.results_board.state
@@ -419,11 +554,45 @@ class CellRouter:
     def _send_soon(self, peer: str, data: bytes) -> None:
         self._spawn(self._send_quietly(peer, data))
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
+        return task
 
     async def _send_quietly(self, peer: str, data: bytes) -> None:
         with contextlib.suppress(PeerUnreachable, SeamClosed):
             await self.channel.send_to(peer, data)
+
+
+def _cancel_frame(items: list[tuple[str, str]], seq: int) -> bytes:
+    return route.encode_cancel(seq, items)
+
+
+async def ask_cell(channel: Seam, peer: str, timeout: float) -> tuple[str | None, tuple[str, ...]] | None:
+    """Ask ``peer`` (over ``channel``, the mux's routing channel) which cell it is of: ``(cell,
+    cells)``, or None when it did not say within ``timeout`` (a peer of a release without cells).
+    What a client calls before it builds its node, to join its entry peer's cell."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[route.Cell] = loop.create_future()
+
+    def on_frame(sender: str, data: bytes) -> None:
+        if sender != peer or fut.done():
+            return
+        with contextlib.suppress(ValueError):
+            msg = route.decode(data)
+            if isinstance(msg, route.Cell):
+                fut.set_result(msg)
+
+    remove = channel.add_handler(on_frame)
+    deadline = loop.time() + timeout
+    try:
+        while (left := deadline - loop.time()) > 0:
+            with contextlib.suppress(PeerUnreachable, SeamClosed):
+                await channel.send_to(peer, route.encode_hello(1))
+            with contextlib.suppress(TimeoutError):
+                reply = await asyncio.wait_for(asyncio.shield(fut), min(0.25, left))
+                return reply.cell, reply.cells
+        return None
+    finally:
+        remove()

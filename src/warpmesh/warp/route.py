@@ -20,7 +20,16 @@ cell. A peer that is not of the task's cell (a peer of another cell, or a client
 3. The peer that accepted a task pushes its answer, ``ANSWERS [0, [[task, result], ...]]``, when
    its board gets it; the submitter also asks, ``FETCH [seq, [task, ...]]`` every ``route_poll``
    for answers still missing, to any live peer of the cell (the push may be lost, its sender
-   may have crashed). An ``ACK [seq, [task, ...]]`` removes answers from the cell's board.
+   may have crashed); the reply also lists ``[task, run]`` of the tasks asked for that are queued
+   there without an answer yet. An ``ACK [seq, [task, ...]]`` removes answers from the cell's board
+   (confirmed by an ``ACCEPT``, resent like a ``SUBMIT`` until then).
+4. ``CANCEL [seq, [[task, reason], ...]]`` cancels tasks in their cell (``warpmesh cancel`` through
+   a peer of another cell); ``CANCELLED [seq, [[task, state], ...]]`` answers with what
+   ``WarpNode.cancel`` said there (``cancelled``, ``done`` or ``unknown``), once a majority of the
+   cell holds the cancels.
+5. ``HELLO [seq]`` asks a peer for its cell: ``CELL [seq, cell, [cells]]``. A client (``warpmesh
+   submit``, ``status``, ``results``) joins the cell of the peer it connects through, so what it
+   reads - the queue, the claims, the answers - is that cell's.
 
 Only the routing state lives on the submitter (the tasks it waits for and the answers it got); the
 queue, the claims, the runs and the answers live in the cell, under the cell's usual guarantees.
@@ -38,7 +47,7 @@ from warpmesh.wire.frame import FrameUndecodable, pack, unpack
 
 #: The mux channel of routing messages.
 ROUTE_TAG = 0x08
-SUBMIT, ACCEPT, FETCH, ANSWERS, ACK = 0, 1, 2, 3, 4
+SUBMIT, ACCEPT, FETCH, ANSWERS, ACK, HELLO, CELL, CANCEL, CANCELLED = 0, 1, 2, 3, 4, 5, 6, 7, 8
 #: Tasks per SUBMIT, FETCH or ANSWERS message (a batch of more travels as several messages).
 MAX_BATCH = 2_000
 MAX_REASON = 500
@@ -84,6 +93,7 @@ class Fetch:
 class Answers:
     seq: int  # 0: pushed, unasked
     answers: tuple[tuple[str, bytes], ...]  # (task id, packed OpResult as stored on the results board)
+    queued: tuple[tuple[str, bytes], ...] = ()  # (task id, run as UTF-8): asked for, queued, unanswered
 
 
 @dataclass(frozen=True)
@@ -92,7 +102,31 @@ class Ack:
     tasks: tuple[str, ...]
 
 
-Message = Submit | Accept | Fetch | Answers | Ack
+@dataclass(frozen=True)
+class Hello:
+    seq: int
+
+
+@dataclass(frozen=True)
+class Cell:
+    seq: int
+    cell: str | None
+    cells: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Cancel:
+    seq: int
+    tasks: tuple[tuple[str, bytes], ...]  # (task id, reason as UTF-8)
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    seq: int
+    states: tuple[tuple[str, bytes], ...]  # (task id, state as UTF-8)
+
+
+Message = Submit | Accept | Fetch | Answers | Ack | Hello | Cell | Cancel | Cancelled
 
 
 def encode_submit(seq: int, tasks: list[tuple[str, bytes]]) -> bytes:
@@ -107,8 +141,26 @@ def encode_fetch(seq: int, tasks: list[str]) -> bytes:
     return pack([FETCH, seq, tasks])
 
 
-def encode_answers(seq: int, answers: list[tuple[str, bytes]]) -> bytes:
-    return pack([ANSWERS, seq, [[t, r] for t, r in answers]])
+def encode_answers(seq: int, answers: list[tuple[str, bytes]], queued: list[tuple[str, str]] | None = None) -> bytes:
+    if not queued:
+        return pack([ANSWERS, seq, [[t, r] for t, r in answers]])
+    return pack([ANSWERS, seq, [[t, r] for t, r in answers], [[t, run.encode()] for t, run in queued]])
+
+
+def encode_cancel(seq: int, tasks: list[tuple[str, str]]) -> bytes:
+    return pack([CANCEL, seq, [[t, r[:MAX_REASON].encode()] for t, r in tasks]])
+
+
+def encode_cancelled(seq: int, states: list[tuple[str, str]]) -> bytes:
+    return pack([CANCELLED, seq, [[t, st.encode()] for t, st in states]])
+
+
+def encode_hello(seq: int) -> bytes:
+    return pack([HELLO, seq, 0])
+
+
+def encode_cell(seq: int, cell: str | None, cells: list[str]) -> bytes:
+    return pack([CELL, seq, cell, cells])
 
 
 def encode_ack(seq: int, tasks: list[str]) -> bytes:
@@ -152,8 +204,16 @@ def decode(data: bytes) -> Message:
         return Accept(seq, msg[2], msg[3][:MAX_REASON])
     if kind == FETCH and len(msg) == 3:
         return Fetch(seq, _names(msg[2], "fetch"))
-    if kind == ANSWERS and len(msg) == 3:
-        return Answers(seq, _pairs(msg[2], "answers"))
+    if kind == ANSWERS and len(msg) in (3, 4):
+        return Answers(seq, _pairs(msg[2], "answers"), _pairs(msg[3], "queued") if len(msg) == 4 else ())
+    if kind == CANCEL and len(msg) == 3:
+        return Cancel(seq, _pairs(msg[2], "cancel"))
+    if kind == CANCELLED and len(msg) == 3:
+        return Cancelled(seq, _pairs(msg[2], "cancelled"))
+    if kind == HELLO and len(msg) == 3:
+        return Hello(seq)
+    if kind == CELL and len(msg) == 4 and (msg[2] is None or (isinstance(msg[2], str) and msg[2])):
+        return Cell(seq, msg[2], _names(msg[3], "cell"))
     if kind == ACK and len(msg) == 3:
         return Ack(seq, _names(msg[2], "ack"))
     raise ValueError(f"unknown routing message kind {kind!r}")
