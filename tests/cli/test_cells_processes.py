@@ -94,6 +94,18 @@ def test_submit_through_one_cell_runs_each_job_in_its_own_cell(cells: CellMesh) 
     assert gone.returncode == 1 and all(r.get("unknown") for r in _jsonl(gone.stdout))
 
 
+def test_status_through_a_cell_lists_every_cells_workers(cells: CellMesh) -> None:
+    out = cli(cells, "status", "--to", cells.addr("c"), "--json")
+    assert out.returncode == 0, out.stderr
+    snap = json.loads(out.stdout)
+    assert sorted(snap["live_workers"]) == ["a", "b", "c", "d"]
+    assert {p["peer"]: p["cell"] for p in snap["peers"] if p["role"] == "worker"} == CELLS
+    # The ring is the entry's cell's: only its peers have a share.
+    assert set(snap["ring_shares"]) == {"c", "d"}
+    text = cli(cells, "status", "--to", cells.addr("c"))
+    assert text.returncode == 0 and "cell" in text.stdout
+
+
 def test_cancel_through_a_peer_of_another_cell(cells: CellMesh) -> None:
     slow = [t for t in (f"cs-{i}" for i in range(40)) if cell_for(t, ("x", "y")) == "x"][:3]
     jobs = "".join(json.dumps({"task": t, "op": "t.slow", "args": [{"task": t, "seconds": 60}]}) + "\n"

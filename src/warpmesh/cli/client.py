@@ -443,12 +443,16 @@ def _print_status(snap: dict[str, Any]) -> None:
                   + (f", {snap['unowned']} with no live owner" if snap["unowned"] else "")
                   + f"), {snap['results']} answer(s) on the board")
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("peer", "role", "state", "ring share", "queued", "claimed", "executions", "failures"):
-        table.add_column(col, justify="left" if col in ("peer", "role", "state") else "right")
+    # A mesh of cells: a cell column, and the ring shares and queue are the entry's cell's.
+    cells = any(p.get("cell") is not None for p in snap["peers"])
+    for col in ("peer", *(("cell",) if cells else ()), "role", "state", "ring share", "queued", "claimed",
+                "executions", "failures"):
+        table.add_column(col, justify="left" if col in ("peer", "cell", "role", "state") else "right")
     colours = {"live": "green", "away": "red", "unresponsive": "yellow", "lost": "red"}
     for p in snap["peers"]:
         colour = colours.get(p["state"], "white")
-        table.add_row(p["peer"], p["role"], f"[{colour}]{p['state']}[/]",
+        table.add_row(p["peer"], *((str(p.get("cell") or "-"),) if cells else ()), p["role"],
+                      f"[{colour}]{p['state']}[/]",
                       f"{100 * p['ring_share']:.1f}%" if p["role"] == "worker" else "",
                       str(p["queued"]), str(p["claimed"]), str(p["executions"]), str(p["failures"]))
     console.print(table)
