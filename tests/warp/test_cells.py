@@ -111,11 +111,11 @@ def _cfg(cell: str | None, **kw: float) -> WarpConfig:
 
 
 async def _two_cells(log: ExecLog, *, faults: LinkFaults | None = None, peers: dict[str, str] = PEERS,
-                     **kw: float) -> tuple[MemoryFabric, dict[str, WarpNode]]:
+                     delay: float = 0.0, **kw: float) -> tuple[MemoryFabric, dict[str, WarpNode]]:
     fabric = MemoryFabric(seed=7, faults=faults or LinkFaults(delay=0.001))
     nodes: dict[str, WarpNode] = {}
     for name, cell in peers.items():
-        nodes[name] = await WarpNode(fabric.join(name), registry=recording_registry(log, name),
+        nodes[name] = await WarpNode(fabric.join(name), registry=recording_registry(log, name, delay=delay),
                                      config=_cfg(cell, **kw)).start()
     await eventually(lambda: all(n.workers == {p for p, c in peers.items() if c == n.config.cell}
                                  and not n._contested() for n in nodes.values()), 10.0, "two cells formed")
@@ -174,6 +174,32 @@ def test_a_client_of_no_cell_forwards_every_task_and_gets_every_answer() -> None
         await eventually(lambda: all(t not in nodes[p].results_board.state for p in owner_cell), 5.0, "ack reached")
         assert t not in client.results
         await client.close()
+        for n in nodes.values():
+            await n.close()
+        await fabric.close()
+
+    run_virtual(main())
+
+
+def test_a_peer_reads_and_cancels_tasks_of_another_cell() -> None:
+    async def main() -> None:
+        log = ExecLog()
+        fabric, nodes = await _two_cells(log, delay=30.0)  # every run takes 30 s: they stay queued
+        a = nodes["a"]
+        far = _tasks_for("c1", 3)
+        for t in far:
+            await a.enqueue(t, "echo", {"task": t})
+        await asyncio.sleep(0.5)
+        answers, queued = await a.router.fetch([*far, "never-submitted"])
+        assert answers == {} and set(queued) == set(far)
+        assert queued[far[0]] == a.router.waiting[far[0]][1]  # the run we forwarded
+        states = await a.router.cancel(far[:2], reason="not needed")
+        assert states == dict.fromkeys(far[:2], "cancelled")
+        answers, queued = await a.router.fetch(far)
+        assert set(answers) == set(far[:2]) and all(r.cancelled for r in answers.values())
+        assert set(queued) == {far[2]}
+        ghost = _tasks_for("c1", 1, prefix="ghost")[0]
+        assert await a.router.cancel([ghost]) == {ghost: "unknown"}  # never submitted: unknown there
         for n in nodes.values():
             await n.close()
         await fabric.close()

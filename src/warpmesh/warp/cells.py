@@ -73,7 +73,6 @@ class CellRouter:
              "retries"), 0)
         self._acks: dict[str | None, list[str]] = {}
         self._ack_tasks: set[asyncio.Task[Any]] = set()
-        self._fetch_waiters: dict[int, asyncio.Future[route.Answers]] = {}
         self._replies: dict[int, asyncio.Future[route.Message]] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._poll_task: asyncio.Task[None] | None = None
@@ -336,50 +335,37 @@ class CellRouter:
         """Ask the cells of ``task_ids`` (other than this peer's) for their answers: ``(answers,
         queued)``, where ``queued`` maps the tasks queued there without an answer to their run.
         Tasks of an unreachable cell, or unknown there, are in neither."""
-        by_cell: dict[str | None, list[str]] = {}
-        for t in dict.fromkeys(task_ids):
-            cell = self.target(t)
-            if cell != self.node.config.cell:
-                by_cell.setdefault(cell, []).append(t)
         answers: dict[str, OpResult] = {}
         queued: dict[str, str] = {}
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        for cell, tasks in by_cell.items():
-            while not self.live_peers(cell) and loop.time() < deadline:
-                await asyncio.sleep(0.05)  # just joined: the cell's peers are heard a moment later
+        for cell, tasks in self._by_other_cell(task_ids).items():
             for chunk in route.chunks(tasks):
-                for peer in self.live_peers(cell)[:3]:
-                    self._seq += 1
-                    fut: asyncio.Future[route.Answers] = loop.create_future()
-                    self._fetch_waiters[self._seq] = fut
-                    try:
-                        await self.channel.send_to(peer, route.encode_fetch(self._seq, chunk))
-                        reply = await asyncio.wait_for(fut, timeout)
-                    except (TimeoutError, PeerUnreachable, SeamClosed):
-                        continue
-                    finally:
-                        self._fetch_waiters.pop(self._seq, None)
-                    for task_id, raw in reply.answers:
-                        with contextlib.suppress(FrameUndecodable, ValueError):
-                            answers[task_id] = OpResult.from_wire(unpack(raw))
-                    for task_id, run in reply.queued:
-                        queued[task_id] = run.decode(errors="replace")
-                    break
+                reply = await self._ask(cell, functools.partial(_fetch_frame, chunk), timeout)
+                if not isinstance(reply, route.Answers):
+                    continue
+                for task_id, raw in reply.answers:
+                    with contextlib.suppress(FrameUndecodable, ValueError):
+                        answers[task_id] = OpResult.from_wire(unpack(raw))
+                for task_id, run in reply.queued:
+                    queued[task_id] = run.decode(errors="replace")
         return answers, queued
+
+    def _by_other_cell(self, task_ids: Iterable[str]) -> dict[str | None, list[str]]:
+        """``task_ids`` of cells other than this peer's, by cell."""
+        by_cell: dict[str | None, list[str]] = {}
+        own = self.node.config.cell
+        for t in dict.fromkeys(task_ids):
+            cell = self.target(t)
+            if cell != own:
+                by_cell.setdefault(cell, []).append(t)
+        return by_cell
 
     async def cancel(self, task_ids: Iterable[str], reason: str = "cancelled",
                      timeout: float = 5.0) -> dict[str, str]:
         """Cancel tasks of other cells in their cells: task -> ``cancelled``, ``done`` or ``unknown``
         as :meth:`WarpNode.cancel` said there (``unreachable`` when no peer of the cell answered
         within ``timeout``). Tasks of this peer's own cell are left to the caller."""
-        by_cell: dict[str | None, list[str]] = {}
-        for t in dict.fromkeys(task_ids):
-            cell = self.target(t)
-            if cell != self.node.config.cell:
-                by_cell.setdefault(cell, []).append(t)
         states: dict[str, str] = {}
-        for cell, tasks in by_cell.items():
+        for cell, tasks in self._by_other_cell(task_ids).items():
             for chunk in route.chunks(tasks):
                 reply = await self._ask(cell, functools.partial(_cancel_frame, [(t, reason) for t in chunk]), timeout)
                 got = {} if not isinstance(reply, route.Cancelled) else {
@@ -392,7 +378,8 @@ class CellRouter:
 
     async def _ask(self, cell: str | None, build: Callable[[int], bytes], timeout: float) -> route.Message | None:
         """Send ``build(seq)`` to live peers of ``cell`` (again every ``resend_after``, to another
-        peer when there is one) until one replies under that seq; None on timeout."""
+        peer when there is one, and after a wait when none is live yet: a client hears the other
+        cells' peers a moment after it joins) until one replies under that seq; None on timeout."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         step = max(0.01, self.node.config.quilter.resend_after)
@@ -427,9 +414,9 @@ class CellRouter:
             if fut is not None and not fut.done():
                 fut.set_result((msg.ok, msg.reason))
         elif isinstance(msg, route.Answers):
-            waiter = self._fetch_waiters.get(msg.seq)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(msg)
+            reply = self._replies.get(msg.seq)
+            if reply is not None and not reply.done():
+                reply.set_result(msg)
             if msg.seq == 0 or msg.seq in self._fetches:
                 self._fetches.pop(msg.seq, None)
                 self.stats["answers_pushed" if msg.seq == 0 else "answers_fetched"] += len(msg.answers)
@@ -563,6 +550,10 @@ class CellRouter:
     async def _send_quietly(self, peer: str, data: bytes) -> None:
         with contextlib.suppress(PeerUnreachable, SeamClosed):
             await self.channel.send_to(peer, data)
+
+
+def _fetch_frame(tasks: list[str], seq: int) -> bytes:
+    return route.encode_fetch(seq, tasks)
 
 
 def _cancel_frame(items: list[tuple[str, str]], seq: int) -> bytes:
