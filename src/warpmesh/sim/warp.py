@@ -366,6 +366,14 @@ def run_warp(
             if converged():
                 break
             await asyncio.sleep(0.5)
+        if cells and not ack_answers:
+            # Every live peer that forwarded a task got its answer back (pushed, or fetched after a
+            # lost push or a crashed acceptor). (With --ack-answers the reader may remove an
+            # answer from its cell before the submitter fetched it.)
+            for _ in range(40):
+                if not any(node.router.waiting for node in mesh.nodes.values()):
+                    break
+                await asyncio.sleep(0.25)
         if ack_answers:
             # The reader acknowledges an answer only once no queue holds its task; a queue entry
             # repaired away in the last moments leaves its answer for the reader's next rounds.
@@ -435,6 +443,10 @@ def run_warp(
             report.failures.append(f"{steady_dups} duplicate executions at steady membership")
         if any(len(digests) != 1 for digests in per_cell.values()):
             report.failures.append("live peers' results boards differ after quiescence")
+        unreturned = {n: sorted(node.router.waiting)[:3] for n, node in sorted(mesh.nodes.items())
+                      if node.router.waiting}
+        if cells and not ack_answers and unreturned:
+            report.failures.append(f"forwarded tasks whose answer never reached their submitter, e.g. {unreturned}")
         stuck_queued = sorted({t for node in mesh.nodes.values() for t in node.queue.state.keys()})
         if stuck_queued:
             holders = {n: sorted(node.queue.state.keys())[:3] for n, node in sorted(mesh.nodes.items())
