@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -309,3 +310,25 @@ def test_simulated_cells_under_churn_lose_nothing() -> None:
     assert report.metrics["bytes_by_kind"]["route"] > 0
 
 
+
+
+def test_a_durable_peer_restarted_in_another_cell_does_not_carry_its_old_cells_tasks(tmp_path: Path) -> None:
+    async def boot(cell: str) -> WarpNode:
+        fabric = MemoryFabric(seed=1)
+        node = WarpNode(fabric.join("p"), registry=recording_registry(ExecLog(), "p"), data_dir=tmp_path,
+                        config=replace(FAST, cell=cell, cells=(cell,)))
+        return await node.start()
+
+    async def main() -> None:
+        node = await boot("x")
+        await node.enqueue("held", "nobody.has.this.op", 1)  # stays queued: no peer serves the op
+        assert "held" in node.queue.state
+        await node.close()
+        node = await boot("y")
+        assert "held" not in node.queue.state  # another cell's boards start empty
+        await node.close()
+        node = await boot("x")
+        assert "held" in node.queue.state  # and the old cell's are still on disk
+        await node.close()
+
+    run_virtual(main())

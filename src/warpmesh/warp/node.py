@@ -283,12 +283,20 @@ class WarpNode:
             seam = self._cell_channel(tag) if tag in (QUEUE_TAG, RESULTS_TAG, INTENTS_TAG) else self.mux.channel(tag)
             return Quilter(seam, state, stream=self.replica, config=cfg.quilter,
                            rng=random.Random(self.rng.getrandbits(32)), coalesce_delay=cfg.coalesce_delay,
-                           store=None if self.store is None else self.store.board(f"warp-{tag}"),
+                           store=None if self.store is None else self.store.board(self._board_name(tag)),
                            history=self._board_history or tag == MEMBERS_TAG)
 
         return (board(QUEUE_TAG, ORMap(LWWRegister)), board(RESULTS_TAG, ORMap(LWWRegister)),
                 board(INTENTS_TAG, ORMap(GSet)), board(COUNTERS_TAG, ORMap(GCounter)),
                 board(MEMBERS_TAG, ORMap(LWWRegister)))
+
+    def _board_name(self, tag: int) -> str:
+        """The board's name in the data directory. A cell's boards are named after the cell, so a
+        peer restarted in another cell starts those empty rather than carrying its old cell's
+        tasks into the new one (the old cell's majority still holds them)."""
+        if self.config.cell is not None and tag in (QUEUE_TAG, RESULTS_TAG, INTENTS_TAG):
+            return f"warp-{tag}@{self.config.cell}"
+        return f"warp-{tag}"
 
     def _cell_channel(self, tag: int) -> Seam:
         """The channel ``tag`` of the mux, cut to this peer's cell when it has one."""
