@@ -332,3 +332,28 @@ def test_a_durable_peer_restarted_in_another_cell_does_not_carry_its_old_cells_t
         await node.close()
 
     run_virtual(main())
+
+
+def test_a_cell_whose_peers_are_all_gone_is_forgotten_and_its_share_moves() -> None:
+    # Cells learned from the members board (no `cells` configured): once c1's peers are forgotten
+    # (lost_after), its tasks hash to the cells left.
+    async def main() -> None:
+        log = ExecLog()
+        fabric = MemoryFabric(seed=9, faults=LinkFaults(delay=0.001))
+        nodes = {name: await WarpNode(fabric.join(name), registry=recording_registry(log, name),
+                                      config=replace(FAST, cell=cell)).start() for name, cell in PEERS.items()}
+        await eventually(lambda: all(n.router.cells() == ("c0", "c1") for n in nodes.values()), 10.0, "cells seen")
+        for p in "def":
+            fabric.crash(p)
+            await nodes.pop(p).close()
+        await eventually(lambda: all(n.router.cells() == ("c0",) for n in nodes.values()), 30.0,
+                         "the gone cell forgotten")
+        t = _tasks_for("c1", 1)[0]
+        await nodes["a"].enqueue(t, "echo", {"task": t})
+        assert await nodes["a"].result(t, timeout=10.0) == f"result-{t}"
+        assert [p for p, x in log.runs if x == t][0] in "abc"
+        for n in nodes.values():
+            await n.close()
+        await fabric.close()
+
+    run_virtual(main())

@@ -317,6 +317,7 @@ class WarpCore:
         # Membership.
         self.roster: frozenset[str] = frozenset()
         self.live: frozenset[str] = frozenset()
+        self._elsewhere: frozenset[str] = frozenset()  # peers of other cells, linked or heard from
         self.workers: frozenset[str] = frozenset()
         self._all_workers: frozenset[str] = frozenset()
         self.ring = ring_for(frozenset(), vnodes=config.vnodes, seed=config.ring_seed)
@@ -643,10 +644,12 @@ class WarpCore:
         self._put(MEMBERS, self.replica, value)
 
     def set_membership(self, now: float, roster: frozenset[str], live: frozenset[str],
-                       force_publish: bool = False) -> None:
-        """The roster (seam or injected source) and the peers the failure detector hears from."""
+                       force_publish: bool = False, elsewhere: frozenset[str] = frozenset()) -> None:
+        """The roster (seam or injected source) and the peers the failure detector hears from, of
+        this peer's cell; ``elsewhere``: the peers of other cells that are linked or heard from."""
         self._now = now
         self.roster, self.live = roster, live
+        self._elsewhere = elsewhere
         if self.closed:
             return
         info = self.member_info()
@@ -712,8 +715,9 @@ class WarpCore:
         node that comes back publishes a new entry."""
         if self.role != "worker":
             return
-        present = self.roster | self.live | {self.self_id}
-        info = self.member_info()
+        # Every cell's members: a cell whose peers are all gone is forgotten by the others too.
+        present = self.roster | self.live | self._elsewhere | {self.self_id}
+        info = self.mesh_member_info()
         for node in [n for n in self._absent_since if n not in info or n in present]:
             del self._absent_since[node]
         for node in info:

@@ -961,17 +961,19 @@ class WarpNode:
         info = self.core.mesh_member_info()
         cell = self.config.cell
         mine = frozenset(p for p, v in info.items() if v.get("cell") == cell and p != self.self_id)
+        elsewhere: frozenset[PeerId] = frozenset()
         if len(mine) + 1 < len(info):
             # Peers of other cells are neither workers nor rivals here; a peer whose entry has not
             # arrived yet may be of this cell, so it still counts (the safe side: contested).
             others = frozenset(info) - mine - {self.self_id}
+            elsewhere = (roster | live) & others
             roster, live = roster - others, live - others
         self.cell_peers = mine
         if self._cell_seams:
             transport = self.seam.roster.value
             for sub in self._cell_seams:
                 sub.allow(mine, transport)
-        self.core.set_membership(self.now(), roster, live, force_publish=force_publish)
+        self.core.set_membership(self.now(), roster, live, force_publish=force_publish, elsewhere=elsewhere)
         self._drain()
 
     def _on_beacon(self, peer: PeerId, beacon: bytes) -> None:
