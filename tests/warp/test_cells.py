@@ -351,7 +351,7 @@ def test_a_cell_whose_peers_are_all_gone_is_forgotten_and_its_share_moves() -> N
         t = _tasks_for("c1", 1)[0]
         await nodes["a"].enqueue(t, "echo", {"task": t})
         assert await nodes["a"].result(t, timeout=10.0) == f"result-{t}"
-        assert [p for p, x in log.runs if x == t][0] in "abc"
+        assert [p for p, x in log.runs if x == t] in (["a"], ["b"], ["c"])  # once, in c0
         for n in nodes.values():
             await n.close()
         await fabric.close()
