@@ -102,6 +102,8 @@ def test_status_through_a_cell_lists_every_cells_workers(cells: CellMesh) -> Non
     assert {p["peer"]: p["cell"] for p in snap["peers"] if p["role"] == "worker"} == CELLS
     # The ring is the entry's cell's: only its peers have a share.
     assert set(snap["ring_shares"]) == {"c", "d"}
+    node = cells.lt.run(cells.nodes["c"].status())["warp"]
+    assert node["cell"] == "y" and node["cells"] == ["x", "y"] and node["routing"]["bad_frames"] == 0
     text = cli(cells, "status", "--to", cells.addr("c"))
     assert text.returncode == 0 and "cell" in text.stdout
 

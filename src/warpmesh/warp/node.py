@@ -930,6 +930,9 @@ class WarpNode:
             "replication_lag": self.replication_lag(),
             "boards": self.board_stats(),
             "liveness": self.liveness.stats(),
+            "cell": self.config.cell,
+            "cells": [c for c in self.router.cells() if c is not None],
+            "routing": dict(self.router.stats),
         }
 
     def board_stats(self) -> dict[str, dict[str, int]]:
