@@ -638,3 +638,25 @@ def test_a_busy_peer_holds_its_counters_and_sends_them_when_it_falls_idle(busy: 
         await mesh.close()
 
     run_virtual(main())
+
+
+def test_a_run_enqueued_again_after_its_answer_was_acknowledged_is_not_run_again_and_leaves() -> None:
+    # A retry with the same run token (NotReplicated's advice, or a forwarded enqueue's late copy)
+    # that lands after the answer was read and acknowledged: the run is done. Its new queue entry
+    # must leave the queue - it used to stay there for ever, its runner remembering it had run it.
+    async def main() -> None:
+        mesh = await make_mesh(["a", "b", "c"])
+        a, b = mesh.nodes["a"], mesh.nodes["b"]
+        run = await a.enqueue("once", "echo", {"task": "once"})
+        assert await a.result("once", timeout=10.0) == "result-once"
+        await eventually(lambda: all("once" not in n.queue.state for n in mesh.nodes.values()), 10.0, "dequeued")
+        a.ack("once")
+        await eventually(lambda: all("once" not in n.results_board.state for n in mesh.nodes.values()), 10.0,
+                         "acknowledged everywhere")
+        await b.enqueue("once", "echo", {"task": "once"}, run=run)  # the same run, again
+        await eventually(lambda: all("once" not in n.queue.state for n in mesh.nodes.values()), 10.0,
+                         "the repeated run left the queue")
+        assert mesh.log.executed_by("once") and len(mesh.log.executed_by("once")) == 1
+        await mesh.close()
+
+    run_virtual(main())

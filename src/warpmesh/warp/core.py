@@ -855,9 +855,13 @@ class WarpCore:
         if self.claimed.get(task_id) == desc.run or self.standby.get(task_id) == desc.run:
             return
         if self._executed.get(task_id) == desc.run:
-            # We ran this very run and wrote its answer, which is gone: acknowledged (or expired),
-            # and the queue entry removed with it is still on its way here (the two travel on
-            # different boards). Running it again would be a duplicate.
+            # We ran this very run and wrote its answer, which is gone: acknowledged (or expired).
+            # Running it again would be a duplicate. Either the queue entry's removal is on its way
+            # here (the two travel on different boards), or the entry came back after it: a late
+            # copy of a forwarded enqueue of that run (warpmesh.warp.route), which nobody else
+            # would ever remove. The run is done either way, so the entry goes.
+            if (task_id, desc.run) not in self._dequeuing:
+                self._remove_from_queue(task_id, desc.run)
             return
         delegated = self.delegated.get(task_id)
         if delegated is not None:
