@@ -497,11 +497,16 @@ class MeshClient:
     async def status(self) -> dict[str, Any]:
         """The mesh as this client sees it after pulling every board (the ``warpmesh status --json`` object)."""
         await self.sync()
-        return mesh_status(self, await self.views_agree())
+        agree = await self.views_agree()
+        return mesh_status(self, agree, await self.warp.router.counts(self.connect_timeout))
 
 
-def mesh_status(client: MeshClient, views_agree: bool) -> dict[str, Any]:
-    """A snapshot of the whole mesh as this client sees it after syncing (the ``warpmesh status --json`` object)."""
+def mesh_status(client: MeshClient, views_agree: bool,
+                other_cells: dict[str, dict[str, int]] | None = None) -> dict[str, Any]:
+    """A snapshot of the whole mesh as this client sees it after syncing (the ``warpmesh status --json`` object).
+
+    ``other_cells``: the other cells' counters (``router.counts()``) in a mesh of cells, each cell
+    keeping its own; the counters shown are the sums."""
     from warpmesh.warp import COUNTER_NAMES
 
     warp = client.warp
@@ -521,8 +526,9 @@ def mesh_status(client: MeshClient, views_agree: bool) -> dict[str, Any]:
         for peer in warp.claimants(desc.run):
             claimed_by[peer] = claimed_by.get(peer, 0) + 1
     roster = sorted(client.mesh.roster.value - {client.node_id})
-    executions = warp.counters_by_peer("executions")
-    failures = warp.counters_by_peer("failures")
+    far = other_cells or {}
+    executions = {**far.get("executions", {}), **warp.counters_by_peer("executions")}
+    failures = {**far.get("failures", {}), **warp.counters_by_peer("failures")}
     shares = ring.shares()
     # Workers gone for longer than the failure detector's lost_after leave the members board (and
     # this list); their executions stay in the mesh-wide counters.
@@ -554,7 +560,7 @@ def mesh_status(client: MeshClient, views_agree: bool) -> dict[str, Any]:
         "unowned": queued_by.get("(no live worker)", 0),
         "claimed": sum(claimed_by.values()),
         "results": len(warp.results),
-        "counters": {n: warp.counter(n) for n in COUNTER_NAMES},
+        "counters": {n: warp.counter(n) + sum(far.get(n, {}).values()) for n in COUNTER_NAMES},
         "peers": peers,
     }
 

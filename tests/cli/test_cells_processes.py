@@ -102,6 +102,11 @@ def test_status_through_a_cell_lists_every_cells_workers(cells: CellMesh) -> Non
     assert {p["peer"]: p["cell"] for p in snap["peers"] if p["role"] == "worker"} == CELLS
     # The ring is the entry's cell's: only its peers have a share.
     assert set(snap["ring_shares"]) == {"c", "d"}
+    # Counters are kept per cell; status sums them over the cells.
+    assert snap["counters"]["executions"] >= 24
+    by_peer = {p["peer"]: p["executions"] for p in snap["peers"] if p["role"] == "worker"}
+    assert sum(by_peer.values()) == snap["counters"]["executions"]
+    assert by_peer["a"] + by_peer["b"] > 0 and by_peer["c"] + by_peer["d"] > 0
     node = cells.lt.run(cells.nodes["c"].status())["warp"]
     assert node["cell"] == "y" and node["cells"] == ["x", "y"] and node["routing"]["bad_frames"] == 0
     text = cli(cells, "status", "--to", cells.addr("c"))

@@ -63,13 +63,16 @@ def test_route_messages_round_trip() -> None:
     assert route.decode(route.encode_cell(9, None, [])) == route.Cell(9, None, ())
     assert route.decode(route.encode_cancel(10, [("t", "why")])) == route.Cancel(10, (("t", b"why"),))
     assert route.decode(route.encode_cancelled(11, [("t", "done")])) == route.Cancelled(11, (("t", b"done"),))
+    assert route.decode(route.encode_counts(12)) == route.Counts(12)
+    assert route.decode(route.encode_counted(13, {"executions": {"a": 3}})) == route.Counted(13, {"executions": {"a": 3}})
 
 
 @pytest.mark.parametrize("data", [
     b"", b"\xc1", pack("x"), pack([0]), pack([0, -1, []]), pack([0, 1, [["t"]]]), pack([0, 1, [["", b"d"]]]),
-    pack([1, 1, "yes", ""]), pack([2, 1, [3]]), pack([3, 1, [["t", "not bytes"]]]), pack([9, 1, []]),
+    pack([1, 1, "yes", ""]), pack([2, 1, [3]]), pack([3, 1, [["t", "not bytes"]]]), pack([99, 1, []]),
     pack([2, 1, ["t"] * (route.MAX_BATCH + 1)]), pack([6, 1, "", []]), pack([6, 1, 5, []]),
-    pack([3, 1, [], [["t", 1]]]), pack([7, 1, [["t"]]]), pack([5, 1]),
+    pack([3, 1, [], [["t", 1]]]), pack([7, 1, [["t"]]]), pack([5, 1]), pack([10, 1, {"x": {"a": -1}}]),
+    pack([10, 1, {"x": 3}]), pack([10, 1, []]),
 ])
 def test_hostile_route_frames_are_refused(data: bytes) -> None:
     with pytest.raises(ValueError):

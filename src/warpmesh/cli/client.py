@@ -423,7 +423,7 @@ def status(as_json: bool, to: tuple[str, int], listen: tuple[str, int] | None, c
         async with MeshClient(to, listen=listen, secret=secret, tls=tls, connect_timeout=connect_timeout) as client:
             await client.sync()
             agree = await client.views_agree()
-            return mesh_status(client, agree)
+            return mesh_status(client, agree, await client.warp.router.counts(connect_timeout))
 
     snap = _run(main())
     if as_json:

@@ -359,6 +359,22 @@ class CellRouter:
                 by_cell.setdefault(cell, []).append(t)
         return by_cell
 
+    async def counts(self, timeout: float = 5.0) -> dict[str, dict[str, int]]:
+        """The other cells' counters (each cell keeps its own): name -> peer -> count, summed over
+        the cells that answered within ``timeout`` (a cell with no live peer is left out)."""
+        out: dict[str, dict[str, int]] = {}
+        own = self.node.config.cell
+        for cell in self.cells():
+            if cell == own:
+                continue
+            reply = await self._ask(cell, route.encode_counts, timeout)
+            if isinstance(reply, route.Counted):
+                for name, by_peer in reply.counts.items():
+                    row = out.setdefault(name, {})
+                    for peer, n in by_peer.items():
+                        row[peer] = row.get(peer, 0) + n
+        return out
+
     async def cancel(self, task_ids: Iterable[str], reason: str = "cancelled",
                      timeout: float = 5.0) -> dict[str, str]:
         """Cancel tasks of other cells in their cells: task -> ``cancelled``, ``done`` or ``unknown``
@@ -436,7 +452,11 @@ class CellRouter:
                     node.core.ack(task_id)
             node._drain()
             self._send_soon(sender, route.encode_accept(msg.seq, True))
-        elif isinstance(msg, route.Cancelled):
+        elif isinstance(msg, route.Counts):
+            node = self.node
+            names = sorted(str(k) for k in node.counters.state.keys())
+            self._send_soon(sender, route.encode_counted(msg.seq, {n: node.counters_by_peer(n) for n in names}))
+        elif isinstance(msg, route.Counted | route.Cancelled):
             reply = self._replies.get(msg.seq)
             if reply is not None and not reply.done():
                 reply.set_result(msg)

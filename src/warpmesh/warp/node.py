@@ -93,6 +93,10 @@ log = logging.getLogger("warpmesh.warp")
 QUEUE_TAG, RESULTS_TAG, INTENTS_TAG, COUNTERS_TAG, MEMBERS_TAG, STEAL_TAG = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06
 #: Who runs what right now (``warpmesh jobs``): a request/reply channel, silent unless asked.
 INSPECT_TAG = 0x07
+#: The boards a cell keeps to itself (see docs/warp.md, "Cells"): every board but the members board.
+#: The counters too: mesh-wide figures are the sums over the cells (``router.counts()``); kept
+#: mesh-wide, their flushes were half of all bytes at 64 peers in cells of 8.
+_CELL_BOARDS = frozenset({QUEUE_TAG, RESULTS_TAG, INTENTS_TAG, COUNTERS_TAG})
 #: Running jobs one inspect reply lists at most.
 MAX_INSPECT_JOBS = 10_000
 
@@ -279,8 +283,8 @@ class WarpNode:
             # Without board history (a client that only waits for its own jobs' answers), every board
             # but the members board is a partial replica: joining a mesh holding 300,000 answers
             # must not fetch them (issue 16's rounds experiment).
-            # A cell's boards (queue, results, intents) replicate among the cell's peers only.
-            seam = self._cell_channel(tag) if tag in (QUEUE_TAG, RESULTS_TAG, INTENTS_TAG) else self.mux.channel(tag)
+            # A cell's boards (all but the members board) replicate among the cell's peers only.
+            seam = self._cell_channel(tag) if tag in _CELL_BOARDS else self.mux.channel(tag)
             return Quilter(seam, state, stream=self.replica, config=cfg.quilter,
                            rng=random.Random(self.rng.getrandbits(32)), coalesce_delay=cfg.coalesce_delay,
                            store=None if self.store is None else self.store.board(self._board_name(tag)),
@@ -294,7 +298,7 @@ class WarpNode:
         """The board's name in the data directory. A cell's boards are named after the cell, so a
         peer restarted in another cell starts those empty rather than carrying its old cell's
         tasks into the new one (the old cell's majority still holds them)."""
-        if self.config.cell is not None and tag in (QUEUE_TAG, RESULTS_TAG, INTENTS_TAG):
+        if self.config.cell is not None and tag in _CELL_BOARDS:
             return f"warp-{tag}@{self.config.cell}"
         return f"warp-{tag}"
 
@@ -843,15 +847,14 @@ class WarpNode:
         A peer that just joined (``warpmesh results``/``status``) calls this before reading, so it
         never reports a half-received board. Pulls each board's state from ``peer`` at once (see
         :meth:`~warpmesh.quilt.Quilter.sync_with`) instead of waiting for anti-entropy rounds.
-        Raises :class:`TimeoutError`. A peer of another cell shares only the mesh-wide boards
-        (members, counters) with this one: only those are pulled from it.
+        Raises :class:`TimeoutError`. A peer of another cell shares only the members board with
+        this one: only that is pulled from it.
         """
         async with asyncio.timeout(timeout):
             await self.members.sync_with(peer)
             entry = self.core.mesh_member_info().get(peer)
-            shared = entry is None or entry.get("cell") == self.config.cell
-            await asyncio.gather(*(q.sync_with(peer) for q in self._boards
-                                   if q is not self.members and (shared or q is self.counters)))
+            if entry is None or entry.get("cell") == self.config.cell:
+                await asyncio.gather(*(q.sync_with(peer) for q in self._boards if q is not self.members))
         self._refresh_membership()
 
     def queued(self) -> Iterator[tuple[str, TaskDescriptor]]:
@@ -883,7 +886,8 @@ class WarpNode:
         return self.core.view
 
     def counter(self, name: str) -> int:
-        """A mesh-wide counter (every peer's increments that have reached this peer)."""
+        """A mesh-wide counter (every peer's increments that have reached this peer); in a mesh of
+        cells, this peer's cell's (``await node.router.counts()`` gives the other cells')."""
         c = self.counters.state.get(name)
         return 0 if c is None else c.value
 

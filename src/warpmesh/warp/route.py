@@ -27,7 +27,10 @@ cell. A peer that is not of the task's cell (a peer of another cell, or a client
    a peer of another cell); ``CANCELLED [seq, [[task, state], ...]]`` answers with what
    ``WarpNode.cancel`` said there (``cancelled``, ``done`` or ``unknown``), once a majority of the
    cell holds the cancels.
-5. ``HELLO [seq]`` asks a peer for its cell: ``CELL [seq, cell, [cells]]``. A client (``warpmesh
+5. ``COUNTS [seq]`` asks a peer for its cell's counters (each cell keeps its own counters board, so
+   their traffic stays within the cell too): ``COUNTED [seq, {name: {peer: count}}]``. Mesh-wide
+   figures (``warpmesh status``) are the sums over the cells.
+6. ``HELLO [seq]`` asks a peer for its cell: ``CELL [seq, cell, [cells]]``. A client (``warpmesh
    submit``, ``status``, ``results``) joins the cell of the peer it connects through, so what it
    reads - the queue, the claims, the answers - is that cell's.
 
@@ -47,7 +50,9 @@ from warpmesh.wire.frame import FrameUndecodable, pack, unpack
 
 #: The mux channel of routing messages.
 ROUTE_TAG = 0x08
-SUBMIT, ACCEPT, FETCH, ANSWERS, ACK, HELLO, CELL, CANCEL, CANCELLED = 0, 1, 2, 3, 4, 5, 6, 7, 8
+SUBMIT, ACCEPT, FETCH, ANSWERS, ACK, HELLO, CELL, CANCEL, CANCELLED, COUNTS, COUNTED = range(11)
+#: Names and peers per COUNTED message, at most.
+MAX_COUNTS = 10_000
 #: Tasks per SUBMIT, FETCH or ANSWERS message (a batch of more travels as several messages).
 MAX_BATCH = 2_000
 MAX_REASON = 500
@@ -126,7 +131,18 @@ class Cancelled:
     states: tuple[tuple[str, bytes], ...]  # (task id, state as UTF-8)
 
 
-Message = Submit | Accept | Fetch | Answers | Ack | Hello | Cell | Cancel | Cancelled
+@dataclass(frozen=True)
+class Counts:
+    seq: int
+
+
+@dataclass(frozen=True)
+class Counted:
+    seq: int
+    counts: dict[str, dict[str, int]]  # counter name -> peer -> count
+
+
+Message = Submit | Accept | Fetch | Answers | Ack | Hello | Cell | Cancel | Cancelled | Counts | Counted
 
 
 def encode_submit(seq: int, tasks: list[tuple[str, bytes]]) -> bytes:
@@ -153,6 +169,26 @@ def encode_cancel(seq: int, tasks: list[tuple[str, str]]) -> bytes:
 
 def encode_cancelled(seq: int, states: list[tuple[str, str]]) -> bytes:
     return pack([CANCELLED, seq, [[t, st.encode()] for t, st in states]])
+
+
+def encode_counts(seq: int) -> bytes:
+    return pack([COUNTS, seq, 0])
+
+
+def encode_counted(seq: int, counts: dict[str, dict[str, int]]) -> bytes:
+    return pack([COUNTED, seq, counts])
+
+
+def _counts(raw: Any) -> dict[str, dict[str, int]]:
+    if not isinstance(raw, dict) or len(raw) > MAX_COUNTS:
+        raise ValueError("bad counts")
+    out: dict[str, dict[str, int]] = {}
+    for name, by_peer in raw.items():
+        if not isinstance(name, str) or not isinstance(by_peer, dict) or len(by_peer) > MAX_COUNTS \
+                or not all(isinstance(p, str) and _is_count(n) for p, n in by_peer.items()):
+            raise ValueError("bad counts entry")
+        out[name] = dict(by_peer)
+    return out
 
 
 def encode_hello(seq: int) -> bytes:
@@ -210,6 +246,10 @@ def decode(data: bytes) -> Message:
         return Cancel(seq, _pairs(msg[2], "cancel"))
     if kind == CANCELLED and len(msg) == 3:
         return Cancelled(seq, _pairs(msg[2], "cancelled"))
+    if kind == COUNTS and len(msg) == 3:
+        return Counts(seq)
+    if kind == COUNTED and len(msg) == 3:
+        return Counted(seq, _counts(msg[2]))
     if kind == HELLO and len(msg) == 3:
         return Hello(seq)
     if kind == CELL and len(msg) == 4 and (msg[2] is None or (isinstance(msg[2], str) and msg[2])):
