@@ -92,6 +92,12 @@ class CellRouter:
             self._cells_key = info
         return self._cells
 
+    def only_cell(self) -> bool:
+        """Whether this peer's cell is the only one known: nothing is forwarded (a mesh without
+        cells). Enqueues ask this once per batch, not :meth:`target` per task."""
+        cells = self.cells()
+        return not cells or cells == (self.node.config.cell,)
+
     def target(self, task_id: str, pin: str | None = None) -> str | None:
         """The cell that queues ``task_id`` (a pinned task: its pin's cell)."""
         own = self.node.config.cell

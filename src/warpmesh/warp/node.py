@@ -606,7 +606,7 @@ class WarpNode:
         if op is None:
             op, args = EXECUTOR_OP, (args or (task_id,))
         desc = self._descriptor_for(task_id, op, args, kwargs, pin=pin, run=run, deadline=deadline)
-        cell = self.router.target(task_id, pin)
+        cell = self.config.cell if self.router.only_cell() else self.router.target(task_id, pin)
         if cell != self.config.cell:
             return await self.router.enqueue(cell, task_id, desc)  # held by a majority of its cell
         run = desc.run
@@ -648,7 +648,7 @@ class WarpNode:
         """:meth:`enqueue_nowait` with the arguments given as a list and a dict (any keyword
         names, ``pin`` included): what ``warpmesh submit`` uses."""
         desc = self._descriptor_for(task_id, op, args, kwargs, pin=pin, run=run, deadline=deadline)
-        cell = self.router.target(task_id, pin)
+        cell = self.config.cell if self.router.only_cell() else self.router.target(task_id, pin)
         if cell != self.config.cell:
             self.router.forward(cell, [(task_id, desc)])
         else:
@@ -688,6 +688,9 @@ class WarpNode:
             if op is None:
                 op, args = EXECUTOR_OP, (tuple(args) or (task_id,))
             descs.append((task_id, self._descriptor_for(task_id, op, args, None)))
+        if self.router.only_cell():  # no other cell (the common case): everything is queued here
+            self._enqueue_descriptors(descs)
+            return [desc.run for _, desc in descs]
         local: list[tuple[str, TaskDescriptor]] = []
         forwarded: dict[str | None, list[tuple[str, TaskDescriptor]]] = {}
         own = self.config.cell
