@@ -113,6 +113,9 @@ def test_workers_ignore_ctrl_c_meant_for_the_parent() -> None:
 
     async def main() -> None:
         with ProcessPool(1) as pool:
+            # Once the worker runs (a Ctrl-C while it is still starting up kills it, as it would
+            # any process that has not yet set its handlers: the pool reports WorkerDied then).
+            await pool.submit(pool_ops.pid, ()).result()
             call = pool.submit(pool_ops.nap, (0.5,))
             await asyncio.sleep(0.2)
             for w in pool._workers:
