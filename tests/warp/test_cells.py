@@ -360,3 +360,20 @@ def test_a_cell_whose_peers_are_all_gone_is_forgotten_and_its_share_moves() -> N
         await fabric.close()
 
     run_virtual(main())
+
+
+def test_forwarded_answers_expire_with_result_ttl() -> None:
+    async def main() -> None:
+        log = ExecLog()
+        fabric, nodes = await _two_cells(log, result_ttl=3.0)
+        a = nodes["a"]
+        t = _tasks_for("c1", 1)[0]
+        await a.enqueue(t, "echo", {"task": t})
+        assert await a.result(t, timeout=10.0) == f"result-{t}"
+        assert t in a.router.answers
+        await eventually(lambda: t not in a.router.answers and t not in a.results, 10.0, "forwarded answer expired")
+        for n in nodes.values():
+            await n.close()
+        await fabric.close()
+
+    run_virtual(main())

@@ -57,8 +57,10 @@ class CellRouter:
         #: Forwarded tasks -> (cell, run), until their answer arrives.
         self.waiting: dict[str, tuple[str | None, str]] = {}
         self._accepted: set[str] = set()
-        #: Answers of forwarded tasks (task -> its answer), until acknowledged.
+        #: Answers of forwarded tasks (task -> its answer), until acknowledged (or, with
+        #: ``WarpConfig.result_ttl``, that long after they arrived, as the cells expire theirs).
         self.answers: dict[str, OpResult] = {}
+        self._answered_at: dict[str, float] = {}
         #: Bumps whenever an answer arrives here.
         self.changes: Observable[int] = Observable(0)
         self._backlog: list[_Pending] = []  # forwarded, not accepted yet: retried in the background
@@ -295,10 +297,20 @@ class CellRouter:
             del self.waiting[task_id]
             self._accepted.discard(task_id)
             self.answers[task_id] = res
+            self._answered_at[task_id] = self.node.now()
             got.append(task_id)
         if got:
             self.changes.set(self.changes.value + 1)
             self.node._notify_results(got)
+
+    def expire(self, now: float) -> None:
+        """Forget forwarded answers held longer than ``result_ttl`` (None: kept until acknowledged)."""
+        ttl = self.node.config.result_ttl
+        if ttl is None or not self._answered_at:
+            return
+        for task_id in [t for t, at in self._answered_at.items() if now - at >= ttl]:
+            del self._answered_at[task_id]
+            self.answers.pop(task_id, None)
 
     def ack(self, task_id: str) -> bool:
         """Acknowledge the answer of a task of another cell: dropped here, removed from its cell's
@@ -307,6 +319,7 @@ class CellRouter:
         entry = self.waiting.pop(task_id, None)
         self._accepted.discard(task_id)
         res = self.answers.pop(task_id, None)
+        self._answered_at.pop(task_id, None)
         cell = entry[0] if entry is not None else self.target(task_id)
         if cell == self.node.config.cell and entry is None and res is None:
             return False

@@ -1450,6 +1450,7 @@ class WarpNode:
             self.core.results_confirmed(self.results_board.core.confirmed())
             self.core.housekeeping(self.now())
             self._drain()
+            self.router.expire(self.now())
             if self.now() - self.core.view_changed_at >= self.config.settle_window:
                 # Our view is settled: a peer still showing another may have lost our announcement
                 # or we its; ask it (views travel unacknowledged on heartbeats).
