@@ -377,3 +377,37 @@ def test_forwarded_answers_expire_with_result_ttl() -> None:
         await fabric.close()
 
     run_virtual(main())
+
+
+def test_a_cell_that_is_down_does_not_hold_up_forwards_to_the_others() -> None:
+    three = ("c0", "c1", "c2")
+    peers = {"a": "c0", "b": "c0", "c": "c0", "d": "c1", "e": "c1", "f": "c1", "g": "c2", "h": "c2", "i": "c2"}
+
+    def task_of(cell: str, prefix: str) -> str:
+        return next(t for t in (f"{prefix}{i}" for i in range(1000)) if cell_for(t, three) == cell)
+
+    async def main() -> None:
+        log = ExecLog()
+        fabric = MemoryFabric(seed=4, faults=LinkFaults(delay=0.001))
+        cfg = {c: replace(FAST, cell=c, cells=three, replicate_timeout=2.0) for c in three}
+        nodes = {n: await WarpNode(fabric.join(n), registry=recording_registry(log, n), config=cfg[c]).start()
+                 for n, c in peers.items()}
+        await eventually(lambda: all(len(n.workers) == 3 and not n._contested() for n in nodes.values()), 10.0)
+        for p in "ghi":
+            fabric.crash(p)
+            await nodes.pop(p).close()
+        await eventually(lambda: not nodes["a"].router.live_peers("c2"), 10.0, "c2 seen down")
+        loop = asyncio.get_running_loop()
+        down = task_of("c2", "down-")
+        nodes["a"].enqueue_nowait(down, "echo", {"task": down})  # its forwarder waits for c2
+        await asyncio.sleep(0.1)
+        up = task_of("c1", "up-")
+        t0 = loop.time()
+        await nodes["a"].enqueue(up, "echo", {"task": up})
+        assert loop.time() - t0 < 0.5  # not behind the forward that waits for c2
+        assert await nodes["a"].result(up, timeout=5.0) == f"result-{up}"
+        for n in nodes.values():
+            await n.close()
+        await fabric.close()
+
+    run_virtual(main())

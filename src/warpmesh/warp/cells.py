@@ -63,8 +63,11 @@ class CellRouter:
         self._answered_at: dict[str, float] = {}
         #: Bumps whenever an answer arrives here.
         self.changes: Observable[int] = Observable(0)
-        self._backlog: list[_Pending] = []  # forwarded, not accepted yet: retried in the background
-        self._backlog_event = asyncio.Event()
+        # Forwarded, not accepted yet, per cell: each cell's own forwarder retries them in the
+        # background, so a cell that is down never holds up the others.
+        self._backlog: dict[str | None, list[_Pending]] = {}
+        self._backlog_event: dict[str | None, asyncio.Event] = {}
+        self._forwarders: dict[str | None, asyncio.Task[None]] = {}
         #: Tasks forwarded to this peer -> (submitter, run): their answers are pushed back.
         self._reply_to: dict[str, tuple[str, str]] = {}
         self._push: dict[str, list[tuple[str, bytes]]] = {}
@@ -122,14 +125,13 @@ class CellRouter:
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
-        loop = asyncio.get_running_loop()
         self._remove = self.channel.add_handler(self._on_frame)
-        self._tasks = [loop.create_task(self._forwarder(), name=f"warp-route-{self.node.self_id}")]
 
     async def close(self) -> None:
-        for t in [*self._tasks, *self._inflight]:
+        tasks = [*self._tasks, *self._forwarders.values(), *self._inflight]
+        for t in tasks:
             t.cancel()
-        for t in [*self._tasks, *self._inflight]:
+        for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         if self._remove is not None:
@@ -154,8 +156,14 @@ class CellRouter:
             poll = self._poll_task = asyncio.get_running_loop().create_task(
                 self._poller(), name=f"warp-route-poll-{self.node.self_id}")
             self._tasks.append(poll)
-        self._backlog.append(pending)
-        self._backlog_event.set()
+        self._backlog.setdefault(cell, []).append(pending)
+        event = self._backlog_event.get(cell)
+        if event is None:
+            event = self._backlog_event[cell] = asyncio.Event()
+        event.set()
+        if cell not in self._forwarders or self._forwarders[cell].done():
+            self._forwarders[cell] = asyncio.get_running_loop().create_task(
+                self._forwarder(cell), name=f"warp-route-{self.node.self_id}-{cell}")
         self.stats["forwarded"] += len(items)
         return pending
 
@@ -172,23 +180,21 @@ class CellRouter:
 
     async def settled(self, timeout: float | None = None) -> bool:
         """Wait until every forwarded batch was accepted; False on timeout."""
-        batches = [p.done for p in self._backlog]
+        batches = [p.done for backlog in self._backlog.values() for p in backlog]
         if not batches:
             return True
         done, _ = await asyncio.wait([asyncio.shield(f) for f in batches], timeout=timeout)
         return len(done) == len(batches)
 
-    async def _forwarder(self) -> None:
-        # One batch at a time per cell, oldest first; a batch that no peer accepts waits and retries.
+    async def _forwarder(self, cell: str | None) -> None:
+        # ``cell``'s batches, oldest first, all that wait at once; what no peer accepts waits a
+        # moment and is offered again.
+        backlog, event = self._backlog[cell], self._backlog_event[cell]
         while True:
-            if not self._backlog:
-                self._backlog_event.clear()
-                await self._backlog_event.wait()
-            by_cell: dict[str | None, list[_Pending]] = {}
-            for p in self._backlog:
-                by_cell.setdefault(p.cell, []).append(p)
-            results = await asyncio.gather(*(self._offer(cell, ps) for cell, ps in by_cell.items()))
-            if not all(results):
+            if not backlog:
+                event.clear()
+                await event.wait()
+            if not await self._offer(cell, list(backlog)):
                 self.stats["retries"] += 1
                 await asyncio.sleep(min(1.0, self.node.config.replicate_timeout / 4))
 
@@ -201,9 +207,10 @@ class CellRouter:
                 for p in batches:
                     p.error = reason
                 return False
+        backlog = self._backlog[cell]
         for p in batches:
             with contextlib.suppress(ValueError):
-                self._backlog.remove(p)
+                backlog.remove(p)
             for task_id, _ in p.tasks:
                 if task_id in self.waiting:
                     self._accepted.add(task_id)
