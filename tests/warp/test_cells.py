@@ -411,3 +411,25 @@ def test_a_cell_that_is_down_does_not_hold_up_forwards_to_the_others() -> None:
         await fabric.close()
 
     run_virtual(main())
+
+
+def test_a_restarted_peer_does_not_take_its_cell_for_a_cell_of_one_before_it_hears_the_members_board() -> None:
+    # Found by sim warp --cell-size 8, seed 5: a peer back from a crash knew no peer of its cell
+    # yet, accepted a forwarded task as if alone, ran it and crashed: the task was lost.
+    async def main() -> None:
+        log = ExecLog()
+        fabric, nodes = await _two_cells(log)
+        fabric.crash("d")
+        await nodes.pop("d").close()
+        d = await WarpNode(fabric.join("d"), registry=recording_registry(log, "d"), config=_cfg("c1")).start()
+        t = _tasks_for("c1", 1)[0]
+        assert not d.cell_known()
+        with pytest.raises(NotReplicated, match="members board"):
+            await d.enqueue(t, "echo", {"task": t})
+        await eventually(d.cell_known, 5.0, "the members board arrived")
+        assert d.cell_peers == {"e", "f"}
+        for n in [*nodes.values(), d]:
+            await n.close()
+        await fabric.close()
+
+    run_virtual(main())

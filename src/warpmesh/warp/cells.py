@@ -544,7 +544,11 @@ class CellRouter:
     async def _confirm(self, sender: str, seq: int, wait: bool) -> None:
         node = self.node
         ok, reason = True, ""
-        if wait and node.queue.core.peers:
+        if wait and not node.queue.core.peers and not node.cell_known():
+            # Just (re)started: alone in its cell only as far as it knows; acknowledging now would
+            # leave the task on this peer alone.
+            ok, reason = False, "this peer does not know the peers of its cell yet"
+        elif wait and node.queue.core.peers:
             need = node.holders_needed()
             reachable = len(node.core.live - {node.self_id})
             if reachable < need:

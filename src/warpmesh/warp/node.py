@@ -612,6 +612,9 @@ class WarpNode:
         run = desc.run
         self._enqueue_descriptors([(task_id, desc)])
         if not self.queue.core.peers and self.store is None:
+            if not self.cell_known():
+                raise NotReplicated(task_id, run, "this peer has not heard the members board yet, so it does not "
+                                    "know the peers of its cell")
             return run  # a mesh of one: nothing to replicate to (with a store: once on its disk)
         need = self.holders_needed()
         # Of this cell, or not known to be of another.
@@ -623,6 +626,15 @@ class WarpNode:
             raise NotReplicated(task_id, run,
                                 f"no majority acknowledged it within {self.config.replicate_timeout} s")
         return run
+
+    def cell_known(self) -> bool:
+        """Whether this peer knows who shares its boards. Without cells, always (the transport's
+        roster says). With a cell, once the members board has come from some peer, or no other
+        peer is linked: a peer that has just (re)started knows its cell's peers only from the
+        members board, and until then must not take its own cell for a cell of one."""
+        if self.config.cell is None:
+            return True
+        return len(self.core.mesh_member_info()) > 1 or not (self.seam.roster.value - {self.self_id})
 
     def holders_needed(self) -> int:
         """Other peers that must hold a mutation of ours before it counts as replicated.
