@@ -52,7 +52,6 @@ class CellRouter:
         self.channel = node.mux.channel(route.ROUTE_TAG)
         self.rng = random.Random(f"route:{node.replica}")
         self._seq = 0
-        self._accepts: dict[int, asyncio.Future[tuple[bool, str]]] = {}
         self._fetches: dict[int, str | None] = {}
         #: Forwarded tasks -> (cell, run), until their answer arrives.
         self.waiting: dict[str, tuple[str | None, str]] = {}
@@ -137,7 +136,7 @@ class CellRouter:
         if self._remove is not None:
             self._remove()
             self._remove = None
-        for fut in self._accepts.values():
+        for fut in self._replies.values():
             if not fut.done():
                 fut.cancel()
 
@@ -226,40 +225,20 @@ class CellRouter:
         return await self._request(cell, lambda seq: route.encode_submit(seq, tasks))
 
     async def _request(self, cell: str | None, build: Callable[[int], bytes]) -> tuple[bool, str]:
-        """Send ``build(seq)`` to live peers of ``cell`` until one ACCEPTs it (see :meth:`_submit`)."""
+        """Send ``build(seq)`` to live peers of ``cell`` until one ACCEPTs it (see :meth:`_submit`);
+        a refusal sends it on to the others until ``replicate_timeout``."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.node.config.replicate_timeout
-        step = max(0.01, self.node.config.quilter.resend_after)
-        fut: asyncio.Future[tuple[bool, str]] = loop.create_future()
-        seqs: list[int] = []
         reason = f"no peer of cell {cell!r} accepted it within {self.node.config.replicate_timeout} s"
-        try:
-            while (left := deadline - loop.time()) > 0:
-                peers = self.live_peers(cell)
-                if not peers:
-                    # A peer that has just joined hears the other cells' peers a moment later.
-                    reason = f"no live peer of cell {cell!r} is reachable"
-                    await asyncio.sleep(min(step, left))
-                    continue
-                self._seq += 1
-                seqs.append(self._seq)
-                self._accepts[self._seq] = fut
-                with contextlib.suppress(PeerUnreachable, SeamClosed):
-                    await self.channel.send_to(peers[0], build(self._seq))
-                try:
-                    ok, why = await asyncio.wait_for(asyncio.shield(fut), min(step, left))
-                except TimeoutError:
-                    continue
-                if ok:
+        while (left := deadline - loop.time()) > 0:
+            reply = await self._ask(cell, build, left)
+            if isinstance(reply, route.Accept):
+                if reply.ok:
                     return True, ""
-                reason = f"{peers[0]} (cell {cell!r}): {why}"
-                fut = loop.create_future()  # a refusal: try the others until the deadline
-                for seq in seqs:
-                    self._accepts[seq] = fut
-            return False, reason
-        finally:
-            for seq in seqs:
-                self._accepts.pop(seq, None)
+                reason = f"cell {cell!r}: {reply.reason}"
+            elif not self.live_peers(cell):
+                reason = f"no live peer of cell {cell!r} is reachable"
+        return False, reason
 
     async def _poller(self) -> None:
         every = self.node.config.route_poll
@@ -451,14 +430,12 @@ class CellRouter:
             self.stats["bad_frames"] += 1
             log.warning("%s: dropped a routing frame from %s: %s", self.node.self_id, sender, err)
             return
-        if isinstance(msg, route.Accept):
-            fut = self._accepts.get(msg.seq)
-            if fut is not None and not fut.done():
-                fut.set_result((msg.ok, msg.reason))
-        elif isinstance(msg, route.Answers):
+        if isinstance(msg, route.Accept | route.Answers | route.Counted | route.Cancelled):
+            # A reply to one of our requests (see _ask).
             reply = self._replies.get(msg.seq)
             if reply is not None and not reply.done():
                 reply.set_result(msg)
+        if isinstance(msg, route.Answers):
             if msg.seq == 0 or msg.seq in self._fetches:
                 self._fetches.pop(msg.seq, None)
                 self.stats["answers_pushed" if msg.seq == 0 else "answers_fetched"] += len(msg.answers)
@@ -482,10 +459,6 @@ class CellRouter:
             node = self.node
             names = sorted(str(k) for k in node.counters.state.keys())
             self._send_soon(sender, route.encode_counted(msg.seq, {n: node.counters_by_peer(n) for n in names}))
-        elif isinstance(msg, route.Counted | route.Cancelled):
-            reply = self._replies.get(msg.seq)
-            if reply is not None and not reply.done():
-                reply.set_result(msg)
         elif isinstance(msg, route.Cancel):
             self._spawn(self._cancel_here(sender, msg))
         elif isinstance(msg, route.Hello):
