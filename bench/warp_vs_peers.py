@@ -116,8 +116,12 @@ class WarpCluster:
         self.procs += await asyncio.gather(*(p.start(timeout) for p in rest))
         deadline = time.monotonic() + timeout
         while True:
-            views = [(await p.status(timeout))["warp"]["live_workers"] for p in self.procs]
-            if all(len(v) == len(self.procs) for v in views):
+            # Formed and settled: every peer sees every worker, and none still settles claims
+            # because a view changed less than a settle window ago (the steady state, where the
+            # peers measured beside us are timed after their warm-ups too).
+            warps = [(await p.status(timeout))["warp"] for p in self.procs]
+            views = [w["live_workers"] for w in warps]
+            if all(len(v) == len(self.procs) for v in views) and all(w["settled"] for w in warps):
                 return self
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the mesh did not form within {timeout:.0f} s: {views}")

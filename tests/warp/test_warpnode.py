@@ -660,3 +660,26 @@ def test_a_run_enqueued_again_after_its_answer_was_acknowledged_is_not_run_again
         await mesh.close()
 
     run_virtual(main())
+
+
+def test_status_says_when_ownership_has_settled_after_a_join() -> None:
+    """``status()["settled"]``: False while a peer's view changed less than a settle window ago
+    (claims then settle before running), True once every reachable worker shows the same view."""
+
+    async def main() -> tuple[bool, bool, bool, list[str]]:
+        mesh = await make_mesh(["peer-1", "peer-2"])
+        settled_before = all(n.status()["settled"] for n in mesh.nodes.values())
+        await mesh.add("peer-3")
+        await eventually(lambda: all(len(n.status()["live_workers"]) == 3 for n in mesh.nodes.values()),
+                         what="every peer sees the newcomer")
+        just_after = mesh.nodes["peer-1"].status()["settled"]
+        await eventually(lambda: all(n.status()["settled"] for n in mesh.nodes.values()),
+                         timeout=mesh.config.settle_window + 5, what="ownership settled everywhere")
+        settled_after = all(n.status()["settled"] for n in mesh.nodes.values())
+        workers = mesh.nodes["peer-3"].status()["live_workers"]
+        await mesh.close()
+        return settled_before, just_after, settled_after, workers
+
+    before, just_after, after, workers = run_virtual(main())
+    assert before and not just_after and after
+    assert workers == ["peer-1", "peer-2", "peer-3"]

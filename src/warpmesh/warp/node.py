@@ -938,6 +938,9 @@ class WarpNode:
             "role": self.role,
             "roster": sorted(self._roster()),
             "live_workers": sorted(self.core.workers),
+            # Ownership settled: every reachable worker shows our view and it has not changed for a
+            # settle window, so claims run at once instead of settling (see warpmesh.warp.claim).
+            "settled": not self._contested(),
             "health": {p: h.value for p, h in self.liveness.health.value.items()},
             "ring_shares": {p: round(s, 4) for p, s in self.core.ring.shares().items()},
             "queue_depth": self.queue_depth,
