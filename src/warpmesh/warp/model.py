@@ -123,8 +123,8 @@ class OpResult:
     op: str = ""
 
     @classmethod
-    def success(cls, run: str, value: Any, *, by: str, attempts: int = 1) -> OpResult:
-        return cls(run=run, ok=True, value=value, by=by, attempts=attempts)
+    def success(cls, run: str, value: Any, *, by: str, attempts: int = 1, op: str = "") -> OpResult:
+        return cls(run=run, ok=True, value=value, by=by, attempts=attempts, op=op)
 
     @classmethod
     def failure(cls, run: str, error: str, *, by: str, attempts: int = 1, traceback: str | None = None,

@@ -448,6 +448,10 @@ class WarpNode:
         if self._started:
             return self
         self._started = True
+        if self._clock is None:
+            # The loop's clock from here on, bound once: several reads per inline job otherwise
+            # each looked the running loop up first.
+            self._clock = asyncio.get_running_loop().time
         for q in self._boards:
             await q.start()
         self.liveness.on_beacon = self._on_beacon
@@ -1197,16 +1201,19 @@ class WarpNode:
             self._complete(task_id, desc, OpResult.failure(desc.run, str(err), by=self.self_id))
             return
         ctx = JobContext(task_id, desc.run, desc.op)
-        self.core.run_started(self.now(), task_id, desc, "inline")
+        clock = self.now
+        started = clock()
+        self.core.run_started(started, task_id, desc, "inline")
         attempts = 0
         while True:
             attempts += 1
             ctx.attempt = attempts
-            started = self.now()
+            if attempts > 1:
+                started = clock()
             token = _set(ctx)
             try:
                 value = spec.fn(*args, **kwargs)
-                self.core.costs.observe(desc.op, self.now() - started)
+                self.core.costs.observe(desc.op, clock() - started)
             except Standby as err:
                 self._defer(task_id, desc, err)
                 return
@@ -1222,7 +1229,8 @@ class WarpNode:
                 _reset(token)
             if desc.deadline is not None and self._expired(task_id, desc):
                 return  # it overran its deadline: the value is discarded
-            self._complete(task_id, desc, OpResult.success(desc.run, value, by=self.self_id, attempts=attempts))
+            self._complete(task_id, desc, OpResult.success(desc.run, value, by=self.self_id, attempts=attempts,
+                                                            op=desc.op))
             return
 
     async def _run_async(self, task_id: str, desc: TaskDescriptor, spec: OpSpec) -> None:
@@ -1292,7 +1300,8 @@ class WarpNode:
                     return
                 if job.ctx.cancelled:
                     return  # a thread op that finished after its cancel: the value is discarded
-                self._complete(task_id, desc, OpResult.success(desc.run, value, by=self.self_id, attempts=attempts))
+                self._complete(task_id, desc, OpResult.success(desc.run, value, by=self.self_id, attempts=attempts,
+                                                            op=desc.op))
                 return
         finally:
             if timer is not None:
