@@ -393,7 +393,7 @@ class WarpCore:
         self.steal_backoff = config.steal_interval
         self.steal_stats: dict[str, int] = dict.fromkeys(
             ("requests_out", "requests_in", "grants_in", "tasks_in", "tasks_out", "taken_back", "late_grants",
-             "bad_frames"), 0)
+             "declined_grants", "bad_frames"), 0)
 
     # -- the ready batch --------------------------------------------------------------------
     def ready(self) -> Ready:
@@ -1311,6 +1311,15 @@ class WarpCore:
             self.steal_backoff = min(self.steal_backoff * 2, 1.0)
             return
         self.steal_backoff = self.config.steal_interval
+        if self.backlog_seconds() >= self.config.steal_min_backlog:
+            # We asked while idle, and work of our own arrived meanwhile (a request goes out
+            # whenever we idle while anything is queued, e.g. just before a new batch reaches us):
+            # taking half of the owner's backlog now would only unbalance the two, and the owner
+            # would soon steal it back. Handed back as a late grant is: at once, by a request that
+            # does not list them.
+            self.steal_stats["declined_grants"] += 1
+            self._send_steal_request(owner, want=0)
+            return
         for task_id, raw in grant.tasks:
             try:
                 desc = TaskDescriptor.from_wire(unpack(raw))

@@ -959,6 +959,7 @@ class WarpNode:
             "cell": self.config.cell,
             "cells": [c for c in self.router.cells() if c is not None],
             "routing": dict(self.router.stats),
+            "steal": dict(self.steal_stats),
         }
 
     def board_stats(self) -> dict[str, dict[str, int]]:

@@ -12,8 +12,10 @@ still runs once at steady membership:
 2. The owner takes up to half of its estimated backlog *from the back of its ready queue* (tasks
    it has claimed and not started), forgets its own claim on them, records them as delegated, and
    answers ``GRANT [seq, [[task, descriptor], ...], backlog_seconds, 0]``.
-3. The thief runs a grant only if it answers its current request; a late or duplicated grant is
-   ignored, and the thief's next request (sent at once) omits its tasks from ``held``.
+3. The thief runs a grant only if it answers its current request and it is still short of work
+   (its own backlog under ``steal_min_backlog``: work of its own may have reached it since it
+   asked); a late, duplicated or declined grant is not run, and the thief's next request (sent at
+   once) omits its tasks from ``held``.
 4. On every request, the owner takes back the tasks it delegated to that thief under an earlier
    request that ``held`` does not list: they were never accepted. It also takes back everything
    delegated to a thief that leaves the live roster.
