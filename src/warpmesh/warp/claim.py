@@ -60,12 +60,16 @@ def decide(
     view: ClaimView,
     claimants: Collection[str] = (),
     eligible: Collection[str] | None = None,
+    ring_owner: str | None = None,
 ) -> Decision:
-    """Whether this peer should run ``task_id`` now, settle first, or leave it alone."""
+    """Whether this peer should run ``task_id`` now, settle first, or leave it alone.
+
+    ``ring_owner``: ``view.ring.owner(task_id, eligible)`` if the caller knows it already (a
+    peer remembers it per task; None: computed here)."""
     me = view.self_id
     if desc.pin is not None:
         return Decision.RUN if desc.pin == me else Decision.SKIP  # pins never re-home
-    mine = owner(task_id, desc, view, eligible) == me
+    mine = (ring_owner if ring_owner is not None else owner(task_id, desc, view, eligible)) == me
     if view.strategy is ClaimStrategy.RING:
         return Decision.RUN if mine else Decision.SKIP
     binding = me in claimants  # a claim once made stands until the winner rule settles it

@@ -872,7 +872,8 @@ class WarpCore:
         if deferred is not None and deferred[0] == desc.run and now < deferred[1]:
             return
         strategy = view.strategy
-        if desc.pin is None and eligible is None and self._ring_owner(task_id) != self.self_id:
+        ring_owner = self._ring_owner(task_id) if desc.pin is None and eligible is None else None
+        if desc.pin is None and eligible is None and ring_owner != self.self_id:
             # Not ours (the common case, in every re-claim pass): SKIP unless a claim of ours on the
             # intents board binds us - what ``decide`` would say, without building the claimant set.
             ours = self.intents.peek(desc.run) if strategy is ClaimStrategy.INTENT else None
@@ -881,7 +882,7 @@ class WarpCore:
                     quiet.add(task_id)
                 return
         claimants = self.claimants(desc.run) if strategy is ClaimStrategy.INTENT else frozenset()
-        decision = decide(task_id, desc, view, claimants, eligible)
+        decision = decide(task_id, desc, view, claimants, eligible, ring_owner if view.ring is self.ring else None)
         if decision is Decision.SKIP:
             return
         self.claimed[task_id] = desc.run
