@@ -129,7 +129,8 @@ class WarpCluster:
                     not self.wait_settled or all(w["settled"] for w in warps)):
                 return self
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the mesh did not form within {timeout:.0f} s: {views}")
+                raise RuntimeError(f"the mesh did not form and settle within {timeout:.0f} s: workers seen "
+                                   f"{views}, settled {[w['settled'] for w in warps]} (--unsettled skips the wait)")
             await asyncio.sleep(0.1)
 
     async def stop(self) -> None:
