@@ -126,6 +126,12 @@ async def _two_cells(log: ExecLog, *, faults: LinkFaults | None = None, peers: d
     return fabric, nodes
 
 
+
+async def _close(nodes: dict[str, WarpNode], fabric: MemoryFabric) -> None:
+    for n in nodes.values():
+        await n.close()
+    await fabric.close()
+
 def test_a_task_is_queued_run_and_answered_in_its_own_cell_only() -> None:
     async def main() -> None:
         log = ExecLog()
@@ -150,9 +156,7 @@ def test_a_task_is_queued_run_and_answered_in_its_own_cell_only() -> None:
         # The submitter sees the forwarded answers through its results view too.
         assert all(a.results.get(t) is not None for t in remote)
         assert a.router.stats["forwarded"] == 20
-        for n in nodes.values():
-            await n.close()
-        await fabric.close()
+        await _close(nodes, fabric)
 
     run_virtual(main())
 
@@ -178,9 +182,7 @@ def test_a_client_of_no_cell_forwards_every_task_and_gets_every_answer() -> None
         await eventually(lambda: all(t not in nodes[p].results_board.state for p in owner_cell), 5.0, "ack reached")
         assert t not in client.results
         await client.close()
-        for n in nodes.values():
-            await n.close()
-        await fabric.close()
+        await _close(nodes, fabric)
 
     run_virtual(main())
 
@@ -204,9 +206,7 @@ def test_a_peer_reads_and_cancels_tasks_of_another_cell() -> None:
         assert set(queued) == {far[2]}
         ghost = _tasks_for("c1", 1, prefix="ghost")[0]
         assert await a.router.cancel([ghost]) == {ghost: "unknown"}  # never submitted: unknown there
-        for n in nodes.values():
-            await n.close()
-        await fabric.close()
+        await _close(nodes, fabric)
 
     run_virtual(main())
 
@@ -225,9 +225,7 @@ def test_forwarding_survives_lossy_links() -> None:
         await asyncio.sleep(2.0)
         counts = Counter(t for _, t in log.runs)
         assert set(counts) == set(remote) and max(counts.values()) == 1  # steady membership: once each
-        for n in nodes.values():
-            await n.close()
-        await fabric.close()
+        await _close(nodes, fabric)
 
     run_virtual(main())
 
@@ -248,9 +246,7 @@ def test_a_cell_with_no_live_peer_refuses_then_gets_the_task_once_it_is_back() -
             nodes[p] = await WarpNode(fabric.join(p), registry=recording_registry(log, p), config=_cfg("c1")).start()
         assert await nodes["a"].result(t, timeout=20.0) == f"result-{t}"
         assert [x for _, x in log.runs].count(t) == 1
-        for n in nodes.values():
-            await n.close()
-        await fabric.close()
+        await _close(nodes, fabric)
 
     run_virtual(main())
 
@@ -267,9 +263,7 @@ def test_peers_of_another_cell_never_merge_into_a_cells_boards() -> None:
         sub = nodes["a"].queue.seam
         assert isinstance(sub, SubsetSeam) and "d" not in sub.allowed
         assert set(nodes["a"].queue.state.keys()) == before
-        for n in nodes.values():
-            await n.close()
-        await fabric.close()
+        await _close(nodes, fabric)
 
     run_virtual(main())
 
@@ -355,9 +349,7 @@ def test_a_cell_whose_peers_are_all_gone_is_forgotten_and_its_share_moves() -> N
         await nodes["a"].enqueue(t, "echo", {"task": t})
         assert await nodes["a"].result(t, timeout=10.0) == f"result-{t}"
         assert [p for p, x in log.runs if x == t] in (["a"], ["b"], ["c"])  # once, in c0
-        for n in nodes.values():
-            await n.close()
-        await fabric.close()
+        await _close(nodes, fabric)
 
     run_virtual(main())
 
@@ -372,9 +364,7 @@ def test_forwarded_answers_expire_with_result_ttl() -> None:
         assert await a.result(t, timeout=10.0) == f"result-{t}"
         assert t in a.router.answers
         await eventually(lambda: t not in a.router.answers and t not in a.results, 10.0, "forwarded answer expired")
-        for n in nodes.values():
-            await n.close()
-        await fabric.close()
+        await _close(nodes, fabric)
 
     run_virtual(main())
 
@@ -406,9 +396,7 @@ def test_a_cell_that_is_down_does_not_hold_up_forwards_to_the_others() -> None:
         await nodes["a"].enqueue(up, "echo", {"task": up})
         assert loop.time() - t0 < 0.5  # not behind the forward that waits for c2
         assert await nodes["a"].result(up, timeout=5.0) == f"result-{up}"
-        for n in nodes.values():
-            await n.close()
-        await fabric.close()
+        await _close(nodes, fabric)
 
     run_virtual(main())
 
